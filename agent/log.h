@@ -1,0 +1,43 @@
+/* log.h - the agent's log lines (contract section 7): one JSON object per line on stdout, or the
+ * `pretty` terminal view. Every line carries timestamp, level, event_type, message, run_id,
+ * flow_name and correlation_id; callers add the fields that apply.
+ *
+ * Usage: agent_log_begin() returns a line (or NULL when the level is filtered out: every adder
+ * accepts NULL), adders append fields, agent_log_end() writes it in one write(2). Strings are
+ * escaped as JSON (invalid UTF-8 becomes \ufffd), so any byte sequence is safe to pass. */
+#ifndef DAGY_LOG_H
+#define DAGY_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <cjson/cJSON.h>
+
+typedef enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARNING, LOG_ERROR } log_level;
+typedef enum { LOG_FORMAT_JSON = 0, LOG_FORMAT_PRETTY } log_format;
+
+typedef struct log_line log_line;
+
+/* Configures the process-wide logger (fd is usually 1). */
+void agent_log_init(log_format fmt, log_level min_level, int fd);
+/* Parses DEBUG/INFO/WARNING/ERROR (case-insensitive; WARN accepted). Returns 0 or -EINVAL. */
+int agent_log_parse_level(const char *s, log_level *out);
+/* Identity fields carried on every line from now on (copied; NULL = unchanged). */
+void agent_log_context(const char *run_id, const char *flow_name, const char *flow_version,
+                       const char *org_id, const char *correlation_id);
+
+log_line *agent_log_begin(log_level level, const char *event_type, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void agent_log_str(log_line *l, const char *key, const char *val); /* NULL val: omitted */
+void agent_log_strn(log_line *l, const char *key, const char *val, size_t len);
+void agent_log_int(log_line *l, const char *key, int64_t val);
+void agent_log_num(log_line *l, const char *key, double val);
+void agent_log_bool(log_line *l, const char *key, bool val);
+void agent_log_json(log_line *l, const char *key, const cJSON *val); /* embedded as JSON */
+void agent_log_end(log_line *l);
+
+/* Shorthand for a line with no extra fields. */
+void agent_log(log_level level, const char *event_type, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,69 @@
+/* status.h - run and task-run status items (contract sections 3, 4, 6) and how they reach a
+ * store: an item cache that sequences and coalesces writes, in front of a swappable backend
+ * (local state directory, DynamoDB).
+ *
+ * Items are cJSON objects whose members are the item's attributes: strings are DynamoDB S,
+ * numbers N, JSON null means "remove". The store stamps `status_seq` (1, 2, 3, ... per item) and
+ * `updated_at` on each write it sends. At most one write per item is in flight; changes made while
+ * one is in flight are coalesced into the next. Nothing here blocks the loop. */
+#ifndef DAGY_STATUS_H
+#define DAGY_STATUS_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <uv.h>
+#include <cjson/cJSON.h>
+
+typedef enum { STATUS_RUN = 0, STATUS_TASK = 1 } status_kind;
+
+typedef struct status_backend status_backend;
+typedef struct status_store status_store;
+
+/* Completion of one backend write. rc 0: applied, or refused by the item's condition (a newer or
+ * terminal item is stored: an answer, not an error). rc < 0: failed after the backend's own
+ * retries; `err` says why (no secrets). */
+typedef void (*status_write_cb)(void *ctx, int rc, const char *err);
+
+/* A backend. `write` gets the whole item (with status_seq and updated_at already set) and must
+ * call done exactly once, possibly before returning; it must not keep `item` after returning
+ * (serialize it). `close` frees the backend once nothing is in flight. */
+struct status_backend {
+    const char *name; /* "local", "dynamodb" */
+    int (*write)(status_backend *b, status_kind kind, const cJSON *item, status_write_cb done,
+                 void *ctx);
+    void (*close)(status_backend *b);
+};
+
+/* The local state directory backend: DIR/runs/RUN_ID.json and DIR/runs/RUN_ID/tasks/TASK.json,
+ * each replaced atomically (write to a temporary file, rename). Writes a file only if the stored
+ * status_seq is lower and the stored status is not terminal, like the DynamoDB conditions. */
+int status_local_new(const char *state_dir, status_backend **out);
+
+/* Creates a store on `loop` writing through `backend` (ownership of the backend passes to the
+ * store). */
+int status_store_new(uv_loop_t *loop, status_backend *backend, status_store **out);
+
+/* Items. The store owns them; callers change attributes with the setters below, then call
+ * status_touch() to schedule a write. `task_name` is NULL for the run item. */
+cJSON *status_item(status_store *s, status_kind kind, const char *run_id, const char *task_name);
+void status_touch(status_store *s, cJSON *item);
+
+/* Attribute setters (replace the member). */
+void status_set_str(cJSON *item, const char *key, const char *val); /* NULL val removes */
+void status_set_num(cJSON *item, const char *key, double val);
+
+/* Writes everything still pending, then calls done(ud, failed_run, n_failed): failed_run is true
+ * if the run item's latest state could not be written. Items still unwritten at `timeout_ms` are
+ * given up; each unwritten item is logged as a `status_write_failed` event with the full item. */
+void status_flush(status_store *s, uint64_t timeout_ms,
+                  void (*done)(void *ud, bool failed_run, int n_failed), void *ud);
+
+/* Frees the store and its backend; call after status_flush completed. The loop must run once
+ * more to close the store's handles. */
+void status_store_free(status_store *s);
+
+/* Current time as the contract's ISO 8601 UTC with milliseconds: "2026-03-14T09:00:00.123Z".
+ * buf must hold 32 bytes. */
+const char *status_now_iso(char *buf);
+
+#endif

@@ -1,0 +1,80 @@
+/* aws.h - AWS requests on the agent's libuv loop: credentials, region, endpoints, SigV4, retries.
+ * Built on the HTTP engine (fetch/http.h: libcurl multi driven by libuv).
+ *
+ * One fetch_aws per process. Every call is asynchronous; a call that returns an error never
+ * invokes its callback. Nothing here logs secrets: error strings carry the AWS error code and
+ * message, the URI, never a header or a signature. */
+#ifndef DAGY_AWS_H
+#define DAGY_AWS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <uv.h>
+#include <cjson/cJSON.h>
+
+#define FETCH_ERR_MAX 512
+
+typedef struct fetch_aws fetch_aws;
+
+/* Retry policy for one request: up to max_attempts tries, full-jitter exponential backoff from
+ * base_ms capped at cap_ms, on throttling, 5xx, timeouts and connection errors. */
+typedef struct {
+    int max_attempts;  /* default 8 */
+    uint64_t base_ms;  /* default 100 */
+    uint64_t cap_ms;   /* default 5000 */
+} fetch_retry;
+
+typedef struct {
+    int err;                  /* 0 = an HTTP answer arrived (check http_status), else -errno */
+    long http_status;         /* 0 if none */
+    const char *error_code;   /* AWS error code: "ConditionalCheckFailedException", "NoSuchKey",
+                                 "AccessDenied", ... or NULL */
+    const char *message;      /* human-readable, ready for a log line: names the URI or target,
+                                 the code and AWS's message; NULL on success */
+    const char *body;         /* response body (NUL-terminated), may be empty */
+    size_t body_len;
+    cJSON *json;              /* parsed JSON body for JSON APIs, or NULL */
+} fetch_aws_result;
+
+typedef void (*fetch_aws_cb)(void *ud, const fetch_aws_result *r);
+
+/* Reads region, endpoints and the credential chain from the environment (contract section 5).
+ * Returns 0, or -EINVAL with err naming the variable that is wrong or missing. */
+int fetch_aws_new(uv_loop_t *loop, fetch_aws **out, char *err);
+/* Cancels everything in flight (callbacks get err -ECANCELED) and frees; the loop must run once
+ * more to close the handles. */
+void fetch_aws_free(fetch_aws *a);
+
+const char *fetch_aws_region(const fetch_aws *a);
+
+/* A JSON 1.0 API call (DynamoDB: target "DynamoDB_20120810.UpdateItem"; ECS:
+ * "AmazonEC2ContainerServiceV20141113.RunTask"). service is "dynamodb" or "ecs". The body is
+ * copied. retry NULL = defaults. The callback sees the final answer: an AWS error code such as
+ * ConditionalCheckFailedException is delivered, not retried. */
+int fetch_aws_json(fetch_aws *a, const char *service, const char *target, const char *body,
+                   const fetch_retry *retry, fetch_aws_cb cb, void *ud);
+
+/* Parses "s3://bucket/key[#sha256=HEX]". Returns 0 or -EINVAL. Outputs are malloc'd;
+ * sha256_hex is NULL when there is no fragment. */
+int fetch_s3_parse_uri(const char *uri, char **bucket, char **key, char **sha256_hex);
+
+/* Progress of a download: bytes so far and total (0 if unknown yet). */
+typedef void (*fetch_progress_cb)(void *ud, uint64_t done, uint64_t total);
+
+/* Downloads an S3 object to `path` (created/truncated, mode 0600): parallel ranged GETs pinned to
+ * the ETag for large objects, retries per part, length and #sha256= verified. On a checksum
+ * mismatch the result has err -EBADMSG and the file is removed. */
+int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path,
+                      fetch_progress_cb progress, fetch_aws_cb cb, void *ud);
+
+/* PutObject of a memory buffer (copied) or of a file. */
+int fetch_s3_put(fetch_aws *a, const char *bucket, const char *key, const void *data, size_t len,
+                 const char *content_type, fetch_aws_cb cb, void *ud);
+int fetch_s3_put_file(fetch_aws *a, const char *bucket, const char *key, const char *path,
+                      fetch_aws_cb cb, void *ud);
+
+/* A plain GET of an unsigned URL (ECS task metadata endpoint). */
+int fetch_http_get(fetch_aws *a, const char *url, fetch_aws_cb cb, void *ud);
+
+#endif

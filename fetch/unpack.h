@@ -1,0 +1,45 @@
+/* unpack.h - safe extraction of flow artifacts and dependency packages (zip, tar, tar.gz; format
+ * detected by content) with libarchive.
+ *
+ * libarchive's secure-extract flags stop `..` and absolute paths and writing through symlinks,
+ * but not where a symlink or hardlink entry points; this module adds its own checks: link targets
+ * stay inside the destination, no device/FIFO/socket entries, setuid/setgid/sticky bits dropped,
+ * limits on total size, entry count and compression ratio. On any violation nothing is left: the
+ * destination directory is removed. Synchronous (runs before the DAG starts, or in a worker). */
+#ifndef DAGY_UNPACK_H
+#define DAGY_UNPACK_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define UNPACK_ERR_MAX 512
+
+typedef struct {
+    uint64_t max_total_bytes; /* sum of uncompressed entry sizes; env DAGY_UNPACK_MAX_BYTES,
+                                 default 8 GiB */
+    uint64_t max_entries;     /* env DAGY_UNPACK_MAX_ENTRIES, default 100000 */
+    double max_ratio;         /* uncompressed / archive size; env DAGY_UNPACK_MAX_RATIO,
+                                 default 200 (applies once output exceeds 1 MiB) */
+} unpack_limits;
+
+typedef struct {
+    uint64_t entries;
+    uint64_t bytes;      /* uncompressed bytes written */
+    char format[32];     /* "zip", "tar", "tar.gz" (the detected format) */
+} unpack_stats;
+
+/* Defaults, overridden by the environment variables above. Bad values in the environment are
+ * an error: returns -EINVAL with err naming the variable. */
+int unpack_limits_from_env(unpack_limits *out, char *err);
+
+/* Extracts `archive_path` into `dest_dir`, which must not exist yet (it is created, mode 0755).
+ * Returns 0, or -EINVAL for an unsafe/corrupt/oversized archive (err names the entry and the
+ * rule it broke; dest_dir removed), or another -errno for I/O trouble (dest_dir removed).
+ * `stats` may be NULL. */
+int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
+                   unpack_stats *stats, char *err);
+
+/* Removes a directory tree without following symlinks. Returns 0 or -errno. */
+int unpack_rmtree(const char *path);
+
+#endif

@@ -1,0 +1,77 @@
+/* flowspec.h - flow_spec.json (spec_version 1, contract section 2): parse, validate, expand
+ * templates, print as Graphviz DOT.
+ *
+ * Every problem is reported before any task starts, as one human-readable message naming the
+ * task and the field: `task "load": upstream "trnsform" does not exist`, `cycle: x -> y -> x`. */
+#ifndef DAGY_FLOWSPEC_H
+#define DAGY_FLOWSPEC_H
+
+#include <stddef.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <cjson/cJSON.h>
+#include "scheduler/sched.h"
+
+#define FLOWSPEC_ERR_MAX 512
+
+typedef struct {
+    char *name;
+    char **command;        /* NULL-terminated argv, or NULL for a callable task */
+    size_t command_len;
+    char *callable;        /* "module.path:function", or NULL */
+    cJSON *kwargs;         /* object or NULL (callable tasks only) */
+    char **env;            /* NULL-terminated "NAME=VALUE" pairs, may be NULL */
+    size_t env_len;
+    size_t *upstream;      /* indices into flowspec.tasks */
+    size_t n_upstream;
+    sched_task_def def;    /* scheduling parameters with defaults applied; def.name/upstream alias
+                              the fields above */
+} flowspec_task;
+
+typedef struct {
+    int spec_version;
+    char *name;
+    char *version;
+    int max_parallel;      /* 0 when absent (the agent then picks the number of CPUs) */
+    flowspec_task *tasks;
+    size_t n_tasks;
+} flowspec;
+
+/* Values for template expansion. `parameters` is a JSON object (may be NULL = no parameters). */
+typedef struct {
+    const cJSON *parameters;
+    const char *run_id;
+    const char *flow_name;
+    const char *flow_version;
+    const char *org_id;
+    const char *environment;
+} flowspec_vars;
+
+/* Parses and validates the JSON text. On success returns 0 and *out (free with flowspec_free).
+ * On failure returns -EINVAL and writes a message into err (FLOWSPEC_ERR_MAX bytes). Templates are
+ * checked for syntax here but not expanded. */
+int flowspec_parse(const char *json, size_t len, flowspec **out, char *err);
+/* Reads and parses a file (errors mention the path). */
+int flowspec_load(const char *path, flowspec **out, char *err);
+void flowspec_free(flowspec *s);
+
+/* Expands every template in command elements, env values and string kwargs values (recursively),
+ * in place. Fails with -EINVAL and an error naming task and field if a template names an unset
+ * parameter or is malformed. Non-string parameters expand to their JSON text. */
+int flowspec_render(flowspec *s, const flowspec_vars *vars, char *err);
+
+/* Expands templates in one string; returns a malloc'd string or NULL with err set. `where` is
+ * used as the prefix of the message ("task \"x\": command[2]"). */
+char *flowspec_expand(const char *in, const flowspec_vars *vars, const char *where, char *err);
+
+/* Writes the DAG as Graphviz DOT (digraph, one node per task labelled with name, and its trigger
+ * rule when not all_success; one edge per upstream link). */
+void flowspec_write_dot(const flowspec *s, FILE *f);
+
+/* Index of the task with this name, or -1. */
+long flowspec_find(const flowspec *s, const char *name);
+
+/* True if `name` is a valid task name: 1-128 chars of [A-Za-z0-9_.-]. */
+bool flowspec_valid_name(const char *name);
+
+#endif

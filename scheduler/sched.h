@@ -1,0 +1,116 @@
+/* sched.h - the DAG plan: task-run state machine, readiness, retries, timeouts and trigger rules.
+ *
+ * Pure logic: no libuv, no clock reads, no processes, no I/O. The driver (agent/run.c, or a fake
+ * runner in tests) feeds it events stamped with a time in milliseconds it chooses, asks which task
+ * to start next, and is told of every state transition through one callback. */
+#ifndef DAGY_SCHED_H
+#define DAGY_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/* Task-run states (contract section 4). */
+typedef enum {
+    SCHED_PENDING = 0, /* waiting for upstream tasks */
+    SCHED_RUNNING,     /* an attempt is running */
+    SCHED_RETRYING,    /* an attempt failed; waiting out the retry delay */
+    SCHED_SUCCEEDED,   /* terminal */
+    SCHED_FAILED,      /* terminal: the last attempt failed */
+    SCHED_SKIPPED,     /* terminal: the trigger rule can no longer be met */
+    SCHED_CANCELLED,   /* terminal: cancelled by a drain */
+} sched_state;
+
+typedef enum {
+    SCHED_ALL_SUCCESS = 0,
+    SCHED_ALL_DONE,
+    SCHED_ONE_FAILED,
+    SCHED_NONE_FAILED,
+} sched_trigger;
+
+/* How an attempt ended, as the driver reports it. */
+typedef enum {
+    SCHED_EXIT_OK = 0,    /* exit status 0 */
+    SCHED_EXIT_FAILED,    /* non-zero exit, signal, spawn failure */
+    SCHED_EXIT_TIMED_OUT, /* killed after sched told the driver the attempt timed out */
+    SCHED_EXIT_CANCELLED, /* killed by the drain */
+} sched_exit;
+
+/* One task as the plan needs it. Strings are copied by sched_new(). */
+typedef struct {
+    const char *name;
+    const size_t *upstream; /* indices into the task array */
+    size_t n_upstream;
+    sched_trigger trigger;
+    int retries;                      /* extra attempts after the first */
+    double retry_delay_seconds;       /* delay before attempt 2 */
+    double retry_backoff;             /* multiplier per further attempt */
+    double retry_max_delay_seconds;   /* cap */
+    bool retry_jitter;                /* full jitter: uniform in [0, delay] */
+    double timeout_seconds;           /* per attempt; <= 0 means none */
+} sched_task_def;
+
+typedef struct sched_plan sched_plan;
+
+/* Called for every state change of a task, in order. `reason` is a human-readable cause for
+ * SKIPPED ("upstream task \"x\" FAILED"), FAILED/RETRYING (the attempt's error as the driver
+ * reported it) and CANCELLED; NULL otherwise. Must not call back into the plan. */
+typedef void (*sched_transition_cb)(void *ud, size_t task, sched_state from, sched_state to,
+                                    const char *reason);
+
+/* Creates a plan. The definitions must already be validated (acyclic, indices in range).
+ * max_parallel >= 1. seed drives the jitter PRNG (same seed, same delays). Returns 0 or -errno;
+ * *out is owned by the caller and freed with sched_free(). */
+int sched_new(const sched_task_def *defs, size_t n, int max_parallel, uint64_t seed,
+              sched_transition_cb cb, void *ud, sched_plan **out);
+void sched_free(sched_plan *p);
+
+/* Returns the index of the next task to start (lowest spec index among ready tasks) and marks it
+ * RUNNING with attempt+1, or -1 if nothing may start now (none ready, max_parallel reached, or
+ * draining). The driver calls it in a loop until -1. `now_ms` stamps the attempt start, from which
+ * the attempt's timeout deadline is computed. */
+long sched_next(sched_plan *p, uint64_t now_ms);
+
+/* The driver reports that the running attempt of `task` ended. `error` (may be NULL on success)
+ * becomes the transition reason. Leads to SUCCEEDED, RETRYING (ready again at now + delay), FAILED
+ * or CANCELLED, and may cascade SKIPPED/ready to downstream tasks. */
+void sched_exited(sched_plan *p, size_t task, sched_exit how, const char *error, uint64_t now_ms);
+
+/* Earliest time (ms) at which sched_tick() has something to do: a retry delay ending or a running
+ * attempt's timeout. UINT64_MAX if none. */
+uint64_t sched_next_deadline(const sched_plan *p);
+
+/* Advances time: RETRYING tasks whose delay has passed become ready (PENDING for the next start);
+ * for each running attempt whose timeout passed, calls on_timeout(ud, task) once so the driver can
+ * kill it (it then reports SCHED_EXIT_TIMED_OUT through sched_exited). */
+void sched_tick(sched_plan *p, uint64_t now_ms, void (*on_timeout)(void *ud, size_t task),
+                void *ud);
+
+/* Starts the drain: nothing new starts, no retries; PENDING and RETRYING tasks become CANCELLED
+ * at once (reason given). Running attempts continue until the driver reports them. */
+void sched_drain(sched_plan *p, const char *reason);
+
+/* True when every task is in a terminal state. */
+bool sched_done(const sched_plan *p);
+
+/* Accessors. */
+size_t sched_count(const sched_plan *p);
+sched_state sched_task_state(const sched_plan *p, size_t task);
+int sched_task_attempt(const sched_plan *p, size_t task);     /* attempts started so far */
+int sched_task_max_attempts(const sched_plan *p, size_t task); /* retries + 1 */
+size_t sched_running(const sched_plan *p);
+/* Counts of tasks currently in `state`. */
+size_t sched_count_in(const sched_plan *p, sched_state state);
+/* Delay in ms the plan chose for the retry now pending for `task` (0 if none). For logs/tests. */
+uint64_t sched_retry_delay_ms(const sched_plan *p, size_t task);
+
+/* Pure helpers, exposed for tests and docs: the contract's backoff before attempt n+1
+ * (n >= 1 is the failed attempt), before jitter, in seconds. */
+double sched_backoff_seconds(const sched_task_def *d, int n);
+const char *sched_state_name(sched_state s); /* "PENDING", "RUNNING", ... */
+bool sched_state_terminal(sched_state s);
+/* Parses "all_success" etc.; returns 0 or -EINVAL. */
+int sched_trigger_parse(const char *s, sched_trigger *out);
+const char *sched_trigger_name(sched_trigger t);
+
+#endif
