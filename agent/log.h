@@ -36,6 +36,12 @@ void agent_log_bool(log_line *l, const char *key, bool val);
 void agent_log_json(log_line *l, const char *key, const cJSON *val); /* embedded as JSON */
 void agent_log_end(log_line *l);
 
+/* Pretty view only (no-ops in JSON mode): whether it is on, the live progress line kept under
+ * the log, and raw text (the end-of-run table). */
+bool agent_log_is_pretty(void);
+void agent_log_progress(const char *line);
+void agent_log_raw(const char *text);
+
 /* Shorthand for a line with no extra fields. */
 void agent_log(log_level level, const char *event_type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -39,6 +39,11 @@ struct status_backend {
  * status_seq is lower and the stored status is not terminal, like the DynamoDB conditions. */
 int status_local_new(const char *state_dir, status_backend **out);
 
+/* The DynamoDB backend: conditional UpdateItem on the runs and task-runs tables. */
+struct fetch_aws;
+int status_ddb_new(struct fetch_aws *aws, const char *runs_table, const char *task_runs_table,
+                   status_backend **out);
+
 /* Creates a store on `loop` writing through `backend` (ownership of the backend passes to the
  * store). */
 int status_store_new(uv_loop_t *loop, status_backend *backend, status_store **out);

@@ -1,0 +1,413 @@
+/* config.c - dagy-agent's configuration: command-line flags (contract section 3) layered over
+ * the environment (section 5). Every bad value is refused with a message naming the flag or the
+ * variable; nothing falls back silently. */
+#include "agent/agent.h"
+#include "agent/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *dup_or(const char *v, const char *dflt)
+{
+    if (v && *v)
+        return strdup(v);
+    return dflt ? strdup(dflt) : NULL;
+}
+
+/* Parses a non-negative number with an upper bound; 0 or -EINVAL. */
+static int parse_seconds(const char *s, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < 0 || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int parse_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -EINVAL;
+    *out = (int)v;
+    return 0;
+}
+
+/* Reads a whole (small) file, for --params-json @FILE. */
+static char *read_small_file(const char *path, char *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, AGENT_ERR_MAX, "--params-json: cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len > (1u << 24)) {
+            snprintf(err, AGENT_ERR_MAX, "--params-json: %s is larger than 16 MiB", path);
+            free(buf);
+            fclose(f);
+            return NULL;
+        }
+        if (cap - len < 2) {
+            char *p = realloc(buf, cap * 2);
+            if (!p)
+                break;
+            buf = p;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+/* Merges a JSON object text into c->parameters (later sources win). */
+static int merge_params_json(agent_config *c, const char *text, const char *what, char *err)
+{
+    cJSON *o = cJSON_Parse(text);
+    if (!cJSON_IsObject(o)) {
+        snprintf(err, AGENT_ERR_MAX, "%s: must be a JSON object, e.g. {\"date\": \"2024-03-14\"}",
+                 what);
+        cJSON_Delete(o);
+        return -EINVAL;
+    }
+    cJSON *item = o->child;
+    while (item) {
+        cJSON *next = item->next;
+        cJSON_DetachItemViaPointer(o, item);
+        cJSON_DeleteItemFromObjectCaseSensitive(c->parameters, item->string);
+        cJSON_AddItemToObject(c->parameters, item->string, item);
+        item = next;
+    }
+    cJSON_Delete(o);
+    return 0;
+}
+
+/* --param NAME=VALUE: the value is a string. */
+static int add_param(agent_config *c, const char *arg, char *err)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) {
+        snprintf(err, AGENT_ERR_MAX, "--param %s: expected NAME=VALUE", arg);
+        return -EINVAL;
+    }
+    char *name = strndup(arg, (size_t)(eq - arg));
+    cJSON_DeleteItemFromObjectCaseSensitive(c->parameters, name);
+    cJSON_AddStringToObject(c->parameters, name, eq + 1);
+    free(name);
+    return 0;
+}
+
+/* Splits "a,b , c" into a NULL-terminated array of trimmed, non-empty strings. */
+static char **split_list(const char *s)
+{
+    size_t n = 1;
+    for (const char *p = s; p && *p; p++)
+        n += *p == ',';
+    char **out = calloc(n + 1, sizeof *out);
+    size_t k = 0;
+    while (s && *s) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        while (len && (*s == ' ' || *s == '\t'))
+            s++, len--;
+        while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+            len--;
+        if (len)
+            out[k++] = strndup(s, len);
+        s = e ? e + 1 : s + strlen(s);
+    }
+    return out;
+}
+
+/* The environment layer (contract section 5). */
+static int load_env(agent_config *c, char *err)
+{
+    const char *v;
+    c->run_id = dup_or(getenv("DAGY_RUN_ID"), NULL);
+    c->flow_name = dup_or(getenv("DAGY_FLOW_NAME"), NULL);
+    c->flow_version = dup_or(getenv("DAGY_FLOW_VERSION"), NULL);
+    c->org_id = dup_or(getenv("DAGY_ORG_ID"), NULL);
+    c->environment = dup_or(getenv("DAGY_ENVIRONMENT"), NULL);
+    c->correlation_id = dup_or(getenv("DAGY_CORRELATION_ID"), NULL);
+    c->work_dir = dup_or(getenv("DAGY_WORK_DIR"), "/tmp/dagy");
+    c->runs_table = dup_or(getenv("DAGY_RUNS_TABLE"), "DAGY_RUNS");
+    c->task_runs_table = dup_or(getenv("DAGY_TASK_RUNS_TABLE"), "DAGY_TASK_RUNS");
+    c->traces_bucket = dup_or(getenv("DAGY_TRACES_BUCKET"), NULL);
+    c->python = dup_or(getenv("DAGY_PYTHON"), "python3");
+    c->runner = dup_or(getenv("DAGY_PYTHON_RUNNER"), NULL);
+    c->pip_command = dup_or(getenv("DAGY_PIP_COMMAND"), "python3 -m pip");
+    c->dep_uris = split_list(getenv("DAGY_DEP_PACKAGE_URIS"));
+    c->drain_seconds = 15;
+    c->heartbeat_seconds = 30;
+    c->kill_grace_seconds = 3;
+    c->log_format = -1;
+    c->log_level = LOG_INFO;
+
+    if ((v = getenv("DAGY_PARAMETERS")) && *v &&
+        merge_params_json(c, v, "DAGY_PARAMETERS", err))
+        return -EINVAL;
+    if ((v = getenv("DAGY_LOG_LEVEL")) && *v) {
+        log_level lv;
+        if (agent_log_parse_level(v, &lv)) {
+            snprintf(err, AGENT_ERR_MAX,
+                     "DAGY_LOG_LEVEL=%.40s: expected DEBUG, INFO, WARNING or ERROR", v);
+            return -EINVAL;
+        }
+        c->log_level = lv;
+    }
+    if ((v = getenv("DAGY_MAX_PARALLEL")) && *v && parse_int(v, 1, 10000, &c->max_parallel)) {
+        snprintf(err, AGENT_ERR_MAX, "DAGY_MAX_PARALLEL=%.40s: expected an integer 1-10000", v);
+        return -EINVAL;
+    }
+    static const struct {
+        const char *var;
+        double max;
+        size_t off;
+    } secs[] = {
+        {"DAGY_DRAIN_SECONDS", 3600, offsetof(agent_config, drain_seconds)},
+        {"DAGY_HEARTBEAT_SECONDS", 86400, offsetof(agent_config, heartbeat_seconds)},
+        {"DAGY_KILL_GRACE_SECONDS", 600, offsetof(agent_config, kill_grace_seconds)},
+    };
+    for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
+        if ((v = getenv(secs[i].var)) && *v &&
+            parse_seconds(v, secs[i].max, (double *)((char *)c + secs[i].off))) {
+            snprintf(err, AGENT_ERR_MAX, "%s=%.40s: expected a number of seconds 0-%g",
+                     secs[i].var, v, secs[i].max);
+            return -EINVAL;
+        }
+    }
+    if (c->heartbeat_seconds < 1)
+        c->heartbeat_seconds = 1;
+    return 0;
+}
+
+/* Run ids become file names and DynamoDB keys: keep them to a safe alphabet. */
+static bool valid_run_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 128 || id[0] == '.')
+        return false;
+    for (const char *p = id; *p; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              strchr("-_.:", *p)))
+            return false;
+    }
+    return true;
+}
+
+/* Checks what container mode needs and picks the status backend. */
+static int finish(agent_config *c, char *err)
+{
+    const char *backend = getenv("DAGY_STATUS_BACKEND");
+    c->container_mode = c->flow == NULL;
+    if (backend && *backend && strcmp(backend, "local") && strcmp(backend, "dynamodb")) {
+        snprintf(err, AGENT_ERR_MAX, "DAGY_STATUS_BACKEND=%.40s: expected local or dynamodb",
+                 backend);
+        return -EINVAL;
+    }
+    c->status_backend =
+        strdup(backend && *backend ? backend : c->container_mode ? "dynamodb" : "local");
+    if (c->container_mode && !c->graph && !c->help && !c->version) {
+        const char *art = getenv("DAGY_ARTIFACT_S3_URI");
+        if (!c->run_id) {
+            snprintf(err, AGENT_ERR_MAX,
+                     "DAGY_RUN_ID is not set (required in container mode; for a local run pass "
+                     "--flow PATH)");
+            return -EINVAL;
+        }
+        if (!art || !*art) {
+            snprintf(err, AGENT_ERR_MAX,
+                     "DAGY_ARTIFACT_S3_URI is not set (required in container mode; for a local "
+                     "run pass --flow PATH)");
+            return -EINVAL;
+        }
+        c->flow = strdup(art);
+    }
+    if (c->run_id && !valid_run_id(c->run_id)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "run id \"%.40s\": use 1-128 characters of [A-Za-z0-9_.:-], not starting "
+                 "with '.'",
+                 c->run_id);
+        return -EINVAL;
+    }
+    if (!c->run_id) {
+        char id[40];
+        agent_uuid(id);
+        c->run_id = strdup(id);
+    }
+    if (!c->correlation_id)
+        c->correlation_id = strdup(c->run_id);
+    if (!c->state_dir)
+        c->state_dir = strdup("./.dagy");
+    return 0;
+}
+
+int agent_config_load(agent_config *c, int argc, char **argv, char *err)
+{
+    enum { O_FLOW = 256, O_PARAM, O_PJSON, O_RUNID, O_MAXP, O_DRAIN, O_STATE, O_LOGF, O_GRAPH,
+           O_VERSION, O_HELP };
+    static const struct option opts[] = {
+        {"flow", required_argument, 0, O_FLOW},     {"param", required_argument, 0, O_PARAM},
+        {"params-json", required_argument, 0, O_PJSON},
+        {"run-id", required_argument, 0, O_RUNID},  {"max-parallel", required_argument, 0, O_MAXP},
+        {"drain-seconds", required_argument, 0, O_DRAIN},
+        {"state-dir", required_argument, 0, O_STATE},
+        {"log-format", required_argument, 0, O_LOGF}, {"graph", no_argument, 0, O_GRAPH},
+        {"version", no_argument, 0, O_VERSION},     {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0}};
+    memset(c, 0, sizeof *c);
+    c->parameters = cJSON_CreateObject();
+    if (load_env(c, err))
+        return AGENT_EXIT_INVALID;
+
+    /* Parameters: DAGY_PARAMETERS, then --params-json, then --param, whatever the order given. */
+    cJSON *params_cli = cJSON_CreateArray();
+    const char *params_json = NULL;
+    int o;
+    opterr = 0;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        int rc = 0;
+        switch (o) {
+        case O_FLOW: free(c->flow); c->flow = strdup(optarg); break;
+        case O_PARAM: cJSON_AddItemToArray(params_cli, cJSON_CreateString(optarg)); break;
+        case O_PJSON: params_json = optarg; break;
+        case O_RUNID: free(c->run_id); c->run_id = strdup(optarg); break;
+        case O_MAXP:
+            if (parse_int(optarg, 1, 10000, &c->max_parallel))
+                rc = snprintf(err, AGENT_ERR_MAX, "--max-parallel %.40s: expected 1-10000",
+                              optarg);
+            break;
+        case O_DRAIN:
+            if (parse_seconds(optarg, 3600, &c->drain_seconds))
+                rc = snprintf(err, AGENT_ERR_MAX, "--drain-seconds %.40s: expected 0-3600",
+                              optarg);
+            break;
+        case O_STATE: free(c->state_dir); c->state_dir = strdup(optarg); break;
+        case O_LOGF:
+            if (!strcmp(optarg, "json"))
+                c->log_format = LOG_FORMAT_JSON;
+            else if (!strcmp(optarg, "pretty"))
+                c->log_format = LOG_FORMAT_PRETTY;
+            else
+                rc = snprintf(err, AGENT_ERR_MAX, "--log-format %.40s: expected json or pretty",
+                              optarg);
+            break;
+        case O_GRAPH: c->graph = true; break;
+        case O_VERSION: c->version = true; break;
+        case 'h':
+        case O_HELP: c->help = true; break;
+        case ':':
+            rc = snprintf(err, AGENT_ERR_MAX, "%s needs a value (see --help)", argv[optind - 1]);
+            break;
+        default:
+            rc = snprintf(err, AGENT_ERR_MAX, "unknown option %s (see --help)", argv[optind - 1]);
+            break;
+        }
+        if (rc) {
+            cJSON_Delete(params_cli);
+            return AGENT_EXIT_INVALID;
+        }
+    }
+    if (optind < argc) {
+        snprintf(err, AGENT_ERR_MAX, "unexpected argument \"%.100s\" (see --help)", argv[optind]);
+        cJSON_Delete(params_cli);
+        return AGENT_EXIT_INVALID;
+    }
+    int rc = 0;
+    if (params_json) {
+        char *text = params_json[0] == '@' ? read_small_file(params_json + 1, err)
+                                           : strdup(params_json);
+        rc = !text || merge_params_json(c, text, "--params-json", err);
+        free(text);
+    }
+    const cJSON *p;
+    cJSON_ArrayForEach(p, params_cli)
+    {
+        if (!rc)
+            rc = add_param(c, p->valuestring, err);
+    }
+    cJSON_Delete(params_cli);
+    if (rc || finish(c, err))
+        return AGENT_EXIT_INVALID;
+    return 0;
+}
+
+void agent_config_free(agent_config *c)
+{
+    char **strs[] = {&c->flow,           &c->run_id,       &c->flow_name,  &c->flow_version,
+                     &c->org_id,         &c->environment,  &c->correlation_id,
+                     &c->state_dir,      &c->work_dir,     &c->status_backend,
+                     &c->runs_table,     &c->task_runs_table, &c->traces_bucket,
+                     &c->python,         &c->runner,       &c->pip_command};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        free(*strs[i]);
+        *strs[i] = NULL;
+    }
+    for (char **d = c->dep_uris; d && *d; d++)
+        free(*d);
+    free(c->dep_uris);
+    c->dep_uris = NULL;
+    cJSON_Delete(c->parameters);
+    c->parameters = NULL;
+}
+
+void agent_print_help(void)
+{
+    fputs(
+        "usage: dagy-agent [--flow PATH|s3://BUCKET/KEY] [--param NAME=VALUE]...\n"
+        "                  [--params-json JSON|@FILE] [--run-id ID] [--max-parallel N]\n"
+        "                  [--drain-seconds N] [--state-dir DIR] [--log-format json|pretty]\n"
+        "                  [--graph] [--version] [--help]\n"
+        "\n"
+        "Runs a dagy flow: fetches and safely unpacks the artifact, runs the DAG of tasks,\n"
+        "and reports every status change. Without --flow it runs in container mode and takes\n"
+        "everything from the environment.\n"
+        "\n"
+        "Options:\n"
+        "  --flow PATH          flow artifact (.zip, .tar.gz, .tar; detected by content), an\n"
+        "                       unpacked directory holding flow_spec.json, or s3://BUCKET/KEY\n"
+        "  --param NAME=VALUE   run parameter (string); repeatable; wins over --params-json\n"
+        "  --params-json J|@F   run parameters as a JSON object, inline or from file F\n"
+        "  --run-id ID          run id (default: DAGY_RUN_ID, else a new UUID)\n"
+        "  --max-parallel N     tasks running at once (default: spec, else number of CPUs)\n"
+        "  --drain-seconds N    on SIGTERM, wait this long for running tasks (default 15)\n"
+        "  --state-dir DIR      local status directory (default ./.dagy)\n"
+        "  --log-format F       json (default when stdout is not a terminal) or pretty\n"
+        "  --graph              print the DAG as Graphviz DOT and exit\n"
+        "  --version, --help\n"
+        "\n"
+        "Environment (container mode; see docs):\n"
+        "  DAGY_RUN_ID, DAGY_ARTIFACT_S3_URI (required in container mode; URIs may end in\n"
+        "  #sha256=HEX), DAGY_FLOW_NAME, DAGY_FLOW_VERSION, DAGY_ORG_ID, DAGY_ENVIRONMENT,\n"
+        "  DAGY_DEP_PACKAGE_URIS, DAGY_PARAMETERS, DAGY_CORRELATION_ID, DAGY_LOG_LEVEL,\n"
+        "  DAGY_STATUS_BACKEND (dynamodb|local), DAGY_RUNS_TABLE, DAGY_TASK_RUNS_TABLE,\n"
+        "  DAGY_TRACES_BUCKET, DAGY_WORK_DIR (default /tmp/dagy), DAGY_MAX_PARALLEL,\n"
+        "  DAGY_DRAIN_SECONDS, DAGY_HEARTBEAT_SECONDS (default 30), DAGY_KILL_GRACE_SECONDS\n"
+        "  (default 3), DAGY_PIP_COMMAND, DAGY_PYTHON, DAGY_PYTHON_RUNNER,\n"
+        "  DAGY_UNPACK_MAX_BYTES, DAGY_UNPACK_MAX_ENTRIES, DAGY_UNPACK_MAX_RATIO,\n"
+        "  AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL[_S3|_DYNAMODB|_ECS],\n"
+        "  AWS credentials (environment, ECS container endpoint, shared credentials file).\n"
+        "\n"
+        "Exit codes: 0 run succeeded; 1 a task failed; 2 invalid input; 3 infrastructure\n"
+        "(artifact not fetched, status store unreachable); 143 stopped by SIGTERM.\n",
+        stdout);
+}

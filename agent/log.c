@@ -1,0 +1,411 @@
+/* log.c - the agent's log lines: JSON objects (one per line, one write(2) each) or the pretty
+ * terminal view with a live progress line.
+ *
+ * Single-threaded by design: the agent logs only from its loop thread, so one static line buffer
+ * serves every call. JSON escaping validates UTF-8 and replaces invalid bytes with U+FFFD, which
+ * keeps every line parseable whatever a task prints. */
+#include "agent/log.h"
+#include "agent/status.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+struct log_line {
+    struct buf json;   /* the JSON object being built */
+    struct buf pretty; /* extra fields for the pretty view ("key=value ...") */
+    log_level level;
+    char event[48];
+    char task[136];
+    char status[24];
+    char stream[8];
+    bool in_use;
+};
+
+static struct {
+    log_format fmt;
+    log_level min;
+    int fd;
+    char *run_id, *flow_name, *flow_version, *org_id, *correlation_id;
+    char *progress; /* pretty mode: the live progress line, redrawn under the log */
+    struct log_line line;
+} L = {.fmt = LOG_FORMAT_JSON, .min = LOG_INFO, .fd = 1};
+
+static const char *const level_names[] = {"DEBUG", "INFO", "WARNING", "ERROR"};
+
+static void buf_reserve(struct buf *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 512;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p)
+        abort(); /* out of memory while logging: nothing sensible is left to do */
+    b->p = p;
+    b->cap = cap;
+}
+
+static void buf_add(struct buf *b, const char *s, size_t n)
+{
+    buf_reserve(b, n);
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_adds(struct buf *b, const char *s)
+{
+    buf_add(b, s, strlen(s));
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4, min = 0x10000;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    unsigned cp = c & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+/* Appends s as a JSON string literal (with quotes). */
+static void buf_json_str(struct buf *b, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    buf_reserve(b, n + 2);
+    b->p[b->len++] = '"';
+    for (size_t i = 0; i < n;) {
+        unsigned c = u[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+            size_t j = i;
+            while (j < n && u[j] >= 0x20 && u[j] != '"' && u[j] != '\\' && u[j] < 0x80)
+                j++;
+            buf_add(b, s + i, j - i);
+            i = j;
+            continue;
+        }
+        char esc[8];
+        switch (c) {
+        case '"': buf_add(b, "\\\"", 2); i++; continue;
+        case '\\': buf_add(b, "\\\\", 2); i++; continue;
+        case '\n': buf_add(b, "\\n", 2); i++; continue;
+        case '\r': buf_add(b, "\\r", 2); i++; continue;
+        case '\t': buf_add(b, "\\t", 2); i++; continue;
+        default: break;
+        }
+        if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            buf_add(b, esc, 6);
+            i++;
+            continue;
+        }
+        size_t len = utf8_seq(u + i, n - i);
+        if (len == 0) {
+            buf_add(b, "\\ufffd", 6);
+            i++;
+        } else {
+            buf_add(b, s + i, len);
+            i += len;
+        }
+    }
+    buf_add(b, "\"", 1);
+}
+
+static void set_str(char **dst, const char *v)
+{
+    if (!v)
+        return;
+    free(*dst);
+    *dst = strdup(v);
+}
+
+void agent_log_init(log_format fmt, log_level min_level, int fd)
+{
+    L.fmt = fmt;
+    L.min = min_level;
+    L.fd = fd;
+}
+
+int agent_log_parse_level(const char *s, log_level *out)
+{
+    static const struct {
+        const char *name;
+        log_level lv;
+    } t[] = {{"DEBUG", LOG_DEBUG}, {"INFO", LOG_INFO},   {"WARNING", LOG_WARNING},
+             {"WARN", LOG_WARNING}, {"ERROR", LOG_ERROR}};
+    for (size_t i = 0; s && i < sizeof t / sizeof t[0]; i++) {
+        if (strcasecmp(s, t[i].name) == 0) {
+            *out = t[i].lv;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+void agent_log_context(const char *run_id, const char *flow_name, const char *flow_version,
+                       const char *org_id, const char *correlation_id)
+{
+    set_str(&L.run_id, run_id);
+    set_str(&L.flow_name, flow_name);
+    set_str(&L.flow_version, flow_version);
+    set_str(&L.org_id, org_id);
+    set_str(&L.correlation_id, correlation_id);
+}
+
+/* Adds `"key":` to the JSON object being built. */
+static void add_key(log_line *l, const char *key)
+{
+    buf_add(&l->json, ",", 1);
+    buf_json_str(&l->json, key, strlen(key));
+    buf_add(&l->json, ":", 1);
+}
+
+/* Records a field for the pretty view, skipping those the pretty header already shows. */
+static void pretty_field(log_line *l, const char *key, const char *val, size_t len)
+{
+    if (L.fmt != LOG_FORMAT_PRETTY)
+        return;
+    if (!strcmp(key, "task_name")) {
+        snprintf(l->task, sizeof l->task, "%.*s", (int)len, val);
+        return;
+    }
+    if (!strcmp(key, "status")) {
+        snprintf(l->status, sizeof l->status, "%.*s", (int)len, val);
+        return;
+    }
+    if (!strcmp(key, "stream")) {
+        snprintf(l->stream, sizeof l->stream, "%.*s", (int)len, val);
+        return;
+    }
+    static const char *const hidden[] = {"event_type", "message",      "run_id",
+                                         "flow_name",  "flow_version", "org_id",
+                                         "correlation_id", "task_run_id", "item",
+                                         "metadata",   "parameters",   NULL};
+    for (const char *const *h = hidden; *h; h++)
+        if (!strcmp(key, *h))
+            return;
+    buf_add(&l->pretty, " ", 1);
+    buf_adds(&l->pretty, key);
+    buf_add(&l->pretty, "=", 1);
+    buf_add(&l->pretty, val, len > 200 ? 200 : len);
+}
+
+log_line *agent_log_begin(log_level level, const char *event_type, const char *fmt, ...)
+{
+    if (level < L.min)
+        return NULL;
+    log_line *l = &L.line;
+    assert(!l->in_use); /* lines are never nested */
+    l->in_use = true;
+    l->level = level;
+    l->json.len = 0;
+    l->pretty.len = 0;
+    l->task[0] = l->status[0] = l->stream[0] = '\0';
+    snprintf(l->event, sizeof l->event, "%s", event_type);
+
+    char ts[32], msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+
+    buf_adds(&l->json, "{\"timestamp\":\"");
+    buf_adds(&l->json, status_now_iso(ts));
+    buf_adds(&l->json, "\",\"level\":\"");
+    buf_adds(&l->json, level_names[level]);
+    buf_adds(&l->json, "\"");
+    buf_adds(&l->pretty, msg); /* the pretty view starts with the message */
+    agent_log_str(l, "event_type", event_type);
+    agent_log_str(l, "message", msg);
+    agent_log_str(l, "run_id", L.run_id ? L.run_id : "");
+    agent_log_str(l, "flow_name", L.flow_name ? L.flow_name : "");
+    agent_log_str(l, "correlation_id", L.correlation_id ? L.correlation_id : "");
+    agent_log_str(l, "flow_version", L.flow_version);
+    agent_log_str(l, "org_id", L.org_id);
+    return l;
+}
+
+void agent_log_strn(log_line *l, const char *key, const char *val, size_t len)
+{
+    if (!l || !val)
+        return;
+    add_key(l, key);
+    buf_json_str(&l->json, val, len);
+    pretty_field(l, key, val, len);
+}
+
+void agent_log_str(log_line *l, const char *key, const char *val)
+{
+    if (val)
+        agent_log_strn(l, key, val, strlen(val));
+}
+
+void agent_log_int(log_line *l, const char *key, int64_t val)
+{
+    if (!l)
+        return;
+    char num[32];
+    int n = snprintf(num, sizeof num, "%lld", (long long)val);
+    add_key(l, key);
+    buf_add(&l->json, num, (size_t)n);
+    pretty_field(l, key, num, (size_t)n);
+}
+
+void agent_log_num(log_line *l, const char *key, double val)
+{
+    if (!l)
+        return;
+    char num[32];
+    int n = isfinite(val) ? snprintf(num, sizeof num, "%.3f", val) : snprintf(num, 5, "null");
+    add_key(l, key);
+    buf_add(&l->json, num, (size_t)n);
+    pretty_field(l, key, num, (size_t)n);
+}
+
+void agent_log_bool(log_line *l, const char *key, bool val)
+{
+    if (!l)
+        return;
+    add_key(l, key);
+    buf_adds(&l->json, val ? "true" : "false");
+    pretty_field(l, key, val ? "true" : "false", val ? 4 : 5);
+}
+
+void agent_log_json(log_line *l, const char *key, const cJSON *val)
+{
+    if (!l || !val)
+        return;
+    char *s = cJSON_PrintUnformatted(val);
+    if (!s)
+        return;
+    add_key(l, key);
+    buf_adds(&l->json, s);
+    pretty_field(l, key, s, strlen(s));
+    cJSON_free(s);
+}
+
+/* Writes all of p (retrying on EINTR and short writes). A failed stdout is ignored: logging must
+ * never stop the run. */
+static void write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(L.fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* The pretty view of one line: "12:00:01 ✓ extract  task_end  message  key=value". */
+static void write_pretty(log_line *l)
+{
+    static const char *const colors[] = {"\033[2m", "", "\033[33m", "\033[31m"};
+    struct buf out = {0};
+    char ts[32];
+    status_now_iso(ts);
+    buf_adds(&out, "\r\033[K");
+    buf_add(&out, ts + 11, 8);
+    buf_adds(&out, " ");
+    buf_adds(&out, colors[l->level]);
+    if (!strcmp(l->event, "task_output")) {
+        buf_adds(&out, l->task);
+        buf_adds(&out, !strcmp(l->stream, "stderr") ? " ! " : " | ");
+        buf_add(&out, l->pretty.p, l->pretty.len);
+    } else {
+        const char *mark = !strcmp(l->status, "SUCCEEDED") ? "\033[32m✓\033[0m "
+                           : !strcmp(l->status, "FAILED")  ? "\033[31m✗\033[0m "
+                                                           : "";
+        buf_adds(&out, mark);
+        buf_add(&out, l->pretty.p, l->pretty.len);
+    }
+    buf_adds(&out, "\033[0m\n");
+    if (L.progress)
+        buf_adds(&out, L.progress);
+    write_all(out.p, out.len);
+    free(out.p);
+}
+
+void agent_log_end(log_line *l)
+{
+    if (!l)
+        return;
+    if (L.fmt == LOG_FORMAT_PRETTY) {
+        write_pretty(l);
+    } else {
+        buf_add(&l->json, "}\n", 2);
+        write_all(l->json.p, l->json.len);
+    }
+    l->in_use = false;
+}
+
+void agent_log(log_level level, const char *event_type, const char *fmt, ...)
+{
+    if (level < L.min)
+        return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    agent_log_end(agent_log_begin(level, event_type, "%s", msg));
+}
+
+bool agent_log_is_pretty(void)
+{
+    return L.fmt == LOG_FORMAT_PRETTY;
+}
+
+void agent_log_progress(const char *line)
+{
+    if (L.fmt != LOG_FORMAT_PRETTY)
+        return;
+    set_str(&L.progress, line ? line : "");
+    struct buf out = {0};
+    buf_adds(&out, "\r\033[K");
+    buf_adds(&out, L.progress);
+    write_all(out.p, out.len);
+    free(out.p);
+}
+
+void agent_log_raw(const char *text)
+{
+    if (L.progress && L.fmt == LOG_FORMAT_PRETTY)
+        write_all("\r\033[K", 4);
+    write_all(text, strlen(text));
+}

@@ -1,0 +1,436 @@
+/* prepare.c - everything before the first task: the flow artifact and dependency packages are
+ * fetched concurrently (S3 or local files), unpacked safely on the thread pool, requirements
+ * installed with pip, the ECS task ARN read from the metadata endpoint, the spec loaded.
+ *
+ * Every job reports into one `prep` record; the first failure decides the exit code (2 for bad
+ * input, 3 for infrastructure), but the run ends only once every job has settled, so no thread
+ * is still writing into the work directory when the agent exits. */
+#include "agent/run.h"
+#include "agent/log.h"
+#include "fetch/unpack.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct prep prep;
+
+/* One artifact or package: fetched to `archive`, unpacked into `dest`. */
+typedef struct {
+    prep *p;
+    const char *uri; /* s3:// URI (with #sha256=), local archive, or local directory */
+    char *archive;
+    char *dest;
+    bool is_flow;
+    uint64_t t0;
+    uv_work_t work;
+    unpack_limits limits;
+    unpack_stats stats;
+    int rc;
+    char err[UNPACK_ERR_MAX];
+} prep_job;
+
+struct prep {
+    run_state *r;
+    prep_job *jobs;
+    size_t n_jobs;
+    int outstanding;
+    int fail_code;
+    char fail[AGENT_ERR_MAX];
+    size_t pip_next; /* next package whose requirements to install */
+    sbx_proc *pip;
+};
+
+static void settle(prep *p);
+
+/* Records the first failure. */
+static void prep_fail(prep *p, int code, const char *fmt, const char *a, const char *b)
+{
+    if (p->fail_code)
+        return;
+    p->fail_code = code;
+    snprintf(p->fail, sizeof p->fail, fmt, a, b ? b : "");
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *s = malloc(n);
+    snprintf(s, n, "%s/%s", a, b);
+    return s;
+}
+
+/* mkdir -p for the work directory's parents. */
+static int mkdirs(const char *path)
+{
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return -ENAMETOOLONG;
+    for (char *s = buf + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(buf, 0755) && errno != EEXIST)
+            return -errno;
+        *s = '/';
+    }
+    if (mkdir(buf, 0755) && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static void unpack_work(uv_work_t *w)
+{
+    prep_job *j = w->data;
+    j->rc = unpack_limits_from_env(&j->limits, j->err);
+    if (!j->rc)
+        j->rc = unpack_archive(j->archive, j->dest, &j->limits, &j->stats, j->err);
+}
+
+static void unpack_done(uv_work_t *w, int status)
+{
+    prep_job *j = w->data;
+    prep *p = j->p;
+    if (status == UV_ECANCELED) {
+        prep_fail(p, AGENT_EXIT_SIGTERM, "unpacking %s cancelled%s", j->uri, NULL);
+    } else if (j->rc) {
+        prep_fail(p, j->rc == -EINVAL ? AGENT_EXIT_INVALID : AGENT_EXIT_INFRA,
+                  "cannot unpack %s: %s", j->uri, j->err);
+    } else {
+        double dur = (double)(uv_now(&p->r->loop) - j->t0) / 1000.0;
+        log_line *l = agent_log_begin(LOG_INFO, "unpack_end", "unpacked %s: %llu entries, %s",
+                                      j->uri, (unsigned long long)j->stats.entries,
+                                      j->stats.format);
+        agent_log_str(l, "uri", j->uri);
+        agent_log_int(l, "bytes", (int64_t)j->stats.bytes);
+        agent_log_int(l, "entries", (int64_t)j->stats.entries);
+        agent_log_str(l, "format", j->stats.format);
+        agent_log_num(l, "duration_seconds", dur);
+        agent_log_end(l);
+    }
+    p->outstanding--;
+    settle(p);
+}
+
+static void start_unpack(prep_job *j)
+{
+    j->t0 = uv_now(&j->p->r->loop);
+    j->work.data = j;
+    int rc = uv_queue_work(&j->p->r->loop, &j->work, unpack_work, unpack_done);
+    if (rc) {
+        prep_fail(j->p, AGENT_EXIT_INFRA, "cannot unpack %s: %s", j->uri, uv_strerror(rc));
+        j->p->outstanding--;
+        settle(j->p);
+    }
+}
+
+static void on_progress(void *ud, uint64_t done, uint64_t total)
+{
+    prep_job *j = ud;
+    if (!agent_log_is_pretty())
+        return;
+    char line[256];
+    snprintf(line, sizeof line, "downloading %.150s: %.1f / %.1f MiB", j->uri,
+             (double)done / 1048576.0, (double)total / 1048576.0);
+    agent_log_progress(line);
+}
+
+static void on_downloaded(void *ud, const fetch_aws_result *res)
+{
+    prep_job *j = ud;
+    prep *p = j->p;
+    if (res->err || res->http_status / 100 != 2) {
+        p->outstanding--;
+        if (res->err != -ECANCELED)
+            prep_fail(p, res->err == -EBADMSG ? AGENT_EXIT_INVALID : AGENT_EXIT_INFRA,
+                      "cannot download %s", res->message ? res->message : j->uri, NULL);
+        settle(p);
+        return;
+    }
+    struct stat st;
+    double dur = (double)(uv_now(&p->r->loop) - j->t0) / 1000.0;
+    log_line *l = agent_log_begin(LOG_INFO, "download_end", "downloaded %s in %.2f s", j->uri,
+                                  dur);
+    agent_log_str(l, "uri", j->uri);
+    agent_log_int(l, "bytes", stat(j->archive, &st) == 0 ? (int64_t)st.st_size : 0);
+    agent_log_num(l, "duration_seconds", dur);
+    agent_log_end(l);
+    if (p->r->phase != RUN_PREPARING) {
+        p->outstanding--;
+        settle(p);
+        return;
+    }
+    start_unpack(j);
+}
+
+/* Starts one job: download (s3://), unpack (local archive) or use as is (local directory). */
+static void start_job(prep *p, prep_job *j)
+{
+    run_state *r = p->r;
+    struct stat st;
+    p->outstanding++;
+    if (!strncmp(j->uri, "s3://", 5)) {
+        log_line *l = agent_log_begin(LOG_INFO, "download_start", "downloading %s", j->uri);
+        agent_log_str(l, "uri", j->uri);
+        agent_log_end(l);
+        j->t0 = uv_now(&r->loop);
+        int rc = fetch_s3_get_file(r->aws, j->uri, j->archive, on_progress, on_downloaded, j);
+        if (rc) {
+            prep_fail(p, rc == -EINVAL ? AGENT_EXIT_INVALID : AGENT_EXIT_INFRA,
+                      "cannot download %s: %s", j->uri, strerror(-rc));
+            p->outstanding--;
+        }
+        return;
+    }
+    if (stat(j->uri, &st)) {
+        prep_fail(p, AGENT_EXIT_INVALID, "cannot read %s: %s", j->uri, strerror(errno));
+        p->outstanding--;
+        return;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        char real[PATH_MAX];
+        if (!realpath(j->uri, real)) {
+            prep_fail(p, AGENT_EXIT_INVALID, "cannot resolve %s: %s", j->uri, strerror(errno));
+            p->outstanding--;
+            return;
+        }
+        free(j->dest);
+        j->dest = strdup(real);
+        p->outstanding--;
+        return;
+    }
+    free(j->archive);
+    j->archive = strdup(j->uri);
+    start_unpack(j);
+}
+
+static void on_metadata(void *ud, const fetch_aws_result *res)
+{
+    prep *p = ud;
+    const cJSON *arn = res->json ? cJSON_GetObjectItem(res->json, "TaskARN") : NULL;
+    if (!res->err && cJSON_IsString(arn)) {
+        p->r->external_id = strdup(arn->valuestring);
+        agent__run_set(p->r, "external_id", arn->valuestring);
+    } else {
+        agent_log(LOG_WARNING, "ecs_metadata", "could not read the ECS task ARN: %s",
+                  res->message ? res->message : "no TaskARN in the task metadata");
+    }
+    p->outstanding--;
+    settle(p);
+}
+
+/* ECS task metadata v4: the task ARN becomes the run's external_id. */
+static void start_metadata(prep *p)
+{
+    const char *base = getenv("ECS_CONTAINER_METADATA_URI_V4");
+    if (!base || !*base || !p->r->aws)
+        return;
+    char *url = path_join(base, "task");
+    p->outstanding++;
+    if (fetch_http_get(p->r->aws, url, on_metadata, p))
+        p->outstanding--;
+    free(url);
+}
+
+static void pip_line(void *ud, sbx_proc *proc, int stream, const char *line, size_t len)
+{
+    prep *p = ud;
+    log_line *l = agent_log_begin(LOG_INFO, "deps_output", "%.*s", (int)(len > 1800 ? 1800 : len),
+                                  line);
+    agent_log_str(l, "stream", stream == SBX_STDERR ? "stderr" : "stdout");
+    agent_log_str(l, "uri", p->jobs[p->pip_next].uri);
+    agent_log_end(l);
+}
+
+static void install_next(prep *p);
+
+static void pip_exit(void *ud, sbx_proc *proc, const sbx_result *res)
+{
+    prep *p = ud;
+    prep_job *j = &p->jobs[p->pip_next];
+    p->pip = NULL;
+    if (res->exit_code != 0 || res->term_signal || res->spawn_error) {
+        char why[128];
+        if (res->spawn_error)
+            snprintf(why, sizeof why, "cannot run %s: %s", p->r->cfg->pip_command,
+                     strerror(-res->spawn_error));
+        else if (res->term_signal)
+            snprintf(why, sizeof why, "pip killed by signal %d", res->term_signal);
+        else
+            snprintf(why, sizeof why, "pip exited with code %d", res->exit_code);
+        prep_fail(p, AGENT_EXIT_INFRA, "installing requirements of %s failed: %s", j->uri, why);
+        p->outstanding--;
+        settle(p);
+        return;
+    }
+    log_line *l = agent_log_begin(LOG_INFO, "deps_installed", "installed requirements of %s",
+                                  j->uri);
+    agent_log_str(l, "uri", j->uri);
+    agent_log_end(l);
+    p->pip_next++;
+    install_next(p);
+}
+
+/* Runs `PIP_COMMAND install -r requirements.txt --target DIR.site` for the next package that
+ * has a requirements.txt, one at a time; settles when none is left. */
+static void install_next(prep *p)
+{
+    run_state *r = p->r;
+    for (; p->pip_next < p->n_jobs; p->pip_next++) {
+        prep_job *j = &p->jobs[p->pip_next];
+        if (j->is_flow || r->phase != RUN_PREPARING)
+            continue;
+        char *req = path_join(j->dest, "requirements.txt");
+        if (access(req, F_OK)) {
+            free(req);
+            continue;
+        }
+        char *argv[64];
+        char *cmd = strdup(r->cfg->pip_command);
+        size_t n = 0;
+        for (char *tok = strtok(cmd, " \t"); tok && n < 56; tok = strtok(NULL, " \t"))
+            argv[n++] = tok;
+        char *target = malloc(strlen(j->dest) + 6);
+        sprintf(target, "%s.site", j->dest);
+        argv[n++] = "install";
+        argv[n++] = "-r";
+        argv[n++] = req;
+        argv[n++] = "--target";
+        argv[n++] = target;
+        argv[n] = NULL;
+        extern char **environ;
+        sbx_spec spec = {.argv = argv, .envp = environ, .cwd = j->dest};
+        sbx_callbacks cb = {.on_line = pip_line, .on_exit = pip_exit};
+        int rc = sbx_spawn(r->sbx, &spec, &cb, p, &p->pip);
+        free(cmd);
+        free(req);
+        free(target);
+        if (rc) {
+            prep_fail(p, AGENT_EXIT_INFRA, "cannot start pip for %s: %s", j->uri, strerror(-rc));
+            break;
+        }
+        return;
+    }
+    p->outstanding--;
+    settle(p);
+}
+
+static void prep_free(prep *p)
+{
+    for (size_t i = 0; i < p->n_jobs; i++) {
+        free(p->jobs[i].archive);
+        free(p->jobs[i].dest);
+    }
+    free(p->jobs);
+    free(p);
+}
+
+/* Called whenever a job settles: when nothing is outstanding, moves on. */
+static void settle(prep *p)
+{
+    run_state *r = p->r;
+    if (p->outstanding > 0)
+        return;
+    if (r->phase != RUN_PREPARING) { /* a signal ended the run meanwhile */
+        prep_free(p);
+        return;
+    }
+    if (!p->fail_code && p->pip_next == 0 && p->n_jobs > 1) {
+        p->pip_next = 1; /* jobs[0] is the flow */
+        p->outstanding = 1;
+        install_next(p);
+        return;
+    }
+    if (p->fail_code) {
+        int code = p->fail_code;
+        char msg[AGENT_ERR_MAX];
+        snprintf(msg, sizeof msg, "%s", p->fail);
+        prep_free(p);
+        agent_log(LOG_ERROR, "prepare_failed", "%s", msg);
+        agent__finish(r, code, msg);
+        return;
+    }
+    r->flow_dir = p->jobs[0].dest;
+    p->jobs[0].dest = NULL;
+    r->dep_dirs = calloc(p->n_jobs * 2, sizeof *r->dep_dirs);
+    size_t k = 0;
+    for (size_t i = 1; i < p->n_jobs; i++) {
+        r->dep_dirs[k++] = p->jobs[i].dest;
+        char *site = malloc(strlen(p->jobs[i].dest) + 6);
+        sprintf(site, "%s.site", p->jobs[i].dest);
+        if (access(site, F_OK) == 0)
+            r->dep_dirs[k++] = site;
+        else
+            free(site);
+        p->jobs[i].dest = NULL;
+    }
+    prep_free(p);
+    char err[AGENT_ERR_MAX];
+    int code = agent__load_spec(r, err);
+    if (code) {
+        agent_log(LOG_ERROR, "spec_invalid", "%s", err);
+        agent__finish(r, code, err);
+        return;
+    }
+    agent__execute(r);
+}
+
+/* The run's work directory, emptied of any earlier attempt's leftovers. */
+static int make_run_dir(run_state *r, char *err)
+{
+    int rc = mkdirs(r->cfg->work_dir);
+    if (rc) {
+        snprintf(err, AGENT_ERR_MAX, "cannot create DAGY_WORK_DIR %s: %s", r->cfg->work_dir,
+                 strerror(-rc));
+        return rc;
+    }
+    r->run_dir = path_join(r->cfg->work_dir, r->cfg->run_id);
+    unpack_rmtree(r->run_dir);
+    if (mkdir(r->run_dir, 0700)) {
+        snprintf(err, AGENT_ERR_MAX, "cannot create %s: %s", r->run_dir, strerror(errno));
+        return -errno;
+    }
+    char *deps = path_join(r->run_dir, "deps");
+    rc = mkdir(deps, 0755) ? -errno : 0;
+    free(deps);
+    return rc;
+}
+
+void agent__prepare(run_state *r)
+{
+    agent_config *c = r->cfg;
+    char err[AGENT_ERR_MAX];
+    if (make_run_dir(r, err)) {
+        agent_log(LOG_ERROR, "prepare_failed", "%s", err);
+        agent__finish(r, AGENT_EXIT_INFRA, err);
+        return;
+    }
+    size_t n_deps = 0;
+    while (c->dep_uris && c->dep_uris[n_deps])
+        n_deps++;
+    prep *p = calloc(1, sizeof *p);
+    p->r = r;
+    p->n_jobs = n_deps + 1;
+    p->jobs = calloc(p->n_jobs, sizeof *p->jobs);
+    p->outstanding = 1; /* held until every job has been started */
+    for (size_t i = 0; i < p->n_jobs; i++) {
+        prep_job *j = &p->jobs[i];
+        char name[64];
+        j->p = p;
+        j->is_flow = i == 0;
+        j->uri = i == 0 ? c->flow : c->dep_uris[i - 1];
+        snprintf(name, sizeof name, i == 0 ? "artifact" : "deps/%zu.archive", i);
+        j->archive = path_join(r->run_dir, name);
+        snprintf(name, sizeof name, i == 0 ? "flow" : "deps/%zu", i);
+        j->dest = path_join(r->run_dir, name);
+    }
+    for (size_t i = 0; i < p->n_jobs; i++)
+        start_job(p, &p->jobs[i]);
+    start_metadata(p);
+    p->outstanding--;
+    settle(p);
+}

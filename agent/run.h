@@ -1,0 +1,101 @@
+/* run.h - internals shared by the run lifecycle's files (run.c: phases, signals, finish;
+ * prepare.c: artifact and packages; tasks.c: the DAG driver). Not a public interface. */
+#ifndef DAGY_RUN_H
+#define DAGY_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "agent/agent.h"
+#include "agent/status.h"
+#include "fetch/aws.h"
+#include "proto/flowspec.h"
+#include "sandbox/sbx.h"
+#include "scheduler/sched.h"
+
+/* Phases of a run, in order. Every change goes through agent__set_phase(). */
+typedef enum {
+    RUN_PREPARING = 0, /* downloading, unpacking, installing packages, loading the spec */
+    RUN_EXECUTING,     /* the DAG is running (and possibly draining) */
+    RUN_FINISHING,     /* final status written, waiting for uploads and the status flush */
+    RUN_DONE,          /* the loop may stop */
+} run_phase;
+
+/* Per-task runtime state (the plan holds the scheduling state). */
+typedef struct run_state run_state;
+
+typedef struct {
+    run_state *run;
+    size_t index;         /* in the spec and the plan */
+    cJSON *item;          /* the task-run status item, created at first start or terminal */
+    sbx_proc *proc;       /* the running attempt, or NULL */
+    uint64_t first_start_ms, attempt_start_ms;
+    int exit_code;        /* of the last attempt, -1 if none */
+    bool timed_out;       /* the plan said the running attempt timed out */
+    bool cancelled;       /* the drain killed the running attempt */
+    char task_run_id[40];
+} agent_task;
+
+struct run_state {
+    agent_config *cfg;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t sched_timer, drain_timer, heartbeat_timer;
+    sbx_ctx *sbx;
+    fetch_aws *aws; /* NULL when the run needs no AWS at all */
+    status_store *status;
+    cJSON *run_item;
+    run_phase phase;
+
+    char *run_dir;   /* WORK_DIR/RUN_ID: downloads, unpacked flow and packages, results */
+    char *flow_dir;  /* the unpacked flow (or the user's directory) */
+    char **dep_dirs; /* unpacked dependency packages, NULL-terminated */
+    cJSON *metadata; /* metadata.json, or NULL */
+    char *external_id;
+    flowspec *spec;
+    sched_plan *plan;
+    agent_task *tasks;
+    char **base_env; /* the environment every task starts from, NULL-terminated */
+    size_t n_base_env;
+    char *runner;    /* path of dagy_runner.py */
+    char *empty_inputs; /* shared "{}" inputs file for tasks without upstream */
+
+    uint64_t started_ms, finish_ms;
+    int signals;          /* SIGTERM/SIGINT received so far */
+    const char *stop_signal;
+    bool drain_expired;
+    int pending;          /* uploads and other I/O the finish must wait for */
+    int exit_code;
+    char *error;          /* the run's error_message, or NULL */
+    bool first_trace_sent;
+};
+
+/* run.c */
+void agent__set_phase(run_state *r, run_phase p);
+/* Ends the run: final run item, run_end line, uploads, flush. exit_code and error chosen by the
+ * caller (error may be NULL). */
+void agent__finish(run_state *r, int exit_code, const char *error);
+/* Starts the DAG once preparation is done (called by prepare.c). */
+void agent__execute(run_state *r);
+/* Marks the run item with a key=value and schedules a write. */
+void agent__run_set(run_state *r, const char *key, const char *val);
+
+/* prepare.c: fetches and unpacks everything, loads the spec; calls agent__execute() or
+ * agent__finish(). */
+void agent__prepare(run_state *r);
+/* Reads and validates the spec of r->flow_dir with the run's variables; returns 0 or an exit
+ * code with err set. */
+int agent__load_spec(run_state *r, char *err);
+
+/* tasks.c: the DAG driver. */
+int agent__tasks_init(run_state *r, char *err);
+void agent__tasks_pump(run_state *r);   /* start what may start, re-arm the deadline timer */
+void agent__tasks_drain(run_state *r);  /* SIGTERM: stop starting, cancel pending */
+void agent__tasks_kill(run_state *r);   /* drain expired: terminate running groups */
+void agent__tasks_free(run_state *r);
+/* Uploads a failure trace to the traces bucket (if set); sets trace_s3_uri on `item`. */
+void agent__upload_trace(run_state *r, cJSON *item, const char *task, int attempt,
+                         const char *trace, size_t len);
+
+#endif

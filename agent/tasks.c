@@ -1,0 +1,663 @@
+/* tasks.c - the DAG driver: feeds the pure plan (scheduler/) with process exits and time, starts
+ * what it says may start as sandboxed processes, and turns every transition into a log line and
+ * a task-run status item.
+ *
+ * Per-task cost is independent of the DAG's size: the base environment is built once, a task
+ * without upstream shares one "{}" inputs file, and inputs of other tasks are assembled from
+ * their upstream result files only. */
+#include "agent/run.h"
+#include "agent/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define TASK_OUTPUT_MAX (16u << 20) /* largest result a task may write to DAGY_TASK_OUTPUT */
+
+static char *fmt_path(const char *dir, const char *sub, const char *name, const char *ext)
+{
+    size_t n = strlen(dir) + strlen(sub) + strlen(name) + strlen(ext) + 4;
+    char *s = malloc(n);
+    snprintf(s, n, "%s/%s/%s%s", dir, sub, name, ext);
+    return s;
+}
+
+/* Reads a small file whole; NULL if absent or too large. */
+static char *slurp(const char *path, size_t max, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    char *buf = NULL;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size <= max) {
+        buf = malloc((size_t)st.st_size + 1);
+        ssize_t n = read(fd, buf, (size_t)st.st_size);
+        if (n < 0) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf[n] = '\0';
+            if (len)
+                *len = (size_t)n;
+        }
+    }
+    close(fd);
+    return buf;
+}
+
+static int write_file(const char *path, const char *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = write(fd, data, len);
+    int rc = n == (ssize_t)len ? 0 : -EIO;
+    close(fd);
+    return rc;
+}
+
+int agent__load_spec(run_state *r, char *err)
+{
+    agent_config *c = r->cfg;
+    char *path = fmt_path(r->flow_dir, ".", "flow_spec", ".json");
+    int rc = flowspec_load(path, &r->spec, err);
+    free(path);
+    if (rc)
+        return AGENT_EXIT_INVALID;
+    if (!c->flow_name)
+        c->flow_name = strdup(r->spec->name);
+    if (!c->flow_version && r->spec->version && *r->spec->version)
+        c->flow_version = strdup(r->spec->version);
+    flowspec_vars vars = {c->parameters, c->run_id,  c->flow_name,
+                          c->flow_version, c->org_id, c->environment};
+    if (flowspec_render(r->spec, &vars, err))
+        return AGENT_EXIT_INVALID;
+    agent_log_context(NULL, c->flow_name, c->flow_version, NULL, NULL);
+
+    char *meta_path = fmt_path(r->flow_dir, ".", "metadata", ".json");
+    char *meta = slurp(meta_path, 1u << 20, NULL);
+    if (meta) {
+        r->metadata = cJSON_Parse(meta);
+        if (!r->metadata)
+            agent_log(LOG_WARNING, "metadata_invalid", "%s is not valid JSON; ignored", meta_path);
+    }
+    free(meta);
+    free(meta_path);
+    return 0;
+}
+
+/* Finds dagy_runner.py: DAGY_PYTHON_RUNNER, beside the binary, or ../share/dagy. */
+static char *find_runner(const agent_config *c)
+{
+    if (c->runner)
+        return strdup(c->runner);
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return strdup("dagy_runner.py");
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    *slash = '\0';
+    static const char *const rel[] = {"/dagy_runner.py", "/../share/dagy/dagy_runner.py"};
+    for (size_t i = 0; i < 2; i++) {
+        char *p = malloc(strlen(exe) + strlen(rel[i]) + 1);
+        sprintf(p, "%s%s", exe, rel[i]);
+        if (access(p, R_OK) == 0)
+            return p;
+        free(p);
+    }
+    return strdup("dagy_runner.py");
+}
+
+/* Variables the agent sets for every task; an inherited value is dropped. */
+static bool reserved_env(const char *kv)
+{
+    static const char *const names[] = {"DAGY_RUN_ID=",       "DAGY_FLOW_NAME=",
+                                        "DAGY_TASK_NAME=",    "DAGY_TASK_RUN_ID=",
+                                        "DAGY_ATTEMPT=",      "DAGY_PARAMETERS=",
+                                        "DAGY_TASK_OUTPUT=",  "DAGY_TASK_INPUTS=",
+                                        "DAGY_CALLABLE=",     "DAGY_KWARGS=",
+                                        "PYTHONPATH=",        NULL};
+    for (const char *const *n = names; *n; n++)
+        if (!strncmp(kv, *n, strlen(*n)))
+            return true;
+    return false;
+}
+
+static char *kv(const char *k, const char *v)
+{
+    size_t n = strlen(k) + strlen(v) + 2;
+    char *s = malloc(n);
+    snprintf(s, n, "%s=%s", k, v);
+    return s;
+}
+
+/* The environment every task starts from: the agent's, plus the run-wide DAGY_* variables and
+ * PYTHONPATH (flow directory first, then every package, then the inherited PYTHONPATH). */
+static void build_base_env(run_state *r)
+{
+    agent_config *c = r->cfg;
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    r->base_env = calloc(n + 8, sizeof *r->base_env);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!reserved_env(environ[i]))
+            r->base_env[k++] = strdup(environ[i]);
+    size_t plen = strlen(r->flow_dir) + 1;
+    for (char **d = r->dep_dirs; d && *d; d++)
+        plen += strlen(*d) + 1;
+    const char *inherited = getenv("PYTHONPATH");
+    plen += inherited ? strlen(inherited) + 1 : 0;
+    char *pp = malloc(plen + 1);
+    strcpy(pp, r->flow_dir);
+    for (char **d = r->dep_dirs; d && *d; d++)
+        strcat(strcat(pp, ":"), *d);
+    if (inherited && *inherited)
+        strcat(strcat(pp, ":"), inherited);
+    char *params = cJSON_PrintUnformatted(c->parameters);
+    r->base_env[k++] = kv("PYTHONPATH", pp);
+    r->base_env[k++] = kv("DAGY_RUN_ID", c->run_id);
+    r->base_env[k++] = kv("DAGY_FLOW_NAME", c->flow_name ? c->flow_name : "");
+    r->base_env[k++] = kv("DAGY_PARAMETERS", params);
+    r->n_base_env = k;
+    free(pp);
+    cJSON_free(params);
+}
+
+int agent__tasks_init(run_state *r, char *err);
+static void on_transition(void *ud, size_t task, sched_state from, sched_state to,
+                          const char *reason);
+
+int agent__tasks_init(run_state *r, char *err)
+{
+    flowspec *s = r->spec;
+    agent_config *c = r->cfg;
+    sched_task_def *defs = calloc(s->n_tasks, sizeof *defs);
+    for (size_t i = 0; i < s->n_tasks; i++)
+        defs[i] = s->tasks[i].def;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int maxp = c->max_parallel ? c->max_parallel
+               : s->max_parallel ? s->max_parallel
+                                 : (int)(cpus > 0 ? cpus : 1);
+    uint64_t seed = uv_hrtime() ^ (uint64_t)getpid();
+    r->tasks = calloc(s->n_tasks, sizeof *r->tasks);
+    int rc = sched_new(defs, s->n_tasks, maxp, seed, on_transition, r, &r->plan);
+    free(defs);
+    if (rc) {
+        snprintf(err, AGENT_ERR_MAX, "cannot build the plan: %s", strerror(-rc));
+        return AGENT_EXIT_INFRA;
+    }
+    for (size_t i = 0; i < s->n_tasks; i++) {
+        r->tasks[i].run = r;
+        r->tasks[i].index = i;
+        r->tasks[i].exit_code = -1;
+    }
+    static const char *const dirs[] = {"results", "inputs"};
+    for (size_t i = 0; i < 2; i++) {
+        char *d = fmt_path(r->run_dir, ".", dirs[i], "");
+        rc = mkdir(d, 0755) && errno != EEXIST ? -errno : 0;
+        free(d);
+        if (rc) {
+            snprintf(err, AGENT_ERR_MAX, "cannot create %s/%s: %s", r->run_dir, dirs[i],
+                     strerror(-rc));
+            return AGENT_EXIT_INFRA;
+        }
+    }
+    r->empty_inputs = fmt_path(r->run_dir, "inputs", "", "_none.json");
+    write_file(r->empty_inputs, "{}", 2);
+    r->runner = find_runner(c);
+    build_base_env(r);
+    return 0;
+}
+
+static void log_progress(run_state *r)
+{
+    if (!agent_log_is_pretty())
+        return;
+    char line[160];
+    size_t n = sched_count(r->plan);
+    size_t done = sched_count_in(r->plan, SCHED_SUCCEEDED) +
+                  sched_count_in(r->plan, SCHED_FAILED) + sched_count_in(r->plan, SCHED_SKIPPED) +
+                  sched_count_in(r->plan, SCHED_CANCELLED);
+    snprintf(line, sizeof line,
+             "\033[1m[%zu/%zu done · %zu running · %zu failed · %zu skipped]\033[0m", done, n,
+             sched_running(r->plan), sched_count_in(r->plan, SCHED_FAILED),
+             sched_count_in(r->plan, SCHED_SKIPPED));
+    agent_log_progress(line);
+}
+
+/* The task-run item, created on first use (PENDING is implied by its absence). */
+static cJSON *task_item(run_state *r, size_t i)
+{
+    agent_task *t = &r->tasks[i];
+    if (!t->item) {
+        agent_uuid(t->task_run_id);
+        t->item = status_item(r->status, STATUS_TASK, r->cfg->run_id, r->spec->tasks[i].name);
+        status_set_str(t->item, "task_run_id", t->task_run_id);
+        status_set_num(t->item, "max_attempts", sched_task_max_attempts(r->plan, i));
+    }
+    return t->item;
+}
+
+/* Opens a log line about task i with the fields every task line carries. */
+static log_line *task_line(run_state *r, size_t i, log_level lv, const char *event,
+                           const char *status, const char *fmt, const char *a, const char *b)
+{
+    log_line *l = agent_log_begin(lv, event, fmt, r->spec->tasks[i].name, a ? a : "",
+                                  b ? b : "");
+    agent_log_str(l, "task_name", r->spec->tasks[i].name);
+    agent_log_str(l, "task_run_id", r->tasks[i].task_run_id);
+    agent_log_int(l, "attempt", sched_task_attempt(r->plan, i));
+    agent_log_str(l, "status", status);
+    return l;
+}
+
+static void on_transition(void *ud, size_t i, sched_state from, sched_state to,
+                          const char *reason)
+{
+    run_state *r = ud;
+    agent_task *t = &r->tasks[i];
+    cJSON *it = task_item(r, i);
+    const char *st = sched_state_name(to);
+    char ts[32];
+    status_now_iso(ts);
+    uint64_t now = uv_now(&r->loop);
+    status_set_str(it, "status", st);
+    status_set_num(it, "attempt", sched_task_attempt(r->plan, i));
+    log_line *l = NULL;
+    switch (to) {
+    case SCHED_RUNNING:
+        t->attempt_start_ms = now;
+        if (from == SCHED_PENDING) {
+            t->first_start_ms = now;
+            status_set_str(it, "started_at", ts);
+        }
+        l = task_line(r, i, LOG_INFO, "task_start", st, "task \"%s\" started%s%s", NULL, NULL);
+        break;
+    case SCHED_RETRYING: {
+        char delay[64];
+        snprintf(delay, sizeof delay, " (retrying in %.1f s)",
+                 (double)sched_retry_delay_ms(r->plan, i) / 1000.0);
+        status_set_str(it, "error_message", reason);
+        l = task_line(r, i, LOG_WARNING, "task_retry", st, "task \"%s\" attempt failed: %s%s",
+                      reason, delay);
+        agent_log_str(l, "error", reason);
+        agent_log_num(l, "retry_delay_seconds", (double)sched_retry_delay_ms(r->plan, i) / 1e3);
+        break;
+    }
+    case SCHED_SUCCEEDED:
+    case SCHED_FAILED: {
+        double dur = (double)(now - t->first_start_ms) / 1000.0;
+        status_set_str(it, "ended_at", ts);
+        status_set_num(it, "duration_seconds", dur);
+        status_set_str(it, "error_message", to == SCHED_FAILED ? reason : NULL);
+        if (t->exit_code >= 0)
+            status_set_num(it, "exit_code", t->exit_code);
+        l = task_line(r, i, to == SCHED_FAILED ? LOG_ERROR : LOG_INFO, "task_end", st,
+                      "task \"%s\" %s%s", to == SCHED_FAILED ? "FAILED: " : "SUCCEEDED",
+                      to == SCHED_FAILED ? reason : "");
+        agent_log_num(l, "duration_seconds", dur);
+        if (t->exit_code >= 0)
+            agent_log_int(l, "exit_code", t->exit_code);
+        agent_log_str(l, "error", to == SCHED_FAILED ? reason : NULL);
+        if (to == SCHED_FAILED && !r->error) {
+            size_t n = strlen(reason ? reason : "") + strlen(r->spec->tasks[i].name) + 32;
+            r->error = malloc(n);
+            snprintf(r->error, n, "task \"%s\" failed: %s", r->spec->tasks[i].name,
+                     reason ? reason : "");
+        }
+        break;
+    }
+    case SCHED_SKIPPED:
+    case SCHED_CANCELLED:
+        status_set_str(it, "ended_at", ts);
+        status_set_str(it, "error_message", reason);
+        l = task_line(r, i, LOG_WARNING, to == SCHED_SKIPPED ? "task_skipped" : "task_cancelled",
+                      st, "task \"%s\" %s: %s", st, reason);
+        agent_log_str(l, "error", reason);
+        break;
+    case SCHED_PENDING:
+        break;
+    }
+    agent_log_end(l);
+    status_touch(r->status, it);
+    log_progress(r);
+}
+
+static void on_task_line(void *ud, sbx_proc *p, int stream, const char *line, size_t len)
+{
+    agent_task *t = ud;
+    run_state *r = t->run;
+    size_t i = t->index;
+    log_line *l = agent_log_begin(LOG_INFO, "task_output", "%.*s", (int)(len > 1900 ? 1900 : len),
+                                  line);
+    if (!l)
+        return;
+    agent_log_str(l, "task_name", r->spec->tasks[i].name);
+    agent_log_str(l, "task_run_id", r->tasks[i].task_run_id);
+    agent_log_int(l, "attempt", sched_task_attempt(r->plan, i));
+    agent_log_str(l, "stream", stream == SBX_STDERR ? "stderr" : "stdout");
+    if (len > 1900)
+        agent_log_strn(l, "line", line, len);
+    agent_log_end(l);
+}
+
+/* Writes the task's DAGY_TASK_INPUTS file: {"upstream": result-or-null, ...}, assembled from
+ * the upstream result files without re-parsing them (they were validated when written). */
+static char *write_inputs(run_state *r, size_t i)
+{
+    const flowspec_task *ft = &r->spec->tasks[i];
+    if (ft->n_upstream == 0)
+        return strdup(r->empty_inputs);
+    size_t cap = 64, len = 0;
+    char *buf = malloc(cap);
+    buf[len++] = '{';
+    for (size_t u = 0; u < ft->n_upstream; u++) {
+        const char *name = r->spec->tasks[ft->upstream[u]].name;
+        char *rp = fmt_path(r->run_dir, "results", name, ".json");
+        size_t rl = 0;
+        char *res = sched_task_state(r->plan, ft->upstream[u]) == SCHED_SUCCEEDED
+                        ? slurp(rp, TASK_OUTPUT_MAX, &rl)
+                        : NULL;
+        free(rp);
+        size_t need = len + strlen(name) + rl + 16;
+        if (need > cap) {
+            cap = need * 2;
+            buf = realloc(buf, cap);
+        }
+        /* Task names are [A-Za-z0-9_.-]: nothing to escape. */
+        len += (size_t)sprintf(buf + len, "%s\"%s\":", u ? "," : "", name);
+        memcpy(buf + len, res ? res : "null", res ? rl : 4);
+        len += res ? rl : 4;
+        free(res);
+    }
+    buf[len++] = '}';
+    char *path = fmt_path(r->run_dir, "inputs", ft->name, ".json");
+    int rc = write_file(path, buf, len);
+    free(buf);
+    if (rc) {
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
+/* argv for the attempt: the command, or the Python runner for a callable. */
+static char **task_argv(run_state *r, const flowspec_task *ft, char **tmp)
+{
+    if (ft->command)
+        return ft->command;
+    tmp[0] = r->cfg->python;
+    tmp[1] = r->runner;
+    tmp[2] = NULL;
+    return tmp;
+}
+
+/* The attempt's environment: base + the task's env + its own DAGY_* variables. Entries are
+ * borrowed from base_env and the spec; only the per-attempt ones are allocated (freed by the
+ * caller through `owned`). */
+static char **task_envp(run_state *r, size_t i, const char *inputs, char **owned)
+{
+    const flowspec_task *ft = &r->spec->tasks[i];
+    char **envp = calloc(r->n_base_env + ft->env_len + 10, sizeof *envp);
+    size_t k = 0, o = 0;
+    for (size_t b = 0; b < r->n_base_env; b++) {
+        bool overridden = false;
+        const char *eq = strchr(r->base_env[b], '=');
+        for (size_t e = 0; e < ft->env_len && !overridden; e++)
+            overridden = !strncmp(r->base_env[b], ft->env[e], (size_t)(eq - r->base_env[b]) + 1);
+        if (!overridden)
+            envp[k++] = r->base_env[b];
+    }
+    for (size_t e = 0; e < ft->env_len; e++)
+        envp[k++] = ft->env[e];
+    char attempt[16];
+    snprintf(attempt, sizeof attempt, "%d", sched_task_attempt(r->plan, i));
+    char *out = fmt_path(r->run_dir, "results", ft->name, ".json");
+    envp[k++] = owned[o++] = kv("DAGY_TASK_NAME", ft->name);
+    envp[k++] = owned[o++] = kv("DAGY_TASK_RUN_ID", r->tasks[i].task_run_id);
+    envp[k++] = owned[o++] = kv("DAGY_ATTEMPT", attempt);
+    envp[k++] = owned[o++] = kv("DAGY_TASK_OUTPUT", out);
+    envp[k++] = owned[o++] = kv("DAGY_TASK_INPUTS", inputs);
+    if (ft->callable) {
+        char *kw = ft->kwargs ? cJSON_PrintUnformatted(ft->kwargs) : strdup("{}");
+        envp[k++] = owned[o++] = kv("DAGY_CALLABLE", ft->callable);
+        envp[k++] = owned[o++] = kv("DAGY_KWARGS", kw);
+        cJSON_free(kw);
+    }
+    owned[o] = NULL;
+    free(out);
+    return envp;
+}
+
+static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res);
+
+/* Starts the attempt the plan just marked RUNNING. A failure to start fails the attempt. */
+static void spawn_task(run_state *r, size_t i)
+{
+    const flowspec_task *ft = &r->spec->tasks[i];
+    agent_task *t = &r->tasks[i];
+    t->timed_out = t->cancelled = false;
+    t->exit_code = -1;
+    /* A stale result from an earlier attempt must not pass for this one's. */
+    char *out = fmt_path(r->run_dir, "results", ft->name, ".json");
+    unlink(out);
+    free(out);
+    char *inputs = write_inputs(r, i);
+    if (!inputs) {
+        sched_exited(r->plan, i, SCHED_EXIT_FAILED, "cannot write DAGY_TASK_INPUTS",
+                     uv_now(&r->loop));
+        return;
+    }
+    char *owned[12], *tmp[3];
+    char **envp = task_envp(r, i, inputs, owned);
+    sbx_spec spec = {.argv = task_argv(r, ft, tmp), .envp = envp, .cwd = r->flow_dir};
+    static const sbx_callbacks cb = {.on_line = on_task_line, .on_exit = on_task_exit};
+    int rc = sbx_spawn(r->sbx, &spec, &cb, t, &t->proc);
+    for (char **o = owned; *o; o++)
+        free(*o);
+    free(envp);
+    free(inputs);
+    if (rc) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot start the task's process: %s", strerror(-rc));
+        t->proc = NULL;
+        sched_exited(r->plan, i, SCHED_EXIT_FAILED, why, uv_now(&r->loop));
+    }
+}
+
+static void on_sched_timer(uv_timer_t *h);
+
+static void on_timeout(void *ud, size_t i)
+{
+    run_state *r = ud;
+    agent_task *t = &r->tasks[i];
+    if (!t->proc)
+        return;
+    t->timed_out = true;
+    sbx_terminate(t->proc, (uint64_t)(r->cfg->kill_grace_seconds * 1000));
+}
+
+void agent__tasks_pump(run_state *r)
+{
+    if (r->phase != RUN_EXECUTING)
+        return;
+    uint64_t now = uv_now(&r->loop);
+    sched_tick(r->plan, now, on_timeout, r);
+    long i;
+    while ((i = sched_next(r->plan, now)) >= 0)
+        spawn_task(r, (size_t)i);
+    if (sched_done(r->plan)) {
+        bool failed = sched_count_in(r->plan, SCHED_FAILED) > 0;
+        bool cancelled = sched_count_in(r->plan, SCHED_CANCELLED) > 0;
+        if (r->signals && cancelled)
+            agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
+        else
+            agent__finish(r, failed ? AGENT_EXIT_TASK_FAILED : AGENT_EXIT_OK, r->error);
+        return;
+    }
+    uint64_t dl = sched_next_deadline(r->plan);
+    if (dl == UINT64_MAX)
+        uv_timer_stop(&r->sched_timer);
+    else
+        uv_timer_start(&r->sched_timer, on_sched_timer, dl > now ? dl - now : 0, 0);
+}
+
+static void on_sched_timer(uv_timer_t *h)
+{
+    agent__tasks_pump(h->data);
+}
+
+/* The attempt's error message: what ended it and the last line it wrote on stderr. */
+static void attempt_error(run_state *r, size_t i, const sbx_result *res, const char *trace,
+                          size_t tlen, char *out, size_t outlen)
+{
+    const flowspec_task *ft = &r->spec->tasks[i];
+    const char *prog = ft->command ? ft->command[0] : r->cfg->python;
+    int n;
+    if (res->spawn_error == -ENOENT)
+        n = snprintf(out, outlen, "command not found: %s", prog);
+    else if (res->spawn_error)
+        n = snprintf(out, outlen, "cannot execute %s: %s", prog, strerror(-res->spawn_error));
+    else if (res->term_signal)
+        n = snprintf(out, outlen, "killed by signal %d (%s)", res->term_signal,
+                     strsignal(res->term_signal));
+    else
+        n = snprintf(out, outlen, "exited with code %d", res->exit_code);
+    /* Append the last non-empty stderr line: usually the exception or the tool's complaint. */
+    size_t end = tlen;
+    while (end > 0 && (trace[end - 1] == '\n' || trace[end - 1] == '\r' || trace[end - 1] == ' '))
+        end--;
+    size_t start = end;
+    while (start > 0 && trace[start - 1] != '\n')
+        start--;
+    if (end > start && n > 0 && (size_t)n < outlen - 8) {
+        size_t room = outlen - (size_t)n - 3;
+        size_t len = end - start < room ? end - start : room;
+        snprintf(out + n, outlen - (size_t)n, ": %.*s", (int)len, trace + start);
+    }
+}
+
+/* A successful attempt's result must be JSON if it wrote one. */
+static bool result_ok(run_state *r, size_t i, char *why, size_t whylen)
+{
+    char *rp = fmt_path(r->run_dir, "results", r->spec->tasks[i].name, ".json");
+    struct stat st;
+    bool ok = true;
+    if (stat(rp, &st) == 0) {
+        char *data = slurp(rp, TASK_OUTPUT_MAX, NULL);
+        cJSON *j = data ? cJSON_Parse(data) : NULL;
+        if (!j) {
+            snprintf(why, whylen, "DAGY_TASK_OUTPUT is not valid JSON (or larger than 16 MiB)");
+            ok = false;
+        }
+        cJSON_Delete(j);
+        free(data);
+    }
+    free(rp);
+    return ok;
+}
+
+static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
+{
+    agent_task *t = ud;
+    run_state *r = t->run;
+    size_t i = t->index;
+    size_t tlen = 0;
+    const char *trace = sbx_trace(p, &tlen);
+    char err[1024] = "";
+    t->proc = NULL;
+    t->exit_code = res->term_signal || res->spawn_error ? -1 : res->exit_code;
+    sched_exit how = SCHED_EXIT_OK;
+    if (t->cancelled) {
+        how = SCHED_EXIT_CANCELLED;
+        snprintf(err, sizeof err, "Worker shutdown requested via %s: task terminated",
+                 r->stop_signal ? r->stop_signal : "SIGTERM");
+    } else if (t->timed_out) {
+        how = SCHED_EXIT_TIMED_OUT;
+    } else if (res->spawn_error || res->term_signal || res->exit_code) {
+        how = SCHED_EXIT_FAILED;
+        attempt_error(r, i, res, trace, tlen, err, sizeof err);
+    } else if (!result_ok(r, i, err, sizeof err)) {
+        how = SCHED_EXIT_FAILED;
+    }
+    if (how == SCHED_EXIT_FAILED || how == SCHED_EXIT_TIMED_OUT)
+        agent__upload_trace(r, task_item(r, i), r->spec->tasks[i].name,
+                            sched_task_attempt(r->plan, i), trace, tlen);
+    sched_exited(r->plan, i, how, how == SCHED_EXIT_OK || how == SCHED_EXIT_TIMED_OUT ? NULL : err,
+                 uv_now(&r->loop));
+    agent__tasks_pump(r);
+}
+
+void agent__tasks_drain(run_state *r)
+{
+    char reason[96];
+    snprintf(reason, sizeof reason, "Worker shutdown requested via %s",
+             r->stop_signal ? r->stop_signal : "SIGTERM");
+    sched_drain(r->plan, reason);
+}
+
+void agent__tasks_kill(run_state *r)
+{
+    if (!r->plan)
+        return;
+    for (size_t i = 0; i < sched_count(r->plan); i++) {
+        agent_task *t = &r->tasks[i];
+        if (!t->proc)
+            continue;
+        t->cancelled = true;
+        sbx_terminate(t->proc, (uint64_t)(r->cfg->kill_grace_seconds * 1000));
+    }
+}
+
+void agent__execute(run_state *r)
+{
+    char err[AGENT_ERR_MAX];
+    int code = agent__tasks_init(r, err);
+    if (code) {
+        agent__finish(r, code, err);
+        return;
+    }
+    agent__set_phase(r, RUN_EXECUTING);
+    uv_update_time(&r->loop);
+    status_set_num(r->run_item, "tasks_total", (double)r->spec->n_tasks);
+    status_set_str(r->run_item, "flow_name", r->cfg->flow_name);
+    status_set_str(r->run_item, "flow_version", r->cfg->flow_version);
+    status_touch(r->status, r->run_item);
+    log_line *l = agent_log_begin(LOG_INFO, "run_start", "run started: flow %s, %zu tasks",
+                                  r->cfg->flow_name, r->spec->n_tasks);
+    agent_log_str(l, "status", "RUNNING");
+    agent_log_int(l, "tasks_total", (int64_t)r->spec->n_tasks);
+    agent_log_str(l, "environment", r->cfg->environment);
+    agent_log_str(l, "external_id", r->external_id);
+    agent_log_str(l, "executor", r->cfg->container_mode ? "ecs" : "local");
+    agent_log_str(l, "flow_dir", r->flow_dir);
+    agent_log_json(l, "parameters", r->cfg->parameters);
+    agent_log_json(l, "metadata", r->metadata);
+    agent_log_end(l);
+    agent__tasks_pump(r);
+}
+
+void agent__tasks_free(run_state *r)
+{
+    for (size_t i = 0; i < r->n_base_env; i++)
+        free(r->base_env[i]);
+    free(r->base_env);
+    r->base_env = NULL;
+    free(r->tasks);
+    r->tasks = NULL;
+    if (r->plan)
+        sched_free(r->plan);
+    r->plan = NULL;
+}

@@ -1,0 +1,76 @@
+/* traces.c - failure traces to S3 (contract section 6): every failed attempt's stderr tail goes
+ * to s3://DAGY_TRACES_BUCKET/exceptions/ORG_ID/RUN_ID/TASK_NAME/ATTEMPT.txt, and the run's first
+ * failure also to .../RUN_ID/traceback.txt; the items then carry trace_s3_uri. Uploads run
+ * beside the DAG; the finish waits (bounded) for them. Without a bucket, traces stay in the
+ * logs (every stderr line is a task_output line). */
+#include "agent/run.h"
+#include "agent/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    run_state *r;
+    cJSON *item; /* item to mark with trace_s3_uri (owned by the status store) */
+    char *uri;
+} trace_put;
+
+static void on_put(void *ud, const fetch_aws_result *res)
+{
+    trace_put *tp = ud;
+    run_state *r = tp->r;
+    if (res->err || res->http_status / 100 != 2) {
+        log_line *l = agent_log_begin(LOG_WARNING, "trace_upload_failed",
+                                      "could not upload the failure trace to %s", tp->uri);
+        agent_log_str(l, "error", res->message);
+        agent_log_end(l);
+    } else if (r->status && tp->item) {
+        status_set_str(tp->item, "trace_s3_uri", tp->uri);
+        status_touch(r->status, tp->item);
+    }
+    r->pending--;
+    free(tp->uri);
+    free(tp);
+}
+
+/* Starts one PutObject of `body` at KEY. */
+static void put(run_state *r, cJSON *item, const char *key, const char *body, size_t len)
+{
+    trace_put *tp = calloc(1, sizeof *tp);
+    const char *bucket = r->cfg->traces_bucket;
+    tp->r = r;
+    tp->item = item;
+    tp->uri = malloc(strlen(bucket) + strlen(key) + 8);
+    sprintf(tp->uri, "s3://%s/%s", bucket, key);
+    r->pending++;
+    if (fetch_s3_put(r->aws, bucket, key, body, len, "text/plain; charset=utf-8", on_put, tp)) {
+        r->pending--;
+        free(tp->uri);
+        free(tp);
+    }
+}
+
+void agent__upload_trace(run_state *r, cJSON *item, const char *task, int attempt,
+                         const char *trace, size_t len)
+{
+    agent_config *c = r->cfg;
+    if (!c->traces_bucket || !r->aws)
+        return;
+    const char *org = c->org_id ? c->org_id : "none";
+    size_t hlen = strlen(task) + strlen(c->run_id) + 96;
+    char *body = malloc(hlen + len + 1);
+    int n = snprintf(body, hlen, "run %s, task %s, attempt %d failed; stderr tail:\n", c->run_id,
+                     task, attempt);
+    memcpy(body + n, trace, len);
+    size_t blen = (size_t)n + len;
+    char key[1024];
+    snprintf(key, sizeof key, "exceptions/%s/%s/%s/%d.txt", org, c->run_id, task, attempt);
+    put(r, item, key, body, blen);
+    if (!r->first_trace_sent) {
+        r->first_trace_sent = true;
+        snprintf(key, sizeof key, "exceptions/%s/%s/traceback.txt", org, c->run_id);
+        put(r, r->run_item, key, body, blen);
+    }
+    free(body);
+}
