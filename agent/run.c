@@ -214,8 +214,10 @@ void agent__finish(run_state *r, int exit_code, const char *error)
     uv_timer_stop(&r->drain_timer);
     uv_timer_stop(&r->heartbeat_timer);
     r->exit_code = exit_code;
-    free(r->error);
-    r->error = error ? strdup(error) : NULL;
+    if (error != r->error) { /* callers may pass r->error itself */
+        free(r->error);
+        r->error = error ? strdup(error) : NULL;
+    }
 
     const char *status = exit_code == AGENT_EXIT_OK ? "SUCCEEDED" : "FAILED";
     char ts[32];

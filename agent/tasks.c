@@ -22,11 +22,12 @@ extern char **environ;
 
 #define TASK_OUTPUT_MAX (16u << 20) /* largest result a task may write to DAGY_TASK_OUTPUT */
 
+/* DIR/SUB/NAMEEXT, or DIR/NAMEEXT when sub is NULL. */
 static char *fmt_path(const char *dir, const char *sub, const char *name, const char *ext)
 {
-    size_t n = strlen(dir) + strlen(sub) + strlen(name) + strlen(ext) + 4;
+    size_t n = strlen(dir) + (sub ? strlen(sub) : 0) + strlen(name) + strlen(ext) + 4;
     char *s = malloc(n);
-    snprintf(s, n, "%s/%s/%s%s", dir, sub, name, ext);
+    snprintf(s, n, "%s/%s%s%s%s", dir, sub ? sub : "", sub ? "/" : "", name, ext);
     return s;
 }
 
@@ -68,7 +69,7 @@ static int write_file(const char *path, const char *data, size_t len)
 int agent__load_spec(run_state *r, char *err)
 {
     agent_config *c = r->cfg;
-    char *path = fmt_path(r->flow_dir, ".", "flow_spec", ".json");
+    char *path = fmt_path(r->flow_dir, NULL, "flow_spec", ".json");
     int rc = flowspec_load(path, &r->spec, err);
     free(path);
     if (rc)
@@ -83,7 +84,7 @@ int agent__load_spec(run_state *r, char *err)
         return AGENT_EXIT_INVALID;
     agent_log_context(NULL, c->flow_name, c->flow_version, NULL, NULL);
 
-    char *meta_path = fmt_path(r->flow_dir, ".", "metadata", ".json");
+    char *meta_path = fmt_path(r->flow_dir, NULL, "metadata", ".json");
     char *meta = slurp(meta_path, 1u << 20, NULL);
     if (meta) {
         r->metadata = cJSON_Parse(meta);
@@ -205,7 +206,7 @@ int agent__tasks_init(run_state *r, char *err)
     }
     static const char *const dirs[] = {"results", "inputs"};
     for (size_t i = 0; i < 2; i++) {
-        char *d = fmt_path(r->run_dir, ".", dirs[i], "");
+        char *d = fmt_path(r->run_dir, NULL, dirs[i], "");
         rc = mkdir(d, 0755) && errno != EEXIST ? -errno : 0;
         free(d);
         if (rc) {
@@ -371,6 +372,8 @@ static char *write_inputs(run_state *r, size_t i)
                         ? slurp(rp, TASK_OUTPUT_MAX, &rl)
                         : NULL;
         free(rp);
+        while (res && rl > 0 && strchr(" \t\r\n", res[rl - 1]))
+            rl--; /* keep the inputs file one line: `cat` in a task prints one JSON line */
         size_t need = len + strlen(name) + rl + 16;
         if (need > cap) {
             cap = need * 2;

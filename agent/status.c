@@ -1,0 +1,572 @@
+/* status.c - the status store: one cJSON item per run / task run, written through a backend with
+ * at most one write in flight per item. Changes are coalesced: a touch only marks the item, and
+ * a 0 ms timer sends every marked item once per loop turn, so several changes made in one
+ * callback (or while a write is in flight) leave as one write carrying the latest state.
+ *
+ * Each write is a snapshot stamped with the item's next status_seq and updated_at; the backends'
+ * conditions (newer seq, no terminal overwrite) make late or repeated writes harmless. A failed
+ * write keeps the item dirty and retries it with backoff; nothing is dropped until a flush gives
+ * up at its deadline and logs every unwritten item as `status_write_failed`. */
+#include "agent/status.h"
+#include "agent/log.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Where an item stands. Every transition goes through set_state(). */
+typedef enum {
+    IT_CLEAN,    /* latest state confirmed by the backend (or never touched) */
+    IT_READY,    /* changed; queued for the next batch */
+    IT_INFLIGHT, /* a snapshot is being written; `dirty` says it changed since */
+    IT_BACKOFF,  /* the last write failed; waits for the retry timer */
+    IT_GAVE_UP,  /* failed permanently during a flush; reported by it */
+} it_state;
+
+typedef struct st_item st_item;
+typedef struct st_write st_write;
+
+struct st_item {
+    cJSON *obj;
+    status_kind kind;
+    it_state state;
+    bool dirty;        /* touched while in flight */
+    uint64_t seq;      /* status_seq of the last snapshot sent */
+    int fails;         /* consecutive failed writes */
+    uint64_t retry_at; /* loop time of the next try (IT_BACKOFF) */
+    char *err;         /* last error, NULL after a success */
+    st_write *w;       /* the write in flight (IT_INFLIGHT) */
+    char *key;
+    st_item *hnext;            /* hash chain */
+    st_item *prev, *next;      /* ready or backoff list */
+};
+
+/* A write's context. Separate from the item so status_store_free() can orphan writes still in
+ * flight: their late completion then only frees the ticket. */
+struct st_write {
+    status_store *s;
+    st_item *it;
+};
+
+typedef struct {
+    st_item *head, *tail;
+} st_list;
+
+struct status_store {
+    uv_loop_t *loop;
+    status_backend *be;
+    uv_timer_t kick;     /* 0 ms: send the ready items on the next turn */
+    uv_timer_t retry;    /* earliest backoff expiry */
+    uv_timer_t deadline; /* flush timeout */
+    int open_handles;
+    st_item **buckets; /* hash table by key */
+    size_t nbuckets;
+    st_item **items; /* every item, in creation order */
+    size_t n, cap;
+    st_list ready, backoff;
+    size_t n_pending; /* items READY, INFLIGHT or BACKOFF */
+    bool failing;     /* a write failed and none succeeded since (log once per outage) */
+    bool flushing;
+    void (*flush_done)(void *ud, bool failed_run, int n_failed);
+    void *flush_ud;
+};
+
+#define BACKOFF_FIRST_MS 1000
+#define BACKOFF_CAP_MS   30000
+#define BACKOFF_FLUSH_MS 1000 /* while flushing, time is short: retry at least this often */
+
+static void list_push(st_list *l, st_item *it)
+{
+    it->next = NULL;
+    it->prev = l->tail;
+    if (l->tail)
+        l->tail->next = it;
+    else
+        l->head = it;
+    l->tail = it;
+}
+
+static void list_del(st_list *l, st_item *it)
+{
+    if (it->prev)
+        it->prev->next = it->next;
+    else
+        l->head = it->next;
+    if (it->next)
+        it->next->prev = it->prev;
+    else
+        l->tail = it->prev;
+    it->prev = it->next = NULL;
+}
+
+static bool is_pending(it_state st)
+{
+    return st == IT_READY || st == IT_INFLIGHT || st == IT_BACKOFF;
+}
+
+/* The one place an item changes state: keeps the lists and the pending count in step. */
+static void set_state(status_store *s, st_item *it, it_state to)
+{
+    if (it->state == IT_READY)
+        list_del(&s->ready, it);
+    else if (it->state == IT_BACKOFF)
+        list_del(&s->backoff, it);
+    s->n_pending += (size_t)is_pending(to) - (size_t)is_pending(it->state);
+    it->state = to;
+    if (to == IT_READY)
+        list_push(&s->ready, it);
+    else if (to == IT_BACKOFF)
+        list_push(&s->backoff, it);
+}
+
+static void on_kick(uv_timer_t *t);
+static void on_retry(uv_timer_t *t);
+static void on_deadline(uv_timer_t *t);
+
+static void kick(status_store *s)
+{
+    if (!uv_is_active((uv_handle_t *)&s->kick))
+        uv_timer_start(&s->kick, on_kick, 0, 0);
+}
+
+/* ---- items: hash table by kind + run_id + task_name ---- */
+
+static uint64_t hash_str(const char *k)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 1099511628211ULL;
+    return h;
+}
+
+/* "R<len>:<run_id>" or "T<len>:<run_id><task>": unambiguous whatever the ids contain. */
+static char *make_key(status_kind kind, const char *run_id, const char *task)
+{
+    size_t n = strlen(run_id) + (task ? strlen(task) : 0) + 32;
+    char *k = malloc(n);
+    if (k)
+        snprintf(k, n, "%c%zu:%s%s", kind == STATUS_RUN ? 'R' : 'T', strlen(run_id), run_id,
+                 task ? task : "");
+    return k;
+}
+
+static st_item *lookup(status_store *s, const char *key)
+{
+    for (st_item *it = s->buckets[hash_str(key) & (s->nbuckets - 1)]; it; it = it->hnext)
+        if (!strcmp(it->key, key))
+            return it;
+    return NULL;
+}
+
+/* Doubles the table when it is full (load factor 1 keeps chains short). */
+static int grow(status_store *s)
+{
+    if (s->n < s->nbuckets)
+        return 0;
+    size_t nb = s->nbuckets * 2;
+    st_item **b = calloc(nb, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->n; i++) {
+        st_item *it = s->items[i];
+        size_t h = hash_str(it->key) & (nb - 1);
+        it->hnext = b[h];
+        b[h] = it;
+    }
+    free(s->buckets);
+    s->buckets = b;
+    s->nbuckets = nb;
+    return 0;
+}
+
+/* Appends a new item to the table and the item array. */
+static int insert(status_store *s, st_item *it)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        st_item **p = realloc(s->items, cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        s->items = p;
+        s->cap = cap;
+    }
+    if (grow(s))
+        return -ENOMEM;
+    size_t h = hash_str(it->key) & (s->nbuckets - 1);
+    it->hnext = s->buckets[h];
+    s->buckets[h] = it;
+    s->items[s->n++] = it;
+    return 0;
+}
+
+static void item_free(st_item *it)
+{
+    cJSON_Delete(it->obj);
+    free(it->key);
+    free(it->err);
+    free(it);
+}
+
+cJSON *status_item(status_store *s, status_kind kind, const char *run_id, const char *task_name)
+{
+    assert(run_id && (kind == STATUS_RUN) == (task_name == NULL));
+    char *key = make_key(kind, run_id, task_name);
+    if (!key)
+        return NULL;
+    st_item *it = lookup(s, key);
+    if (it) {
+        free(key);
+        return it->obj;
+    }
+    it = calloc(1, sizeof *it);
+    if (!it || !(it->obj = cJSON_CreateObject()) ||
+        !cJSON_AddStringToObject(it->obj, "run_id", run_id) ||
+        (task_name && !cJSON_AddStringToObject(it->obj, "task_name", task_name))) {
+        free(key);
+        if (it)
+            cJSON_Delete(it->obj);
+        free(it);
+        return NULL;
+    }
+    it->kind = kind;
+    it->key = key;
+    if (insert(s, it)) {
+        item_free(it);
+        return NULL;
+    }
+    return it->obj;
+}
+
+/* The store's record of an item object, found again from its key attributes. */
+static st_item *find(status_store *s, const cJSON *obj)
+{
+    const cJSON *run = cJSON_GetObjectItemCaseSensitive(obj, "run_id");
+    const cJSON *task = cJSON_GetObjectItemCaseSensitive(obj, "task_name");
+    if (!cJSON_IsString(run))
+        return NULL;
+    const char *tn = cJSON_IsString(task) ? task->valuestring : NULL;
+    char *key = make_key(tn ? STATUS_TASK : STATUS_RUN, run->valuestring, tn);
+    st_item *it = key ? lookup(s, key) : NULL;
+    free(key);
+    return it && it->obj == obj ? it : NULL;
+}
+
+void status_touch(status_store *s, cJSON *item)
+{
+    st_item *it = item ? find(s, item) : NULL;
+    assert(!item || it); /* items come from status_item() and keep their key attributes */
+    if (!it)
+        return;
+    switch (it->state) {
+    case IT_CLEAN:
+    case IT_GAVE_UP:
+        set_state(s, it, IT_READY);
+        kick(s);
+        break;
+    case IT_INFLIGHT:
+        it->dirty = true; /* the completion sends the latest state */
+        break;
+    case IT_READY:
+    case IT_BACKOFF:
+        break; /* already due: the write will carry this change */
+    }
+}
+
+void status_set_str(cJSON *item, const char *key, const char *val)
+{
+    if (!item)
+        return;
+    cJSON *v = val ? cJSON_CreateString(val) : cJSON_CreateNull();
+    if (!v)
+        return;
+    if (cJSON_GetObjectItemCaseSensitive(item, key))
+        cJSON_ReplaceItemInObjectCaseSensitive(item, key, v);
+    else if (!cJSON_AddItemToObject(item, key, v))
+        cJSON_Delete(v);
+}
+
+void status_set_num(cJSON *item, const char *key, double val)
+{
+    if (!item)
+        return;
+    cJSON *v = cJSON_CreateNumber(val);
+    if (!v)
+        return;
+    if (cJSON_GetObjectItemCaseSensitive(item, key))
+        cJSON_ReplaceItemInObjectCaseSensitive(item, key, v);
+    else if (!cJSON_AddItemToObject(item, key, v))
+        cJSON_Delete(v);
+}
+
+const char *status_now_iso(char *buf)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    return buf;
+}
+
+/* ---- writes ---- */
+
+/* Errors a retry cannot fix (refused request, no table, no permission, bad item): a flush gives
+ * up on them at once instead of waiting for its deadline. */
+static bool is_permanent(int rc)
+{
+    return rc == -EACCES || rc == -EPERM || rc == -ENOENT || rc == -EINVAL || rc == -EIO ||
+           rc == -EROFS || rc == -ENAMETOOLONG || rc == -ENOTDIR || rc == -EISDIR;
+}
+
+static const char *item_desc(const st_item *it, char *buf, size_t n)
+{
+    const cJSON *run = cJSON_GetObjectItemCaseSensitive(it->obj, "run_id");
+    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
+    if (it->kind == STATUS_RUN)
+        snprintf(buf, n, "run %s", run->valuestring);
+    else
+        snprintf(buf, n, "task run %s/%s", run->valuestring, task->valuestring);
+    return buf;
+}
+
+/* Arms the retry timer for the earliest due item. */
+static void arm_retry(status_store *s)
+{
+    uint64_t now = uv_now(s->loop), first = UINT64_MAX;
+    for (st_item *it = s->backoff.head; it; it = it->next)
+        if (it->retry_at < first)
+            first = it->retry_at;
+    if (first == UINT64_MAX)
+        uv_timer_stop(&s->retry);
+    else
+        uv_timer_start(&s->retry, on_retry, first > now ? first - now : 0, 0);
+}
+
+/* A failed write: remember why, then back off (or give up, in a flush, if hopeless). */
+static void write_failed(status_store *s, st_item *it, int rc, const char *err)
+{
+    char desc[400];
+    free(it->err);
+    it->err = strdup(err && *err ? err : strerror(-rc));
+    it->fails++;
+    if (!s->failing) {
+        s->failing = true; /* once per outage, not once per item */
+        log_line *l = agent_log_begin(LOG_WARNING, "status_write_retry",
+                                      "status write for %s failed, will retry: %s",
+                                      item_desc(it, desc, sizeof desc), it->err ? it->err : "");
+        agent_log_str(l, "error", it->err);
+        agent_log_end(l);
+    }
+    if (s->flushing && is_permanent(rc)) {
+        set_state(s, it, IT_GAVE_UP);
+        return;
+    }
+    uint64_t delay = BACKOFF_FIRST_MS << (it->fails < 6 ? it->fails - 1 : 5);
+    if (delay > BACKOFF_CAP_MS)
+        delay = BACKOFF_CAP_MS;
+    if (s->flushing && delay > BACKOFF_FLUSH_MS)
+        delay = BACKOFF_FLUSH_MS;
+    it->retry_at = uv_now(s->loop) + delay;
+    set_state(s, it, IT_BACKOFF);
+    arm_retry(s);
+}
+
+/* Backend completion of one write. May run inside backend->write (synchronous backends). */
+static void on_written(void *ctx, int rc, const char *err)
+{
+    st_write *w = ctx;
+    status_store *s = w->s;
+    st_item *it = w->it;
+    free(w);
+    if (!s)
+        return; /* the store was freed while this write was in flight */
+    it->w = NULL;
+    if (rc < 0) {
+        write_failed(s, it, rc, err);
+    } else {
+        free(it->err);
+        it->err = NULL;
+        it->fails = 0;
+        if (s->failing) {
+            s->failing = false;
+            agent_log(LOG_INFO, "status_write_recovered", "status writes succeed again");
+        }
+        set_state(s, it, it->dirty ? IT_READY : IT_CLEAN);
+    }
+    it->dirty = false;
+    if (it->state == IT_READY || (s->flushing && s->n_pending == 0))
+        kick(s); /* the kick callback also completes a flush */
+}
+
+/* Stamps the next status_seq and updated_at on the item and hands a snapshot to the backend. */
+static void send_item(status_store *s, st_item *it)
+{
+    char ts[32];
+    it->seq++;
+    status_set_num(it->obj, "status_seq", (double)it->seq);
+    status_set_str(it->obj, "updated_at", status_now_iso(ts));
+    it->dirty = false;
+    set_state(s, it, IT_INFLIGHT);
+    st_write *w = malloc(sizeof *w);
+    if (!w) {
+        write_failed(s, it, -ENOMEM, "out of memory");
+        return;
+    }
+    *w = (st_write){s, it};
+    it->w = w;
+    int rc = s->be->write(s->be, it->kind, it->obj, on_written, w);
+    if (rc < 0) { /* a failed call never invokes its callback: complete it here */
+        char msg[200];
+        snprintf(msg, sizeof msg, "the %s status store refused the write: %s", s->be->name,
+                 strerror(-rc));
+        on_written(w, rc, msg);
+    }
+}
+
+/* ---- flush ---- */
+
+/* Logs one item whose latest state never reached the store. */
+static void log_unwritten(const st_item *it)
+{
+    char desc[400];
+    const char *err = it->err;
+    if (!err)
+        err = it->state == IT_INFLIGHT ? "no answer from the status store before the deadline"
+                                       : "not written before the deadline";
+    log_line *l = agent_log_begin(LOG_ERROR, "status_write_failed",
+                                  "the status of %s could not be written: %s",
+                                  item_desc(it, desc, sizeof desc), err);
+    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
+    if (cJSON_IsString(task))
+        agent_log_str(l, "task_name", task->valuestring);
+    agent_log_json(l, "item", it->obj);
+    agent_log_str(l, "error", err);
+    agent_log_end(l);
+}
+
+/* Ends a flush: reports what is unwritten, then calls the user (last: it may free the store). */
+static void finish_flush(status_store *s)
+{
+    bool failed_run = false;
+    int n_failed = 0;
+    uv_timer_stop(&s->deadline);
+    s->flushing = false;
+    for (size_t i = 0; i < s->n; i++) {
+        st_item *it = s->items[i];
+        if (it->state == IT_CLEAN)
+            continue;
+        log_unwritten(it);
+        n_failed++;
+        failed_run |= it->kind == STATUS_RUN;
+    }
+    void (*done)(void *, bool, int) = s->flush_done;
+    s->flush_done = NULL;
+    done(s->flush_ud, failed_run, n_failed);
+}
+
+/* Sends every ready item (one write each), then completes a flush that has nothing left. */
+static void on_kick(uv_timer_t *t)
+{
+    status_store *s = t->data;
+    /* Detach first: completions of synchronous backends may queue items again. */
+    st_list batch = s->ready;
+    s->ready = (st_list){NULL, NULL};
+    while (batch.head) {
+        st_item *it = batch.head;
+        batch.head = it->next;
+        it->prev = it->next = NULL;
+        it->state = IT_CLEAN; /* off the list; set_state moves it on */
+        s->n_pending--;
+        send_item(s, it);
+    }
+    if (s->flushing && s->n_pending == 0)
+        finish_flush(s);
+}
+
+/* Moves every backoff item whose time has come to the ready list. */
+static void on_retry(uv_timer_t *t)
+{
+    status_store *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    for (st_item *it = s->backoff.head, *next; it; it = next) {
+        next = it->next;
+        if (it->retry_at <= now)
+            set_state(s, it, IT_READY);
+    }
+    arm_retry(s);
+    kick(s);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    finish_flush(t->data);
+}
+
+void status_flush(status_store *s, uint64_t timeout_ms,
+                  void (*done)(void *ud, bool failed_run, int n_failed), void *ud)
+{
+    assert(!s->flushing && done);
+    s->flushing = true;
+    s->flush_done = done;
+    s->flush_ud = ud;
+    /* Retry now whatever is backing off or was given up on. */
+    for (size_t i = 0; i < s->n; i++)
+        if (s->items[i]->state == IT_BACKOFF || s->items[i]->state == IT_GAVE_UP)
+            set_state(s, s->items[i], IT_READY);
+    arm_retry(s);
+    uv_timer_start(&s->deadline, on_deadline, timeout_ms, 0);
+    kick(s);
+}
+
+/* ---- lifetime ---- */
+
+int status_store_new(uv_loop_t *loop, status_backend *backend, status_store **out)
+{
+    status_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->nbuckets = 64;
+    s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
+    if (!s->buckets) {
+        free(s);
+        return -ENOMEM;
+    }
+    s->loop = loop;
+    s->be = backend;
+    uv_timer_t *timers[] = {&s->kick, &s->retry, &s->deadline};
+    for (int i = 0; i < 3; i++) {
+        uv_timer_init(loop, timers[i]);
+        timers[i]->data = s;
+    }
+    s->open_handles = 3;
+    *out = s;
+    return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    status_store *s = h->data;
+    if (--s->open_handles == 0)
+        free(s);
+}
+
+void status_store_free(status_store *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->items[i]->w)
+            s->items[i]->w->s = NULL; /* orphan: its completion must not touch the store */
+        item_free(s->items[i]);
+    }
+    free(s->items);
+    free(s->buckets);
+    s->be->close(s->be);
+    uv_close((uv_handle_t *)&s->kick, on_handle_closed);
+    uv_close((uv_handle_t *)&s->retry, on_handle_closed);
+    uv_close((uv_handle_t *)&s->deadline, on_handle_closed);
+}

@@ -1,0 +1,131 @@
+/* status_ddb.c - the DynamoDB status backend: one conditional UpdateItem per write on the runs
+ * or task-runs table (contract section 6), sent through fetch_aws_json, which retries
+ * throttling, 5xx and network errors with full-jitter backoff.
+ *
+ * A ConditionalCheckFailedException is an answer, not an error: a newer or terminal item is
+ * already stored, which is exactly what the condition is for. */
+#include "agent/status.h"
+#include "fetch/aws.h"
+#include "proto/ddb.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    status_backend base;
+    fetch_aws *aws;
+    char *runs_table, *task_runs_table;
+    int inflight;
+    bool closing; /* close() came while writes were in flight: free after the last one */
+} ddb_backend;
+
+typedef struct {
+    ddb_backend *b;
+    status_write_cb done;
+    void *ctx;
+} ddb_write;
+
+static const char *const run_keys[] = {"run_id", NULL};
+static const char *const task_keys[] = {"run_id", "task_name", NULL};
+
+/* The per-request retry policy: a handful of tries within a few seconds, so a flush with an
+ * 8 s budget (after a SIGTERM drain) still gets at least one more round from the store. */
+static const fetch_retry ddb_retry = {.max_attempts = 6, .base_ms = 100, .cap_ms = 5000};
+
+static void ddb_free(ddb_backend *b)
+{
+    free(b->runs_table);
+    free(b->task_runs_table);
+    free(b);
+}
+
+/* Maps a final DynamoDB answer to the status_write_cb convention. */
+static int answer_rc(const fetch_aws_result *r)
+{
+    const char *code = r->error_code ? r->error_code : "";
+    if (r->err)
+        return r->err;
+    if (r->http_status >= 200 && r->http_status < 300)
+        return 0;
+    if (!strcmp(code, "ConditionalCheckFailedException"))
+        return 0;
+    if (!strcmp(code, "AccessDeniedException") || !strcmp(code, "UnrecognizedClientException") ||
+        !strcmp(code, "MissingAuthenticationTokenException"))
+        return -EACCES;
+    if (!strcmp(code, "ResourceNotFoundException"))
+        return -ENOENT;
+    if (!strcmp(code, "ValidationException") || !strcmp(code, "SerializationException"))
+        return -EINVAL;
+    if (r->http_status >= 500 || !strcmp(code, "ProvisionedThroughputExceededException") ||
+        !strcmp(code, "ThrottlingException") || !strcmp(code, "RequestLimitExceeded"))
+        return -EAGAIN; /* still failing after fetch_aws's retries: the store retries later */
+    return -EIO;
+}
+
+static void on_answer(void *ud, const fetch_aws_result *r)
+{
+    ddb_write *w = ud;
+    ddb_backend *b = w->b;
+    int rc = answer_rc(r);
+    w->done(w->ctx, rc, rc ? (r->message ? r->message : "DynamoDB UpdateItem failed") : NULL);
+    free(w);
+    if (--b->inflight == 0 && b->closing)
+        ddb_free(b);
+}
+
+static int ddb_write_item(status_backend *be, status_kind kind, const cJSON *item,
+                          status_write_cb done, void *ctx)
+{
+    ddb_backend *b = (ddb_backend *)be;
+    const char *table = kind == STATUS_RUN ? b->runs_table : b->task_runs_table;
+    char *body = proto_ddb_status_update(table, kind == STATUS_RUN ? run_keys : task_keys, item);
+    if (!body)
+        return -EINVAL; /* no key attributes or no status_seq: a programming error upstream */
+    ddb_write *w = malloc(sizeof *w);
+    if (!w) {
+        free(body);
+        return -ENOMEM;
+    }
+    *w = (ddb_write){b, done, ctx};
+    int rc = fetch_aws_json(b->aws, "dynamodb", "DynamoDB_20120810.UpdateItem", body, &ddb_retry,
+                            on_answer, w);
+    free(body); /* fetch_aws_json copies it */
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    b->inflight++;
+    return 0;
+}
+
+static void ddb_close(status_backend *be)
+{
+    ddb_backend *b = (ddb_backend *)be;
+    if (b->inflight > 0)
+        b->closing = true; /* completions (or fetch_aws_free's cancellations) free it */
+    else
+        ddb_free(b);
+}
+
+int status_ddb_new(fetch_aws *aws, const char *runs_table, const char *task_runs_table,
+                   status_backend **out)
+{
+    if (!aws || !runs_table || !*runs_table || !task_runs_table || !*task_runs_table)
+        return -EINVAL;
+    ddb_backend *b = calloc(1, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    b->runs_table = strdup(runs_table);
+    b->task_runs_table = strdup(task_runs_table);
+    if (!b->runs_table || !b->task_runs_table) {
+        ddb_free(b);
+        return -ENOMEM;
+    }
+    b->aws = aws;
+    b->base.name = "dynamodb";
+    b->base.write = ddb_write_item;
+    b->base.close = ddb_close;
+    *out = &b->base;
+    return 0;
+}

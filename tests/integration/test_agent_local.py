@@ -1,0 +1,302 @@
+"""End-to-end tests of dagy-agent local runs (no AWS): the binary runs real flows, and the tests
+check exit codes, JSON log lines and the local state directory."""
+import json
+import os
+import signal
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agentenv import Flow, pid_alive, read_json, read_text, stop, wait_for  # noqa: E402
+
+
+def task(name, cmd, **kw):
+    t = {"name": name, "command": ["sh", "-c", cmd] if isinstance(cmd, str) else cmd}
+    t.update(kw)
+    return t
+
+
+def spec(tasks, **kw):
+    s = {"spec_version": 1, "name": "t", "version": "1.0.0", "tasks": tasks}
+    s.update(kw)
+    return s
+
+
+class AgentLocal(unittest.TestCase):
+    def flow(self, s, files=None):
+        f = Flow(s, files)
+        self.addCleanup(f.cleanup)
+        return f
+
+    def test_diamond_runs_in_dependency_order_and_succeeds(self):
+        f = self.flow(spec([
+            task("a", "echo a >> order.txt"),
+            task("b", "sleep 0.2; echo b >> order.txt", upstream=["a"]),
+            task("c", "echo c >> order.txt", upstream=["a"]),
+            task("d", "echo d >> order.txt", upstream=["b", "c"]),
+        ]))
+        r = f.run()
+        self.assertEqual(r.code, 0, r)
+        order = read_text(os.path.join(f.dir, "order.txt")).split()
+        self.assertEqual(order[0], "a")
+        self.assertEqual(order[-1], "d")
+        self.assertEqual(sorted(order), ["a", "b", "c", "d"])
+        run = r.run_item()
+        self.assertEqual(run["status"], "SUCCEEDED")
+        self.assertEqual(run["tasks_total"], 4)
+        self.assertEqual(run["tasks_succeeded"], 4)
+        self.assertEqual(run["executor"], "local")
+        for name in "abcd":
+            item = r.task_item(name)
+            self.assertEqual(item["status"], "SUCCEEDED")
+            self.assertEqual(item["exit_code"], 0)
+            self.assertEqual(item["attempt"], 1)
+            self.assertIn("task_run_id", item)
+            self.assertGreater(item["status_seq"], 1)
+        ends = r.events("task_end")
+        self.assertEqual(len(ends), 4)
+        self.assertTrue(all("duration_seconds" in e for e in ends))
+        for line in r.lines:
+            for key in ("timestamp", "level", "event_type", "message", "run_id", "flow_name",
+                        "correlation_id"):
+                self.assertIn(key, line)
+        self.assertEqual(r.lines[-1]["event_type"], "run_end")
+        self.assertEqual(r.lines[-1]["status"], "SUCCEEDED")
+
+    def test_flaky_task_passes_on_third_attempt(self):
+        f = self.flow(spec([task(
+            "flaky", 'n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; '
+                     'echo "attempt $DAGY_ATTEMPT" >&2; [ $n -ge 3 ]',
+            retries=3, retry_delay_seconds=0.1, retry_jitter=False)]))
+        r = f.run()
+        self.assertEqual(r.code, 0, r)
+        item = r.task_item("flaky")
+        self.assertEqual(item["status"], "SUCCEEDED")
+        self.assertEqual(item["attempt"], 3)
+        self.assertEqual(item["max_attempts"], 4)
+        self.assertEqual(len(r.events("task_retry", "flaky")), 2)
+        self.assertEqual(r.output("flaky", "stderr"), ["attempt 1", "attempt 2", "attempt 3"])
+
+    def test_timeout_kills_the_whole_process_tree(self):
+        f = self.flow(spec([task(
+            "slow", "sleep 300 & echo $! > child.pid; "
+                    "sh -c 'trap \"\" TERM; sleep 300' & echo $! > stubborn.pid; wait",
+            timeout_seconds=1)]))
+        t0 = time.monotonic()
+        r = f.run(env={"DAGY_KILL_GRACE_SECONDS": "0.5"})
+        self.assertLess(time.monotonic() - t0, 20)
+        self.assertEqual(r.code, 1, r)
+        item = r.task_item("slow")
+        self.assertEqual(item["status"], "FAILED")
+        self.assertIn("exceeded timeout of 1 s", item["error_message"])
+        for name in ("child.pid", "stubborn.pid"):
+            pid = int(read_text(os.path.join(f.dir, name)))
+            self.assertTrue(wait_for(lambda: not pid_alive(pid), 5), name + " survived")
+
+    def test_retry_after_timeout(self):
+        f = self.flow(spec([task(
+            "t", '[ "$DAGY_ATTEMPT" -ge 2 ] || sleep 30', timeout_seconds=0.5, retries=1,
+            retry_delay_seconds=0)]))
+        r = f.run()
+        self.assertEqual(r.code, 0, r)
+        self.assertEqual(r.task_item("t")["attempt"], 2)
+        retry = r.events("task_retry", "t")
+        self.assertEqual(len(retry), 1)
+        self.assertIn("exceeded timeout of 0.5 s", retry[0]["error"])
+
+    def test_all_done_cleanup_runs_after_failure_and_downstream_is_skipped(self):
+        f = self.flow(spec([
+            task("work", "echo boom >&2; exit 3"),
+            task("after", "true", upstream=["work"]),
+            task("cleanup", "echo cleaned > cleaned.txt", upstream=["work"],
+                 trigger_rule="all_done"),
+            task("on_fail", "true", upstream=["work"], trigger_rule="one_failed"),
+            task("nf", "true", upstream=["after"], trigger_rule="none_failed"),
+        ]))
+        r = f.run()
+        self.assertEqual(r.code, 1, r)
+        self.assertTrue(os.path.exists(os.path.join(f.dir, "cleaned.txt")))
+        self.assertEqual(r.task_item("work")["status"], "FAILED")
+        self.assertEqual(r.task_item("work")["exit_code"], 3)
+        self.assertIn("exited with code 3: boom", r.task_item("work")["error_message"])
+        self.assertEqual(r.task_item("after")["status"], "SKIPPED")
+        self.assertIn('"work"', r.task_item("after")["error_message"])
+        self.assertEqual(r.task_item("cleanup")["status"], "SUCCEEDED")
+        self.assertEqual(r.task_item("on_fail")["status"], "SUCCEEDED")
+        # none_failed: its upstream was SKIPPED, not FAILED, so it runs
+        self.assertEqual(r.task_item("nf")["status"], "SUCCEEDED")
+        run = r.run_item()
+        self.assertEqual(run["status"], "FAILED")
+        self.assertIn('task "work" failed', run["error_message"])
+        self.assertEqual(run["tasks_failed"], 1)
+        self.assertEqual(run["tasks_skipped"], 1)
+        self.assertTrue(r.events("task_skipped", "after"))
+
+    def test_templates_and_task_environment(self):
+        f = self.flow(spec([task(
+            "show", ["sh", "-c", 'echo "{{ parameters.date }}|{{run_id}}|{{ flow_name }}|'
+                                 '$SOURCE|$DAGY_TASK_NAME|$DAGY_ATTEMPT|$DAGY_PARAMETERS"'],
+            env={"SOURCE": "src-{{ parameters.source }}"})]))
+        r = f.run("--param", "date=2024-03-14", "--params-json", '{"source": "s3", "n": 3}',
+                  "--run-id", "run-templ-1")
+        self.assertEqual(r.code, 0, r)
+        out = r.output("show")[0].split("|")
+        self.assertEqual(out[:6], ["2024-03-14", "run-templ-1", "t", "src-s3", "show", "1"])
+        self.assertEqual(json.loads(out[6]), {"source": "s3", "n": 3, "date": "2024-03-14"})
+
+    def test_missing_parameter_is_rejected_before_any_task_starts(self):
+        f = self.flow(spec([task("first", "touch ran"),
+                            task("x", ["echo", "{{ parameters.date }}"])]))
+        r = f.run()
+        self.assertEqual(r.code, 2, r)
+        self.assertFalse(os.path.exists(os.path.join(f.dir, "ran")))
+        self.assertFalse(r.events("task_start"))
+        msg = r.lines[-1]["message"]
+        self.assertIn('task "x"', msg)
+        self.assertIn('"date"', msg)
+
+    def test_bad_spec_names_task_and_field(self):
+        f = self.flow(spec([task("load", "true", upstream=["trnsform"])]))
+        r = f.run()
+        self.assertEqual(r.code, 2, r)
+        self.assertIn('task "load": upstream "trnsform" does not exist', r.lines[-1]["error"])
+
+    def test_data_passing_between_command_tasks(self):
+        f = self.flow(spec([
+            task("produce", 'echo \'{"rows": [1, 2, 3]}\' > "$DAGY_TASK_OUTPUT"'),
+            task("consume", 'cat "$DAGY_TASK_INPUTS"', upstream=["produce"]),
+        ]))
+        r = f.run()
+        self.assertEqual(r.code, 0, r)
+        self.assertEqual(json.loads(r.output("consume")[0]), {"produce": {"rows": [1, 2, 3]}})
+
+    def test_invalid_task_output_fails_the_attempt(self):
+        f = self.flow(spec([task("bad", 'echo "not json" > "$DAGY_TASK_OUTPUT"')]))
+        r = f.run()
+        self.assertEqual(r.code, 1, r)
+        self.assertIn("DAGY_TASK_OUTPUT", r.task_item("bad")["error_message"])
+
+    def test_callable_tasks_pass_data(self):
+        f = self.flow(spec([
+            {"name": "extract", "callable": "mod.pipeline:extract", "kwargs": {"n": 3}},
+            {"name": "transform", "callable": "mod.pipeline:transform",
+             "kwargs": {"data": {"upstream": "extract"}, "factor": "{{ parameters.factor }}"},
+             "upstream": ["extract"]},
+            {"name": "fail", "callable": "mod.pipeline:boom", "upstream": ["transform"]},
+        ]), files={
+            "mod/__init__.py": "",
+            "mod/pipeline.py": "def extract(n):\n    return list(range(n))\n"
+                               "def transform(data, factor):\n"
+                               "    return [x * int(factor) for x in data]\n"
+                               "def boom():\n    raise ValueError('bad value here')\n",
+        })
+        r = f.run("--param", "factor=10")
+        self.assertEqual(r.code, 1, r)
+        self.assertEqual(r.task_item("transform")["status"], "SUCCEEDED")
+        res = read_json(os.path.join(f.work, r.run_id, "results", "transform.json"))
+        self.assertEqual(res, [0, 10, 20])
+        stderr = "\n".join(r.output("fail", "stderr"))
+        self.assertIn("Traceback", stderr)
+        self.assertIn("ValueError: bad value here", r.task_item("fail")["error_message"])
+
+    def test_artifact_zip_and_tar_gz_detected_by_content(self):
+        import tarfile
+        f = self.flow(spec([task("a", "cat data.txt")]), files={"data.txt": "payload\n"})
+        z = f.zip("artifact.bin")
+        r = f.run(flow=z)
+        self.assertEqual(r.code, 0, r)
+        self.assertEqual(r.output("a"), ["payload"])
+        self.assertTrue(r.events("unpack_end"))
+        tgz = os.path.join(f.tmp, "artifact.data")
+        with tarfile.open(tgz, "w:gz") as t:
+            for n in ("flow_spec.json", "data.txt"):
+                t.add(os.path.join(f.dir, n), n)
+        r = f.run(flow=tgz)
+        self.assertEqual(r.code, 0, r)
+        self.assertEqual(r.output("a"), ["payload"])
+
+    def test_hostile_archive_is_refused_with_exit_2(self):
+        import zipfile
+        f = self.flow(spec([task("a", "true")]))
+        bad = os.path.join(f.tmp, "evil.zip")
+        with zipfile.ZipFile(bad, "w") as z:
+            z.writestr("flow_spec.json", json.dumps(spec([task("a", "true")])))
+            z.writestr("../../escaped.txt", "gotcha")
+        r = f.run(flow=bad)
+        self.assertEqual(r.code, 2, r)
+        self.assertIn("escaped.txt", r.out)
+        self.assertFalse(os.path.exists(os.path.join(f.tmp, "escaped.txt")))
+        self.assertFalse(os.path.exists(os.path.join(f.work, "escaped.txt")))
+        self.assertEqual(r.run_item()["status"], "FAILED")
+
+    def test_graph_prints_dot_without_running(self):
+        f = self.flow(spec([task("a", "touch ran"), task("b", "true", upstream=["a"])]))
+        import subprocess
+        from agentenv import AGENT
+        p = subprocess.run([AGENT, "--flow", f.dir, "--graph"], stdout=subprocess.PIPE,
+                           timeout=30)
+        self.assertEqual(p.returncode, 0)
+        dot = p.stdout.decode()
+        self.assertTrue(dot.startswith("digraph"))
+        self.assertIn('"a" -> "b"', dot)
+        self.assertFalse(os.path.exists(os.path.join(f.dir, "ran")))
+
+    def test_max_parallel_limits_concurrency(self):
+        f = self.flow(spec([task("t%d" % i, "mkdir lock.$DAGY_TASK_NAME; ls -d lock.* | wc -l "
+                                 "> count.$DAGY_TASK_NAME; sleep 0.2; rmdir lock.$DAGY_TASK_NAME")
+                            for i in range(6)], max_parallel=2))
+        r = f.run()
+        self.assertEqual(r.code, 0, r)
+        counts = [int(read_text(os.path.join(f.dir, "count.t%d" % i))) for i in range(6)]
+        self.assertLessEqual(max(counts), 2)
+
+    def test_bad_arguments_exit_2(self):
+        f = self.flow(spec([task("a", "true")]))
+        r = f.run("--max-parallel", "zero")
+        self.assertEqual(r.code, 2)
+        self.assertIn("--max-parallel", r.err)
+        r = f.run("--param", "novalue")
+        self.assertEqual(r.code, 2)
+        self.assertIn("NAME=VALUE", r.err)
+
+    def test_sigterm_drains_then_cancels_a_task_that_ignores_sigterm(self):
+        f = self.flow(spec([
+            task("quick", "sleep 0.5; echo done"),
+            task("stubborn", "trap '' TERM; echo $$ > stubborn.pid; "
+                             "sh -c 'trap \"\" TERM; sleep 300' & echo $! > child.pid; "
+                             "while true; do sleep 0.1; done"),
+            task("later", "true", upstream=["quick"]),
+        ]))
+        p = f.start("--drain-seconds", "1", env={"DAGY_KILL_GRACE_SECONDS": "0.5"})
+        self.addCleanup(stop, p)
+        pidfile = os.path.join(f.dir, "child.pid")
+        self.assertTrue(wait_for(lambda: os.path.exists(pidfile) and
+                                 read_text(pidfile).strip(), 10))
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertEqual(p.returncode, 143, err)
+        lines = [json.loads(l) for l in out.decode().splitlines()]
+        self.assertTrue(any(l["event_type"] == "shutdown_requested" for l in lines))
+        run_id = lines[0]["run_id"]
+        state = os.path.join(f.state, "runs")
+        run = read_json(os.path.join(state, run_id + ".json"))
+        self.assertEqual(run["status"], "FAILED")
+        self.assertEqual(run["error_message"], "Worker shutdown requested via SIGTERM")
+        self.assertEqual(run["stop_reason"], "SIGTERM")
+
+        def item(n):
+            return read_json(os.path.join(state, run_id, "tasks", n + ".json"))
+        self.assertEqual(item("quick")["status"], "SUCCEEDED")  # finished within the drain
+        self.assertEqual(item("stubborn")["status"], "CANCELLED")
+        self.assertEqual(item("later")["status"], "CANCELLED")  # never started
+        for name in ("stubborn.pid", "child.pid"):
+            pid = int(read_text(os.path.join(f.dir, name)))
+            self.assertTrue(wait_for(lambda: not pid_alive(pid), 5), name + " survived")
+
+
+if __name__ == "__main__":
+    unittest.main()
