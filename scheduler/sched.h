@@ -42,19 +42,21 @@ typedef struct {
     const size_t *upstream; /* indices into the task array */
     size_t n_upstream;
     sched_trigger trigger;
-    int retries;                      /* extra attempts after the first */
-    double retry_delay_seconds;       /* delay before attempt 2 */
-    double retry_backoff;             /* multiplier per further attempt */
-    double retry_max_delay_seconds;   /* cap */
-    bool retry_jitter;                /* full jitter: uniform in [0, delay] */
-    double timeout_seconds;           /* per attempt; <= 0 means none */
+    int retries;                    /* extra attempts after the first */
+    double retry_delay_seconds;     /* delay before attempt 2 */
+    double retry_backoff;           /* multiplier per further attempt */
+    double retry_max_delay_seconds; /* cap */
+    bool retry_jitter;              /* full jitter: uniform in [0, delay] */
+    double timeout_seconds;         /* per attempt; <= 0 means none */
 } sched_task_def;
 
 typedef struct sched_plan sched_plan;
 
 /* Called for every state change of a task, in order. `reason` is a human-readable cause for
- * SKIPPED ("upstream task \"x\" FAILED"), FAILED/RETRYING (the attempt's error as the driver
- * reported it) and CANCELLED; NULL otherwise. Must not call back into the plan. */
+ * SKIPPED ("upstream \"x\" is FAILED (trigger_rule all_success)"), FAILED/RETRYING (the attempt's
+ * error as the driver reported it, or "exceeded timeout of N s[: error]" for a timed-out attempt)
+ * and CANCELLED; NULL otherwise. `reason` is valid only during the call. Must not call back into
+ * the plan except through the read-only accessors. No transition happens inside sched_new(). */
 typedef void (*sched_transition_cb)(void *ud, size_t task, sched_state from, sched_state to,
                                     const char *reason);
 
@@ -80,9 +82,10 @@ void sched_exited(sched_plan *p, size_t task, sched_exit how, const char *error,
  * attempt's timeout. UINT64_MAX if none. */
 uint64_t sched_next_deadline(const sched_plan *p);
 
-/* Advances time: RETRYING tasks whose delay has passed become ready (PENDING for the next start);
- * for each running attempt whose timeout passed, calls on_timeout(ud, task) once so the driver can
- * kill it (it then reports SCHED_EXIT_TIMED_OUT through sched_exited). */
+/* Advances time: RETRYING tasks whose delay has passed become eligible (they stay RETRYING until
+ * sched_next() starts them); for each running attempt whose timeout passed, calls
+ * on_timeout(ud, task) exactly once per attempt so the driver can kill it (it then reports
+ * SCHED_EXIT_TIMED_OUT through sched_exited). on_timeout may be NULL. */
 void sched_tick(sched_plan *p, uint64_t now_ms, void (*on_timeout)(void *ud, size_t task),
                 void *ud);
 
@@ -96,13 +99,17 @@ bool sched_done(const sched_plan *p);
 /* Accessors. */
 size_t sched_count(const sched_plan *p);
 sched_state sched_task_state(const sched_plan *p, size_t task);
-int sched_task_attempt(const sched_plan *p, size_t task);     /* attempts started so far */
+int sched_task_attempt(const sched_plan *p, size_t task);      /* attempts started so far */
 int sched_task_max_attempts(const sched_plan *p, size_t task); /* retries + 1 */
+const char *sched_task_name(const sched_plan *p, size_t task); /* the plan's copy */
 size_t sched_running(const sched_plan *p);
 /* Counts of tasks currently in `state`. */
 size_t sched_count_in(const sched_plan *p, sched_state state);
 /* Delay in ms the plan chose for the retry now pending for `task` (0 if none). For logs/tests. */
 uint64_t sched_retry_delay_ms(const sched_plan *p, size_t task);
+/* Bytes the plan allocated at sched_new(). Nothing is allocated while running, except that the
+ * reason buffer grows for a timeout reason with a long error (not counted). For tests. */
+size_t sched_footprint(const sched_plan *p);
 
 /* Pure helpers, exposed for tests and docs: the contract's backoff before attempt n+1
  * (n >= 1 is the failed attempt), before jitter, in seconds. */
