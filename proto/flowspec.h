@@ -16,25 +16,28 @@
 
 typedef struct {
     char *name;
-    char **command;        /* NULL-terminated argv, or NULL for a callable task */
+    char **command; /* NULL-terminated argv, or NULL for a callable task */
     size_t command_len;
-    char *callable;        /* "module.path:function", or NULL */
-    cJSON *kwargs;         /* object or NULL (callable tasks only) */
-    char **env;            /* NULL-terminated "NAME=VALUE" pairs, may be NULL */
+    char *callable; /* "module.path:function", or NULL */
+    cJSON *kwargs;  /* object or NULL (callable tasks only) */
+    char **env;     /* NULL-terminated "NAME=VALUE" pairs, may be NULL */
     size_t env_len;
-    size_t *upstream;      /* indices into flowspec.tasks */
+    size_t *upstream; /* indices into flowspec.tasks */
     size_t n_upstream;
-    sched_task_def def;    /* scheduling parameters with defaults applied; def.name/upstream alias
-                              the fields above */
+    sched_task_def def; /* scheduling parameters with defaults applied; def.name/upstream alias
+                           the fields above */
+    char *description;  /* or NULL */
 } flowspec_task;
 
 typedef struct {
     int spec_version;
     char *name;
     char *version;
-    int max_parallel;      /* 0 when absent (the agent then picks the number of CPUs) */
+    int max_parallel; /* 0 when absent (the agent then picks the number of CPUs) */
     flowspec_task *tasks;
     size_t n_tasks;
+    char *description;             /* or NULL */
+    struct flowspec__index *index; /* private: name -> task index (flowspec_find); may be NULL */
 } flowspec;
 
 /* Values for template expansion. `parameters` is a JSON object (may be NULL = no parameters). */
@@ -47,21 +50,29 @@ typedef struct {
     const char *environment;
 } flowspec_vars;
 
+/* Limits: larger specs or more tasks are rejected. */
+#define FLOWSPEC_MAX_BYTES (16u * 1024 * 1024)
+#define FLOWSPEC_MAX_TASKS 100000
+
 /* Parses and validates the JSON text. On success returns 0 and *out (free with flowspec_free).
- * On failure returns -EINVAL and writes a message into err (FLOWSPEC_ERR_MAX bytes). Templates are
- * checked for syntax here but not expanded. */
+ * On failure returns -EINVAL (-ENOMEM if out of memory) and writes a message into err
+ * (FLOWSPEC_ERR_MAX bytes; err may be NULL). Templates are checked for syntax here but not
+ * expanded. The spec owns every string and the kwargs trees; `json` is not referenced after. */
 int flowspec_parse(const char *json, size_t len, flowspec **out, char *err);
-/* Reads and parses a file (errors mention the path). */
+/* Reads and parses a file (errors are prefixed with the path). Returns 0, -EINVAL for a bad spec,
+ * or the -errno of a failed open/read. */
 int flowspec_load(const char *path, flowspec **out, char *err);
-void flowspec_free(flowspec *s);
+void flowspec_free(flowspec *s); /* NULL is fine */
 
 /* Expands every template in command elements, env values and string kwargs values (recursively),
  * in place. Fails with -EINVAL and an error naming task and field if a template names an unset
- * parameter or is malformed. Non-string parameters expand to their JSON text. */
+ * parameter or is malformed. Non-string parameters expand to their JSON text; NULL variables in
+ * `vars` (or vars == NULL) expand to "". Inserted values are not expanded again. After a failure
+ * the spec may be partly expanded: free it rather than run it. */
 int flowspec_render(flowspec *s, const flowspec_vars *vars, char *err);
 
 /* Expands templates in one string; returns a malloc'd string or NULL with err set. `where` is
- * used as the prefix of the message ("task \"x\": command[2]"). */
+ * used as the prefix of the message ("task \"x\": command[2]"; may be NULL). */
 char *flowspec_expand(const char *in, const flowspec_vars *vars, const char *where, char *err);
 
 /* Writes the DAG as Graphviz DOT (digraph, one node per task labelled with name, and its trigger
@@ -73,5 +84,9 @@ long flowspec_find(const flowspec *s, const char *name);
 
 /* True if `name` is a valid task name: 1-128 chars of [A-Za-z0-9_.-]. */
 bool flowspec_valid_name(const char *name);
+
+/* Checks the template syntax of one string without expanding it. Returns 0, or -EINVAL with
+ * "WHERE: reason" in err (where may be NULL). */
+int flowspec_check_templates(const char *in, const char *where, char *err);
 
 #endif
