@@ -24,8 +24,8 @@ typedef struct {
 
 typedef struct {
     uint64_t entries;
-    uint64_t bytes;      /* uncompressed bytes written */
-    char format[32];     /* "zip", "tar", "tar.gz" (the detected format) */
+    uint64_t bytes;  /* uncompressed bytes written */
+    char format[32]; /* "zip", "tar", "tar.gz" (the detected format) */
 } unpack_stats;
 
 /* Defaults, overridden by the environment variables above. Bad values in the environment are
@@ -35,7 +35,17 @@ int unpack_limits_from_env(unpack_limits *out, char *err);
 /* Extracts `archive_path` into `dest_dir`, which must not exist yet (it is created, mode 0755).
  * Returns 0, or -EINVAL for an unsafe/corrupt/oversized archive (err names the entry and the
  * rule it broke; dest_dir removed), or another -errno for I/O trouble (dest_dir removed).
- * `stats` may be NULL. */
+ * `stats` may be NULL. -EEXIST if dest_dir exists (left untouched); its parent must exist.
+ * err does not repeat archive_path: callers prefix it (the URI, say).
+ *
+ * Rules beyond the ones above: entry names must be valid UTF-8 without control characters;
+ * a name may appear only once, except directories (a repeated directory is ignored); "./" is
+ * skipped; nothing is written through a symlink an earlier entry made; a symlink target is
+ * relative and may use ".." only as leading components that stay inside; a hardlink names a
+ * regular file extracted earlier; permission bits are limited to 0777, directories get at
+ * least u+rwx and files u+r; no owners, ACLs, xattrs or file flags are restored. Memory use is
+ * bounded by the limits, not by the archive's size (zip central directories are counted
+ * before libarchive loads them). Thread-safe: never changes the working directory. */
 int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
                    unpack_stats *stats, char *err);
 
