@@ -1,0 +1,602 @@
+/* sbx.c - task processes on the agent's libuv loop: posix_spawn() into a new session, stdout and
+ * stderr read through pipes, group kill with a grace period, and one SIGCHLD reaper for every
+ * child of the agent (a child subreaper, or PID 1), known or orphaned.
+ *
+ * Spawning is cheap on purpose (a benchmark runs thousands of tiny tasks): glibc's posix_spawn()
+ * is a CLONE_VFORK, no per-task work depends on the size of the DAG, and per-process memory is
+ * about 1 KiB until a task writes partial lines or stderr. */
+#include "sandbox/sbx.h"
+#include "sandbox/sbx_int.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PID_BUCKETS   256         /* running leaders are few (max_parallel): short chains */
+#define READ_BUF_SIZE (64 * 1024) /* shared by every pipe: each read is consumed at once */
+#define DRAIN_WAIT_MS 2000        /* how long pipes may stay open after the group is gone */
+
+/* A proc's lifecycle; each state says where it is entered. */
+typedef enum {
+    PROC_FAILED,   /* the program could not be run; on_exit due on the zero timer (spawn) */
+    PROC_RUNNING,  /* the leader is alive (spawn) */
+    PROC_DRAINING, /* leader reaped, group killed; waiting for both pipes' EOF (reap) */
+    PROC_DONE,     /* reported or abandoned; handles closing, freed by the last close callback */
+} proc_state;
+
+typedef struct {
+    uv_pipe_t pipe; /* first member: the read callback casts the handle back to the stream */
+    sbx__linebuf lines;
+    sbx_proc *proc;
+    int which; /* SBX_STDOUT or SBX_STDERR */
+    bool open; /* handle initialised and not closing */
+} stream;
+
+struct sbx_proc {
+    sbx_ctx *ctx;
+    sbx_proc *prev, *next; /* ctx->procs: every proc not yet reported */
+    sbx_proc *hnext;       /* ctx->buckets: running leaders by pid */
+    pid_t pid;
+    proc_state state;
+    bool term_sent;
+    int closing; /* handles whose close callback is pending */
+    stream out, err;
+    uv_timer_t timer; /* exec failure report, or SIGKILL after grace, or the EOF wait */
+    sbx__ring trace;
+    sbx_callbacks cb;
+    void *ud;
+    sbx_result result;
+};
+
+struct sbx_ctx {
+    uv_loop_t *loop;
+    uv_signal_t sigchld;
+    int devnull;
+    posix_spawnattr_t attr; /* the same for every task: built once */
+    size_t active;
+    uint64_t orphans;
+    sbx_proc *procs;
+    sbx_proc *buckets[PID_BUCKETS];
+    char rbuf[READ_BUF_SIZE];
+};
+
+static void on_sigchld(uv_signal_t *h, int signum);
+
+static void free_ctx(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* ---- context ---------------------------------------------------------------------------- */
+
+/* Opens /dev/null for the tasks' stdin. A closed fd 0, 1 or 2 is filled with /dev/null first:
+ * otherwise a pipe could get one of those numbers and the child's dup2()s would clobber it. */
+static int open_devnull(int *out)
+{
+    for (;;) {
+        int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        if (fd > 2) {
+            *out = fd;
+            return 0;
+        }
+        fcntl(fd, F_SETFD, 0); /* a standard descriptor is inherited as usual */
+    }
+}
+
+/* The spawn attributes: a new session (so pgid = pid and no controlling terminal), no blocked
+ * signals, and default dispositions for what the agent or libuv may have changed (an ignored
+ * signal would otherwise survive exec). */
+static int init_attr(posix_spawnattr_t *a)
+{
+    static const int reset[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGPIPE, SIGALRM, SIGTERM, SIGCHLD,
+                                SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU, SIGXFSZ, SIGXCPU};
+    sigset_t none, dfl;
+    sigemptyset(&none);
+    sigemptyset(&dfl);
+    for (size_t i = 0; i < sizeof reset / sizeof reset[0]; i++)
+        sigaddset(&dfl, reset[i]);
+    int rc = posix_spawnattr_init(a);
+    if (rc)
+        return -rc;
+    short flags = POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if ((rc = posix_spawnattr_setflags(a, flags)) || (rc = posix_spawnattr_setsigmask(a, &none)) ||
+        (rc = posix_spawnattr_setsigdefault(a, &dfl))) {
+        posix_spawnattr_destroy(a);
+        return -rc;
+    }
+    return 0;
+}
+
+int sbx_init(uv_loop_t *loop, sbx_ctx **out)
+{
+    sbx_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return -ENOMEM;
+    ctx->loop = loop;
+    int rc = open_devnull(&ctx->devnull);
+    if (rc)
+        goto fail;
+    /* Orphaned descendants become our children, so every one is reaped (PID 1 gets them
+     * anyway) and an escaped grandchild never lingers as a zombie of someone else. */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        rc = -errno;
+        goto fail_fd;
+    }
+    if ((rc = init_attr(&ctx->attr)))
+        goto fail_fd;
+    /* Started before any spawn so no SIGCHLD is missed. Unreferenced while nothing runs: the
+     * reaper alone must not keep the loop alive. */
+    uv_signal_init(loop, &ctx->sigchld);
+    ctx->sigchld.data = ctx;
+    if ((rc = uv_signal_start(&ctx->sigchld, on_sigchld, SIGCHLD))) {
+        posix_spawnattr_destroy(&ctx->attr);
+        close(ctx->devnull);
+        uv_close((uv_handle_t *)&ctx->sigchld, free_ctx);
+        return rc;
+    }
+    uv_unref((uv_handle_t *)&ctx->sigchld);
+    *out = ctx;
+    return 0;
+fail_fd:
+    close(ctx->devnull);
+fail:
+    free(ctx);
+    return rc;
+}
+
+/* Keeps the loop alive exactly while some process has not been reported: a task may close its
+ * pipes and keep running, and then only the SIGCHLD watcher is left to wait for it. */
+static void update_ref(sbx_ctx *ctx)
+{
+    if (ctx->active)
+        uv_ref((uv_handle_t *)&ctx->sigchld);
+    else
+        uv_unref((uv_handle_t *)&ctx->sigchld);
+}
+
+size_t sbx_active(const sbx_ctx *ctx)
+{
+    return ctx->active;
+}
+
+uint64_t sbx_orphans_reaped(const sbx_ctx *ctx)
+{
+    return ctx->orphans;
+}
+
+/* ---- bookkeeping ------------------------------------------------------------------------ */
+
+static void table_add(sbx_ctx *ctx, sbx_proc *p)
+{
+    sbx_proc **b = &ctx->buckets[(unsigned)p->pid % PID_BUCKETS];
+    p->hnext = *b;
+    *b = p;
+}
+
+/* Removes and returns the running proc whose leader is `pid`, or NULL (an orphan). */
+static sbx_proc *table_take(sbx_ctx *ctx, pid_t pid)
+{
+    for (sbx_proc **b = &ctx->buckets[(unsigned)pid % PID_BUCKETS]; *b; b = &(*b)->hnext) {
+        if ((*b)->pid == pid) {
+            sbx_proc *p = *b;
+            *b = p->hnext;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static void list_add(sbx_ctx *ctx, sbx_proc *p)
+{
+    p->next = ctx->procs;
+    if (ctx->procs)
+        ctx->procs->prev = p;
+    ctx->procs = p;
+    ctx->active++;
+    update_ref(ctx);
+}
+
+static void list_remove(sbx_ctx *ctx, sbx_proc *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        ctx->procs = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    ctx->active--;
+    update_ref(ctx);
+}
+
+/* Signals the attempt's process group; falls back to the leader alone if it left its group. */
+static void kill_group(pid_t pid, int sig)
+{
+    if (kill(-pid, sig) != 0 && errno == ESRCH)
+        kill(pid, sig);
+}
+
+/* ---- output ----------------------------------------------------------------------------- */
+
+static void emit_line(void *ud, const char *line, size_t len)
+{
+    stream *s = ud;
+    sbx_proc *p = s->proc;
+    if (p->cb.on_line && p->state != PROC_DONE)
+        p->cb.on_line(p->ud, p, s->which, line, len);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    sbx_ctx *ctx = ((sbx_proc *)h->data)->ctx;
+    *buf = uv_buf_init(ctx->rbuf, sizeof ctx->rbuf);
+}
+
+/* Frees the proc with its last handle. A pipe closed at EOF while the leader runs is not last:
+ * the timer is closed only by release(), which also sets PROC_DONE. */
+static void on_handle_closed(uv_handle_t *h)
+{
+    sbx_proc *p = h->data;
+    if (--p->closing > 0 || p->state != PROC_DONE)
+        return;
+    sbx__lines_free(&p->out.lines);
+    sbx__lines_free(&p->err.lines);
+    sbx__ring_free(&p->trace);
+    free(p);
+}
+
+/* Emits the stream's unfinished line and closes its pipe (which closes the read end). */
+static void end_stream(stream *s)
+{
+    if (!s->open)
+        return;
+    sbx__lines_flush(&s->lines, emit_line, s);
+    s->open = false;
+    s->proc->closing++;
+    uv_close((uv_handle_t *)&s->pipe, on_handle_closed);
+}
+
+/* Closes every handle of `p`; the last close callback frees it. */
+static void release(sbx_proc *p)
+{
+    p->state = PROC_DONE;
+    end_stream(&p->out);
+    end_stream(&p->err);
+    p->closing++;
+    uv_close((uv_handle_t *)&p->timer, on_handle_closed);
+}
+
+/* Reports the end of the attempt once: the leader is reaped and both pipes are at EOF (or the
+ * wait for them is over, or the program never ran). Then frees it. */
+static void finish(sbx_proc *p)
+{
+    uv_timer_stop(&p->timer);
+    end_stream(&p->out); /* still open only after the EOF wait: flushes its last line */
+    end_stream(&p->err);
+    p->state = PROC_DONE;
+    list_remove(p->ctx, p);
+    p->cb.on_exit(p->ud, p, &p->result);
+    release(p);
+}
+
+static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    stream *s = (stream *)h;
+    sbx_proc *p = s->proc;
+    if (nread > 0) {
+        if (s->which == SBX_STDERR)
+            sbx__ring_append(&p->trace, buf->base, (size_t)nread);
+        sbx__lines_feed(&s->lines, buf->base, (size_t)nread, emit_line, s);
+        return;
+    }
+    if (nread == 0)
+        return;
+    /* EOF, or a read error, which ends the stream just the same. */
+    end_stream(s);
+    if (p->state == PROC_DRAINING && !p->out.open && !p->err.open)
+        finish(p);
+}
+
+/* ---- spawning --------------------------------------------------------------------------- */
+
+/* 0 if `cand` (relative ones resolve in the task's cwd) is an executable regular file. */
+static int check_exec(const char *cand, const char *cwd)
+{
+    char full[PATH_MAX];
+    const char *path = cand;
+    if (cand[0] != '/' && cwd) {
+        int n = snprintf(full, sizeof full, "%s/%s", cwd, cand);
+        if (n < 0 || (size_t)n >= sizeof full)
+            return -ENAMETOOLONG;
+        path = full;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return -ENOENT;
+    if (faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) != 0)
+        return -EACCES;
+    return 0;
+}
+
+/* The PATH a task's program is looked up in: the task's own, else the agent's, else a default. */
+static const char *env_path(char *const *envp)
+{
+    for (char *const *e = envp; e && *e; e++)
+        if (!strncmp(*e, "PATH=", 5))
+            return *e + 5;
+    const char *path = getenv("PATH");
+    return path ? path : "/usr/local/bin:/usr/bin:/bin";
+}
+
+/* Finds `name` like execvp() does, but in the PATH of the task's environment (posix_spawnp()
+ * would use the agent's). Returns 0 and the path to exec in buf, or -ENOENT or -EACCES. */
+static int find_program(const char *name, char *const *envp, const char *cwd, char *buf,
+                        size_t size)
+{
+    if (strchr(name, '/') || !*name) {
+        int n = snprintf(buf, size, "%s", name);
+        return !*name ? -ENOENT : (size_t)n >= size ? -ENAMETOOLONG : 0;
+    }
+    int err = -ENOENT;
+    const char *dir = env_path(envp);
+    for (;;) {
+        const char *end = strchrnul(dir, ':');
+        int dlen = (int)(end - dir);
+        /* An empty PATH entry means the current directory, as in execvp(). */
+        int n = dlen ? snprintf(buf, size, "%.*s/%s", dlen, dir, name)
+                     : snprintf(buf, size, "%s", name);
+        if (n >= 0 && (size_t)n < size) {
+            int rc = check_exec(buf, cwd);
+            if (rc == 0)
+                return 0;
+            if (rc == -EACCES)
+                err = rc;
+        }
+        if (!*end)
+            return err;
+        dir = end + 1;
+    }
+}
+
+/* Wraps a pipe's read end in the stream's handle (libuv makes it non-blocking). */
+static int open_stream(sbx_proc *p, stream *s, int which, int fd)
+{
+    s->proc = p;
+    s->which = which;
+    uv_pipe_init(p->ctx->loop, &s->pipe, 0);
+    s->pipe.data = p;
+    s->open = true;
+    int rc = uv_pipe_open(&s->pipe, fd);
+    if (rc)
+        close(fd);
+    return rc;
+}
+
+/* Two pipes, O_CLOEXEC on every end: the child gets the write ends only through dup2(). */
+static int make_pipes(int rd[2], int wr[2])
+{
+    int o[2], e[2];
+    if (pipe2(o, O_CLOEXEC))
+        return -errno;
+    if (pipe2(e, O_CLOEXEC)) {
+        int rc = -errno;
+        close(o[0]);
+        close(o[1]);
+        return rc;
+    }
+    rd[0] = o[0], wr[0] = o[1];
+    rd[1] = e[0], wr[1] = e[1];
+    return 0;
+}
+
+/* Starts the leader. Returns -errno if the agent is short of resources; a program that cannot
+ * be run is not an error here but sets result.spawn_error, reported later through on_exit. */
+static int launch(sbx_proc *p, const sbx_spec *spec, const int wr[2])
+{
+    char path[PATH_MAX];
+    char *const *envp = spec->envp ? spec->envp : environ;
+    int rc = find_program(spec->argv[0], envp, spec->cwd, path, sizeof path);
+    if (rc) {
+        p->result.spawn_error = rc;
+        return 0;
+    }
+    /* No other descriptor reaches the task because every fd of the agent is O_CLOEXEC (libuv's
+     * are, and the agent must keep it so); dup2() clears the flag on 0, 1 and 2 only. */
+    posix_spawn_file_actions_t fa;
+    if ((rc = posix_spawn_file_actions_init(&fa)))
+        return -rc;
+    if (!(rc = posix_spawn_file_actions_adddup2(&fa, p->ctx->devnull, 0)) &&
+        !(rc = posix_spawn_file_actions_adddup2(&fa, wr[0], 1)) &&
+        !(rc = posix_spawn_file_actions_adddup2(&fa, wr[1], 2)) && spec->cwd)
+        rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
+    if (rc) {
+        posix_spawn_file_actions_destroy(&fa);
+        return -rc;
+    }
+    /* glibc reports the child's chdir/exec failure as the return value (and reaps it). */
+    rc = posix_spawn(&p->pid, path, &fa, &p->ctx->attr, spec->argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc)
+        p->result.spawn_error = -rc;
+    return 0;
+}
+
+static void on_failed_report(uv_timer_t *h)
+{
+    finish(h->data);
+}
+
+int sbx_spawn(sbx_ctx *ctx, const sbx_spec *spec, const sbx_callbacks *cb, void *ud, sbx_proc **out)
+{
+    assert(spec && spec->argv && spec->argv[0] && cb && cb->on_exit);
+    sbx_proc *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    int rd[2] = {-1, -1}, wr[2] = {-1, -1};
+    int rc = make_pipes(rd, wr);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    p->ctx = ctx;
+    p->cb = *cb;
+    p->ud = ud;
+    /* From here on `p` owns handles, so a failure frees it through release(). */
+    uv_timer_init(ctx->loop, &p->timer);
+    p->timer.data = p;
+    if ((rc = open_stream(p, &p->out, SBX_STDOUT, rd[0]))) {
+        close(rd[1]);
+    } else if (!(rc = open_stream(p, &p->err, SBX_STDERR, rd[1]))) {
+        rc = launch(p, spec, wr);
+    }
+    close(wr[0]);
+    close(wr[1]);
+    if (rc) {
+        release(p);
+        return rc;
+    }
+    list_add(ctx, p);
+    if (p->result.spawn_error) {
+        /* Never call back from inside sbx_spawn(): the zero timer reports on the next turn. */
+        p->state = PROC_FAILED;
+        p->result.exit_code = 127;
+        uv_timer_start(&p->timer, on_failed_report, 0, 0);
+    } else {
+        p->state = PROC_RUNNING;
+        table_add(ctx, p);
+        uv_read_start((uv_stream_t *)&p->out.pipe, on_alloc, on_read);
+        uv_read_start((uv_stream_t *)&p->err.pipe, on_alloc, on_read);
+    }
+    if (out)
+        *out = p;
+    return 0;
+}
+
+/* ---- ending ----------------------------------------------------------------------------- */
+
+static void on_drain_timeout(uv_timer_t *h)
+{
+    finish(h->data); /* an escaped descendant still holds a pipe: stop waiting for it */
+}
+
+/* Records how the leader ended and waits for the pipes' EOF. */
+static void leader_exited(sbx_proc *p, int status)
+{
+    if (WIFSIGNALED(status)) {
+        p->result.term_signal = WTERMSIG(status);
+        p->result.exit_code = 128 + p->result.term_signal;
+    } else {
+        p->result.exit_code = WEXITSTATUS(status);
+    }
+    p->state = PROC_DRAINING;
+    uv_timer_stop(&p->timer);
+    if (!p->out.open && !p->err.open)
+        finish(p);
+    else
+        uv_timer_start(&p->timer, on_drain_timeout, DRAIN_WAIT_MS, 0);
+}
+
+/* Reaps one exited child, which waitid(WNOWAIT) reported but left a zombie. */
+static void reap(sbx_ctx *ctx, pid_t pid)
+{
+    sbx_proc *p = table_take(ctx, pid);
+    /* The contract: no process of an attempt outlives it. Killed before the leader is reaped,
+     * because its zombie keeps the pid (= pgid) from being reused, so -pid names only its group. */
+    if (p)
+        kill_group(pid, SIGKILL);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (p)
+        leader_exited(p, status);
+    else
+        ctx->orphans++; /* an orphan re-parented to us (subreaper or PID 1): just reaped */
+}
+
+/* SIGCHLD: reaps every exited child. Signals coalesce, so loop until none is left. */
+static void on_sigchld(uv_signal_t *h, int signum)
+{
+    sbx_ctx *ctx = h->data;
+    for (;;) {
+        siginfo_t si;
+        si.si_pid = 0;
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* ECHILD: no children at all */
+        }
+        if (si.si_pid == 0)
+            return;
+        reap(ctx, si.si_pid);
+    }
+}
+
+static void on_grace_over(uv_timer_t *h)
+{
+    sbx_proc *p = h->data;
+    if (p->state == PROC_RUNNING)
+        kill_group(p->pid, SIGKILL);
+}
+
+void sbx_terminate(sbx_proc *p, uint64_t grace_ms)
+{
+    if (p->state != PROC_RUNNING)
+        return;
+    p->result.killed = true;
+    if (grace_ms == 0) {
+        uv_timer_stop(&p->timer);
+        kill_group(p->pid, SIGKILL);
+        return;
+    }
+    if (p->term_sent)
+        return;
+    p->term_sent = true;
+    kill_group(p->pid, SIGTERM);
+    kill_group(p->pid, SIGCONT); /* a stopped process would not act on SIGTERM */
+    uv_timer_start(&p->timer, on_grace_over, grace_ms, 0);
+}
+
+const char *sbx_trace(const sbx_proc *p, size_t *len)
+{
+    /* Logically const: linearising the ring does not change its content. `p` was allocated
+     * non-const by sbx_spawn(), so casting the qualifier away is well defined. */
+    return sbx__ring_view(&((sbx_proc *)p)->trace, len);
+}
+
+uint32_t sbx_pid(const sbx_proc *p)
+{
+    return (uint32_t)p->pid;
+}
+
+/* Kills and forgets a process without reporting it (sbx_close() on an early exit). */
+static void abandon(sbx_proc *p)
+{
+    if (p->state == PROC_RUNNING) {
+        table_take(p->ctx, p->pid);
+        kill_group(p->pid, SIGKILL);
+    }
+    list_remove(p->ctx, p);
+    release(p);
+}
+
+void sbx_close(sbx_ctx *ctx)
+{
+    /* Normally nothing is left. On an early exit kill what is: no task outlives the agent. */
+    while (ctx->procs)
+        abandon(ctx->procs);
+    uv_signal_stop(&ctx->sigchld);
+    posix_spawnattr_destroy(&ctx->attr);
+    close(ctx->devnull);
+    uv_close((uv_handle_t *)&ctx->sigchld, free_ctx);
+}

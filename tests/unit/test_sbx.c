@@ -1,0 +1,661 @@
+/* test_sbx.c - the sandbox against real processes: exit status, output lines, cwd/env/PATH,
+ * exec failures, group kill with grace, no orphan outliving an attempt, orphan reaping, the
+ * stderr trace, and no descriptor leak. Every test runs its own loop to completion and requires
+ * uv_loop_close() to succeed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sandbox/sbx.h"
+
+#define MAX_LINES 50000
+
+/* What one process produced. */
+typedef struct {
+    char **lines[3]; /* by stream */
+    size_t *lens[3];
+    size_t n[3];
+    sbx_result res;
+    char *trace;
+    size_t tlen;
+    int exits;
+    uint64_t exit_ms;
+    const char *pidfile; /* set by a test: the pid in it is checked when on_exit runs */
+    bool alive_at_exit;
+    uint64_t terminate_ms; /* > 0: sbx_terminate(p, this) on the first "ready" stdout line */
+    bool escalate;         /* then also sbx_terminate(p, 0) */
+} capture;
+
+typedef struct {
+    uv_loop_t loop;
+    sbx_ctx *ctx;
+    char dir[64]; /* scratch directory */
+} env;
+
+static bool in_spawn; /* on_exit must never run inside sbx_spawn() */
+
+static void on_line(void *ud, sbx_proc *p, int stream, const char *line, size_t len)
+{
+    capture *c = ud;
+    assert_true(stream == SBX_STDOUT || stream == SBX_STDERR);
+    assert_true(len <= SBX_LINE_MAX);
+    assert_true(c->n[stream] < MAX_LINES);
+    if (!c->lines[stream]) {
+        c->lines[stream] = calloc(MAX_LINES, sizeof(char *));
+        c->lens[stream] = calloc(MAX_LINES, sizeof(size_t));
+    }
+    char *copy = malloc(len + 1);
+    memcpy(copy, line, len);
+    copy[len] = 0;
+    c->lines[stream][c->n[stream]] = copy;
+    c->lens[stream][c->n[stream]++] = len;
+    if (c->terminate_ms && stream == SBX_STDOUT && !strcmp(copy, "ready")) {
+        sbx_terminate(p, c->terminate_ms);
+        if (c->escalate)
+            sbx_terminate(p, 0);
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+static void on_exit_cb(void *ud, sbx_proc *p, const sbx_result *r)
+{
+    capture *c = ud;
+    assert_false(in_spawn);
+    c->res = *r;
+    c->exits++;
+    c->exit_ms = now_ms();
+    const char *t = sbx_trace(p, &c->tlen);
+    c->trace = malloc(c->tlen + 1);
+    memcpy(c->trace, t, c->tlen);
+    int pid;
+    FILE *f = c->pidfile ? fopen(c->pidfile, "r") : NULL;
+    if (f && fscanf(f, "%d", &pid) == 1)
+        c->alive_at_exit = kill(pid, 0) == 0;
+    if (f)
+        fclose(f);
+}
+
+static const sbx_callbacks callbacks = {.on_line = on_line, .on_exit = on_exit_cb};
+
+static void capture_free(capture *c)
+{
+    for (int s = 1; s <= 2; s++) {
+        for (size_t i = 0; i < c->n[s]; i++)
+            free(c->lines[s][i]);
+        free(c->lines[s]);
+        free(c->lens[s]);
+    }
+    free(c->trace);
+    memset(c, 0, sizeof *c);
+}
+
+static int env_setup(void **state)
+{
+    env *e = calloc(1, sizeof *e);
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    assert_int_equal(sbx_init(&e->loop, &e->ctx), 0);
+    strcpy(e->dir, "/tmp/test_sbx.XXXXXX");
+    assert_non_null(mkdtemp(e->dir));
+    *state = e;
+    return 0;
+}
+
+static int env_teardown(void **state)
+{
+    env *e = *state;
+    assert_int_equal(sbx_active(e->ctx), 0);
+    sbx_close(e->ctx);
+    assert_int_equal(uv_run(&e->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&e->loop), 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->dir);
+    assert_int_equal(system(cmd), 0);
+    free(e);
+    return 0;
+}
+
+/* Starts argv with the given environment (NULL: the test's) and cwd. */
+static sbx_proc *start(env *e, capture *c, char *const *argv, char *const *envp, const char *cwd)
+{
+    sbx_spec spec = {.argv = argv, .envp = envp, .cwd = cwd};
+    sbx_proc *p = NULL;
+    in_spawn = true;
+    assert_int_equal(sbx_spawn(e->ctx, &spec, &callbacks, c, &p), 0);
+    in_spawn = false;
+    assert_non_null(p);
+    return p;
+}
+
+/* Runs `sh -c script` to completion. */
+static void run_sh(env *e, capture *c, const char *script)
+{
+    char *argv[] = {"sh", "-c", (char *)script, NULL};
+    start(e, c, argv, NULL, e->dir);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(c->exits, 1);
+}
+
+static void tick(uv_timer_t *h)
+{
+}
+
+/* Runs the loop until pred(arg) holds; fails after timeout_ms. */
+static void run_until(env *e, bool (*pred)(void *), void *arg, uint64_t timeout_ms)
+{
+    uv_timer_t t;
+    uv_timer_init(&e->loop, &t);
+    uv_timer_start(&t, tick, 10, 10);
+    uint64_t deadline = now_ms() + timeout_ms;
+    while (!pred(arg) && now_ms() < deadline)
+        uv_run(&e->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&e->loop, UV_RUN_NOWAIT);
+    assert_true(pred(arg));
+}
+
+/* True once the pid is gone entirely: neither running nor a zombie. */
+static bool pid_gone(void *arg)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d", (int)(intptr_t)arg);
+    return access(path, F_OK) != 0;
+}
+
+/* Reads whitespace-separated pids from a file; returns how many. */
+static int read_pids(const char *path, pid_t *pids, int max)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    int n = 0, v;
+    while (n < max && fscanf(f, "%d", &v) == 1)
+        pids[n++] = v;
+    fclose(f);
+    return n;
+}
+
+static void assert_line(const capture *c, int stream, size_t i, const char *want)
+{
+    assert_true(i < c->n[stream]);
+    assert_string_equal(c->lines[stream][i], want);
+}
+
+static void test_exit_codes(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    char *argv[] = {"true", NULL};
+    start(e, &c, argv, NULL, NULL);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.exits, 1);
+    assert_int_equal(c.res.exit_code, 0);
+    assert_int_equal(c.res.term_signal, 0);
+    assert_int_equal(c.res.spawn_error, 0);
+    assert_false(c.res.killed);
+    capture_free(&c);
+    run_sh(e, &c, "exit 3");
+    assert_int_equal(c.res.exit_code, 3);
+    assert_int_equal(c.res.term_signal, 0);
+    capture_free(&c);
+}
+
+static void test_lines_in_order_per_stream(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    run_sh(e, &c, "echo o1; echo e1 >&2; echo o2; echo e2 >&2; echo; printf 'crlf\\r\\n'");
+    assert_int_equal(c.n[SBX_STDOUT], 4);
+    assert_int_equal(c.n[SBX_STDERR], 2);
+    assert_line(&c, SBX_STDOUT, 0, "o1");
+    assert_line(&c, SBX_STDOUT, 1, "o2");
+    assert_line(&c, SBX_STDOUT, 2, "");
+    assert_line(&c, SBX_STDOUT, 3, "crlf");
+    assert_line(&c, SBX_STDERR, 0, "e1");
+    assert_line(&c, SBX_STDERR, 1, "e2");
+    assert_int_equal(c.tlen, 6);
+    assert_memory_equal(c.trace, "e1\ne2\n", 6);
+    capture_free(&c);
+}
+
+static void test_last_line_without_newline(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    run_sh(e, &c, "printf 'a\\nb'; printf 'tail' >&2");
+    assert_int_equal(c.n[SBX_STDOUT], 2);
+    assert_line(&c, SBX_STDOUT, 0, "a");
+    assert_line(&c, SBX_STDOUT, 1, "b");
+    assert_int_equal(c.n[SBX_STDERR], 1);
+    assert_line(&c, SBX_STDERR, 0, "tail");
+    capture_free(&c);
+}
+
+static void test_long_line_split(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    run_sh(e, &c, "head -c 102400 /dev/zero | tr '\\0' a; echo; echo next");
+    /* 100 KiB = 6 pieces of 16 KiB + 4 KiB, then the next line intact. */
+    assert_int_equal(c.n[SBX_STDOUT], 8);
+    size_t total = 0;
+    for (size_t i = 0; i < 7; i++) {
+        assert_int_equal(c.lens[SBX_STDOUT][i], i < 6 ? SBX_LINE_MAX : 4096);
+        for (size_t j = 0; j < c.lens[SBX_STDOUT][i]; j++)
+            assert_int_equal(c.lines[SBX_STDOUT][i][j], 'a');
+        total += c.lens[SBX_STDOUT][i];
+    }
+    assert_int_equal(total, 102400);
+    assert_line(&c, SBX_STDOUT, 7, "next");
+    capture_free(&c);
+}
+
+static void test_invalid_utf8_passed_through(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    run_sh(e, &c, "printf '\\377\\376ok\\303\\n'");
+    assert_int_equal(c.n[SBX_STDOUT], 1);
+    assert_int_equal(c.lens[SBX_STDOUT][0], 5);
+    assert_memory_equal(c.lines[SBX_STDOUT][0], "\xff\xfeok\xc3", 5);
+    capture_free(&c);
+}
+
+static void test_cwd_and_env(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    char *argv[] = {"sh", "-c", "pwd; echo \"$FOO\"; echo \"${HOME-unset}\"", NULL};
+    char *envp[] = {"FOO=bar baz", "PATH=/usr/bin:/bin", NULL};
+    start(e, &c, argv, envp, e->dir);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    char real[4096];
+    assert_non_null(realpath(e->dir, real));
+    assert_int_equal(c.res.exit_code, 0);
+    assert_line(&c, SBX_STDOUT, 0, real);
+    assert_line(&c, SBX_STDOUT, 1, "bar baz");
+    assert_line(&c, SBX_STDOUT, 2, "unset"); /* only the given environment */
+    capture_free(&c);
+}
+
+static void test_path_from_envp(void **state)
+{
+    env *e = *state;
+    char bin[128], tool[256], pathvar[320];
+    snprintf(bin, sizeof bin, "%s/bin", e->dir);
+    assert_int_equal(mkdir(bin, 0755), 0);
+    snprintf(tool, sizeof tool, "%s/dagy-test-tool", bin);
+    FILE *f = fopen(tool, "w");
+    fputs("#!/bin/sh\necho \"tool-ran $1\"\n", f);
+    fclose(f);
+    assert_int_equal(chmod(tool, 0755), 0);
+    snprintf(pathvar, sizeof pathvar, "PATH=/nonexistent::%s:/usr/bin:/bin", bin);
+    capture c = {0};
+    char *argv[] = {"dagy-test-tool", "x", NULL};
+    char *envp[] = {pathvar, NULL};
+    start(e, &c, argv, envp, NULL);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.res.spawn_error, 0);
+    assert_int_equal(c.res.exit_code, 0);
+    assert_line(&c, SBX_STDOUT, 0, "tool-ran x");
+    capture_free(&c);
+    /* Not found with the agent's PATH, which lacks that directory. */
+    start(e, &c, argv, NULL, NULL);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.res.spawn_error, -ENOENT);
+    capture_free(&c);
+    /* Found but not executable. */
+    assert_int_equal(chmod(tool, 0644), 0);
+    if (geteuid() != 0 || access(tool, X_OK) != 0) {
+        start(e, &c, argv, envp, NULL);
+        uv_run(&e->loop, UV_RUN_DEFAULT);
+        assert_int_equal(c.res.spawn_error, -EACCES);
+        assert_int_equal(c.res.exit_code, 127);
+        capture_free(&c);
+    }
+}
+
+static void test_spawn_errors_reported_async(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    char *missing[] = {"dagy-no-such-command-xyz", NULL};
+    start(e, &c, missing, NULL, NULL);
+    assert_int_equal(c.exits, 0);
+    assert_int_equal(sbx_active(e->ctx), 1);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.exits, 1);
+    assert_int_equal(c.res.spawn_error, -ENOENT);
+    assert_int_equal(c.res.exit_code, 127);
+    assert_int_equal(c.n[SBX_STDOUT] + c.n[SBX_STDERR], 0);
+    capture_free(&c);
+    char *abs[] = {"/nonexistent/prog", NULL};
+    start(e, &c, abs, NULL, NULL);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.res.spawn_error, -ENOENT);
+    capture_free(&c);
+    char *ok[] = {"true", NULL};
+    start(e, &c, ok, NULL, "/nonexistent-cwd");
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.res.spawn_error, -ENOENT);
+    assert_int_equal(c.res.exit_code, 127);
+    capture_free(&c);
+}
+
+static void test_killed_by_signal(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    run_sh(e, &c, "kill -9 $$");
+    assert_int_equal(c.res.term_signal, SIGKILL);
+    assert_false(c.res.killed);
+    capture_free(&c);
+}
+
+/* Every pid in the file must disappear (dead and reaped). */
+static void assert_pids_gone(env *e, const char *file, int want)
+{
+    pid_t pids[8];
+    int n = read_pids(file, pids, 8);
+    assert_int_equal(n, want);
+    for (int i = 0; i < n; i++)
+        run_until(e, pid_gone, (void *)(intptr_t)pids[i], 3000);
+}
+
+static void test_terminate_kills_tree(void **state)
+{
+    env *e = *state;
+    capture c = {.terminate_ms = 200};
+    /* Leader and children all ignore SIGTERM: only the SIGKILL after the grace ends them. */
+    run_sh(e, &c,
+           "trap '' TERM; sleep 100 & echo $! > pids; sleep 100 & echo $! >> pids;"
+           " echo $$ >> pids; echo ready; wait");
+    assert_true(c.res.killed);
+    assert_int_equal(c.res.term_signal, SIGKILL);
+    char file[128];
+    snprintf(file, sizeof file, "%s/pids", e->dir);
+    assert_pids_gone(e, file, 3);
+    capture_free(&c);
+}
+
+static void test_terminate_graceful_exit(void **state)
+{
+    env *e = *state;
+    capture c = {.terminate_ms = 10000};
+    uint64_t t0 = now_ms();
+    run_sh(e, &c, "trap 'echo got-term; exit 7' TERM; sleep 100 & echo ready; wait");
+    assert_true(now_ms() - t0 < 5000); /* did not wait for the grace */
+    assert_true(c.res.killed);
+    assert_int_equal(c.res.term_signal, 0);
+    assert_int_equal(c.res.exit_code, 7);
+    assert_line(&c, SBX_STDOUT, 1, "got-term");
+    capture_free(&c);
+}
+
+static void test_terminate_zero_grace_escalates(void **state)
+{
+    env *e = *state;
+    capture c = {.terminate_ms = 60000, .escalate = true};
+    uint64_t t0 = now_ms();
+    run_sh(e, &c, "trap '' TERM; echo ready; sleep 100; echo survived");
+    assert_true(now_ms() - t0 < 5000);
+    assert_true(c.res.killed);
+    assert_int_equal(c.res.term_signal, SIGKILL);
+    assert_int_equal(c.n[SBX_STDOUT], 1);
+    capture_free(&c);
+}
+
+static void test_background_child_killed_when_leader_exits(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    uint64_t t0 = now_ms();
+    run_sh(e, &c, "sleep 100 & echo $! > pids; echo done");
+    assert_true(now_ms() - t0 < 1500); /* the pipes closed with the group, no 2 s wait */
+    assert_int_equal(c.res.exit_code, 0);
+    assert_false(c.res.killed);
+    char file[128];
+    snprintf(file, sizeof file, "%s/pids", e->dir);
+    assert_pids_gone(e, file, 1);
+    capture_free(&c);
+}
+
+typedef struct {
+    env *e;
+    uint64_t before;
+    pid_t pid;
+} orphan_wait;
+
+static bool orphan_reaped(void *arg)
+{
+    orphan_wait *w = arg;
+    return sbx_orphans_reaped(w->e->ctx) > w->before && pid_gone((void *)(intptr_t)w->pid);
+}
+
+/* A grandchild that escaped the group with setsid() outlives the attempt; when it exits it is
+ * re-parented to us (subreaper) and must be reaped, not left a zombie. */
+static void test_escaped_orphan_reaped(void **state)
+{
+    env *e = *state;
+    char file[128];
+    snprintf(file, sizeof file, "%s/pids", e->dir);
+    orphan_wait w = {.e = e, .before = sbx_orphans_reaped(e->ctx)};
+    capture c = {.pidfile = file};
+    char script[1024];
+    snprintf(script, sizeof script,
+             "setsid sh -c 'echo $$ > %s.tmp; mv %s.tmp %s; sleep 0.5' </dev/null >/dev/null 2>&1 &"
+             " while [ ! -s %s ]; do sleep 0.01; done",
+             file, file, file, file);
+    run_sh(e, &c, script);
+    assert_int_equal(c.res.exit_code, 0);
+    assert_true(c.alive_at_exit); /* escaped the group kill */
+    pid_t pid = 0;
+    assert_int_equal(read_pids(file, &pid, 1), 1);
+    w.pid = pid;
+    run_until(e, orphan_reaped, &w, 5000);
+    capture_free(&c);
+}
+
+/* An escaped grandchild holding stdout: on_exit comes after the short wait, not when it ends. */
+static void test_escaped_holder_of_pipes(void **state)
+{
+    env *e = *state;
+    char file[128];
+    snprintf(file, sizeof file, "%s/pids", e->dir);
+    capture c = {.pidfile = file};
+    char script[1024];
+    snprintf(script, sizeof script,
+             "setsid sh -c 'echo $$ > %s.tmp; mv %s.tmp %s; echo from-escaped; sleep 3' &"
+             " while [ ! -s %s ]; do sleep 0.01; done",
+             file, file, file, file);
+    uint64_t t0 = now_ms();
+    run_sh(e, &c, script);
+    uint64_t took = now_ms() - t0;
+    assert_true(took >= 1800);
+    assert_true(c.alive_at_exit); /* reported while the escaped process still held the pipe */
+    assert_int_equal(c.res.exit_code, 0);
+    pid_t pid = 0;
+    assert_int_equal(read_pids(file, &pid, 1), 1);
+    orphan_wait w = {.e = e, .before = sbx_orphans_reaped(e->ctx), .pid = pid};
+    run_until(e, orphan_reaped, &w, 5000);
+    capture_free(&c);
+}
+
+static void test_trace_keeps_last_64k(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    run_sh(e, &c, "seq 1 40000 >&2; exit 1");
+    assert_int_equal(c.res.exit_code, 1);
+    assert_int_equal(c.n[SBX_STDERR], 40000);
+    assert_line(&c, SBX_STDERR, 39999, "40000");
+    size_t cap = 300 * 1024, n = 0;
+    char *all = malloc(cap);
+    for (int i = 1; i <= 40000; i++)
+        n += (size_t)snprintf(all + n, cap - n, "%d\n", i);
+    assert_true(n > 200 * 1024);
+    assert_int_equal(c.tlen, SBX_TRACE_MAX);
+    assert_memory_equal(c.trace, all + n - SBX_TRACE_MAX, SBX_TRACE_MAX);
+    free(all);
+    capture_free(&c);
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+typedef struct {
+    env *e;
+    int left;
+    int failures;
+} chain;
+
+static void chain_next(chain *ch);
+
+static void chain_exit(void *ud, sbx_proc *p, const sbx_result *r)
+{
+    chain *ch = ud;
+    if (r->exit_code != 0 || r->spawn_error || r->term_signal)
+        ch->failures++;
+    chain_next(ch);
+}
+
+/* Spawns the next `true` from the previous one's on_exit, as the agent does. */
+static void chain_next(chain *ch)
+{
+    if (ch->left == 0)
+        return;
+    ch->left--;
+    static char *argv[] = {"true", NULL};
+    static const sbx_callbacks cb = {.on_line = NULL, .on_exit = chain_exit};
+    sbx_spec spec = {.argv = argv, .envp = NULL, .cwd = NULL};
+    assert_int_equal(sbx_spawn(ch->e->ctx, &spec, &cb, ch, NULL), 0);
+}
+
+static void test_sequential_spawns_no_fd_leak(void **state)
+{
+    env *e = *state;
+    /* Warm up: the loop opens a reserve descriptor with its first stream. */
+    chain ch = {.e = e, .left = 1};
+    chain_next(&ch);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    int before = count_fds();
+    ch.left = 200;
+    uint64_t t0 = uv_hrtime();
+    chain_next(&ch);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    uint64_t us = (uv_hrtime() - t0) / 1000;
+    assert_int_equal(ch.left, 0);
+    assert_int_equal(ch.failures, 0);
+    assert_int_equal(count_fds(), before);
+    print_message("200 sequential spawns of true: %llu us each\n", (unsigned long long)us / 200);
+    assert_true(us < 20 * 1000 * 1000);
+}
+
+static void test_fifty_concurrent(void **state)
+{
+    env *e = *state;
+    enum { N = 50 };
+    capture *c = calloc(N, sizeof *c);
+    uint32_t pids[N];
+    char *argv[] = {"sh", "-c", "sleep 0.2; echo $$; echo err$$ >&2", NULL};
+    for (int i = 0; i < N; i++)
+        pids[i] = sbx_pid(start(e, &c[i], argv, NULL, NULL));
+    assert_int_equal(sbx_active(e->ctx), N);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(sbx_active(e->ctx), 0);
+    for (int i = 0; i < N; i++) {
+        char want[32];
+        assert_int_equal(c[i].exits, 1);
+        assert_int_equal(c[i].res.exit_code, 0);
+        assert_int_equal(c[i].n[SBX_STDOUT], 1);
+        snprintf(want, sizeof want, "%u", pids[i]);
+        assert_line(&c[i], SBX_STDOUT, 0, want);
+        snprintf(want, sizeof want, "err%u", pids[i]);
+        assert_line(&c[i], SBX_STDERR, 0, want);
+        capture_free(&c[i]);
+    }
+    free(c);
+}
+
+/* A task that closes its output and keeps running must still keep the loop alive. */
+static void test_running_without_pipes_keeps_loop(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    run_sh(e, &c, "exec >&- 2>&-; sleep 0.3; exit 4");
+    assert_int_equal(c.res.exit_code, 4);
+    capture_free(&c);
+}
+
+/* sbx_close() on an early exit kills what still runs and reports nothing. */
+static void test_close_kills_running(void **state)
+{
+    uv_loop_t loop;
+    sbx_ctx *ctx;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(sbx_init(&loop, &ctx), 0);
+    capture c = {0};
+    char *argv[] = {"sleep", "100", NULL};
+    sbx_spec spec = {.argv = argv};
+    sbx_proc *p;
+    assert_int_equal(sbx_spawn(ctx, &spec, &callbacks, &c, &p), 0);
+    pid_t pid = (pid_t)sbx_pid(p);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    sbx_close(ctx);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(c.exits, 0);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
+#define T(name) cmocka_unit_test_setup_teardown(name, env_setup, env_teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_exit_codes),
+        T(test_lines_in_order_per_stream),
+        T(test_last_line_without_newline),
+        T(test_long_line_split),
+        T(test_invalid_utf8_passed_through),
+        T(test_cwd_and_env),
+        T(test_path_from_envp),
+        T(test_spawn_errors_reported_async),
+        T(test_killed_by_signal),
+        T(test_terminate_kills_tree),
+        T(test_terminate_graceful_exit),
+        T(test_terminate_zero_grace_escalates),
+        T(test_background_child_killed_when_leader_exits),
+        T(test_escaped_orphan_reaped),
+        T(test_escaped_holder_of_pipes),
+        T(test_trace_keeps_last_64k),
+        T(test_sequential_spawns_no_fd_leak),
+        T(test_fifty_concurrent),
+        T(test_running_without_pipes_keeps_loop),
+        cmocka_unit_test(test_close_kills_running),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
