@@ -210,17 +210,16 @@ static void pretty_field(log_line *l, const char *key, const char *val, size_t l
         snprintf(l->stream, sizeof l->stream, "%.*s", (int)len, val);
         return;
     }
-    static const char *const hidden[] = {"event_type", "message",      "run_id",
-                                         "flow_name",  "flow_version", "org_id",
-                                         "correlation_id", "task_run_id", "item",
-                                         "metadata",   "parameters",   NULL};
-    for (const char *const *h = hidden; *h; h++)
-        if (!strcmp(key, *h))
-            return;
-    buf_add(&l->pretty, " ", 1);
-    buf_adds(&l->pretty, key);
-    buf_add(&l->pretty, "=", 1);
-    buf_add(&l->pretty, val, len > 200 ? 200 : len);
+    /* The human view shows the message plus only what it does not already say. */
+    if (!strcmp(key, "duration_seconds")) {
+        buf_adds(&l->pretty, " (");
+        buf_add(&l->pretty, val, len);
+        buf_adds(&l->pretty, " s)");
+    } else if (!strcmp(key, "attempt") && len > 0 && !(len == 1 && val[0] <= '1')) {
+        buf_adds(&l->pretty, " [attempt ");
+        buf_add(&l->pretty, val, len);
+        buf_adds(&l->pretty, "]");
+    }
 }
 
 log_line *agent_log_begin(log_level level, const char *event_type, const char *fmt, ...)
