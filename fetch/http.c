@@ -1,0 +1,624 @@
+/* http.c - libcurl multi socket API on libuv, following curl's docs/examples/multi-uv.c: curl
+ * tells us which sockets to watch (on_socket) and when to wake it (on_timer_set); libuv polls
+ * and calls curl_multi_socket_action; finished transfers are collected and reported. */
+#include "fetch/http.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_BODY   (1u << 20)
+#define DEFAULT_CONNECT_MS 10000L
+/* Abort a transfer slower than 1 KiB/s for 30 s: a stalled connection, not a slow link. */
+#define LOW_SPEED_BYTES 1024L
+#define LOW_SPEED_SECS  30L
+
+/* One watched socket: curl's socket is polled by a uv_poll handle. */
+typedef struct sock_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct fetch_http *h;
+    struct sock_ctx *prev, *next;
+} sock_ctx;
+
+struct fetch_http {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    char *ca_bundle;
+    fetch_http_req *live; /* requests added to the multi, not yet reported */
+    sock_ctx *socks;
+    int open_handles; /* uv handles not yet closed (timer + polls) */
+    int dispatching;  /* > 0 while done callbacks run */
+    bool closing, torn_down;
+};
+
+struct fetch_http_req {
+    fetch_http *h;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    fetch_http_req *prev, *next, *next_done;
+    fetch_http_done_cb done;
+    fetch_http_data_cb on_data;
+    void *ud;
+    /* request body: memory copy or a file region */
+    char *body;
+    size_t body_len, body_pos;
+    int body_fd;
+    uint64_t body_offset;
+    /* response */
+    char *buf;
+    size_t buf_len, buf_cap, max_body;
+    uint64_t streamed;
+    bool decided, stream;
+    bool finished;  /* collected by dispatch, callback pending */
+    bool cancelled; /* cancelled while finished: dispatch frees it silently */
+    int data_err;
+    CURLcode result;
+    char *etag, *content_range, *content_type, *request_id;
+    int64_t content_length;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+static void list_add(fetch_http_req **head, fetch_http_req *r)
+{
+    r->prev = NULL;
+    r->next = *head;
+    if (*head)
+        (*head)->prev = r;
+    *head = r;
+}
+
+static void list_del(fetch_http_req **head, fetch_http_req *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        *head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+int fetch_http__curl_errno(int code)
+{
+    switch ((CURLcode)code) {
+    case CURLE_OK:
+        return 0;
+    case CURLE_OPERATION_TIMEDOUT:
+        return -ETIMEDOUT;
+    case CURLE_COULDNT_CONNECT:
+        return -ECONNREFUSED;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return -EHOSTUNREACH;
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return -ECONNRESET;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CACERT_BADFILE:
+        return -EPROTO;
+    case CURLE_OUT_OF_MEMORY:
+        return -ENOMEM;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return -EINVAL;
+    case CURLE_ABORTED_BY_CALLBACK:
+        return -ECANCELED;
+    default:
+        return -EIO;
+    }
+}
+
+static void free_req(fetch_http_req *r)
+{
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->hdrs);
+    free(r->body);
+    free(r->buf);
+    free(r->etag);
+    free(r->content_range);
+    free(r->content_type);
+    free(r->request_id);
+    free(r);
+}
+
+/* Reports a finished (or cancelled) request to its owner and frees it. */
+static void report(fetch_http_req *r, int err)
+{
+    fetch_http_resp resp;
+    memset(&resp, 0, sizeof resp);
+    resp.err = err;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &resp.status);
+    resp.body = r->buf ? r->buf : "";
+    resp.body_len = r->buf_len;
+    resp.streamed = r->streamed;
+    resp.etag = r->etag;
+    resp.content_range = r->content_range;
+    resp.content_type = r->content_type;
+    resp.request_id = r->request_id;
+    resp.content_length = r->content_length;
+    if (err == -ECANCELED)
+        snprintf(resp.errmsg, sizeof resp.errmsg, "request cancelled");
+    else if (err && r->result != CURLE_OK && r->data_err == 0)
+        snprintf(resp.errmsg, sizeof resp.errmsg, "%s",
+                 r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
+    else if (err)
+        snprintf(resp.errmsg, sizeof resp.errmsg, "%s", strerror(-err));
+    r->done(r->ud, &resp);
+    free_req(r);
+}
+
+static int result_err(fetch_http_req *r)
+{
+    if (r->data_err)
+        return r->data_err;
+    return fetch_http__curl_errno(r->result);
+}
+
+static void teardown(fetch_http *h);
+
+/* Moves finished transfers to a local list first, then runs their callbacks, which may start
+ * new requests or even free the engine. */
+static void dispatch(fetch_http *h)
+{
+    fetch_http_req *done = NULL, **tail = &done;
+    CURLMsg *m;
+    int left;
+    while (h->multi && (m = curl_multi_info_read(h->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = m->easy_handle;
+        CURLcode res = m->data.result;
+        fetch_http_req *r = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
+        curl_multi_remove_handle(h->multi, e);
+        r->result = res;
+        r->finished = true;
+        list_del(&h->live, r);
+        r->next_done = NULL;
+        *tail = r;
+        tail = &r->next_done;
+    }
+    h->dispatching++;
+    while (done) {
+        fetch_http_req *r = done;
+        done = r->next_done;
+        if (r->cancelled)
+            free_req(r);
+        else
+            report(r, h->closing ? -ECANCELED : result_err(r));
+    }
+    h->dispatching--;
+    if (h->closing && !h->dispatching)
+        teardown(h);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    fetch_http *h = t->data;
+    int running;
+    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    dispatch(h);
+}
+
+static int on_timer_set(CURLM *multi, long timeout_ms, void *userp)
+{
+    fetch_http *h = userp;
+    if (h->torn_down)
+        return 0;
+    if (timeout_ms < 0)
+        uv_timer_stop(&h->timer);
+    else
+        uv_timer_start(&h->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    sock_ctx *c = p->data;
+    fetch_http *h = c->h;
+    int flags = 0, running;
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    else {
+        if (events & UV_READABLE)
+            flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE)
+            flags |= CURL_CSELECT_OUT;
+    }
+    curl_multi_socket_action(h->multi, c->fd, flags, &running);
+    dispatch(h);
+}
+
+static void maybe_free_engine(fetch_http *h)
+{
+    if (h->torn_down && h->open_handles == 0 && !h->multi) {
+        free(h->ca_bundle);
+        free(h);
+    }
+}
+
+static void on_sock_closed(uv_handle_t *hd)
+{
+    sock_ctx *c = hd->data;
+    fetch_http *h = c->h;
+    free(c);
+    h->open_handles--;
+    maybe_free_engine(h);
+}
+
+static void close_sock(fetch_http *h, sock_ctx *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->socks = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_poll_stop(&c->poll);
+    uv_close((uv_handle_t *)&c->poll, on_sock_closed);
+}
+
+/* curl's CURLMOPT_SOCKETFUNCTION: start, change or stop watching one socket. */
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    fetch_http *h = userp;
+    sock_ctx *c = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (c) {
+            curl_multi_assign(h->multi, s, NULL);
+            close_sock(h, c);
+        }
+        return 0;
+    }
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c || uv_poll_init_socket(h->loop, &c->poll, s) != 0) {
+            free(c);
+            return -1;
+        }
+        c->fd = s;
+        c->h = h;
+        c->poll.data = c;
+        c->next = h->socks;
+        if (h->socks)
+            h->socks->prev = c;
+        h->socks = c;
+        h->open_handles++;
+        curl_multi_assign(h->multi, s, c);
+    }
+    int ev = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
+    uv_poll_start(&c->poll, ev, on_poll);
+    return 0;
+}
+
+static void on_timer_closed(uv_handle_t *hd)
+{
+    fetch_http *h = hd->data;
+    h->open_handles--;
+    maybe_free_engine(h);
+}
+
+int fetch_http_new(uv_loop_t *loop, const char *ca_bundle, fetch_http **out)
+{
+    static bool curl_ready;
+    if (!curl_ready) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return -EIO;
+        curl_ready = true;
+    }
+    fetch_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    h->loop = loop;
+    if (ca_bundle && *ca_bundle && !(h->ca_bundle = strdup(ca_bundle)))
+        goto fail;
+    if (!(h->multi = curl_multi_init()))
+        goto fail;
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    /* Keep enough idle connections for a full set of parallel part downloads plus API calls. */
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 32L);
+    uv_timer_init(loop, &h->timer);
+    h->timer.data = h;
+    h->open_handles = 1;
+    *out = h;
+    return 0;
+fail:
+    free(h->ca_bundle);
+    free(h);
+    return -ENOMEM;
+}
+
+/* Releases the multi handle and closes every uv handle; memory goes in the last close cb. */
+static void teardown(fetch_http *h)
+{
+    if (h->torn_down)
+        return;
+    h->torn_down = true;
+    uv_timer_stop(&h->timer);
+    /* curl_multi_cleanup may still report sockets through on_socket: keep h valid meanwhile. */
+    curl_multi_cleanup(h->multi);
+    h->multi = NULL;
+    while (h->socks)
+        close_sock(h, h->socks);
+    uv_close((uv_handle_t *)&h->timer, on_timer_closed);
+}
+
+void fetch_http_free(fetch_http *h)
+{
+    if (!h || h->closing)
+        return;
+    h->closing = true;
+    h->dispatching++;
+    while (h->live) {
+        fetch_http_req *r = h->live;
+        list_del(&h->live, r);
+        curl_multi_remove_handle(h->multi, r->easy);
+        r->result = CURLE_ABORTED_BY_CALLBACK;
+        report(r, -ECANCELED);
+    }
+    h->dispatching--;
+    if (!h->dispatching)
+        teardown(h);
+}
+
+void fetch_http_cancel(fetch_http_req *r)
+{
+    fetch_http *h = r->h;
+    if (r->finished) {
+        /* Already collected by dispatch (a sibling's callback cancels it): freed there. */
+        r->cancelled = true;
+        return;
+    }
+    list_del(&h->live, r);
+    curl_multi_remove_handle(h->multi, r->easy);
+    free_req(r);
+}
+
+/* Keeps the response headers we report; a new status line (after 100 Continue) resets them. */
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    fetch_http_req *r = ud;
+    size_t len = size * n;
+    if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
+        free(r->etag);
+        free(r->content_range);
+        free(r->content_type);
+        free(r->request_id);
+        r->etag = r->content_range = r->content_type = r->request_id = NULL;
+        r->content_length = -1;
+        return len;
+    }
+    const char *colon = memchr(p, ':', len);
+    if (!colon)
+        return len;
+    size_t nlen = (size_t)(colon - p);
+    const char *v = colon + 1, *end = p + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+        end--;
+    char **slot = NULL;
+#define HDR_IS(name) (nlen == sizeof(name) - 1 && strncasecmp(p, name, nlen) == 0)
+    if (HDR_IS("etag"))
+        slot = &r->etag;
+    else if (HDR_IS("content-range"))
+        slot = &r->content_range;
+    else if (HDR_IS("content-type"))
+        slot = &r->content_type;
+    else if (HDR_IS("x-amz-request-id") || HDR_IS("x-amzn-requestid"))
+        slot = &r->request_id;
+    else if (HDR_IS("content-length"))
+        r->content_length = strtoll(v, NULL, 10);
+#undef HDR_IS
+    if (slot) {
+        free(*slot);
+        *slot = strndup(v, (size_t)(end - v));
+    }
+    return len;
+}
+
+/* 2xx bodies go to the data callback when there is one; everything else to bounded memory. */
+static size_t on_write(char *p, size_t size, size_t n, void *ud)
+{
+    fetch_http_req *r = ud;
+    size_t len = size * n;
+    if (!r->decided) {
+        long st = 0;
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &st);
+        r->stream = r->on_data && st >= 200 && st < 300;
+        r->decided = true;
+    }
+    if (r->stream) {
+        int e = r->on_data(r->ud, p, len);
+        if (e) {
+            r->data_err = e;
+            return 0;
+        }
+        r->streamed += len;
+        return len;
+    }
+    if (r->buf_len + len > r->max_body) {
+        r->data_err = -EFBIG;
+        return 0;
+    }
+    if (r->buf_len + len + 1 > r->buf_cap) {
+        size_t cap = r->buf_cap ? r->buf_cap : 4096;
+        while (cap < r->buf_len + len + 1)
+            cap *= 2;
+        char *b = realloc(r->buf, cap);
+        if (!b) {
+            r->data_err = -ENOMEM;
+            return 0;
+        }
+        r->buf = b;
+        r->buf_cap = cap;
+    }
+    memcpy(r->buf + r->buf_len, p, len);
+    r->buf_len += len;
+    r->buf[r->buf_len] = '\0';
+    return len;
+}
+
+/* Upload body from memory or pread from the file, so a rewind (curl re-sending on a reused
+ * connection that died) is just a position change. */
+static size_t on_read(char *buf, size_t size, size_t n, void *ud)
+{
+    fetch_http_req *r = ud;
+    size_t want = size * n, left = r->body_len - r->body_pos;
+    if (want > left)
+        want = left;
+    if (want == 0)
+        return 0;
+    if (r->body_fd >= 0) {
+        ssize_t got = pread(r->body_fd, buf, want, (off_t)(r->body_offset + r->body_pos));
+        if (got <= 0) {
+            r->data_err = got < 0 ? -errno : -EIO;
+            return CURL_READFUNC_ABORT;
+        }
+        want = (size_t)got;
+    } else {
+        memcpy(buf, r->body + r->body_pos, want);
+    }
+    r->body_pos += want;
+    return want;
+}
+
+static int on_seek(void *ud, curl_off_t off, int origin)
+{
+    fetch_http_req *r = ud;
+    if (origin != SEEK_SET || off < 0 || (size_t)off > r->body_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    r->body_pos = (size_t)off;
+    return CURL_SEEKFUNC_OK;
+}
+
+/* Method and body options. */
+static int setup_method(fetch_http_req *r, const fetch_http_opts *o)
+{
+    CURL *e = r->easy;
+    bool has_body = o->body || o->body_fd >= 0;
+    if (has_body) {
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, r);
+        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(e, CURLOPT_SEEKDATA, r);
+    }
+    if (strcmp(o->method, "GET") == 0) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(o->method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(o->method, "POST") == 0) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    } else if (strcmp(o->method, "PUT") == 0) {
+        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
+    } else if (!has_body) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Transport options shared by every request. */
+static void setup_transport(fetch_http_req *r, const fetch_http_opts *o)
+{
+    CURL *e = r->easy;
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
+    curl_easy_setopt(e, CURLOPT_URL, o->url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     o->connect_timeout_ms > 0 ? o->connect_timeout_ms : DEFAULT_CONNECT_MS);
+    if (o->timeout_ms > 0)
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, LOW_SPEED_BYTES);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_SECS);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* One transfer per connection: parallel parts must spread over connections (S3 scales
+     * per connection), so no HTTP/2 multiplexing. */
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (r->h->ca_bundle)
+        curl_easy_setopt(e, CURLOPT_CAINFO, r->h->ca_bundle);
+}
+
+int fetch_http_request(fetch_http *h, const fetch_http_opts *o, fetch_http_done_cb done, void *ud,
+                       fetch_http_req **out)
+{
+    if (h->closing)
+        return -ECANCELED;
+    if (!o->method || !o->url || !done)
+        return -EINVAL;
+    fetch_http_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->h = h;
+    r->done = done;
+    r->ud = ud;
+    r->on_data = o->on_data;
+    r->body_fd = o->body ? -1 : o->body_fd;
+    r->body_offset = o->body_offset;
+    r->body_len = (o->body || o->body_fd >= 0) ? o->body_len : 0;
+    r->max_body = o->max_body ? o->max_body : DEFAULT_MAX_BODY;
+    r->content_length = -1;
+    int rc = -ENOMEM;
+    if (o->body && !(r->body = malloc(o->body_len ? o->body_len : 1)))
+        goto fail;
+    if (o->body)
+        memcpy(r->body, o->body, o->body_len);
+    if (!(r->easy = curl_easy_init()))
+        goto fail;
+    setup_transport(r, o);
+    if ((rc = setup_method(r, o)) < 0)
+        goto fail;
+    rc = -ENOMEM;
+    for (const char *const *hd = o->headers; hd && *hd; hd++) {
+        struct curl_slist *l = curl_slist_append(r->hdrs, *hd);
+        if (!l)
+            goto fail;
+        r->hdrs = l;
+    }
+    /* No "Expect: 100-continue" round trip: our uploads are signed, so a rejection costs only
+     * the body bytes already sent, and the wait would add latency to every PUT. */
+    struct curl_slist *l = curl_slist_append(r->hdrs, "Expect:");
+    if (!l)
+        goto fail;
+    r->hdrs = l;
+    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->hdrs);
+    if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
+        rc = -EIO;
+        goto fail;
+    }
+    list_add(&h->live, r);
+    if (out)
+        *out = r;
+    return 0;
+fail:
+    free_req(r);
+    return rc;
+}

@@ -1,0 +1,925 @@
+/* s3.c - S3 objects: s3:// URI parsing, downloads to a file (a first ranged GET learns the size
+ * and ETag, the rest comes as parallel ranged GETs pinned with If-Match and written in place
+ * with pwrite, so memory stays bounded), #sha256= verification, and PutObject. Error messages
+ * name the s3:// URI and say what to fix. */
+#include "fetch/creds.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "proto/sigv4.h"
+
+#define PART_SIZE      (8ull << 20)
+#define MAX_INFLIGHT   8
+#define PROGRESS_STEP  (1ull << 20)
+#define S3_ERRBODY_MAX (64u << 10)
+
+/* ---- URIs ---- */
+
+static bool bucket_name_ok(const char *b, size_t n)
+{
+    if (n < 3 || n > 63 || !isalnum((unsigned char)b[0]) || !isalnum((unsigned char)b[n - 1]))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)b[i];
+        if (!(islower(c) || isdigit(c) || c == '-' || c == '.'))
+            return false;
+        if (c == '.' && i + 1 < n && b[i + 1] == '.')
+            return false;
+    }
+    return true;
+}
+
+int fetch_s3_parse_uri(const char *uri, char **bucket, char **key, char **sha256_hex)
+{
+    *bucket = *key = *sha256_hex = NULL;
+    if (!uri || strncmp(uri, "s3://", 5) != 0)
+        return -EINVAL;
+    const char *b = uri + 5, *slash = strchr(b, '/');
+    if (!slash || !bucket_name_ok(b, (size_t)(slash - b)))
+        return -EINVAL;
+    const char *k = slash + 1, *hash = strchr(k, '#');
+    size_t klen = hash ? (size_t)(hash - k) : strlen(k);
+    if (klen == 0 || klen > 1024)
+        return -EINVAL;
+    char hex[65] = "";
+    if (hash) {
+        /* Only "#sha256=<64 hex>" is meaningful; any other fragment is a typo to report. */
+        const char *h = hash + 1;
+        if (strncmp(h, "sha256=", 7) != 0 || strlen(h + 7) != 64)
+            return -EINVAL;
+        for (int i = 0; i < 64; i++) {
+            if (!isxdigit((unsigned char)h[7 + i]))
+                return -EINVAL;
+            hex[i] = (char)tolower((unsigned char)h[7 + i]);
+        }
+        hex[64] = '\0';
+    }
+    *bucket = strndup(b, (size_t)(slash - b));
+    *key = strndup(k, klen);
+    *sha256_hex = hash ? strdup(hex) : NULL;
+    if (!*bucket || !*key || (hash && !*sha256_hex)) {
+        free(*bucket);
+        free(*key);
+        free(*sha256_hex);
+        *bucket = *key = *sha256_hex = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Endpoint and encoded path of an object: path-style on custom endpoints and for bucket names
+ * with dots (TLS wildcard certificates cover one label), virtual-hosted otherwise. */
+static int s3_target(fetch_aws *a, const char *bucket, const char *key, fetch_endpoint *ep,
+                     char **path)
+{
+    const fetch_endpoint *base = fetch__aws_endpoint(a, "s3");
+    const char *region = fetch_aws_region(a);
+    bool path_style = base->custom || strchr(bucket, '.');
+    char *enc = sigv4_uri_encode(key, strlen(key), true);
+    char buf[512];
+    memset(ep, 0, sizeof *ep);
+    if (!enc)
+        return -ENOMEM;
+    size_t plen = strlen(bucket) + strlen(enc) + 3;
+    *path = malloc(plen);
+    if (path_style) {
+        ep->base = strdup(base->base);
+        ep->host = strdup(base->host);
+        if (*path)
+            snprintf(*path, plen, "/%s/%s", bucket, enc);
+    } else {
+        snprintf(buf, sizeof buf, "%s.%s", bucket, base->host);
+        ep->host = strdup(buf);
+        snprintf(buf, sizeof buf, "https://%s.%s", bucket, base->host);
+        ep->base = strdup(buf);
+        if (*path)
+            snprintf(*path, plen, "/%s", enc);
+    }
+    (void)region;
+    free(enc);
+    if (!ep->base || !ep->host || !*path) {
+        fetch_endpoint_clear(ep);
+        free(*path);
+        *path = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Copies the text of <tag>...</tag> from an S3 XML error body ("" when absent). */
+static void xml_tag(const char *body, const char *tag, char *out, size_t n)
+{
+    char open[64], close[64];
+    snprintf(open, sizeof open, "<%s>", tag);
+    snprintf(close, sizeof close, "</%s>", tag);
+    const char *s = strstr(body, open), *e;
+    out[0] = '\0';
+    if (!s || !(e = strstr(s += strlen(open), close)))
+        return;
+    size_t len = (size_t)(e - s);
+    if (len >= n)
+        len = n - 1;
+    memcpy(out, s, len);
+    out[len] = '\0';
+}
+
+/* The S3 error code of an answer: <Code> of the XML body, else derived from the status. */
+static void s3_error_code(const fetch_http_resp *r, char *code, size_t n, char *msg, size_t mn)
+{
+    xml_tag(r->body, "Code", code, n);
+    xml_tag(r->body, "Message", msg, mn);
+    if (code[0] || r->err)
+        return;
+    if (r->status == 404)
+        snprintf(code, n, "NoSuchKey");
+    else if (r->status == 403)
+        snprintf(code, n, "AccessDenied");
+    else if (r->status == 412)
+        snprintf(code, n, "PreconditionFailed");
+}
+
+/* A sentence for the user: the URI, the code, what it means and what to check. */
+static void s3_describe(char *out, size_t n, const char *uri, const char *action,
+                        const fetch_http_resp *r, const char *code, const char *awsmsg,
+                        int attempts)
+{
+    const char *after = attempts > 1 ? " (gave up after retries)" : "";
+    if (r->err) {
+        snprintf(out, n, "%s: %s%s", uri, r->errmsg[0] ? r->errmsg : strerror(-r->err), after);
+    } else if (strcmp(code, "NoSuchKey") == 0) {
+        snprintf(out, n, "%s: NoSuchKey: the object does not exist", uri);
+    } else if (strcmp(code, "NoSuchBucket") == 0) {
+        snprintf(out, n, "%s: NoSuchBucket: the bucket does not exist", uri);
+    } else if (strcmp(code, "AccessDenied") == 0) {
+        snprintf(out, n, "%s: AccessDenied: %s; check the task role's s3:%s permission", uri,
+                 awsmsg[0] ? awsmsg : "access denied", action);
+    } else if (strcmp(code, "SignatureDoesNotMatch") == 0) {
+        snprintf(out, n,
+                 "%s: SignatureDoesNotMatch: S3 rejected the request signature; check "
+                 "AWS_SECRET_ACCESS_KEY",
+                 uri);
+    } else if (strcmp(code, "InvalidAccessKeyId") == 0) {
+        snprintf(out, n,
+                 "%s: InvalidAccessKeyId: S3 does not know the access key; check "
+                 "AWS_ACCESS_KEY_ID",
+                 uri);
+    } else if (strcmp(code, "ExpiredToken") == 0 || strcmp(code, "TokenRefreshRequired") == 0) {
+        snprintf(out, n, "%s: %s: the session token has expired; refresh the credentials", uri,
+                 code);
+    } else if (strcmp(code, "PreconditionFailed") == 0) {
+        snprintf(out, n,
+                 "%s: PreconditionFailed: the object changed during the download (its ETag no "
+                 "longer matches); retry",
+                 uri);
+    } else if (code[0]) {
+        snprintf(out, n, "%s: %s: %s (HTTP %ld)%s", uri, code, awsmsg, r->status, after);
+    } else {
+        snprintf(out, n, "%s: HTTP %ld%s", uri, r->status, after);
+    }
+}
+
+static bool is_expired_code(const char *code)
+{
+    return strcmp(code, "ExpiredToken") == 0 || strcmp(code, "TokenRefreshRequired") == 0;
+}
+
+/* ---- download ---- */
+
+typedef struct s3get s3get;
+
+/* One ranged GET in flight (or waiting to retry) for bytes [start, end] of the object. */
+typedef struct {
+    s3get *g;
+    uv_timer_t timer; /* retry backoff */
+    bool active;
+    bool first; /* the size-and-ETag probing request */
+    uint64_t start, end, got;
+    uint64_t from; /* first byte asked for by the current attempt */
+    int attempt;
+    bool refreshed;
+    fetch__call *call;
+} part;
+
+struct s3get {
+    fetch__op op;
+    fetch_aws *a;
+    fetch_retry retry;
+    fetch_endpoint ep;
+    char *uri, *path_enc, *file, *sha;
+    int fd;
+    uint64_t total, next_off, done, last_progress;
+    bool total_known;
+    char *etag;
+    part parts[MAX_INFLIGHT];
+    int inflight;
+    int open_timers;
+    bool finished, hashing, all_in;
+    uv_work_t work;
+    EVP_MD_CTX *hash_ctx; /* only touched by one work item at a time, or the loop between */
+    int hash_fd;
+    uint64_t hashed, hash_to;
+    char hash_hex[65];
+    int hash_err;
+    fetch_progress_cb progress;
+    fetch_aws_cb cb;
+    void *ud;
+};
+
+static void get_free(s3get *g)
+{
+    if (g->hash_fd >= 0)
+        close(g->hash_fd);
+    EVP_MD_CTX_free(g->hash_ctx);
+    fetch_endpoint_clear(&g->ep);
+    free(g->uri);
+    free(g->path_enc);
+    free(g->file);
+    free(g->sha);
+    free(g->etag);
+    free(g);
+}
+
+static void part_timer_closed(uv_handle_t *h)
+{
+    part *p = h->data;
+    s3get *g = p->g;
+    if (--g->open_timers == 0 && !g->hashing)
+        get_free(g);
+}
+
+/* Stops every part and closes the timers; memory goes when the last one (and any hashing
+ * work) is done. */
+static void get_release(s3get *g)
+{
+    for (int i = 0; i < MAX_INFLIGHT; i++) {
+        part *p = &g->parts[i];
+        if (p->call)
+            fetch__aws_cancel(p->call);
+        p->call = NULL;
+        p->active = false;
+        uv_close((uv_handle_t *)&p->timer, part_timer_closed);
+    }
+}
+
+/* Delivers the one final result and releases the download. */
+static void get_finish(s3get *g, int err, long status, const char *code, const char *msg)
+{
+    if (g->finished)
+        return;
+    g->finished = true;
+    fetch__op_unregister(g->a, &g->op);
+    for (int i = 0; i < MAX_INFLIGHT; i++) {
+        if (g->parts[i].call)
+            fetch__aws_cancel(g->parts[i].call);
+        g->parts[i].call = NULL;
+        uv_timer_stop(&g->parts[i].timer);
+    }
+    if (g->fd >= 0)
+        close(g->fd);
+    g->fd = -1;
+    bool failed = err || (status && (status < 200 || status >= 300));
+    if (failed)
+        unlink(g->file);
+    fetch_aws_result res = {.err = err,
+                            .http_status = status,
+                            .error_code = code,
+                            .message = failed ? msg : NULL,
+                            .body = ""};
+    fetch_aws_cb cb = g->cb;
+    void *ud = g->ud;
+    get_release(g);
+    cb(ud, &res);
+}
+
+static void get_cancel(fetch__op *op)
+{
+    s3get *g = (s3get *)op;
+    char msg[FETCH_ERR_MAX];
+    snprintf(msg, sizeof msg, "%s: download cancelled", g->uri);
+    get_finish(g, -ECANCELED, 0, NULL, msg);
+}
+
+static void report_progress(s3get *g, bool force)
+{
+    if (!g->progress)
+        return;
+    if (force || g->done - g->last_progress >= PROGRESS_STEP) {
+        g->last_progress = g->done;
+        g->progress(g->ud, g->done, g->total_known ? g->total : 0);
+    }
+}
+
+static int part_on_data(void *ud, const void *data, size_t len)
+{
+    part *p = ud;
+    s3get *g = p->g;
+    uint64_t off = p->start + p->got;
+    /* A server that ignores Range on the first request sends the whole object: accept it. */
+    if (!p->first && off + len > p->end + 1)
+        return -EIO;
+    const char *d = data;
+    size_t left = len;
+    while (left) {
+        ssize_t w = pwrite(g->fd, d, left, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        d += w;
+        left -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    p->got += len;
+    g->done += len;
+    report_progress(g, false);
+    return 0;
+}
+
+static void part_send(part *p);
+static void get_schedule(s3get *g);
+static void hash_kick(s3get *g);
+
+static void part_on_timer(uv_timer_t *t)
+{
+    part_send(t->data);
+}
+
+/* "bytes 0-8388607/41943040" -> total; false if malformed. */
+static bool parse_content_range(const char *cr, uint64_t *start, uint64_t *end, uint64_t *total)
+{
+    return cr && sscanf(cr, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, start, end, total) == 3 &&
+           *start <= *end && *end < *total;
+}
+
+/* The probing request answered 2xx: learn total and ETag, or finish on a full-body 200. */
+static int first_part_ok(s3get *g, part *p, const fetch_http_resp *r)
+{
+    uint64_t s, e, total;
+    if (r->etag && !g->etag && !(g->etag = strdup(r->etag)))
+        return -ENOMEM;
+    if (r->status == 200) {
+        if (p->from != 0)
+            return -EPROTO; /* a resumed request must not restart the object */
+        g->total = p->got;
+        g->total_known = true;
+        g->next_off = g->total;
+        return 0;
+    }
+    if (!parse_content_range(r->content_range, &s, &e, &total) || s != p->from)
+        return -EPROTO;
+    g->total = total;
+    g->total_known = true;
+    p->end = e;
+    g->next_off = e + 1;
+    return 0;
+}
+
+/* Handles a failed part: retry (resuming after the bytes already written) or fail. */
+static void part_failed(s3get *g, part *p, const fetch_http_resp *r)
+{
+    char code[128], awsmsg[256], msg[FETCH_ERR_MAX + 300];
+    s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
+    if (is_expired_code(code) && !p->refreshed &&
+        fetch_credsrc_invalidate(fetch__aws_creds(g->a))) {
+        p->refreshed = true;
+        part_send(p);
+        return;
+    }
+    bool retry = r->status != 412 && fetch__retryable(r, code);
+    if (retry && p->attempt < g->retry.max_attempts) {
+        uv_timer_start(&p->timer, part_on_timer, fetch__backoff_ms(&g->retry, p->attempt), 0);
+        return;
+    }
+    s3_describe(msg, sizeof msg, g->uri, "GetObject", r, code, awsmsg, p->attempt);
+    get_finish(g, r->err, r->status, code[0] ? code : NULL, msg);
+}
+
+static void part_on_done(void *ud, const fetch_http_resp *r)
+{
+    part *p = ud;
+    s3get *g = p->g;
+    p->call = NULL;
+    if (r->err == -ECANCELED)
+        return; /* the whole download is being cancelled */
+    /* S3 answers a Range on a zero-byte object with 416 InvalidRange. */
+    bool empty = r->err == 0 && r->status == 416 && p->first && p->got == 0;
+    if (!empty && (r->err || r->status < 200 || r->status >= 300)) {
+        part_failed(g, p, r);
+        return;
+    }
+    if (empty) {
+        g->total = g->next_off = 0;
+        g->total_known = true;
+    } else if (p->first && !g->total_known) {
+        int rc = first_part_ok(g, p, r);
+        if (rc < 0) {
+            char msg[FETCH_ERR_MAX];
+            snprintf(msg, sizeof msg,
+                     "%s: unexpected answer to a ranged GET (HTTP %ld, Content-Range '%.80s')",
+                     g->uri, r->status, r->content_range ? r->content_range : "");
+            get_finish(g, rc, r->status, NULL, msg);
+            return;
+        }
+    }
+    uint64_t want = (p->first && r->status == 200) ? g->total : p->end + 1;
+    if (!empty && p->start + p->got < want) {
+        /* Short body (connection closed early): resume the rest of this part. */
+        fetch_http_resp shortr = *r;
+        shortr.err = -ECONNRESET;
+        snprintf(shortr.errmsg, sizeof shortr.errmsg,
+                 "connection closed before the end of the part");
+        part_failed(g, p, &shortr);
+        return;
+    }
+    p->active = false;
+    g->inflight--;
+    get_schedule(g);
+    if (!g->finished)
+        hash_kick(g);
+}
+
+/* Sends (or re-sends after a failure) the remaining bytes of a part. */
+static void part_send(part *p)
+{
+    s3get *g = p->g;
+    char range[80], ifmatch[300];
+    const char *hdrs[3] = {range, NULL, NULL};
+    p->from = p->start + p->got;
+    p->attempt++;
+    snprintf(range, sizeof range, "range: bytes=%" PRIu64 "-%" PRIu64, p->from, p->end);
+    if (g->etag) {
+        snprintf(ifmatch, sizeof ifmatch, "if-match: %s", g->etag);
+        hdrs[1] = ifmatch;
+    }
+    fetch__sreq s = {.service = "s3",
+                     .method = "GET",
+                     .ep = &g->ep,
+                     .path = g->path_enc,
+                     .headers = hdrs,
+                     .body_fd = -1,
+                     .payload_hash = SIGV4_EMPTY_SHA256,
+                     .on_data = part_on_data,
+                     .data_ud = p,
+                     .max_body = S3_ERRBODY_MAX};
+    int rc = fetch__aws_send(g->a, &s, part_on_done, p, &p->call);
+    if (rc < 0) {
+        fetch_http_resp r = {.err = rc, .body = "", .content_length = -1};
+        snprintf(r.errmsg, sizeof r.errmsg, "%s", strerror(-rc));
+        p->attempt = g->retry.max_attempts;
+        part_failed(g, p, &r);
+    }
+}
+
+/* Lowest offset not yet written: every active part has written [start, start + got). */
+static uint64_t written_prefix(const s3get *g)
+{
+    uint64_t low = g->total_known ? g->next_off : 0;
+    for (int i = 0; i < MAX_INFLIGHT; i++) {
+        const part *p = &g->parts[i];
+        if (p->active && p->start + p->got < low)
+            low = p->start + p->got;
+    }
+    return low;
+}
+
+/* Threadpool: hashes [hashed, hash_to) of the file, read back from the page cache. */
+static void hash_work(uv_work_t *w)
+{
+    s3get *g = w->data;
+    unsigned char *buf = malloc(1 << 20);
+    uint64_t off = g->hashed;
+    if (!buf) {
+        g->hash_err = -ENOMEM;
+        return;
+    }
+    while (off < g->hash_to && !g->hash_err) {
+        size_t want = g->hash_to - off < (1u << 20) ? (size_t)(g->hash_to - off) : (1u << 20);
+        ssize_t n = pread(g->hash_fd, buf, want, (off_t)off);
+        if (n <= 0)
+            g->hash_err = n < 0 ? -errno : -EIO;
+        else if (EVP_DigestUpdate(g->hash_ctx, buf, (size_t)n) != 1)
+            g->hash_err = -ENOMEM;
+        else
+            off += (uint64_t)n;
+    }
+    free(buf);
+}
+
+static void hash_done(uv_work_t *w, int status)
+{
+    s3get *g = w->data;
+    g->hashing = false;
+    if (g->finished) {
+        /* Cancelled or failed while hashing: the result was delivered; only memory is left. */
+        if (g->open_timers == 0)
+            get_free(g);
+        return;
+    }
+    g->hashed = g->hash_to;
+    hash_kick(g);
+}
+
+/* The checksum verdict once every byte is hashed. */
+static void hash_final(s3get *g)
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    char msg[FETCH_ERR_MAX];
+    if (g->hash_err) {
+        snprintf(msg, sizeof msg, "%s: cannot read back %s: %s", g->uri, g->file,
+                 strerror(-g->hash_err));
+        get_finish(g, g->hash_err, 200, NULL, msg);
+        return;
+    }
+    EVP_DigestFinal_ex(g->hash_ctx, md, &mdlen);
+    sigv4_hex(md, 32, g->hash_hex);
+    if (strcmp(g->hash_hex, g->sha) != 0) {
+        snprintf(msg, sizeof msg, "%s: sha256 mismatch: expected %s, got %s", g->uri, g->sha,
+                 g->hash_hex);
+        get_finish(g, -EBADMSG, 200, NULL, msg);
+    } else {
+        get_finish(g, 0, 200, NULL, NULL);
+    }
+}
+
+/* Hashes the written prefix on the threadpool while the download goes on, so verifying a
+ * large artifact costs little more than the download itself. One work item at a time keeps
+ * the digest sequential. */
+static void hash_kick(s3get *g)
+{
+    if (!g->sha || g->hashing || g->finished)
+        return;
+    uint64_t prefix = g->all_in ? g->total : written_prefix(g);
+    if (g->hash_err || (g->all_in && g->hashed >= g->total)) {
+        if (g->all_in || g->hash_err)
+            hash_final(g);
+        return;
+    }
+    if (prefix <= g->hashed || (!g->all_in && prefix - g->hashed < PART_SIZE))
+        return;
+    g->hash_to = prefix;
+    g->work.data = g;
+    int rc = uv_queue_work(fetch__aws_loop(g->a), &g->work, hash_work, hash_done);
+    if (rc < 0) {
+        g->hash_err = -ENOMEM;
+        hash_final(g);
+        return;
+    }
+    g->hashing = true;
+}
+
+/* All bytes are in: check the length, then let the checksum finish. */
+static void get_verify(s3get *g)
+{
+    struct stat st;
+    char msg[FETCH_ERR_MAX];
+    report_progress(g, true);
+    if (fstat(g->fd, &st) < 0 || (uint64_t)st.st_size != g->total) {
+        snprintf(msg, sizeof msg, "%s: incomplete download: %" PRIu64 " of %" PRIu64 " bytes",
+                 g->uri, (uint64_t)st.st_size, g->total);
+        get_finish(g, -EIO, 200, NULL, msg);
+        return;
+    }
+    if (!g->sha) {
+        get_finish(g, 0, 200, NULL, NULL);
+        return;
+    }
+    g->all_in = true;
+    hash_kick(g);
+}
+
+/* Starts parts while slots are free and bytes remain; verifies when everything arrived. */
+static void get_schedule(s3get *g)
+{
+    for (int i = 0; i < MAX_INFLIGHT && g->next_off < g->total && !g->finished; i++) {
+        part *p = &g->parts[i];
+        if (p->active)
+            continue;
+        uint64_t end = g->next_off + PART_SIZE - 1;
+        p->active = true;
+        p->first = p->refreshed = false;
+        p->start = g->next_off;
+        p->end = end < g->total ? end : g->total - 1;
+        p->got = 0;
+        p->attempt = 0;
+        g->next_off = p->end + 1;
+        g->inflight++;
+        part_send(p);
+    }
+    if (!g->finished && g->inflight == 0 && g->next_off >= g->total)
+        get_verify(g);
+}
+
+/* Opens the target file and prepares the endpoint; 0 or -errno. */
+static int get_prepare(s3get *g, const char *uri, const char *path)
+{
+    char *bucket = NULL, *key = NULL;
+    int rc = fetch_s3_parse_uri(uri, &bucket, &key, &g->sha);
+    if (rc == 0)
+        rc = s3_target(g->a, bucket, key, &g->ep, &g->path_enc);
+    free(bucket);
+    free(key);
+    if (rc < 0)
+        return rc;
+    /* Messages name the URI without its fragment: the checksum is said separately. */
+    const char *hash = strchr(uri, '#');
+    g->uri = strndup(uri, hash ? (size_t)(hash - uri) : strlen(uri));
+    g->file = strdup(path);
+    if (!g->uri || !g->file)
+        return -ENOMEM;
+    g->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (g->fd < 0)
+        return -errno;
+    if (g->sha) {
+        g->hash_ctx = EVP_MD_CTX_new();
+        if (!g->hash_ctx || EVP_DigestInit_ex(g->hash_ctx, EVP_sha256(), NULL) != 1)
+            return -ENOMEM;
+        if ((g->hash_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            return -errno;
+    }
+    return 0;
+}
+
+int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_progress_cb progress,
+                      fetch_aws_cb cb, void *ud)
+{
+    if (!uri || !path || !cb)
+        return -EINVAL;
+    if (fetch__aws_closing(a))
+        return -ECANCELED;
+    s3get *g = calloc(1, sizeof *g);
+    if (!g)
+        return -ENOMEM;
+    g->a = a;
+    g->fd = g->hash_fd = -1;
+    g->cb = cb;
+    g->ud = ud;
+    g->progress = progress;
+    g->retry = fetch__retry_or_default(NULL);
+    g->op.cancel = get_cancel;
+    int rc = get_prepare(g, uri, path);
+    if (rc < 0) {
+        if (g->fd >= 0) {
+            close(g->fd);
+            unlink(path);
+        }
+        get_free(g);
+        return rc;
+    }
+    for (int i = 0; i < MAX_INFLIGHT; i++) {
+        g->parts[i].g = g;
+        uv_timer_init(fetch__aws_loop(a), &g->parts[i].timer);
+        g->parts[i].timer.data = &g->parts[i];
+    }
+    g->open_timers = MAX_INFLIGHT;
+    fetch__op_register(a, &g->op);
+    /* The probe: its answer gives the size (Content-Range) and the ETag that pins the rest. */
+    part *p = &g->parts[0];
+    p->active = p->first = true;
+    p->start = 0;
+    p->end = PART_SIZE - 1;
+    g->inflight = 1;
+    uv_timer_start(&p->timer, part_on_timer, 0, 0);
+    return 0;
+}
+
+/* ---- upload ---- */
+
+typedef struct {
+    fetch__op op;
+    fetch_aws *a;
+    uv_timer_t timer;
+    fetch_retry retry;
+    fetch_endpoint ep;
+    char *uri, *path_enc, *content_type;
+    char *body;
+    size_t len;
+    int fd;
+    char hash[65];
+    int attempt;
+    bool refreshed;
+    fetch__call *call;
+    fetch_aws_cb cb;
+    void *ud;
+} s3put;
+
+static void put_closed(uv_handle_t *h)
+{
+    s3put *u = h->data;
+    if (u->fd >= 0)
+        close(u->fd);
+    fetch_endpoint_clear(&u->ep);
+    free(u->uri);
+    free(u->path_enc);
+    free(u->content_type);
+    free(u->body);
+    free(u);
+}
+
+static void put_finish(s3put *u, const fetch_aws_result *res)
+{
+    fetch__op_unregister(u->a, &u->op);
+    uv_timer_stop(&u->timer);
+    u->cb(u->ud, res);
+    uv_close((uv_handle_t *)&u->timer, put_closed);
+}
+
+static void put_cancel(fetch__op *op)
+{
+    s3put *u = (s3put *)op;
+    char msg[FETCH_ERR_MAX];
+    if (u->call)
+        fetch__aws_cancel(u->call);
+    u->call = NULL;
+    snprintf(msg, sizeof msg, "%s: upload cancelled", u->uri);
+    fetch_aws_result res = {.err = -ECANCELED, .message = msg, .body = ""};
+    put_finish(u, &res);
+}
+
+static void put_send(s3put *u);
+
+static void put_on_timer(uv_timer_t *t)
+{
+    put_send(t->data);
+}
+
+static void put_on_done(void *ud, const fetch_http_resp *r)
+{
+    s3put *u = ud;
+    char code[128], awsmsg[256], msg[FETCH_ERR_MAX + 300];
+    u->call = NULL;
+    bool ok = r->err == 0 && r->status >= 200 && r->status < 300;
+    fetch_aws_result res = {
+        .err = r->err, .http_status = r->status, .body = r->body, .body_len = r->body_len};
+    if (ok) {
+        put_finish(u, &res);
+        return;
+    }
+    s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
+    if (is_expired_code(code) && !u->refreshed &&
+        fetch_credsrc_invalidate(fetch__aws_creds(u->a))) {
+        u->refreshed = true;
+        put_send(u);
+        return;
+    }
+    if (r->err != -ECANCELED && fetch__retryable(r, code) && u->attempt < u->retry.max_attempts) {
+        uv_timer_start(&u->timer, put_on_timer, fetch__backoff_ms(&u->retry, u->attempt), 0);
+        return;
+    }
+    s3_describe(msg, sizeof msg, u->uri, "PutObject", r, code, awsmsg, u->attempt);
+    res.error_code = code[0] ? code : NULL;
+    res.message = msg;
+    put_finish(u, &res);
+}
+
+static void put_send(s3put *u)
+{
+    char ct[300];
+    snprintf(ct, sizeof ct, "content-type: %s", u->content_type);
+    const char *hdrs[] = {ct, NULL};
+    u->attempt++;
+    fetch__sreq s = {.service = "s3",
+                     .method = "PUT",
+                     .ep = &u->ep,
+                     .path = u->path_enc,
+                     .headers = hdrs,
+                     .body = u->fd >= 0 ? NULL : (u->body ? u->body : ""),
+                     .body_len = u->len,
+                     .body_fd = u->fd,
+                     .payload_hash = u->hash,
+                     .max_body = S3_ERRBODY_MAX};
+    int rc = fetch__aws_send(u->a, &s, put_on_done, u, &u->call);
+    if (rc < 0) {
+        fetch_http_resp r = {.err = rc, .body = "", .content_length = -1};
+        snprintf(r.errmsg, sizeof r.errmsg, "%s", strerror(-rc));
+        u->attempt = u->retry.max_attempts;
+        put_on_done(u, &r);
+    }
+}
+
+/* Common part of both uploads: target, names, registration, first attempt from the loop. */
+static int put_start(fetch_aws *a, s3put *u, const char *bucket, const char *key,
+                     const char *content_type)
+{
+    size_t n = strlen(bucket) + strlen(key) + 8;
+    if (fetch__aws_closing(a))
+        return -ECANCELED;
+    if (!bucket_name_ok(bucket, strlen(bucket)) || !*key)
+        return -EINVAL;
+    int rc = s3_target(a, bucket, key, &u->ep, &u->path_enc);
+    if (rc < 0)
+        return rc;
+    u->uri = malloc(n);
+    u->content_type = strdup(content_type ? content_type : "application/octet-stream");
+    if (!u->uri || !u->content_type)
+        return -ENOMEM;
+    snprintf(u->uri, n, "s3://%s/%s", bucket, key);
+    u->a = a;
+    u->retry = fetch__retry_or_default(NULL);
+    u->op.cancel = put_cancel;
+    uv_timer_init(fetch__aws_loop(a), &u->timer);
+    u->timer.data = u;
+    fetch__op_register(a, &u->op);
+    uv_timer_start(&u->timer, put_on_timer, 0, 0);
+    return 0;
+}
+
+static void put_discard(s3put *u)
+{
+    if (u->fd >= 0)
+        close(u->fd);
+    fetch_endpoint_clear(&u->ep);
+    free(u->uri);
+    free(u->path_enc);
+    free(u->content_type);
+    free(u->body);
+    free(u);
+}
+
+int fetch_s3_put(fetch_aws *a, const char *bucket, const char *key, const void *data, size_t len,
+                 const char *content_type, fetch_aws_cb cb, void *ud)
+{
+    if (!bucket || !key || (!data && len) || !cb)
+        return -EINVAL;
+    s3put *u = calloc(1, sizeof *u);
+    if (!u)
+        return -ENOMEM;
+    u->fd = -1;
+    u->cb = cb;
+    u->ud = ud;
+    u->len = len;
+    if (!(u->body = malloc(len ? len : 1))) {
+        free(u);
+        return -ENOMEM;
+    }
+    if (len)
+        memcpy(u->body, data, len);
+    sigv4_sha256_hex(u->body, len, u->hash);
+    int rc = put_start(a, u, bucket, key, content_type);
+    if (rc < 0)
+        put_discard(u);
+    return rc;
+}
+
+/* SHA-256 of a whole file (the payload hash must be known before signing). */
+static int file_sha256(int fd, char out[65])
+{
+    unsigned char md[32], *buf = malloc(1 << 20);
+    unsigned int mdlen;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int rc = (!buf || !ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) ? -ENOMEM : 0;
+    ssize_t n;
+    off_t off = 0;
+    while (rc == 0 && (n = pread(fd, buf, 1 << 20, off)) != 0) {
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        EVP_DigestUpdate(ctx, buf, (size_t)n);
+        off += n;
+    }
+    if (rc == 0) {
+        EVP_DigestFinal_ex(ctx, md, &mdlen);
+        sigv4_hex(md, 32, out);
+    }
+    EVP_MD_CTX_free(ctx);
+    free(buf);
+    return rc;
+}
+
+int fetch_s3_put_file(fetch_aws *a, const char *bucket, const char *key, const char *path,
+                      fetch_aws_cb cb, void *ud)
+{
+    if (!bucket || !key || !path || !cb)
+        return -EINVAL;
+    s3put *u = calloc(1, sizeof *u);
+    if (!u)
+        return -ENOMEM;
+    u->cb = cb;
+    u->ud = ud;
+    struct stat st;
+    int rc = 0;
+    if ((u->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(u->fd, &st) < 0)
+        rc = -errno;
+    else if (!S_ISREG(st.st_mode))
+        rc = -EINVAL;
+    if (rc == 0) {
+        u->len = (size_t)st.st_size;
+        rc = file_sha256(u->fd, u->hash);
+    }
+    if (rc == 0)
+        rc = put_start(a, u, bucket, key, "application/octet-stream");
+    if (rc < 0)
+        put_discard(u);
+    return rc;
+}

@@ -1,0 +1,199 @@
+/* test_creds.c - credential-file and container-JSON parsing, expiry times and refresh planning,
+ * container URI policy, region and endpoint selection from the environment. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "fetch/creds.h"
+
+static void credentials_file_picks_the_profile(void **state)
+{
+    const char *text = "# comment\n[default]\naws_access_key_id = AKDEF\n"
+                       "aws_secret_access_key = SDEF\n\n[dagy]\r\n"
+                       "  aws_access_key_id=AKDAGY  \r\n; another comment\n"
+                       "aws_secret_access_key = S/D+AGY=\naws_session_token = TOK==\n"
+                       "region = eu-west-1\n[other]\naws_access_key_id = AKO\n";
+    fetch_creds c = {0};
+    char err[FETCH_ERR_MAX] = "";
+    assert_int_equal(fetch_creds_parse_file(text, "dagy", &c, err), 0);
+    assert_string_equal(c.key, "AKDAGY");
+    assert_string_equal(c.secret, "S/D+AGY=");
+    assert_string_equal(c.token, "TOK==");
+    assert_int_equal(c.expires, 0);
+    fetch_creds_clear(&c);
+    assert_int_equal(fetch_creds_parse_file(text, "default", &c, err), 0);
+    assert_string_equal(c.key, "AKDEF");
+    assert_null(c.token);
+    fetch_creds_clear(&c);
+}
+
+static void credentials_file_errors(void **state)
+{
+    fetch_creds c = {0};
+    char err[FETCH_ERR_MAX] = "";
+    assert_int_equal(fetch_creds_parse_file("[a]\naws_access_key_id=x\n", "b", &c, err), -ENOENT);
+    assert_int_equal(fetch_creds_parse_file("", "default", &c, err), -ENOENT);
+    assert_int_equal(fetch_creds_parse_file("[a]\naws_access_key_id=x\n", "a", &c, err), -EINVAL);
+    assert_non_null(strstr(err, "aws_secret_access_key"));
+    assert_int_equal(fetch_creds_parse_file("[r]\nrole_arn=arn:aws:iam::1:role/x\n", "r", &c, err),
+                     -EINVAL);
+    assert_non_null(strstr(err, "role_arn"));
+    assert_null(c.key);
+}
+
+static void container_json(void **state)
+{
+    fetch_creds c = {0};
+    char err[FETCH_ERR_MAX] = "";
+    const char *j = "{\"AccessKeyId\":\"ASIA1\",\"SecretAccessKey\":\"SEC\",\"Token\":\"TOK\","
+                    "\"Expiration\":\"2026-03-14T09:00:00Z\",\"RoleArn\":\"x\"}";
+    assert_int_equal(fetch_creds_parse_container_json(j, &c, err), 0);
+    assert_string_equal(c.key, "ASIA1");
+    assert_string_equal(c.secret, "SEC");
+    assert_string_equal(c.token, "TOK");
+    assert_int_equal(c.expires, 1773478800);
+    fetch_creds_clear(&c);
+    assert_int_equal(fetch_creds_parse_container_json("{\"AccessKeyId\":\"A\"}", &c, err), -EINVAL);
+    assert_non_null(strstr(err, "SecretAccessKey"));
+    assert_int_equal(fetch_creds_parse_container_json("not json", &c, err), -EINVAL);
+    assert_int_equal(fetch_creds_parse_container_json(
+                         "{\"AccessKeyId\":\"A\",\"SecretAccessKey\":\"SECRETVALUE\","
+                         "\"Expiration\":\"soon\"}",
+                         &c, err),
+                     -EINVAL);
+    assert_null(strstr(err, "SECRETVALUE"));
+}
+
+static void iso8601_times(void **state)
+{
+    assert_int_equal(fetch_parse_iso8601("1970-01-01T00:00:00Z"), 0);
+    assert_int_equal(fetch_parse_iso8601("2013-05-24T00:00:00Z"), 1369353600);
+    assert_int_equal(fetch_parse_iso8601("2013-05-24T00:00:00.123Z"), 1369353600);
+    assert_int_equal(fetch_parse_iso8601("2013-05-24T02:00:00+02:00"), 1369353600);
+    assert_int_equal(fetch_parse_iso8601("yesterday"), -1);
+    assert_int_equal(fetch_parse_iso8601("2013-05-24T00:00:00Q"), -1);
+}
+
+static void refresh_planning(void **state)
+{
+    /* an hour left: 5 minutes before expiry */
+    assert_int_equal(fetch_creds_refresh_delay_ms(1000, 1000 + 3600), (3600 - 300) * 1000ull);
+    /* 8 s left: at half the remaining lifetime */
+    assert_int_equal(fetch_creds_refresh_delay_ms(1000, 1008), 4000);
+    /* expired or about to: soon, but never a tight loop */
+    assert_int_equal(fetch_creds_refresh_delay_ms(1000, 900), 1000);
+    assert_int_equal(fetch_creds_refresh_delay_ms(1000, 1001), 1000);
+}
+
+static void container_uri_policy(void **state)
+{
+    assert_true(fetch_creds_uri_allowed("http://169.254.170.2/v2/credentials/abc"));
+    assert_true(fetch_creds_uri_allowed("http://127.0.0.1:1234/creds"));
+    assert_true(fetch_creds_uri_allowed("http://localhost/creds"));
+    assert_true(fetch_creds_uri_allowed("http://169.254.170.23/v1/credentials"));
+    assert_true(fetch_creds_uri_allowed("https://creds.example.com/x"));
+    assert_false(fetch_creds_uri_allowed("http://example.com/creds"));
+    assert_false(fetch_creds_uri_allowed("http://169.254.170.2.evil.com/creds"));
+    assert_false(fetch_creds_uri_allowed("http://localhost.evil.com/"));
+    assert_false(fetch_creds_uri_allowed("file:///etc/passwd"));
+}
+
+static void region_from_env(void **state)
+{
+    char r[64], err[FETCH_ERR_MAX];
+    unsetenv("AWS_REGION");
+    unsetenv("AWS_DEFAULT_REGION");
+    assert_int_equal(fetch_region_from_env(r, sizeof r, err), -EINVAL);
+    assert_non_null(strstr(err, "AWS_REGION"));
+    assert_non_null(strstr(err, "AWS_DEFAULT_REGION"));
+    setenv("AWS_DEFAULT_REGION", "eu-west-1", 1);
+    assert_int_equal(fetch_region_from_env(r, sizeof r, err), 0);
+    assert_string_equal(r, "eu-west-1");
+    setenv("AWS_REGION", "us-east-2", 1);
+    assert_int_equal(fetch_region_from_env(r, sizeof r, err), 0);
+    assert_string_equal(r, "us-east-2");
+    setenv("AWS_REGION", "us-east-2/../x", 1);
+    assert_int_equal(fetch_region_from_env(r, sizeof r, err), -EINVAL);
+    unsetenv("AWS_REGION");
+    unsetenv("AWS_DEFAULT_REGION");
+}
+
+static void endpoint_selection(void **state)
+{
+    fetch_endpoint e;
+    char err[FETCH_ERR_MAX];
+    unsetenv("AWS_ENDPOINT_URL");
+    unsetenv("AWS_ENDPOINT_URL_S3");
+    unsetenv("AWS_ENDPOINT_URL_DYNAMODB");
+    assert_int_equal(fetch_endpoint_from_env("dynamodb", "eu-west-1", &e, err), 0);
+    assert_string_equal(e.base, "https://dynamodb.eu-west-1.amazonaws.com");
+    assert_string_equal(e.host, "dynamodb.eu-west-1.amazonaws.com");
+    assert_false(e.custom);
+    fetch_endpoint_clear(&e);
+    assert_int_equal(fetch_endpoint_from_env("s3", "cn-north-1", &e, err), 0);
+    assert_string_equal(e.base, "https://s3.cn-north-1.amazonaws.com.cn");
+    fetch_endpoint_clear(&e);
+    setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000/", 1);
+    setenv("AWS_ENDPOINT_URL_S3", "https://minio.local:9000", 1);
+    assert_int_equal(fetch_endpoint_from_env("dynamodb", "eu-west-1", &e, err), 0);
+    assert_string_equal(e.base, "http://127.0.0.1:5000");
+    assert_string_equal(e.host, "127.0.0.1:5000");
+    assert_true(e.custom);
+    fetch_endpoint_clear(&e);
+    assert_int_equal(fetch_endpoint_from_env("s3", "eu-west-1", &e, err), 0);
+    assert_string_equal(e.base, "https://minio.local:9000");
+    assert_string_equal(e.host, "minio.local:9000");
+    fetch_endpoint_clear(&e);
+    setenv("AWS_ENDPOINT_URL_S3", "minio.local:9000", 1);
+    assert_int_equal(fetch_endpoint_from_env("s3", "eu-west-1", &e, err), -EINVAL);
+    assert_non_null(strstr(err, "AWS_ENDPOINT_URL_S3"));
+    setenv("AWS_ENDPOINT_URL_S3", "http://h/some/path", 1);
+    assert_int_equal(fetch_endpoint_from_env("s3", "eu-west-1", &e, err), -EINVAL);
+    unsetenv("AWS_ENDPOINT_URL");
+    unsetenv("AWS_ENDPOINT_URL_S3");
+}
+
+static void retry_policy(void **state)
+{
+    fetch_retry r = fetch__retry_or_default(NULL);
+    assert_int_equal(r.max_attempts, 8);
+    assert_int_equal(r.base_ms, 100);
+    assert_int_equal(r.cap_ms, 5000);
+    for (int i = 0; i < 200; i++) {
+        assert_true(fetch__backoff_ms(&r, 1) <= 100);
+        assert_true(fetch__backoff_ms(&r, 3) <= 400);
+        assert_true(fetch__backoff_ms(&r, 30) <= 5000);
+    }
+    fetch_http_resp resp = {.status = 400};
+    assert_true(fetch__retryable(&resp, "ThrottlingException"));
+    assert_true(fetch__retryable(&resp, "ProvisionedThroughputExceededException"));
+    assert_true(fetch__retryable(&resp, "SlowDown"));
+    assert_false(fetch__retryable(&resp, "ConditionalCheckFailedException"));
+    assert_false(fetch__retryable(&resp, NULL));
+    resp.status = 503;
+    assert_true(fetch__retryable(&resp, NULL));
+    resp = (fetch_http_resp){.err = -ETIMEDOUT};
+    assert_true(fetch__retryable(&resp, NULL));
+    resp.err = -EPROTO; /* TLS verification failures are not transient */
+    assert_false(fetch__retryable(&resp, NULL));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(credentials_file_picks_the_profile),
+        cmocka_unit_test(credentials_file_errors),
+        cmocka_unit_test(container_json),
+        cmocka_unit_test(iso8601_times),
+        cmocka_unit_test(refresh_planning),
+        cmocka_unit_test(container_uri_policy),
+        cmocka_unit_test(region_from_env),
+        cmocka_unit_test(endpoint_selection),
+        cmocka_unit_test(retry_policy),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
