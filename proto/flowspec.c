@@ -419,13 +419,15 @@ static int parse_task(pctx *c, size_t i, cJSON *t)
     return 0;
 }
 
-/* A kwargs value {"upstream": "NAME"} (an object with exactly that one member, at any depth, as
- * python/dagy_runner.py sees it) stands for NAME's result: NAME must be an upstream task. */
+/* A kwargs value {"upstream": "NAME"} (an object with exactly that one member, at any depth
+ * below the kwargs object itself, as python/dagy_runner.py sees it) stands for NAME's result:
+ * NAME must be an upstream task. */
 static int check_kw_ref(cJSON *str, const char *path, void *ud)
 {
     kw_ctx *c = ud;
     bool only_member = str->prev == str && str->next == NULL;
-    if (!str->string || strcmp(str->string, "upstream") != 0 || !only_member)
+    if (!str->string || strcmp(str->string, "upstream") != 0 || !only_member ||
+        strcmp(path, "kwargs.upstream") == 0)
         return 0;
     long idx = flowspec__map_get(c->names, str->valuestring);
     if (idx >= 0 && c->mark[idx] == c->stamp)

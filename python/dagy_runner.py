@@ -153,7 +153,10 @@ def run():
     """Does the whole job; returns the process exit code."""
     module_name, func_name = parse_callable(os.environ.get("DAGY_CALLABLE"))
     kwargs = load_json_env("DAGY_KWARGS", {})
-    kwargs = substitute(kwargs, load_inputs())
+    # Each keyword argument's value is substituted; the kwargs object itself is not a reference
+    # even when it looks like one (a function may take a parameter named "upstream").
+    inputs = load_inputs()
+    kwargs = {k: substitute(v, inputs, "kwargs.%s" % k) for k, v in kwargs.items()}
     func = resolve(module_name, func_name)
     try:
         result = func(**kwargs)
