@@ -1,0 +1,118 @@
+/* ctx.c - what every dagy-launch command shares: the configuration, one libuv loop with one AWS
+ * client, JSON 1.0 calls with a cJSON body, and JSON output. */
+#include "launcher/launch.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void launch__fmt(char *buf, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+}
+
+int launch__ctx_open(launch__ctx *c, unsigned need, char *err)
+{
+    memset(c, 0, sizeof *c);
+    int rc = launch_config_from_env(&c->cfg, need, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = uv_loop_init(&c->loop)) < 0) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "cannot start the event loop: %s", uv_strerror(rc));
+        return rc;
+    }
+    c->loop_ok = true;
+    char ferr[FETCH_ERR_MAX] = "";
+    if ((rc = fetch_aws_new(&c->loop, &c->aws, ferr)) < 0) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "%s", ferr[0] ? ferr : strerror(-rc));
+        launch__ctx_close(c);
+        return rc;
+    }
+    return 0;
+}
+
+/* Closes whatever handle is still open (a timer of a command that stopped early). */
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void launch__ctx_close(launch__ctx *c)
+{
+    if (c->aws)
+        fetch_aws_free(c->aws);
+    c->aws = NULL;
+    if (!c->loop_ok)
+        return;
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&c->loop) == UV_EBUSY) {
+        uv_walk(&c->loop, close_walk, NULL);
+        uv_run(&c->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&c->loop);
+    }
+    c->loop_ok = false;
+}
+
+int launch__call(launch__ctx *c, const char *service, const char *op, cJSON *body, fetch_aws_cb cb,
+                 void *ud)
+{
+    char target[128];
+    bool ddb = strcmp(service, "dynamodb") == 0;
+    launch__fmt(target, sizeof target, "%s.%s",
+                ddb ? "DynamoDB_20120810" : "AmazonEC2ContainerServiceV20141113", op);
+    char *text = body ? cJSON_PrintUnformatted(body) : NULL;
+    cJSON_Delete(body);
+    if (!text)
+        return -ENOMEM;
+    int rc = fetch_aws_json(c->aws, service, target, text, NULL, cb, ud);
+    free(text);
+    return rc;
+}
+
+void launch__aws_reason(const fetch_aws_result *r, char *buf, size_t n)
+{
+    const char *m = launch__str(r->json, "message");
+    if (!m)
+        m = launch__str(r->json, "Message");
+    if (r->error_code && m)
+        launch__fmt(buf, n, "%s: %s", r->error_code, m);
+    else if (r->message)
+        launch__fmt(buf, n, "%s", r->message);
+    else if (r->err)
+        launch__fmt(buf, n, "%s", strerror(-r->err));
+    else
+        launch__fmt(buf, n, "HTTP %ld", r->http_status);
+}
+
+void launch__print_json(const cJSON *j)
+{
+    char *text = isatty(STDOUT_FILENO) ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
+    if (text) {
+        fputs(text, stdout);
+        fputc('\n', stdout);
+        free(text);
+    }
+    fflush(stdout);
+}
+
+cJSON *launch__key(const char *name, const char *value, const char *name2, const char *value2)
+{
+    cJSON *k = cJSON_CreateObject();
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(k, name), "S", value);
+    if (name2)
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(k, name2), "S", value2);
+    return k;
+}
+
+const char *launch__str(const cJSON *obj, const char *name)
+{
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}

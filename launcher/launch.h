@@ -1,0 +1,234 @@
+/* launch.h - dagy-launch, the control plane (contract section 8): launch flow runs on ECS Fargate,
+ * look runs up, reconcile stuck runs, create tables and register flows.
+ *
+ * Two layers: pure functions (validation, profiles, semantic versions, request bodies, the
+ * reconcile verdict; no I/O, unit-tested) and the commands, each of which runs one libuv loop
+ * with one fetch_aws client and returns the process exit code. */
+#ifndef DAGY_LAUNCH_H
+#define DAGY_LAUNCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+
+#define LAUNCH_ERR_MAX 512
+
+/* Exit codes of every subcommand. */
+enum {
+    LAUNCH_EXIT_OK = 0,      /* everything succeeded */
+    LAUNCH_EXIT_FAILED = 1,  /* a launch, a lookup or an AWS call failed */
+    LAUNCH_EXIT_INVALID = 2, /* bad arguments, request or configuration: nothing was written */
+};
+
+/* status_seq written by the launcher's own terminal writes (launch failure, reconcile): above
+ * anything the agent can still send, so a delayed agent write cannot land on top. */
+#define LAUNCH_FINAL_SEQ 1000000000000LL
+
+/* ECS limits enforced before RunTask (RunTask API reference). */
+#define LAUNCH_MAX_OVERRIDES_CHARS 8192 /* containerOverrides, JSON characters */
+#define LAUNCH_MAX_RUN_ID          64   /* clientToken: up to 64 ASCII characters */
+#define LAUNCH_MAX_TAG_VALUE       256
+#define LAUNCH_DESCRIBE_BATCH      100 /* DescribeTasks: up to 100 tasks per call */
+
+/* ---- configuration (environment, contract section 8) ---- */
+
+typedef struct {
+    const char *cluster;          /* DAGY_ECS_CLUSTER_ARN */
+    const char *execution_role;   /* DAGY_ECS_EXECUTION_ROLE_ARN */
+    const char *task_role;        /* DAGY_ECS_TASK_ROLE_ARN */
+    const char *image;            /* DAGY_ECS_WORKER_IMAGE */
+    const char *subnets;          /* DAGY_ECS_SUBNETS, comma-separated */
+    const char *security_groups;  /* DAGY_ECS_SECURITY_GROUPS, comma-separated */
+    const char *log_group;        /* DAGY_ECS_LOG_GROUP */
+    const char *artifact_bucket;  /* DAGY_ARTIFACT_BUCKET */
+    const char *traces_bucket;    /* DAGY_TRACES_BUCKET (optional) */
+    const char *task_definition;  /* DAGY_ECS_TASK_DEFINITION (optional: family or ARN) */
+    const char *container_name;   /* DAGY_ECS_CONTAINER_NAME, default dagy-worker */
+    const char *assign_public_ip; /* DAGY_ECS_ASSIGN_PUBLIC_IP, ENABLED|DISABLED (default) */
+    const char *runs_table, *task_runs_table, *flows_table, *deployments_table, *packages_table;
+    bool runs_table_set, task_runs_table_set; /* passed on to the agent only when set */
+} launch_config;
+
+/* What a command needs from the environment. */
+enum {
+    LAUNCH_NEED_RUN = 1,     /* cluster, subnets, security groups; image, roles and log group
+                                unless DAGY_ECS_TASK_DEFINITION is set */
+    LAUNCH_NEED_CLUSTER = 2, /* cluster only (reconcile) */
+    LAUNCH_NEED_BUCKET = 4,  /* DAGY_ARTIFACT_BUCKET (register-flow) */
+};
+
+/* Reads the configuration. The strings point into the environment (valid until it changes).
+ * Missing or malformed configuration: -EINVAL and err = "missing configuration: VAR is not set"
+ * or names the variable and what is wrong with it. */
+int launch_config_from_env(launch_config *c, unsigned need, char *err);
+
+/* ---- validation (pure) ---- */
+
+/* Profile name -> Fargate CPU units / MiB. Returns 0 or -EINVAL for an unknown name. */
+int launch_profile(const char *name, int *cpu, int *memory);
+/* True if (cpu, memory) is a valid Fargate task size (contract section 8 table). */
+bool launch_fargate_valid(int cpu, int memory);
+/* Allowed memory values for a CPU value, as text for messages ("1024-4096 in steps of 1024"). */
+const char *launch_fargate_memory_hint(int cpu);
+
+/* Semantic versions (semver.org 2.0, optional leading "v"). */
+bool launch_semver_valid(const char *v);
+/* <0, 0, >0 by semver precedence (build metadata ignored). Both must be valid. */
+int launch_semver_cmp(const char *a, const char *b);
+
+/* Strict decimal integer in [min, max]. Returns 0 or -EINVAL. */
+int launch_parse_int(const char *s, long min, long max, long *out);
+
+/* "NAME=VALUE" into `params` (a JSON object; the value is a string, later wins). */
+int launch_param_add(cJSON *params, const char *arg, char *err);
+/* Merges a JSON object given inline or as "@FILE" into `params` (later wins). `what` names the
+ * source in errors ("--params-json"). */
+int launch_params_merge(cJSON *params, const char *text_or_file, const char *what, char *err);
+/* "NAME=VALUE" into `env` (object NAME -> string): NAME must be a valid variable name and not one
+ * the launcher sets itself (DAGY_RUN_ID, ...). */
+int launch_env_add(cJSON *env, const char *arg, char *err);
+/* Checks one extra environment variable name (same rules as launch_env_add). */
+int launch_env_name_check(const char *name, char *err);
+
+/* The characters ECS allows in a tag value (letters, digits, space and + - = . _ : / @),
+ * 1..max characters. */
+bool launch_tag_value_valid(const char *s, size_t max);
+
+/* ---- launch requests ---- */
+
+/* One launch, after defaults and validation: every string owned (malloc'd). */
+typedef struct {
+    char *flow_name;
+    char *flow_version; /* "latest" or a registered version */
+    char *org_id;
+    char *environment; /* may be NULL (then the deployment's, if any) */
+    char *deployment;  /* may be NULL */
+    char *correlation_id;
+    char *trigger_source;
+    char *triggered_by; /* may be NULL */
+    char *run_id;
+    char *capacity_provider; /* NULL = launchType FARGATE */
+    cJSON *parameters;       /* object */
+    cJSON *env;              /* object NAME -> string: extra container variables */
+    cJSON *metadata;         /* object or NULL; stored on the run item */
+    int cpu, memory, ephemeral_gib;
+} launch_request;
+
+/* Command-line options of run/batch (all optional here; required ones checked by the command).
+ * The JSON objects are owned by the caller. */
+typedef struct {
+    const char *flow, *flow_version, *org, *environment, *deployment, *correlation_id;
+    const char *trigger_source, *triggered_by, *profile, *capacity_provider, *run_id, *file;
+    const char *cpu, *memory, *ephemeral; /* as given, validated by launch_request_init */
+    cJSON *parameters;                    /* object, never NULL */
+    cJSON *env;                           /* object, never NULL */
+} launch_opts;
+
+/* Builds and validates one request from the options and (for batch) one element of the
+ * requests file (`item` may be NULL; its fields win over the options; `index` >= 0 names it in
+ * messages). Generates run id and correlation id when absent. Returns 0 or -EINVAL with err
+ * naming the flag, field or value at fault. */
+int launch_request_init(launch_request *r, const launch_opts *o, const cJSON *item, long index,
+                        char *err);
+void launch_request_clear(launch_request *r);
+
+/* What `run` resolved before writing: the flow version and the URIs the agent downloads. */
+typedef struct {
+    const char *flow_version;
+    const char *artifact_uri;        /* s3://...#sha256=HEX */
+    const char *const *package_uris; /* may be NULL */
+    size_t n_packages;
+    const char *environment; /* the request's, else the deployment's, or NULL */
+} launch_resolved;
+
+/* The run item written QUEUED (plain JSON, before marshalling): contract section 6. */
+cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const char *now);
+/* The container environment (ECS [{name, value}] list) of contract section 5. */
+cJSON *launch_container_env(const launch_config *c, const launch_request *r,
+                            const launch_resolved *v);
+/* The full RunTask request. `managed` = the task definition is dagy-launch's own, so the
+ * container's hard memory limit is raised to the task's memory. */
+cJSON *launch_runtask_body(const launch_config *c, const char *task_definition, bool managed,
+                           const launch_request *r, const launch_resolved *v);
+/* Size of the containerOverrides of a RunTask body, in JSON characters (ECS caps it at 8192). */
+size_t launch_overrides_chars(const cJSON *runtask_body);
+
+/* The stop timeout of the dagy-worker task definition: the agent drains for 15 s, then stops its
+ * tasks and flushes its status writes; ECS's default of 30 s leaves that only 15 s. */
+#define LAUNCH_STOP_TIMEOUT 60
+/* RegisterTaskDefinition body of the dagy-worker task definition (family "dagy-worker"). */
+cJSON *launch_taskdef_body(const launch_config *c, const char *region);
+/* True if a described task definition (DescribeTaskDefinition's "taskDefinition") has the
+ * image, roles, container name, stop timeout and log configuration launch_taskdef_body would
+ * register, so it can be reused. */
+bool launch_taskdef_matches(const launch_config *c, const char *region, const cJSON *td);
+
+/* ---- reconcile ---- */
+
+typedef struct {
+    const char *status; /* SUCCEEDED, FAILED, CANCELLED; NULL = task not stopped: leave it */
+    char error_message[LAUNCH_ERR_MAX];
+    char stop_reason[LAUNCH_ERR_MAX];
+    double stopped_at; /* epoch seconds, 0 if ECS did not say */
+} launch_verdict;
+
+/* The terminal status for a described ECS task (contract section 8 mapping): STOPPED with the
+ * worker container's exit code 0 -> SUCCEEDED; stopCode UserInitiated -> CANCELLED; any other
+ * stop -> FAILED "Reconciled: STOPPED_REASON". Not stopped -> status NULL. */
+void launch_reconcile_verdict(const cJSON *task, const char *container_name, launch_verdict *v);
+
+/* ---- time and ids ---- */
+
+/* ISO 8601 UTC with milliseconds: "2026-03-14T09:00:00.123Z" (buf >= 32 bytes). */
+void launch_iso_time(double epoch, char *buf);
+double launch_now(void);
+/* Parses launch_iso_time's format (and without milliseconds); -1 if malformed. */
+double launch_parse_iso(const char *s);
+/* A random version-4 UUID (buf >= 37 bytes). */
+void launch_uuid4(char *buf);
+
+/* ---- commands (each returns the process exit code; results go to stdout as JSON) ---- */
+
+int launch_cmd_run(const launch_opts *o);
+int launch_cmd_batch(const launch_opts *o);
+int launch_cmd_status(const char *run_id);
+int launch_cmd_reconcile(long max_runs, long stale_seconds);
+int launch_cmd_init_tables(void);
+int launch_cmd_register_flow(const char *artifact, const char *flow, const char *version,
+                             const char *org);
+
+/* ---- module internals (the launcher's own .c files only) ---- */
+
+#include <uv.h>
+#include "fetch/aws.h"
+
+typedef struct {
+    uv_loop_t loop;
+    fetch_aws *aws;
+    launch_config cfg;
+    bool loop_ok;
+} launch__ctx;
+
+/* Configuration, then the loop and the AWS client. Returns 0 or -EINVAL with err set. */
+int launch__ctx_open(launch__ctx *c, unsigned need, char *err);
+/* Frees the client, runs the loop until every handle closed, closes the loop. */
+void launch__ctx_close(launch__ctx *c);
+/* One JSON 1.0 call: service "dynamodb" or "ecs", op "PutItem", "RunTask", ...; `body` is
+ * consumed. Returns 0 or -errno (callback not invoked). */
+int launch__call(launch__ctx *c, const char *service, const char *op, cJSON *body, fetch_aws_cb cb,
+                 void *ud);
+/* The AWS message of a failed result, "CODE: message" without the client's label. */
+void launch__aws_reason(const fetch_aws_result *r, char *buf, size_t n);
+/* Prints a JSON value on stdout (pretty when stdout is a terminal), then a newline. */
+void launch__print_json(const cJSON *j);
+/* DynamoDB key object {name: {"S": value}} (one or two key attributes; name2 may be NULL). */
+cJSON *launch__key(const char *name, const char *value, const char *name2, const char *value2);
+/* snprintf that may truncate (messages embed AWS text of any length; truncation is fine). */
+void launch__fmt(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Reads a file of at most 16 MiB whole (NUL-terminated); NULL with err naming `what`. */
+char *launch__read_file(const char *path, const char *what, char *err);
+/* A string attribute of a plain (unmarshalled) item, or NULL. */
+const char *launch__str(const cJSON *obj, const char *name);
+
+#endif

@@ -1,0 +1,491 @@
+/* validate.c - the pure checks of dagy-launch: configuration from the environment, workload
+ * profiles and the Fargate CPU/memory table, semantic versions, parameters and extra variables,
+ * time stamps and UUIDs. Nothing here talks to AWS, so every rule is unit-tested directly. */
+#include "launcher/launch.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+
+/* ---- configuration ---- */
+
+/* getenv that treats an empty value as unset. */
+static const char *env_or_null(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+static int need_var(const char *name, const char **out, char *err)
+{
+    if (!(*out = env_or_null(name))) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "missing configuration: %s is not set", name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* A comma-separated list must have no empty items ("subnet-1,,subnet-2" is a typo). */
+static int check_list(const char *name, const char *v, char *err)
+{
+    for (const char *p = v;; p++) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0 || strspn(p, " ") == len) {
+            launch__fmt(err, LAUNCH_ERR_MAX, "%s has an empty item: \"%s\"", name, v);
+            return -EINVAL;
+        }
+        if (!comma)
+            return 0;
+        p = comma;
+    }
+}
+
+int launch_config_from_env(launch_config *c, unsigned need, char *err)
+{
+    memset(c, 0, sizeof *c);
+    c->cluster = env_or_null("DAGY_ECS_CLUSTER_ARN");
+    c->execution_role = env_or_null("DAGY_ECS_EXECUTION_ROLE_ARN");
+    c->task_role = env_or_null("DAGY_ECS_TASK_ROLE_ARN");
+    c->image = env_or_null("DAGY_ECS_WORKER_IMAGE");
+    c->subnets = env_or_null("DAGY_ECS_SUBNETS");
+    c->security_groups = env_or_null("DAGY_ECS_SECURITY_GROUPS");
+    c->log_group = env_or_null("DAGY_ECS_LOG_GROUP");
+    c->artifact_bucket = env_or_null("DAGY_ARTIFACT_BUCKET");
+    c->traces_bucket = env_or_null("DAGY_TRACES_BUCKET");
+    c->task_definition = env_or_null("DAGY_ECS_TASK_DEFINITION");
+    c->container_name = env_or_null("DAGY_ECS_CONTAINER_NAME");
+    c->assign_public_ip = env_or_null("DAGY_ECS_ASSIGN_PUBLIC_IP");
+    if (!c->container_name)
+        c->container_name = "dagy-worker";
+    if (!c->assign_public_ip)
+        c->assign_public_ip = "DISABLED";
+    c->runs_table_set = env_or_null("DAGY_RUNS_TABLE") != NULL;
+    c->task_runs_table_set = env_or_null("DAGY_TASK_RUNS_TABLE") != NULL;
+    c->runs_table = c->runs_table_set ? getenv("DAGY_RUNS_TABLE") : "DAGY_RUNS";
+    c->task_runs_table = c->task_runs_table_set ? getenv("DAGY_TASK_RUNS_TABLE") : "DAGY_TASK_RUNS";
+    c->flows_table = env_or_null("DAGY_FLOWS_TABLE") ? getenv("DAGY_FLOWS_TABLE") : "DAGY_FLOWS";
+    c->deployments_table = env_or_null("DAGY_DEPLOYMENTS_TABLE") ? getenv("DAGY_DEPLOYMENTS_TABLE")
+                                                                 : "DAGY_DEPLOYMENTS";
+    c->packages_table = env_or_null("DAGY_DEP_PACKAGES_TABLE") ? getenv("DAGY_DEP_PACKAGES_TABLE")
+                                                               : "DAGY_DEP_PACKAGES";
+    if (strcmp(c->assign_public_ip, "ENABLED") != 0 &&
+        strcmp(c->assign_public_ip, "DISABLED") != 0) {
+        launch__fmt(err, LAUNCH_ERR_MAX,
+                    "DAGY_ECS_ASSIGN_PUBLIC_IP must be ENABLED or DISABLED, not \"%s\"",
+                    c->assign_public_ip);
+        return -EINVAL;
+    }
+    if ((need & (LAUNCH_NEED_RUN | LAUNCH_NEED_CLUSTER)) &&
+        need_var("DAGY_ECS_CLUSTER_ARN", &c->cluster, err) < 0)
+        return -EINVAL;
+    if (need & LAUNCH_NEED_RUN) {
+        if (need_var("DAGY_ECS_SUBNETS", &c->subnets, err) < 0 ||
+            need_var("DAGY_ECS_SECURITY_GROUPS", &c->security_groups, err) < 0 ||
+            check_list("DAGY_ECS_SUBNETS", c->subnets, err) < 0 ||
+            check_list("DAGY_ECS_SECURITY_GROUPS", c->security_groups, err) < 0)
+            return -EINVAL;
+        /* Without a task definition of the operator's, dagy-launch registers its own and needs
+         * everything that goes into it. */
+        if (!c->task_definition &&
+            (need_var("DAGY_ECS_WORKER_IMAGE", &c->image, err) < 0 ||
+             need_var("DAGY_ECS_EXECUTION_ROLE_ARN", &c->execution_role, err) < 0 ||
+             need_var("DAGY_ECS_TASK_ROLE_ARN", &c->task_role, err) < 0 ||
+             need_var("DAGY_ECS_LOG_GROUP", &c->log_group, err) < 0))
+            return -EINVAL;
+    }
+    if ((need & LAUNCH_NEED_BUCKET) && need_var("DAGY_ARTIFACT_BUCKET", &c->artifact_bucket, err))
+        return -EINVAL;
+    return 0;
+}
+
+/* ---- profiles and the Fargate table ---- */
+
+static const struct {
+    const char *name;
+    int cpu, memory;
+} profiles[] = {
+    {"small", 256, 512},    {"medium", 1024, 2048}, {"large", 2048, 4096},
+    {"xlarge", 4096, 8192}, {"heavy", 8192, 16384}, {"max", 16384, 32768},
+};
+
+int launch_profile(const char *name, int *cpu, int *memory)
+{
+    for (size_t i = 0; i < sizeof profiles / sizeof profiles[0]; i++) {
+        if (strcmp(profiles[i].name, name) == 0) {
+            *cpu = profiles[i].cpu;
+            *memory = profiles[i].memory;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* Fargate task sizes (AWS ECS developer guide, "Task CPU and memory"). */
+static const struct {
+    int cpu, min, max, step;
+    const char *hint;
+} fargate[] = {
+    {256, 512, 2048, 0, "512, 1024 or 2048"},
+    {512, 1024, 4096, 1024, "1024-4096 in steps of 1024"},
+    {1024, 2048, 8192, 1024, "2048-8192 in steps of 1024"},
+    {2048, 4096, 16384, 1024, "4096-16384 in steps of 1024"},
+    {4096, 8192, 30720, 1024, "8192-30720 in steps of 1024"},
+    {8192, 16384, 61440, 4096, "16384-61440 in steps of 4096"},
+    {16384, 32768, 122880, 8192, "32768-122880 in steps of 8192"},
+};
+
+bool launch_fargate_valid(int cpu, int memory)
+{
+    for (size_t i = 0; i < sizeof fargate / sizeof fargate[0]; i++) {
+        if (fargate[i].cpu != cpu)
+            continue;
+        if (cpu == 256)
+            return memory == 512 || memory == 1024 || memory == 2048;
+        return memory >= fargate[i].min && memory <= fargate[i].max &&
+               (memory - fargate[i].min) % fargate[i].step == 0;
+    }
+    return false;
+}
+
+const char *launch_fargate_memory_hint(int cpu)
+{
+    for (size_t i = 0; i < sizeof fargate / sizeof fargate[0]; i++)
+        if (fargate[i].cpu == cpu)
+            return fargate[i].hint;
+    return NULL;
+}
+
+/* ---- semantic versions ---- */
+
+/* Splits a version into its numeric core and the pre-release part (NULL if none). Returns false
+ * if it is not semver: three dot-separated numbers without leading zeros, optional
+ * "-prerelease" of dot-separated [0-9A-Za-z-] identifiers, optional "+build". */
+static bool semver_parse(const char *v, unsigned long long core[3], const char **pre,
+                         size_t *pre_len)
+{
+    if (*v == 'v')
+        v++;
+    for (int i = 0; i < 3; i++) {
+        if (!isdigit((unsigned char)*v) || (v[0] == '0' && isdigit((unsigned char)v[1])))
+            return false;
+        errno = 0;
+        char *end;
+        core[i] = strtoull(v, &end, 10);
+        if (errno)
+            return false;
+        v = end;
+        if (i < 2 && *v++ != '.')
+            return false;
+    }
+    *pre = NULL;
+    *pre_len = 0;
+    if (*v == '-') {
+        *pre = ++v;
+        while (*v && *v != '+')
+            v++;
+        *pre_len = (size_t)(v - *pre);
+        if (*pre_len == 0)
+            return false;
+        for (const char *p = *pre; p < v; p++) {
+            bool dot = *p == '.';
+            if (!(isalnum((unsigned char)*p) || *p == '-' || dot))
+                return false;
+            if (dot && (p == *pre || p[1] == '.' || p + 1 == v))
+                return false;
+        }
+    }
+    if (*v == '+') {
+        if (!*++v)
+            return false;
+        for (; *v; v++)
+            if (!(isalnum((unsigned char)*v) || *v == '-' || *v == '.'))
+                return false;
+    }
+    return *v == '\0';
+}
+
+bool launch_semver_valid(const char *v)
+{
+    unsigned long long core[3];
+    const char *pre;
+    size_t len;
+    return v && semver_parse(v, core, &pre, &len);
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+    return n > 0;
+}
+
+/* Pre-release precedence (semver 2.0 item 11): identifier by identifier; numeric ones compare
+ * numerically and rank below alphanumeric ones; a shorter list that is a prefix ranks lower. */
+static int prerelease_cmp(const char *a, size_t an, const char *b, size_t bn)
+{
+    while (an && bn) {
+        size_t la = 0, lb = 0;
+        while (la < an && a[la] != '.')
+            la++;
+        while (lb < bn && b[lb] != '.')
+            lb++;
+        bool na = all_digits(a, la), nb = all_digits(b, lb);
+        int c;
+        if (na && nb)
+            c = la != lb ? (la < lb ? -1 : 1) : memcmp(a, b, la);
+        else if (na != nb)
+            c = na ? -1 : 1;
+        else {
+            c = memcmp(a, b, la < lb ? la : lb);
+            if (c == 0 && la != lb)
+                c = la < lb ? -1 : 1;
+        }
+        if (c)
+            return c < 0 ? -1 : 1;
+        a += la + (la < an);
+        an -= la + (la < an);
+        b += lb + (lb < bn);
+        bn -= lb + (lb < bn);
+    }
+    return an ? 1 : bn ? -1 : 0;
+}
+
+int launch_semver_cmp(const char *a, const char *b)
+{
+    unsigned long long ca[3], cb[3];
+    const char *pa, *pb;
+    size_t la, lb;
+    if (!semver_parse(a, ca, &pa, &la) || !semver_parse(b, cb, &pb, &lb))
+        return 0;
+    for (int i = 0; i < 3; i++)
+        if (ca[i] != cb[i])
+            return ca[i] < cb[i] ? -1 : 1;
+    if (!pa || !pb) /* a release ranks above its pre-releases */
+        return pa ? -1 : pb ? 1 : 0;
+    return prerelease_cmp(pa, la, pb, lb);
+}
+
+/* ---- numbers, parameters, variables ---- */
+
+int launch_parse_int(const char *s, long min, long max, long *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int launch_param_add(cJSON *params, const char *arg, char *err)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "--param %s: expected NAME=VALUE", arg);
+        return -EINVAL;
+    }
+    char *name = strndup(arg, (size_t)(eq - arg));
+    if (!name)
+        return -ENOMEM;
+    cJSON_DeleteItemFromObjectCaseSensitive(params, name);
+    cJSON_AddStringToObject(params, name, eq + 1);
+    free(name);
+    return 0;
+}
+
+/* Reads a small file whole (for "@FILE" arguments). */
+static char *read_small_file(const char *path, const char *what, char *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "%s: cannot open %s: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0)
+            break;
+        if (len + 1 == cap) {
+            char *nb = cap >= (16u << 20) ? NULL : realloc(buf, cap * 2);
+            if (!nb) {
+                launch__fmt(err, LAUNCH_ERR_MAX, "%s: %s is larger than 16 MiB", what, path);
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (buf && ferror(f)) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "%s: cannot read %s: %s", what, path, strerror(errno));
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+char *launch__read_file(const char *path, const char *what, char *err)
+{
+    return read_small_file(path, what, err);
+}
+
+int launch_params_merge(cJSON *params, const char *text_or_file, const char *what, char *err)
+{
+    bool file = text_or_file[0] == '@';
+    char *text = file ? read_small_file(text_or_file + 1, what, err) : strdup(text_or_file);
+    if (!text)
+        return file ? -EINVAL : -ENOMEM;
+    cJSON *obj = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(obj)) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "%s: expected a JSON object%s%s", what, file ? " in " : "",
+                    file ? text_or_file + 1 : "");
+        cJSON_Delete(obj);
+        return -EINVAL;
+    }
+    while (obj->child) {
+        cJSON *item = cJSON_DetachItemViaPointer(obj, obj->child);
+        cJSON_DeleteItemFromObjectCaseSensitive(params, item->string);
+        cJSON_AddItemToObject(params, item->string, item);
+    }
+    cJSON_Delete(obj);
+    return 0;
+}
+
+/* Variables dagy-launch sets from the request itself; an extra variable must not change them
+ * (the run item and the task would disagree). */
+static const char *const reserved_env[] = {
+    "DAGY_RUN_ID",         "DAGY_FLOW_NAME",       "DAGY_FLOW_VERSION",     "DAGY_ORG_ID",
+    "DAGY_ENVIRONMENT",    "DAGY_ARTIFACT_S3_URI", "DAGY_DEP_PACKAGE_URIS", "DAGY_PARAMETERS",
+    "DAGY_CORRELATION_ID", "DAGY_RUNS_TABLE",      "DAGY_TASK_RUNS_TABLE",  NULL};
+
+int launch_env_name_check(const char *name, char *err)
+{
+    bool ok = (isalpha((unsigned char)name[0]) || name[0] == '_');
+    for (const char *p = name; ok && *p; p++)
+        ok = isalnum((unsigned char)*p) || *p == '_';
+    if (!ok) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "--env %s: not a valid variable name", name);
+        return -EINVAL;
+    }
+    for (const char *const *r = reserved_env; *r; r++) {
+        if (strcmp(*r, name) == 0) {
+            launch__fmt(err, LAUNCH_ERR_MAX,
+                        "--env %s: set by dagy-launch itself from the request; use the matching "
+                        "option instead",
+                        name);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int launch_env_add(cJSON *env, const char *arg, char *err)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "--env %s: expected NAME=VALUE", arg);
+        return -EINVAL;
+    }
+    char *name = strndup(arg, (size_t)(eq - arg));
+    if (!name)
+        return -ENOMEM;
+    int rc = launch_env_name_check(name, err);
+    if (rc == 0) {
+        cJSON_DeleteItemFromObjectCaseSensitive(env, name);
+        cJSON_AddStringToObject(env, name, eq + 1);
+    }
+    free(name);
+    return rc;
+}
+
+bool launch_tag_value_valid(const char *s, size_t max)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > max)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr(" +-=._:/@", *s))
+            return false;
+    return true;
+}
+
+/* ---- time and ids ---- */
+
+double launch_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void launch_iso_time(double epoch, char *buf)
+{
+    time_t sec = (time_t)epoch;
+    int ms = (int)((epoch - (double)sec) * 1000.0);
+    if (ms > 999)
+        ms = 999;
+    if (ms < 0)
+        ms = 0;
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    launch__fmt(buf, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+}
+
+double launch_parse_iso(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    int ms = 0, n = 0;
+    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                     &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
+        return -1;
+    const char *p = s + n;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; isdigit((unsigned char)*p); p++, digits++)
+            if (digits < 3)
+                ms = ms * 10 + (*p - '0');
+        for (; digits < 3; digits++)
+            ms *= 10;
+    }
+    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0 && *p)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    return t == (time_t)-1 ? -1 : (double)t + ms / 1000.0;
+}
+
+void launch_uuid4(char *buf)
+{
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1) {
+        for (size_t i = 0; i < sizeof b; i++)
+            b[i] = (unsigned char)rand();
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    launch__fmt(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+                b[13], b[14], b[15]);
+}
