@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,15 +32,14 @@ void agent__set_phase(run_state *r, run_phase p)
 void agent_uuid(char *buf)
 {
     unsigned char b[16];
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, b, sizeof b) != (ssize_t)sizeof b) {
-        /* No urandom (a broken container): fall back to time and pid, still unique enough. */
+    if (getrandom(b, sizeof b, GRND_NONBLOCK) != (ssize_t)sizeof b) {
+        /* No entropy yet (a very early boot): time, pid and a counter, still unique. */
+        static uint64_t counter;
         uint64_t t = uv_hrtime() ^ ((uint64_t)getpid() << 32);
-        for (int i = 0; i < 16; i++)
-            b[i] = (unsigned char)(t >> ((i % 8) * 8)) ^ (unsigned char)(i * 37);
+        uint64_t c = ++counter;
+        memcpy(b, &t, 8);
+        memcpy(b + 8, &c, 8);
     }
-    if (fd >= 0)
-        close(fd);
     b[6] = (b[6] & 0x0F) | 0x40;
     b[8] = (b[8] & 0x3F) | 0x80;
     snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",

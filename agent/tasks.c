@@ -453,10 +453,13 @@ static void spawn_task(run_state *r, size_t i)
     agent_task *t = &r->tasks[i];
     t->timed_out = t->cancelled = false;
     t->exit_code = -1;
-    /* A stale result from an earlier attempt must not pass for this one's. */
-    char *out = fmt_path(r->run_dir, "results", ft->name, ".json");
-    unlink(out);
-    free(out);
+    /* A stale result from an earlier attempt must not pass for this one's. (The first attempt
+     * starts in a fresh run directory.) */
+    if (sched_task_attempt(r->plan, i) > 1) {
+        char *out = fmt_path(r->run_dir, "results", ft->name, ".json");
+        unlink(out);
+        free(out);
+    }
     char *inputs = write_inputs(r, i);
     if (!inputs) {
         sched_exited(r->plan, i, SCHED_EXIT_FAILED, "cannot write DAGY_TASK_INPUTS",

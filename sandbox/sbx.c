@@ -58,6 +58,8 @@ struct sbx_proc {
     sbx_result result;
 };
 
+#define PROG_CACHE 16
+
 struct sbx_ctx {
     uv_loop_t *loop;
     uv_signal_t sigchld;
@@ -67,6 +69,12 @@ struct sbx_ctx {
     uint64_t orphans;
     sbx_proc *procs;
     sbx_proc *buckets[PID_BUCKETS];
+    /* Where recent programs were found in PATH: a DAG of 2000 `sh -c` tasks would otherwise
+     * stat every PATH entry 2000 times. An entry is dropped when exec fails through it. */
+    struct {
+        char *name, *path_env, *found;
+    } cache[PROG_CACHE];
+    unsigned cache_next;
     char rbuf[READ_BUF_SIZE];
 };
 
@@ -400,13 +408,51 @@ static int make_pipes(int rd[2], int wr[2])
     return 0;
 }
 
+/* The cache slot for `name` looked up in `path_env`, or -1. */
+static int cache_find(const sbx_ctx *ctx, const char *name, const char *path_env)
+{
+    for (int i = 0; i < PROG_CACHE; i++)
+        if (ctx->cache[i].name && !strcmp(ctx->cache[i].name, name) &&
+            !strcmp(ctx->cache[i].path_env, path_env))
+            return i;
+    return -1;
+}
+
+static void cache_drop(sbx_ctx *ctx, int i)
+{
+    free(ctx->cache[i].name);
+    free(ctx->cache[i].path_env);
+    free(ctx->cache[i].found);
+    ctx->cache[i].name = ctx->cache[i].path_env = ctx->cache[i].found = NULL;
+}
+
+/* Remembers an absolute result of a PATH search (relative ones depend on the cwd). */
+static void cache_put(sbx_ctx *ctx, const char *name, const char *path_env, const char *found)
+{
+    if (found[0] != '/' || strchr(name, '/'))
+        return;
+    int i = (int)(ctx->cache_next++ % PROG_CACHE);
+    cache_drop(ctx, i);
+    ctx->cache[i].name = strdup(name);
+    ctx->cache[i].path_env = strdup(path_env);
+    ctx->cache[i].found = strdup(found);
+    if (!ctx->cache[i].name || !ctx->cache[i].path_env || !ctx->cache[i].found)
+        cache_drop(ctx, i);
+}
+
 /* Starts the leader. Returns -errno if the agent is short of resources; a program that cannot
  * be run is not an error here but sets result.spawn_error, reported later through on_exit. */
 static int launch(sbx_proc *p, const sbx_spec *spec, const int wr[2])
 {
     char path[PATH_MAX];
     char *const *envp = spec->envp ? spec->envp : environ;
-    int rc = find_program(spec->argv[0], envp, spec->cwd, path, sizeof path);
+    const char *path_env = env_path(envp);
+    int slot = strchr(spec->argv[0], '/') ? -1 : cache_find(p->ctx, spec->argv[0], path_env);
+    int rc = 0;
+    if (slot >= 0)
+        snprintf(path, sizeof path, "%s", p->ctx->cache[slot].found);
+    else if (!(rc = find_program(spec->argv[0], envp, spec->cwd, path, sizeof path)))
+        cache_put(p->ctx, spec->argv[0], path_env, path);
     if (rc) {
         p->result.spawn_error = rc;
         return 0;
@@ -426,6 +472,14 @@ static int launch(sbx_proc *p, const sbx_spec *spec, const int wr[2])
     }
     /* glibc reports the child's chdir/exec failure as the return value (and reaps it). */
     rc = posix_spawn(&p->pid, path, &fa, &p->ctx->attr, spec->argv, envp);
+    if ((rc == ENOENT || rc == EACCES) && slot >= 0) {
+        /* The cached program went away: search PATH again, once. */
+        cache_drop(p->ctx, slot);
+        int again = find_program(spec->argv[0], envp, spec->cwd, path, sizeof path);
+        rc = again ? -again : posix_spawn(&p->pid, path, &fa, &p->ctx->attr, spec->argv, envp);
+        if (!again && !rc)
+            cache_put(p->ctx, spec->argv[0], path_env, path);
+    }
     posix_spawn_file_actions_destroy(&fa);
     if (rc)
         p->result.spawn_error = -rc;
@@ -596,6 +650,8 @@ void sbx_close(sbx_ctx *ctx)
     while (ctx->procs)
         abandon(ctx->procs);
     uv_signal_stop(&ctx->sigchld);
+    for (int i = 0; i < PROG_CACHE; i++)
+        cache_drop(ctx, i);
     posix_spawnattr_destroy(&ctx->attr);
     close(ctx->devnull);
     uv_close((uv_handle_t *)&ctx->sigchld, free_ctx);
