@@ -3,6 +3,8 @@
  * a 0 ms timer sends every marked item once per loop turn, so several changes made in one
  * callback (or while a write is in flight) leave as one write carrying the latest state.
  *
+ * Backends may ask for a longer coalescing window (status_backend.coalesce_ms).
+ *
  * Each write is a snapshot stamped with the item's next status_seq and updated_at; the backends'
  * conditions (newer seq, no terminal overwrite) make late or repeated writes harmless. A failed
  * write keeps the item dirty and retries it with backoff; nothing is dropped until a flush gives
@@ -12,6 +14,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,9 +42,9 @@ struct st_item {
     uint64_t retry_at; /* loop time of the next try (IT_BACKOFF) */
     char *err;         /* last error, NULL after a success */
     st_write *w;       /* the write in flight (IT_INFLIGHT) */
-    char *key;
-    st_item *hnext;            /* hash chain */
-    st_item *prev, *next;      /* ready or backoff list */
+    uint64_t hash;
+    st_item *hnext;       /* hash chain */
+    st_item *prev, *next; /* ready or backoff list */
 };
 
 /* A write's context. Separate from the item so status_store_free() can orphan writes still in
@@ -126,37 +129,45 @@ static void on_kick(uv_timer_t *t);
 static void on_retry(uv_timer_t *t);
 static void on_deadline(uv_timer_t *t);
 
+/* Schedules a batch: on the next turn, or after the backend's coalescing window (not while
+ * flushing). A batch already scheduled takes the new change along. */
 static void kick(status_store *s)
 {
     if (!uv_is_active((uv_handle_t *)&s->kick))
-        uv_timer_start(&s->kick, on_kick, 0, 0);
+        uv_timer_start(&s->kick, on_kick, s->flushing ? 0 : s->be->coalesce_ms, 0);
 }
 
 /* ---- items: hash table by kind + run_id + task_name ---- */
 
-static uint64_t hash_str(const char *k)
+/* The key attributes are the item's first members (status_item adds them first). */
+static const char *item_run(const st_item *it)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *k; k++)
+    return it->obj->child->valuestring;
+}
+
+static const char *item_task(const st_item *it)
+{
+    return it->kind == STATUS_TASK ? it->obj->child->next->valuestring : NULL;
+}
+
+/* FNV-1a over kind, run id, NUL, task name. */
+static uint64_t hash_key(status_kind kind, const char *run_id, const char *task)
+{
+    uint64_t h = (1469598103934665603ULL ^ (unsigned)kind) * 1099511628211ULL;
+    for (const char *k = run_id; *k; k++)
+        h = (h ^ (unsigned char)*k) * 1099511628211ULL;
+    h *= 1099511628211ULL;
+    for (const char *k = task ? task : ""; *k; k++)
         h = (h ^ (unsigned char)*k) * 1099511628211ULL;
     return h;
 }
 
-/* "R<len>:<run_id>" or "T<len>:<run_id><task>": unambiguous whatever the ids contain. */
-static char *make_key(status_kind kind, const char *run_id, const char *task)
+static st_item *lookup(status_store *s, status_kind kind, const char *run_id, const char *task)
 {
-    size_t n = strlen(run_id) + (task ? strlen(task) : 0) + 32;
-    char *k = malloc(n);
-    if (k)
-        snprintf(k, n, "%c%zu:%s%s", kind == STATUS_RUN ? 'R' : 'T', strlen(run_id), run_id,
-                 task ? task : "");
-    return k;
-}
-
-static st_item *lookup(status_store *s, const char *key)
-{
-    for (st_item *it = s->buckets[hash_str(key) & (s->nbuckets - 1)]; it; it = it->hnext)
-        if (!strcmp(it->key, key))
+    uint64_t h = hash_key(kind, run_id, task);
+    for (st_item *it = s->buckets[h & (s->nbuckets - 1)]; it; it = it->hnext)
+        if (it->hash == h && it->kind == kind && !strcmp(item_run(it), run_id) &&
+            (!task || !strcmp(item_task(it), task)))
             return it;
     return NULL;
 }
@@ -172,9 +183,8 @@ static int grow(status_store *s)
         return -ENOMEM;
     for (size_t i = 0; i < s->n; i++) {
         st_item *it = s->items[i];
-        size_t h = hash_str(it->key) & (nb - 1);
-        it->hnext = b[h];
-        b[h] = it;
+        it->hnext = b[it->hash & (nb - 1)];
+        b[it->hash & (nb - 1)] = it;
     }
     free(s->buckets);
     s->buckets = b;
@@ -195,9 +205,8 @@ static int insert(status_store *s, st_item *it)
     }
     if (grow(s))
         return -ENOMEM;
-    size_t h = hash_str(it->key) & (s->nbuckets - 1);
-    it->hnext = s->buckets[h];
-    s->buckets[h] = it;
+    it->hnext = s->buckets[it->hash & (s->nbuckets - 1)];
+    s->buckets[it->hash & (s->nbuckets - 1)] = it;
     s->items[s->n++] = it;
     return 0;
 }
@@ -205,35 +214,72 @@ static int insert(status_store *s, st_item *it)
 static void item_free(st_item *it)
 {
     cJSON_Delete(it->obj);
-    free(it->key);
     free(it->err);
     free(it);
+}
+
+/* The attribute names of contract section 6. Items use these shared constants as member names
+ * instead of a copy per member: with thousands of task items that is a large part of their
+ * memory (the agent's peak RSS is a benchmark goal). */
+static const char *const known_names[] = {
+    "run_id",          "task_name",    "task_run_id",       "status",
+    "status_seq",      "updated_at",   "attempt",           "max_attempts",
+    "started_at",      "ended_at",     "duration_seconds",  "exit_code",
+    "error_message",   "trace_s3_uri", "flow_name",         "flow_version",
+    "org_id",          "environment",  "executor",          "external_id",
+    "correlation_id",  "parameters",   "trigger_source",    "triggered_by",
+    "created_at",      "completed_at", "last_heartbeat_at", "tasks_total",
+    "tasks_succeeded", "tasks_failed", "tasks_skipped",     "tasks_cancelled",
+    "stop_reason"};
+
+/* The item's member `key`, added (as JSON null) if absent. NULL on allocation failure. */
+static cJSON *member(cJSON *item, const char *key)
+{
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(item, key);
+    if (m)
+        return m;
+    if (!(m = cJSON_CreateNull()))
+        return NULL;
+    for (size_t i = 0; i < sizeof known_names / sizeof *known_names; i++)
+        if (!strcmp(key, known_names[i])) {
+            cJSON_AddItemToObjectCS(item, known_names[i], m); /* shares the constant name */
+            return m;
+        }
+    if (!cJSON_AddItemToObject(item, key, m)) {
+        cJSON_Delete(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* Changes a member's value in place (keeps the node and its name: no churn per transition). */
+static void member_set(cJSON *m, int type, char *str, double num)
+{
+    if (m->valuestring && !(m->type & cJSON_IsReference))
+        cJSON_free(m->valuestring);
+    m->valuestring = str;
+    m->type = (m->type & cJSON_StringIsConst) | type;
+    m->valuedouble = num;
+    m->valueint = num >= (double)INT_MAX ? INT_MAX : num <= (double)INT_MIN ? INT_MIN : (int)num;
 }
 
 cJSON *status_item(status_store *s, status_kind kind, const char *run_id, const char *task_name)
 {
     assert(run_id && (kind == STATUS_RUN) == (task_name == NULL));
-    char *key = make_key(kind, run_id, task_name);
-    if (!key)
-        return NULL;
-    st_item *it = lookup(s, key);
-    if (it) {
-        free(key);
+    st_item *it = lookup(s, kind, run_id, task_name);
+    if (it)
         return it->obj;
-    }
-    it = calloc(1, sizeof *it);
-    if (!it || !(it->obj = cJSON_CreateObject()) ||
-        !cJSON_AddStringToObject(it->obj, "run_id", run_id) ||
-        (task_name && !cJSON_AddStringToObject(it->obj, "task_name", task_name))) {
-        free(key);
-        if (it)
-            cJSON_Delete(it->obj);
+    if (!(it = calloc(1, sizeof *it)) || !(it->obj = cJSON_CreateObject())) {
         free(it);
         return NULL;
     }
     it->kind = kind;
-    it->key = key;
-    if (insert(s, it)) {
+    it->hash = hash_key(kind, run_id, task_name);
+    status_set_str(it->obj, "run_id", run_id);
+    if (task_name)
+        status_set_str(it->obj, "task_name", task_name);
+    if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(it->obj, "run_id")) ||
+        (task_name && !cJSON_IsString(it->obj->child->next)) || insert(s, it)) {
         item_free(it);
         return NULL;
     }
@@ -248,9 +294,7 @@ static st_item *find(status_store *s, const cJSON *obj)
     if (!cJSON_IsString(run))
         return NULL;
     const char *tn = cJSON_IsString(task) ? task->valuestring : NULL;
-    char *key = make_key(tn ? STATUS_TASK : STATUS_RUN, run->valuestring, tn);
-    st_item *it = key ? lookup(s, key) : NULL;
-    free(key);
+    st_item *it = lookup(s, tn ? STATUS_TASK : STATUS_RUN, run->valuestring, tn);
     return it && it->obj == obj ? it : NULL;
 }
 
@@ -277,28 +321,24 @@ void status_touch(status_store *s, cJSON *item)
 
 void status_set_str(cJSON *item, const char *key, const char *val)
 {
-    if (!item)
+    cJSON *m = item ? member(item, key) : NULL;
+    if (!m || (val && cJSON_IsString(m) && !strcmp(m->valuestring, val)))
         return;
-    cJSON *v = val ? cJSON_CreateString(val) : cJSON_CreateNull();
-    if (!v)
-        return;
-    if (cJSON_GetObjectItemCaseSensitive(item, key))
-        cJSON_ReplaceItemInObjectCaseSensitive(item, key, v);
-    else if (!cJSON_AddItemToObject(item, key, v))
-        cJSON_Delete(v);
+    char *copy = NULL;
+    if (val) {
+        size_t n = strlen(val) + 1;
+        if (!(copy = cJSON_malloc(n)))
+            return;
+        memcpy(copy, val, n);
+    }
+    member_set(m, val ? cJSON_String : cJSON_NULL, copy, 0);
 }
 
 void status_set_num(cJSON *item, const char *key, double val)
 {
-    if (!item)
-        return;
-    cJSON *v = cJSON_CreateNumber(val);
-    if (!v)
-        return;
-    if (cJSON_GetObjectItemCaseSensitive(item, key))
-        cJSON_ReplaceItemInObjectCaseSensitive(item, key, v);
-    else if (!cJSON_AddItemToObject(item, key, v))
-        cJSON_Delete(v);
+    cJSON *m = item ? member(item, key) : NULL;
+    if (m)
+        member_set(m, cJSON_Number, NULL, val);
 }
 
 const char *status_now_iso(char *buf)
@@ -519,7 +559,7 @@ void status_flush(status_store *s, uint64_t timeout_ms,
             set_state(s, s->items[i], IT_READY);
     arm_retry(s);
     uv_timer_start(&s->deadline, on_deadline, timeout_ms, 0);
-    kick(s);
+    uv_timer_start(&s->kick, on_kick, 0, 0); /* now, even inside a coalescing window */
 }
 
 /* ---- lifetime ---- */

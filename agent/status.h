@@ -5,7 +5,8 @@
  * Items are cJSON objects whose members are the item's attributes: strings are DynamoDB S,
  * numbers N, JSON null means "remove". The store stamps `status_seq` (1, 2, 3, ... per item) and
  * `updated_at` on each write it sends. At most one write per item is in flight; changes made while
- * one is in flight are coalesced into the next. Nothing here blocks the loop. */
+ * one is in flight are coalesced into the next. Nothing here blocks the loop but the local
+ * backend's small file writes. */
 #ifndef DAGY_STATUS_H
 #define DAGY_STATUS_H
 
@@ -26,12 +27,15 @@ typedef void (*status_write_cb)(void *ctx, int rc, const char *err);
 
 /* A backend. `write` gets the whole item (with status_seq and updated_at already set) and must
  * call done exactly once, possibly before returning; it must not keep `item` after returning
- * (serialize it). `close` frees the backend once nothing is in flight. */
+ * (serialize it). `close` frees the backend once nothing is in flight. `coalesce_ms`: how long
+ * the store gathers changes before writing them (0: on the next loop turn); a flush writes at
+ * once (a knob for backends whose writes are expensive; both backends here use 0). */
 struct status_backend {
     const char *name; /* "local", "dynamodb" */
     int (*write)(status_backend *b, status_kind kind, const cJSON *item, status_write_cb done,
                  void *ctx);
     void (*close)(status_backend *b);
+    uint32_t coalesce_ms;
 };
 
 /* The local state directory backend: DIR/runs/RUN_ID.json and DIR/runs/RUN_ID/tasks/TASK.json,

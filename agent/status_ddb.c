@@ -51,14 +51,18 @@ static int answer_rc(const fetch_aws_result *r)
     if (!strcmp(code, "ConditionalCheckFailedException"))
         return 0;
     if (!strcmp(code, "AccessDeniedException") || !strcmp(code, "UnrecognizedClientException") ||
+        !strcmp(code, "InvalidSignatureException") ||
         !strcmp(code, "MissingAuthenticationTokenException"))
         return -EACCES;
     if (!strcmp(code, "ResourceNotFoundException"))
         return -ENOENT;
     if (!strcmp(code, "ValidationException") || !strcmp(code, "SerializationException"))
         return -EINVAL;
+    if (r->http_status == 401 || r->http_status == 403)
+        return -EACCES; /* refused without a JSON error code (e.g. by a proxy) */
     if (r->http_status >= 500 || !strcmp(code, "ProvisionedThroughputExceededException") ||
-        !strcmp(code, "ThrottlingException") || !strcmp(code, "RequestLimitExceeded"))
+        !strcmp(code, "ThrottlingException") || !strcmp(code, "RequestLimitExceeded") ||
+        !strcmp(code, "TransactionConflictException") || !strcmp(code, "LimitExceededException"))
         return -EAGAIN; /* still failing after fetch_aws's retries: the store retries later */
     return -EIO;
 }

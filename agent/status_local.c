@@ -17,6 +17,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* No coalescing window beyond the store's next-loop-turn batching: every state a task stays in
+ * across a loop turn reaches its file, as people watching the directory expect. A 200 ms
+ * window saved ~6% of a 2000-task run of `true` (one file replacement per task instead of
+ * two) on an ext4 VM disk; raise this if file creation is slow where the agent runs. */
+#define LOCAL_COALESCE_MS 0
+
 typedef struct {
     status_backend base;
     char *dir;
@@ -42,23 +48,20 @@ static bool safe_name(const char *s)
 /* mkdir -p for `path` (the directories only), mode 0755. */
 static int mkdirs(const char *path)
 {
-    char *p = strdup(path);
-    if (!p)
-        return -ENOMEM;
-    int rc = 0;
-    for (char *c = p + 1; !rc; c++) {
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p)
+        return -ENAMETOOLONG;
+    for (char *c = p + 1;; c++) {
         if (*c != '/' && *c != '\0')
             continue;
         char save = *c;
         *c = '\0';
         if (mkdir(p, 0755) && errno != EEXIST)
-            rc = -errno;
+            return -errno;
         *c = save;
         if (!save)
-            break;
+            return 0;
     }
-    free(p);
-    return rc;
 }
 
 /* Reads the stored item at `path`: 0 with *stored set (NULL when absent), or -errno. A file
@@ -97,20 +100,31 @@ static int read_stored(const char *path, cJSON **stored)
     return rc;
 }
 
-/* Does the condition of contract section 6 allow `item` to replace `stored`? */
-static bool condition_allows(const cJSON *stored, const cJSON *item)
+/* One write: the paths, the rendered file and what the condition needs. */
+typedef struct {
+    local_backend *b;
+    char *dir, *path, *text;
+    double seq;
+    bool has_seq;
+    char *status; /* the new item's status, NULL if it has none */
+    unsigned long id;
+    int rc;
+    char err[4400];
+    status_write_cb done;
+    void *ctx;
+} local_job;
+
+/* Does the condition of contract section 6 allow the job's item to replace `stored`? */
+static bool condition_allows(const cJSON *stored, const local_job *j)
 {
     if (!stored)
         return true;
     const cJSON *old_seq = cJSON_GetObjectItemCaseSensitive(stored, "status_seq");
-    const cJSON *new_seq = cJSON_GetObjectItemCaseSensitive(item, "status_seq");
-    if (cJSON_IsNumber(old_seq) &&
-        !(cJSON_IsNumber(new_seq) && old_seq->valuedouble < new_seq->valuedouble))
+    if (cJSON_IsNumber(old_seq) && !(j->has_seq && old_seq->valuedouble < j->seq))
         return false;
     const cJSON *old_st = cJSON_GetObjectItemCaseSensitive(stored, "status");
-    const cJSON *new_st = cJSON_GetObjectItemCaseSensitive(item, "status");
     if (cJSON_IsString(old_st) && is_terminal(old_st->valuestring))
-        return cJSON_IsString(new_st) && !strcmp(old_st->valuestring, new_st->valuestring);
+        return j->status && !strcmp(old_st->valuestring, j->status);
     return true;
 }
 
@@ -135,21 +149,22 @@ static char *render(const cJSON *item)
     return text;
 }
 
-/* Writes `text` to a new temporary file in `dir`; returns its fd's path in tmp or -errno. */
-static int write_temp(local_backend *b, const char *dir, const char *text, char *tmp, size_t n)
+/* Writes the job's text to a new temporary file in its directory (name in tmp) or -errno.
+ * Names start with '.', which no run id or task name may, so they never meet a target. */
+static int write_temp(const local_job *j, char *tmp, size_t n)
 {
     int fd = -1;
     for (int tries = 0; fd < 0 && tries < 100; tries++) {
-        snprintf(tmp, n, "%s/.tmp.%ld.%lu", dir, (long)getpid(), b->tmp_counter++);
+        snprintf(tmp, n, "%s/.tmp.%ld.%lu.%d", j->dir, (long)getpid(), j->id, tries);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0 && errno != EEXIST)
             return -errno;
     }
     if (fd < 0)
         return -EEXIST;
-    size_t len = strlen(text), off = 0;
+    size_t len = strlen(j->text), off = 0;
     while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
+        ssize_t w = write(fd, j->text + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0) {
@@ -168,67 +183,112 @@ static int write_temp(local_backend *b, const char *dir, const char *text, char 
     return 0;
 }
 
-/* The check-and-replace of one item file. Returns 0 (written or refused) or -errno with err. */
-static int replace_file(local_backend *b, const char *dir, const char *path, const cJSON *item,
-                        char *err, size_t nerr)
+/* The condition check against the stored file. Returns 1 to write, 0 when refused (an
+ * answer), or -errno with j->err. */
+static int check_stored(local_job *j)
 {
     cJSON *stored = NULL;
-    int rc = read_stored(path, &stored);
-    bool allowed = rc == 0 && condition_allows(stored, item);
+    int rc = read_stored(j->path, &stored);
+    bool allowed = rc == 0 && condition_allows(stored, j);
     cJSON_Delete(stored);
-    if (rc) {
-        snprintf(err, nerr, "cannot read %s: %s", path, strerror(-rc));
-        return rc;
-    }
-    if (!allowed)
-        return 0;
-    char *text = render(item);
+    if (rc)
+        snprintf(j->err, sizeof j->err, "cannot read %s: %s", j->path, strerror(-rc));
+    return rc ? rc : allowed;
+}
+
+/* The atomic replacement of one item file. Sets j->rc: 0 or -errno with j->err. */
+static void replace_file(local_job *j)
+{
     char tmp[4200];
-    if (!text)
-        rc = -ENOMEM;
-    else if ((rc = write_temp(b, dir, text, tmp, sizeof tmp)) == -ENOENT && !mkdirs(dir))
-        rc = write_temp(b, dir, text, tmp, sizeof tmp);
-    if (!rc && rename(tmp, path)) {
+    int rc = write_temp(j, tmp, sizeof tmp);
+    if (rc == -ENOENT && !mkdirs(j->dir))
+        rc = write_temp(j, tmp, sizeof tmp);
+    if (!rc && rename(tmp, j->path)) {
         rc = -errno;
         unlink(tmp);
     }
-    free(text);
     if (rc)
-        snprintf(err, nerr, "cannot write %s: %s", path, strerror(-rc));
-    return rc;
+        snprintf(j->err, sizeof j->err, "cannot write %s: %s", j->path, strerror(-rc));
+    j->rc = rc;
 }
 
-static int local_write(status_backend *be, status_kind kind, const cJSON *item,
-                       status_write_cb done, void *ctx)
+static void job_free(local_job *j)
 {
-    local_backend *b = (local_backend *)be;
+    free(j->dir);
+    free(j->path);
+    free(j->text);
+    free(j->status);
+    free(j);
+}
+
+static void local_free(local_backend *b)
+{
+    free(b->dir);
+    free(b);
+}
+
+/* The paths of an item's file and directory, or -errno. */
+static int item_paths(local_backend *b, status_kind kind, const cJSON *item, local_job *j)
+{
     const cJSON *run = cJSON_GetObjectItemCaseSensitive(item, "run_id");
     const cJSON *task = cJSON_GetObjectItemCaseSensitive(item, "task_name");
     const char *r = cJSON_IsString(run) ? run->valuestring : NULL;
     const char *t = cJSON_IsString(task) ? task->valuestring : NULL;
     if (!safe_name(r) || (kind == STATUS_TASK && !safe_name(t)))
         return -EINVAL;
-    char dir[4096], path[4096], err[8400];
-    int nd, np;
     if (kind == STATUS_RUN) {
-        nd = snprintf(dir, sizeof dir, "%s/runs", b->dir);
-        np = snprintf(path, sizeof path, "%s/%s.json", dir, r);
+        if (asprintf(&j->dir, "%s/runs", b->dir) < 0 ||
+            asprintf(&j->path, "%s/%s.json", j->dir, r) < 0)
+            return -ENOMEM;
     } else {
-        nd = snprintf(dir, sizeof dir, "%s/runs/%s/tasks", b->dir, r);
-        np = snprintf(path, sizeof path, "%s/%s.json", dir, t);
+        if (asprintf(&j->dir, "%s/runs/%s/tasks", b->dir, r) < 0 ||
+            asprintf(&j->path, "%s/%s.json", j->dir, t) < 0)
+            return -ENOMEM;
     }
-    if (nd < 0 || np < 0 || (size_t)nd >= sizeof dir || (size_t)np >= sizeof path)
-        return -ENAMETOOLONG;
-    int rc = replace_file(b, dir, path, item, err, sizeof err);
-    done(ctx, rc, rc ? err : NULL);
+    return strlen(j->path) >= 4096 ? -ENAMETOOLONG : 0;
+}
+
+/* Checks the condition and replaces the file, before returning. Synchronous on purpose: a
+ * thread pool kept the loop free of file I/O but cost ~1 MiB of resident memory (the agent's
+ * peak RSS is a benchmark goal) for a few percent of speed; each write is one small file. */
+static int local_write(status_backend *be, status_kind kind, const cJSON *item,
+                       status_write_cb done, void *ctx)
+{
+    local_backend *b = (local_backend *)be;
+    local_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    j->b = b;
+    j->id = b->tmp_counter++;
+    j->done = done;
+    j->ctx = ctx;
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(item, "status_seq");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(item, "status");
+    j->has_seq = cJSON_IsNumber(seq);
+    j->seq = j->has_seq ? seq->valuedouble : 0;
+    int rc = item_paths(b, kind, item, j);
+    if (!rc && cJSON_IsString(st) && !(j->status = strdup(st->valuestring)))
+        rc = -ENOMEM;
+    if (!rc && !(j->text = render(item)))
+        rc = -ENOMEM;
+    if (!rc && (rc = check_stored(j)) <= 0) { /* refused, or unreadable: answer now */
+        done(ctx, rc, rc ? j->err : NULL);
+        job_free(j);
+        return 0;
+    }
+    if (rc < 0) {
+        job_free(j);
+        return rc;
+    }
+    replace_file(j);
+    done(ctx, j->rc, j->rc ? j->err : NULL);
+    job_free(j);
     return 0;
 }
 
 static void local_close(status_backend *be)
 {
-    local_backend *b = (local_backend *)be;
-    free(b->dir);
-    free(b);
+    local_free((local_backend *)be);
 }
 
 int status_local_new(const char *state_dir, status_backend **out)
@@ -244,13 +304,13 @@ int status_local_new(const char *state_dir, status_backend **out)
     snprintf(runs, sizeof runs, "%s/runs", state_dir);
     int rc = mkdirs(runs); /* fail now, with a clear error, on an unwritable state directory */
     if (rc) {
-        free(b->dir);
-        free(b);
+        local_free(b);
         return rc;
     }
     b->base.name = "local";
     b->base.write = local_write;
     b->base.close = local_close;
+    b->base.coalesce_ms = LOCAL_COALESCE_MS;
     *out = &b->base;
     return 0;
 }

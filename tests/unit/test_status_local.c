@@ -1,0 +1,325 @@
+/* test_status_local.c - the local state-directory backend: file layout, atomic replacement (no
+ * temporary files left), the seq / terminal-status conditions, refusal of path tricks, and the
+ * store + local backend end to end through a flush. */
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "agent/log.h"
+#include "agent/status.h"
+
+typedef struct {
+    char dir[64];
+    status_backend *be;
+    int calls, rc;
+    char err[1024];
+} fixture;
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    return remove(p);
+}
+
+static int setup(void **state)
+{
+    fixture *fx = calloc(1, sizeof *fx);
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/dagy-test-local.XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    char sd[128];
+    snprintf(sd, sizeof sd, "%s/state", fx->dir);
+    assert_int_equal(status_local_new(sd, &fx->be), 0);
+    assert_string_equal(fx->be->name, "local");
+    agent_log_init(LOG_FORMAT_JSON, LOG_ERROR, 2);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *fx = *state;
+    if (fx->be)
+        fx->be->close(fx->be);
+    nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(fx);
+    return 0;
+}
+
+static void on_done(void *ctx, int rc, const char *err)
+{
+    fixture *fx = ctx;
+    fx->calls++;
+    fx->rc = rc;
+    snprintf(fx->err, sizeof fx->err, "%s", err ? err : "");
+}
+
+/* Writes item (JSON text) synchronously; returns the rc given to done. */
+static int put(fixture *fx, status_kind kind, const char *json)
+{
+    cJSON *it = cJSON_Parse(json);
+    assert_non_null(it);
+    int before = fx->calls;
+    int rc = fx->be->write(fx->be, kind, it, on_done, fx);
+    cJSON_Delete(it);
+    if (rc < 0)
+        return rc;
+    assert_int_equal(fx->calls, before + 1); /* completes before returning */
+    return fx->rc;
+}
+
+/* The stored file under the state dir, parsed (NULL if absent). */
+static cJSON *stored(fixture *fx, const char *rel)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/state/%s", fx->dir, rel);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    cJSON *j = cJSON_Parse(buf);
+    assert_non_null(j);
+    return j;
+}
+
+static double num(const cJSON *j, const char *k)
+{
+    return cJSON_GetObjectItem(j, k)->valuedouble;
+}
+
+static const char *str(const cJSON *j, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(j, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Counts files whose name starts with '.' anywhere below dir (temporaries). */
+static int count_hidden(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (e->d_name[0] == '.')
+            n++;
+        else if (e->d_type == DT_DIR)
+            n += count_hidden(p);
+    }
+    closedir(d);
+    return n;
+}
+
+static void writes_run_and_task_files(void **state)
+{
+    fixture *fx = *state;
+    assert_int_equal(put(fx, STATUS_RUN,
+                         "{\"run_id\":\"r1\",\"status\":\"RUNNING\",\"status_seq\":1,"
+                         "\"error_message\":null,\"tasks_total\":2}"),
+                     0);
+    assert_int_equal(put(fx, STATUS_TASK,
+                         "{\"run_id\":\"r1\",\"task_name\":\"extract\",\"status\":\"RUNNING\","
+                         "\"status_seq\":1}"),
+                     0);
+    cJSON *run = stored(fx, "runs/r1.json");
+    cJSON *task = stored(fx, "runs/r1/tasks/extract.json");
+    assert_non_null(run);
+    assert_non_null(task);
+    assert_string_equal(str(run, "status"), "RUNNING");
+    assert_int_equal(num(run, "tasks_total"), 2);
+    assert_null(cJSON_GetObjectItem(run, "error_message")); /* null = removed */
+    assert_string_equal(str(task, "task_name"), "extract");
+    cJSON_Delete(run);
+    cJSON_Delete(task);
+    char top[128];
+    snprintf(top, sizeof top, "%s/state", fx->dir);
+    assert_int_equal(count_hidden(top), 0);
+}
+
+/* Stored seq 5: lower or equal seqs are refused (an answer: rc 0), higher ones replace. */
+static void refuses_lower_or_equal_seq(void **state)
+{
+    fixture *fx = *state;
+    put(fx, STATUS_RUN,
+        "{\"run_id\":\"r\",\"status\":\"RUNNING\",\"status_seq\":5,\"x\":\"five\"}");
+    assert_int_equal(put(fx, STATUS_RUN,
+                         "{\"run_id\":\"r\",\"status\":\"RUNNING\","
+                         "\"status_seq\":3,\"x\":\"three\"}"),
+                     0);
+    assert_int_equal(put(fx, STATUS_RUN,
+                         "{\"run_id\":\"r\",\"status\":\"RUNNING\","
+                         "\"status_seq\":5,\"x\":\"again\"}"),
+                     0);
+    cJSON *j = stored(fx, "runs/r.json");
+    assert_string_equal(str(j, "x"), "five");
+    cJSON_Delete(j);
+    put(fx, STATUS_RUN, "{\"run_id\":\"r\",\"status\":\"RUNNING\",\"status_seq\":6,\"x\":\"six\"}");
+    j = stored(fx, "runs/r.json");
+    assert_string_equal(str(j, "x"), "six");
+    assert_null(cJSON_GetObjectItem(j, "five"));
+    cJSON_Delete(j);
+}
+
+/* A terminal item is never replaced by another status; the same status may add attributes. */
+static void terminal_status_is_final(void **state)
+{
+    fixture *fx = *state;
+    put(fx, STATUS_TASK,
+        "{\"run_id\":\"r\",\"task_name\":\"t\",\"status\":\"FAILED\","
+        "\"status_seq\":4}");
+    put(fx, STATUS_TASK,
+        "{\"run_id\":\"r\",\"task_name\":\"t\",\"status\":\"CANCELLED\","
+        "\"status_seq\":9}");
+    put(fx, STATUS_TASK, "{\"run_id\":\"r\",\"task_name\":\"t\",\"status_seq\":10}");
+    cJSON *j = stored(fx, "runs/r/tasks/t.json");
+    assert_string_equal(str(j, "status"), "FAILED");
+    assert_int_equal(num(j, "status_seq"), 4);
+    cJSON_Delete(j);
+    put(fx, STATUS_TASK,
+        "{\"run_id\":\"r\",\"task_name\":\"t\",\"status\":\"FAILED\","
+        "\"status_seq\":11,\"trace_s3_uri\":\"s3://b/k\"}");
+    j = stored(fx, "runs/r/tasks/t.json");
+    assert_string_equal(str(j, "status"), "FAILED");
+    assert_string_equal(str(j, "trace_s3_uri"), "s3://b/k");
+    assert_int_equal(num(j, "status_seq"), 11);
+    cJSON_Delete(j);
+}
+
+/* The launcher's QUEUED item (seq 0) is replaced by the agent's first write. */
+static void first_write_lands_on_queued(void **state)
+{
+    fixture *fx = *state;
+    put(fx, STATUS_RUN, "{\"run_id\":\"q\",\"status\":\"QUEUED\",\"status_seq\":0}");
+    put(fx, STATUS_RUN, "{\"run_id\":\"q\",\"status\":\"RUNNING\",\"status_seq\":1}");
+    cJSON *j = stored(fx, "runs/q.json");
+    assert_string_equal(str(j, "status"), "RUNNING");
+    cJSON_Delete(j);
+}
+
+static void refuses_path_tricks(void **state)
+{
+    fixture *fx = *state;
+    assert_int_equal(put(fx, STATUS_RUN, "{\"run_id\":\"../x\",\"status_seq\":1}"), -EINVAL);
+    assert_int_equal(put(fx, STATUS_RUN, "{\"run_id\":\".hidden\",\"status_seq\":1}"), -EINVAL);
+    assert_int_equal(put(fx, STATUS_RUN, "{\"run_id\":\"\",\"status_seq\":1}"), -EINVAL);
+    assert_int_equal(put(fx, STATUS_TASK,
+                         "{\"run_id\":\"r\",\"task_name\":\"a/b\","
+                         "\"status_seq\":1}"),
+                     -EINVAL);
+    assert_int_equal(put(fx, STATUS_TASK, "{\"run_id\":\"r\",\"status_seq\":1}"), -EINVAL);
+    assert_int_equal(fx->calls, 0);
+}
+
+/* A write that cannot happen reports rc < 0 with the path in the message. */
+static void unwritable_target_reports_path(void **state)
+{
+    fixture *fx = *state;
+    char p[256];
+    snprintf(p, sizeof p, "%s/state/runs/blocked", fx->dir);
+    int fd = open(p, O_CREAT | O_WRONLY, 0644); /* a file where the run's directory should be */
+    assert_true(fd >= 0);
+    close(fd);
+    int rc = put(fx, STATUS_TASK, "{\"run_id\":\"blocked\",\"task_name\":\"t\",\"status_seq\":1}");
+    assert_true(rc < 0);
+    assert_non_null(strstr(fx->err, "runs/blocked/tasks"));
+}
+
+static void bad_state_dir_fails_at_creation(void **state)
+{
+    fixture *fx = *state;
+    char p[256];
+    snprintf(p, sizeof p, "%s/file", fx->dir);
+    int fd = open(p, O_CREAT | O_WRONLY, 0644);
+    close(fd);
+    status_backend *be = NULL;
+    assert_int_equal(status_local_new(p, &be), -ENOTDIR);
+    assert_int_equal(status_local_new("", &be), -EINVAL);
+}
+
+static bool flushed;
+static void on_flush(void *ud, bool failed_run, int n_failed)
+{
+    assert_false(failed_run);
+    assert_int_equal(n_failed, 0);
+    flushed = true;
+}
+
+/* The store over the local backend: every item ends in its file with its final state. */
+static void store_and_local_backend_end_to_end(void **state)
+{
+    fixture *fx = *state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    status_store *s;
+    assert_int_equal(status_store_new(&loop, fx->be, &s), 0);
+    fx->be = NULL; /* owned by the store now */
+    cJSON *run = status_item(s, STATUS_RUN, "run-9", NULL);
+    status_set_str(run, "status", "RUNNING");
+    status_touch(s, run);
+    char name[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(name, sizeof name, "t%d", i);
+        cJSON *t = status_item(s, STATUS_TASK, "run-9", name);
+        status_set_str(t, "status", "RUNNING");
+        status_touch(s, t);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        status_set_str(t, "status", i % 2 ? "SUCCEEDED" : "FAILED");
+        status_set_num(t, "exit_code", i % 2 ? 0 : 1);
+        status_touch(s, t);
+    }
+    status_set_str(run, "status", "FAILED");
+    status_touch(s, run);
+    flushed = false;
+    status_flush(s, 5000, on_flush, NULL);
+    for (int i = 0; i < 100 && !flushed; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(flushed);
+    status_store_free(s);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    /* RUNNING went out on its own loop turn, the final state with the flush. */
+    cJSON *j = stored(fx, "runs/run-9.json");
+    assert_string_equal(str(j, "status"), "FAILED");
+    assert_int_equal(num(j, "status_seq"), 2);
+    assert_non_null(str(j, "updated_at"));
+    cJSON_Delete(j);
+    j = stored(fx, "runs/run-9/tasks/t7.json");
+    assert_string_equal(str(j, "status"), "SUCCEEDED");
+    assert_int_equal(num(j, "exit_code"), 0);
+    assert_int_equal(num(j, "status_seq"), 2);
+    cJSON_Delete(j);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(writes_run_and_task_files),
+        T(refuses_lower_or_equal_seq),
+        T(terminal_status_is_final),
+        T(first_write_lands_on_queued),
+        T(refuses_path_tricks),
+        T(unwritable_target_reports_path),
+        T(bad_state_dir_fails_at_creation),
+        T(store_and_local_backend_end_to_end),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
