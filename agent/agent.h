@@ -20,26 +20,26 @@ enum {
 
 typedef struct {
     /* what to run */
-    char *flow;               /* --flow: path, directory or s3:// URI; NULL in container mode */
-    bool container_mode;      /* no --flow: everything from the environment */
-    char **dep_uris;          /* DAGY_DEP_PACKAGE_URIS, NULL-terminated (may be empty) */
-    cJSON *parameters;        /* object: DAGY_PARAMETERS, --params-json, then --param */
+    char *flow;          /* --flow: path, directory or s3:// URI; NULL in container mode */
+    bool container_mode; /* no --flow: everything from the environment */
+    char **dep_uris;     /* DAGY_DEP_PACKAGE_URIS, NULL-terminated (may be empty) */
+    cJSON *parameters;   /* object: DAGY_PARAMETERS, --params-json, then --param */
     /* identity */
     char *run_id, *flow_name, *flow_version, *org_id, *environment, *correlation_id;
     /* behaviour */
-    int max_parallel;         /* 0 = spec's, else number of CPUs */
-    double drain_seconds;     /* DAGY_DRAIN_SECONDS / --drain-seconds, default 15 */
-    double heartbeat_seconds; /* DAGY_HEARTBEAT_SECONDS, default 30 */
-    double kill_grace_seconds;/* DAGY_KILL_GRACE_SECONDS, default 3: SIGTERM -> SIGKILL */
-    char *state_dir;          /* --state-dir, default ./.dagy */
-    char *work_dir;           /* DAGY_WORK_DIR, default /tmp/dagy */
-    char *status_backend;     /* "local" or "dynamodb" */
+    int max_parallel;          /* 0 = spec's, else number of CPUs */
+    double drain_seconds;      /* DAGY_DRAIN_SECONDS / --drain-seconds, default 15 */
+    double heartbeat_seconds;  /* DAGY_HEARTBEAT_SECONDS, default 30 */
+    double kill_grace_seconds; /* DAGY_KILL_GRACE_SECONDS, default 3: SIGTERM -> SIGKILL */
+    char *state_dir;           /* --state-dir, default ./.dagy */
+    char *work_dir;            /* DAGY_WORK_DIR, default /tmp/dagy */
+    char *status_backend;      /* "local" or "dynamodb" */
     char *runs_table, *task_runs_table, *traces_bucket;
-    char *python;             /* DAGY_PYTHON, default python3 */
-    char *runner;             /* DAGY_PYTHON_RUNNER, default beside the binary */
-    char *pip_command;        /* DAGY_PIP_COMMAND, default "python3 -m pip" */
-    int log_format;           /* log_format, or -1 = decide by isatty */
-    int log_level;            /* log_level */
+    char *python;      /* DAGY_PYTHON, default python3 */
+    char *runner;      /* DAGY_PYTHON_RUNNER, default beside the binary */
+    char *pip_command; /* DAGY_PIP_COMMAND, default "python3 -m pip" */
+    int log_format;    /* log_format, or -1 = decide by isatty */
+    int log_level;     /* log_level */
     bool graph, version, help;
 } agent_config;
 

@@ -161,8 +161,7 @@ static int load_env(agent_config *c, char *err)
     c->log_format = -1;
     c->log_level = LOG_INFO;
 
-    if ((v = getenv("DAGY_PARAMETERS")) && *v &&
-        merge_params_json(c, v, "DAGY_PARAMETERS", err))
+    if ((v = getenv("DAGY_PARAMETERS")) && *v && merge_params_json(c, v, "DAGY_PARAMETERS", err))
         return -EINVAL;
     if ((v = getenv("DAGY_LOG_LEVEL")) && *v) {
         log_level lv;
@@ -189,8 +188,8 @@ static int load_env(agent_config *c, char *err)
     for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
         if ((v = getenv(secs[i].var)) && *v &&
             parse_seconds(v, secs[i].max, (double *)((char *)c + secs[i].off))) {
-            snprintf(err, AGENT_ERR_MAX, "%s=%.40s: expected a number of seconds 0-%g",
-                     secs[i].var, v, secs[i].max);
+            snprintf(err, AGENT_ERR_MAX, "%s=%.40s: expected a number of seconds 0-%g", secs[i].var,
+                     v, secs[i].max);
             return -EINVAL;
         }
     }
@@ -223,8 +222,9 @@ static int finish(agent_config *c, char *err)
                  backend);
         return -EINVAL;
     }
-    c->status_backend =
-        strdup(backend && *backend ? backend : c->container_mode ? "dynamodb" : "local");
+    c->status_backend = strdup(backend && *backend ? backend
+                               : c->container_mode ? "dynamodb"
+                                                   : "local");
     if (c->container_mode && !c->graph && !c->help && !c->version) {
         const char *art = getenv("DAGY_ARTIFACT_S3_URI");
         if (!c->run_id) {
@@ -262,17 +262,31 @@ static int finish(agent_config *c, char *err)
 
 int agent_config_load(agent_config *c, int argc, char **argv, char *err)
 {
-    enum { O_FLOW = 256, O_PARAM, O_PJSON, O_RUNID, O_MAXP, O_DRAIN, O_STATE, O_LOGF, O_GRAPH,
-           O_VERSION, O_HELP };
-    static const struct option opts[] = {
-        {"flow", required_argument, 0, O_FLOW},     {"param", required_argument, 0, O_PARAM},
-        {"params-json", required_argument, 0, O_PJSON},
-        {"run-id", required_argument, 0, O_RUNID},  {"max-parallel", required_argument, 0, O_MAXP},
-        {"drain-seconds", required_argument, 0, O_DRAIN},
-        {"state-dir", required_argument, 0, O_STATE},
-        {"log-format", required_argument, 0, O_LOGF}, {"graph", no_argument, 0, O_GRAPH},
-        {"version", no_argument, 0, O_VERSION},     {"help", no_argument, 0, O_HELP},
-        {0, 0, 0, 0}};
+    enum {
+        O_FLOW = 256,
+        O_PARAM,
+        O_PJSON,
+        O_RUNID,
+        O_MAXP,
+        O_DRAIN,
+        O_STATE,
+        O_LOGF,
+        O_GRAPH,
+        O_VERSION,
+        O_HELP
+    };
+    static const struct option opts[] = {{"flow", required_argument, 0, O_FLOW},
+                                         {"param", required_argument, 0, O_PARAM},
+                                         {"params-json", required_argument, 0, O_PJSON},
+                                         {"run-id", required_argument, 0, O_RUNID},
+                                         {"max-parallel", required_argument, 0, O_MAXP},
+                                         {"drain-seconds", required_argument, 0, O_DRAIN},
+                                         {"state-dir", required_argument, 0, O_STATE},
+                                         {"log-format", required_argument, 0, O_LOGF},
+                                         {"graph", no_argument, 0, O_GRAPH},
+                                         {"version", no_argument, 0, O_VERSION},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
     memset(c, 0, sizeof *c);
     c->parameters = cJSON_CreateObject();
     if (load_env(c, err))
@@ -287,21 +301,32 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
     while ((o = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         int rc = 0;
         switch (o) {
-        case O_FLOW: free(c->flow); c->flow = strdup(optarg); break;
-        case O_PARAM: cJSON_AddItemToArray(params_cli, cJSON_CreateString(optarg)); break;
-        case O_PJSON: params_json = optarg; break;
-        case O_RUNID: free(c->run_id); c->run_id = strdup(optarg); break;
+        case O_FLOW:
+            free(c->flow);
+            c->flow = strdup(optarg);
+            break;
+        case O_PARAM:
+            cJSON_AddItemToArray(params_cli, cJSON_CreateString(optarg));
+            break;
+        case O_PJSON:
+            params_json = optarg;
+            break;
+        case O_RUNID:
+            free(c->run_id);
+            c->run_id = strdup(optarg);
+            break;
         case O_MAXP:
             if (parse_int(optarg, 1, 10000, &c->max_parallel))
-                rc = snprintf(err, AGENT_ERR_MAX, "--max-parallel %.40s: expected 1-10000",
-                              optarg);
+                rc = snprintf(err, AGENT_ERR_MAX, "--max-parallel %.40s: expected 1-10000", optarg);
             break;
         case O_DRAIN:
             if (parse_seconds(optarg, 3600, &c->drain_seconds))
-                rc = snprintf(err, AGENT_ERR_MAX, "--drain-seconds %.40s: expected 0-3600",
-                              optarg);
+                rc = snprintf(err, AGENT_ERR_MAX, "--drain-seconds %.40s: expected 0-3600", optarg);
             break;
-        case O_STATE: free(c->state_dir); c->state_dir = strdup(optarg); break;
+        case O_STATE:
+            free(c->state_dir);
+            c->state_dir = strdup(optarg);
+            break;
         case O_LOGF:
             if (!strcmp(optarg, "json"))
                 c->log_format = LOG_FORMAT_JSON;
@@ -311,10 +336,16 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
                 rc = snprintf(err, AGENT_ERR_MAX, "--log-format %.40s: expected json or pretty",
                               optarg);
             break;
-        case O_GRAPH: c->graph = true; break;
-        case O_VERSION: c->version = true; break;
+        case O_GRAPH:
+            c->graph = true;
+            break;
+        case O_VERSION:
+            c->version = true;
+            break;
         case 'h':
-        case O_HELP: c->help = true; break;
+        case O_HELP:
+            c->help = true;
+            break;
         case ':':
             rc = snprintf(err, AGENT_ERR_MAX, "%s needs a value (see --help)", argv[optind - 1]);
             break;
@@ -334,8 +365,8 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
     }
     int rc = 0;
     if (params_json) {
-        char *text = params_json[0] == '@' ? read_small_file(params_json + 1, err)
-                                           : strdup(params_json);
+        char *text =
+            params_json[0] == '@' ? read_small_file(params_json + 1, err) : strdup(params_json);
         rc = !text || merge_params_json(c, text, "--params-json", err);
         free(text);
     }
@@ -353,11 +384,10 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
 
 void agent_config_free(agent_config *c)
 {
-    char **strs[] = {&c->flow,           &c->run_id,       &c->flow_name,  &c->flow_version,
-                     &c->org_id,         &c->environment,  &c->correlation_id,
-                     &c->state_dir,      &c->work_dir,     &c->status_backend,
-                     &c->runs_table,     &c->task_runs_table, &c->traces_bucket,
-                     &c->python,         &c->runner,       &c->pip_command};
+    char **strs[] = {&c->flow,          &c->run_id,         &c->flow_name,      &c->flow_version,
+                     &c->org_id,        &c->environment,    &c->correlation_id, &c->state_dir,
+                     &c->work_dir,      &c->status_backend, &c->runs_table,     &c->task_runs_table,
+                     &c->traces_bucket, &c->python,         &c->runner,         &c->pip_command};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         free(*strs[i]);
         *strs[i] = NULL;
@@ -372,42 +402,41 @@ void agent_config_free(agent_config *c)
 
 void agent_print_help(void)
 {
-    fputs(
-        "usage: dagy-agent [--flow PATH|s3://BUCKET/KEY] [--param NAME=VALUE]...\n"
-        "                  [--params-json JSON|@FILE] [--run-id ID] [--max-parallel N]\n"
-        "                  [--drain-seconds N] [--state-dir DIR] [--log-format json|pretty]\n"
-        "                  [--graph] [--version] [--help]\n"
-        "\n"
-        "Runs a dagy flow: fetches and safely unpacks the artifact, runs the DAG of tasks,\n"
-        "and reports every status change. Without --flow it runs in container mode and takes\n"
-        "everything from the environment.\n"
-        "\n"
-        "Options:\n"
-        "  --flow PATH          flow artifact (.zip, .tar.gz, .tar; detected by content), an\n"
-        "                       unpacked directory holding flow_spec.json, or s3://BUCKET/KEY\n"
-        "  --param NAME=VALUE   run parameter (string); repeatable; wins over --params-json\n"
-        "  --params-json J|@F   run parameters as a JSON object, inline or from file F\n"
-        "  --run-id ID          run id (default: DAGY_RUN_ID, else a new UUID)\n"
-        "  --max-parallel N     tasks running at once (default: spec, else number of CPUs)\n"
-        "  --drain-seconds N    on SIGTERM, wait this long for running tasks (default 15)\n"
-        "  --state-dir DIR      local status directory (default ./.dagy)\n"
-        "  --log-format F       json (default when stdout is not a terminal) or pretty\n"
-        "  --graph              print the DAG as Graphviz DOT and exit\n"
-        "  --version, --help\n"
-        "\n"
-        "Environment (container mode; see docs):\n"
-        "  DAGY_RUN_ID, DAGY_ARTIFACT_S3_URI (required in container mode; URIs may end in\n"
-        "  #sha256=HEX), DAGY_FLOW_NAME, DAGY_FLOW_VERSION, DAGY_ORG_ID, DAGY_ENVIRONMENT,\n"
-        "  DAGY_DEP_PACKAGE_URIS, DAGY_PARAMETERS, DAGY_CORRELATION_ID, DAGY_LOG_LEVEL,\n"
-        "  DAGY_STATUS_BACKEND (dynamodb|local), DAGY_RUNS_TABLE, DAGY_TASK_RUNS_TABLE,\n"
-        "  DAGY_TRACES_BUCKET, DAGY_WORK_DIR (default /tmp/dagy), DAGY_MAX_PARALLEL,\n"
-        "  DAGY_DRAIN_SECONDS, DAGY_HEARTBEAT_SECONDS (default 30), DAGY_KILL_GRACE_SECONDS\n"
-        "  (default 3), DAGY_PIP_COMMAND, DAGY_PYTHON, DAGY_PYTHON_RUNNER,\n"
-        "  DAGY_UNPACK_MAX_BYTES, DAGY_UNPACK_MAX_ENTRIES, DAGY_UNPACK_MAX_RATIO,\n"
-        "  AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL[_S3|_DYNAMODB|_ECS],\n"
-        "  AWS credentials (environment, ECS container endpoint, shared credentials file).\n"
-        "\n"
-        "Exit codes: 0 run succeeded; 1 a task failed; 2 invalid input; 3 infrastructure\n"
-        "(artifact not fetched, status store unreachable); 143 stopped by SIGTERM.\n",
-        stdout);
+    fputs("usage: dagy-agent [--flow PATH|s3://BUCKET/KEY] [--param NAME=VALUE]...\n"
+          "                  [--params-json JSON|@FILE] [--run-id ID] [--max-parallel N]\n"
+          "                  [--drain-seconds N] [--state-dir DIR] [--log-format json|pretty]\n"
+          "                  [--graph] [--version] [--help]\n"
+          "\n"
+          "Runs a dagy flow: fetches and safely unpacks the artifact, runs the DAG of tasks,\n"
+          "and reports every status change. Without --flow it runs in container mode and takes\n"
+          "everything from the environment.\n"
+          "\n"
+          "Options:\n"
+          "  --flow PATH          flow artifact (.zip, .tar.gz, .tar; detected by content), an\n"
+          "                       unpacked directory holding flow_spec.json, or s3://BUCKET/KEY\n"
+          "  --param NAME=VALUE   run parameter (string); repeatable; wins over --params-json\n"
+          "  --params-json J|@F   run parameters as a JSON object, inline or from file F\n"
+          "  --run-id ID          run id (default: DAGY_RUN_ID, else a new UUID)\n"
+          "  --max-parallel N     tasks running at once (default: spec, else number of CPUs)\n"
+          "  --drain-seconds N    on SIGTERM, wait this long for running tasks (default 15)\n"
+          "  --state-dir DIR      local status directory (default ./.dagy)\n"
+          "  --log-format F       json (default when stdout is not a terminal) or pretty\n"
+          "  --graph              print the DAG as Graphviz DOT and exit\n"
+          "  --version, --help\n"
+          "\n"
+          "Environment (container mode; see docs):\n"
+          "  DAGY_RUN_ID, DAGY_ARTIFACT_S3_URI (required in container mode; URIs may end in\n"
+          "  #sha256=HEX), DAGY_FLOW_NAME, DAGY_FLOW_VERSION, DAGY_ORG_ID, DAGY_ENVIRONMENT,\n"
+          "  DAGY_DEP_PACKAGE_URIS, DAGY_PARAMETERS, DAGY_CORRELATION_ID, DAGY_LOG_LEVEL,\n"
+          "  DAGY_STATUS_BACKEND (dynamodb|local), DAGY_RUNS_TABLE, DAGY_TASK_RUNS_TABLE,\n"
+          "  DAGY_TRACES_BUCKET, DAGY_WORK_DIR (default /tmp/dagy), DAGY_MAX_PARALLEL,\n"
+          "  DAGY_DRAIN_SECONDS, DAGY_HEARTBEAT_SECONDS (default 30), DAGY_KILL_GRACE_SECONDS\n"
+          "  (default 3), DAGY_PIP_COMMAND, DAGY_PYTHON, DAGY_PYTHON_RUNNER,\n"
+          "  DAGY_UNPACK_MAX_BYTES, DAGY_UNPACK_MAX_ENTRIES, DAGY_UNPACK_MAX_RATIO,\n"
+          "  AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL[_S3|_DYNAMODB|_ECS],\n"
+          "  AWS credentials (environment, ECS container endpoint, shared credentials file).\n"
+          "\n"
+          "Exit codes: 0 run succeeded; 1 a task failed; 2 invalid input; 3 infrastructure\n"
+          "(artifact not fetched, status store unreachable); 143 stopped by SIGTERM.\n",
+          stdout);
 }

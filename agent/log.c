@@ -119,12 +119,28 @@ static void buf_json_str(struct buf *b, const char *s, size_t n)
         }
         char esc[8];
         switch (c) {
-        case '"': buf_add(b, "\\\"", 2); i++; continue;
-        case '\\': buf_add(b, "\\\\", 2); i++; continue;
-        case '\n': buf_add(b, "\\n", 2); i++; continue;
-        case '\r': buf_add(b, "\\r", 2); i++; continue;
-        case '\t': buf_add(b, "\\t", 2); i++; continue;
-        default: break;
+        case '"':
+            buf_add(b, "\\\"", 2);
+            i++;
+            continue;
+        case '\\':
+            buf_add(b, "\\\\", 2);
+            i++;
+            continue;
+        case '\n':
+            buf_add(b, "\\n", 2);
+            i++;
+            continue;
+        case '\r':
+            buf_add(b, "\\r", 2);
+            i++;
+            continue;
+        case '\t':
+            buf_add(b, "\\t", 2);
+            i++;
+            continue;
+        default:
+            break;
         }
         if (c < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", c);
@@ -164,8 +180,11 @@ int agent_log_parse_level(const char *s, log_level *out)
     static const struct {
         const char *name;
         log_level lv;
-    } t[] = {{"DEBUG", LOG_DEBUG}, {"INFO", LOG_INFO},   {"WARNING", LOG_WARNING},
-             {"WARN", LOG_WARNING}, {"ERROR", LOG_ERROR}};
+    } t[] = {{"DEBUG", LOG_DEBUG},
+             {"INFO", LOG_INFO},
+             {"WARNING", LOG_WARNING},
+             {"WARN", LOG_WARNING},
+             {"ERROR", LOG_ERROR}};
     for (size_t i = 0; s && i < sizeof t / sizeof t[0]; i++) {
         if (strcasecmp(s, t[i].name) == 0) {
             *out = t[i].lv;

@@ -23,7 +23,7 @@ int main(int argc, char **argv)
     } else if (cfg.graph) {
         rc = agent_graph(&cfg);
     } else {
-        log_format fmt = cfg.log_format >= 0 ? (log_format)cfg.log_format
+        log_format fmt = cfg.log_format >= 0     ? (log_format)cfg.log_format
                          : isatty(STDOUT_FILENO) ? LOG_FORMAT_PRETTY
                                                  : LOG_FORMAT_JSON;
         agent_log_init(fmt, (log_level)cfg.log_level, STDOUT_FILENO);

@@ -102,9 +102,9 @@ static void unpack_done(uv_work_t *w, int status)
                   "cannot unpack %s: %s", j->uri, j->err);
     } else {
         double dur = (double)(uv_now(&p->r->loop) - j->t0) / 1000.0;
-        log_line *l = agent_log_begin(LOG_INFO, "unpack_end", "unpacked %s: %llu entries, %s",
-                                      j->uri, (unsigned long long)j->stats.entries,
-                                      j->stats.format);
+        log_line *l =
+            agent_log_begin(LOG_INFO, "unpack_end", "unpacked %s: %llu entries, %s", j->uri,
+                            (unsigned long long)j->stats.entries, j->stats.format);
         agent_log_str(l, "uri", j->uri);
         agent_log_int(l, "bytes", (int64_t)j->stats.bytes);
         agent_log_int(l, "entries", (int64_t)j->stats.entries);
@@ -153,8 +153,7 @@ static void on_downloaded(void *ud, const fetch_aws_result *res)
     }
     struct stat st;
     double dur = (double)(uv_now(&p->r->loop) - j->t0) / 1000.0;
-    log_line *l = agent_log_begin(LOG_INFO, "download_end", "downloaded %s in %.2f s", j->uri,
-                                  dur);
+    log_line *l = agent_log_begin(LOG_INFO, "download_end", "downloaded %s in %.2f s", j->uri, dur);
     agent_log_str(l, "uri", j->uri);
     agent_log_int(l, "bytes", stat(j->archive, &st) == 0 ? (int64_t)st.st_size : 0);
     agent_log_num(l, "duration_seconds", dur);
@@ -239,8 +238,8 @@ static void start_metadata(prep *p)
 static void pip_line(void *ud, sbx_proc *proc, int stream, const char *line, size_t len)
 {
     prep *p = ud;
-    log_line *l = agent_log_begin(LOG_INFO, "deps_output", "%.*s", (int)(len > 1800 ? 1800 : len),
-                                  line);
+    log_line *l =
+        agent_log_begin(LOG_INFO, "deps_output", "%.*s", (int)(len > 1800 ? 1800 : len), line);
     agent_log_str(l, "stream", stream == SBX_STDERR ? "stderr" : "stdout");
     agent_log_str(l, "uri", p->jobs[p->pip_next].uri);
     agent_log_end(l);
@@ -267,8 +266,8 @@ static void pip_exit(void *ud, sbx_proc *proc, const sbx_result *res)
         settle(p);
         return;
     }
-    log_line *l = agent_log_begin(LOG_INFO, "deps_installed", "installed requirements of %s",
-                                  j->uri);
+    log_line *l =
+        agent_log_begin(LOG_INFO, "deps_installed", "installed requirements of %s", j->uri);
     agent_log_str(l, "uri", j->uri);
     agent_log_end(l);
     p->pip_next++;

@@ -42,9 +42,9 @@ void agent_uuid(char *buf)
     }
     b[6] = (b[6] & 0x0F) | 0x40;
     b[8] = (b[8] & 0x3F) | 0x80;
-    snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-             b[13], b[14], b[15]);
+    snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 void agent__run_set(run_state *r, const char *key, const char *val)
@@ -165,16 +165,13 @@ static void print_summary(run_state *r)
     len += (size_t)snprintf(out + len, cap - len, "\n%-32s %-10s %8s %10s\n", "TASK", "STATUS",
                             "ATTEMPTS", "DURATION");
     for (size_t i = 0; i < n; i++) {
-        const cJSON *d = r->tasks[i].item ? cJSON_GetObjectItem(r->tasks[i].item,
-                                                                "duration_seconds")
-                                          : NULL;
+        sched_state st = sched_task_state(r->plan, i);
         char dur[32] = "-";
-        if (cJSON_IsNumber(d))
-            snprintf(dur, sizeof dur, "%.2fs", d->valuedouble);
-        len += (size_t)snprintf(out + len, cap - len, "%-32.32s %-10s %8d %10s\n",
-                                r->spec->tasks[i].name,
-                                sched_state_name(sched_task_state(r->plan, i)),
-                                sched_task_attempt(r->plan, i), dur);
+        if (st == SCHED_SUCCEEDED || st == SCHED_FAILED)
+            snprintf(dur, sizeof dur, "%.2fs", r->tasks[i].duration);
+        len += (size_t)snprintf(
+            out + len, cap - len, "%-32.32s %-10s %8d %10s\n", r->spec->tasks[i].name,
+            sched_state_name(sched_task_state(r->plan, i)), sched_task_attempt(r->plan, i), dur);
     }
     agent_log_raw(out);
     free(out);
@@ -232,9 +229,9 @@ void agent__finish(run_state *r, int exit_code, const char *error)
         status_set_str(r->run_item, "stop_reason", r->stop_signal ? r->stop_signal : "SIGTERM");
     status_touch(r->status, r->run_item);
 
-    log_line *l = agent_log_begin(exit_code == 0 ? LOG_INFO : LOG_ERROR, "run_end",
-                                  "run %s in %.2f s%s%s", status, dur, r->error ? ": " : "",
-                                  r->error ? r->error : "");
+    log_line *l =
+        agent_log_begin(exit_code == 0 ? LOG_INFO : LOG_ERROR, "run_end", "run %s in %.2f s%s%s",
+                        status, dur, r->error ? ": " : "", r->error ? r->error : "");
     agent_log_str(l, "status", status);
     agent_log_num(l, "duration_seconds", dur);
     agent_log_int(l, "exit_code", exit_code);
@@ -315,13 +312,14 @@ static int setup(run_state *r, char *err)
 
 static void teardown(run_state *r)
 {
-    agent__tasks_free(r);
     if (r->status)
         status_store_free(r->status);
+    r->status = NULL; /* late upload completions (cancelled below) must not touch it */
     if (r->aws)
         fetch_aws_free(r->aws);
     if (r->sbx)
         sbx_close(r->sbx);
+    agent__tasks_free(r);
     uv_walk(&r->loop, close_walk, NULL);
     /* Bounded: every handle is closing; a few turns finish their close callbacks. */
     for (int i = 0; i < 100 && uv_run(&r->loop, UV_RUN_NOWAIT); i++)

@@ -27,13 +27,15 @@ typedef struct run_state run_state;
 
 typedef struct {
     run_state *run;
-    size_t index;         /* in the spec and the plan */
-    cJSON *item;          /* the task-run status item, created at first start or terminal */
-    sbx_proc *proc;       /* the running attempt, or NULL */
+    size_t index;   /* in the spec and the plan */
+    cJSON *item;    /* the task-run status item, created at first start or terminal */
+    sbx_proc *proc; /* the running attempt, or NULL */
     uint64_t first_start_ms, attempt_start_ms;
-    int exit_code;        /* of the last attempt, -1 if none */
-    bool timed_out;       /* the plan said the running attempt timed out */
-    bool cancelled;       /* the drain killed the running attempt */
+    int exit_code;   /* of the last attempt, -1 if none */
+    int uploads;     /* trace uploads in flight (they add trace_s3_uri to the item) */
+    double duration; /* seconds from first start to end, once terminal */
+    bool timed_out;  /* the plan said the running attempt timed out */
+    bool cancelled;  /* the drain killed the running attempt */
     char task_run_id[40];
 } agent_task;
 
@@ -58,16 +60,16 @@ struct run_state {
     agent_task *tasks;
     char **base_env; /* the environment every task starts from, NULL-terminated */
     size_t n_base_env;
-    char *runner;    /* path of dagy_runner.py */
+    char *runner;       /* path of dagy_runner.py */
     char *empty_inputs; /* shared "{}" inputs file for tasks without upstream */
 
     uint64_t started_ms, finish_ms;
-    int signals;          /* SIGTERM/SIGINT received so far */
+    int signals; /* SIGTERM/SIGINT received so far */
     const char *stop_signal;
     bool drain_expired;
-    int pending;          /* uploads and other I/O the finish must wait for */
+    int pending; /* uploads and other I/O the finish must wait for */
     int exit_code;
-    char *error;          /* the run's error_message, or NULL */
+    char *error; /* the run's error_message, or NULL */
     bool first_trace_sent;
 };
 
@@ -90,12 +92,14 @@ int agent__load_spec(run_state *r, char *err);
 
 /* tasks.c: the DAG driver. */
 int agent__tasks_init(run_state *r, char *err);
-void agent__tasks_pump(run_state *r);   /* start what may start, re-arm the deadline timer */
-void agent__tasks_drain(run_state *r);  /* SIGTERM: stop starting, cancel pending */
-void agent__tasks_kill(run_state *r);   /* drain expired: terminate running groups */
+void agent__tasks_pump(run_state *r);  /* start what may start, re-arm the deadline timer */
+void agent__tasks_drain(run_state *r); /* SIGTERM: stop starting, cancel pending */
+void agent__tasks_kill(run_state *r);  /* drain expired: terminate running groups */
 void agent__tasks_free(run_state *r);
-/* Uploads a failure trace to the traces bucket (if set); sets trace_s3_uri on `item`. */
-void agent__upload_trace(run_state *r, cJSON *item, const char *task, int attempt,
-                         const char *trace, size_t len);
+/* Uploads a failure trace of task `i` to the traces bucket (if set); sets trace_s3_uri on the
+ * task's item (and on the run item for the run's first failure). */
+void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace, size_t len);
+/* Hands a terminal task's item back to the status store once nothing will change it again. */
+void agent__release_task(run_state *r, size_t i);
 
 #endif

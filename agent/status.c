@@ -42,6 +42,8 @@ struct st_item {
     uint64_t retry_at; /* loop time of the next try (IT_BACKOFF) */
     char *err;         /* last error, NULL after a success */
     st_write *w;       /* the write in flight (IT_INFLIGHT) */
+    bool released;     /* the caller is done with it: free once clean (status_release) */
+    size_t idx;        /* position in status_store.items */
     uint64_t hash;
     st_item *hnext;       /* hash chain */
     st_item *prev, *next; /* ready or backoff list */
@@ -207,8 +209,23 @@ static int insert(status_store *s, st_item *it)
         return -ENOMEM;
     it->hnext = s->buckets[it->hash & (s->nbuckets - 1)];
     s->buckets[it->hash & (s->nbuckets - 1)] = it;
+    it->idx = s->n;
     s->items[s->n++] = it;
     return 0;
+}
+
+static void item_free(st_item *it);
+
+/* Takes a clean, released item out of the table and the array, and frees it. */
+static void item_remove(status_store *s, st_item *it)
+{
+    st_item **pp = &s->buckets[it->hash & (s->nbuckets - 1)];
+    while (*pp != it)
+        pp = &(*pp)->hnext;
+    *pp = it->hnext;
+    s->items[it->idx] = s->items[--s->n];
+    s->items[it->idx]->idx = it->idx;
+    item_free(it);
 }
 
 static void item_free(st_item *it)
@@ -317,6 +334,17 @@ void status_touch(status_store *s, cJSON *item)
     case IT_BACKOFF:
         break; /* already due: the write will carry this change */
     }
+}
+
+void status_release(status_store *s, cJSON *item)
+{
+    st_item *it = item ? find(s, item) : NULL;
+    assert(!item || it);
+    if (!it)
+        return;
+    it->released = true;
+    if (it->state == IT_CLEAN)
+        item_remove(s, it);
 }
 
 void status_set_str(cJSON *item, const char *key, const char *val)
@@ -438,7 +466,10 @@ static void on_written(void *ctx, int rc, const char *err)
         set_state(s, it, it->dirty ? IT_READY : IT_CLEAN);
     }
     it->dirty = false;
-    if (it->state == IT_READY || (s->flushing && s->n_pending == 0))
+    bool ready = it->state == IT_READY;
+    if (it->released && it->state == IT_CLEAN)
+        item_remove(s, it); /* `it` is gone from here on */
+    if (ready || (s->flushing && s->n_pending == 0))
         kick(s); /* the kick callback also completes a flush */
 }
 

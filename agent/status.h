@@ -57,6 +57,12 @@ int status_store_new(uv_loop_t *loop, status_backend *backend, status_store **ou
 cJSON *status_item(status_store *s, status_kind kind, const char *run_id, const char *task_name);
 void status_touch(status_store *s, cJSON *item);
 
+/* The caller is done with `item`: the store frees it as soon as its latest state is written
+ * (at once if it already is). The pointer must not be used after this call. Keeps the agent's
+ * memory flat on large DAGs: a finished task's item leaves memory once it is stored. An item
+ * that cannot be written stays until a flush reports it. */
+void status_release(status_store *s, cJSON *item);
+
 /* Attribute setters (replace the member). */
 void status_set_str(cJSON *item, const char *key, const char *val); /* NULL val removes */
 void status_set_num(cJSON *item, const char *key, double val);

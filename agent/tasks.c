@@ -78,7 +78,7 @@ int agent__load_spec(run_state *r, char *err)
         c->flow_name = strdup(r->spec->name);
     if (!c->flow_version && r->spec->version && *r->spec->version)
         c->flow_version = strdup(r->spec->version);
-    flowspec_vars vars = {c->parameters, c->run_id,  c->flow_name,
+    flowspec_vars vars = {c->parameters,   c->run_id, c->flow_name,
                           c->flow_version, c->org_id, c->environment};
     if (flowspec_render(r->spec, &vars, err))
         return AGENT_EXIT_INVALID;
@@ -122,12 +122,10 @@ static char *find_runner(const agent_config *c)
 /* Variables the agent sets for every task; an inherited value is dropped. */
 static bool reserved_env(const char *kv)
 {
-    static const char *const names[] = {"DAGY_RUN_ID=",       "DAGY_FLOW_NAME=",
-                                        "DAGY_TASK_NAME=",    "DAGY_TASK_RUN_ID=",
-                                        "DAGY_ATTEMPT=",      "DAGY_PARAMETERS=",
-                                        "DAGY_TASK_OUTPUT=",  "DAGY_TASK_INPUTS=",
-                                        "DAGY_CALLABLE=",     "DAGY_KWARGS=",
-                                        "PYTHONPATH=",        NULL};
+    static const char *const names[] = {
+        "DAGY_RUN_ID=",   "DAGY_FLOW_NAME=",  "DAGY_TASK_NAME=",   "DAGY_TASK_RUN_ID=",
+        "DAGY_ATTEMPT=",  "DAGY_PARAMETERS=", "DAGY_TASK_OUTPUT=", "DAGY_TASK_INPUTS=",
+        "DAGY_CALLABLE=", "DAGY_KWARGS=",     "PYTHONPATH=",       NULL};
     for (const char *const *n = names; *n; n++)
         if (!strncmp(kv, *n, strlen(*n)))
             return true;
@@ -188,7 +186,7 @@ int agent__tasks_init(run_state *r, char *err)
     for (size_t i = 0; i < s->n_tasks; i++)
         defs[i] = s->tasks[i].def;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int maxp = c->max_parallel ? c->max_parallel
+    int maxp = c->max_parallel   ? c->max_parallel
                : s->max_parallel ? s->max_parallel
                                  : (int)(cpus > 0 ? cpus : 1);
     uint64_t seed = uv_hrtime() ^ (uint64_t)getpid();
@@ -228,9 +226,8 @@ static void log_progress(run_state *r)
         return;
     char line[160];
     size_t n = sched_count(r->plan);
-    size_t done = sched_count_in(r->plan, SCHED_SUCCEEDED) +
-                  sched_count_in(r->plan, SCHED_FAILED) + sched_count_in(r->plan, SCHED_SKIPPED) +
-                  sched_count_in(r->plan, SCHED_CANCELLED);
+    size_t done = sched_count_in(r->plan, SCHED_SUCCEEDED) + sched_count_in(r->plan, SCHED_FAILED) +
+                  sched_count_in(r->plan, SCHED_SKIPPED) + sched_count_in(r->plan, SCHED_CANCELLED);
     snprintf(line, sizeof line,
              "\033[1m[%zu/%zu done · %zu running · %zu failed · %zu skipped]\033[0m", done, n,
              sched_running(r->plan), sched_count_in(r->plan, SCHED_FAILED),
@@ -255,8 +252,7 @@ static cJSON *task_item(run_state *r, size_t i)
 static log_line *task_line(run_state *r, size_t i, log_level lv, const char *event,
                            const char *status, const char *fmt, const char *a, const char *b)
 {
-    log_line *l = agent_log_begin(lv, event, fmt, r->spec->tasks[i].name, a ? a : "",
-                                  b ? b : "");
+    log_line *l = agent_log_begin(lv, event, fmt, r->spec->tasks[i].name, a ? a : "", b ? b : "");
     agent_log_str(l, "task_name", r->spec->tasks[i].name);
     agent_log_str(l, "task_run_id", r->tasks[i].task_run_id);
     agent_log_int(l, "attempt", sched_task_attempt(r->plan, i));
@@ -264,8 +260,7 @@ static log_line *task_line(run_state *r, size_t i, log_level lv, const char *eve
     return l;
 }
 
-static void on_transition(void *ud, size_t i, sched_state from, sched_state to,
-                          const char *reason)
+static void on_transition(void *ud, size_t i, sched_state from, sched_state to, const char *reason)
 {
     run_state *r = ud;
     agent_task *t = &r->tasks[i];
@@ -300,6 +295,7 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to,
     case SCHED_SUCCEEDED:
     case SCHED_FAILED: {
         double dur = (double)(now - t->first_start_ms) / 1000.0;
+        t->duration = dur;
         status_set_str(it, "ended_at", ts);
         status_set_num(it, "duration_seconds", dur);
         status_set_str(it, "error_message", to == SCHED_FAILED ? reason : NULL);
@@ -333,7 +329,19 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to,
     }
     agent_log_end(l);
     status_touch(r->status, it);
+    if (sched_state_terminal(to))
+        agent__release_task(r, i);
     log_progress(r);
+}
+
+void agent__release_task(run_state *r, size_t i)
+{
+    agent_task *t = &r->tasks[i];
+    if (!r->status || !t->item || t->uploads > 0 ||
+        !sched_state_terminal(sched_task_state(r->plan, i)))
+        return;
+    status_release(r->status, t->item);
+    t->item = NULL;
 }
 
 static void on_task_line(void *ud, sbx_proc *p, int stream, const char *line, size_t len)
@@ -341,8 +349,8 @@ static void on_task_line(void *ud, sbx_proc *p, int stream, const char *line, si
     agent_task *t = ud;
     run_state *r = t->run;
     size_t i = t->index;
-    log_line *l = agent_log_begin(LOG_INFO, "task_output", "%.*s", (int)(len > 1900 ? 1900 : len),
-                                  line);
+    log_line *l =
+        agent_log_begin(LOG_INFO, "task_output", "%.*s", (int)(len > 1900 ? 1900 : len), line);
     if (!l)
         return;
     agent_log_str(l, "task_name", r->spec->tasks[i].name);
@@ -599,8 +607,7 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
         how = SCHED_EXIT_FAILED;
     }
     if (how == SCHED_EXIT_FAILED || how == SCHED_EXIT_TIMED_OUT)
-        agent__upload_trace(r, task_item(r, i), r->spec->tasks[i].name,
-                            sched_task_attempt(r->plan, i), trace, tlen);
+        agent__upload_trace(r, i, sched_task_attempt(r->plan, i), trace, tlen);
     sched_exited(r->plan, i, how, how == SCHED_EXIT_OK || how == SCHED_EXIT_TIMED_OUT ? NULL : err,
                  uv_now(&r->loop));
     agent__tasks_pump(r);

@@ -6,13 +6,14 @@
 #include "agent/run.h"
 #include "agent/log.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct {
     run_state *r;
-    cJSON *item; /* item to mark with trace_s3_uri (owned by the status store) */
+    agent_task *task; /* whose item gets trace_s3_uri, or NULL for the run item */
     char *uri;
 } trace_put;
 
@@ -20,41 +21,52 @@ static void on_put(void *ud, const fetch_aws_result *res)
 {
     trace_put *tp = ud;
     run_state *r = tp->r;
-    if (res->err || res->http_status / 100 != 2) {
+    if (res->err == -ECANCELED) {
+        /* the agent is exiting: nothing to report */
+    } else if (res->err || res->http_status / 100 != 2) {
         log_line *l = agent_log_begin(LOG_WARNING, "trace_upload_failed",
                                       "could not upload the failure trace to %s", tp->uri);
         agent_log_str(l, "error", res->message);
         agent_log_end(l);
-    } else if (r->status && tp->item) {
-        status_set_str(tp->item, "trace_s3_uri", tp->uri);
-        status_touch(r->status, tp->item);
+    } else if (r->status) {
+        cJSON *item = tp->task ? tp->task->item : r->run_item;
+        status_set_str(item, "trace_s3_uri", tp->uri);
+        status_touch(r->status, item);
     }
     r->pending--;
+    if (tp->task) {
+        tp->task->uploads--;
+        agent__release_task(r, tp->task->index);
+    }
     free(tp->uri);
     free(tp);
 }
 
 /* Starts one PutObject of `body` at KEY. */
-static void put(run_state *r, cJSON *item, const char *key, const char *body, size_t len)
+static void put(run_state *r, agent_task *task, const char *key, const char *body, size_t len)
 {
     trace_put *tp = calloc(1, sizeof *tp);
     const char *bucket = r->cfg->traces_bucket;
     tp->r = r;
-    tp->item = item;
+    tp->task = task;
     tp->uri = malloc(strlen(bucket) + strlen(key) + 8);
     sprintf(tp->uri, "s3://%s/%s", bucket, key);
     r->pending++;
+    if (task)
+        task->uploads++;
     if (fetch_s3_put(r->aws, bucket, key, body, len, "text/plain; charset=utf-8", on_put, tp)) {
         r->pending--;
+        if (task)
+            task->uploads--;
         free(tp->uri);
         free(tp);
     }
 }
 
-void agent__upload_trace(run_state *r, cJSON *item, const char *task, int attempt,
-                         const char *trace, size_t len)
+void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace, size_t len)
 {
     agent_config *c = r->cfg;
+    const char *task = r->spec->tasks[i].name;
     if (!c->traces_bucket || !r->aws)
         return;
     const char *org = c->org_id ? c->org_id : "none";
@@ -66,11 +78,11 @@ void agent__upload_trace(run_state *r, cJSON *item, const char *task, int attemp
     size_t blen = (size_t)n + len;
     char key[1024];
     snprintf(key, sizeof key, "exceptions/%s/%s/%s/%d.txt", org, c->run_id, task, attempt);
-    put(r, item, key, body, blen);
+    put(r, &r->tasks[i], key, body, blen);
     if (!r->first_trace_sent) {
         r->first_trace_sent = true;
         snprintf(key, sizeof key, "exceptions/%s/%s/traceback.txt", org, c->run_id);
-        put(r, r->run_item, key, body, blen);
+        put(r, NULL, key, body, blen);
     }
     free(body);
 }

@@ -558,6 +558,55 @@ static void now_iso_format(void **state)
     assert_true(strncmp(s, "2024", 4) > 0);
 }
 
+/* A released item leaves the store once its latest state is written; until then it is kept
+ * (and retried) like any other. status_item() then starts a fresh item under the same key. */
+static void released_item_is_freed_once_written(void **state)
+{
+    fixture *fx = *state;
+    cJSON *it = status_item(fx->store, STATUS_TASK, "run-1", "t");
+    status_set_str(it, "status", "FAILED");
+    status_touch(fx->store, it);
+    turn(fx);
+    assert_int_equal(fx->fake->n, 1);
+    status_release(fx->store, it); /* in flight: kept for now */
+    complete(fx->fake, 0, -EIO, "fake failure");
+    assert_ptr_equal(status_item(fx->store, STATUS_TASK, "run-1", "t"), it); /* kept */
+
+    cJSON *b = status_item(fx->store, STATUS_TASK, "run-1", "u");
+    status_set_str(b, "status", "SUCCEEDED");
+    status_touch(fx->store, b);
+    turn(fx);
+    assert_int_equal(fx->fake->n, 2);
+    status_release(fx->store, b);
+    complete(fx->fake, 1, 0, NULL); /* written: freed */
+    cJSON *fresh = status_item(fx->store, STATUS_TASK, "run-1", "u");
+    assert_null(cJSON_GetObjectItem(fresh, "status"));
+    status_release(fx->store, fresh); /* clean: freed at once */
+    assert_null(cJSON_GetObjectItem(status_item(fx->store, STATUS_TASK, "run-1", "u"), "status"));
+}
+
+/* A write that failed before the flush is retried by the flush, which then ends as soon as the
+ * retry is confirmed (not at its deadline). */
+static void flush_retries_an_earlier_failure_at_once(void **state)
+{
+    fixture *fx = *state;
+    cJSON *it = status_item(fx->store, STATUS_TASK, "run-1", "t");
+    status_set_str(it, "status", "FAILED");
+    status_touch(fx->store, it);
+    turn(fx);
+    complete(fx->fake, 0, -EIO, "fake failure");
+    turn(fx);
+    status_flush(fx->store, 5000, on_flush, fx);
+    for (int i = 0; i < 100 && fx->fake->n < 2; i++)
+        uv_run(&fx->loop, UV_RUN_NOWAIT); /* ONCE would block until the flush deadline */
+    assert_int_equal(fx->fake->n, 2);
+    uint64_t t0 = uv_now(&fx->loop);
+    complete(fx->fake, 1, 0, NULL);
+    run_until_flushed(fx);
+    assert_int_equal(fx->n_failed, 0);
+    assert_true(uv_now(&fx->loop) - t0 < 1000);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -577,6 +626,8 @@ int main(void)
         T(coalescing_window_delays_and_merges),
         T(setters_replace_and_remove),
         T(now_iso_format),
+        T(released_item_is_freed_once_written),
+        T(flush_retries_an_earlier_failure_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
