@@ -31,6 +31,7 @@ struct log_line {
     char task[136];
     char status[24];
     char stream[8];
+    size_t msg_len; /* the message's length at the start of `pretty` */
     bool in_use;
 };
 
@@ -230,7 +231,7 @@ static void pretty_field(log_line *l, const char *key, const char *val, size_t l
         return;
     }
     /* The human view shows the message plus only what it does not already say. */
-    if (!strcmp(key, "duration_seconds")) {
+    if (!strcmp(key, "duration_seconds") && strcmp(l->event, "run_end")) {
         buf_adds(&l->pretty, " (");
         buf_add(&l->pretty, val, len);
         buf_adds(&l->pretty, " s)");
@@ -266,6 +267,7 @@ log_line *agent_log_begin(log_level level, const char *event_type, const char *f
     buf_adds(&l->json, level_names[level]);
     buf_adds(&l->json, "\"");
     buf_adds(&l->pretty, msg); /* the pretty view starts with the message */
+    l->msg_len = l->pretty.len;
     agent_log_str(l, "event_type", event_type);
     agent_log_str(l, "message", msg);
     agent_log_str(l, "run_id", L.run_id ? L.run_id : "");
@@ -364,7 +366,7 @@ static void write_pretty(log_line *l)
     if (!strcmp(l->event, "task_output")) {
         buf_adds(&out, l->task);
         buf_adds(&out, !strcmp(l->stream, "stderr") ? " ! " : " | ");
-        buf_add(&out, l->pretty.p, l->pretty.len);
+        buf_add(&out, l->pretty.p, l->msg_len); /* a task's own line, nothing added */
     } else {
         const char *mark = !strcmp(l->status, "SUCCEEDED") ? "\033[32m✓\033[0m "
                            : !strcmp(l->status, "FAILED")  ? "\033[31m✗\033[0m "
