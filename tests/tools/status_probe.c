@@ -120,6 +120,11 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+static void on_tick_closed(uv_handle_t *h)
+{
+    *(bool *)h->data = true;
+}
+
 static int run_mode(uv_loop_t *loop, status_store *store, char **argv)
 {
     probe p = {.loop = loop, .store = store, .n = atoi(argv[5])};
@@ -147,7 +152,12 @@ static int run_mode(uv_loop_t *loop, status_store *store, char **argv)
     uv_timer_start(&p.tick, on_tick, 5, 5);
     while (!p.flushed && uv_run(loop, UV_RUN_ONCE))
         ;
-    uv_close((uv_handle_t *)&p.tick, NULL);
+    /* p.tick lives in this frame: it must leave the loop's handle queue before we return. */
+    bool closed = false;
+    p.tick.data = &closed;
+    uv_close((uv_handle_t *)&p.tick, on_tick_closed);
+    for (int i = 0; i < 100 && !closed; i++)
+        uv_run(loop, UV_RUN_NOWAIT);
     cJSON *out = cJSON_CreateObject();
     cJSON_AddBoolToObject(out, "failed_run", p.failed_run);
     cJSON_AddNumberToObject(out, "n_failed", p.n_failed);
