@@ -24,6 +24,9 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loopback import LoopbackServer  # noqa: E402
+
 REGION = "us-east-1"
 # Requests moto serves before it starts enforcing signatures: CreateUser, PutUserPolicy,
 # CreateAccessKey (see Moto._bootstrap_iam).
@@ -234,7 +237,7 @@ class Moto:
             self._log = None
 
 
-class CredsServer:
+class CredsServer(LoopbackServer):
     """A loopback stand-in for the ECS container credentials endpoint.
 
     Serves {"AccessKeyId","SecretAccessKey","Token","Expiration"} on any path when the request's
@@ -250,8 +253,6 @@ class CredsServer:
         self._lock = threading.Lock()
         self._creds = None
         self.set_creds(creds)
-        self._server = None
-        self._thread = None
 
     def set_creds(self, creds, expiration=None):
         """creds: dict with key, secret, token (as Moto.assume_role_creds returns). expiration:
@@ -268,7 +269,7 @@ class CredsServer:
                 "Expiration": expiration,
             }
 
-    def start(self):
+    def handler_class(self):
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -294,15 +295,11 @@ class CredsServer:
             def log_message(self, *args):
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
+        return Handler
 
     @property
     def full_uri(self):
-        return "http://127.0.0.1:%d%s" % (self._server.server_address[1], self.path)
+        return self.endpoint + self.path
 
     def env(self):
         """The container-credentials variables pointing at this server."""
@@ -310,20 +307,6 @@ class CredsServer:
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.full_uri,
             "AWS_CONTAINER_AUTHORIZATION_TOKEN": self.token,
         }
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
 
 def tools_dir():

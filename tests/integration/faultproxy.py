@@ -25,8 +25,9 @@ still verify upstream. `match(method, path, headers) -> bool` limits faults to s
 (others are always forwarded). Loopback only; threads are daemons and stop() joins the server.
 """
 
-import http.client
 import http.server
+import os
+import sys
 import json
 import random
 import socket
@@ -35,20 +36,12 @@ import threading
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loopback import LoopbackServer, forward  # noqa: E402
+
 FAULTS = ("500", "503", "throttle", "reset", "reset_after", "delay")
 
-_HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-}
-
-
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     def __init__(self, upstream, seed=0, rates=None, delay_s=0.3, match=None, record_bodies=False):
         u = urllib.parse.urlsplit(upstream)
         if u.scheme != "http" or not u.hostname:
@@ -66,9 +59,6 @@ class FaultProxy:
         self.stats = {k: 0 for k in FAULTS + ("forwarded",)}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._server = None
-        self._thread = None
-        self.url = None
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -92,7 +82,11 @@ class FaultProxy:
 
     # -- server ------------------------------------------------------------------------------
 
-    def start(self):
+    @property
+    def url(self):
+        return self.endpoint
+
+    def handler_class(self):
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -132,27 +126,7 @@ class FaultProxy:
                     self.wfile.write(data)
 
             def _forward(self, body):
-                conn = http.client.HTTPConnection(outer.up_host, outer.up_port, timeout=60)
-                try:
-                    conn.putrequest(
-                        self.command, self.path, skip_host=True, skip_accept_encoding=True
-                    )
-                    for k, v in self.headers.items():
-                        if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length":
-                            conn.putheader(k, v)
-                    if body or self.command in ("POST", "PUT"):
-                        conn.putheader("Content-Length", str(len(body)))
-                    conn.endheaders(body if body else None)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                    headers = [
-                        (k, v)
-                        for k, v in resp.getheaders()
-                        if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
-                    ]
-                    return resp.status, resp.reason, headers, data
-                finally:
-                    conn.close()
+                return forward(self, outer.up_host, outer.up_port, body)
 
             def _handle(self):
                 body = self._read_body()
@@ -204,31 +178,12 @@ class FaultProxy:
             def log_message(self, *args):
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = "http://127.0.0.1:%d" % self._server.server_address[1]
-        return self
+        return Handler
 
     def set_rates(self, rates):
         """Changes the fault rates from now on (e.g. {} to stop injecting)."""
         with self._lock:
             self.rates = dict(rates or {})
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
 
 _current = None

@@ -13,16 +13,18 @@ Usage:
         p.calls("RunTask")  # the recorded RunTask bodies
 """
 
-import http.client
 import http.server
 import json
+import os
+import sys
 import threading
 import urllib.parse
 
-_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loopback import LoopbackServer, forward  # noqa: E402
 
 
-class RecProxy:
+class RecProxy(LoopbackServer):
     def __init__(self, upstream):
         u = urllib.parse.urlsplit(upstream)
         self.upstream_host = u.hostname
@@ -30,8 +32,6 @@ class RecProxy:
         self.records = []
         self.rewrite = None
         self._lock = threading.Lock()
-        self._server = None
-        self._thread = None
 
     # -- recorded calls --
 
@@ -42,7 +42,7 @@ class RecProxy:
 
     # -- server --
 
-    def start(self):
+    def handler_class(self):
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -61,20 +61,8 @@ class RecProxy:
                         req_json = None
                     with outer._lock:
                         outer.records.append((op, req_json))
-                conn = http.client.HTTPConnection(outer.upstream_host, outer.upstream_port, timeout=60)
-                try:
-                    conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-                    for k, v in self.headers.items():
-                        if k.lower() not in _HOP_HEADERS:
-                            conn.putheader(k, v)
-                    conn.putheader("Content-Length", str(len(body)))
-                    conn.endheaders(body)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                    status = resp.status
-                    headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_HEADERS]
-                finally:
-                    conn.close()
+                status, _, headers, data = forward(self, outer.upstream_host, outer.upstream_port,
+                                                   body)
                 if op and outer.rewrite is not None and req_json is not None:
                     try:
                         resp_json = json.loads(data or b"{}")
@@ -98,29 +86,7 @@ class RecProxy:
             def log_message(self, *args):
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    @property
-    def endpoint(self):
-        return "http://127.0.0.1:%d" % self._server.server_address[1]
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
+        return Handler
 
 
 def validate_ecs_request(operation, params):
