@@ -62,6 +62,8 @@ struct run_state {
     size_t n_base_env;
     char *runner;       /* path of dagy_runner.py */
     char *empty_inputs; /* shared "{}" inputs file for tasks without upstream */
+    char **spare_inputs; /* inputs files of ended attempts, renamed for reuse (see tasks.c) */
+    size_t n_spare_inputs;
 
     uint64_t started_ms, finish_ms;
     int signals; /* SIGTERM/SIGINT received so far */

@@ -214,6 +214,7 @@ int agent__tasks_init(run_state *r, char *err)
         }
     }
     r->empty_inputs = fmt_path(r->run_dir, "inputs", "", "_none.json");
+    r->spare_inputs = calloc(s->n_tasks, sizeof *r->spare_inputs);
     write_file(r->empty_inputs, "{}", 2);
     r->runner = find_runner(c);
     build_base_env(r);
@@ -395,6 +396,14 @@ static char *write_inputs(run_state *r, size_t i)
     }
     buf[len++] = '}';
     char *path = fmt_path(r->run_dir, "inputs", ft->name, ".json");
+    /* Reuse an ended attempt's file (rename, then overwrite) rather than create one: allocating
+     * an inode per task was the largest cost of big DAGs of short tasks on ext4, where freshly
+     * freed inodes are expensive to allocate around. Only the latest tasks' inputs stay on disk. */
+    if (r->n_spare_inputs > 0 && sched_task_attempt(r->plan, i) == 1) {
+        char *spare = r->spare_inputs[--r->n_spare_inputs];
+        rename(spare, path);
+        free(spare);
+    }
     int rc = write_file(path, buf, len);
     free(buf);
     if (rc) {
@@ -610,6 +619,10 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
         agent__upload_trace(r, i, sched_task_attempt(r->plan, i), trace, tlen);
     sched_exited(r->plan, i, how, how == SCHED_EXIT_OK || how == SCHED_EXIT_TIMED_OUT ? NULL : err,
                  uv_now(&r->loop));
+    /* A finished task's inputs file may serve a later task (no further attempt reads it). */
+    if (r->spec->tasks[i].n_upstream > 0 && sched_state_terminal(sched_task_state(r->plan, i)))
+        r->spare_inputs[r->n_spare_inputs++] =
+            fmt_path(r->run_dir, "inputs", r->spec->tasks[i].name, ".json");
     agent__tasks_pump(r);
 }
 
@@ -664,6 +677,11 @@ void agent__execute(run_state *r)
 
 void agent__tasks_free(run_state *r)
 {
+    for (size_t i = 0; i < r->n_spare_inputs; i++)
+        free(r->spare_inputs[i]);
+    free(r->spare_inputs);
+    r->spare_inputs = NULL;
+    r->n_spare_inputs = 0;
     for (size_t i = 0; i < r->n_base_env; i++)
         free(r->base_env[i]);
     free(r->base_env);
