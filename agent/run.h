@@ -31,11 +31,12 @@ typedef struct {
     cJSON *item;    /* the task-run status item, created at first start or terminal */
     sbx_proc *proc; /* the running attempt, or NULL */
     uint64_t first_start_ms, attempt_start_ms;
-    int exit_code;   /* of the last attempt, -1 if none */
-    int uploads;     /* trace uploads in flight (they add trace_s3_uri to the item) */
-    double duration; /* seconds from first start to end, once terminal */
-    bool timed_out;  /* the plan said the running attempt timed out */
-    bool cancelled;  /* the drain killed the running attempt */
+    int exit_code;     /* of the last attempt, -1 if none */
+    int uploads;       /* trace uploads in flight (they add trace_s3_uri to the item) */
+    int trace_attempt; /* attempt whose trace trace_s3_uri names (0: none yet) */
+    double duration;   /* seconds from first start to end, once terminal */
+    bool timed_out;    /* the plan said the running attempt timed out */
+    bool cancelled;    /* the drain killed the running attempt */
     char task_run_id[40];
 } agent_task;
 
@@ -60,8 +61,8 @@ struct run_state {
     agent_task *tasks;
     char **base_env; /* the environment every task starts from, NULL-terminated */
     size_t n_base_env;
-    char *runner;       /* path of dagy_runner.py */
-    char *empty_inputs; /* shared "{}" inputs file for tasks without upstream */
+    char *runner;        /* path of dagy_runner.py */
+    char *empty_inputs;  /* shared "{}" inputs file for tasks without upstream */
     char **spare_inputs; /* inputs files of ended attempts, renamed for reuse (see tasks.c) */
     size_t n_spare_inputs;
 

@@ -14,6 +14,7 @@
 typedef struct {
     run_state *r;
     agent_task *task; /* whose item gets trace_s3_uri, or NULL for the run item */
+    int attempt;
     char *uri;
 } trace_put;
 
@@ -30,8 +31,14 @@ static void on_put(void *ud, const fetch_aws_result *res)
         agent_log_end(l);
     } else if (r->status) {
         cJSON *item = tp->task ? tp->task->item : r->run_item;
-        status_set_str(item, "trace_s3_uri", tp->uri);
-        status_touch(r->status, item);
+        /* Uploads of successive attempts can finish out of order (retry_delay_seconds 0): the
+         * task item keeps the latest attempt's trace, not the last upload to finish. */
+        if (!tp->task || tp->task->trace_attempt < tp->attempt) {
+            if (tp->task)
+                tp->task->trace_attempt = tp->attempt;
+            status_set_str(item, "trace_s3_uri", tp->uri);
+            status_touch(r->status, item);
+        }
     }
     r->pending--;
     if (tp->task) {
@@ -43,12 +50,14 @@ static void on_put(void *ud, const fetch_aws_result *res)
 }
 
 /* Starts one PutObject of `body` at KEY. */
-static void put(run_state *r, agent_task *task, const char *key, const char *body, size_t len)
+static void put(run_state *r, agent_task *task, int attempt, const char *key, const char *body,
+                size_t len)
 {
     trace_put *tp = calloc(1, sizeof *tp);
     const char *bucket = r->cfg->traces_bucket;
     tp->r = r;
     tp->task = task;
+    tp->attempt = attempt;
     tp->uri = malloc(strlen(bucket) + strlen(key) + 8);
     sprintf(tp->uri, "s3://%s/%s", bucket, key);
     r->pending++;
@@ -78,11 +87,11 @@ void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace,
     size_t blen = (size_t)n + len;
     char key[1024];
     snprintf(key, sizeof key, "exceptions/%s/%s/%s/%d.txt", org, c->run_id, task, attempt);
-    put(r, &r->tasks[i], key, body, blen);
+    put(r, &r->tasks[i], attempt, key, body, blen);
     if (!r->first_trace_sent) {
         r->first_trace_sent = true;
         snprintf(key, sizeof key, "exceptions/%s/%s/traceback.txt", org, c->run_id);
-        put(r, NULL, key, body, blen);
+        put(r, NULL, attempt, key, body, blen);
     }
     free(body);
 }
