@@ -325,7 +325,12 @@ void status_touch(status_store *s, cJSON *item)
     case IT_CLEAN:
     case IT_GAVE_UP:
         set_state(s, it, IT_READY);
-        kick(s);
+        /* The run item never waits for the coalescing window: RUNNING must replace the
+         * launcher's QUEUED at once, and the end of a run is news too. */
+        if (it->kind == STATUS_RUN)
+            uv_timer_start(&s->kick, on_kick, 0, 0);
+        else
+            kick(s);
         break;
     case IT_INFLIGHT:
         it->dirty = true; /* the completion sends the latest state */

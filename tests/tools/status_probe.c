@@ -245,6 +245,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "status_probe: status_ddb_new failed\n");
         return 2;
     }
+    /* Every loop turn's change becomes a write (no coalescing window): more requests for the
+     * fault proxy to hit, and the store's sequencing is what these tests check. */
+    be->coalesce_ms = 0;
     int rc;
     if (run) {
         status_store *store = NULL;
