@@ -20,21 +20,21 @@ typedef struct fetch_aws fetch_aws;
 /* Retry policy for one request: up to max_attempts tries, full-jitter exponential backoff from
  * base_ms capped at cap_ms, on throttling, 5xx, timeouts and connection errors. */
 typedef struct {
-    int max_attempts;  /* default 8 */
-    uint64_t base_ms;  /* default 100 */
-    uint64_t cap_ms;   /* default 5000 */
+    int max_attempts; /* default 8 */
+    uint64_t base_ms; /* default 100 */
+    uint64_t cap_ms;  /* default 5000 */
 } fetch_retry;
 
 typedef struct {
-    int err;                  /* 0 = an HTTP answer arrived (check http_status), else -errno */
-    long http_status;         /* 0 if none */
-    const char *error_code;   /* AWS error code: "ConditionalCheckFailedException", "NoSuchKey",
-                                 "AccessDenied", ... or NULL */
-    const char *message;      /* human-readable, ready for a log line: names the URI or target,
-                                 the code and AWS's message; NULL on success */
-    const char *body;         /* response body (NUL-terminated), may be empty */
+    int err;                /* 0 = an HTTP answer arrived (check http_status), else -errno */
+    long http_status;       /* 0 if none */
+    const char *error_code; /* AWS error code: "ConditionalCheckFailedException", "NoSuchKey",
+                               "AccessDenied", ... or NULL */
+    const char *message;    /* human-readable, ready for a log line: names the URI or target,
+                               the code and AWS's message; NULL on success */
+    const char *body;       /* response body (NUL-terminated), may be empty */
     size_t body_len;
-    cJSON *json;              /* parsed JSON body for JSON APIs, or NULL */
+    cJSON *json; /* parsed JSON body for JSON APIs, or NULL */
 } fetch_aws_result;
 
 typedef void (*fetch_aws_cb)(void *ud, const fetch_aws_result *r);
@@ -65,8 +65,8 @@ typedef void (*fetch_progress_cb)(void *ud, uint64_t done, uint64_t total);
 /* Downloads an S3 object to `path` (created/truncated, mode 0600): parallel ranged GETs pinned to
  * the ETag for large objects, retries per part, length and #sha256= verified. On a checksum
  * mismatch the result has err -EBADMSG and the file is removed. */
-int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path,
-                      fetch_progress_cb progress, fetch_aws_cb cb, void *ud);
+int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_progress_cb progress,
+                      fetch_aws_cb cb, void *ud);
 
 /* PutObject of a memory buffer (copied) or of a file. */
 int fetch_s3_put(fetch_aws *a, const char *bucket, const char *key, const void *data, size_t len,
