@@ -180,6 +180,22 @@ class Moto:
         """A boto3 client for `service` signed with the IAM user's keys."""
         return self._boto(service, self.access_key, self.secret_key)
 
+    def create_status_tables(self, runs="DAGY_RUNS", task_runs="DAGY_TASK_RUNS"):
+        """Creates the agent's two status tables (contract section 6 keys, on-demand)."""
+        ddb = self.client("dynamodb")
+        ddb.create_table(
+            TableName=runs,
+            KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST")
+        ddb.create_table(
+            TableName=task_runs,
+            KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"},
+                       {"AttributeName": "task_name", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"},
+                                  {"AttributeName": "task_name", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST")
+
     def env(self, base=None, **extra):
         """Environment for a dagy binary: endpoint, keys, region; no AWS_PROFILE, no config files."""
         env = clean_env(base)

@@ -153,19 +153,7 @@ class AgentAwsTest(unittest.TestCase):
 
         cls.moto = awsenv.Moto().start()
         try:
-            ddb = cls.moto.client("dynamodb")
-            ddb.create_table(
-                TableName=RUNS,
-                KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST")
-            ddb.create_table(
-                TableName=TASK_RUNS,
-                KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"},
-                           {"AttributeName": "task_name", "KeyType": "RANGE"}],
-                AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"},
-                                      {"AttributeName": "task_name", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST")
+            cls.moto.create_status_tables(RUNS, TASK_RUNS)
             s3 = cls.moto.client("s3")
             s3.create_bucket(Bucket=ARTIFACTS)
             s3.create_bucket(Bucket=TRACES)

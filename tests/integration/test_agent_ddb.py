@@ -48,19 +48,7 @@ class AgentDynamoDBTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.moto = awsenv.Moto().start()
-        ddb = cls.moto.client("dynamodb")
-        ddb.create_table(
-            TableName=RUNS,
-            KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST")
-        ddb.create_table(
-            TableName=TASK_RUNS,
-            KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"},
-                       {"AttributeName": "task_name", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"},
-                                  {"AttributeName": "task_name", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST")
+        cls.moto.create_status_tables(RUNS, TASK_RUNS)
 
     @classmethod
     def tearDownClass(cls):
