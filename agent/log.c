@@ -5,7 +5,7 @@
  * serves every call. JSON escaping validates UTF-8 and replaces invalid bytes with U+FFFD, which
  * keeps every line parseable whatever a task prints. */
 #include "agent/log.h"
-#include "agent/status.h"
+#include "proto/util.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -73,35 +73,6 @@ static void buf_adds(struct buf *b, const char *s)
     buf_add(b, s, strlen(s));
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    unsigned cp = c & (0x7F >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 /* Appends s as a JSON string literal (with quotes). */
 static void buf_json_str(struct buf *b, const char *s, size_t n)
 {
@@ -149,7 +120,7 @@ static void buf_json_str(struct buf *b, const char *s, size_t n)
             i++;
             continue;
         }
-        size_t len = utf8_seq(u + i, n - i);
+        size_t len = proto_utf8_seq(u + i, n - i);
         if (len == 0) {
             buf_add(b, "\\ufffd", 6);
             i++;
@@ -262,7 +233,7 @@ log_line *agent_log_begin(log_level level, const char *event_type, const char *f
     va_end(ap);
 
     buf_adds(&l->json, "{\"timestamp\":\"");
-    buf_adds(&l->json, status_now_iso(ts));
+    buf_adds(&l->json, proto_iso_time(proto_now(), ts));
     buf_adds(&l->json, "\",\"level\":\"");
     buf_adds(&l->json, level_names[level]);
     buf_adds(&l->json, "\"");
@@ -358,7 +329,7 @@ static void write_pretty(log_line *l)
     static const char *const colors[] = {"\033[2m", "", "\033[33m", "\033[31m"};
     struct buf out = {0};
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     buf_adds(&out, "\r\033[K");
     buf_add(&out, ts + 11, 8);
     buf_adds(&out, " ");

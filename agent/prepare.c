@@ -8,6 +8,7 @@
 #include "agent/run.h"
 #include "agent/log.h"
 #include "fetch/unpack.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -62,25 +63,6 @@ static char *path_join(const char *a, const char *b)
     char *s = malloc(n);
     snprintf(s, n, "%s/%s", a, b);
     return s;
-}
-
-/* mkdir -p for the work directory's parents. */
-static int mkdirs(const char *path)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return -ENAMETOOLONG;
-    for (char *s = buf + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        if (mkdir(buf, 0755) && errno != EEXIST)
-            return -errno;
-        *s = '/';
-    }
-    if (mkdir(buf, 0755) && errno != EEXIST)
-        return -errno;
-    return 0;
 }
 
 static void unpack_work(uv_work_t *w)
@@ -381,7 +363,7 @@ static void settle(prep *p)
 /* The run's work directory, emptied of any earlier attempt's leftovers. */
 static int make_run_dir(run_state *r, char *err)
 {
-    int rc = mkdirs(r->cfg->work_dir);
+    int rc = proto_mkdirs(r->cfg->work_dir, 0755);
     if (rc) {
         snprintf(err, AGENT_ERR_MAX, "cannot create DAGY_WORK_DIR %s: %s", r->cfg->work_dir,
                  strerror(-rc));

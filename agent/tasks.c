@@ -7,6 +7,8 @@
  * their upstream result files only. */
 #include "agent/run.h"
 #include "agent/log.h"
+#include "proto/names.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,37 +24,19 @@ extern char **environ;
 
 #define TASK_OUTPUT_MAX (16u << 20) /* largest result a task may write to DAGY_TASK_OUTPUT */
 
-/* DIR/SUB/NAMEEXT, or DIR/NAMEEXT when sub is NULL. */
+/* DIR/SUB/NAMEEXT, or DIR/NAMEEXT when sub is NULL. `name` is a task name or one of the
+ * agent's fixed names; it goes through proto_name_encode (fixed names encode to themselves), so
+ * ".hidden" becomes "%2Ehidden" and no task name is a path trick. */
 static char *fmt_path(const char *dir, const char *sub, const char *name, const char *ext)
 {
-    size_t n = strlen(dir) + (sub ? strlen(sub) : 0) + strlen(name) + strlen(ext) + 4;
-    char *s = malloc(n);
-    snprintf(s, n, "%s/%s%s%s%s", dir, sub ? sub : "", sub ? "/" : "", name, ext);
-    return s;
-}
-
-/* Reads a small file whole; NULL if absent or too large. */
-static char *slurp(const char *path, size_t max, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char enc[PROTO_NAME_ENCODED_MAX];
+    if (proto_name_encode(name, enc, sizeof enc) >= sizeof enc)
         return NULL;
-    struct stat st;
-    char *buf = NULL;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size <= max) {
-        buf = malloc((size_t)st.st_size + 1);
-        ssize_t n = read(fd, buf, (size_t)st.st_size);
-        if (n < 0) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf[n] = '\0';
-            if (len)
-                *len = (size_t)n;
-        }
-    }
-    close(fd);
-    return buf;
+    size_t n = strlen(dir) + (sub ? strlen(sub) : 0) + strlen(enc) + strlen(ext) + 4;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s/%s%s%s%s", dir, sub ? sub : "", sub ? "/" : "", enc, ext);
+    return s;
 }
 
 static int write_file(const char *path, const char *data, size_t len)
@@ -85,7 +69,7 @@ int agent__load_spec(run_state *r, char *err)
     agent_log_context(NULL, c->flow_name, c->flow_version, NULL, NULL);
 
     char *meta_path = fmt_path(r->flow_dir, NULL, "metadata", ".json");
-    char *meta = slurp(meta_path, 1u << 20, NULL);
+    char *meta = proto_read_file(meta_path, 1u << 20, NULL);
     if (meta) {
         r->metadata = cJSON_Parse(meta);
         if (!r->metadata)
@@ -268,7 +252,7 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
     cJSON *it = task_item(r, i);
     const char *st = sched_state_name(to);
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     uint64_t now = uv_now(&r->loop);
     status_set_str(it, "status", st);
     status_set_num(it, "attempt", sched_task_attempt(r->plan, i));
@@ -378,7 +362,7 @@ static char *write_inputs(run_state *r, size_t i)
         char *rp = fmt_path(r->run_dir, "results", name, ".json");
         size_t rl = 0;
         char *res = sched_task_state(r->plan, ft->upstream[u]) == SCHED_SUCCEEDED
-                        ? slurp(rp, TASK_OUTPUT_MAX, &rl)
+                        ? proto_read_file(rp, TASK_OUTPUT_MAX, &rl)
                         : NULL;
         free(rp);
         while (res && rl > 0 && strchr(" \t\r\n", res[rl - 1]))
@@ -579,7 +563,7 @@ static bool result_ok(run_state *r, size_t i, char *why, size_t whylen)
     struct stat st;
     bool ok = true;
     if (stat(rp, &st) == 0) {
-        char *data = slurp(rp, TASK_OUTPUT_MAX, NULL);
+        char *data = proto_read_file(rp, TASK_OUTPUT_MAX, NULL);
         cJSON *j = data ? cJSON_Parse(data) : NULL;
         if (!j) {
             snprintf(why, whylen, "DAGY_TASK_OUTPUT is not valid JSON (or larger than 16 MiB)");

@@ -180,11 +180,6 @@ void launch_reconcile_verdict(const cJSON *task, const char *container_name, lau
 
 /* ---- time and ids ---- */
 
-/* ISO 8601 UTC with milliseconds: "2026-03-14T09:00:00.123Z" (buf >= 32 bytes). */
-void launch_iso_time(double epoch, char *buf);
-double launch_now(void);
-/* Parses launch_iso_time's format (and without milliseconds); -1 if malformed. */
-double launch_parse_iso(const char *s);
 /* A random version-4 UUID (buf >= 37 bytes). */
 void launch_uuid4(char *buf);
 
