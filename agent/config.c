@@ -3,6 +3,7 @@
  * variable; nothing falls back silently. */
 #include "agent/agent.h"
 #include "agent/log.h"
+#include "proto/jsonnul.h"
 #include "proto/names.h"
 #include "proto/util.h"
 
@@ -60,6 +61,14 @@ static char *read_params_file(const char *path, char *err)
 /* Merges a JSON object text into c->parameters (later sources win). */
 static int merge_params_json(agent_config *c, const char *text, const char *what, char *err)
 {
+    if (proto_json_has_nul(text, strlen(text))) { /* cJSON would cut the string there */
+        char where[128];
+        proto_json_nul_where(text, strlen(text), where, sizeof where);
+        snprintf(err, AGENT_ERR_MAX,
+                 "%s: the string at %s contains a NUL character (\\u0000), which is not allowed",
+                 what, where);
+        return -EINVAL;
+    }
     cJSON *o = cJSON_Parse(text);
     if (!cJSON_IsObject(o)) {
         snprintf(err, AGENT_ERR_MAX, "%s: must be a JSON object, e.g. {\"date\": \"2024-03-14\"}",

@@ -722,6 +722,10 @@ static int load_batch(batch *b, const launch_opts *o, char *err)
     char *text = launch__read_file(o->file, "--file", err);
     if (!text)
         return -EINVAL;
+    if (launch__refuse_nul(text, "--file", err) < 0) {
+        free(text);
+        return -EINVAL;
+    }
     cJSON *arr = cJSON_Parse(text);
     free(text);
     int n = cJSON_GetArraySize(arr);

@@ -3,6 +3,7 @@
  * and UUIDs (names and times: proto/names.h, proto/util.h). Nothing here talks to AWS, so every
  * rule is unit-tested directly. */
 #include "launcher/launch.h"
+#include "proto/jsonnul.h"
 #include "proto/names.h"
 #include "proto/util.h"
 
@@ -316,12 +317,28 @@ char *launch__read_file(const char *path, const char *what, char *err)
     return text;
 }
 
+int launch__refuse_nul(const char *text, const char *what, char *err)
+{
+    if (!proto_json_has_nul(text, strlen(text)))
+        return 0;
+    char where[128];
+    proto_json_nul_where(text, strlen(text), where, sizeof where);
+    launch__fmt(err, LAUNCH_ERR_MAX,
+                "%s: the string at %s contains a NUL character (\\u0000), which is not allowed",
+                what, where);
+    return -EINVAL;
+}
+
 int launch_params_merge(cJSON *params, const char *text_or_file, const char *what, char *err)
 {
     bool file = text_or_file[0] == '@';
     char *text = file ? launch__read_file(text_or_file + 1, what, err) : strdup(text_or_file);
     if (!text)
         return file ? -EINVAL : -ENOMEM;
+    if (launch__refuse_nul(text, what, err) < 0) {
+        free(text);
+        return -EINVAL;
+    }
     cJSON *obj = cJSON_Parse(text);
     free(text);
     if (!cJSON_IsObject(obj)) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "proto/flowspec_int.h"
+#include "proto/jsonnul.h"
 #include "proto/names.h"
 #include "proto/util.h"
 
@@ -553,6 +554,78 @@ static int json_error(const char *json, size_t len, const char *at, char *err)
     return flowspec__fail(err, "invalid JSON at line %zu, column %zu", line, col);
 }
 
+#define NUL_WHY "contains a NUL character (\\u0000), which is not allowed"
+
+/* The member of object `o` that holds the marker, or NULL. */
+static const cJSON *marked_member(const cJSON *o, const char *marker)
+{
+    const cJSON *m;
+    cJSON_ArrayForEach(m, o)
+    {
+        if (proto_json_holds(m, marker))
+            return m;
+    }
+    return NULL;
+}
+
+/* "PREFIXfield "F": ..." for the marked member m of an object (or its name, if that is it). */
+static int nul_field(const cJSON *m, const char *prefix, char *err)
+{
+    return flowspec__fail(err, "%sfield \"%s\": " NUL_WHY, prefix, m->string);
+}
+
+/* The task holding the marker in the tasks array: "task "NAME": field "F": ...". */
+static int nul_task(const cJSON *tasks, const char *marker, char *err)
+{
+    size_t i = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tasks)
+    {
+        i++;
+        const cJSON *m = proto_json_holds(t, marker) ? marked_member(t, marker) : NULL;
+        if (!m)
+            continue;
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name");
+        char prefix[200];
+        if (cJSON_IsString(name) && !strstr(name->valuestring, marker) &&
+            proto_name_check(PROTO_NAME_TASK, name->valuestring, NULL, 0))
+            snprintf(prefix, sizeof prefix, "task \"%s\": ", name->valuestring);
+        else
+            snprintf(prefix, sizeof prefix, "task #%zu: ", i);
+        if (strstr(m->string, marker))
+            return flowspec__fail(err, "%sthe name of a field " NUL_WHY, prefix);
+        return nul_field(m, prefix, err);
+    }
+    return flowspec__fail(err, "field \"tasks\": " NUL_WHY);
+}
+
+/* The spec holds a \u0000 escape, which cJSON would cut the string at: names the task and the
+ * field (or the line and column when the text cannot be marked). */
+static int nul_error(const char *json, size_t len, char *err)
+{
+    char marker[4], where[128];
+    cJSON *root = proto_json_parse_nul_marked(json, len, marker);
+    const cJSON *m = cJSON_IsObject(root) ? marked_member(root, marker) : NULL;
+    int rc;
+    if (!m) {
+        proto_json_nul_where(json, len, where, sizeof where);
+        rc = flowspec__fail(err, "a string at %s " NUL_WHY, where);
+    } else if (strstr(m->string, marker)) {
+        rc = flowspec__fail(err, "the name of a field " NUL_WHY);
+    } else if (!strcmp(m->string, "tasks") && cJSON_IsArray(m)) {
+        rc = nul_task(m, marker, err);
+    } else if (!strcmp(m->string, "defaults") && cJSON_IsObject(m)) {
+        const cJSON *d = marked_member(m, marker);
+        rc = strstr(d->string, marker)
+                 ? flowspec__fail(err, "defaults: the name of a field " NUL_WHY)
+                 : nul_field(d, "defaults: ", err);
+    } else {
+        rc = nul_field(m, "", err);
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
 int flowspec_parse(const char *json, size_t len, flowspec **out, char *err)
 {
     *out = NULL;
@@ -564,6 +637,8 @@ int flowspec_parse(const char *json, size_t len, flowspec **out, char *err)
     const char *nul = memchr(json, '\0', len);
     if (nul)
         return json_error(json, len, nul, err);
+    if (proto_json_has_nul(json, len))
+        return nul_error(json, len, err);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
     if (!root)

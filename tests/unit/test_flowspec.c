@@ -632,6 +632,38 @@ static void test_load_prefixes_errors_with_the_path(void **state)
     assert_null(s);
 }
 
+/* cJSON cuts a string at a \u0000 escape: "a\u0000; rm -rf /" would run as "a". Such specs are
+ * refused, naming the task and the field (defect 13; these parsed before). */
+static void test_nul_escapes_are_refused_naming_task_and_field(void **state)
+{
+#define NUL_WHY "contains a NUL character (\\u0000), which is not allowed"
+    expect_error(SPEC("{'name': 'a\\u0000; rm -rf /', " CMD "}"),
+                 "task #1: field 'name': " NUL_WHY);
+    expect_error(SPEC("{'name': 'x', 'command': ['sh', '-c', 'echo a\\u0000; rm -rf /']}"),
+                 "task 'x': field 'command': " NUL_WHY);
+    expect_error(SPEC("{'name': 'ok', " CMD "}, {'name': 'x', " CMD ", 'env': {'A': 'b\\u0000'}}"),
+                 "task 'x': field 'env': " NUL_WHY);
+    expect_error(SPEC("{'name': 'x', " CMD ", 'env': {'A\\u0000B': 'b'}}"),
+                 "task 'x': field 'env': " NUL_WHY);
+    expect_error(SPEC("{'name': 'x', 'callable': 'm:f', 'kwargs': {'k': [1, {'d': '\\u0000'}]}}"),
+                 "task 'x': field 'kwargs': " NUL_WHY);
+    expect_error(SPEC("{'name': 'x', 'descr\\u0000iption': 'd', " CMD "}"),
+                 "task 'x': the name of a field " NUL_WHY);
+    expect_error("{'spec_version': 1, 'name': 'f\\u0000', 'tasks': []}", "field 'name': " NUL_WHY);
+    expect_error("{'spec_version': 1, 'name': 'f', 'description': '\\u0000', 'tasks': []}",
+                 "field 'description': " NUL_WHY);
+    expect_error(
+        "{'spec_version': 1, 'name': 'f', 'defaults': {'retries': '\\u0000'}, 'tasks': []}",
+        "defaults: field 'retries': " NUL_WHY);
+    expect_error("{'spec_version': 1, 'na\\u0000me': 'f', 'tasks': []}",
+                 "the name of a field " NUL_WHY);
+    /* An escaped backslash before "u0000" is not a NUL: the command keeps the six characters. */
+    flowspec *s = parse_ok(SPEC("{'name': 'x', 'command': ['echo', 'a\\\\u0000b']}"));
+    assert_string_equal(s->tasks[0].command[1], "a\\u0000b");
+    flowspec_free(s);
+#undef NUL_WHY
+}
+
 /* Names that start with '.' (but are not "." or "..") are valid task names. */
 static void test_dot_names_are_valid_task_names(void **state)
 {
@@ -668,6 +700,7 @@ int main(void)
         cmocka_unit_test(test_dot_escapes_and_shortens_commands),
         cmocka_unit_test(test_load_prefixes_errors_with_the_path),
         cmocka_unit_test(test_dot_names_are_valid_task_names),
+        cmocka_unit_test(test_nul_escapes_are_refused_naming_task_and_field),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -138,6 +138,23 @@ static void test_params(void **state)
     cJSON_Delete(p);
 }
 
+/* A \u0000 escape would cut a parameter (cJSON ends strings there): refused, naming it. */
+static void test_params_with_nul_escapes_are_refused(void **state)
+{
+    (void)state;
+    char err[LAUNCH_ERR_MAX];
+    cJSON *p = cJSON_CreateObject();
+    assert_int_equal(
+        launch_params_merge(p, "{\"day\": \"2024\\u0000; rm -rf /\"}", "--params-json", err),
+        -EINVAL);
+    assert_string_equal(err, "--params-json: the string at day contains a NUL character "
+                             "(\\u0000), which is not allowed");
+    assert_null(p->child);
+    assert_int_equal(launch_params_merge(p, "{\"day\": \"a\\\\u0000\"}", "--params-json", err), 0);
+    assert_string_equal(cJSON_GetObjectItem(p, "day")->valuestring, "a\\u0000");
+    cJSON_Delete(p);
+}
+
 static void test_env_extras(void **state)
 {
     (void)state;
@@ -586,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_semver_validity),
         cmocka_unit_test(test_parse_int),
         cmocka_unit_test(test_params),
+        cmocka_unit_test(test_params_with_nul_escapes_are_refused),
         cmocka_unit_test(test_env_extras),
         cmocka_unit_test(test_request_defaults),
         cmocka_unit_test(test_request_errors_name_the_flag),
