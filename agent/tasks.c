@@ -334,8 +334,10 @@ static void on_task_line(void *ud, sbx_proc *p, int stream, const char *line, si
     agent_task *t = ud;
     run_state *r = t->run;
     size_t i = t->index;
-    log_line *l =
-        agent_log_begin(LOG_INFO, "task_output", "%.*s", (int)(len > 1900 ? 1900 : len), line);
+    /* The line's bytes as they came (a NUL does not end it), cut on a character for the
+     * message; a longer line also goes whole into "line". */
+    log_line *l = agent_log_begin_text(LOG_INFO, "task_output", line,
+                                       len > 1900 ? proto_utf8_cut(line, len, 1900) : len);
     if (!l)
         return;
     agent_log_str(l, "task_name", r->spec->tasks[i].name);
