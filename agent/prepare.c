@@ -8,6 +8,7 @@
 #include "agent/run.h"
 #include "agent/log.h"
 #include "fetch/unpack.h"
+#include "proto/names.h"
 #include "proto/util.h"
 
 #include <errno.h>
@@ -369,7 +370,9 @@ static int make_run_dir(run_state *r, char *err)
                  strerror(-rc));
         return rc;
     }
-    r->run_dir = path_join(r->cfg->work_dir, r->cfg->run_id);
+    char enc[PROTO_NAME_ENCODED_MAX]; /* ".r" is a directory like any other: %2Er */
+    proto_name_encode(r->cfg->run_id, enc, sizeof enc);
+    r->run_dir = path_join(r->cfg->work_dir, enc);
     unpack_rmtree(r->run_dir);
     if (mkdir(r->run_dir, 0700)) {
         snprintf(err, AGENT_ERR_MAX, "cannot create %s: %s", r->run_dir, strerror(errno));

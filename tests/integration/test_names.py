@@ -61,10 +61,15 @@ class LocalNames(unittest.TestCase):
         # Inputs carry the real upstream names, built from the encoded result files.
         self.assertEqual(r.output("a.b"), ['inputs of a.b: {".hidden":{"from": ".hidden"}}'])
         self.assertEqual(r.output("..x"), ['inputs of ..x: {"a.b":{"from": "a.b"}}'])
-        # No file anywhere under the state directory is hidden or a path step.
-        for root, dirs, files in os.walk(f.state):
-            for n in dirs + files:
-                self.assertFalse(n.startswith("."), os.path.join(root, n))
+        # No file anywhere under the state or work directory is hidden or a path step.
+        seen = 0
+        for top in (f.state, f.work):
+            for root, dirs, files in os.walk(top):
+                for n in dirs + files:
+                    seen += 1
+                    self.assertFalse(n.startswith("."), os.path.join(root, n))
+        self.assertTrue(os.path.isdir(os.path.join(f.work, encode(".run-1"))))
+        self.assertGreater(seen, 8)
 
     def test_dot_and_dotdot_task_names_are_exit_2_naming_the_task(self):
         for i, bad in enumerate([".", ".."]):
