@@ -393,8 +393,9 @@ static void on_existing_flow(void *ud, const fetch_aws_result *r)
         j->rc = LAUNCH_EXIT_INVALID;
         uv_stop(&j->ctx.loop);
     } else {
-        char key[1024];
-        launch__fmt(key, sizeof key, "flows/%s/%s/artifact.zip", j->flow, j->version);
+        char key[1024], enc[PROTO_NAME_ENCODED_MAX];
+        proto_name_encode(j->flow, enc, sizeof enc); /* the same key as j->uri */
+        launch__fmt(key, sizeof key, "flows/%s/%s/artifact.zip", enc, j->version);
         int rc = fetch_s3_put_file(j->ctx.aws, j->ctx.cfg.artifact_bucket, key, j->artifact,
                                    on_upload, j);
         if (rc < 0) {
@@ -425,7 +426,8 @@ static int register_prepare(register_job *j, char *err)
     if (!proto_name_check(PROTO_NAME_FLOW, j->flow, err, LAUNCH_ERR_MAX))
         return -EINVAL;
     if (!launch_tag_value_valid(j->version, 128) || strchr(j->version, '/') ||
-        strcmp(j->version, "latest") == 0) {
+        strcmp(j->version, "latest") == 0 || !strcmp(j->version, ".") ||
+        !strcmp(j->version, "..")) {
         launch__fmt(err, LAUNCH_ERR_MAX, "--flow-version \"%s\" is not a usable version",
                     j->version);
         return -EINVAL;
@@ -456,9 +458,12 @@ int launch_cmd_register_flow(const char *artifact, const char *flow, const char 
         return LAUNCH_EXIT_INVALID;
     }
     proto_iso_time(proto_now(), j.now);
-    size_t n = strlen(j.ctx.cfg.artifact_bucket) + strlen(flow) + strlen(version) + 40;
+    /* The flow name is one key segment: encoded like every name (proto_name_encode). */
+    char enc[PROTO_NAME_ENCODED_MAX];
+    proto_name_encode(flow, enc, sizeof enc);
+    size_t n = strlen(j.ctx.cfg.artifact_bucket) + strlen(enc) + strlen(version) + 40;
     j.uri = malloc(n);
-    launch__fmt(j.uri, n, "s3://%s/flows/%s/%s/artifact.zip", j.ctx.cfg.artifact_bucket, flow,
+    launch__fmt(j.uri, n, "s3://%s/flows/%s/%s/artifact.zip", j.ctx.cfg.artifact_bucket, enc,
                 version);
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "TableName", j.ctx.cfg.flows_table);

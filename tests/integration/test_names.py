@@ -232,6 +232,13 @@ class LaunchNames(unittest.TestCase):
         r = self.L.launch("status", "..")
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("invalid run id", r.stderr)
+        art = self.L.path("etl-1.0.0.zip")
+        for flow, version, msg in [("..", "1.0.0", "invalid flow name"),
+                                   ("etl", "..", "is not a usable version")]:
+            r = self.L.launch("register-flow", "--artifact", art, "--flow", flow,
+                              "--flow-version", version, "--org", launchenv.ORG)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(msg, r.stderr)
 
 
 if __name__ == "__main__":
