@@ -81,9 +81,9 @@ static void buf_json_str(struct buf *b, const char *s, size_t n)
     b->p[b->len++] = '"';
     for (size_t i = 0; i < n;) {
         unsigned c = u[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x7F) {
             size_t j = i;
-            while (j < n && u[j] >= 0x20 && u[j] != '"' && u[j] != '\\' && u[j] < 0x80)
+            while (j < n && u[j] >= 0x20 && u[j] != '"' && u[j] != '\\' && u[j] < 0x7F)
                 j++;
             buf_add(b, s + i, j - i);
             i = j;
@@ -114,13 +114,21 @@ static void buf_json_str(struct buf *b, const char *s, size_t n)
         default:
             break;
         }
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7F) {
             snprintf(esc, sizeof esc, "\\u%04x", c);
             buf_add(b, esc, 6);
             i++;
             continue;
         }
         size_t len = proto_utf8_seq(u + i, n - i);
+        if (len == 2 && c == 0xC2 && u[i + 1] < 0xA0) {
+            /* C1 controls (U+0080-U+009F) escaped too: `cat` of a log file must not drive the
+             * terminal that shows it. */
+            snprintf(esc, sizeof esc, "\\u%04x", u[i + 1]);
+            buf_add(b, esc, 6);
+            i += 2;
+            continue;
+        }
         if (len == 0) {
             buf_add(b, "\\ufffd", 6);
             i++;
