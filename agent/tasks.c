@@ -603,11 +603,14 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
     t->proc = NULL;
     t->exit_code = res->term_signal || res->spawn_error ? -1 : res->exit_code;
     sched_exit how = SCHED_EXIT_OK;
-    if (t->cancelled) {
+    /* The leader's exit decides, unless the agent killed it while it ran: a timeout or a drain
+     * that came after the exit (in the same loop turn, or while a descendant still held the
+     * output) leaves `killed` false and changes nothing. */
+    if (t->cancelled && res->killed) {
         how = SCHED_EXIT_CANCELLED;
         snprintf(err, sizeof err, "Worker shutdown requested via %s: task terminated",
                  r->stop_signal ? r->stop_signal : "SIGTERM");
-    } else if (t->timed_out) {
+    } else if (t->timed_out && res->killed) {
         how = SCHED_EXIT_TIMED_OUT;
     } else if (res->spawn_error || res->term_signal || res->exit_code) {
         how = SCHED_EXIT_FAILED;

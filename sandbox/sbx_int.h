@@ -1,10 +1,12 @@
 /* sbx_int.h - internals shared by the sandbox's files: the line splitter and the stderr trace
- * ring. Both are plain data and functions (no libuv, no processes) so they are tested directly. */
+ * ring (plain data and functions, tested directly), the child side of a spawn (sbx_child.c),
+ * and finding escaped descendants and the watchdog (sbx_escape.c). */
 #ifndef DAGY_SBX_INT_H
 #define DAGY_SBX_INT_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Receives one line (or a piece of a long one); `line` is valid only during the call. */
 typedef void (*sbx__emit_fn)(void *ud, const char *line, size_t len);
@@ -38,5 +40,65 @@ void sbx__ring_append(sbx__ring *r, const char *data, size_t n);
 /* The content, oldest byte first, as one contiguous block (rotates the buffer in place). */
 const char *sbx__ring_view(sbx__ring *r, size_t *len);
 void sbx__ring_free(sbx__ring *r);
+
+/* ---- sbx_escape.c: escaped descendants and the watchdog ---- */
+
+/* What /proc/PID/stat says of a process. */
+typedef struct {
+    char state; /* 'R', 'S', 'Z', ... */
+    pid_t ppid, pgrp, session;
+    unsigned long long start; /* clock ticks after boot */
+} sbx__stat;
+
+/* Reads /proc/PID/stat; 0 or -errno (-ESRCH once the process is gone). */
+int sbx__read_stat(pid_t pid, sbx__stat *st);
+/* Finds the entry of /proc/PID/environ that starts with `prefix` and copies the rest of it
+ * (at most out_len - 1 bytes, NUL-terminated) to `out`. Returns 1 if found, 0 if not, -errno if
+ * unreadable. Allocates nothing (the watchdog uses it after fork()). */
+int sbx__environ_find(pid_t pid, const char *prefix, char *out, size_t out_len);
+/* Calls fn(ud, pid) for every child of the calling process: /proc/self/task/TID/children of
+ * the main thread and of `loop_tid` (orphans go to the main thread, our own children belong
+ * to the thread that created them), or, without CONFIG_PROC_CHILDREN, a scan of /proc for
+ * processes whose parent we are. Returns 0 or -errno. */
+int sbx__list_children(pid_t loop_tid, void (*fn)(void *ud, pid_t pid), void *ud);
+
+/* Watchdog messages (8 bytes, written atomically to its pipe). */
+enum { SBX__WD_ADD = 1, SBX__WD_DEL = 2, SBX__WD_BYE = 3 };
+/* Forks the watchdog: it reads group ids from a pipe, and when the pipe ends without BYE (the
+ * agent died, even by SIGKILL) it sends SIGKILL to every registered process group and to every
+ * process whose environment has `marker` (SBX_ID_ENV=ID-, the agent's prefix), then exits.
+ * Returns 0 with its pid and the pipe's write end (non-blocking, O_CLOEXEC), or -errno. */
+int sbx__watchdog_start(const char *marker, pid_t *pid, int *fd);
+/* Sends one message; a full pipe drops it (the watchdog is then less thorough, never wrong). */
+void sbx__watchdog_send(int fd, int op, pid_t pgid);
+/* Sends BYE, closes the pipe and reaps the watchdog (SIGKILL after ~1 s). */
+void sbx__watchdog_stop(pid_t pid, int fd);
+
+/* ---- sbx_child.c: the child between clone() and execve() ---- */
+
+/* One spawn. Filled by the caller except `parent` and `err`. Lives on the caller's stack: the
+ * child shares our memory and writes `err` there before it exits. */
+typedef struct {
+    const char *path;         /* what to execve() */
+    char *const *argv, *const *envp;
+    const char *cwd;          /* NULL: inherit */
+    int fd[3];                /* dup2()ed onto 0, 1, 2 */
+    void *stack;              /* the child's stack (>= 16 KiB), not used by anything else */
+    size_t stack_size;
+    pid_t parent;             /* getpid() of the agent, for the child's PDEATHSIG race check */
+    volatile int err;         /* errno of the child's failure, 0 if it exec'd */
+} sbx__child;
+
+/* Starts the child (a new session, PR_SET_PDEATHSIG(SIGKILL), only fds 0-2, default signal
+ * dispositions for what the agent handles, empty mask) and returns when it has exec'd: 0 and
+ * *pid, or -errno of why it could not (the child is then already reaped). Call only from the
+ * loop thread. */
+int sbx__spawn_child(sbx__child *c, pid_t *pid);
+
+enum { SBX__CLOSE_ANY = 0, SBX__CLOSE_RANGE, SBX__CLOSE_PROCFS, SBX__CLOSE_RLIMIT };
+/* Closes every descriptor >= lowfd: close_range(), else by listing /proc/self/fd, else every
+ * number below RLIMIT_NOFILE (capped at 2^20); `method` forces one way (for tests). Only raw
+ * system calls: safe in a vfork-like child. Returns 0 or -errno. */
+int sbx__close_from(int lowfd, int method);
 
 #endif
