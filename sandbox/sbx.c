@@ -26,8 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PID_BUCKETS   256         /* running leaders are few (max_parallel): short chains */
-#define READ_BUF_SIZE (64 * 1024) /* shared by every pipe: each read is consumed at once */
+#define PID_BUCKETS   256          /* running leaders are few (max_parallel): short chains */
+#define READ_BUF_SIZE (64 * 1024)  /* shared by every pipe: each read is consumed at once */
 #define CHILD_STACK   (256 * 1024) /* the spawned child's stack until exec (sanitizers need room) */
 #define CLOSE_WAIT_MS 1000         /* sbx_close(): how long to wait for killed processes to go */
 
@@ -52,7 +52,7 @@ struct sbx_proc {
     sbx_proc *prev, *next; /* ctx->procs: every proc not yet reported */
     sbx_proc *hnext;       /* ctx->buckets: running leaders by pid */
     pid_t pid;
-    uint64_t seq; /* the attempt's number in SBX_ID_ENV */
+    uint64_t seq;             /* the attempt's number in SBX_ID_ENV */
     unsigned long long start; /* the leader's start in /proc ticks, 0 until needed */
     proc_state state;
     bool term_sent;
@@ -73,7 +73,7 @@ struct sbx_ctx {
     int devnull;
     pthread_t thread; /* the loop's thread: the only one that may spawn (PR_SET_PDEATHSIG) */
     pid_t tid;
-    void *stack; /* the spawned child's, reused by every spawn */
+    void *stack;                 /* the spawned child's, reused by every spawn */
     char id[40];                 /* "<pid>-<nonce>": this context's prefix of SBX_ID_ENV values */
     char marker[SBX_ID_ENV_MAX]; /* "SBX_ID_ENV=<id>-" */
     uint64_t seq;
@@ -633,8 +633,9 @@ static bool claimed(sbx_ctx *ctx, pid_t pid, const sbx__stat *st)
 
 typedef struct {
     sbx_ctx *ctx;
-    bool all;    /* sbx_close(): every child but the watchdog */
-    size_t live; /* children found alive and killed */
+    bool all;       /* sbx_close(): every child but the watchdog */
+    size_t live;    /* children found alive and killed */
+    size_t zombies; /* children found dead, not reaped yet */
 } sweep_state;
 
 static void sweep_one(void *ud, pid_t pid)
@@ -642,9 +643,12 @@ static void sweep_one(void *ud, pid_t pid)
     sweep_state *w = ud;
     sbx_ctx *ctx = w->ctx;
     sbx__stat st;
-    if (pid == ctx->watchdog || table_find(ctx, pid) || sbx__read_stat(pid, &st) ||
-        st.state == 'Z' || st.state == 'X')
+    if (pid == ctx->watchdog || table_find(ctx, pid) || sbx__read_stat(pid, &st))
         return;
+    if (st.state == 'Z' || st.state == 'X') {
+        w->zombies++; /* dead already; reaped by the SIGCHLD handler or kill_leftovers() */
+        return;
+    }
     if (!w->all && claimed(ctx, pid, &st))
         return;
     /* Our child (alive or a zombie) keeps its pid and group id from reuse: these name it. */
@@ -657,12 +661,13 @@ static void sweep_one(void *ud, pid_t pid)
 }
 
 /* Kills the orphans no running attempt claims (all of them with `all`). Their own children
- * become ours when they die, and are swept when they are reaped in turn. Returns how many. */
+ * become ours when they die, and are swept when they are reaped in turn. Returns how many
+ * orphans it found, alive (now killed) or dead. */
 static size_t sweep(sbx_ctx *ctx, bool all)
 {
-    sweep_state w = {ctx, all, 0};
+    sweep_state w = {ctx, all, 0, 0};
     sbx__list_children(ctx->tid, sweep_one, &w);
-    return w.live;
+    return w.live + w.zombies;
 }
 
 /* ---- ending ----------------------------------------------------------------------------- */

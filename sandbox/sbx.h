@@ -115,7 +115,7 @@ typedef enum {
 
 typedef struct {
     sbx_size_kind kind;
-    bool in_env;  /* index names an envp entry, else an argv one */
+    bool in_env; /* index names an envp entry, else an argv one */
     size_t index;
     size_t size;  /* the string's length (ARG, ENV) or the total bytes (TOTAL) */
     size_t limit; /* what it may be at most */

@@ -79,14 +79,14 @@ void sbx__watchdog_stop(pid_t pid, int fd);
 /* One spawn. Filled by the caller except `parent` and `err`. Lives on the caller's stack: the
  * child shares our memory and writes `err` there before it exits. */
 typedef struct {
-    const char *path;         /* what to execve() */
+    const char *path; /* what to execve() */
     char *const *argv, *const *envp;
-    const char *cwd;          /* NULL: inherit */
-    int fd[3];                /* dup2()ed onto 0, 1, 2 */
-    void *stack;              /* the child's stack (>= 16 KiB), not used by anything else */
+    const char *cwd; /* NULL: inherit */
+    int fd[3];       /* dup2()ed onto 0, 1, 2 */
+    void *stack;     /* the child's stack (>= 16 KiB), not used by anything else */
     size_t stack_size;
-    pid_t parent;             /* getpid() of the agent, for the child's PDEATHSIG race check */
-    volatile int err;         /* errno of the child's failure, 0 if it exec'd */
+    pid_t parent;     /* getpid() of the agent, for the child's PDEATHSIG race check */
+    volatile int err; /* errno of the child's failure, 0 if it exec'd */
 } sbx__child;
 
 /* Starts the child (a new session, PR_SET_PDEATHSIG(SIGKILL), only fds 0-2, default signal

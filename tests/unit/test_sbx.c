@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "sandbox/sbx.h"
+#include "sandbox/sbx_int.h"
 
 #define MAX_LINES 50000
 
@@ -763,6 +764,109 @@ static void test_terminate_after_natural_exit_is_not_a_kill(void **state)
     capture_free(&c);
 }
 
+/* Every way of closing the descriptors (close_range, /proc/self/fd, up to RLIMIT_NOFILE) keeps
+ * 0, 1 and 2 and closes everything else, non-CLOEXEC fds and sockets included. In a forked
+ * child, since it closes the test's own descriptors. */
+static void test_close_from_every_method(void **state)
+{
+    for (int m = SBX__CLOSE_ANY; m <= SBX__CLOSE_RLIMIT; m++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            int a = open("/dev/null", O_RDONLY);
+            int b = socket(AF_UNIX, SOCK_STREAM, 0);
+            int c = fcntl(a, F_DUPFD, 300);
+            if (a < 3 || b < 3 || c < 300)
+                _exit(10);
+            if (sbx__close_from(3, m) != 0)
+                _exit(11);
+            for (int fd = 3; fd < 4096; fd++)
+                if (fcntl(fd, F_GETFD) != -1)
+                    _exit(12);
+            for (int fd = 0; fd < 3; fd++)
+                if (fcntl(fd, F_GETFD) == -1)
+                    _exit(13);
+            _exit(0);
+        }
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st));
+        if (WEXITSTATUS(st) != 0)
+            fail_msg("method %d: child exit %d", m, WEXITSTATUS(st));
+    }
+}
+
+/* Dead for this test: gone, or a zombie (reaped here if it became our child). */
+static bool pid_dead(pid_t pid)
+{
+    waitpid(pid, NULL, WNOHANG);
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *rp = strrchr(buf, ')');
+    return !rp || rp[2] == 'Z' || rp[2] == 'X';
+}
+
+/* The body of a forked "agent": a sandbox running one task until it is killed. */
+static _Noreturn void agent_with_task(const char *script, const char *dir)
+{
+    uv_loop_t loop;
+    sbx_ctx *ctx;
+    if (uv_loop_init(&loop) || sbx_init(&loop, &ctx))
+        _exit(20);
+    char *argv[] = {"sh", "-c", (char *)script, NULL};
+    sbx_spec spec = {.argv = argv, .cwd = dir};
+    capture c = {0};
+    if (sbx_spawn(ctx, &spec, &callbacks, &c, NULL))
+        _exit(21);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    _exit(22);
+}
+
+/* Issue 9 defect 5: kill -9 of the agent. Within a second the leader (PR_SET_PDEATHSIG), a
+ * child in its group (the watchdog's group kill) and a descendant that left the group with
+ * setsid (the watchdog's marker scan) are all dead, and none writes the file it was about to. */
+static void test_tasks_die_with_the_agent_kill_9(void **state)
+{
+    env *e = *state;
+    char script[1024], pids[128];
+    snprintf(pids, sizeof pids, "%s/pids", e->dir);
+    snprintf(script, sizeof script,
+             "(sleep 1.5; echo x > m_group) & echo $! >> pids.tmp;"
+             " setsid sh -c 'sleep 1.5; echo x > m_escaped' & echo $! >> pids.tmp;"
+             " echo $$ >> pids.tmp; mv pids.tmp pids; sleep 1.5; echo x > m_leader");
+    pid_t agent = fork();
+    assert_true(agent >= 0);
+    if (agent == 0)
+        agent_with_task(script, e->dir);
+    for (int i = 0; i < 500 && access(pids, F_OK) != 0; i++)
+        usleep(10000);
+    pid_t p[3];
+    assert_int_equal(read_pids(pids, p, 3), 3);
+    assert_int_equal(kill(agent, SIGKILL), 0);
+    assert_int_equal(waitpid(agent, NULL, 0), agent);
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < 3; i++)
+        while (!pid_dead(p[i]) && now_ms() - t0 < 1000)
+            usleep(5000);
+    print_message("all gone %llu ms after the kill\n", (unsigned long long)(now_ms() - t0));
+    for (int i = 0; i < 3; i++)
+        assert_true(pid_dead(p[i]));
+    usleep(2000 * 1000); /* past the moment they would have written */
+    static const char *const files[] = {"m_group", "m_escaped", "m_leader"};
+    for (int i = 0; i < 3; i++) {
+        char path[160];
+        snprintf(path, sizeof path, "%s/%s", e->dir, files[i]);
+        if (access(path, F_OK) == 0)
+            fail_msg("%s was written after the agent died", files[i]);
+    }
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, env_setup, env_teardown)
 
 int main(void)
@@ -787,6 +891,8 @@ int main(void)
         T(test_trace_keeps_last_64k),
         T(test_only_std_fds_reach_the_task),
         T(test_terminate_after_natural_exit_is_not_a_kill),
+        T(test_close_from_every_method),
+        T(test_tasks_die_with_the_agent_kill_9),
         T(test_sequential_spawns_no_fd_leak),
         T(test_fifty_concurrent),
         T(test_running_without_pipes_keeps_loop),
