@@ -45,9 +45,9 @@ struct linux_dirent64 {
     char d_name[];
 };
 
-/* Closes every fd >= lowfd listed in /proc/self/fd, with raw getdents64 into a stack buffer
- * (readdir() allocates, which the child must not). */
-static int close_from_procfs(int lowfd)
+/* Closes every fd >= lowfd but `keep` listed in /proc/self/fd, with raw getdents64 into a
+ * stack buffer (readdir() allocates, which the child must not). */
+static int close_from_procfs(int lowfd, int keep)
 {
     int dfd =
         (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
@@ -72,7 +72,7 @@ static int close_from_procfs(int lowfd)
                 continue; /* "." and ".." */
             while (*c >= '0' && *c <= '9')
                 fd = fd * 10 + (*c++ - '0');
-            if (fd >= lowfd && fd != dfd)
+            if (fd >= lowfd && fd != dfd && fd != keep)
                 syscall(SYS_close, fd);
         }
     }
@@ -81,7 +81,7 @@ static int close_from_procfs(int lowfd)
 }
 
 /* The last resort without /proc: every number up to the soft RLIMIT_NOFILE (capped). */
-static int close_from_rlimit(int lowfd)
+static int close_from_rlimit(int lowfd, int keep)
 {
     struct rlimit rl;
     long max = RLIMIT_CLOSE_MAX;
@@ -89,27 +89,40 @@ static int close_from_rlimit(int lowfd)
         rl.rlim_cur < (rlim_t)max)
         max = (long)rl.rlim_cur;
     for (long fd = lowfd; fd < max; fd++)
-        syscall(SYS_close, (int)fd);
+        if (fd != keep)
+            syscall(SYS_close, (int)fd);
     return 0;
 }
 
-int sbx__close_from(int lowfd, int method)
+/* close_range() of [lowfd, ~0] without `keep`: 0 or -errno (-ENOSYS before Linux 5.9). */
+static int close_from_range(int lowfd, int keep)
+{
+#ifdef SYS_close_range
+    if (keep >= lowfd) {
+        if (keep > lowfd && syscall(SYS_close_range, (unsigned)lowfd, (unsigned)keep - 1, 0) != 0)
+            return -errno;
+        lowfd = keep + 1;
+    }
+    return syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0) == 0 ? 0 : -errno;
+#else
+    return -ENOSYS;
+#endif
+}
+
+int sbx__close_from(int lowfd, int keep, int method)
 {
     if (method == SBX__CLOSE_ANY || method == SBX__CLOSE_RANGE) {
-#ifdef SYS_close_range
-        if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0) == 0)
-            return 0;
-#endif
         /* ENOSYS before Linux 5.9, EPERM under an old seccomp profile: fall back. */
-        if (method == SBX__CLOSE_RANGE)
-            return -errno;
+        int rc = close_from_range(lowfd, keep);
+        if (rc == 0 || method == SBX__CLOSE_RANGE)
+            return rc;
     }
     if (method == SBX__CLOSE_ANY || method == SBX__CLOSE_PROCFS) {
-        int rc = close_from_procfs(lowfd);
+        int rc = close_from_procfs(lowfd, keep);
         if (rc == 0 || method == SBX__CLOSE_PROCFS)
             return rc;
     }
-    return close_from_rlimit(lowfd);
+    return close_from_rlimit(lowfd, keep);
 }
 
 /* ---- the child ---------------------------------------------------------------------------- */
@@ -141,10 +154,13 @@ static void reset_signals(void)
     }
 }
 
-/* Records why the child cannot run the program and ends it; the parent reads c->err. */
+/* Reports why the child cannot run the program (on the O_CLOEXEC error pipe, which exec
+ * closes: the parent reads EOF on success) and ends it. */
 static _Noreturn void child_fail(sbx__child *c, int err)
 {
-    c->err = err ? err : EINVAL;
+    int e = err ? err : EINVAL;
+    while (write(c->errfd, &e, sizeof e) < 0 && errno == EINTR)
+        ;
     _exit(127);
 }
 
@@ -163,8 +179,9 @@ static int child_main(void *arg)
         _exit(127);
     if (dup2(c->fd[0], 0) < 0 || dup2(c->fd[1], 1) < 0 || dup2(c->fd[2], 2) < 0)
         child_fail(c, errno);
-    /* No descriptor but 0, 1 and 2 reaches the task, whatever flags their owner set. */
-    int rc = sbx__close_from(3, SBX__CLOSE_ANY);
+    /* No descriptor but 0, 1 and 2 reaches the task, whatever flags their owner set (the
+     * error pipe is O_CLOEXEC: exec closes it). */
+    int rc = sbx__close_from(3, c->errfd, SBX__CLOSE_ANY);
     if (rc)
         child_fail(c, -rc);
     if (c->cwd && chdir(c->cwd) != 0)
@@ -176,11 +193,26 @@ static int child_main(void *arg)
     child_fail(c, errno);
 }
 
+/* Reads the child's report: 0 (EOF: it exec'd) or its errno. */
+static int read_report(int fd)
+{
+    int e = 0;
+    ssize_t n;
+    while ((n = read(fd, &e, sizeof e)) < 0 && errno == EINTR)
+        ;
+    return n == (ssize_t)sizeof e ? e : 0;
+}
+
 int sbx__spawn_child(sbx__child *c, pid_t *pid)
 {
     if (!c->stack || c->stack_size < 16384)
         return -EINVAL;
-    c->err = 0;
+    /* The child's errors come back on a pipe rather than in shared memory: valgrind runs a
+     * CLONE_VM|CLONE_VFORK clone as a plain fork, and the report must arrive just the same. */
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC))
+        return -errno;
+    c->errfd = ep[1];
     c->parent = getpid();
     /* All signals blocked across clone(): a handler must not run in the child before
      * reset_signals() (glibc's own internal signals cannot be blocked, and are never sent). */
@@ -188,17 +220,20 @@ int sbx__spawn_child(sbx__child *c, pid_t *pid)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     char *top = (char *)c->stack + c->stack_size;
-    /* CLONE_VFORK: we continue once the child has exec'd or exited, so c->err is final. */
+    /* CLONE_VFORK: we continue once the child has exec'd or exited. */
     pid_t p = clone(child_main, top, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(ep[1]);
+    int err = p < 0 ? 0 : read_report(ep[0]);
+    close(ep[0]);
     if (p < 0)
         return -clone_errno;
-    if (c->err) {
+    if (err) {
         /* The child never ran the program: reap it here, before the SIGCHLD handler sees it. */
         while (waitpid(p, NULL, 0) < 0 && errno == EINTR)
             ;
-        return -c->err;
+        return -err;
     }
     *pid = p;
     return 0;

@@ -265,7 +265,7 @@ static _Noreturn void wd_main(int rfd, const char *marker)
     }
     if (rfd != 3)
         dup2(rfd, 3);
-    sbx__close_from(4, SBX__CLOSE_ANY);
+    sbx__close_from(4, -1, SBX__CLOSE_ANY);
     int32_t msg[256][2];
     bool bye = false;
     for (;;) {

@@ -76,8 +76,8 @@ void sbx__watchdog_stop(pid_t pid, int fd);
 
 /* ---- sbx_child.c: the child between clone() and execve() ---- */
 
-/* One spawn. Filled by the caller except `parent` and `err`. Lives on the caller's stack: the
- * child shares our memory and writes `err` there before it exits. */
+/* One spawn. Filled by the caller except `parent` and `errfd`. Lives on the caller's stack,
+ * which the child shares until it execs. */
 typedef struct {
     const char *path; /* what to execve() */
     char *const *argv, *const *envp;
@@ -85,8 +85,8 @@ typedef struct {
     int fd[3];       /* dup2()ed onto 0, 1, 2 */
     void *stack;     /* the child's stack (>= 16 KiB), not used by anything else */
     size_t stack_size;
-    pid_t parent;     /* getpid() of the agent, for the child's PDEATHSIG race check */
-    volatile int err; /* errno of the child's failure, 0 if it exec'd */
+    pid_t parent; /* getpid() of the agent, for the child's PDEATHSIG race check */
+    int errfd;    /* the child reports its errno here (set by sbx__spawn_child) */
 } sbx__child;
 
 /* Starts the child (a new session, PR_SET_PDEATHSIG(SIGKILL), only fds 0-2, default signal
@@ -96,9 +96,9 @@ typedef struct {
 int sbx__spawn_child(sbx__child *c, pid_t *pid);
 
 enum { SBX__CLOSE_ANY = 0, SBX__CLOSE_RANGE, SBX__CLOSE_PROCFS, SBX__CLOSE_RLIMIT };
-/* Closes every descriptor >= lowfd: close_range(), else by listing /proc/self/fd, else every
- * number below RLIMIT_NOFILE (capped at 2^20); `method` forces one way (for tests). Only raw
- * system calls: safe in a vfork-like child. Returns 0 or -errno. */
-int sbx__close_from(int lowfd, int method);
+/* Closes every descriptor >= lowfd except `keep` (-1: none): close_range(), else by listing
+ * /proc/self/fd, else every number below RLIMIT_NOFILE (capped at 2^20); `method` forces one
+ * way (for tests). Only raw system calls: safe in a vfork-like child. Returns 0 or -errno. */
+int sbx__close_from(int lowfd, int keep, int method);
 
 #endif

@@ -765,8 +765,8 @@ static void test_terminate_after_natural_exit_is_not_a_kill(void **state)
 }
 
 /* Every way of closing the descriptors (close_range, /proc/self/fd, up to RLIMIT_NOFILE) keeps
- * 0, 1 and 2 and closes everything else, non-CLOEXEC fds and sockets included. In a forked
- * child, since it closes the test's own descriptors. */
+ * 0, 1, 2 and the one asked for, and closes everything else, non-CLOEXEC fds and sockets
+ * included. In a forked child, since it closes the test's own descriptors. */
 static void test_close_from_every_method(void **state)
 {
     for (int m = SBX__CLOSE_ANY; m <= SBX__CLOSE_RLIMIT; m++) {
@@ -778,10 +778,11 @@ static void test_close_from_every_method(void **state)
             int c = fcntl(a, F_DUPFD, 300);
             if (a < 3 || b < 3 || c < 300)
                 _exit(10);
-            if (sbx__close_from(3, m) != 0)
+            int keep = fcntl(a, F_DUPFD, 100);
+            if (sbx__close_from(3, keep, m) != 0)
                 _exit(11);
             for (int fd = 3; fd < 4096; fd++)
-                if (fcntl(fd, F_GETFD) != -1)
+                if ((fcntl(fd, F_GETFD) != -1) != (fd == keep))
                     _exit(12);
             for (int fd = 0; fd < 3; fd++)
                 if (fcntl(fd, F_GETFD) == -1)
