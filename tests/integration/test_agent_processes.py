@@ -2,6 +2,7 @@
 exit in the same loop turn as the timeout, kill -9 of the agent, and parameters/kwargs larger
 than one exec() string. Every process a task starts carries a unique marker variable (the task's
 `env`), so the tests find them in /proc and kill them by pid in cleanup."""
+import json
 import os
 import signal
 import sys
@@ -124,6 +125,75 @@ class AgentProcesses(unittest.TestCase):
         for name in ("m_group", "m_escaped", "m_leader"):
             self.assertFalse(os.path.exists(os.path.join(f.dir, name)), name)
         self.assertLess(gone_after, 1.0)
+
+    # -- issue 8 defect 10 ---------------------------------------------------------------------
+
+    def big_params(self, f):
+        """A 200 KiB parameter (over one exec() string: 128 KiB), every byte value that JSON
+        and UTF-8 allow in a line, written to a --params-json file."""
+        big = "".join(chr(32 + (i * 7) % 95) for i in range(200 * 1024)) + "\u00e9\u20ac"
+        path = os.path.join(f.tmp, "params.json")
+        with open(path, "w") as fh:
+            json.dump({"big": big, "small": "s"}, fh)
+        return big, "@" + path
+
+    def test_200_kib_parameter_reaches_shell_and_callable_tasks_byte_for_byte(self):
+        f = self.flow(spec([
+            self.task("shell", 'test -z "${DAGY_PARAMETERS+set}" || exit 9; '
+                               'cp "$DAGY_PARAMETERS_FILE" got.json', retries=2),
+            {"name": "call", "callable": "mod:echo", "kwargs": {"data": "{{ parameters.big }}"},
+             "retries": 2},
+        ]), files={"mod.py": "def echo(data):\n    return {'data': data, 'n': len(data)}\n"})
+        big, arg = self.big_params(f)
+        r = f.run("--params-json", arg)
+        self.assertEqual(r.code, 0, r)
+        with open(os.path.join(f.dir, "got.json"), encoding="utf-8") as fh:
+            self.assertEqual(json.load(fh), {"big": big, "small": "s"})
+        res = read_json(os.path.join(f.work, r.run_id, "results", "call.json"))
+        self.assertEqual(res["n"], len(big))
+        self.assertEqual(res["data"], big)
+        for name in ("shell", "call"):
+            self.assertEqual(r.task_item(name)["attempt"], 1)
+
+    def test_small_parameters_are_in_the_variable_and_the_file(self):
+        f = self.flow(spec([self.task(
+            "t", 'echo "$DAGY_PARAMETERS"; cat "$DAGY_PARAMETERS_FILE"; echo; '
+                 'test "$(stat -c %a "$DAGY_PARAMETERS_FILE")" = 600')]))
+        r = f.run("--param", "a=1")
+        self.assertEqual(r.code, 0, r)
+        self.assertEqual([json.loads(x) for x in r.output("t")], [{"a": "1"}, {"a": "1"}])
+
+    def test_oversized_argument_or_env_is_refused_up_front_exit_2(self):
+        for field, t in (
+                ("command[2]", self.task("big_arg", ["echo", "x", "{{ parameters.big }}"])),
+                ('env "BIG"', dict(self.task("big_env", "true"),
+                                   env={"BIG": "{{ parameters.big }}", "T_MARK": self.mark}))):
+            with self.subTest(field=field):
+                f = self.flow(spec([self.task("first", "touch ran"), t]))
+                _, arg = self.big_params(f)
+                r = f.run("--params-json", arg)
+                self.assertEqual(r.code, 2, r)
+                self.assertFalse(os.path.exists(os.path.join(f.dir, "ran")))
+                self.assertEqual(r.events("task_start"), [])
+                msg = r.lines[-1]["message"]
+                self.assertIn('task "%s"' % t["name"], msg)
+                self.assertIn(field, msg)
+                self.assertIn("131071", msg)
+
+    def test_command_and_env_over_the_total_limit_is_refused_up_front_exit_2(self):
+        # each value fits one string (100 KiB), all of them together do not (over 6 MiB)
+        env = {"V%02d" % i: "{{ parameters.v }}" for i in range(70)}
+        env["T_MARK"] = self.mark
+        f = self.flow(spec([dict(self.task("wide", "true"), env=env)]))
+        path = os.path.join(f.tmp, "p.json")
+        with open(path, "w") as fh:
+            json.dump({"v": "v" * (100 * 1024)}, fh)
+        r = f.run("--params-json", "@" + path)
+        self.assertEqual(r.code, 2, r)
+        self.assertEqual(r.events("task_start"), [])
+        msg = r.lines[-1]["message"]
+        self.assertIn('task "wide"', msg)
+        self.assertIn("limit", msg)
 
 
 if __name__ == "__main__":
