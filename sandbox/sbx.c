@@ -340,65 +340,6 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- spawning --------------------------------------------------------------------------- */
 
-/* 0 if `cand` (relative ones resolve in the task's cwd) is an executable regular file. */
-static int check_exec(const char *cand, const char *cwd)
-{
-    char full[PATH_MAX];
-    const char *path = cand;
-    if (cand[0] != '/' && cwd) {
-        int n = snprintf(full, sizeof full, "%s/%s", cwd, cand);
-        if (n < 0 || (size_t)n >= sizeof full)
-            return -ENAMETOOLONG;
-        path = full;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-        return -ENOENT;
-    if (faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) != 0)
-        return -EACCES;
-    return 0;
-}
-
-/* The PATH a task's program is looked up in: the task's own, else the agent's, else a default. */
-static const char *env_path(char *const *envp)
-{
-    for (char *const *e = envp; e && *e; e++)
-        if (!strncmp(*e, "PATH=", 5))
-            return *e + 5;
-    const char *path = getenv("PATH");
-    return path ? path : "/usr/local/bin:/usr/bin:/bin";
-}
-
-/* Finds `name` like execvp() does, but in the PATH of the task's environment (posix_spawnp()
- * would use the agent's). Returns 0 and the path to exec in buf, or -ENOENT or -EACCES. */
-static int find_program(const char *name, char *const *envp, const char *cwd, char *buf,
-                        size_t size)
-{
-    if (strchr(name, '/') || !*name) {
-        int n = snprintf(buf, size, "%s", name);
-        return !*name ? -ENOENT : (size_t)n >= size ? -ENAMETOOLONG : 0;
-    }
-    int err = -ENOENT;
-    const char *dir = env_path(envp);
-    for (;;) {
-        const char *end = strchrnul(dir, ':');
-        int dlen = (int)(end - dir);
-        /* An empty PATH entry means the current directory, as in execvp(). */
-        int n = dlen ? snprintf(buf, size, "%.*s/%s", dlen, dir, name)
-                     : snprintf(buf, size, "%s", name);
-        if (n >= 0 && (size_t)n < size) {
-            int rc = check_exec(buf, cwd);
-            if (rc == 0)
-                return 0;
-            if (rc == -EACCES)
-                err = rc;
-        }
-        if (!*end)
-            return err;
-        dir = end + 1;
-    }
-}
-
 /* Wraps a pipe's read end in the stream's handle (libuv makes it non-blocking). */
 static int open_stream(sbx_proc *p, stream *s, int which, int fd)
 {
@@ -502,7 +443,7 @@ static int launch(sbx_proc *p, const sbx_spec *spec, const int wr[2])
 {
     char path[PATH_MAX], mark[SBX_ID_ENV_MAX];
     char *const *given = spec->envp ? spec->envp : environ;
-    const char *path_env = env_path(given);
+    const char *path_env = sbx__env_path(given);
     if (sbx_check_size(spec->argv, given, NULL))
         return -E2BIG;
     p->seq = ++p->ctx->seq;
@@ -514,14 +455,14 @@ static int launch(sbx_proc *p, const sbx_spec *spec, const int wr[2])
     int rc = 0;
     if (slot >= 0)
         snprintf(path, sizeof path, "%s", p->ctx->cache[slot].found);
-    else if (!(rc = find_program(spec->argv[0], given, spec->cwd, path, sizeof path)))
+    else if (!(rc = sbx__find_program(spec->argv[0], given, spec->cwd, path, sizeof path)))
         cache_put(p->ctx, spec->argv[0], path_env, path);
     if (!rc) {
         rc = exec_child(p, path, spec->argv, envp, spec->cwd, wr);
         if ((rc == -ENOENT || rc == -EACCES) && slot >= 0) {
             /* The cached program went away: search PATH again, once. */
             cache_drop(p->ctx, slot);
-            rc = find_program(spec->argv[0], given, spec->cwd, path, sizeof path);
+            rc = sbx__find_program(spec->argv[0], given, spec->cwd, path, sizeof path);
             if (!rc && !(rc = exec_child(p, path, spec->argv, envp, spec->cwd, wr)))
                 cache_put(p->ctx, spec->argv[0], path_env, path);
         }

@@ -1,6 +1,7 @@
 /* sbx_child.c - the child side of a spawn: between clone() and execve() the new process gets a
  * session of its own, dies with the agent (PR_SET_PDEATHSIG), keeps no descriptor but 0, 1, 2,
- * and has the signal state of a fresh process. Also the limits of what execve() accepts.
+ * and has the signal state of a fresh process. Also how the program is found in the task's PATH
+ * and the limits of what execve() accepts.
  *
  * Why clone(CLONE_VM | CLONE_VFORK) and not posix_spawn(): glibc 2.36 has
  * posix_spawn_file_actions_addclosefrom_np(), which would close the descriptors, but posix_spawn
@@ -22,7 +23,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -123,6 +127,63 @@ int sbx__close_from(int lowfd, int keep, int method)
             return rc;
     }
     return close_from_rlimit(lowfd, keep);
+}
+
+/* ---- finding the program ------------------------------------------------------------------ */
+
+/* 0 if `cand` (relative ones resolve in the task's cwd) is an executable regular file. */
+static int check_exec(const char *cand, const char *cwd)
+{
+    char full[PATH_MAX];
+    const char *path = cand;
+    if (cand[0] != '/' && cwd) {
+        int n = snprintf(full, sizeof full, "%s/%s", cwd, cand);
+        if (n < 0 || (size_t)n >= sizeof full)
+            return -ENAMETOOLONG;
+        path = full;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return -ENOENT;
+    if (faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) != 0)
+        return -EACCES;
+    return 0;
+}
+
+const char *sbx__env_path(char *const *envp)
+{
+    for (char *const *e = envp; e && *e; e++)
+        if (!strncmp(*e, "PATH=", 5))
+            return *e + 5;
+    const char *path = getenv("PATH");
+    return path ? path : "/usr/local/bin:/usr/bin:/bin";
+}
+
+int sbx__find_program(const char *name, char *const *envp, const char *cwd, char *buf, size_t size)
+{
+    if (strchr(name, '/') || !*name) {
+        int n = snprintf(buf, size, "%s", name);
+        return !*name ? -ENOENT : (size_t)n >= size ? -ENAMETOOLONG : 0;
+    }
+    int err = -ENOENT;
+    const char *dir = sbx__env_path(envp);
+    for (;;) {
+        const char *end = strchrnul(dir, ':');
+        int dlen = (int)(end - dir);
+        /* An empty PATH entry means the current directory, as in execvp(). */
+        int n = dlen ? snprintf(buf, size, "%.*s/%s", dlen, dir, name)
+                     : snprintf(buf, size, "%s", name);
+        if (n >= 0 && (size_t)n < size) {
+            int rc = check_exec(buf, cwd);
+            if (rc == 0)
+                return 0;
+            if (rc == -EACCES)
+                err = rc;
+        }
+        if (!*end)
+            return err;
+        dir = end + 1;
+    }
 }
 
 /* ---- the child ---------------------------------------------------------------------------- */

@@ -95,6 +95,13 @@ typedef struct {
  * loop thread. */
 int sbx__spawn_child(sbx__child *c, pid_t *pid);
 
+/* The PATH a task's program is looked up in: the task's own, else the agent's, else a default. */
+const char *sbx__env_path(char *const *envp);
+/* Finds `name` like execvp() does, but in the PATH of the task's environment (execvp() would use
+ * the agent's); relative candidates resolve in `cwd`. Returns 0 and the path to exec in buf, or
+ * -ENOENT, -EACCES or -ENAMETOOLONG. */
+int sbx__find_program(const char *name, char *const *envp, const char *cwd, char *buf, size_t size);
+
 enum { SBX__CLOSE_ANY = 0, SBX__CLOSE_RANGE, SBX__CLOSE_PROCFS, SBX__CLOSE_RLIMIT };
 /* Closes every descriptor >= lowfd except `keep` (-1: none): close_range(), else by listing
  * /proc/self/fd, else every number below RLIMIT_NOFILE (capped at 2^20); `method` forces one
