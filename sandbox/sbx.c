@@ -57,6 +57,7 @@ struct sbx_proc {
     proc_state state;
     bool term_sent;
     int closing; /* handles whose close callback is pending */
+    int wstatus; /* the leader's wait status, between its reap and leader_exited() */
     stream out, err;
     uv_timer_t timer; /* exec failure report, or SIGKILL after grace, or the EOF wait */
     sbx__ring trace;
@@ -634,8 +635,10 @@ static void leader_exited(sbx_proc *p, int status)
         uv_timer_start(&p->timer, on_output_grace_over, SBX_OUTPUT_GRACE_MS, 0);
 }
 
-/* Reaps one exited child, which waitid(WNOWAIT) reported but left a zombie. */
-static void reap(sbx_ctx *ctx, pid_t pid)
+/* Reaps one exited child, which waitid(WNOWAIT) reported but left a zombie. A leader is
+ * returned (state DRAINING, its wait status in *status) for the caller to finish; NULL for
+ * any other child. */
+static sbx_proc *reap(sbx_ctx *ctx, pid_t pid, int *status)
 {
     sbx_proc *p = table_take(ctx, pid);
     /* The contract: no process of an attempt outlives it. Killed before the leader is reaped,
@@ -644,8 +647,8 @@ static void reap(sbx_ctx *ctx, pid_t pid)
         kill_group(pid, SIGKILL);
         sbx__watchdog_send(ctx->wd_fd, SBX__WD_DEL, pid);
     }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    *status = 0;
+    while (waitpid(pid, status, 0) < 0 && errno == EINTR)
         ;
     if (p)
         p->state = PROC_DRAINING;
@@ -653,27 +656,43 @@ static void reap(sbx_ctx *ctx, pid_t pid)
         ctx->watchdog = 0; /* it should never die first; the leaders still die with us */
     else
         ctx->orphans++; /* an orphan re-parented to us (subreaper or PID 1): just reaped */
-    /* An attempt ended, or an orphan died and its children are ours now: kill what escaped. */
-    sweep(ctx, false);
-    if (p)
-        leader_exited(p, status);
+    return p;
 }
 
-/* SIGCHLD: reaps every exited child. Signals coalesce, so loop until none is left. */
+/* SIGCHLD: reaps every exited child (signals coalesce, so until none is left), then kills what
+ * escaped the attempts that ended, or came to us with an orphan that died: one sweep per
+ * batch, not per child, so a task that leaves a thousand orphans costs a few sweeps. The
+ * leaders reaped are finished last (on a local list: on_exit may spawn and reap anew). */
 static void on_sigchld(uv_signal_t *h, int signum)
 {
     sbx_ctx *ctx = h->data;
+    sbx_proc *ended = NULL;
+    bool reaped = false;
     for (;;) {
         siginfo_t si;
         si.si_pid = 0;
         if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0) {
             if (errno == EINTR)
                 continue;
-            return; /* ECHILD: no children at all */
+            break; /* ECHILD: no children at all */
         }
         if (si.si_pid == 0)
-            return;
-        reap(ctx, si.si_pid);
+            break;
+        int status;
+        sbx_proc *p = reap(ctx, si.si_pid, &status);
+        reaped = true;
+        if (p) {
+            p->wstatus = status;
+            p->hnext = ended;
+            ended = p;
+        }
+    }
+    if (reaped)
+        sweep(ctx, false);
+    while (ended) {
+        sbx_proc *p = ended;
+        ended = p->hnext;
+        leader_exited(p, p->wstatus);
     }
 }
 

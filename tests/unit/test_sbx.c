@@ -496,6 +496,40 @@ static void test_double_forked_daemon_killed_when_attempt_ends(void **state)
     capture_free(&c);
 }
 
+/* A task that leaves 300 daemons behind (each its own session, all holding stdout): every one
+ * is killed and reaped when the leader exits, and the attempt ends at once (one sweep per
+ * SIGCHLD batch, not per child). */
+static void test_hundreds_of_escaped_daemons_all_killed(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    uint64_t before = sbx_escaped_killed(e->ctx), t0 = now_ms();
+    run_sh(e, &c,
+           "i=0; while [ $i -lt 300 ]; do setsid sleep 100 & echo $! >> pids; i=$((i+1));"
+           " done; echo started");
+    uint64_t took = now_ms() - t0;
+    print_message("300 daemons: attempt reported %llu ms after start, %llu killed\n",
+                  (unsigned long long)took,
+                  (unsigned long long)(sbx_escaped_killed(e->ctx) - before));
+    assert_int_equal(c.res.exit_code, 0);
+    assert_line(&c, SBX_STDOUT, 0, "started");
+    char file[128];
+    snprintf(file, sizeof file, "%s/pids", e->dir);
+    static pid_t pids[300];
+    FILE *f = fopen(file, "r");
+    assert_non_null(f);
+    int n = 0;
+    while (n < 300 && fscanf(f, "%d", &pids[n]) == 1)
+        n++;
+    fclose(f);
+    assert_int_equal(n, 300);
+    for (int i = 0; i < n; i++)
+        run_until(e, pid_gone, (void *)(intptr_t)pids[i], 5000);
+    /* Those that had not reached setsid() yet died with the group; the others were found. */
+    assert_true(sbx_escaped_killed(e->ctx) > before);
+    capture_free(&c);
+}
+
 typedef struct {
     capture *c;
     int want;
@@ -889,6 +923,7 @@ int main(void)
         T(test_setsid_daemon_holding_stdout_ends_with_leader),
         T(test_double_forked_daemon_killed_when_attempt_ends),
         T(test_unattributable_holder_cut_after_grace),
+        T(test_hundreds_of_escaped_daemons_all_killed),
         T(test_trace_keeps_last_64k),
         T(test_only_std_fds_reach_the_task),
         T(test_terminate_after_natural_exit_is_not_a_kill),
