@@ -35,7 +35,8 @@
 typedef enum {
     PROC_FAILED,   /* the program could not be run; on_exit due on the zero timer (spawn) */
     PROC_RUNNING,  /* the leader is alive (spawn) */
-    PROC_DRAINING, /* leader reaped, group killed; waiting for both pipes' EOF (reap) */
+    PROC_DRAINING, /* leader reaped, group and escapees killed; waiting for both pipes' EOF (reap)
+                    */
     PROC_DONE,     /* reported or abandoned; handles closing, freed by the last close callback */
 } proc_state;
 
