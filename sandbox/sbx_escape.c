@@ -11,7 +11,7 @@
  *
  * Why a watchdog process: PR_SET_PDEATHSIG kills a leader when the agent dies, but not the rest
  * of its group (the signal is not inherited across fork). Only a process that outlives the agent
- * can kill them: a small fork of the agent that reads a pipe and acts when the pipe ends. */
+ * can kill them: a small fork of the agent that reads a socket and acts when it ends. */
 #include "sandbox/sbx.h"
 #include "sandbox/sbx_int.h"
 
@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -296,7 +297,9 @@ static _Noreturn void wd_main(int rfd, const char *marker)
 int sbx__watchdog_start(const char *marker, pid_t *pid, int *fd)
 {
     int p[2];
-    if (pipe2(p, O_CLOEXEC))
+    /* A socket, not a pipe: send(MSG_NOSIGNAL) to a dead watchdog must not raise SIGPIPE in a
+     * program that does not ignore it, and SEQPACKET keeps each 8-byte message whole. */
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p))
         return -errno;
     /* Blocked across fork(): no handler of the agent may run in the watchdog before it resets
      * its dispositions (libuv's would write to the agent's signal pipe). */
@@ -317,7 +320,6 @@ int sbx__watchdog_start(const char *marker, pid_t *pid, int *fd)
         wd_main(p[0], marker);
     }
     close(p[0]);
-    fcntl(p[1], F_SETFL, O_NONBLOCK);
     *pid = child;
     *fd = p[1];
     return 0;
@@ -327,7 +329,7 @@ void sbx__watchdog_send(int fd, int op, pid_t pgid)
 {
     int32_t msg[2] = {op, (int32_t)pgid};
     if (fd >= 0)
-        (void)!write(fd, msg, sizeof msg);
+        (void)!send(fd, msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 void sbx__watchdog_stop(pid_t pid, int fd)

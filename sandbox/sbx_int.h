@@ -62,16 +62,17 @@ int sbx__environ_find(pid_t pid, const char *prefix, char *out, size_t out_len);
  * processes whose parent we are. Returns 0 or -errno. */
 int sbx__list_children(pid_t loop_tid, void (*fn)(void *ud, pid_t pid), void *ud);
 
-/* Watchdog messages (8 bytes, written atomically to its pipe). */
+/* Watchdog messages (8 bytes, one SEQPACKET message each). */
 enum { SBX__WD_ADD = 1, SBX__WD_DEL = 2, SBX__WD_BYE = 3 };
-/* Forks the watchdog: it reads group ids from a pipe, and when the pipe ends without BYE (the
+/* Forks the watchdog: it reads group ids from a socket, and when it ends without BYE (the
  * agent died, even by SIGKILL) it sends SIGKILL to every registered process group and to every
  * process whose environment has `marker` (SBX_ID_ENV=ID-, the agent's prefix), then exits.
- * Returns 0 with its pid and the pipe's write end (non-blocking, O_CLOEXEC), or -errno. */
+ * Returns 0 with its pid and the agent's end of the socket (O_CLOEXEC), or -errno. */
 int sbx__watchdog_start(const char *marker, pid_t *pid, int *fd);
-/* Sends one message; a full pipe drops it (the watchdog is then less thorough, never wrong). */
+/* Sends one message without blocking; a full socket drops it (rare: the watchdog reads at
+ * once). Never raises SIGPIPE. */
 void sbx__watchdog_send(int fd, int op, pid_t pgid);
-/* Sends BYE, closes the pipe and reaps the watchdog (SIGKILL after ~1 s). */
+/* Sends BYE, closes the socket and reaps the watchdog (SIGKILL after ~1 s). */
 void sbx__watchdog_stop(pid_t pid, int fd);
 
 /* ---- sbx_child.c: the child between clone() and execve() ---- */
