@@ -556,6 +556,10 @@ static void setup_transport(fetch_http_req *r, const fetch_http_opts *o)
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, LOW_SPEED_BYTES);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_SECS);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* "" disables the proxy even when http_proxy is set: a token in clear must not leave the
+     * host for a proxy. */
+    if (o->no_proxy)
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
     /* One transfer per connection: parallel parts must spread over connections (S3 scales
      * per connection), so no HTTP/2 multiplexing. */
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);

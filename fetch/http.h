@@ -55,6 +55,7 @@ typedef struct {
     fetch_http_data_cb on_data; /* NULL = 2xx bodies go to memory too */
     long connect_timeout_ms;    /* 0 = 10 s */
     long timeout_ms;            /* whole transfer; 0 = none (low-speed limit still applies) */
+    bool no_proxy;              /* never use a proxy (credentials endpoints on loopback) */
 } fetch_http_opts;
 
 /* Creates the engine on loop. ca_bundle (may be NULL) is used as CURLOPT_CAINFO; TLS peer and

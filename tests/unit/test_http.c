@@ -368,6 +368,38 @@ static void free_cancels_and_cancel_is_silent(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* no_proxy requests (credentials endpoints on loopback) never go through http_proxy: the token
+ * they carry must not reach a proxy in clear. Without it, the variable applies. */
+static void no_proxy_ignores_the_proxy_variables(void **state)
+{
+    uv_loop_t loop;
+    server sv, dead;
+    ctx c = {0};
+    char u[128], proxy[64];
+    uv_loop_init(&loop);
+    server_start(&loop, &dead);
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", dead.port);
+    uv_close((uv_handle_t *)&dead.tcp, NULL);
+    server_start(&loop, &sv);
+    setenv("http_proxy", proxy, 1);
+    unsetenv("no_proxy");
+    unsetenv("NO_PROXY");
+    assert_int_equal(fetch_http_new(&loop, NULL, &c.h), 0);
+    url(u, sizeof u, sv.port, "/ok");
+    fetch_http_opts o = {.method = "GET", .url = u, .body_fd = -1, .no_proxy = true};
+    assert_int_equal(fetch_http_request(c.h, &o, on_record, &c, NULL), 0);
+    run_until(&loop, &c.calls, 1);
+    assert_int_equal(c.last.err, 0);
+    assert_int_equal(c.last.status, 200);
+    o.no_proxy = false;
+    assert_int_equal(fetch_http_request(c.h, &o, on_record, &c, NULL), 0);
+    run_until(&loop, &c.calls, 2);
+    assert_int_equal(c.last.err, -ECONNREFUSED); /* the dead proxy */
+    unsetenv("http_proxy");
+    fetch_http_free(c.h);
+    finish_loop(&loop, &sv);
+}
+
 static void errno_mapping(void **state)
 {
     assert_int_equal(fetch_http__curl_errno(0), 0);
@@ -385,6 +417,7 @@ int main(void)
         cmocka_unit_test(uploads_from_memory_and_file),
         cmocka_unit_test(connection_refused),
         cmocka_unit_test(free_cancels_and_cancel_is_silent),
+        cmocka_unit_test(no_proxy_ignores_the_proxy_variables),
         cmocka_unit_test(errno_mapping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
