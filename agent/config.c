@@ -3,6 +3,8 @@
  * variable; nothing falls back silently. */
 #include "agent/agent.h"
 #include "agent/log.h"
+#include "fetch/aws.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -137,6 +139,20 @@ static char **split_list(const char *s)
     return out;
 }
 
+/* A bucket variable that is set must name a valid bucket: a typo would silently lose every
+ * trace or result (S3 refuses the name at the first upload, long after the run started). */
+static int check_bucket_var(const char *var, char *err)
+{
+    const char *v = getenv(var), *why;
+    if (!v || !*v || !(why = fetch_s3_bucket_problem(v)))
+        return 0;
+    char *q = proto_utf8_clean(v, strlen(v), 80);
+    snprintf(err, AGENT_ERR_MAX, "%s=\"%s\" is not a valid S3 bucket name: %s", var, q ? q : "",
+             why);
+    free(q);
+    return -EINVAL;
+}
+
 /* The environment layer (contract section 5). */
 static int load_env(agent_config *c, char *err)
 {
@@ -161,6 +177,8 @@ static int load_env(agent_config *c, char *err)
     c->log_format = -1;
     c->log_level = LOG_INFO;
 
+    if (check_bucket_var("DAGY_TRACES_BUCKET", err) || check_bucket_var("DAGY_RESULTS_BUCKET", err))
+        return -EINVAL;
     if ((v = getenv("DAGY_PARAMETERS")) && *v && merge_params_json(c, v, "DAGY_PARAMETERS", err))
         return -EINVAL;
     if ((v = getenv("DAGY_LOG_LEVEL")) && *v) {
