@@ -46,6 +46,7 @@ typedef struct {
     struct archive *ar; /* reader */
     struct archive *aw; /* disk writer */
     const unpack_limits *lim;
+    const atomic_bool *cancel; /* set by another thread to stop; may be NULL */
     uint64_t archive_size; /* bytes of the archive file, for the ratio */
     uint64_t entries;
     uint64_t bytes;         /* uncompressed bytes charged so far */
@@ -556,6 +557,15 @@ static int prepare_entry(unpacker *u, struct archive_entry *e, bool *skip)
     return 0;
 }
 
+/* Whether another thread asked to stop; sets the error if so. */
+static bool cancelled(unpacker *u)
+{
+    if (!u->cancel || !atomic_load_explicit(u->cancel, memory_order_relaxed))
+        return false;
+    set_err(u->err, "unpacking cancelled");
+    return true;
+}
+
 /* Streams the current entry's data from reader to writer, charging every block (never the
  * header's claimed size alone) against the limits. Memory: one libarchive block at a time. */
 static int copy_data(unpacker *u)
@@ -564,6 +574,8 @@ static int copy_data(unpacker *u)
         const void *buf;
         size_t size;
         la_int64_t off;
+        if (cancelled(u))
+            return -ECANCELED;
         int r = archive_read_data_block(u->ar, &buf, &size, &off);
         if (r == ARCHIVE_EOF)
             return 0;
@@ -800,6 +812,8 @@ static int extract_all(unpacker *u)
     for (;;) {
         struct archive_entry *e;
         bool eof;
+        if (cancelled(u))
+            return -ECANCELED;
         int rc = next_header(u, &e, &eof);
         if (rc)
             return rc;
@@ -818,6 +832,13 @@ static int extract_all(unpacker *u)
 int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
                    unpack_stats *stats, char *err)
 {
+    return unpack_archive_cancellable(archive_path, dest_dir, lim, NULL, stats, err);
+}
+
+int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
+                               const unpack_limits *lim, const atomic_bool *cancel,
+                               unpack_stats *stats, char *err)
+{
     struct stat st;
     int rc, fd;
     assert(archive_path && dest_dir && lim);
@@ -827,6 +848,7 @@ int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_
         return -ENOMEM;
     }
     u->lim = lim;
+    u->cancel = cancel;
     u->err = err;
     u->root_fd = -1;
     if ((fd = open(archive_path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st)) {
@@ -847,6 +869,9 @@ int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_
     rc = open_archives(u, fd);
     if (!rc)
         rc = extract_all(u);
+    /* A stop asked for while the last entry was written still wins: the caller is leaving. */
+    if (!rc && cancelled(u))
+        rc = -ECANCELED;
     /* Free the writer before removing anything: closing it may still touch the tree. */
     if (u->aw)
         archive_write_free(u->aw);
