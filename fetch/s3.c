@@ -16,6 +16,7 @@
 
 #include <openssl/evp.h>
 
+#include "fetch/unpack.h"
 #include "proto/sigv4.h"
 
 #define PART_SIZE      (8ull << 20)
@@ -271,6 +272,7 @@ struct s3get {
     uint64_t hashed, hash_to;
     char hash_hex[65];
     int hash_err;
+    int write_err; /* errno of a failed pwrite to `file` (a full disk, say), 0 if none */
     fetch_progress_cb progress;
     fetch_aws_cb cb;
     void *ud;
@@ -374,8 +376,11 @@ static int part_on_data(void *ud, const void *data, size_t len)
         ssize_t w = pwrite(g->fd, d, left, (off_t)off);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
-            return w < 0 ? -errno : -EIO;
+        if (w <= 0) {
+            /* Remembered so the message names the file rather than the transfer. */
+            g->write_err = w < 0 ? errno : EIO;
+            return -g->write_err;
+        }
         d += w;
         left -= (size_t)w;
         off += (uint64_t)w;
@@ -425,10 +430,25 @@ static int first_part_ok(s3get *g, part *p, const fetch_http_resp *r)
     return 0;
 }
 
+/* The download cannot be written locally: no retry helps; say which file and how much room. */
+static void local_write_failed(s3get *g)
+{
+    char msg[FETCH_ERR_MAX + 300], room[96] = "";
+    int e = g->write_err;
+    if (e == ENOSPC || e == EDQUOT)
+        unpack_free_space_note(g->file, room, sizeof room);
+    snprintf(msg, sizeof msg, "%s: cannot write %s: %s%s", g->uri, g->file, strerror(e), room);
+    get_finish(g, -e, 0, NULL, msg);
+}
+
 /* Handles a failed part: retry (resuming after the bytes already written) or fail. */
 static void part_failed(s3get *g, part *p, const fetch_http_resp *r)
 {
     char code[128], awsmsg[256], msg[FETCH_ERR_MAX + 300];
+    if (g->write_err) {
+        local_write_failed(g);
+        return;
+    }
     s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
     if (is_expired_code(code) && !p->refreshed &&
         fetch_credsrc_invalidate(fetch__aws_creds(g->a))) {

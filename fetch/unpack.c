@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_BYTES   (8ULL << 30)
@@ -322,24 +323,84 @@ int unpack_rmtree(const char *path)
     return lstat(path, &st) ? 0 : -ENOTEMPTY;
 }
 
-/* Error code for a failed libarchive write: I/O conditions keep their errno, anything else
- * (libarchive's own refusals) is an archive problem. */
-static int write_errno(struct archive *aw)
+/* Whether errno e is the file system's trouble (full, over quota, read-only, failing), as
+ * opposed to libarchive refusing the entry. */
+static bool io_errno(int e)
 {
-    int e = archive_errno(aw);
     switch (e) {
     case ENOSPC:
     case EDQUOT:
+    case EFBIG:
     case EIO:
     case EROFS:
     case EMFILE:
     case ENFILE:
     case ENOMEM:
     case EACCES:
-        return -e;
+        return true;
     default:
+        return false;
+    }
+}
+
+/* "12.0 KiB" for a byte count. */
+static void human_bytes(uint64_t n, char *out, size_t cap)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    if (n < 1024) {
+        snprintf(out, cap, "%" PRIu64 " bytes", n);
+        return;
+    }
+    double v = (double)n / 1024;
+    size_t i = 0;
+    for (; v >= 1024 && i + 1 < sizeof units / sizeof units[0]; i++)
+        v /= 1024;
+    snprintf(out, cap, "%.1f %s", v, units[i]);
+}
+
+void unpack_free_space_note(const char *path, char *out, size_t cap)
+{
+    struct statvfs sv;
+    char amount[32];
+    out[0] = '\0';
+    if (statvfs(path, &sv) != 0)
+        return;
+    human_bytes((uint64_t)sv.f_bavail * sv.f_frsize, amount, sizeof amount);
+    snprintf(out, cap, "; %s free on that file system", amount);
+}
+
+/* Reports a failed libarchive write step ("write", "extract", "finish") of the current entry
+ * and returns the code to fail with: file-system errors keep their errno and name the path
+ * (and, for a full disk, the room left), anything else is an archive problem (-EINVAL). */
+static int write_failed(unpacker *u, const char *step)
+{
+    int e = archive_errno(u->aw);
+    const char *why = archive_error_string(u->aw);
+    if (!io_errno(e) && !strcmp(step, "write")) {
+        /* libarchive's "Too much data": more bytes than the header declared. */
+        set_err(u->err, "corrupt archive at entry %s: %s", u->qname, why ? why : "write refused");
         return -EINVAL;
     }
+    if (!io_errno(e)) {
+        set_err(u->err, "cannot %s entry %s: %s", step, u->qname, why ? why : "unknown error");
+        return -EINVAL;
+    }
+    const char *where = u->rel[0] ? u->full : u->root;
+    char room[96] = "";
+    if (e == ENOSPC || e == EDQUOT)
+        unpack_free_space_note(u->root, room, sizeof room);
+    set_err(u->err, "cannot %s %s (entry %s): %s%s", step, where, u->qname, strerror(e), room);
+    return -e;
+}
+
+/* The outcome of a libarchive write step: a failure, or a warning that hides one (libarchive
+ * reports a failed write(2) as ARCHIVE_WARN; "can't restore time" and the like stay
+ * warnings). 0 or the code write_failed chose. */
+static int write_step(unpacker *u, int r, const char *step)
+{
+    if (r == ARCHIVE_OK || (r == ARCHIVE_WARN && !io_errno(archive_errno(u->aw))))
+        return 0;
+    return write_failed(u, step);
 }
 
 /* Charges the current entry's output up to byte `end` against the limits. */
@@ -592,10 +653,10 @@ static int copy_data(unpacker *u)
         int rc = charge_to(u, (uint64_t)off + size);
         if (rc)
             return rc;
-        if (archive_write_data_block(u->aw, buf, size, off) < ARCHIVE_WARN) {
-            set_err(u->err, "cannot write entry %s: %s", u->qname, archive_error_string(u->aw));
-            return write_errno(u->aw);
-        }
+        /* Every data block must be written whole: any warning here is a short or failed
+         * write, which would leave the file zero-filled by the finishing truncate. */
+        if (archive_write_data_block(u->aw, buf, size, off) != ARCHIVE_OK)
+            return write_failed(u, "write");
     }
 }
 
@@ -665,17 +726,11 @@ static int extract_entry(unpacker *u, struct archive_entry *e)
     if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0 &&
         (rc = charge_to(u, (uint64_t)archive_entry_size(e))))
         return rc;
-    if (archive_write_header(u->aw, e) < ARCHIVE_WARN) {
-        set_err(u->err, "cannot extract entry %s: %s", u->qname, archive_error_string(u->aw));
-        return write_errno(u->aw);
-    }
+    if ((rc = write_step(u, archive_write_header(u->aw, e), "extract")))
+        return rc;
     if ((rc = copy_data(u)))
         return rc;
-    if (archive_write_finish_entry(u->aw) < ARCHIVE_WARN) {
-        set_err(u->err, "cannot finish entry %s: %s", u->qname, archive_error_string(u->aw));
-        return write_errno(u->aw);
-    }
-    return 0;
+    return write_step(u, archive_write_finish_entry(u->aw), "finish");
 }
 
 /* Little-endian field readers for the zip pre-scan. */
@@ -822,11 +877,9 @@ static int extract_all(unpacker *u)
         if ((rc = extract_entry(u, e)))
             return rc;
     }
-    if (archive_write_close(u->aw) < ARCHIVE_WARN) {
-        set_err(u->err, "cannot finish extraction: %s", archive_error_string(u->aw));
-        return write_errno(u->aw);
-    }
-    return 0;
+    u->rel[0] = '\0'; /* a failure now concerns the tree, not the last entry */
+    snprintf(u->qname, sizeof u->qname, "(directory modes)");
+    return write_step(u, archive_write_close(u->aw), "finish extraction into");
 }
 
 int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_limits *lim,

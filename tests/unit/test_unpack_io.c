@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fetch/unpack.h"
@@ -97,12 +98,72 @@ static void cancelled_unpack_removes_the_destination(void **state)
     assert_int_equal(access(f->out, F_OK), 0);
 }
 
+/* Mounts a 1 MiB tmpfs at DIR/small and unpacks there; skips when this process may not mount
+ * (not root, no CAP_SYS_ADMIN). The teardown unmounts it by path. */
+static bool mount_small(fx *f)
+{
+    char small[PATH_MAX + 16];
+    snprintf(small, sizeof small, "%s/small", f->dir);
+    assert_int_equal(mkdir(small, 0700), 0);
+    if (mount("tmpfs", small, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m")) {
+        print_message("cannot mount a tmpfs (%s): skipped\n", strerror(errno));
+        return false;
+    }
+    snprintf(f->out, sizeof f->out, "%s/small/out", f->dir);
+    return true;
+}
+
+static int teardown_small(void **state)
+{
+    fx *f = *state;
+    char small[PATH_MAX + 16];
+    snprintf(small, sizeof small, "%s/small", f->dir);
+    umount2(small, MNT_DETACH);
+    return teardown(state);
+}
+
+/* A full disk is not a success with zero-filled files (libarchive reports a failed write as a
+ * mere ARCHIVE_WARN): -ENOSPC, the message names the entry, its path and the free space, and
+ * the partial destination is removed. */
+static void full_disk_while_unpacking_is_enospc(void **state)
+{
+    fx *f = *state;
+    if (!mount_small(f))
+        skip();
+    write_tar(f->archive, 1, 3u << 20);
+    int rc = unpack_archive(f->archive, f->out, &f->lim, NULL, f->err);
+    print_message("error: %s\n", f->err);
+    assert_int_equal(rc, -ENOSPC);
+    assert_non_null(strstr(f->err, "\"f0\""));
+    assert_non_null(strstr(f->err, f->out));
+    assert_non_null(strstr(f->err, "No space left on device"));
+    assert_non_null(strstr(f->err, "free"));
+    assert_int_equal(access(f->out, F_OK), -1);
+}
+
+/* Many small files fill the disk too (the failure may come at a header or a finish). */
+static void full_disk_with_many_small_files_is_enospc(void **state)
+{
+    fx *f = *state;
+    if (!mount_small(f))
+        skip();
+    write_tar(f->archive, 400, 6000);
+    int rc = unpack_archive(f->archive, f->out, &f->lim, NULL, f->err);
+    print_message("error: %s\n", f->err);
+    assert_int_equal(rc, -ENOSPC);
+    assert_non_null(strstr(f->err, "No space left on device"));
+    assert_int_equal(access(f->out, F_OK), -1);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(cancelled_unpack_removes_the_destination),
+        cmocka_unit_test_setup_teardown(full_disk_while_unpacking_is_enospc, setup, teardown_small),
+        cmocka_unit_test_setup_teardown(full_disk_with_many_small_files_is_enospc, setup,
+                                        teardown_small),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
