@@ -3,6 +3,7 @@
  * variable; nothing falls back silently. */
 #include "agent/agent.h"
 #include "agent/log.h"
+#include "fetch/aws.h"
 #include "proto/jsonnul.h"
 #include "proto/names.h"
 #include "proto/util.h"
@@ -103,6 +104,20 @@ static int add_param(agent_config *c, const char *arg, char *err)
     return 0;
 }
 
+/* A bucket variable that is set must name a valid bucket: a typo would silently lose every
+ * trace or result (S3 refuses the name at the first upload, long after the run started). */
+static int check_bucket_var(const char *var, char *err)
+{
+    const char *v = getenv(var), *why;
+    if (!v || !*v || !(why = fetch_s3_bucket_problem(v)))
+        return 0;
+    char *q = proto_utf8_clean(v, strlen(v), 80);
+    snprintf(err, AGENT_ERR_MAX, "%s=\"%s\" is not a valid S3 bucket name: %s", var, q ? q : "",
+             why);
+    free(q);
+    return -EINVAL;
+}
+
 /* The environment layer (contract section 5). */
 static int load_env(agent_config *c, char *err)
 {
@@ -127,6 +142,8 @@ static int load_env(agent_config *c, char *err)
     c->log_format = -1;
     c->log_level = LOG_INFO;
 
+    if (check_bucket_var("DAGY_TRACES_BUCKET", err) || check_bucket_var("DAGY_RESULTS_BUCKET", err))
+        return -EINVAL;
     if ((v = getenv("DAGY_PARAMETERS")) && *v && merge_params_json(c, v, "DAGY_PARAMETERS", err))
         return -EINVAL;
     if ((v = getenv("DAGY_LOG_LEVEL")) && *v) {

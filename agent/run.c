@@ -116,6 +116,7 @@ static void on_signal(uv_signal_t *h, int signum)
         agent_log_str(l, "signal", r->stop_signal);
         agent_log_end(l);
         if (r->phase == RUN_PREPARING) {
+            agent__prepare_cancel(r);
             agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
             return;
         }
@@ -325,6 +326,7 @@ static void teardown(run_state *r)
     /* Bounded: every handle is closing; a few turns finish their close callbacks. */
     for (int i = 0; i < 100 && uv_run(&r->loop, UV_RUN_NOWAIT); i++)
         ;
+    agent__prepare_teardown(r);
     if (uv_loop_close(&r->loop))
         agent_log(LOG_DEBUG, "run_phase", "event loop closed with requests still active");
     free(r->run_dir);
