@@ -261,6 +261,41 @@ static log_line *task_line(run_state *r, size_t i, log_level lv, const char *eve
     return l;
 }
 
+/* The end of a task that ran: the item's end fields, `task_end` for every such task (so
+ * `filter event_type = "task_end" | sort duration_seconds` covers failures too) and, for a
+ * failure, `task_failed` with the same fields (contract section 10). */
+static void task_ended(run_state *r, size_t i, sched_state to, const char *reason, cJSON *it,
+                       const char *ts)
+{
+    agent_task *t = &r->tasks[i];
+    bool failed = to == SCHED_FAILED;
+    const char *st = sched_state_name(to);
+    double dur = (double)(uv_now(&r->loop) - t->first_start_ms) / 1000.0;
+    t->duration = dur;
+    status_set_str(it, "ended_at", ts);
+    status_set_num(it, "duration_seconds", dur);
+    status_set_str(it, "error_message", failed ? reason : NULL);
+    if (t->exit_code >= 0)
+        status_set_num(it, "exit_code", t->exit_code);
+    static const char *const events[] = {"task_end", "task_failed"};
+    for (int e = 0; e < (failed ? 2 : 1); e++) {
+        log_line *l =
+            task_line(r, i, failed ? LOG_ERROR : LOG_INFO, events[e], st, "task \"%s\" %s%s",
+                      failed ? "FAILED: " : "SUCCEEDED", failed ? reason : "");
+        agent_log_num(l, "duration_seconds", dur);
+        if (t->exit_code >= 0)
+            agent_log_int(l, "exit_code", t->exit_code);
+        agent_log_str(l, "error", failed ? reason : NULL);
+        agent_log_end(l);
+    }
+    if (failed && !r->error) {
+        size_t n = strlen(reason ? reason : "") + strlen(r->spec->tasks[i].name) + 32;
+        r->error = malloc(n);
+        snprintf(r->error, n, "task \"%s\" failed: %s", r->spec->tasks[i].name,
+                 reason ? reason : "");
+    }
+}
+
 static void on_transition(void *ud, size_t i, sched_state from, sched_state to, const char *reason)
 {
     run_state *r = ud;
@@ -294,37 +329,22 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
         break;
     }
     case SCHED_SUCCEEDED:
-    case SCHED_FAILED: {
-        double dur = (double)(now - t->first_start_ms) / 1000.0;
-        t->duration = dur;
-        status_set_str(it, "ended_at", ts);
-        status_set_num(it, "duration_seconds", dur);
-        status_set_str(it, "error_message", to == SCHED_FAILED ? reason : NULL);
-        if (t->exit_code >= 0)
-            status_set_num(it, "exit_code", t->exit_code);
-        l = task_line(r, i, to == SCHED_FAILED ? LOG_ERROR : LOG_INFO, "task_end", st,
-                      "task \"%s\" %s%s", to == SCHED_FAILED ? "FAILED: " : "SUCCEEDED",
-                      to == SCHED_FAILED ? reason : "");
-        agent_log_num(l, "duration_seconds", dur);
-        if (t->exit_code >= 0)
-            agent_log_int(l, "exit_code", t->exit_code);
-        agent_log_str(l, "error", to == SCHED_FAILED ? reason : NULL);
-        if (to == SCHED_FAILED && !r->error) {
-            size_t n = strlen(reason ? reason : "") + strlen(r->spec->tasks[i].name) + 32;
-            r->error = malloc(n);
-            snprintf(r->error, n, "task \"%s\" failed: %s", r->spec->tasks[i].name,
-                     reason ? reason : "");
-        }
+    case SCHED_FAILED:
+        task_ended(r, i, to, reason, it, ts);
         break;
-    }
     case SCHED_SKIPPED:
-    case SCHED_CANCELLED:
+    case SCHED_CANCELLED: {
+        /* Why a task was skipped, for people and queries: upstream_failed / trigger_rule ... */
+        const char *why = sched_skip_cause_name(sched_task_skip_cause(r->plan, i));
         status_set_str(it, "ended_at", ts);
         status_set_str(it, "error_message", reason);
+        status_set_str(it, "skip_reason", why);
         l = task_line(r, i, LOG_WARNING, to == SCHED_SKIPPED ? "task_skipped" : "task_cancelled",
                       st, "task \"%s\" %s: %s", st, reason);
         agent_log_str(l, "error", reason);
+        agent_log_str(l, "skip_reason", why);
         break;
+    }
     case SCHED_PENDING:
         break;
     }

@@ -124,14 +124,68 @@ class AgentLocal(unittest.TestCase):
         self.assertIn('"work"', r.task_item("after")["error_message"])
         self.assertEqual(r.task_item("cleanup")["status"], "SUCCEEDED")
         self.assertEqual(r.task_item("on_fail")["status"], "SUCCEEDED")
-        # none_failed: its upstream was SKIPPED, not FAILED, so it runs
-        self.assertEqual(r.task_item("nf")["status"], "SUCCEEDED")
+        # none_failed: its upstream was SKIPPED *because* "work" failed, which counts as failed
+        self.assertEqual(r.task_item("nf")["status"], "SKIPPED")
+        self.assertEqual(r.task_item("nf")["skip_reason"], "upstream_failed")
         run = r.run_item()
         self.assertEqual(run["status"], "FAILED")
         self.assertIn('task "work" failed', run["error_message"])
         self.assertEqual(run["tasks_failed"], 1)
-        self.assertEqual(run["tasks_skipped"], 1)
+        self.assertEqual(run["tasks_skipped"], 2)
         self.assertTrue(r.events("task_skipped", "after"))
+
+    def test_skip_caused_by_a_failure_counts_as_failed_for_none_failed_and_one_failed(self):
+        # issue 8, defect 8: extract fails -> transform SKIPPED -> publish (none_failed) must
+        # not run, alert (one_failed) must run
+        f = self.flow(spec([
+            task("extract", "echo no source >&2; exit 1"),
+            task("transform", "touch transform.ran", upstream=["extract"]),
+            task("publish", "touch publish.ran", upstream=["transform"],
+                 trigger_rule="none_failed"),
+            task("alert", "touch alert.ran", upstream=["transform"], trigger_rule="one_failed"),
+        ]))
+        r = f.run()
+        self.assertEqual(r.code, 1, r)
+        self.assertFalse(os.path.exists(os.path.join(f.dir, "publish.ran")))
+        self.assertTrue(os.path.exists(os.path.join(f.dir, "alert.ran")))
+        self.assertEqual(r.task_item("alert")["status"], "SUCCEEDED")
+        transform, publish = r.task_item("transform"), r.task_item("publish")
+        self.assertEqual(transform["status"], "SKIPPED")
+        self.assertEqual(transform["skip_reason"], "upstream_failed")
+        self.assertEqual(transform["error_message"],
+                         'upstream failed: "extract" is FAILED (trigger_rule all_success)')
+        self.assertEqual(publish["status"], "SKIPPED")
+        self.assertEqual(publish["skip_reason"], "upstream_failed")
+        self.assertEqual(publish["error_message"],
+                         'upstream failed: "transform" was skipped because "extract" FAILED '
+                         '(trigger_rule none_failed)')
+        skipped = r.events("task_skipped", "publish")
+        self.assertEqual(skipped[0]["skip_reason"], "upstream_failed")
+        run = r.run_item()
+        self.assertEqual((run["tasks_failed"], run["tasks_skipped"], run["tasks_succeeded"]),
+                         (1, 2, 1))
+
+    def test_failed_task_logs_task_failed_and_task_end_with_duration(self):
+        # issue 8, defect 12: task_failed was never emitted
+        f = self.flow(spec([task("ok", "true"),
+                            task("bad", "sleep 0.2; echo broken >&2; exit 4",
+                                 retries=1, retry_delay_seconds=0)]))
+        r = f.run()
+        self.assertEqual(r.code, 1, r)
+        failed = r.events("task_failed")
+        self.assertEqual([e["task_name"] for e in failed], ["bad"])  # once, for the final failure
+        ends = {e["task_name"]: e for e in r.events("task_end")}
+        self.assertEqual(sorted(ends), ["bad", "ok"])  # every task that ran
+        e, end = failed[0], ends["bad"]
+        for key in ("status", "duration_seconds", "exit_code", "error", "attempt", "task_run_id",
+                    "level"):
+            self.assertEqual(e[key], end[key], key)
+        self.assertEqual((e["status"], e["exit_code"], e["attempt"], e["level"]),
+                         ("FAILED", 4, 2, "ERROR"))
+        self.assertIn("exited with code 4: broken", e["error"])
+        self.assertGreaterEqual(e["duration_seconds"], 0.4)
+        self.assertNotIn("task_failed", [l["event_type"] for l in r.lines
+                                         if l.get("task_name") == "ok"])
 
     def test_templates_and_task_environment(self):
         f = self.flow(spec([task(
