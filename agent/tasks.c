@@ -2,11 +2,11 @@
  * what it says may start as sandboxed processes, and turns every transition into a log line and
  * a task-run status item.
  *
- * Per-task cost is independent of the DAG's size: the base environment is built once, a task
- * without upstream shares one "{}" inputs file, and inputs of other tasks are assembled from
- * their upstream result files only. */
+ * Per-task cost is independent of the DAG's size: the base environment is built once, and a
+ * task's inputs are assembled from its upstream tasks' stored results only (results.c). */
 #include "agent/run.h"
 #include "agent/log.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,8 +20,6 @@
 
 extern char **environ;
 
-#define TASK_OUTPUT_MAX (16u << 20) /* largest result a task may write to DAGY_TASK_OUTPUT */
-
 /* DIR/SUB/NAMEEXT, or DIR/NAMEEXT when sub is NULL. */
 static char *fmt_path(const char *dir, const char *sub, const char *name, const char *ext)
 {
@@ -29,41 +27,6 @@ static char *fmt_path(const char *dir, const char *sub, const char *name, const 
     char *s = malloc(n);
     snprintf(s, n, "%s/%s%s%s%s", dir, sub ? sub : "", sub ? "/" : "", name, ext);
     return s;
-}
-
-/* Reads a small file whole; NULL if absent or too large. */
-static char *slurp(const char *path, size_t max, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    struct stat st;
-    char *buf = NULL;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size <= max) {
-        buf = malloc((size_t)st.st_size + 1);
-        ssize_t n = read(fd, buf, (size_t)st.st_size);
-        if (n < 0) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf[n] = '\0';
-            if (len)
-                *len = (size_t)n;
-        }
-    }
-    close(fd);
-    return buf;
-}
-
-static int write_file(const char *path, const char *data, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -errno;
-    ssize_t n = write(fd, data, len);
-    int rc = n == (ssize_t)len ? 0 : -EIO;
-    close(fd);
-    return rc;
 }
 
 int agent__load_spec(run_state *r, char *err)
@@ -85,7 +48,7 @@ int agent__load_spec(run_state *r, char *err)
     agent_log_context(NULL, c->flow_name, c->flow_version, NULL, NULL);
 
     char *meta_path = fmt_path(r->flow_dir, NULL, "metadata", ".json");
-    char *meta = slurp(meta_path, 1u << 20, NULL);
+    char *meta = proto_read_file(meta_path, 1u << 20, NULL);
     if (meta) {
         r->metadata = cJSON_Parse(meta);
         if (!r->metadata)
@@ -202,20 +165,8 @@ int agent__tasks_init(run_state *r, char *err)
         r->tasks[i].index = i;
         r->tasks[i].exit_code = -1;
     }
-    static const char *const dirs[] = {"results", "inputs"};
-    for (size_t i = 0; i < 2; i++) {
-        char *d = fmt_path(r->run_dir, NULL, dirs[i], "");
-        rc = mkdir(d, 0755) && errno != EEXIST ? -errno : 0;
-        free(d);
-        if (rc) {
-            snprintf(err, AGENT_ERR_MAX, "cannot create %s/%s: %s", r->run_dir, dirs[i],
-                     strerror(-rc));
-            return AGENT_EXIT_INFRA;
-        }
-    }
-    r->empty_inputs = fmt_path(r->run_dir, "inputs", "", "_none.json");
-    r->spare_inputs = calloc(s->n_tasks, sizeof *r->spare_inputs);
-    write_file(r->empty_inputs, "{}", 2);
+    if ((rc = agent__results_init(r, err)))
+        return AGENT_EXIT_INFRA;
     r->runner = find_runner(c);
     build_base_env(r);
     return 0;
@@ -288,6 +239,8 @@ static void task_ended(run_state *r, size_t i, sched_state to, const char *reaso
         agent_log_str(l, "error", failed ? reason : NULL);
         agent_log_end(l);
     }
+    if (failed && t->infra)
+        r->infra_failed = true;
     if (failed && !r->error) {
         size_t n = strlen(reason ? reason : "") + strlen(r->spec->tasks[i].name) + 32;
         r->error = malloc(n);
@@ -383,56 +336,6 @@ static void on_task_line(void *ud, sbx_proc *p, int stream, const char *line, si
     agent_log_end(l);
 }
 
-/* Writes the task's DAGY_TASK_INPUTS file: {"upstream": result-or-null, ...}, assembled from
- * the upstream result files without re-parsing them (they were validated when written). */
-static char *write_inputs(run_state *r, size_t i)
-{
-    const flowspec_task *ft = &r->spec->tasks[i];
-    if (ft->n_upstream == 0)
-        return strdup(r->empty_inputs);
-    size_t cap = 64, len = 0;
-    char *buf = malloc(cap);
-    buf[len++] = '{';
-    for (size_t u = 0; u < ft->n_upstream; u++) {
-        const char *name = r->spec->tasks[ft->upstream[u]].name;
-        char *rp = fmt_path(r->run_dir, "results", name, ".json");
-        size_t rl = 0;
-        char *res = sched_task_state(r->plan, ft->upstream[u]) == SCHED_SUCCEEDED
-                        ? slurp(rp, TASK_OUTPUT_MAX, &rl)
-                        : NULL;
-        free(rp);
-        while (res && rl > 0 && strchr(" \t\r\n", res[rl - 1]))
-            rl--; /* keep the inputs file one line: `cat` in a task prints one JSON line */
-        size_t need = len + strlen(name) + rl + 16;
-        if (need > cap) {
-            cap = need * 2;
-            buf = realloc(buf, cap);
-        }
-        /* Task names are [A-Za-z0-9_.-]: nothing to escape. */
-        len += (size_t)sprintf(buf + len, "%s\"%s\":", u ? "," : "", name);
-        memcpy(buf + len, res ? res : "null", res ? rl : 4);
-        len += res ? rl : 4;
-        free(res);
-    }
-    buf[len++] = '}';
-    char *path = fmt_path(r->run_dir, "inputs", ft->name, ".json");
-    /* Reuse an ended attempt's file (rename, then overwrite) rather than create one: allocating
-     * an inode per task was the largest cost of big DAGs of short tasks on ext4, where freshly
-     * freed inodes are expensive to allocate around. Only the latest tasks' inputs stay on disk. */
-    if (r->n_spare_inputs > 0 && sched_task_attempt(r->plan, i) == 1) {
-        char *spare = r->spare_inputs[--r->n_spare_inputs];
-        rename(spare, path);
-        free(spare);
-    }
-    int rc = write_file(path, buf, len);
-    free(buf);
-    if (rc) {
-        free(path);
-        return NULL;
-    }
-    return path;
-}
-
 /* argv for the attempt: the command, or the Python runner for a callable. */
 static char **task_argv(run_state *r, const flowspec_task *ft, char **tmp)
 {
@@ -464,7 +367,7 @@ static char **task_envp(run_state *r, size_t i, const char *inputs, char **owned
         envp[k++] = ft->env[e];
     char attempt[16];
     snprintf(attempt, sizeof attempt, "%d", sched_task_attempt(r->plan, i));
-    char *out = fmt_path(r->run_dir, "results", ft->name, ".json");
+    char *out = agent__task_file(r, AGENT_DIR_OUT, i, sched_task_attempt(r->plan, i));
     envp[k++] = owned[o++] = kv("DAGY_TASK_NAME", ft->name);
     envp[k++] = owned[o++] = kv("DAGY_TASK_RUN_ID", r->tasks[i].task_run_id);
     envp[k++] = owned[o++] = kv("DAGY_ATTEMPT", attempt);
@@ -483,24 +386,28 @@ static char **task_envp(run_state *r, size_t i, const char *inputs, char **owned
 
 static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res);
 
+/* Fails the running attempt of task i because the agent's own file system failed it (a full
+ * disk, a read-only or broken work directory): retried like any failure, and a task that fails
+ * for good this way makes the run exit 3 (infrastructure), not 1. */
+static void attempt_infra_failed(run_state *r, size_t i, const char *why)
+{
+    char msg[AGENT_ERR_MAX + 32];
+    snprintf(msg, sizeof msg, "infrastructure: %s", why);
+    r->tasks[i].infra = true;
+    sched_exited(r->plan, i, SCHED_EXIT_FAILED, msg, uv_now(&r->loop));
+}
+
 /* Starts the attempt the plan just marked RUNNING. A failure to start fails the attempt. */
 static void spawn_task(run_state *r, size_t i)
 {
     const flowspec_task *ft = &r->spec->tasks[i];
     agent_task *t = &r->tasks[i];
-    t->timed_out = t->cancelled = false;
+    t->timed_out = t->cancelled = t->infra = false;
     t->exit_code = -1;
-    /* A stale result from an earlier attempt must not pass for this one's. (The first attempt
-     * starts in a fresh run directory.) */
-    if (sched_task_attempt(r->plan, i) > 1) {
-        char *out = fmt_path(r->run_dir, "results", ft->name, ".json");
-        unlink(out);
-        free(out);
-    }
-    char *inputs = write_inputs(r, i);
-    if (!inputs) {
-        sched_exited(r->plan, i, SCHED_EXIT_FAILED, "cannot write DAGY_TASK_INPUTS",
-                     uv_now(&r->loop));
+    char *inputs = NULL, err[AGENT_ERR_MAX];
+    int attempt = sched_task_attempt(r->plan, i);
+    if (agent__inputs_build(r, i, attempt, &inputs, err, sizeof err)) {
+        attempt_infra_failed(r, i, err);
         return;
     }
     char *owned[12], *tmp[3];
@@ -546,6 +453,8 @@ void agent__tasks_pump(run_state *r)
         bool cancelled = sched_count_in(r->plan, SCHED_CANCELLED) > 0;
         if (r->signals && cancelled)
             agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
+        else if (r->infra_failed) /* the agent's disk, not the task, failed the run */
+            agent__finish(r, AGENT_EXIT_INFRA, r->error);
         else
             agent__finish(r, failed ? AGENT_EXIT_TASK_FAILED : AGENT_EXIT_OK, r->error);
         return;
@@ -592,24 +501,26 @@ static void attempt_error(run_state *r, size_t i, const sbx_result *res, const c
     }
 }
 
-/* A successful attempt's result must be JSON if it wrote one. */
-static bool result_ok(run_state *r, size_t i, char *why, size_t whylen)
+/* A successful attempt's result: read and validated from DAGY_TASK_OUTPUT, then stored where
+ * inputs are built from. Returns SCHED_EXIT_OK, or SCHED_EXIT_FAILED with err set (t->infra
+ * when the agent's own write failed rather than the task's result). */
+static sched_exit attempt_result(run_state *r, size_t i, char *err, size_t errlen)
 {
-    char *rp = fmt_path(r->run_dir, "results", r->spec->tasks[i].name, ".json");
-    struct stat st;
-    bool ok = true;
-    if (stat(rp, &st) == 0) {
-        char *data = slurp(rp, TASK_OUTPUT_MAX, NULL);
-        cJSON *j = data ? cJSON_Parse(data) : NULL;
-        if (!j) {
-            snprintf(why, whylen, "DAGY_TASK_OUTPUT is not valid JSON (or larger than 16 MiB)");
-            ok = false;
-        }
-        cJSON_Delete(j);
-        free(data);
+    char *text = NULL;
+    size_t len = 0;
+    int rc =
+        agent__task_result_read(r, i, sched_task_attempt(r->plan, i), &text, &len, err, errlen);
+    if (rc == -ENOMEM)
+        snprintf(err, errlen, "out of memory reading the result");
+    if (!rc && text && agent__task_result_store(r, i, text, len, err, errlen)) {
+        char why[AGENT_ERR_MAX];
+        snprintf(why, sizeof why, "infrastructure: %s", err);
+        snprintf(err, errlen, "%s", why);
+        r->tasks[i].infra = true;
+        rc = -EIO;
     }
-    free(rp);
-    return ok;
+    free(text);
+    return rc ? SCHED_EXIT_FAILED : SCHED_EXIT_OK;
 }
 
 static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
@@ -632,17 +543,13 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
     } else if (res->spawn_error || res->term_signal || res->exit_code) {
         how = SCHED_EXIT_FAILED;
         attempt_error(r, i, res, trace, tlen, err, sizeof err);
-    } else if (!result_ok(r, i, err, sizeof err)) {
-        how = SCHED_EXIT_FAILED;
+    } else {
+        how = attempt_result(r, i, err, sizeof err);
     }
     if (how == SCHED_EXIT_FAILED || how == SCHED_EXIT_TIMED_OUT)
         agent__upload_trace(r, i, sched_task_attempt(r->plan, i), trace, tlen);
     sched_exited(r->plan, i, how, how == SCHED_EXIT_OK || how == SCHED_EXIT_TIMED_OUT ? NULL : err,
                  uv_now(&r->loop));
-    /* A finished task's inputs file may serve a later task (no further attempt reads it). */
-    if (r->spec->tasks[i].n_upstream > 0 && sched_state_terminal(sched_task_state(r->plan, i)))
-        r->spare_inputs[r->n_spare_inputs++] =
-            fmt_path(r->run_dir, "inputs", r->spec->tasks[i].name, ".json");
     agent__tasks_pump(r);
 }
 
@@ -689,6 +596,11 @@ void agent__execute(run_state *r)
     agent_log_str(l, "external_id", r->external_id);
     agent_log_str(l, "executor", r->cfg->container_mode ? "ecs" : "local");
     agent_log_str(l, "flow_dir", r->flow_dir);
+    char *results = agent__task_file(r, AGENT_DIR_RESULTS, 0, 0);
+    if (results)
+        *strrchr(results, '/') = '\0';
+    agent_log_str(l, "results_dir", results);
+    free(results);
     agent_log_json(l, "parameters", r->cfg->parameters);
     agent_log_json(l, "metadata", r->metadata);
     agent_log_end(l);
@@ -697,11 +609,8 @@ void agent__execute(run_state *r)
 
 void agent__tasks_free(run_state *r)
 {
-    for (size_t i = 0; i < r->n_spare_inputs; i++)
-        free(r->spare_inputs[i]);
-    free(r->spare_inputs);
-    r->spare_inputs = NULL;
-    r->n_spare_inputs = 0;
+    free(r->exec_dir);
+    r->exec_dir = NULL;
     for (size_t i = 0; i < r->n_base_env; i++)
         free(r->base_env[i]);
     free(r->base_env);
