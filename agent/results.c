@@ -12,15 +12,19 @@
  * INSTANCE is a fresh UUID per agent process; TASK is proto_name_encode(name), which never starts
  * with '.', so no task file can be "." / ".." or a temporary of proto_write_file_atomic (".~"),
  * and two tasks never share a file; the agent keeps no file of its own in these directories.
- * Per-attempt names mean a late writer from an earlier attempt cannot touch the current one's. */
+ * Per-attempt names mean a late writer from an earlier attempt cannot touch the current one's.
+ * The inputs file of an ended attempt is recycled for a later one (inputs_file_recycle), so at
+ * most about max_parallel inputs files exist at a time. */
 #include "agent/log.h"
 #include "agent/run.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "proto/names.h"
 #include "proto/util.h"
@@ -119,7 +123,7 @@ static bool result_valid(char *text, size_t *len, char *why, size_t whylen)
     while (n > start && json_space(text[n - 1]))
         n--;
     if (n == start) {
-        snprintf(why, whylen, "is empty (write one JSON value, or leave the file alone)");
+        snprintf(why, whylen, "is empty (write one JSON value, or do not create the file)");
         return false;
     }
     if ((at = bad_utf8_at(text, *len)) < *len) {
@@ -213,6 +217,25 @@ int agent__task_result_store(run_state *r, size_t i, const char *text, size_t le
     return rc;
 }
 
+/* Moves the inputs file of an attempt that has ended onto `path` (an unused name in in/), so
+ * that the write that follows reuses its inode instead of allocating one: on ext4 a new inode
+ * per task was the largest system-call cost of a big DAG of short tasks (bench/dag_bench.sh,
+ * 0.45 ms a task). Safe whatever the task names: only files of in/ are recycled, in/ holds
+ * nothing but TASK.ATTEMPT.json files (encoded names, never an internal file), a file is
+ * recycled only once the attempt that read it has ended (its process group is gone), and
+ * `path` is a name no file has yet (a new attempt). False if none is spare (or rename fails). */
+static bool inputs_file_recycle(run_state *r, const char *path)
+{
+    while (r->n_spare_inputs > 0) {
+        char *spare = r->spare_inputs[--r->n_spare_inputs];
+        int rc = rename(spare, path);
+        free(spare);
+        if (rc == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Appends s[0..n) to the growing buffer *buf (length *len, capacity *cap). */
 static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 {
@@ -277,6 +300,33 @@ static int inputs_text(run_state *r, size_t i, char **out, size_t *out_len, char
     return 0;
 }
 
+/* Writes data[0..len) to `path`, which must not exist: into the inode of an ended attempt's
+ * inputs file when one is spare (inputs_file_recycle), else into a new file. Every byte is
+ * checked; a failure leaves no file at `path` that any attempt will read. 0 or -errno. */
+static int inputs_write(run_state *r, const char *path, const char *data, size_t len)
+{
+    bool recycled = inputs_file_recycle(r, path);
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | (recycled ? O_TRUNC : O_CREAT | O_EXCL),
+                  0600);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    for (size_t off = 0; off < len && !rc;) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            rc = w < 0 ? -errno : -ENOSPC;
+        else
+            off += (size_t)w;
+    }
+    if (close(fd) && !rc)
+        rc = -errno;
+    if (rc)
+        unlink(path);
+    return rc;
+}
+
 int agent__inputs_build(run_state *r, size_t i, int attempt, char **path, char *err, size_t errlen)
 {
     char *text = NULL;
@@ -286,7 +336,7 @@ int agent__inputs_build(run_state *r, size_t i, int attempt, char **path, char *
     if (rc)
         return rc;
     char *p = agent__task_file(r, AGENT_DIR_IN, i, attempt);
-    rc = p ? proto_write_file_atomic(p, text, len, 0600, false) : -ENOMEM;
+    rc = p ? inputs_write(r, p, text, len) : -ENOMEM;
     free(text);
     if (rc) {
         snprintf(err, errlen, "cannot write DAGY_TASK_INPUTS file %s: %s", p ? p : "",
@@ -296,4 +346,29 @@ int agent__inputs_build(run_state *r, size_t i, int attempt, char **path, char *
     }
     *path = p;
     return 0;
+}
+
+void agent__inputs_done_transfer(run_state *r, char *path)
+{
+    if (!path)
+        return;
+    if (r->n_spare_inputs == r->cap_spare_inputs) {
+        size_t cap = r->cap_spare_inputs ? r->cap_spare_inputs * 2 : 8;
+        char **a = realloc(r->spare_inputs, cap * sizeof *a);
+        if (!a) {
+            free(path); /* the file just stays on disk */
+            return;
+        }
+        r->spare_inputs = a, r->cap_spare_inputs = cap;
+    }
+    r->spare_inputs[r->n_spare_inputs++] = path;
+}
+
+void agent__inputs_free(run_state *r)
+{
+    for (size_t k = 0; k < r->n_spare_inputs; k++)
+        free(r->spare_inputs[k]);
+    free(r->spare_inputs);
+    r->spare_inputs = NULL;
+    r->n_spare_inputs = r->cap_spare_inputs = 0;
 }

@@ -37,6 +37,7 @@ typedef struct {
     double duration;   /* seconds from first start to end, once terminal */
     bool timed_out;    /* the plan said the running attempt timed out */
     bool infra;        /* the last attempt failed because an internal write or read failed */
+    char *inputs;      /* the running attempt's DAGY_TASK_INPUTS file, or NULL */
     bool cancelled;    /* the drain killed the running attempt */
     char task_run_id[40];
 } agent_task;
@@ -65,6 +66,8 @@ struct run_state {
     char *runner;        /* path of dagy_runner.py */
     char *exec_dir;      /* RUN_DIR/exec/INSTANCE: this agent's task files (results.c) */
     bool infra_failed;   /* a task failed for good because of an infrastructure error */
+    char **spare_inputs; /* inputs files of ended attempts, for reuse (results.c) */
+    size_t n_spare_inputs, cap_spare_inputs;
 
     uint64_t started_ms, finish_ms;
     int signals; /* SIGTERM/SIGINT received so far */
@@ -131,7 +134,11 @@ int agent__task_result_store(run_state *r, size_t i, const char *text, size_t le
 /* Writes the DAGY_TASK_INPUTS file of `attempt` of task i from its upstream tasks' stored
  * results (null for an upstream without one); *path gets its path (caller frees).
  * 0 or -errno with err set (an infrastructure failure: path and errno). */
-int agent__inputs_build(run_state *r, size_t i, int attempt, char **path, char *err,
-                        size_t errlen);
+int agent__inputs_build(run_state *r, size_t i, int attempt, char **path, char *err, size_t errlen);
+/* Hands the inputs file `path` of an attempt that has ended (nothing reads it any more) back
+ * for reuse; takes ownership of the string. NULL is ignored. */
+void agent__inputs_done_transfer(run_state *r, char *path);
+/* Frees the spare inputs list (teardown). */
+void agent__inputs_free(run_state *r);
 
 #endif

@@ -418,11 +418,13 @@ static void spawn_task(run_state *r, size_t i)
     for (char **o = owned; *o; o++)
         free(*o);
     free(envp);
-    free(inputs);
+    t->inputs = inputs;
     if (rc) {
         char why[160];
         snprintf(why, sizeof why, "cannot start the task's process: %s", strerror(-rc));
         t->proc = NULL;
+        agent__inputs_done_transfer(r, t->inputs);
+        t->inputs = NULL;
         sched_exited(r->plan, i, SCHED_EXIT_FAILED, why, uv_now(&r->loop));
     }
 }
@@ -532,6 +534,8 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
     const char *trace = sbx_trace(p, &tlen);
     char err[1024] = "";
     t->proc = NULL;
+    agent__inputs_done_transfer(r, t->inputs);
+    t->inputs = NULL;
     t->exit_code = res->term_signal || res->spawn_error ? -1 : res->exit_code;
     sched_exit how = SCHED_EXIT_OK;
     if (t->cancelled) {
@@ -611,6 +615,9 @@ void agent__tasks_free(run_state *r)
 {
     free(r->exec_dir);
     r->exec_dir = NULL;
+    agent__inputs_free(r);
+    for (size_t i = 0; r->tasks && r->plan && i < sched_count(r->plan); i++)
+        free(r->tasks[i].inputs);
     for (size_t i = 0; i < r->n_base_env; i++)
         free(r->base_env[i]);
     free(r->base_env);
