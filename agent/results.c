@@ -144,6 +144,8 @@ static bool result_valid(char *text, size_t *len, char *why, size_t whylen)
         snprintf(why, whylen, "is not valid JSON (at byte %zu)", stop);
         return false;
     }
+    while (stop < n && json_space(text[stop]))
+        stop++;
     if (stop < n) {
         snprintf(why, whylen, "holds more than one JSON value (trailing data at byte %zu)", stop);
         return false;
