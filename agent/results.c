@@ -308,10 +308,19 @@ static int inputs_text(run_state *r, size_t i, char **out, size_t *out_len, char
 static int inputs_write(run_state *r, const char *path, const char *data, size_t len)
 {
     bool recycled = inputs_file_recycle(r, path);
-    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | (recycled ? O_TRUNC : O_CREAT | O_EXCL),
+    /* O_NONBLOCK|O_NOFOLLOW and the S_ISREG check: an earlier attempt knew the directory and
+     * might have planted a FIFO or symlink here; that must fail, not block or be followed. */
+    int fd = open(path,
+                  O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK |
+                      (recycled ? O_TRUNC : O_CREAT | O_EXCL),
                   0600);
     if (fd < 0)
         return -errno;
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
     int rc = 0;
     for (size_t off = 0; off < len && !rc;) {
         ssize_t w = write(fd, data + off, len - off);
