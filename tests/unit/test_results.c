@@ -245,6 +245,25 @@ static void failed_inputs_write_names_path_and_errno(void **state)
     fx_free(f);
 }
 
+/* An earlier attempt knows in/ and may plant a FIFO at the next attempt's name: the write fails
+ * (no spare file) or replaces it (a spare is renamed over it), and never blocks. */
+static void planted_fifo_at_the_next_inputs_name_never_blocks(void **state)
+{
+    static const char *const names[] = {"a"};
+    fx *f = fx_new(names, 1, false);
+    char *p2 = agent__task_file(&f->r, AGENT_DIR_IN, 0, 2), *path = NULL, err[AGENT_ERR_MAX];
+    assert_int_equal(mkfifo(p2, 0600), 0);
+    assert_int_equal(agent__inputs_build(&f->r, 0, 2, &path, err, sizeof err), -EEXIST);
+    assert_non_null(strstr(err, "/in/a.2.json: File exists"));
+    char *t = inputs_of(f, 0, 1); /* attempt 1's file becomes spare */
+    free(t);
+    t = inputs_of(f, 0, 2); /* renamed over the FIFO, then written */
+    assert_string_equal(t, "{}");
+    free(t);
+    free(p2);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +272,7 @@ int main(void)
         cmocka_unit_test(fifo_symlink_and_oversized_output_fail_without_blocking),
         cmocka_unit_test(inputs_built_from_stored_values_keep_every_digit),
         cmocka_unit_test(failed_inputs_write_names_path_and_errno),
+        cmocka_unit_test(planted_fifo_at_the_next_inputs_name_never_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
