@@ -343,6 +343,7 @@ static const char *skip_task(sched_plan *p, uint32_t d, uint32_t up)
                        "is %s)",
                        rule, p->tasks[up].name, state_names[p->tasks[up].state]);
     }
+    assert(t->cause != NO_POS); /* all_success skips by rule only after a skipped upstream */
     return reasonf(p, "trigger_rule %s not met: upstream \"%s\" is SKIPPED", rule,
                    p->tasks[t->cause].name);
 }
@@ -354,11 +355,11 @@ static void notify_downstream(sched_plan *p, uint32_t up, uint32_t d)
     outcome o = outcome_of(&p->tasks[up]);
     uint32_t *counter[] = {&t->n_succ, &t->n_skip, &t->n_cancel, &t->n_fail};
     (*counter[o])++;
-    if (o != OUT_SUCCEEDED && (t->cause == NO_POS || o > outcome_of(&p->tasks[t->cause])))
-        t->cause = up;
     /* Already decided (queued, started, skipped or cancelled): later outcomes change nothing. */
     if (t->state != SCHED_PENDING || t->heap_pos != NO_POS || p->draining)
         return;
+    if (o != OUT_SUCCEEDED && (t->cause == NO_POS || o > outcome_of(&p->tasks[t->cause])))
+        t->cause = up;
     switch (decide(t)) {
     case DECIDE_READY:
         heap_push(p, &p->ready, d);
