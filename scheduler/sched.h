@@ -64,7 +64,9 @@ typedef struct {
 typedef struct sched_plan sched_plan;
 
 /* Called for every state change of a task, in order. `reason` is a human-readable cause for
- * SKIPPED ("upstream \"x\" is FAILED (trigger_rule all_success)"), FAILED/RETRYING (the attempt's
+ * SKIPPED ("upstream failed: \"x\" is FAILED (trigger_rule all_success)", "upstream failed:
+ * \"y\" was skipped because \"x\" FAILED (...)", "trigger_rule one_failed not met: ...";
+ * sched_task_skip_cause() is already set when it is called), FAILED/RETRYING (the attempt's
  * error as the driver reported it, or "exceeded timeout of N s[: error]" for a timed-out attempt)
  * and CANCELLED; NULL otherwise. `reason` is valid only during the call. Must not call back into
  * the plan except through the read-only accessors. No transition happens inside sched_new(). */
