@@ -198,8 +198,8 @@ int agent__task_result_read(run_state *r, size_t i, int attempt, char **text, si
     if (!ok) {
         free(buf);
         *len = 0;
-        snprintf(err, errlen, "task \"%s\": the result in DAGY_TASK_OUTPUT %s",
-                 r->spec->tasks[i].name, why);
+        snprintf(err, errlen, "the result of task \"%s\" (attempt %d) in DAGY_TASK_OUTPUT %s",
+                 r->spec->tasks[i].name, attempt, why);
         return -EBADMSG;
     }
     *text = buf;

@@ -99,7 +99,7 @@ static void expect_bad(fx *f, const char *data, size_t len, const char *why)
     assert_null(text);
     if (!strstr(err, why))
         fail_msg("for %.40s: got \"%s\", want \"%s\"", data, err, why);
-    assert_non_null(strstr(err, "task \"a\": the result in DAGY_TASK_OUTPUT"));
+    assert_non_null(strstr(err, "the result of task \"a\" (attempt 1) in DAGY_TASK_OUTPUT "));
 }
 
 static void result_must_be_exactly_one_json_value(void **state)
