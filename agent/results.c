@@ -41,8 +41,10 @@ int agent__results_init(run_state *r, char *err)
     agent_uuid(id);
     size_t n = strlen(r->run_dir) + strlen(id) + 16;
     r->exec_dir = malloc(n);
-    if (!r->exec_dir)
+    if (!r->exec_dir) {
+        snprintf(err, AGENT_ERR_MAX, "out of memory");
         return -ENOMEM;
+    }
     snprintf(r->exec_dir, n, "%s/exec/%s", r->run_dir, id);
     for (size_t d = 0; d < sizeof dir_names / sizeof *dir_names; d++) {
         char path[4096];
