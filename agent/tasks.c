@@ -49,6 +49,11 @@ int agent__load_spec(run_state *r, char *err)
 
     char *meta_path = fmt_path(r->flow_dir, NULL, "metadata", ".json");
     char *meta = proto_read_file(meta_path, 1u << 20, NULL);
+    if (!meta && errno != ENOENT)
+        agent_log(LOG_WARNING, "metadata_invalid", "%s cannot be read (%s); ignored", meta_path,
+                  errno == EINVAL  ? "not a regular file"
+                  : errno == EFBIG ? "larger than 1 MiB"
+                                   : strerror(errno));
     if (meta) {
         r->metadata = cJSON_Parse(meta);
         if (!r->metadata)

@@ -379,6 +379,15 @@ class AgentLocal(unittest.TestCase):
         self.assertEqual(r.code, 0, r)
         self.assertEqual(json.loads(r.output("B")[0]), {"A": None})
 
+    def test_fifo_as_metadata_json_is_ignored_with_a_warning(self):
+        # the flow directory is the user's: a FIFO there must not freeze the agent either
+        f = self.flow(spec([task("a", "true")]))
+        os.mkfifo(os.path.join(f.dir, "metadata.json"))
+        r = f.run(timeout=20)
+        self.assertEqual(r.code, 0, r)
+        warn = r.events("metadata_invalid")
+        self.assertIn("not a regular file", warn[0]["message"])
+
     def test_callable_tasks_pass_data(self):
         f = self.flow(spec([
             {"name": "extract", "callable": "mod.pipeline:extract", "kwargs": {"n": 3}},
