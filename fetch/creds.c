@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -418,6 +419,7 @@ struct fetch_credsrc {
     bool plain_http;  /* http:// (loopback or agent): never through a proxy */
     char *token;      /* AWS_CONTAINER_AUTHORIZATION_TOKEN */
     char *token_file; /* AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (read at every fetch) */
+    char *sent_token; /* the token of the fetch in flight, to redact from its answer */
     uv_timer_t timer; /* refresh / retry / deferred failure */
     fetch_http_req *inflight;
     int tries;
@@ -429,6 +431,15 @@ struct fetch_credsrc {
 const char *fetch_credsrc_name(const fetch_credsrc *s)
 {
     return s->name;
+}
+
+/* Wipes and frees a copy of a secret. */
+static void free_secret(char **p)
+{
+    if (*p)
+        memset(*p, 0, strlen(*p));
+    free(*p);
+    *p = NULL;
 }
 
 static void on_src_closed(uv_handle_t *h)
@@ -451,9 +462,8 @@ void fetch_credsrc_free(fetch_credsrc *s)
     }
     fetch_creds_clear(&s->cur);
     free(s->uri);
-    if (s->token)
-        memset(s->token, 0, strlen(s->token));
-    free(s->token);
+    free_secret(&s->token);
+    free_secret(&s->sent_token);
     free(s->token_file);
     uv_close((uv_handle_t *)&s->timer, on_src_closed);
 }
@@ -543,12 +553,19 @@ static void on_fetch_done(void *ud, const fetch_http_resp *r)
         snprintf(s->last_err, sizeof s->last_err, "ECS container credentials %.200s: %.250s",
                  s->uri, r->errmsg);
     } else if (r->status != 200) {
+        /* The endpoint may echo the request: its token never reaches the message. */
+        char body[160];
+        fetch_http__text(body, sizeof body, r->body, r->body_len);
         snprintf(s->last_err, sizeof s->last_err,
-                 "ECS container credentials %.200s: HTTP %ld: %.160s", s->uri, r->status, r->body);
+                 "ECS container credentials %.200s: HTTP %ld: %s", s->uri, r->status, body);
+        fetch__redact_value(s->last_err, sizeof s->last_err, s->sent_token);
+        fetch__redact(NULL, s->last_err, sizeof s->last_err);
+        free_secret(&s->sent_token);
     } else if (fetch_creds_parse_container_json(r->body, &c, why) < 0) {
         snprintf(s->last_err, sizeof s->last_err, "ECS container credentials %.200s: %.250s",
                  s->uri, why);
     } else {
+        free_secret(&s->sent_token);
         fetch_creds_clear(&s->cur);
         s->cur = c;
         s->have = true;
@@ -568,15 +585,21 @@ static char *auth_header(fetch_credsrc *s, int *err)
     const char *tok = s->token;
     *err = 0;
     if (s->token_file) {
-        int fd = open(s->token_file, O_RDONLY | O_CLOEXEC);
-        ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+        /* Non-blocking and regular files only: a FIFO there must not stall the loop. Symlinks
+         * are followed (EKS projects the token through ..data links). */
+        struct stat st;
+        int fd = open(s->token_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        ssize_t n = -1;
+        if (fd >= 0 && fstat(fd, &st) == 0)
+            n = S_ISREG(st.st_mode) ? read(fd, buf, sizeof buf - 1) : (errno = EINVAL, -1);
+        int e = errno;
         if (fd >= 0)
             close(fd);
         if (n < 0) {
-            *err = -errno;
+            *err = -e;
             snprintf(s->last_err, sizeof s->last_err,
                      "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE %.300s: %s", s->token_file,
-                     strerror(errno));
+                     e == EINVAL ? "not a regular file" : strerror(e));
             return NULL;
         }
         buf[n] = '\0';
@@ -584,6 +607,19 @@ static char *auth_header(fetch_credsrc *s, int *err)
     }
     if (!tok || !*tok)
         return NULL;
+    for (const char *p = tok; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            /* A CR or LF would add headers of its own to the request. */
+            *err = -EINVAL;
+            snprintf(s->last_err, sizeof s->last_err, "%s holds a control character",
+                     s->token_file ? "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
+                                   : "AWS_CONTAINER_AUTHORIZATION_TOKEN");
+            memset(buf, 0, sizeof buf);
+            return NULL;
+        }
+    }
+    free(s->sent_token);
+    s->sent_token = strdup(tok);
     size_t len = strlen(tok) + 16;
     char *h = malloc(len);
     if (h)

@@ -129,6 +129,14 @@ bool fetch__aws_closing(const fetch_aws *a); /* fetch_aws_free has begun */
 const fetch_endpoint *fetch__aws_endpoint(fetch_aws *a, const char *service);
 fetch_credsrc *fetch__aws_creds(fetch_aws *a);
 
+/* Replaces every copy of `needle` (ignored when shorter than 8 bytes) in msg, a NUL-terminated
+ * string in a buffer of cap bytes, with "[redacted]". */
+void fetch__redact_value(char *msg, size_t cap, const char *needle);
+/* Redacts from a message built from response text what an echoing endpoint could send back of
+ * a signed request: the current secret key and session token, and the values after
+ * "Signature=", "X-Amz-Security-Token=" / ":" and "Authorization:". a may be NULL. */
+void fetch__redact(fetch_aws *a, char *msg, size_t cap);
+
 /* Full-jitter backoff before retry number `attempt` (1-based): uniform in
  * [0, min(cap, base * 2^(attempt-1))]. */
 uint64_t fetch__backoff_ms(const fetch_retry *r, int attempt);

@@ -507,6 +507,22 @@ static void emfile_waits_for_a_running_transfer(void **state)
     finish_loop(&loop, &sv);
 }
 
+/* Response text for messages: valid UTF-8, no control characters (C0, DEL, C1), bounded. */
+static void response_text_is_cleaned_and_bounded(void **state)
+{
+    char out[64];
+    const char in[] = "ok\xff\n\x1b[2J\xc2\x9b"
+                      "x\x7f\xe2\x82\xac";
+    fetch_http__text(out, sizeof out, in, sizeof in - 1);
+    assert_string_equal(out, "ok\xef\xbf\xbd  [2J  x \xe2\x82\xac");
+    char small[8];
+    fetch_http__text(small, sizeof small, "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac", 9);
+    assert_string_equal(small, "\xe2\x82\xac..."); /* cut on a character, marked */
+    fetch_http__text(small, sizeof small, "a\0b", 3);
+    assert_string_equal(small, "a\xef\xbf\xbd"
+                               "b");
+}
+
 static void errno_mapping(void **state)
 {
     assert_int_equal(fetch_http__curl_errno(0), 0);
@@ -527,6 +543,7 @@ int main(void)
         cmocka_unit_test(no_proxy_ignores_the_proxy_variables),
         cmocka_unit_test(burst_is_queued_within_the_connection_bound),
         cmocka_unit_test(emfile_waits_for_a_running_transfer),
+        cmocka_unit_test(response_text_is_cleaned_and_bounded),
         cmocka_unit_test(errno_mapping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -54,6 +54,8 @@ static void rejects_malformed_uris(void **state)
         "s3://bkt/k#sha256="
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8555",
         "s3://bkt/k#md5=d41d8cd98f00b204e9800998ecf8427e",
+        "s3://bkt/invalid-\xff-utf8",
+        "s3://bkt/cut-\xe2\x82",
         "s3://bkt/#sha256="
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     };
