@@ -186,8 +186,8 @@ static void redact_after(char *msg, size_t cap, const char *key)
 
 void fetch__redact(fetch_aws *a, char *msg, size_t cap)
 {
-    static const char *const keys[] = {"signature=", "x-amz-security-token=",
-                                       "x-amz-security-token:", "authorization:"};
+    static const char *const keys[] = {
+        "signature=", "x-amz-security-token=", "x-amz-security-token:", "authorization:"};
     const fetch_creds *cr = a && a->creds ? fetch_credsrc_get(a->creds) : NULL;
     if (cr) {
         fetch__redact_value(msg, cap, cr->secret);

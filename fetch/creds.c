@@ -556,8 +556,8 @@ static void on_fetch_done(void *ud, const fetch_http_resp *r)
         /* The endpoint may echo the request: its token never reaches the message. */
         char body[160];
         fetch_http__text(body, sizeof body, r->body, r->body_len);
-        snprintf(s->last_err, sizeof s->last_err,
-                 "ECS container credentials %.200s: HTTP %ld: %s", s->uri, r->status, body);
+        snprintf(s->last_err, sizeof s->last_err, "ECS container credentials %.200s: HTTP %ld: %s",
+                 s->uri, r->status, body);
         fetch__redact_value(s->last_err, sizeof s->last_err, s->sent_token);
         fetch__redact(NULL, s->last_err, sizeof s->last_err);
         free_secret(&s->sent_token);

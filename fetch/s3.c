@@ -491,8 +491,8 @@ static void part_on_done(void *ud, const fetch_http_resp *r)
             fetch_http__text(range, sizeof range, r->content_range ? r->content_range : "",
                              r->content_range ? strlen(r->content_range) : 0);
             snprintf(msg, sizeof msg,
-                     "%s: unexpected answer to a ranged GET (HTTP %ld, Content-Range '%s')",
-                     g->uri, r->status, range);
+                     "%s: unexpected answer to a ranged GET (HTTP %ld, Content-Range '%s')", g->uri,
+                     r->status, range);
             get_finish(g, rc, r->status, NULL, msg);
             return;
         }

@@ -48,7 +48,7 @@ typedef struct {
     struct archive *aw; /* disk writer */
     const unpack_limits *lim;
     const atomic_bool *cancel; /* set by another thread to stop; may be NULL */
-    uint64_t archive_size; /* bytes of the archive file, for the ratio */
+    uint64_t archive_size;     /* bytes of the archive file, for the ratio */
     uint64_t entries;
     uint64_t bytes;         /* uncompressed bytes charged so far */
     uint64_t entry_charged; /* bytes charged for the current entry */
