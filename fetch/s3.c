@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +270,7 @@ struct s3get {
     int inflight;
     int open_timers;
     bool finished, hashing, all_in;
+    atomic_bool stop_hashing; /* set with finished: the hashing work stops at its next MiB */
     uv_work_t work;
     EVP_MD_CTX *hash_ctx; /* only touched by one work item at a time, or the loop between */
     int hash_fd;
@@ -323,6 +325,7 @@ static void get_finish(s3get *g, int err, long status, const char *code, const c
     if (g->finished)
         return;
     g->finished = true;
+    atomic_store(&g->stop_hashing, true);
     fetch__op_unregister(g->a, &g->op);
     for (int i = 0; i < MAX_INFLIGHT; i++) {
         if (g->parts[i].call)
@@ -568,7 +571,7 @@ static void hash_work(uv_work_t *w)
         g->hash_err = -ENOMEM;
         return;
     }
-    while (off < g->hash_to && !g->hash_err) {
+    while (off < g->hash_to && !g->hash_err && !atomic_load(&g->stop_hashing)) {
         size_t want = g->hash_to - off < (1u << 20) ? (size_t)(g->hash_to - off) : (1u << 20);
         ssize_t n = pread(g->hash_fd, buf, want, (off_t)off);
         if (n <= 0)
