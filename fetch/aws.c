@@ -540,7 +540,7 @@ static void api_cancel(fetch__op *op)
 
 /* AWS JSON error: code from "__type" without its "namespace#" prefix, message from
  * "message" or "Message"; both cleaned and bounded (any bytes may arrive). */
-static void json_error(const cJSON *j, char *code, size_t ncode, char *msg, size_t nmsg)
+void fetch__json_error(const cJSON *j, char *code, size_t ncode, char *msg, size_t nmsg)
 {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "__type");
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "message");
@@ -602,7 +602,7 @@ static void api_on_resp(void *ud, const fetch_http_resp *r)
     char code[128] = "", awsmsg[FETCH_ERR_MAX] = "";
     bool ok = r->err == 0 && r->status >= 200 && r->status < 300;
     if (!ok && j)
-        json_error(j, code, sizeof code, awsmsg, sizeof awsmsg);
+        fetch__json_error(j, code, sizeof code, awsmsg, sizeof awsmsg);
     if (!ok && !o->is_get && !o->refreshed &&
         (strcmp(code, "ExpiredTokenException") == 0 || strcmp(code, "ExpiredToken") == 0) &&
         fetch_credsrc_invalidate(o->a->creds)) {

@@ -137,6 +137,13 @@ void fetch__redact_value(char *msg, size_t cap, const char *needle);
  * "Signature=", "X-Amz-Security-Token=" / ":" and "Authorization:". a may be NULL. */
 void fetch__redact(fetch_aws *a, char *msg, size_t cap);
 
+/* The error parsers, callable on any buffer (fuzzing): the S3 error of an answer (<Code> and
+ * <Message> of an XML body of r->body_len bytes, else a code from the status: NoSuchKey,
+ * AccessDenied, PreconditionFailed), and an AWS JSON error (__type without its "namespace#",
+ * message or Message). Outputs are cleaned (fetch_http__text) and fit their sizes. */
+void fetch__s3_error_code(const fetch_http_resp *r, char *code, size_t n, char *msg, size_t mn);
+void fetch__json_error(const cJSON *j, char *code, size_t ncode, char *msg, size_t nmsg);
+
 /* Full-jitter backoff before retry number `attempt` (1-based): uniform in
  * [0, min(cap, base * 2^(attempt-1))]. */
 uint64_t fetch__backoff_ms(const fetch_retry *r, int attempt);

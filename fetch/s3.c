@@ -179,7 +179,7 @@ static void xml_tag(const fetch_http_resp *r, const char *tag, char *out, size_t
 }
 
 /* The S3 error code of an answer: <Code> of the XML body, else derived from the status. */
-static void s3_error_code(const fetch_http_resp *r, char *code, size_t n, char *msg, size_t mn)
+void fetch__s3_error_code(const fetch_http_resp *r, char *code, size_t n, char *msg, size_t mn)
 {
     xml_tag(r, "Code", code, n);
     xml_tag(r, "Message", msg, mn);
@@ -455,7 +455,7 @@ static void part_failed(s3get *g, part *p, const fetch_http_resp *r)
         local_write_failed(g);
         return;
     }
-    s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
+    fetch__s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
     if (is_expired_code(code) && !p->refreshed &&
         fetch_credsrc_invalidate(fetch__aws_creds(g->a))) {
         p->refreshed = true;
@@ -842,7 +842,7 @@ static void put_on_done(void *ud, const fetch_http_resp *r)
         put_finish(u, &res);
         return;
     }
-    s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
+    fetch__s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
     if (is_expired_code(code) && !u->refreshed &&
         fetch_credsrc_invalidate(fetch__aws_creds(u->a))) {
         u->refreshed = true;
