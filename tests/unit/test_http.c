@@ -428,7 +428,7 @@ static void burst_is_queued_within_the_connection_bound(void **state)
 }
 
 /* Takes every free descriptor (a soft limit just above the highest one open, holes filled);
- * returns how many were taken into fds[]. */
+ * returns how many were taken into fds[], or -1 if the limit cannot be lowered. */
 static int exhaust_fds(struct rlimit *saved, int *fds, int cap)
 {
     int top = 0, n = 0;
@@ -439,7 +439,8 @@ static int exhaust_fds(struct rlimit *saved, int *fds, int cap)
     closedir(d);
     assert_int_equal(getrlimit(RLIMIT_NOFILE, saved), 0);
     struct rlimit low = {(rlim_t)top + 1, saved->rlim_max};
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    if (setrlimit(RLIMIT_NOFILE, &low))
+        return -1; /* not allowed here (valgrind keeps its own descriptors up there) */
     for (int fd; n < cap && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;)
         fds[n++] = fd;
     assert_true(n < cap);
@@ -480,7 +481,12 @@ static void emfile_waits_for_a_running_transfer(void **state)
     uv_timer_init(&loop, &tick);
     uv_timer_start(&tick, on_tick, 10, 10);
 
-    nfds = exhaust_fds(&saved, fds, 4096);
+    if ((nfds = exhaust_fds(&saved, fds, 4096)) < 0) {
+        uv_close((uv_handle_t *)&tick, NULL);
+        fetch_http_free(c.h);
+        finish_loop(&loop, &sv);
+        skip();
+    }
     assert_int_equal(fetch_http_request(c.h, &o, on_record, &c, NULL), 0);
     run_until(&loop, &c.calls, 1);
     assert_int_equal(c.last.err, -EMFILE);
@@ -491,7 +497,7 @@ static void emfile_waits_for_a_running_transfer(void **state)
         assert_int_equal(fetch_http_request(c.h, &oh, on_never, &c, &hung[i]), 0);
     for (int i = 0; i < 100000 && sv.accepted < 3; i++)
         uv_run(&loop, UV_RUN_ONCE);
-    nfds = exhaust_fds(&saved, fds, 4096);
+    assert_true((nfds = exhaust_fds(&saved, fds, 4096)) >= 0);
     for (int i = 0; i < 4; i++)
         assert_int_equal(fetch_http_request(c.h, &o, on_record, &c, NULL), 0);
     for (uint64_t until = uv_now(&loop) + 300; uv_now(&loop) < until;)
