@@ -10,6 +10,8 @@
 #include "agent/run.h"
 #include "agent/log.h"
 #include "fetch/unpack.h"
+#include "proto/names.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -67,25 +69,6 @@ static char *path_join(const char *a, const char *b)
     char *s = malloc(n);
     snprintf(s, n, "%s/%s", a, b);
     return s;
-}
-
-/* mkdir -p for the work directory's parents. */
-static int mkdirs(const char *path)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return -ENAMETOOLONG;
-    for (char *s = buf + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        if (mkdir(buf, 0755) && errno != EEXIST)
-            return -errno;
-        *s = '/';
-    }
-    if (mkdir(buf, 0755) && errno != EEXIST)
-        return -errno;
-    return 0;
 }
 
 static void unpack_work(uv_work_t *w)
@@ -396,13 +379,15 @@ static void settle(prep *p)
 /* The run's work directory, emptied of any earlier attempt's leftovers. */
 static int make_run_dir(run_state *r, char *err)
 {
-    int rc = mkdirs(r->cfg->work_dir);
+    int rc = proto_mkdirs(r->cfg->work_dir, 0755);
     if (rc) {
         snprintf(err, AGENT_ERR_MAX, "cannot create DAGY_WORK_DIR %s: %s", r->cfg->work_dir,
                  strerror(-rc));
         return rc;
     }
-    r->run_dir = path_join(r->cfg->work_dir, r->cfg->run_id);
+    char enc[PROTO_NAME_ENCODED_MAX]; /* ".r" is a directory like any other: %2Er */
+    proto_name_encode(r->cfg->run_id, enc, sizeof enc);
+    r->run_dir = path_join(r->cfg->work_dir, enc);
     unpack_rmtree(r->run_dir);
     if (mkdir(r->run_dir, 0700)) {
         snprintf(err, AGENT_ERR_MAX, "cannot create %s: %s", r->run_dir, strerror(errno));

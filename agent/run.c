@@ -7,6 +7,7 @@
  * SIGTERM" and the agent exits 143 after flushing status. */
 #include "agent/run.h"
 #include "agent/log.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -75,7 +76,7 @@ static void run_item_identity(run_state *r)
 static void write_running(run_state *r)
 {
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     run_item_identity(r);
     status_set_str(r->run_item, "status", "RUNNING");
     status_set_str(r->run_item, "started_at", ts);
@@ -91,7 +92,7 @@ static void on_heartbeat(uv_timer_t *t)
     char ts[32];
     if (r->phase >= RUN_FINISHING)
         return;
-    agent__run_set(r, "last_heartbeat_at", status_now_iso(ts));
+    agent__run_set(r, "last_heartbeat_at", proto_iso_time(proto_now(), ts));
 }
 
 /* Drain timer: running tasks had their chance; terminate their process groups. */
@@ -219,7 +220,7 @@ void agent__finish(run_state *r, int exit_code, const char *error)
 
     const char *status = exit_code == AGENT_EXIT_OK ? "SUCCEEDED" : "FAILED";
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     double dur = (double)(uv_now(&r->loop) - r->started_ms) / 1000.0;
     run_item_counts(r);
     status_set_str(r->run_item, "status", status);

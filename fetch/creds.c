@@ -3,6 +3,7 @@
  * the loop, refreshed before Expiration) and the shared credentials file. No secret is ever put
  * in an error message. */
 #include "fetch/creds.h"
+#include "proto/util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -781,19 +782,8 @@ static int src_file(fetch_credsrc *s, char *err)
         snprintf(def, sizeof def, "%s/.aws/credentials", home);
         path = def;
     }
-    FILE *f = fopen(path, "re");
-    char *text = NULL;
-    size_t len = 0;
-    if (f) {
-        FILE *m = open_memstream(&text, &len);
-        char buf[4096];
-        size_t n;
-        while (m && (n = fread(buf, 1, sizeof buf, f)) > 0)
-            fwrite(buf, 1, n, m);
-        if (m)
-            fclose(m);
-        fclose(f);
-    }
+    size_t len = 0; /* an unreadable or oversized file counts as absent, as a missing one */
+    char *text = proto_read_user_file(path, 1u << 20, &len);
     int rc = text ? fetch_creds_parse_file(text, prof, &s->cur, err) : -ENOENT;
     if (text)
         memset(text, 0, len);

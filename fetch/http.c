@@ -765,6 +765,10 @@ static void setup_transport(fetch_http_req *r, const fetch_http_opts *o)
     CURL *e = r->easy;
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
     curl_easy_setopt(e, CURLOPT_URL, o->url);
+    /* Send the path exactly as given: by default curl removes "/../" and "/./" (RFC 3986 dot
+     * segments), so an S3 key "a/../b" would be signed as one key and sent as another. S3 takes
+     * keys literally (like the Go SDK's DisableRestProtocolURICleaning for S3). */
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);

@@ -5,6 +5,7 @@
  * duplicates, limits) against the tree extracted so far, so that a hostile archive can write
  * nothing outside the destination and leaves nothing behind when it is refused. */
 #include "fetch/unpack.h"
+#include "proto/util.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -74,27 +75,10 @@ static void set_err(char *err, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 if the bytes there are not one. Rejects
- * overlong forms, surrogates and code points above U+10FFFF. */
+/* The valid UTF-8 sequence at s of a NUL-terminated string (1-4 bytes), or 0. */
 static size_t utf8_seq(const unsigned char *s)
 {
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        unsigned lo = s[0] == 0xe0 ? 0xa0 : 0x80, hi = s[0] == 0xed ? 0x9f : 0xbf;
-        if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80)
-            return 0;
-        return 3;
-    }
-    if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        unsigned lo = s[0] == 0xf0 ? 0x90 : 0x80, hi = s[0] == 0xf4 ? 0x8f : 0xbf;
-        if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
-            return 0;
-        return 4;
-    }
-    return 0;
+    return proto_utf8_seq(s, strnlen((const char *)s, 4));
 }
 
 /* Quotes a name for an error message: valid printable UTF-8 passes, control characters, quotes,
