@@ -74,6 +74,30 @@ static int creds_file_kv(fetch_creds *c, char *line)
     return 0;
 }
 
+/* Keys, secrets and tokens go into request headers: printable ASCII without spaces only (a CR
+ * or LF would add headers of its own), of a sane length. */
+static bool credential_text_ok(const char *v)
+{
+    size_t n = 0;
+    for (; v[n]; n++)
+        if ((unsigned char)v[n] < 0x21 || (unsigned char)v[n] > 0x7e)
+            return false;
+    return n > 0 && n <= 8192;
+}
+
+/* The first of key, secret, token (token may be NULL) that is not credential_text_ok, named as
+ * in `names`, or NULL. */
+static const char *bad_credential(const fetch_creds *c, const char *const names[3])
+{
+    if (!credential_text_ok(c->key))
+        return names[0];
+    if (!credential_text_ok(c->secret))
+        return names[1];
+    if (c->token && !credential_text_ok(c->token))
+        return names[2];
+    return NULL;
+}
+
 int fetch_creds_parse_file(const char *text, const char *profile, fetch_creds *out, char *err)
 {
     fetch_creds c = {0};
@@ -106,6 +130,14 @@ int fetch_creds_parse_file(const char *text, const char *profile, fetch_creds *o
                  "profile [%s] has no %s (only aws_access_key_id/aws_secret_access_key/"
                  "aws_session_token are supported, not role_arn, sso or credential_process)",
                  profile, c.key ? "aws_secret_access_key" : "aws_access_key_id");
+        rc = -EINVAL;
+    }
+    static const char *const file_names[3] = {"aws_access_key_id", "aws_secret_access_key",
+                                              "aws_session_token"};
+    const char *bad = rc == 0 ? bad_credential(&c, file_names) : NULL;
+    if (bad) {
+        snprintf(err, FETCH_ERR_MAX, "profile [%s]: %s holds characters other than printable ASCII",
+                 profile, bad);
         rc = -EINVAL;
     }
     if (rc < 0)
@@ -173,6 +205,10 @@ int fetch_creds_parse_container_json(const char *json, fetch_creds *out, char *e
     cJSON_Delete(j);
     if (!missing && (!c.key || !c.secret))
         missing = "memory";
+    static const char *const json_names[3] = {"well-formed AccessKeyId",
+                                              "well-formed SecretAccessKey", "well-formed Token"};
+    if (!missing)
+        missing = bad_credential(&c, json_names);
     if (missing) {
         snprintf(err, FETCH_ERR_MAX, "response has no %s", missing);
         fetch_creds_clear(&c);
@@ -725,6 +761,13 @@ static int src_env(fetch_credsrc *s, char *err)
     s->cur.token = tok && *tok ? strdup(tok) : NULL;
     if (!s->cur.key || !s->cur.secret || (tok && *tok && !s->cur.token))
         return -ENOMEM;
+    static const char *const env_names[3] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                             "AWS_SESSION_TOKEN"};
+    const char *bad = bad_credential(&s->cur, env_names);
+    if (bad) {
+        snprintf(err, FETCH_ERR_MAX, "%s holds characters other than printable ASCII", bad);
+        return -EINVAL;
+    }
     s->kind = SRC_STATIC;
     s->have = true;
     snprintf(s->name, sizeof s->name, "environment (AWS_ACCESS_KEY_ID)");
