@@ -1,7 +1,7 @@
-/* creds.h - fetch-module internals shared by aws.c, creds.c and s3.c (not for other modules):
- * the credential chain (environment keys, ECS container credentials endpoint with refresh,
- * shared credentials file), region and endpoint selection, signed single-attempt requests and
- * retry helpers. Pure parsers are exposed for unit tests. */
+/* creds.h - fetch-module internals shared by aws.c, creds.c, creds_uri.c and s3.c (not for
+ * other modules): the credential chain (environment keys, ECS container credentials endpoint with
+ * refresh, shared credentials file), region and endpoint selection, signed single-attempt requests
+ * and retry helpers. Pure parsers are exposed for unit tests. */
 #ifndef DAGY_FETCH_CREDS_H
 #define DAGY_FETCH_CREDS_H
 
