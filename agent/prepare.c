@@ -448,18 +448,12 @@ void agent__prepare_cancel(run_state *r)
 
 void agent__prepare_teardown(run_state *r)
 {
-    /* Every handle is closing; only the thread pool's work keeps the loop alive. An unpack
-     * writes into memory of this run until its after-callback: wait for it. */
-    for (;;) {
-        prep *p = r->prep;
-        bool busy = false;
-        for (size_t i = 0; p && i < p->n_jobs; i++) {
-            atomic_store(&p->jobs[i].cancel, true);
-            busy |= p->jobs[i].unpacking;
-        }
-        if (!busy || !uv_run(&r->loop, UV_RUN_ONCE))
-            break;
-    }
+    /* Every handle is closing; only work on the thread pool can keep the loop alive: an unpack
+     * (or a download's checksum) writes into memory of this run until its after-callback.
+     * Both stop at their next block once cancelled, so this wait is short. */
+    for (size_t i = 0; r->prep && i < r->prep->n_jobs; i++)
+        atomic_store(&r->prep->jobs[i].cancel, true);
+    uv_run(&r->loop, UV_RUN_DEFAULT);
     /* What is left waits for callbacks that teardown has cancelled silently (pip, forgotten by
      * sbx_close): nothing can reach it any more. */
     if (r->prep)

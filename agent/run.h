@@ -96,8 +96,9 @@ void agent__prepare(run_state *r);
 /* A signal during preparation: unpacks stop at their next block (their partial directories
  * removed), pip is terminated. The jobs still settle through their callbacks. */
 void agent__prepare_cancel(run_state *r);
-/* Teardown, once every handle is closing: waits for unpack work still on the thread pool, then
- * frees what preparation left. */
+/* Teardown, once every handle is closing: waits for the work still on the thread pool (unpacks,
+ * download checksums: cancelled, they stop at their next block), then frees what preparation
+ * left. */
 void agent__prepare_teardown(run_state *r);
 /* Reads and validates the spec of r->flow_dir with the run's variables; returns 0 or an exit
  * code with err set. */

@@ -68,13 +68,17 @@ int fetch_s3_parse_uri(const char *uri, char **bucket, char **key, char **sha256
 /* Progress of a download: bytes so far and total (0 if unknown yet). */
 typedef void (*fetch_progress_cb)(void *ud, uint64_t done, uint64_t total);
 
-/* Downloads an S3 object to `path` (created/truncated, mode 0600): parallel ranged GETs pinned to
+/* Downloads an S3 object to `path` (created/truncated, mode 0600; a regular file, not a link,
+ * else -ELOOP / -EINVAL and the path is left alone): parallel ranged GETs pinned to
  * the ETag for large objects, retries per part, length and #sha256= verified. On a checksum
  * mismatch the result has err -EBADMSG and the file is removed. */
 int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_progress_cb progress,
                       fetch_aws_cb cb, void *ud);
 
-/* PutObject of a memory buffer (copied) or of a file. */
+/* PutObject of a memory buffer (copied) or of a file. The file must be a regular file and not
+ * a symlink (-ELOOP; -EINVAL for a FIFO, device or directory): it is opened without blocking
+ * and without following links, since a task may have written the path. Keys must be valid
+ * UTF-8 of at most 1024 bytes (-EINVAL). */
 int fetch_s3_put(fetch_aws *a, const char *bucket, const char *key, const void *data, size_t len,
                  const char *content_type, fetch_aws_cb cb, void *ud);
 int fetch_s3_put_file(fetch_aws *a, const char *bucket, const char *key, const char *path,
