@@ -451,7 +451,7 @@ class DAG:
         path = self._reaches(up.name, down.name)
         if path:
             raise DagyError("%s >> %s would make a cycle: %s" % (
-                up.name, down.name, " -> ".join(list(reversed(path)) + [down.name])))
+                up.name, down.name, " -> ".join(path + [path[0]])))
         node = self._nodes[down.name]
         if up.name not in node.upstream:
             node.upstream.append(up.name)

@@ -407,4 +407,5 @@ def to_dot(spec):
     for t in spec["tasks"]:
         for u in t.get("upstream", []):
             lines.append('  "%s" -> "%s";' % (_dot_escaped(u), _dot_escaped(t["name"])))
+    lines.append("}")
     return "\n".join(lines) + "\n"
