@@ -202,7 +202,9 @@ def load_dag(flow_file, root, dag_name=None):
 def find_agent(agent=None):
     """The dagy-agent binary: `agent`, else $DAGY_AGENT, else dagy-agent on PATH; or None."""
     cand = agent or os.environ.get("DAGY_AGENT") or shutil.which("dagy-agent")
-    return cand if cand and os.path.isfile(cand) and os.access(cand, os.X_OK) else None
+    if not cand or not os.path.isfile(cand) or not os.access(cand, os.X_OK):
+        return None
+    return os.path.abspath(cand)  # the check runs in a scratch directory
 
 
 def agent_check(agent, zip_path):
