@@ -215,6 +215,15 @@ class _Node:
         self.upstream = []  # names, in the order first seen
 
 
+def _utf8(s):
+    """True if s encodes as UTF-8 (no lone surrogates such as os.fsdecode leaves)."""
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _as_list(items):
     """None -> [], one item -> [item], a list or tuple -> a list (never tests truthiness: a
     TaskRef has none)."""
@@ -320,6 +329,9 @@ class DAG:
             raise DagyError("%s: is the task %s itself; pass its result: %s(...)"
                             % (where, value.__name__, value.__name__))
         if isinstance(value, str):
+            if not _utf8(value):
+                raise DagyError("%s: %r is not valid UTF-8 text (a flow spec is UTF-8 JSON)"
+                                % (where, value[:64]))
             if "\0" in value:
                 raise DagyError("%s: contains a NUL character, which a flow spec cannot carry"
                                 % where)
@@ -347,8 +359,9 @@ class DAG:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise DagyError("%s: key %r: JSON object keys must be strings" % (where, k))
-            if "\0" in k:
-                raise DagyError("%s: key %r contains a NUL character" % (where, k))
+            if "\0" in k or not _utf8(k):
+                raise DagyError("%s: key %r contains a NUL character or is not valid UTF-8"
+                                % (where, k))
             out[k] = self._encode(v, "%s.%s" % (where, k), refs, depth + 1)
         if len(out) == 1 and isinstance(out.get("upstream"), str) and not isinstance(
                 value.get("upstream"), TaskRef):

@@ -27,6 +27,7 @@ SKIP_DIRS = ("__pycache__", "node_modules")
 SKIP_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 GENERATED = ("flow_spec.json", "metadata.json")
 AGENT_TIMEOUT = 60
+SPEC_MAX_BYTES = 16 << 20  # FLOWSPEC_MAX_BYTES of the agent
 
 
 class BuildError(Exception):
@@ -67,7 +68,11 @@ def collect_sources(root, include=(), exclude=(), skip_paths=()):
     root = os.path.realpath(root)
     skip = {os.path.realpath(p) for p in skip_paths}
     out = []
-    for cur, dirs, files in os.walk(root):
+
+    def walk_error(e):
+        raise BuildError("cannot read %s: %s" % (e.filename, e.strerror))
+
+    for cur, dirs, files in os.walk(root, onerror=walk_error):
         rel_dir = os.path.relpath(cur, root)
         rel_dir = "" if rel_dir == os.curdir else rel_dir.replace(os.sep, "/")
         keep = []
@@ -142,6 +147,9 @@ def _import_root(root):
     real = os.path.realpath(root)
 
     def under(m):
+        # The running SDK stays: a root holding its own dagy/ must not swap the DAG class.
+        if m.__name__ == "dagy" or m.__name__.startswith("dagy."):
+            return False
         f = getattr(m, "__file__", None)
         return bool(f) and os.path.realpath(f).startswith(real + os.sep)
 
@@ -175,7 +183,8 @@ def load_dag(flow_file, root, dag_name=None):
     if module is None:
         raise BuildError("%s is not under the project root %s (pass --root DIR: the directory the "
                          "artifact's imports start from)" % (flow_file, os.path.abspath(root)))
-    with _import_root(root), _dag.collect_dags() as dags:
+    # Whatever the flow prints while it is imported goes to stderr: stdout is the summary.
+    with _import_root(root), _dag.collect_dags() as dags, contextlib.redirect_stdout(sys.stderr):
         try:
             mod = importlib.import_module(module)
         except _dag.DagyError as e:
@@ -257,8 +266,12 @@ def _metadata(dag, sources, flow_file):
         except ValueError as e:
             raise BuildError("%s: not valid JSON: %s" % (own[0][1], e))
         return None
-    return (json.dumps(dag.metadata if dag.metadata is not None else {}, indent=2,
-                       sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    try:
+        return (json.dumps(dag.metadata if dag.metadata is not None else {}, indent=2,
+                           sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BuildError("%s: metadata holds a string that is not valid UTF-8 (%s)"
+                         % (flow_file, e))
 
 
 def build(flow_file, output=None, version=None, name=None, root=None, include=(), exclude=(),
@@ -307,8 +320,14 @@ def build(flow_file, output=None, version=None, name=None, root=None, include=()
     meta = _metadata(dag, sources, flow_file)
     if meta is not None:
         entries.append(("metadata.json", meta, 0o644))
-    text = json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
-    entries.append(("flow_spec.json", text.encode("utf-8"), 0o644))
+    try:
+        data = (json.dumps(spec, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BuildError("%s: the spec holds a string that is not valid UTF-8 (%s)" % (flow_file, e))
+    if len(data) > SPEC_MAX_BYTES:
+        raise BuildError("%s: flow_spec.json would be %d bytes; dagy-agent reads at most 16 MiB"
+                         % (flow_file, len(data)))
+    entries.append(("flow_spec.json", data, 0o644))
     return _write_checked(output, entries, spec, agent if use_agent else False, log)
 
 
@@ -328,6 +347,11 @@ def _write_checked(output, entries, spec, agent, log):
             agent_check(binary, tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, output)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise BuildError("cannot write %s: %s%s" % (output, e.strerror or e,
+                                                    " (%s)" % e.filename if e.filename else ""))
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

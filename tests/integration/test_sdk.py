@@ -219,6 +219,7 @@ class Options(unittest.TestCase):
             for value, why in [(object(), "not JSON-serialisable"), (float("nan"), "JSON number"),
                                ({1: "a"}, "keys must be strings"), ("{{ foo }}", "unknown template"),
                                ("a\0b", "NUL"), ({"upstream": "extract"}, "literal"),
+                               ("caf\udce9", "not valid UTF-8"),
                                (extract, "pass its result")]:
                 with self.assertRaises(DagyError) as cm:
                     extract(value)
@@ -476,6 +477,29 @@ class Build(unittest.TestCase):
         p = run_dagy(["build", "flows/pipeline.py", "--no-agent"], self.root)
         self.assertEqual(p.returncode, 2)
         self.assertIn("flow_spec.json would be replaced", p.stderr)
+
+    def test_flow_output_at_import_goes_to_stderr(self):
+        with open(os.path.join(self.root, "flows", "pipeline.py"), "a") as f:
+            f.write("print('hello from the flow module')\n")
+        p = run_dagy(["build", "flows/pipeline.py", "--no-agent"], self.root)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["flow_name"], "sdk_flow")
+        self.assertIn("hello from the flow module", p.stderr)
+
+    def test_output_that_cannot_be_written_is_exit_2(self):
+        os.makedirs(os.path.join(self.tmp, "isdir.zip"))
+        p = run_dagy(["build", "flows/pipeline.py", "--no-agent", "--output",
+                      os.path.join(self.tmp, "isdir.zip")], self.root)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("cannot write", p.stderr)
+        self.assertNotIn("Traceback", p.stderr)
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["isdir.zip", "proj"])  # no temp left
+
+    def test_root_with_its_own_dagy_package_builds(self):
+        shutil.copytree(os.path.join(PYDIR, "dagy"), os.path.join(self.root, "dagy"))
+        r = self.build("--output", os.path.join(self.tmp, "own.zip"))
+        with zipfile.ZipFile(r["artifact"]) as z:
+            self.assertEqual(len([n for n in z.namelist() if n == "dagy/_dag.py"]), 1)
 
     def test_symlink_in_sources_refused(self):
         os.symlink("/etc/passwd", os.path.join(self.root, "leak"))
