@@ -295,6 +295,10 @@ def build(flow_file, output=None, version=None, name=None, root=None, include=()
         out_name = spec["name"] + ("-" + spec["version"] if spec.get("version") else "") + ".zip"
         output = os.path.join(root, "dist", out_name)
     output = os.path.abspath(output)
+    if os.path.lexists(output) and (not os.path.isfile(output) or os.path.islink(output) or
+                                    not zipfile.is_zipfile(output)):
+        raise BuildError("--output %s exists and is not a zip file: refusing to replace it"
+                         % output)
     sources = collect_sources(root, include, exclude, skip_paths=[output])
     names = {s[0] for s in sources}
     if "flow_spec.json" in names:

@@ -486,14 +486,30 @@ class Build(unittest.TestCase):
         self.assertEqual(json.loads(p.stdout)["flow_name"], "sdk_flow")
         self.assertIn("hello from the flow module", p.stderr)
 
+    def test_output_never_replaces_a_file_that_is_not_a_zip(self):
+        target = os.path.join(self.root, "flows", "helpers.py")
+        with open(target) as f:
+            before = f.read()
+        p = run_dagy(["build", "flows/pipeline.py", "--no-agent", "--output", target], self.root)
+        self.assertEqual(p.returncode, 2, p.stdout)
+        self.assertIn("is not a zip file", p.stderr)
+        with open(target) as f:
+            self.assertEqual(f.read(), before)
+
     def test_output_that_cannot_be_written_is_exit_2(self):
         os.makedirs(os.path.join(self.tmp, "isdir.zip"))
         p = run_dagy(["build", "flows/pipeline.py", "--no-agent", "--output",
                       os.path.join(self.tmp, "isdir.zip")], self.root)
         self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("is not a zip file", p.stderr)
+        with open(os.path.join(self.tmp, "afile"), "w") as f:
+            f.write("x")
+        p = run_dagy(["build", "flows/pipeline.py", "--no-agent", "--output",
+                      os.path.join(self.tmp, "afile", "x.zip")], self.root)
+        self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("cannot write", p.stderr)
         self.assertNotIn("Traceback", p.stderr)
-        self.assertEqual(sorted(os.listdir(self.tmp)), ["isdir.zip", "proj"])  # no temp left
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["afile", "isdir.zip", "proj"])
 
     def test_root_with_its_own_dagy_package_builds(self):
         shutil.copytree(os.path.join(PYDIR, "dagy"), os.path.join(self.root, "dagy"))
