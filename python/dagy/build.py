@@ -8,7 +8,6 @@ import contextlib
 import fnmatch
 import hashlib
 import importlib
-import io
 import json
 import os
 import shutil
@@ -274,6 +273,59 @@ def _metadata(dag, sources, flow_file):
                          % (flow_file, e))
 
 
+def _spec_bytes(dag, root, name, version, flow_file):
+    """The validated spec and its flow_spec.json bytes (UTF-8, at most 16 MiB)."""
+    if name is not None and _spec.name_problem(name, "flow name"):
+        raise BuildError("--name: " + _spec.name_problem(name, "flow name"))
+    try:
+        spec = dag.to_spec(root=root, name=name, version=version)
+        _spec.validate(spec)
+        data = (json.dumps(spec, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    except (_dag.DagyError, _spec.SpecError) as e:
+        raise BuildError("%s: %s" % (flow_file, e))
+    except UnicodeEncodeError as e:
+        raise BuildError("%s: the spec holds a string that is not valid UTF-8 (%s)" % (flow_file, e))
+    if len(data) > SPEC_MAX_BYTES:
+        raise BuildError("%s: flow_spec.json would be %d bytes; dagy-agent reads at most 16 MiB"
+                         % (flow_file, len(data)))
+    return spec, data
+
+
+def _output_path(output, spec, root):
+    """The artifact path (default ROOT/dist/NAME-VERSION.zip); never a file that is not a zip."""
+    if output is None:
+        out_name = spec["name"] + ("-" + spec["version"] if spec.get("version") else "") + ".zip"
+        output = os.path.join(root, "dist", out_name)
+    output = os.path.abspath(output)
+    if os.path.lexists(output) and (not os.path.isfile(output) or os.path.islink(output) or
+                                    not zipfile.is_zipfile(output)):
+        raise BuildError("--output %s exists and is not a zip file: refusing to replace it"
+                         % output)
+    return output
+
+
+def _check_sources(spec, root, names, flow_file, log):
+    """The packed files hold the flow file and every task module under root, and no
+    flow_spec.json of their own; callables from outside root get a note."""
+    if "flow_spec.json" in names:
+        raise BuildError("%s/flow_spec.json would be replaced by the generated spec: remove it or "
+                         "pass --exclude flow_spec.json" % root)
+    flow_rel = os.path.relpath(os.path.realpath(flow_file), os.path.realpath(root))
+    if flow_rel.replace(os.sep, "/") not in names:
+        raise BuildError("the flow file %s is left out of the artifact by --include/--exclude"
+                         % flow_rel)
+    inside = _module_files(spec, root)
+    for task_name, (mod, cands) in sorted(inside.items()):
+        if not any(c in names for c in cands):
+            raise BuildError("task %s: its module %s (%s) is left out of the artifact by --include/"
+                             "--exclude; the runner could not import it" % (task_name, mod,
+                                                                           cands[0]))
+    for t in spec["tasks"]:
+        if "callable" in t and t["name"] not in inside:
+            log("note: task %s runs %s, which is not under %s: a dependency package must provide "
+                "it" % (t["name"], t["callable"], root))
+
+
 def build(flow_file, output=None, version=None, name=None, root=None, include=(), exclude=(),
           dag_name=None, agent=None, use_agent=True, vendor_sdk=True, log=None):
     """Builds the artifact of flow_file; returns a dict with artifact, sha256, flow_name,
@@ -283,55 +335,19 @@ def build(flow_file, output=None, version=None, name=None, root=None, include=()
     root = os.path.abspath(root or os.getcwd())
     if not os.path.isdir(root):
         raise BuildError("--root %s: not a directory" % root)
-    dag, module = load_dag(flow_file, root, dag_name)
-    if name is not None and _spec.name_problem(name, "flow name"):
-        raise BuildError("--name: " + _spec.name_problem(name, "flow name"))
-    try:
-        spec = dag.to_spec(root=root, name=name, version=version)
-        _spec.validate(spec)
-    except (_dag.DagyError, _spec.SpecError) as e:
-        raise BuildError("%s: %s" % (flow_file, e))
-    if output is None:
-        out_name = spec["name"] + ("-" + spec["version"] if spec.get("version") else "") + ".zip"
-        output = os.path.join(root, "dist", out_name)
-    output = os.path.abspath(output)
-    if os.path.lexists(output) and (not os.path.isfile(output) or os.path.islink(output) or
-                                    not zipfile.is_zipfile(output)):
-        raise BuildError("--output %s exists and is not a zip file: refusing to replace it"
-                         % output)
+    dag, _ = load_dag(flow_file, root, dag_name)
+    spec, spec_data = _spec_bytes(dag, root, name, version, flow_file)
+    output = _output_path(output, spec, root)
     sources = collect_sources(root, include, exclude, skip_paths=[output])
     names = {s[0] for s in sources}
-    if "flow_spec.json" in names:
-        raise BuildError("%s/flow_spec.json would be replaced by the generated spec: remove it or "
-                         "pass --exclude flow_spec.json" % root)
-    flow_rel = os.path.relpath(os.path.realpath(flow_file), os.path.realpath(root))
-    for task_name, (mod, cands) in sorted(_module_files(spec, root).items()):
-        if not any(c in names for c in cands):
-            raise BuildError("task %s: its module %s (%s) is left out of the artifact by --include/"
-                             "--exclude; the runner could not import it" % (task_name, mod,
-                                                                           cands[0]))
-    if flow_rel.replace(os.sep, "/") not in names:
-        raise BuildError("the flow file %s is left out of the artifact by --include/--exclude"
-                         % flow_rel)
-    for t in spec["tasks"]:
-        if "callable" in t and t["name"] not in _module_files(spec, root):
-            log("note: task %s runs %s, which is not under %s: a dependency package must provide "
-                "it" % (t["name"], t["callable"], root))
-    entries = [(s[0], s[1], s[2]) for s in sources]
-    top = {n.split("/")[0] for n in names}
-    if vendor_sdk and "dagy" not in top:
+    _check_sources(spec, root, names, flow_file, log)
+    entries = list(sources)
+    if vendor_sdk and "dagy" not in {n.split("/")[0] for n in names}:
         entries += sdk_sources()
     meta = _metadata(dag, sources, flow_file)
     if meta is not None:
         entries.append(("metadata.json", meta, 0o644))
-    try:
-        data = (json.dumps(spec, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise BuildError("%s: the spec holds a string that is not valid UTF-8 (%s)" % (flow_file, e))
-    if len(data) > SPEC_MAX_BYTES:
-        raise BuildError("%s: flow_spec.json would be %d bytes; dagy-agent reads at most 16 MiB"
-                         % (flow_file, len(data)))
-    entries.append(("flow_spec.json", data, 0o644))
+    entries.append(("flow_spec.json", spec_data, 0o644))
     return _write_checked(output, entries, spec, agent if use_agent else False, log)
 
 

@@ -21,7 +21,6 @@ PYDIR = os.path.join(SRC, "python")
 sys.path.insert(0, PYDIR)
 import dagy  # noqa: E402
 from dagy import DAG, DagyError, TaskCallError, command, task  # noqa: E402
-from dagy import build as dbuild  # noqa: E402
 from dagy import spec as dspec  # noqa: E402
 
 AGENT = os.environ.get("DAGY_AGENT") or os.path.join(
@@ -286,6 +285,22 @@ class SpecRules(unittest.TestCase):
         ({"tasks": [{"name": "a", "command": [""]}]}, "program name"),
         ({"tasks": [{"name": "a", "command": ["true"], "retries": 1.5}]}, "between 0 and 100"),
         ({"tasks": []}, "non-empty array"),
+        ({"spec_version": 2, "tasks": [{"name": "a", "command": ["true"]}]}, "unsupported version 2"),
+        ({"max_parallel": 0, "tasks": [{"name": "a", "command": ["true"]}]}, "max_parallel"),
+        ({"defaults": {"retry": 1}, "tasks": [{"name": "a", "command": ["true"]}]},
+         'defaults: unknown field "retry"'),
+        ({"tasks": [{"name": "a", "command": ["x {{ parameters.a b }}"]}]},
+         "invalid parameter name"),
+        ({"tasks": [{"name": "a", "command": ["x {{ run_id"]}]}, "unterminated template"),
+        ({"tasks": [{"name": "a", "command": ["true"], "env": {"A-B": "1"}}]},
+         "invalid variable name"),
+        ({"tasks": [{"name": "a", "command": ["true"], "trigger_rule": "always"}]},
+         "must be one of all_success"),
+        ({"tasks": [{"name": "a", "command": ["true"], "upstream": ["a"]}]},
+         "cannot depend on itself"),
+        ({"tasks": [{"name": "a", "command": ["true"], "timeout_seconds": 0}]}, "> 0"),
+        ({"tasks": [{"name": "a", "callable": "m:f", "kwargs": {"x": ["{{ foo }}"]}}]},
+         "kwargs.x[0]: unknown template variable"),
     ]
 
     def spec(self, extra):
@@ -516,6 +531,19 @@ class Build(unittest.TestCase):
         r = self.build("--output", os.path.join(self.tmp, "own.zip"))
         with zipfile.ZipFile(r["artifact"]) as z:
             self.assertEqual(len([n for n in z.namelist() if n == "dagy/_dag.py"]), 1)
+
+    def test_tasks_from_another_module_of_the_project(self):
+        with open(os.path.join(self.root, "flows", "tasks.py"), "w") as f:
+            f.write("from dagy import task\n\n\n@task\ndef triple(x):\n    return 3 * x\n")
+        with open(os.path.join(self.root, "flows", "pipeline.py"), "w") as f:
+            f.write("from dagy import DAG\nfrom flows.tasks import triple\n\n"
+                    "with DAG('two_modules'):\n    triple(triple(1))\n")
+        r = self.build()
+        with zipfile.ZipFile(r["artifact"]) as z:
+            spec = json.loads(z.read("flow_spec.json"))
+        self.assertEqual([t["callable"] for t in spec["tasks"]],
+                         ["flows.tasks:triple", "flows.tasks:triple"])
+        self.assertEqual([t["name"] for t in spec["tasks"]], ["triple", "triple_2"])
 
     def test_symlink_in_sources_refused(self):
         os.symlink("/etc/passwd", os.path.join(self.root, "leak"))
