@@ -198,8 +198,7 @@ int launch_cmd_register_package(const char *slug, const char *artifact, const ch
                                 const char *org);
 /* Writes the DAGY_DEPLOYMENTS item of a deployment; every slug of `packages` (comma-separated)
  * must be registered. register.c. */
-int launch_cmd_register_deployment(const char *name, const char *environment,
-                                   const char *packages);
+int launch_cmd_register_deployment(const char *name, const char *environment, const char *packages);
 /* `dagy-launch register-package|register-deployment ARGS`: options, --help, then the command
  * (argv[0] is the command name). Returns the exit code. register.c. */
 int launch_register_main(int argc, char **argv, const char *cmd);

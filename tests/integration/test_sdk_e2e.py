@@ -100,7 +100,9 @@ class SdkExampleLocal(unittest.TestCase):
             if os.path.exists(cmake_zip):  # the CMake build made the very same bytes
                 import hashlib
                 with open(cmake_zip, "rb") as f:
-                    self.assertEqual(hashlib.sha256(f.read()).hexdigest(), r["sha256"])
+                    self.assertEqual(hashlib.sha256(f.read()).hexdigest(), r["sha256"],
+                                     "%s differs from a fresh dagy build (the SDK is packed "
+                                     "too: is the build older than the sources?)" % cmake_zip)
             out = os.path.join(tmp, "out.json")
             a = awsenv.run([launchenv.AGENT, "--flow", r["artifact"], "--param",
                             "source=data/sales.csv", "--param", "destination=" + out,
