@@ -48,6 +48,11 @@ def many(*rows):
     return rows
 
 
+@task
+def takes_upstream(upstream):
+    return upstream
+
+
 def spec_of(dag):
     """The spec with module paths relative to this directory (this file runs as __main__)."""
     return dag.to_spec(root=os.path.dirname(os.path.abspath(__file__)))
@@ -137,6 +142,19 @@ class References(unittest.TestCase):
         self.assertEqual(by_name(s, "load")["upstream"], ["c", "d"])
         self.assertNotIn("upstream", by_name(s, "load")["kwargs"])
         self.assertEqual(repr(e), "<dagy result of task 'load'>")
+        dspec.validate(s)
+
+    def test_a_parameter_named_upstream_is_data(self):
+        with DAG("etl") as dag:
+            a = extract("a")
+            takes_upstream(upstream="plain value")
+            takes_upstream.options(upstream=[a], name="ordered")(upstream=a)
+        s = spec_of(dag)
+        self.assertEqual(by_name(s, "takes_upstream")["kwargs"], {"upstream": "plain value"})
+        self.assertNotIn("upstream", by_name(s, "takes_upstream"))
+        o = by_name(s, "ordered")
+        self.assertEqual((o["kwargs"], o["upstream"]), ({"upstream": {"upstream": "extract"}},
+                                                        ["extract"]))
         dspec.validate(s)
 
     def test_cycles_impossible_by_construction(self):
