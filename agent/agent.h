@@ -33,6 +33,7 @@ typedef struct {
     double kill_grace_seconds; /* DAGY_KILL_GRACE_SECONDS, default 3: SIGTERM -> SIGKILL */
     char *state_dir;           /* --state-dir, default ./.dagy */
     char *work_dir;            /* DAGY_WORK_DIR, default /tmp/dagy */
+    int keep_runs;             /* DAGY_KEEP_RUNS, default 20 (0: keep every run directory) */
     char *status_backend;      /* "local" or "dynamodb" */
     char *runs_table, *task_runs_table, *traces_bucket;
     char *python;      /* DAGY_PYTHON, default python3 */

@@ -64,7 +64,7 @@ static char *path_join(const char *a, const char *b)
     return s;
 }
 
-/* mkdir -p for the work directory's parents. */
+/* mkdir -p for the work directory and its parents, mode 0700 (runs hold parameters). */
 static int mkdirs(const char *path)
 {
     char buf[PATH_MAX];
@@ -74,11 +74,11 @@ static int mkdirs(const char *path)
         if (*s != '/')
             continue;
         *s = '\0';
-        if (mkdir(buf, 0755) && errno != EEXIST)
+        if (mkdir(buf, 0700) && errno != EEXIST)
             return -errno;
         *s = '/';
     }
-    if (mkdir(buf, 0755) && errno != EEXIST)
+    if (mkdir(buf, 0700) && errno != EEXIST)
         return -errno;
     return 0;
 }
@@ -393,8 +393,9 @@ static int make_run_dir(run_state *r, char *err)
         snprintf(err, AGENT_ERR_MAX, "cannot create %s: %s", r->run_dir, strerror(errno));
         return -errno;
     }
+    agent__hold_run_dir(r); /* DAGY_KEEP_RUNS pruning by other agents skips it */
     char *deps = path_join(r->run_dir, "deps");
-    rc = mkdir(deps, 0755) ? -errno : 0;
+    rc = mkdir(deps, 0700) ? -errno : 0;
     free(deps);
     return rc;
 }

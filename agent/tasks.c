@@ -57,7 +57,7 @@ static char *slurp(const char *path, size_t max, size_t *len)
 
 static int write_file(const char *path, const char *data, size_t len)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
     ssize_t n = write(fd, data, len);
@@ -205,7 +205,7 @@ int agent__tasks_init(run_state *r, char *err)
     static const char *const dirs[] = {"results", "inputs"};
     for (size_t i = 0; i < 2; i++) {
         char *d = fmt_path(r->run_dir, NULL, dirs[i], "");
-        rc = mkdir(d, 0755) && errno != EEXIST ? -errno : 0;
+        rc = mkdir(d, 0700) && errno != EEXIST ? -errno : 0;
         free(d);
         if (rc) {
             snprintf(err, AGENT_ERR_MAX, "cannot create %s/%s: %s", r->run_dir, dirs[i],

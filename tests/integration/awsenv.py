@@ -331,3 +331,43 @@ def tools_dir():
     if d:
         return d
     return os.path.join(os.environ.get("DAGY_TEST_BUILD", "build"), "tools")
+
+
+def dynalite_bin():
+    """Path of the dynalite executable (scripts/deps.sh --test installs it under tests/.node),
+    or None. DAGY_DYNALITE overrides."""
+    p = os.environ.get("DAGY_DYNALITE") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".node", "node_modules",
+        ".bin", "dynalite")
+    return p if os.path.exists(p) else None
+
+
+class Dynalite(Moto):
+    """A dynalite server (a DynamoDB emulator stricter than moto about request bodies: UTF-8,
+    sizes, expressions) on a free loopback port. DynamoDB only; any key pair is accepted.
+    Same client()/env()/create_status_tables()/stop() as Moto."""
+
+    def start(self):
+        exe = dynalite_bin()
+        if exe is None:
+            raise RuntimeError("dynalite is not installed (run scripts/deps.sh --test)")
+        self.port = free_port()
+        self.endpoint = "http://127.0.0.1:%d" % self.port
+        self.access_key, self.secret_key = "AKIDDYNALITE00000000", "dynalite-secret"
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [exe, "--host", "127.0.0.1", "--port", str(self.port), "--createTableMs", "0",
+             "--deleteTableMs", "0", "--updateTableMs", "0"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                self.client("dynamodb").list_tables()
+                return self
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    out = self.log()
+                    self.stop()
+                    raise RuntimeError("dynalite did not start:\n" + out)
+                time.sleep(0.1)
