@@ -35,13 +35,16 @@ static log_format pick_format(int asked)
 
 /* A configuration error: a JSON line (event config_error) on stdout in json mode, as every
  * other line of the run would be; plain text on stderr for a person at a terminal. */
-static void config_error(int argc, char **argv, const char *err)
+static void config_error(int argc, char **argv, const agent_config *c, const char *err)
 {
     if (pick_format(asked_format(argc, argv)) == LOG_FORMAT_PRETTY) {
         fprintf(stderr, "dagy-agent: %s\n", err);
         return;
     }
     agent_log_init(LOG_FORMAT_JSON, LOG_INFO, STDOUT_FILENO);
+    /* What identity the environment and flags gave before the error (may be partial). */
+    agent_log_context(c->run_id, c->flow_name, c->flow_version, c->org_id,
+                      c->correlation_id ? c->correlation_id : c->run_id);
     log_line *l = agent_log_begin(LOG_ERROR, "config_error", "%s", err);
     agent_log_int(l, "exit_code", AGENT_EXIT_INVALID);
     agent_log_str(l, "error", err);
@@ -63,7 +66,7 @@ int main(int argc, char **argv)
     char err[AGENT_ERR_MAX];
     int rc = agent_config_load(&cfg, argc, argv, err);
     if (rc) {
-        config_error(argc, argv, err);
+        config_error(argc, argv, &cfg, err);
         agent_config_free(&cfg);
         return rc;
     }

@@ -70,7 +70,8 @@ static size_t list_runs(const char *dir, run_dir **out)
             n++;
     }
     closedir(d);
-    qsort(*out, n, sizeof **out, newest_first);
+    if (n > 1)
+        qsort(*out, n, sizeof **out, newest_first);
     return n;
 }
 
