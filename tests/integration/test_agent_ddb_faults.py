@@ -9,7 +9,9 @@ item is written without the oversized attribute."""
 import decimal
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 import unittest
@@ -17,6 +19,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import agentenv  # noqa: E402
 import awsenv  # noqa: E402
+import faultproxy  # noqa: E402
 
 RUNS = "DAGY_RUNS"
 TASK_RUNS = "DAGY_TASK_RUNS"
@@ -215,6 +218,35 @@ class _Base:
         self.assertEqual(res.events("task_start"), [], res)
         self.assertFalse(os.path.exists(os.path.join(f.dir, "ran")))
         self.assert_last_line_agrees(res)
+
+    def test_shutdown_with_a_store_gone_silent_is_bounded_and_last_line_agrees(self):
+        """SIGTERM while DynamoDB stops answering, a task that ignores SIGTERM: drain, kill
+        grace, at most 2 s for traces and 8 s of flush, then exit 3 (the final status is not
+        stored) with run_end saying so: with the default 15 s drain, 28 s < ECS's 30 s."""
+        f = self.flow([sh("stubborn", "trap '' TERM; sleep 60")])
+        with faultproxy.FaultProxy(self.srv.endpoint, seed=3, delay_s=30) as proxy:
+            e = self.srv.env(f.env(), AWS_ENDPOINT_URL=proxy.url, DAGY_STATUS_BACKEND="dynamodb",
+                             DAGY_DRAIN_SECONDS="1", DAGY_KILL_GRACE_SECONDS="1")
+            p = subprocess.Popen([agentenv.AGENT, "--flow", f.dir, "--state-dir", f.state,
+                                  "--log-format", "json", "--run-id", "silent-" + self.tag],
+                                 env=f.env(e), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                time.sleep(2)  # RUNNING and the task's item are stored by now
+                proxy.rates["delay"] = 1.0  # from now on every request hangs for 30 s
+                t0 = time.monotonic()
+                p.send_signal(signal.SIGTERM)
+                out, err = p.communicate(timeout=60)
+                elapsed = time.monotonic() - t0
+            finally:
+                awsenv.stop_process(p)
+        lines = [json.loads(x) for x in out.decode().splitlines()]
+        self.assertEqual(p.returncode, 3, (out[-3000:], err))
+        self.assertLess(elapsed, 1 + 1 + 2 + 8 + 2.5, lines[-3:])
+        self.assertEqual(lines[-1]["event_type"], "run_end")
+        self.assertEqual(lines[-1]["exit_code"], 3)
+        self.assertFalse(lines[-1]["status_recorded"])
+        self.assertTrue([x for x in lines if x["event_type"] == "status_store_degraded"])
+        self.assertEqual(self.get("silent-" + self.tag)["status"], "RUNNING")
 
     # ---- issue 8 "also verify": 400 KB items ----
 
