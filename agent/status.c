@@ -486,9 +486,14 @@ static void write_failed(status_store *s, st_item *it, int rc, const char *err)
     if (is_permanent(rc)) {
         if (rc != -EEXIST) /* someone else's item is not an outage of the store */
             degraded(s, it, it->err ? it->err : "");
-        set_state(s, it, IT_GAVE_UP);
         if (!it->reported && !s->flushing) /* a flush reports it when it ends */
             log_unwritten(it);
+        if (it->dirty) { /* changed meanwhile: the new state deserves its own try */
+            it->reported = false;
+            set_state(s, it, IT_READY);
+        } else {
+            set_state(s, it, IT_GAVE_UP);
+        }
         return;
     }
     degraded(s, it, it->err ? it->err : "");

@@ -660,6 +660,22 @@ static void permanent_error_is_not_retried_and_logged_once(void **state)
     cJSON_Delete(failed);
 }
 
+static void state_changed_during_a_refused_write_gets_its_own_try(void **state)
+{
+    fixture *fx = *state;
+    cJSON *it = status_item(fx->store, STATUS_TASK, "run-1", "t");
+    status_set_str(it, "error_message", "first");
+    status_touch(fx->store, it);
+    turn(fx);
+    status_set_str(it, "error_message", "second"); /* while the first is in flight */
+    status_touch(fx->store, it);
+    complete(fx->fake, 0, -EINVAL, "ValidationException");
+    turn(fx);
+    assert_int_equal(fx->fake->n, 2);
+    assert_string_equal(snap_str(&fx->fake->w[1], "error_message"), "second");
+    complete(fx->fake, 1, 0, NULL);
+}
+
 /* The fake store's answer to reads: this item (a JSON text), or absent. */
 static const char *fake_stored;
 
@@ -771,6 +787,7 @@ int main(void)
         T(flush_retries_an_earlier_failure_at_once),
         T(setter_stores_only_valid_utf8),
         T(permanent_error_is_not_retried_and_logged_once),
+        T(state_changed_during_a_refused_write_gets_its_own_try),
         T(refused_write_is_success_only_when_the_stored_item_is_ours),
         T(unanswered_write_reports_degraded_within_seconds),
         T(oversized_item_loses_its_largest_attribute),
