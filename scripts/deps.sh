@@ -29,19 +29,3 @@ if [ "${1:-}" = "--test" ] && ! python3 -c "import moto.server, boto3, botocore"
     python3 -m pip install --quiet 'moto[server]>=5' boto3 ||
         python3 -m pip install --quiet --break-system-packages 'moto[server]>=5' boto3
 fi
-
-# dynalite (a DynamoDB emulator stricter than moto: UTF-8, item sizes, expressions) for the
-# status tests, from npm into tests/.node (ignored by git) when missing.
-if [ "${1:-}" = "--test" ]; then
-    node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/.node"
-    if [ ! -x "$node_dir/node_modules/.bin/dynalite" ]; then
-        command -v npm >/dev/null 2>&1 || {
-            SUDO=""
-            [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null
-        }
-        echo "deps: installing dynalite with npm into $node_dir" >&2
-        mkdir -p "$node_dir"
-        npm install --prefix "$node_dir" --no-audit --no-fund --silent dynalite
-    fi
-fi
