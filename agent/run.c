@@ -7,6 +7,7 @@
  * SIGTERM" and the agent exits 143 after flushing status. */
 #include "agent/run.h"
 #include "agent/log.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -86,7 +87,7 @@ static void run_item_identity(run_state *r)
 static void write_running(run_state *r)
 {
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     run_item_identity(r);
     status_set_str(r->run_item, "status", "RUNNING");
     status_set_str(r->run_item, "started_at", ts);
@@ -102,7 +103,7 @@ static void on_heartbeat(uv_timer_t *t)
     char ts[32];
     if (r->phase >= RUN_FINISHING)
         return;
-    agent__run_set(r, "last_heartbeat_at", status_now_iso(ts));
+    agent__run_set(r, "last_heartbeat_at", proto_iso_time(proto_now(), ts));
 }
 
 /* Drain timer: running tasks had their chance; terminate their process groups. */
@@ -128,6 +129,7 @@ static void on_signal(uv_signal_t *h, int signum)
         if (r->phase == RUN_STARTING)
             return; /* the start gate ends the run once its record exists (start_done) */
         if (r->phase == RUN_PREPARING) {
+            agent__prepare_cancel(r);
             agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
             return;
         }
@@ -260,7 +262,7 @@ void agent__finish(run_state *r, int exit_code, const char *error)
 
     const char *status = exit_code == AGENT_EXIT_OK ? "SUCCEEDED" : "FAILED";
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     r->final_status = status;
     r->duration = (double)(uv_now(&r->loop) - r->started_ms) / 1000.0;
     run_item_counts(r);
@@ -374,6 +376,7 @@ static void teardown(run_state *r)
     /* Bounded: every handle is closing; a few turns finish their close callbacks. */
     for (int i = 0; i < 100 && uv_run(&r->loop, UV_RUN_NOWAIT); i++)
         ;
+    agent__prepare_teardown(r);
     /* Nothing is logged here: run_end was the last line. A loop that does not close (a
      * request still active) is the sanitizer and valgrind runs' business. */
     (void)uv_loop_close(&r->loop);

@@ -119,8 +119,4 @@ bool status_store_degraded(const status_store *s);
  * more to close the store's handles. */
 void status_store_free(status_store *s);
 
-/* Current time as the contract's ISO 8601 UTC with milliseconds: "2026-03-14T09:00:00.123Z".
- * buf must hold 32 bytes. */
-const char *status_now_iso(char *buf);
-
 #endif
