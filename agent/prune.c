@@ -122,6 +122,19 @@ static int prune_dir(const char *dir, const char *current, int keep, bool state)
     return removed;
 }
 
+bool agent__run_dir_busy(const agent_config *c)
+{
+    char enc[PROTO_NAME_ENCODED_MAX], path[4200];
+    proto_name_encode(c->run_id, enc, sizeof enc);
+    snprintf(path, sizeof path, "%s/%s", c->work_dir, enc);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool busy = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return busy;
+}
+
 void agent__hold_run_dir(run_state *r)
 {
     r->run_dir_lock = open(r->run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -427,6 +427,13 @@ static int start_decision(run_state *r, const cJSON *stored, uint64_t *base, cha
         return AGENT_EXIT_INVALID;
     }
     bool running = cJSON_IsString(st) && !strcmp(st->valuestring, "RUNNING");
+    if (running && agent__run_dir_busy(r->cfg)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "run \"%s\" is being run by another agent on this machine (it holds %s/%s); "
+                 "wait for it, or start a new run",
+                 id, r->cfg->work_dir, id);
+        return AGENT_EXIT_INVALID;
+    }
     *base = running ? (uint64_t)v + STATUS_SEQ_STRIDE : (uint64_t)v;
     if (running) {
         log_line *l = agent_log_begin(

@@ -96,6 +96,8 @@ void agent__run_set(run_state *r, const char *key, const char *val);
 /* prune.c: DAGY_KEEP_RUNS. hold: takes the live-run lock on r->run_dir (after creating it);
  * prune: at the end of a run, removes old run directories (work dir, local state dir). */
 void agent__hold_run_dir(run_state *r);
+/* True if a live agent on this machine holds the work directory of run c->run_id. */
+bool agent__run_dir_busy(const agent_config *c);
 void agent__prune_runs(run_state *r);
 
 /* prepare.c: fetches and unpacks everything, loads the spec; calls agent__execute() or

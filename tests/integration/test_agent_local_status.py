@@ -89,6 +89,28 @@ class AgentLocalStatus(unittest.TestCase):
         self.assertEqual(res.task_item("a")["status"], "SUCCEEDED")
         self.assertEqual(len(res.events("status_takeover")), 1, res)
 
+    def test_rerun_while_the_run_is_live_is_refused(self):
+        f = self.flow(spec([task("a", "sleep 3")]))
+        p = f.start("--run-id", "live")
+        try:
+            item = os.path.join(f.state, "runs", "live.json")
+            for _ in range(100):  # RUNNING stored and the work directory held
+                if os.path.exists(item) and os.path.isdir(os.path.join(f.work, "live", "deps")):
+                    break
+                time.sleep(0.05)
+            res = f.run("--run-id", "live")
+            self.assertEqual(res.code, 2, res)
+            self.assertIn("another agent", res.lines[-1]["message"])
+            self.assertEqual(p.wait(timeout=30), 0)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+            p.stderr.close()
+        self.assertEqual(read_json(os.path.join(f.state, "runs", "live.json"))["status"],
+                         "SUCCEEDED")
+
     # ---- issue 8 defect 18 ----
 
     def test_state_and_work_files_are_private_but_task_files_are_not(self):
