@@ -1,5 +1,7 @@
-/* run.c - the run lifecycle: set up the loop, status store and signals; prepare; execute the DAG;
- * finish (final run status, run_end, trace uploads, status flush) and choose the exit code.
+/* run.c - the run lifecycle: set up the loop, status store and signals; the start gate (read the
+ * stored run item: refuse an ended run id, take over a RUNNING one, store RUNNING before anything
+ * runs); prepare; execute the DAG; finish (final run status, trace uploads, status flush, then
+ * run_end as the last line) and choose the exit code.
  *
  * Shutdown (contract section 3): the first SIGTERM/SIGINT stops new starts at once, the drain
  * timer lets running tasks finish for drain_seconds, then their process groups are terminated;

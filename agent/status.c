@@ -6,9 +6,13 @@
  * Backends may ask for a longer coalescing window (status_backend.coalesce_ms).
  *
  * Each write is a snapshot stamped with the item's next status_seq and updated_at; the backends'
- * conditions (newer seq, no terminal overwrite) make late or repeated writes harmless. A failed
- * write keeps the item dirty and retries it with backoff; nothing is dropped until a flush gives
- * up at its deadline and logs every unwritten item as `status_write_failed`. */
+ * conditions (newer seq, no terminal overwrite) make late or repeated writes harmless. A write
+ * the condition refuses is read back: only this agent's own newer item makes it an answer. A
+ * write that failed transiently is retried with backoff; one refused as it is (invalid, no
+ * permission, full or read-only disk, someone else's item) is logged once and waits for the
+ * item's next change. Nothing is dropped until a flush gives up at its deadline and logs every
+ * unwritten item as `status_write_failed`. Every string enters an item through status_set_str,
+ * which makes it valid UTF-8. */
 #include "agent/status.h"
 #include "agent/log.h"
 #include "proto/util.h"
