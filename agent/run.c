@@ -483,6 +483,7 @@ static void on_run_read(void *ctx, int rc, const cJSON *stored, const char *err)
     char msg[AGENT_ERR_MAX];
     if (r->phase != RUN_STARTING || !r->status)
         return; /* the gate already timed out */
+    uv_timer_stop(&r->start_timer); /* the write's flush has its own deadline */
     if (rc < 0) {
         snprintf(msg, AGENT_ERR_MAX, "cannot read run \"%s\" from the %s status store: %s",
                  r->cfg->run_id, r->cfg->status_backend, err ? err : strerror(-rc));
@@ -502,10 +503,26 @@ static void on_run_read(void *ctx, int rc, const cJSON *stored, const char *err)
                  on_started, r);
 }
 
+/* Ticks every STATUS_DEGRADED_MS while the run item is being read: the first tick reports the
+ * silence (as the store does for writes), the one at START_BUDGET_MS ends the run. */
 static void on_start_timeout(uv_timer_t *t)
 {
     run_state *r = t->data;
     char msg[AGENT_ERR_MAX];
+    uint64_t waited = uv_now(&r->loop) - r->started_ms;
+    if (waited + 100 < START_BUDGET_MS) {
+        if (waited < 2 * STATUS_DEGRADED_MS - 100) {
+            snprintf(msg, AGENT_ERR_MAX, "no answer for %.0f s (reading run \"%s\")",
+                     (double)waited / 1000, r->cfg->run_id);
+            log_line *l = agent_log_begin(LOG_WARNING, "status_store_degraded",
+                                          "the %s status store is failing (%s); nothing runs "
+                                          "before the run is recorded",
+                                          r->cfg->status_backend, msg);
+            agent_log_str(l, "error", msg);
+            agent_log_end(l);
+        }
+        return;
+    }
     snprintf(msg, AGENT_ERR_MAX,
              "the %s status store did not answer within %d s (reading run "
              "\"%s\"); nothing was run",
@@ -516,7 +533,7 @@ static void on_start_timeout(uv_timer_t *t)
 /* Reads the stored run item first (see start_decision), bounded by START_BUDGET_MS. */
 static void start_gate(run_state *r)
 {
-    uv_timer_start(&r->start_timer, on_start_timeout, START_BUDGET_MS, 0);
+    uv_timer_start(&r->start_timer, on_start_timeout, STATUS_DEGRADED_MS, STATUS_DEGRADED_MS);
     int rc = status_store_read(r->status, STATUS_RUN, r->cfg->run_id, NULL, on_run_read, r);
     if (rc < 0)
         on_run_read(r, rc, NULL, NULL);

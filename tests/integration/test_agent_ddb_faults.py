@@ -219,6 +219,8 @@ class _Base:
         self.assertEqual(res.events("task_start"), [], res)
         self.assertFalse(os.path.exists(os.path.join(f.dir, "ran")))
         self.assert_last_line_agrees(res)
+        degraded = res.events("status_store_degraded")  # reported within seconds, once
+        self.assertEqual(len(degraded), 1, res)
 
     def test_shutdown_with_a_store_gone_silent_is_bounded_and_last_line_agrees(self):
         """SIGTERM while DynamoDB stops answering, a task that ignores SIGTERM: drain, kill
