@@ -26,10 +26,13 @@ int main(int argc, char **argv)
 
     char path[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", path, sizeof path - sizeof CORE - 1);
+    if (n <= 0 && argv[0] && strlen(argv[0]) < sizeof path - sizeof CORE - 1) {
+        n = (ssize_t)strlen(argv[0]); /* no /proc: the path it was started by, if it has one */
+        memcpy(path, argv[0], (size_t)n);
+    }
     char *slash = n > 0 ? memrchr(path, '/', (size_t)n) : NULL;
     if (!slash) {
-        fprintf(stderr, "dagy-agent: cannot find its own directory (/proc/self/exe): %s\n",
-                n < 0 ? strerror(errno) : "no '/' in the path");
+        fprintf(stderr, "dagy-agent: cannot find its own directory (/proc/self/exe, argv[0])\n");
         return 3;
     }
     memcpy(slash + 1, CORE, sizeof CORE);
