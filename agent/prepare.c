@@ -379,7 +379,7 @@ static void settle(prep *p)
 /* The run's work directory, emptied of any earlier attempt's leftovers. */
 static int make_run_dir(run_state *r, char *err)
 {
-    int rc = proto_mkdirs(r->cfg->work_dir, 0755);
+    int rc = proto_mkdirs(r->cfg->work_dir, 0700);
     if (rc) {
         snprintf(err, AGENT_ERR_MAX, "cannot create DAGY_WORK_DIR %s: %s", r->cfg->work_dir,
                  strerror(-rc));
@@ -393,8 +393,9 @@ static int make_run_dir(run_state *r, char *err)
         snprintf(err, AGENT_ERR_MAX, "cannot create %s: %s", r->run_dir, strerror(errno));
         return -errno;
     }
+    agent__hold_run_dir(r); /* DAGY_KEEP_RUNS pruning by other agents skips it */
     char *deps = path_join(r->run_dir, "deps");
-    rc = mkdir(deps, 0755) ? -errno : 0;
+    rc = mkdir(deps, 0700) ? -errno : 0;
     free(deps);
     return rc;
 }

@@ -226,23 +226,38 @@ uint64_t fetch__backoff_ms(const fetch_retry *r, int attempt)
     return rnd % (ceil + 1);
 }
 
-bool fetch__retryable(const fetch_http_resp *r, const char *code)
+bool fetch_aws_transient(int err, long http_status, const char *code)
 {
-    if (r->err)
-        return r->err == -ETIMEDOUT || r->err == -ECONNRESET || r->err == -ECONNREFUSED ||
-               r->err == -EHOSTUNREACH || r->err == -EIO;
-    if (r->status >= 500 || r->status == 429)
+    if (err)
+        return err == -ETIMEDOUT || err == -ECONNRESET || err == -ECONNREFUSED ||
+               err == -EHOSTUNREACH || err == -ENETUNREACH || err == -EIO || err == -EPIPE ||
+               err == -EAGAIN;
+    if (http_status >= 500 || http_status == 429)
         return true;
-    static const char *const throttles[] = {
-        "ThrottlingException",  "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded", "TooManyRequestsException",
-        "Throttling",           "SlowDown",
-        "RequestThrottled",     "RequestTimeout",
-        "InternalError",        "ServiceUnavailable"};
+    static const char *const throttles[] = {"ThrottlingException",
+                                            "ProvisionedThroughputExceededException",
+                                            "RequestLimitExceeded",
+                                            "TooManyRequestsException",
+                                            "Throttling",
+                                            "ThrottledException",
+                                            "SlowDown",
+                                            "RequestThrottled",
+                                            "RequestThrottledException",
+                                            "RequestTimeout",
+                                            "RequestTimeoutException",
+                                            "TransactionInProgressException",
+                                            "InternalError",
+                                            "InternalServerError",
+                                            "ServiceUnavailable"};
     for (size_t i = 0; code && i < sizeof throttles / sizeof throttles[0]; i++)
         if (strcmp(code, throttles[i]) == 0)
             return true;
     return false;
+}
+
+bool fetch__retryable(const fetch_http_resp *r, const char *code)
+{
+    return fetch_aws_transient(r->err, r->status, code);
 }
 
 /* ---- one signed attempt ---- */
@@ -577,6 +592,7 @@ static void api_result(api_op *o, const fetch_http_resp *r, cJSON *j, const char
     const char *tries = o->attempt > 1 ? " (gave up after retries)" : "";
     if (!ok) {
         res.error_code = code && *code ? code : NULL;
+        res.transient = r->err != -ECANCELED && fetch_aws_transient(r->err, r->status, code);
         if (r->err)
             snprintf(msg, sizeof msg, "%s: %s%s", o->label, r->errmsg, tries);
         else if (res.error_code)

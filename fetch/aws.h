@@ -18,7 +18,8 @@
 typedef struct fetch_aws fetch_aws;
 
 /* Retry policy for one request: up to max_attempts tries, full-jitter exponential backoff from
- * base_ms capped at cap_ms, on throttling, 5xx, timeouts and connection errors. */
+ * base_ms capped at cap_ms, on throttling, 5xx, timeouts and connection errors (see
+ * fetch_aws_transient). A request the service refuses as invalid is never retried. */
 typedef struct {
     int max_attempts; /* default 8 */
     uint64_t base_ms; /* default 100 */
@@ -35,9 +36,21 @@ typedef struct {
     const char *body;       /* response body (NUL-terminated), may be empty */
     size_t body_len;
     cJSON *json; /* parsed JSON body for JSON APIs, or NULL */
+    bool transient; /* a failure that may pass with time (network, timeout, 5xx, throttling:
+                       still failing after the retries); false for a request refused as it is
+                       (ValidationException, SerializationException, AccessDenied, NoSuchKey,
+                       ResourceNotFoundException, ConditionalCheckFailedException, other 4xx):
+                       sending it again cannot help */
 } fetch_aws_result;
 
 typedef void (*fetch_aws_cb)(void *ud, const fetch_aws_result *r);
+
+/* The one classification of a failed answer: true if the same request may succeed later
+ * (transport errors, HTTP 5xx and 429, throttling codes such as ThrottlingException,
+ * ProvisionedThroughputExceededException, RequestLimitExceeded, SlowDown, RequestTimeout);
+ * false for everything the service refused as it is. err is the transport error (0 if an HTTP
+ * answer came), code the AWS error code or NULL. */
+bool fetch_aws_transient(int err, long http_status, const char *code);
 
 /* Reads region, endpoints and the credential chain from the environment (contract section 5).
  * Returns 0, or -EINVAL with err naming the variable that is wrong or missing. */
