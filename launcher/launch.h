@@ -30,6 +30,9 @@ enum {
 #define LAUNCH_MAX_RUN_ID          64   /* clientToken: up to 64 ASCII characters */
 #define LAUNCH_MAX_TAG_VALUE       256
 #define LAUNCH_DESCRIBE_BATCH      100 /* DescribeTasks: up to 100 tasks per call */
+/* Launches of a batch (and reconcile's writes) in progress at once: each has one request in
+ * flight (a deployment's package lookups excepted), so this bounds the open connections. */
+#define LAUNCH_MAX_INFLIGHT 16
 
 /* ---- configuration (environment, contract section 8) ---- */
 
@@ -113,6 +116,11 @@ typedef struct {
     cJSON *env;              /* object NAME -> string: extra container variables */
     cJSON *metadata;         /* object or NULL; stored on the run item */
     int cpu, memory, ephemeral_gib;
+    bool correlation_given; /* false = generated: not part of the request's fingerprint */
+    /* Retries (`dagy-launch retry`, reconcile's relaunch); NULL / 0 for a plain run. */
+    char *retry_of;    /* the run this one retries */
+    char *resume_from; /* DAGY_RESUME_FROM for the agent (NULL with retry --all) */
+    int infra_retries; /* relaunches after infrastructure failures along the chain */
 } launch_request;
 
 /* Command-line options of run/batch (all optional here; required ones checked by the command).
@@ -142,8 +150,26 @@ typedef struct {
     const char *environment; /* the request's, else the deployment's, or NULL */
 } launch_resolved;
 
-/* The run item written QUEUED (plain JSON, before marshalling): contract section 6. */
+/* The run item written QUEUED (plain JSON, before marshalling): contract section 6, plus what a
+ * retry needs to repeat the launch exactly (artifact_s3_uri, dep_package_uris, cpu, memory,
+ * ephemeral_storage_gib, capacity_provider, extra_env), the request's fingerprint
+ * (launch_request_sha256) and the sparse-index marker (LAUNCH_ACTIVE_ATTR). */
 cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const char *now);
+
+/* The sparse index of active runs (docs/launch.md): LAUNCH_ACTIVE_ATTR = "1" is on a run item
+ * only while the control plane still has to look at it (QUEUED, RUNNING). Every terminal write
+ * REMOVEs it. */
+#define LAUNCH_ACTIVE_ATTR  "active_shard"
+#define LAUNCH_ACTIVE_VALUE "1"
+#define LAUNCH_ACTIVE_INDEX "active_runs"
+
+/* SHA-256 (hex) over the canonical form of a launch: what runs, where and with what (run id,
+ * flow and resolved version, artifact and package URIs, org, environment, deployment,
+ * parameters, extra variables, metadata, size, capacity provider, retry fields, and the
+ * correlation id when it was given). Audit fields (trigger_source, triggered_by) and a
+ * generated correlation id are left out, so the same command run again has the same print.
+ * Objects are hashed with sorted keys. */
+void launch_request_sha256(const launch_request *r, const launch_resolved *v, char hex[65]);
 /* The container environment (ECS [{name, value}] list) of contract section 5. */
 cJSON *launch_container_env(const launch_config *c, const launch_request *r,
                             const launch_resolved *v);
@@ -165,6 +191,12 @@ cJSON *launch_taskdef_body(const launch_config *c, const char *region);
 bool launch_taskdef_matches(const launch_config *c, const char *region, const cJSON *td);
 
 /* ---- reconcile ---- */
+
+/* How long a launch may sit between its QUEUED write and RunTask's answer being recorded: the
+ * RunTask retry budget (8 attempts, backoff capped at 5 s) with a wide margin. The reconciler
+ * never touches a QUEUED run without a task ARN younger than this, whatever --stale-seconds
+ * and --start-timeout say. */
+#define LAUNCH_GRACE_SECONDS 120
 
 typedef struct {
     const char *status; /* SUCCEEDED, FAILED, CANCELLED; NULL = task not stopped: leave it */

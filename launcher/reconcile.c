@@ -66,13 +66,19 @@ static double last_seen(const cJSON *it)
 static void add_candidate(rec_job *j, const cJSON *it)
 {
     const char *id = launch__str(it, "run_id"), *st = launch__str(it, "status");
+    const char *arn = launch__str(it, "external_id");
     double seen = last_seen(it);
     if (!id || !st || (seen >= 0 && j->now - seen < (double)j->stale))
+        return;
+    /* A QUEUED run without a task ARN may be a launch between its QUEUED write and RunTask's
+     * answer: closing it now would race the task RunTask is about to start. */
+    double created = launch_parse_iso(launch__str(it, "created_at"));
+    if (strcmp(st, "QUEUED") == 0 && !(arn && *arn) &&
+        j->now - (created >= 0 ? created : seen) < LAUNCH_GRACE_SECONDS)
         return;
     cand *c = &j->c[j->n++];
     c->run_id = strdup(id);
     c->status = strdup(st);
-    const char *arn = launch__str(it, "external_id");
     c->arn = arn && *arn ? strdup(arn) : NULL;
 }
 

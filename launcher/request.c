@@ -214,6 +214,7 @@ static int pick_correlation(launch_request *r, const launch_opts *o, long index,
 {
     char buf[LAUNCH_MAX_TAG_VALUE + 32], uuid[40];
     const char *parent = o->correlation_id && *o->correlation_id ? o->correlation_id : NULL;
+    r->correlation_given = parent != NULL;
     if (!parent) {
         launch_uuid4(uuid);
         parent = uuid;
@@ -310,6 +311,8 @@ void launch_request_clear(launch_request *r)
     free(r->triggered_by);
     free(r->run_id);
     free(r->capacity_provider);
+    free(r->retry_of);
+    free(r->resume_from);
     cJSON_Delete(r->parameters);
     cJSON_Delete(r->env);
     cJSON_Delete(r->metadata);
@@ -323,6 +326,34 @@ static void add_json_string(cJSON *obj, const char *name, const cJSON *value)
     char *text = cJSON_PrintUnformatted(value);
     cJSON_AddStringToObject(obj, name, text ? text : "{}");
     free(text);
+}
+
+/* What a retry needs to repeat this launch exactly, the fingerprint and the index marker. */
+static void run_item_launch_fields(cJSON *it, const launch_request *r, const launch_resolved *v)
+{
+    char sha[65];
+    launch_request_sha256(r, v, sha);
+    cJSON_AddStringToObject(it, "launch_request_sha256", sha);
+    cJSON_AddStringToObject(it, LAUNCH_ACTIVE_ATTR, LAUNCH_ACTIVE_VALUE);
+    cJSON_AddStringToObject(it, "artifact_s3_uri", v->artifact_uri);
+    if (v->n_packages) {
+        cJSON *l = cJSON_AddArrayToObject(it, "dep_package_uris");
+        for (size_t i = 0; i < v->n_packages; i++)
+            cJSON_AddItemToArray(l, cJSON_CreateString(v->package_uris[i]));
+    }
+    cJSON_AddNumberToObject(it, "cpu", r->cpu);
+    cJSON_AddNumberToObject(it, "memory", r->memory);
+    cJSON_AddNumberToObject(it, "ephemeral_storage_gib", r->ephemeral_gib);
+    if (r->capacity_provider)
+        cJSON_AddStringToObject(it, "capacity_provider", r->capacity_provider);
+    if (r->env && r->env->child)
+        add_json_string(it, "extra_env", r->env);
+    if (r->retry_of)
+        cJSON_AddStringToObject(it, "retry_of", r->retry_of);
+    if (r->resume_from)
+        cJSON_AddStringToObject(it, "resume_from", r->resume_from);
+    if (r->retry_of)
+        cJSON_AddNumberToObject(it, "infra_retries", r->infra_retries);
 }
 
 cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const char *now)
@@ -348,6 +379,7 @@ cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const 
         add_json_string(it, "metadata", r->metadata);
     cJSON_AddStringToObject(it, "created_at", now);
     cJSON_AddStringToObject(it, "updated_at", now);
+    run_item_launch_fields(it, r, v);
     return it;
 }
 

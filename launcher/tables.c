@@ -326,12 +326,50 @@ static void reg_fail(register_job *j, int rc, const char *what, const fetch_aws_
     uv_stop(&j->ctx.loop);
 }
 
+/* An existing registration of this flow version: the same artifact for the same org is this
+ * very registration (again, or an earlier attempt whose answer was lost) and succeeds; anything
+ * else is refused, since a version is immutable. Returns true when it was ours. */
+static bool same_registration(register_job *j, const cJSON *it)
+{
+    const char *sha = launch__str(it, "artifact_sha256"), *uri = launch__str(it, "artifact_s3_uri");
+    const char *org = launch__str(it, "org_id");
+    if (sha && strcmp(sha, j->sha) == 0 && (!org || strcmp(org, j->org) == 0)) {
+        char *u = uri ? strdup(uri) : NULL;
+        if (u) {
+            free(j->uri);
+            j->uri = u;
+        }
+        j->rc = LAUNCH_EXIT_OK;
+        return true;
+    }
+    if (sha && strcmp(sha, j->sha) == 0)
+        launch__fmt(j->error, sizeof j->error,
+                    "flow \"%s\" version \"%s\" is already registered for org \"%s\", not \"%s\"",
+                    j->flow, j->version, org, j->org);
+    else
+        launch__fmt(j->error, sizeof j->error,
+                    "flow \"%s\" version \"%s\" is already registered with a different artifact "
+                    "(sha256 %s); register a new version",
+                    j->flow, j->version, sha ? sha : "unknown");
+    j->rc = LAUNCH_EXIT_INVALID;
+    return false;
+}
+
 static void on_put_flow(void *ud, const fetch_aws_result *r)
 {
     register_job *j = ud;
-    if (r->error_code && strcmp(r->error_code, "ConditionalCheckFailedException") == 0)
-        return reg_fail(j, LAUNCH_EXIT_INVALID,
-                        "flow version registered concurrently with other content", r);
+    if (r->error_code && strcmp(r->error_code, "ConditionalCheckFailedException") == 0) {
+        /* Registered meanwhile - by us, if the first answer was lost and this is the retry. */
+        const cJSON *raw = cJSON_GetObjectItemCaseSensitive(r->json, "Item");
+        cJSON *it = cJSON_IsObject(raw) ? proto_ddb_unmarshal(raw) : NULL;
+        if (!it)
+            return reg_fail(j, LAUNCH_EXIT_INVALID,
+                            "flow version registered concurrently with other content", r);
+        same_registration(j, it);
+        cJSON_Delete(it);
+        uv_stop(&j->ctx.loop);
+        return;
+    }
     if (!aws_ok(r))
         return reg_fail(j, LAUNCH_EXIT_FAILED, "cannot write the DAGY_FLOWS item", r);
     j->rc = LAUNCH_EXIT_OK;
@@ -356,6 +394,7 @@ static void on_upload(void *ud, const fetch_aws_result *r)
     cJSON_AddStringToObject(q, "TableName", j->ctx.cfg.flows_table);
     cJSON_AddItemToObject(q, "Item", proto_ddb_marshal(plain));
     cJSON_AddStringToObject(q, "ConditionExpression", "attribute_not_exists(flow_version)");
+    cJSON_AddStringToObject(q, "ReturnValuesOnConditionCheckFailure", "ALL_OLD");
     cJSON_Delete(plain);
     int rc = launch__call(&j->ctx, "dynamodb", "PutItem", q, on_put_flow, j);
     if (rc < 0) {
@@ -372,19 +411,8 @@ static void on_existing_flow(void *ud, const fetch_aws_result *r)
         return reg_fail(j, LAUNCH_EXIT_FAILED, "cannot read the flow registry", r);
     const cJSON *raw = cJSON_GetObjectItemCaseSensitive(r->json, "Item");
     cJSON *it = cJSON_IsObject(raw) ? proto_ddb_unmarshal(raw) : NULL;
-    const char *sha = launch__str(it, "artifact_sha256"), *uri = launch__str(it, "artifact_s3_uri");
-    bool exists = it && it->child;
-    if (exists && sha && strcmp(sha, j->sha) == 0) {
-        free(j->uri);
-        j->uri = uri ? strdup(uri) : j->uri;
-        j->rc = LAUNCH_EXIT_OK;
-        uv_stop(&j->ctx.loop);
-    } else if (exists) {
-        launch__fmt(j->error, sizeof j->error,
-                    "flow \"%s\" version \"%s\" is already registered with a different artifact "
-                    "(sha256 %s); register a new version",
-                    j->flow, j->version, sha ? sha : "unknown");
-        j->rc = LAUNCH_EXIT_INVALID;
+    if (it && it->child) {
+        same_registration(j, it);
         uv_stop(&j->ctx.loop);
     } else {
         char key[1024];

@@ -575,6 +575,56 @@ static void test_time_and_uuid(void **state)
     assert_string_not_equal(a, b);
 }
 
+/* The fingerprint tells the same launch (any key order, a generated correlation id, another
+ * operator) from a different one (a parameter, the size, the resolved version). */
+static void test_request_fingerprint(void **state)
+{
+    (void)state;
+    char err[LAUNCH_ERR_MAX], h1[65], h2[65];
+    launch_resolved v = {"1.0.0", "s3://b/k#sha256=ff", NULL, 0, NULL};
+    launch_request a, b;
+    launch_opts o = base_opts();
+    o.run_id = "fp-1";
+    cJSON_AddStringToObject(o.parameters, "x", "1");
+    cJSON_AddStringToObject(o.parameters, "y", "2");
+    assert_int_equal(launch_request_init(&a, &o, NULL, -1, err), 0);
+    opts_clear(&o);
+    o = base_opts();
+    o.run_id = "fp-1";
+    o.triggered_by = "someone-else";
+    cJSON_AddStringToObject(o.parameters, "y", "2");
+    cJSON_AddStringToObject(o.parameters, "x", "1");
+    assert_int_equal(launch_request_init(&b, &o, NULL, -1, err), 0);
+    assert_string_not_equal(a.correlation_id, b.correlation_id); /* both generated */
+    launch_request_sha256(&a, &v, h1);
+    launch_request_sha256(&b, &v, h2);
+    assert_int_equal(strlen(h1), 64);
+    assert_string_equal(h1, h2);
+    cJSON *it = launch_run_item(&a, &v, "2026-03-14T09:00:00.123Z");
+    assert_string_equal(cJSON_GetObjectItem(it, "launch_request_sha256")->valuestring, h1);
+    assert_string_equal(cJSON_GetObjectItem(it, LAUNCH_ACTIVE_ATTR)->valuestring, "1");
+    assert_string_equal(cJSON_GetObjectItem(it, "artifact_s3_uri")->valuestring, v.artifact_uri);
+    assert_int_equal(cJSON_GetObjectItem(it, "cpu")->valueint, 256);
+    cJSON_Delete(it);
+    cJSON_ReplaceItemInObject(b.parameters, "x", cJSON_CreateString("3"));
+    launch_request_sha256(&b, &v, h2);
+    assert_string_not_equal(h1, h2);
+    cJSON_ReplaceItemInObject(b.parameters, "x", cJSON_CreateString("1"));
+    b.memory = 1024;
+    launch_request_sha256(&b, &v, h2);
+    assert_string_not_equal(h1, h2);
+    b.memory = a.memory;
+    launch_resolved v2 = {"1.1.0", "s3://b/k#sha256=ff", NULL, 0, NULL};
+    launch_request_sha256(&b, &v2, h2);
+    assert_string_not_equal(h1, h2);
+    b.correlation_given = true; /* a given correlation id is part of the request */
+    launch_request_sha256(&b, &v, h2);
+    assert_string_not_equal(h1, h2);
+    launch_request_clear(&a);
+    launch_request_clear(&b);
+    opts_clear(&o);
+}
+
 static void test_tag_values(void **state)
 {
     (void)state;
@@ -605,6 +655,7 @@ int main(void)
         cmocka_unit_test(test_reconcile_verdict),
         cmocka_unit_test(test_time_and_uuid),
         cmocka_unit_test(test_tag_values),
+        cmocka_unit_test(test_request_fingerprint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
