@@ -116,3 +116,47 @@ const char *launch__str(const cJSON *obj, const char *name)
     const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
+
+typedef struct {
+    uv_loop_t *loop;
+    bool done;
+    int rc;
+    cJSON *json;
+    char *code, *err;
+} sync_call;
+
+static void on_sync(void *ud, const fetch_aws_result *r)
+{
+    sync_call *s = ud;
+    s->done = true;
+    s->json = r->json ? cJSON_Duplicate(r->json, true) : NULL;
+    bool ok = r->err == 0 && r->http_status >= 200 && r->http_status < 300;
+    s->rc = ok ? 0 : -EIO;
+    if (!ok && s->code)
+        launch__fmt(s->code, LAUNCH_CODE_MAX, "%s", r->error_code ? r->error_code : "");
+    if (!ok)
+        launch__aws_reason(r, s->err, LAUNCH_ERR_MAX);
+    uv_stop(s->loop);
+}
+
+int launch__call_sync(launch__ctx *c, const char *service, const char *op, cJSON *body, cJSON **out,
+                      char *code, char *err)
+{
+    sync_call s = {.loop = &c->loop, .code = code, .err = err};
+    *out = NULL;
+    if (code)
+        code[0] = '\0';
+    int rc = launch__call(c, service, op, body, on_sync, &s);
+    if (rc < 0) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "%s %s: %s", service, op, strerror(-rc));
+        return rc;
+    }
+    while (!s.done) {
+        if (uv_run(&c->loop, UV_RUN_DEFAULT) == 0 && !s.done) {
+            launch__fmt(err, LAUNCH_ERR_MAX, "%s %s: no answer", service, op);
+            return -EIO; /* nothing left to wait for: never spin */
+        }
+    }
+    *out = s.json;
+    return s.rc;
+}

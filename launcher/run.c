@@ -44,6 +44,8 @@ typedef struct one {
     size_t n_pkgs, pkgs_pending;
     cJSON *runtask; /* the RunTask body, built before the run item is written */
     char sha[65];   /* launch_request_sha256 of this launch */
+    bool pre_flow;  /* flow_version and artifact_uri given (a retry): no DAGY_FLOWS lookup */
+    bool pre_pkgs;  /* pkgs given (a retry): no deployment lookup */
     char *task_arn;
     bool success;
     int exit;
@@ -259,6 +261,8 @@ static void query_flows(one *o, const cJSON *start_key)
 static void to_flow(one *o)
 {
     set_state(o, L_FLOW);
+    if (o->pre_flow)
+        return to_deployment(o);
     if (strcmp(o->req.flow_version, "latest") == 0)
         return query_flows(o, NULL);
     cJSON *q = cJSON_CreateObject();
@@ -376,7 +380,7 @@ static void to_deployment(one *o)
     set_state(o, L_DEPLOY);
     if (o->req.environment)
         o->environment = strdup(o->req.environment);
-    if (!o->req.deployment)
+    if (!o->req.deployment || o->pre_pkgs)
         return to_taskdef(o);
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "TableName", o->b->ctx.cfg.deployments_table);
@@ -589,9 +593,33 @@ static void to_put(one *o)
     call_or_fail(o, "dynamodb", "PutItem", q, on_put);
 }
 
+static void on_stop_cancelled(void *ud, const fetch_aws_result *r)
+{
+    one *o = ud;
+    if (!aws_ok(r)) {
+        char why[LAUNCH_ERR_MAX];
+        launch__aws_reason(r, why, sizeof why);
+        fprintf(stderr, "dagy-launch: warning: run %s: stopping task %s failed: %s\n",
+                o->req.run_id, o->task_arn, why);
+    }
+    fail(o, LAUNCH_EXIT_FAILED,
+         "run \"%s\" was cancelled while it was being launched; task %s "
+         "stopped",
+         o->req.run_id, o->task_arn);
+}
+
 static void on_record_arn(void *ud, const fetch_aws_result *r)
 {
     one *o = ud;
+    if (r->error_code && strcmp(r->error_code, "ConditionalCheckFailedException") == 0) {
+        /* `dagy-launch cancel` got there between the QUEUED write and RunTask's answer: the
+         * run is over, so is its task. */
+        cJSON *q = cJSON_CreateObject();
+        cJSON_AddStringToObject(q, "cluster", o->b->ctx.cfg.cluster);
+        cJSON_AddStringToObject(q, "task", o->task_arn);
+        cJSON_AddStringToObject(q, "reason", "dagy-launch: run cancelled during its launch");
+        return call_or_fail(o, "ecs", "StopTask", q, on_stop_cancelled);
+    }
     /* The task runs either way; the agent also records its ARN from the metadata endpoint. */
     if (!aws_ok(r)) {
         char why[LAUNCH_ERR_MAX];
@@ -629,14 +657,16 @@ static void record(one *o, bool launched)
         /* if_not_exists: the agent may have recorded it first; never create a stray item. */
         cJSON_AddStringToObject(q, "UpdateExpression",
                                 "SET external_id = if_not_exists(external_id, :arn)");
-        cJSON_AddStringToObject(q, "ConditionExpression", "attribute_exists(run_id)");
+        cJSON_AddStringToObject(
+            q, "ConditionExpression",
+            "attribute_exists(run_id) AND attribute_not_exists(cancel_requested_at)");
         cJSON_AddStringToObject(cJSON_AddObjectToObject(vals, ":arn"), "S", o->task_arn);
         return call_or_fail(o, "dynamodb", "UpdateItem", q, on_record_arn);
     }
     launch__fmt(seq, sizeof seq, "%lld", LAUNCH_FINAL_SEQ);
     cJSON_AddStringToObject(q, "UpdateExpression",
                             "SET #s = :failed, error_message = :msg, completed_at = :now, "
-                            "updated_at = :now, status_seq = :seq");
+                            "updated_at = :now, status_seq = :seq REMOVE " LAUNCH_ACTIVE_ATTR);
     cJSON_AddStringToObject(q, "ConditionExpression", "#s = :queued");
     cJSON_AddStringToObject(cJSON_AddObjectToObject(q, "ExpressionAttributeNames"), "#s", "status");
     cJSON_AddStringToObject(cJSON_AddObjectToObject(vals, ":failed"), "S", "FAILED");
@@ -845,5 +875,112 @@ int launch_cmd_batch(const launch_opts *o)
         one_clear(&b.runs[i]);
     free(b.runs);
     free(b.taskdef);
+    return rc;
+}
+
+/* ---- prepared launches (retry, reconcile's relaunch) ---- */
+
+int launch__launch(launch__spec *specs, size_t n)
+{
+    batch b = {0};
+    b.runs = calloc(n ? n : 1, sizeof *b.runs);
+    if (!b.runs)
+        return -ENOMEM;
+    b.n = n;
+    for (size_t i = 0; i < n; i++) {
+        one *o = &b.runs[i];
+        launch__spec *s = &specs[i];
+        o->req = s->req;
+        memset(&s->req, 0, sizeof s->req);
+        if (s->artifact_uri) {
+            o->pre_flow = true;
+            o->artifact_uri = s->artifact_uri;
+            o->flow_version = strdup(o->req.flow_version);
+            s->artifact_uri = NULL;
+        }
+        if (s->pkgs_known) {
+            o->pre_pkgs = true;
+            o->pkgs = s->pkgs;
+            o->n_pkgs = s->n_pkgs;
+            s->pkgs = NULL;
+            s->n_pkgs = 0;
+        }
+    }
+    char err[LAUNCH_ERR_MAX];
+    int rc = 0;
+    if (launch__ctx_open(&b.ctx, LAUNCH_NEED_RUN, err) < 0) {
+        for (size_t i = 0; i < n; i++) {
+            launch__fmt(b.runs[i].error, sizeof b.runs[i].error, "%s", err);
+            b.runs[i].exit = LAUNCH_EXIT_INVALID;
+        }
+        rc = LAUNCH_EXIT_INVALID;
+    } else {
+        b.managed = b.ctx.cfg.task_definition == NULL;
+        if (!b.managed) {
+            b.taskdef = strdup(b.ctx.cfg.task_definition);
+            b.td_state = TD_READY;
+        }
+        b.pending = b.n;
+        pump(&b);
+        if (b.pending)
+            uv_run(&b.ctx.loop, UV_RUN_DEFAULT);
+        launch__ctx_close(&b.ctx);
+    }
+    for (size_t i = 0; i < n; i++) {
+        one *o = &b.runs[i];
+        launch__spec *s = &specs[i];
+        s->success = o->success;
+        s->exit = o->exit;
+        s->task_arn = o->task_arn;
+        o->task_arn = NULL;
+        s->result = result_json(o);
+        launch__fmt(s->error, sizeof s->error, "%s", o->error);
+        one_clear(o);
+    }
+    free(b.runs);
+    free(b.taskdef);
+    return rc;
+}
+
+void launch__spec_clear(launch__spec *s)
+{
+    launch_request_clear(&s->req);
+    free(s->artifact_uri);
+    for (size_t i = 0; i < s->n_pkgs; i++)
+        free(s->pkgs[i]);
+    free(s->pkgs);
+    free(s->task_arn);
+    cJSON_Delete(s->result);
+    memset(s, 0, sizeof *s);
+}
+
+int launch__spec_from_item(launch__spec *s, const cJSON *src, const launch_retry_opts *ro,
+                           char *err)
+{
+    memset(s, 0, sizeof *s);
+    int rc = launch_request_from_item(&s->req, src, ro, err);
+    if (rc < 0)
+        return rc;
+    /* The source's own artifact (with its #sha256=) and packages, when it recorded them; an
+     * older item is resolved again by its exact version and deployment. */
+    const char *art = launch__str(src, "artifact_s3_uri");
+    const cJSON *pk = cJSON_GetObjectItemCaseSensitive(src, "dep_package_uris"), *e;
+    if (art && !(s->artifact_uri = strdup(art)))
+        rc = -ENOMEM;
+    if (rc == 0 && cJSON_IsArray(pk)) {
+        s->pkgs_known = true;
+        size_t n = (size_t)cJSON_GetArraySize(pk);
+        s->pkgs = calloc(n ? n : 1, sizeof *s->pkgs);
+        rc = s->pkgs ? 0 : -ENOMEM;
+        cJSON_ArrayForEach(e, pk)
+        {
+            if (rc == 0 && cJSON_IsString(e) && !(s->pkgs[s->n_pkgs++] = strdup(e->valuestring)))
+                rc = -ENOMEM;
+        }
+    }
+    if (rc < 0) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "out of memory");
+        launch__spec_clear(s);
+    }
     return rc;
 }
