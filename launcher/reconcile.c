@@ -216,7 +216,7 @@ static void decide_ended(rec_job *j, cand *c, const cJSON *task)
     const char *msg = launch__str(c->item, "error_message");
     bool sigterm = msg && strstr(msg, "Worker shutdown requested via SIGTERM");
     c->v.infra = failed && !c->cancel_reason && (v.status ? v.infra : sigterm);
-    if (v.status)
+    if (v.status && failed)
         launch__fmt(c->v.stop_reason, sizeof c->v.stop_reason, "%s", v.stop_reason);
 }
 
@@ -481,15 +481,20 @@ static void add_val(cJSON *vals, const char *name, const char *type, const char 
     cJSON_AddStringToObject(cJSON_AddObjectToObject(vals, name), type, value);
 }
 
-/* A run the agent ended: only the marker goes (and the relaunch is recorded). */
+/* A run the agent ended: the marker goes, the relaunch is recorded, and ECS's stop reason is
+ * added unless the agent gave one. */
 static cJSON *cleanup_body(rec_job *j, const cand *c)
 {
+    char expr[200];
+    bool sr = c->v.stop_reason[0] != '\0';
+    launch__fmt(expr, sizeof expr, "%s%s%s%s REMOVE " LAUNCH_ACTIVE_ATTR,
+                c->relaunched || sr ? "SET " : "", c->relaunched ? "relaunched_as = :ra" : "",
+                c->relaunched && sr ? ", " : "",
+                sr ? "stop_reason = if_not_exists(stop_reason, :sr)" : "");
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "TableName", j->ctx.cfg.runs_table);
     cJSON_AddItemToObject(q, "Key", launch__key("run_id", c->run_id, NULL, NULL));
-    cJSON_AddStringToObject(q, "UpdateExpression",
-                            c->relaunched ? "SET relaunched_as = :ra REMOVE " LAUNCH_ACTIVE_ATTR
-                                          : "REMOVE " LAUNCH_ACTIVE_ATTR);
+    cJSON_AddStringToObject(q, "UpdateExpression", expr);
     cJSON_AddStringToObject(q, "ConditionExpression",
                             "#s = :st AND attribute_exists(" LAUNCH_ACTIVE_ATTR ")");
     cJSON_AddStringToObject(cJSON_AddObjectToObject(q, "ExpressionAttributeNames"), "#s", "status");
@@ -497,6 +502,8 @@ static cJSON *cleanup_body(rec_job *j, const cand *c)
     add_val(vals, ":st", "S", c->status);
     if (c->relaunched)
         add_val(vals, ":ra", "S", c->relaunch_id);
+    if (sr)
+        add_val(vals, ":sr", "S", c->v.stop_reason);
     return q;
 }
 

@@ -931,9 +931,9 @@ int launch__launch(launch__spec *specs, size_t n)
         launch__spec *s = &specs[i];
         s->success = o->success;
         s->exit = o->exit;
+        s->result = result_json(o);
         s->task_arn = o->task_arn;
         o->task_arn = NULL;
-        s->result = result_json(o);
         launch__fmt(s->error, sizeof s->error, "%s", o->error);
         one_clear(o);
     }
