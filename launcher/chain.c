@@ -36,7 +36,7 @@ static cJSON *sorted_copy(const cJSON *v)
     int i = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, v) kids[i++] = e;
-    if (cJSON_IsObject(v))
+    if (cJSON_IsObject(v) && n > 1)
         qsort(kids, (size_t)n, sizeof *kids, key_cmp);
     for (i = 0; i < n; i++) {
         cJSON *c = sorted_copy(kids[i]);
