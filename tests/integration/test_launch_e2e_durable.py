@@ -92,19 +92,20 @@ class LaunchAgentDurableTest(unittest.TestCase):
         while time.monotonic() < deadline:
             it = ddb.get_item(TableName="DAGY_TASK_RUNS", ConsistentRead=True,
                               Key={"run_id": {"S": run_id}, "task_name": {"S": task}}).get("Item")
-            if it and it["status"]["S"] == "RUNNING":
+            if it and it.get("status", {}).get("S") == "RUNNING":
                 return
             time.sleep(0.1)
         self.fail("task %s of %s never RUNNING" % (task, run_id))
 
-    def sigterm_and_wait(self, p):
-        try:
-            os.kill(p.pid, signal.SIGTERM)
-            return p.wait(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
+    def sigterm(self, p):
+        """SIGTERM to the agent, as ECS's StopTask would send; its exit code."""
+        os.kill(p.pid, signal.SIGTERM)
+        return p.wait(timeout=60)
+
+    def stop_agent(self, p):
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
 
     def shape_stop(self, arn, code, reason, exit_code):
         def rewrite(op, req, resp):
@@ -151,11 +152,14 @@ class LaunchAgentDurableTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         arn = r.json["task_arn"]
         p = self.start_agent(arn)
-        self.wait_task_running("e2d-cx", "sleepy")
-        c = L.launch("cancel", "e2d-cx", "--reason", "operator said so")
-        self.assertEqual(c.returncode, 0, c.stderr)
-        self.assertEqual(L.proxy.calls("StopTask")[-1]["task"], arn)
-        self.assertEqual(self.sigterm_and_wait(p), 143)  # what ECS's StopTask does to the agent
+        try:
+            self.wait_task_running("e2d-cx", "sleepy")
+            c = L.launch("cancel", "e2d-cx", "--reason", "operator said so")
+            self.assertEqual(c.returncode, 0, c.stderr)
+            self.assertEqual(L.proxy.calls("StopTask")[-1]["task"], arn)
+            self.assertEqual(self.sigterm(p), 143)
+        finally:
+            self.stop_agent(p)
         it = L.run_item("e2d-cx")
         self.assertEqual((it["status"], it["stop_reason"]), ("CANCELLED", "UserInitiated: operator said so"))
         self.shape_stop(arn, "UserInitiated", "operator said so", 143)
@@ -171,8 +175,11 @@ class LaunchAgentDurableTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         arn = r.json["task_arn"]
         p = self.start_agent(arn)
-        self.wait_task_running("e2d-st", "sleepy")
-        self.assertEqual(self.sigterm_and_wait(p), 143)
+        try:
+            self.wait_task_running("e2d-st", "sleepy")
+            self.assertEqual(self.sigterm(p), 143)
+        finally:
+            self.stop_agent(p)
         it = L.run_item("e2d-st")
         self.assertEqual(it["status"], "FAILED")
         L.moto.client("ecs").stop_task(cluster=L.cluster, task=arn, reason="Your Spot Task was interrupted.")
