@@ -493,6 +493,9 @@ class IndexMigrationTest(unittest.TestCase):
                 ddb.put_item(TableName="OLD_RUNS", Item={"run_id": {"S": rid}, "status": {"S": st},
                                                          "executor": {"S": "ecs"}, "updated_at": {"S": OLD}})
             env = L.env(DAGY_RUNS_TABLE="OLD_RUNS", DAGY_TASK_RUNS_TABLE="OLD_TASK_RUNS")
+            r = L.launch("reconcile", env=env)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("run dagy-launch init-tables to add the index active_runs", r.stderr)
             r = L.launch("init-tables", env=env)
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("OLD_RUNS", r.json["existing"])
