@@ -16,6 +16,49 @@
 
 /* ---- retry ---- */
 
+void launch__spec_clear(launch__spec *s)
+{
+    launch_request_clear(&s->req);
+    free(s->artifact_uri);
+    for (size_t i = 0; i < s->n_pkgs; i++)
+        free(s->pkgs[i]);
+    free(s->pkgs);
+    free(s->task_arn);
+    cJSON_Delete(s->result);
+    memset(s, 0, sizeof *s);
+}
+
+int launch__spec_from_item(launch__spec *s, const cJSON *src, const launch_retry_opts *ro,
+                           char *err)
+{
+    memset(s, 0, sizeof *s);
+    int rc = launch_request_from_item(&s->req, src, ro, err);
+    if (rc < 0)
+        return rc;
+    /* The source's own artifact (with its #sha256=) and packages, when it recorded them; an
+     * older item is resolved again by its exact version and deployment. */
+    const char *art = launch__str(src, "artifact_s3_uri");
+    const cJSON *pk = cJSON_GetObjectItemCaseSensitive(src, "dep_package_uris"), *e;
+    if (art && !(s->artifact_uri = strdup(art)))
+        rc = -ENOMEM;
+    if (rc == 0 && cJSON_IsArray(pk)) {
+        s->pkgs_known = true;
+        size_t n = (size_t)cJSON_GetArraySize(pk);
+        s->pkgs = calloc(n ? n : 1, sizeof *s->pkgs);
+        rc = s->pkgs ? 0 : -ENOMEM;
+        cJSON_ArrayForEach(e, pk)
+        {
+            if (rc == 0 && cJSON_IsString(e) && !(s->pkgs[s->n_pkgs++] = strdup(e->valuestring)))
+                rc = -ENOMEM;
+        }
+    }
+    if (rc < 0) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "out of memory");
+        launch__spec_clear(s);
+    }
+    return rc;
+}
+
 /* Why the source cannot be retried now, or NULL. */
 static const char *retry_refusal(const cJSON *src, bool all, char *buf, size_t n)
 {
