@@ -91,11 +91,46 @@ void launch__aws_reason(const fetch_aws_result *r, char *buf, size_t n)
         launch__fmt(buf, n, "HTTP %ld", r->http_status);
 }
 
+size_t launch__tty_write(const char *s, size_t n, FILE *out, bool *c2)
+{
+    size_t done = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)s[i];
+        if (*c2) {
+            *c2 = false;
+            if (b >= 0x80 && b <= 0x9f) { /* a C1 control (U+0080-U+009F) as UTF-8 */
+                fprintf(out, "\\u%04x", b);
+                done++;
+                continue;
+            }
+            fputc(0xc2, out);
+        }
+        if (b == 0xc2) {
+            *c2 = true;
+            continue;
+        }
+        if ((b < 0x20 && b != '\n' && b != '\t') || b == 0x7f)
+            fprintf(out, "\\u%04x", b);
+        else
+            fputc(b, out);
+        done++;
+    }
+    return done;
+}
+
 void launch__print_json(const cJSON *j)
 {
-    char *text = isatty(STDOUT_FILENO) ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
+    bool tty = isatty(STDOUT_FILENO), c2 = false;
+    char *text = tty ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
     if (text) {
-        fputs(text, stdout);
+        /* cJSON escapes C0 controls in strings but keeps DEL and C1 raw: on a terminal a stored
+         * error message must not be able to drive it. */
+        if (tty)
+            launch__tty_write(text, strlen(text), stdout, &c2);
+        else
+            fputs(text, stdout);
+        if (c2)
+            fputc(0xc2, stdout);
         fputc('\n', stdout);
         free(text);
     }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <cjson/cJSON.h>
 
 #define LAUNCH_ERR_MAX 512
@@ -314,8 +315,13 @@ int launch__call_sync(launch__ctx *c, const char *service, const char *op, cJSON
 cJSON *launch__read_run(launch__ctx *c, const char *run_id, char *err);
 /* The AWS message of a failed result, "CODE: message" without the client's label. */
 void launch__aws_reason(const fetch_aws_result *r, char *buf, size_t n);
-/* Prints a JSON value on stdout (pretty when stdout is a terminal), then a newline. */
+/* Prints a JSON value on stdout (pretty when stdout is a terminal, where DEL and C1 controls are
+ * shown as \u escapes), then a newline. */
 void launch__print_json(const cJSON *j);
+/* Writes s[0..n) for a terminal: C0 controls other than newline and tab, DEL and C1 controls
+ * (UTF-8 C2 80-C2 9F) become "\uXXXX", so a stored string cannot send escape sequences.
+ * *c2 carries a 0xC2 byte across calls (start false; if true at the end, write 0xC2). */
+size_t launch__tty_write(const char *s, size_t n, FILE *out, bool *c2);
 /* DynamoDB key object {name: {"S": value}} (one or two key attributes; name2 may be NULL). */
 cJSON *launch__key(const char *name, const char *value, const char *name2, const char *value2);
 /* snprintf that may truncate (messages embed AWS text of any length; truncation is fine). */

@@ -175,7 +175,8 @@ static int result_uri(launch__ctx *c, const char *run_id, const char *task, char
     return rc;
 }
 
-/* Copies a file to stdout. */
+/* Copies a file to stdout: byte for byte into a pipe or file; on a terminal with control
+ * characters escaped (a task's result must not drive the operator's terminal). */
 static int cat_file(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -184,14 +185,19 @@ static int cat_file(const char *path)
     char buf[65536];
     ssize_t n;
     int rc = 0;
+    bool tty = isatty(STDOUT_FILENO), c2 = false;
     while (rc == 0 && (n = read(fd, buf, sizeof buf)) != 0) {
         if (n < 0)
             rc = -errno;
+        else if (tty)
+            launch__tty_write(buf, (size_t)n, stdout, &c2);
         else if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n)
             rc = -EIO;
     }
+    if (c2)
+        fputc(0xc2, stdout);
     close(fd);
-    return rc == 0 && fflush(stdout) != 0 ? -EIO : rc;
+    return rc == 0 && (fflush(stdout) != 0 || ferror(stdout)) ? -EIO : rc;
 }
 
 /* Downloads (verifying the #sha256=) into a private scratch directory, then prints. */

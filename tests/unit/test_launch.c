@@ -711,6 +711,26 @@ static void test_request_fingerprint(void **state)
     opts_clear(&o);
 }
 
+/* On a terminal nothing stored can send an escape sequence; text and UTF-8 pass unchanged. */
+static void test_tty_write_escapes_controls(void **state)
+{
+    (void)state;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    bool c2 = false;
+    const char a[] = "ok \xc3\xa9\x1b[31mred\x7f\xc2";
+    const char b[] = "\x9b"
+                     "2J \xc2\xa9\n\tend";
+    launch__tty_write(a, sizeof a - 1, f, &c2);
+    assert_true(c2); /* a 0xC2 split across two writes */
+    launch__tty_write(b, sizeof b - 1, f, &c2);
+    assert_false(c2);
+    fclose(f);
+    assert_string_equal(buf, "ok \xc3\xa9\\u001b[31mred\\u007f\\u009b2J \xc2\xa9\n\tend");
+    free(buf);
+}
+
 static void test_tag_values(void **state)
 {
     (void)state;
@@ -741,6 +761,7 @@ int main(void)
         cmocka_unit_test(test_reconcile_verdict),
         cmocka_unit_test(test_time_and_uuid),
         cmocka_unit_test(test_tag_values),
+        cmocka_unit_test(test_tty_write_escapes_controls),
         cmocka_unit_test(test_request_fingerprint),
         cmocka_unit_test(test_retry_run_id),
         cmocka_unit_test(test_request_from_item),
