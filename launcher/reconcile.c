@@ -153,9 +153,12 @@ static void on_query(void *ud, const fetch_aws_result *r)
 {
     rec_job *j = ud;
     if (!aws_ok(r)) {
+        /* A table from before the index: DynamoDB says ValidationException naming it. */
+        bool no_index = r->error_code && strcmp(r->error_code, "ValidationException") == 0;
         note_error(j,
-                   "cannot query the active runs (run dagy-launch init-tables to add the "
-                   "index " LAUNCH_ACTIVE_INDEX ")",
+                   no_index ? "cannot query the active runs (run dagy-launch init-tables to add "
+                              "the index " LAUNCH_ACTIVE_INDEX ")"
+                            : "cannot query the active runs",
                    r);
         uv_stop(&j->ctx.loop);
         return;
