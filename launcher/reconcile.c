@@ -153,8 +153,10 @@ static void on_query(void *ud, const fetch_aws_result *r)
 {
     rec_job *j = ud;
     if (!aws_ok(r)) {
-        /* A table from before the index: DynamoDB says ValidationException naming it. */
-        bool no_index = r->error_code && strcmp(r->error_code, "ValidationException") == 0;
+        /* A table from before the index (DynamoDB: ValidationException "does not have the
+         * specified index"; moto: ResourceNotFoundException), or no table at all. */
+        bool no_index = r->error_code && (strcmp(r->error_code, "ValidationException") == 0 ||
+                                          strcmp(r->error_code, "ResourceNotFoundException") == 0);
         note_error(j,
                    no_index ? "cannot query the active runs (run dagy-launch init-tables to add "
                               "the index " LAUNCH_ACTIVE_INDEX ")"
