@@ -7,6 +7,7 @@
  * SIGTERM" and the agent exits 143 after flushing status. */
 #include "agent/run.h"
 #include "agent/log.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -75,7 +76,7 @@ static void run_item_identity(run_state *r)
 static void write_running(run_state *r)
 {
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     run_item_identity(r);
     status_set_str(r->run_item, "status", "RUNNING");
     status_set_str(r->run_item, "started_at", ts);
@@ -91,7 +92,7 @@ static void on_heartbeat(uv_timer_t *t)
     char ts[32];
     if (r->phase >= RUN_FINISHING)
         return;
-    agent__run_set(r, "last_heartbeat_at", status_now_iso(ts));
+    agent__run_set(r, "last_heartbeat_at", proto_iso_time(proto_now(), ts));
 }
 
 /* Drain timer: running tasks had their chance; terminate their process groups. */
@@ -115,6 +116,7 @@ static void on_signal(uv_signal_t *h, int signum)
         agent_log_str(l, "signal", r->stop_signal);
         agent_log_end(l);
         if (r->phase == RUN_PREPARING) {
+            agent__prepare_cancel(r);
             agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
             return;
         }
@@ -218,7 +220,7 @@ void agent__finish(run_state *r, int exit_code, const char *error)
 
     const char *status = exit_code == AGENT_EXIT_OK ? "SUCCEEDED" : "FAILED";
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     double dur = (double)(uv_now(&r->loop) - r->started_ms) / 1000.0;
     run_item_counts(r);
     status_set_str(r->run_item, "status", status);
@@ -324,6 +326,7 @@ static void teardown(run_state *r)
     /* Bounded: every handle is closing; a few turns finish their close callbacks. */
     for (int i = 0; i < 100 && uv_run(&r->loop, UV_RUN_NOWAIT); i++)
         ;
+    agent__prepare_teardown(r);
     if (uv_loop_close(&r->loop))
         agent_log(LOG_DEBUG, "run_phase", "event loop closed with requests still active");
     free(r->run_dir);

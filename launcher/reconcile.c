@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "proto/ddb.h"
+#include "proto/util.h"
 
 typedef struct {
     cJSON *item; /* the plain run item as the index returned it */
@@ -101,7 +102,7 @@ static double last_seen(const cJSON *it)
     const char *names[] = {"updated_at", "last_heartbeat_at", "created_at"};
     double best = -1;
     for (size_t i = 0; i < 3; i++) {
-        double t = launch_parse_iso(launch__str(it, names[i]));
+        double t = proto_parse_iso(launch__str(it, names[i]));
         if (t > best)
             best = t;
     }
@@ -117,7 +118,7 @@ static void consider(rec_job *j, cJSON *it)
         return cJSON_Delete(it);
     bool queued = strcmp(st, "QUEUED") == 0, running = strcmp(st, "RUNNING") == 0;
     bool has_arn = arn && *arn;
-    double seen = last_seen(it), created = launch_parse_iso(launch__str(it, "created_at"));
+    double seen = last_seen(it), created = proto_parse_iso(launch__str(it, "created_at"));
     double age = j->now - (created >= 0 ? created : seen);
     bool stale = seen < 0 || j->now - seen >= (double)j->stale;
     /* A QUEUED run without a task ARN may be a launch between its QUEUED write and RunTask's
@@ -519,8 +520,8 @@ static cJSON *update_body(rec_job *j, const cand *c)
     if (c->cleanup)
         return cleanup_body(j, c);
     char now[32], done[32], seq[32], expr[256];
-    launch_iso_time(j->now, now);
-    launch_iso_time(c->v.stopped_at > 0 ? c->v.stopped_at : j->now, done);
+    proto_iso_time(j->now, now);
+    proto_iso_time(c->v.stopped_at > 0 ? c->v.stopped_at : j->now, done);
     launch__fmt(seq, sizeof seq, "%lld", LAUNCH_FINAL_SEQ);
     launch__fmt(expr, sizeof expr,
                 "SET #s = :st, stop_reason = :sr, completed_at = :ca, updated_at = :now, "
@@ -613,7 +614,7 @@ int launch_cmd_reconcile(const launch_reconcile_opts *o)
     j->stale = o->stale_seconds;
     j->start_timeout = o->start_timeout;
     j->relaunch_infra = o->relaunch_infra;
-    j->now = launch_now();
+    j->now = proto_now();
     launch_config probe;
     /* A relaunch is a launch: its configuration must be there before anything is closed. */
     if ((o->relaunch_infra > 0 && launch_config_from_env(&probe, LAUNCH_NEED_RUN, j->error) < 0) ||

@@ -320,7 +320,7 @@ int launch_cmd_cancel(const launch_cancel_opts *o)
         fprintf(stderr, "dagy-launch: cancel: %s\n", err);
         return LAUNCH_EXIT_INVALID;
     }
-    launch_iso_time(launch_now(), j.now);
+    proto_iso_time(proto_now(), j.now);
     int rc = LAUNCH_EXIT_OK;
     if (!o->all_running) {
         cJSON *out = cJSON_CreateObject();

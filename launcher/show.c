@@ -92,6 +92,10 @@ static cJSON *task_items(launch__ctx *c, const char *run_id, char *err)
 int launch_cmd_status(const char *run_id)
 {
     char err[LAUNCH_ERR_MAX];
+    if (!proto_name_check(PROTO_NAME_RUN_ID, run_id, err, sizeof err)) {
+        fprintf(stderr, "dagy-launch: %s\n", err);
+        return LAUNCH_EXIT_INVALID;
+    }
     launch__ctx c;
     if (launch__ctx_open(&c, 0, err) < 0) {
         fprintf(stderr, "dagy-launch: %s\n", err);
