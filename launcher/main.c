@@ -361,6 +361,7 @@ static const char *one_run_id(int argc, char **argv, const char *cmd, int *rc)
 static int cmd_retry(int argc, char **argv)
 {
     static const struct option opts[] = {{"all", no_argument, 0, O_ALL},
+                                         {"flow-version", required_argument, 0, O_VERSION},
                                          {"run-id", required_argument, 0, O_RUNID},
                                          {"correlation-id", required_argument, 0, O_CORR},
                                          {"triggered-by", required_argument, 0, O_BY},
@@ -383,6 +384,11 @@ static int cmd_retry(int argc, char **argv)
         case O_ALL:
             o.all = true;
             break;
+        case O_VERSION:
+            /* Every task_hash covers the artifact's sha256: another version reuses nothing, so
+             * it is a new run, not a retry. */
+            return bad_usage("retry", "--flow-version: a retry runs the source's exact version; "
+                                      "to run another version, use dagy-launch run");
         case O_RUNID:
             o.run_id = optarg;
             break;

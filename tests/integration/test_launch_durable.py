@@ -443,6 +443,10 @@ class DurableTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("--all", r.stderr)
         self.assertEqual(self.launch("retry", "rt-nosuch").returncode, 1)
+        # Another version is a new run (every task_hash covers the artifact): refused.
+        r = self.launch("retry", "rt-3", "--all", "--flow-version", "1.1.0")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("exact version", r.stderr)
         self.assertEqual(self.launch("retry", "..").returncode, 2)
 
     def test_status_tasks_and_result_verified(self):
