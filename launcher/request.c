@@ -673,7 +673,7 @@ void launch_reconcile_verdict(const cJSON *task, const char *container_name,
         /* dagy-launch cancel asked for it: the contract's "UserInitiated: TEXT". */
         v->status = "CANCELLED";
         launch__fmt(v->stop_reason, sizeof v->stop_reason, "UserInitiated: %s",
-                    *cancel_reason ? cancel_reason : "cancelled by dagy-launch cancel");
+                    *cancel_reason ? cancel_reason : "cancel requested");
         return;
     }
     v->status = "FAILED";

@@ -181,7 +181,7 @@ static bool cancel_queued(cancel_job *j, const char *run_id, char *err)
 {
     char stop[LAUNCH_ERR_MAX], seq[32];
     launch__fmt(stop, sizeof stop, "UserInitiated: %s",
-                *j->reason ? j->reason : "cancelled by dagy-launch cancel");
+                *j->reason ? j->reason : "cancel requested");
     launch__fmt(seq, sizeof seq, "%lld", LAUNCH_FINAL_SEQ);
     cJSON *q = cJSON_CreateObject(), *ans = NULL;
     cJSON_AddStringToObject(q, "TableName", j->ctx.cfg.runs_table);

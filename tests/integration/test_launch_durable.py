@@ -348,7 +348,7 @@ class DurableTest(unittest.TestCase):
         r = self.launch("cancel", "cx-n")
         self.assertEqual((r.returncode, r.json["status"]), (0, "CANCELLED"))
         self.assertEqual(len(self.L.proxy.calls("StopTask")), stops)
-        self.assertEqual(self.item("cx-n")["stop_reason"], "UserInitiated: cancelled by dagy-launch cancel")
+        self.assertEqual(self.item("cx-n")["stop_reason"], "UserInitiated: cancel requested")
         r = self.launch("run", "--flow", "etl", "--org", ORG, "--run-id", "cx-n", "--param", "p=1")
         self.assertEqual(r.returncode, 1)
         self.assertIn("CANCELLED", r.json["error_message"])

@@ -547,7 +547,7 @@ static void test_reconcile_verdict(void **state)
         {user143, "nightly freeze", "CANCELLED", "Reconciled: Task stopped by user (exit code 143)",
          "UserInitiated: nightly freeze", false},
         {user143, "", "CANCELLED", "Reconciled: Task stopped by user (exit code 143)",
-         "UserInitiated: cancelled by dagy-launch cancel", false},
+         "UserInitiated: cancel requested", false},
         /* The same stop nobody asked for through cancel: a SIGTERM from elsewhere. */
         {user143, NULL, "FAILED", "Reconciled: Task stopped by user (exit code 143)",
          "UserInitiated: Task stopped by user", true},
