@@ -649,3 +649,18 @@ int fetch_http_get(fetch_aws *a, const char *url, fetch_aws_cb cb, void *ud)
     uv_timer_start(&o->timer, api_on_timer, 0, 0);
     return 0;
 }
+
+/* Buffer-in entry point for tests/fuzz/fuzz_ddb.c: the error code and message api_on_resp
+ * takes from a JSON error body. */
+void fetch__aws_json_error(const char *body, size_t len, char *code, size_t ncode, char *msg,
+                           size_t nmsg)
+{
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    const char *m = NULL;
+    code[0] = msg[0] = '\0';
+    if (j)
+        json_error(j, code, ncode, &m);
+    if (m)
+        snprintf(msg, nmsg, "%s", m);
+    cJSON_Delete(j);
+}

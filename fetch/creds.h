@@ -130,4 +130,10 @@ fetch_retry fetch__retry_or_default(const fetch_retry *r);
  * and throttling error codes. */
 bool fetch__retryable(const fetch_http_resp *r, const char *error_code);
 
+/* Buffer-in entry points of static parsers, for tests/fuzz: the code and message of an AWS JSON
+ * error body (aws.c) and of an S3 error answer (s3.c). Outputs are always NUL-terminated. */
+void fetch__aws_json_error(const char *body, size_t len, char *code, size_t ncode, char *msg,
+                           size_t nmsg);
+void fetch__s3_error_parse(const fetch_http_resp *r, char *code, size_t n, char *msg, size_t mn);
+
 #endif

@@ -923,3 +923,9 @@ int fetch_s3_put_file(fetch_aws *a, const char *bucket, const char *key, const c
         put_discard(u);
     return rc;
 }
+
+/* Buffer-in entry point for tests/fuzz/fuzz_s3err.c: s3_error_code on a synthetic answer. */
+void fetch__s3_error_parse(const fetch_http_resp *r, char *code, size_t n, char *msg, size_t mn)
+{
+    s3_error_code(r, code, n, msg, mn);
+}

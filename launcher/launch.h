@@ -230,5 +230,8 @@ void launch__fmt(char *buf, size_t n, const char *fmt, ...) __attribute__((forma
 char *launch__read_file(const char *path, const char *what, char *err);
 /* A string attribute of a plain (unmarshalled) item, or NULL. */
 const char *launch__str(const cJSON *obj, const char *name);
+/* The task ARN of a RunTask answer (pointing into `answer`), or NULL with `why` (n bytes) saying
+ * what ECS reported instead (the first failure, or no task). Buffer-in for tests/fuzz too. */
+const char *launch__runtask_arn(const cJSON *answer, char *why, size_t n);
 
 #endif
