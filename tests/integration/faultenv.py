@@ -321,3 +321,91 @@ def assert_no_process_left(tc, mark, timeout=5.0, report=""):
                 desc.append(str(pid))
         kill_pids(left)
         tc.fail("processes of the run left behind:\n  %s\n%s" % ("\n  ".join(desc), report))
+
+
+# ---- DynamoDB status stores ---------------------------------------------------------------
+
+def store_backends():
+    """The DynamoDB implementations the status fault tests run against: moto always, dynalite
+    when installed (scripts/deps.sh --test installs it; DAGY_FAULT_BACKENDS=moto limits)."""
+    import awsenv
+    want = (os.environ.get("DAGY_FAULT_BACKENDS") or "moto,dynalite").split(",")
+    out = []
+    if "moto" in want:
+        out.append("moto")
+    if "dynalite" in want and awsenv.dynalite_cli():
+        out.append("dynalite")
+    return out
+
+
+def start_store(kind):
+    """A started moto (no signature checks needed here) or dynalite with the status tables."""
+    import awsenv
+    s = awsenv.Moto(auth=False) if kind == "moto" else awsenv.DynaliteServer()
+    s.start()
+    try:
+        s.create_status_tables()
+    except BaseException:
+        s.stop()
+        raise
+    return s
+
+
+def _plain(v):
+    import decimal
+    if isinstance(v, decimal.Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def ddb_item(client, run_id, task=None):
+    import boto3.dynamodb.types
+    deser = boto3.dynamodb.types.TypeDeserializer()
+    key = {"run_id": {"S": run_id}}
+    if task is not None:
+        key["task_name"] = {"S": task}
+    item = client.get_item(TableName="DAGY_TASK_RUNS" if task else "DAGY_RUNS", Key=key,
+                           ConsistentRead=True).get("Item")
+    return None if item is None else _plain({k: deser.deserialize(v) for k, v in item.items()})
+
+
+def ddb_items(client, run_id, task_names):
+    return ddb_item(client, run_id), {n: ddb_item(client, run_id, n) for n in task_names}
+
+
+def queue_run(client, run_id):
+    """The launcher's write: the run item QUEUED with status_seq 0."""
+    client.put_item(TableName="DAGY_RUNS",
+                    Item={"run_id": {"S": run_id}, "status": {"S": "QUEUED"},
+                          "status_seq": {"N": "0"}, "executor": {"S": "ecs"}},
+                    ConditionExpression="attribute_not_exists(run_id)")
+
+
+def ddb_env(store, flow_env, endpoint=None, **extra):
+    """Environment of a local-flow agent whose status goes to DynamoDB at `endpoint`
+    (default: the store itself)."""
+    env = store.env(flow_env)
+    env.pop("AWS_ENDPOINT_URL", None)
+    env["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint or store.endpoint
+    env["DAGY_STATUS_BACKEND"] = "dynamodb"
+    env.update(extra)
+    return env
+
+
+def agent_env(work, extra=None):
+    """The test's environment without DAGY_* variables, with a work directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGY_")}
+    env["DAGY_WORK_DIR"] = work
+    env.update(extra or {})
+    return env
+
+
+def valid_utf8(tc, data, what):
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        tc.fail("%s is not valid UTF-8 (%s): %r" % (what, e, data[max(0, e.start - 40):e.end + 40]))
