@@ -157,13 +157,22 @@ class Agent:
                         return l
             except ValueError:
                 pass  # a line being written
-            if self.proc.poll() is not None:
+            if self.exited():
                 return None
             time.sleep(0.02)
         return None
 
+    def exited(self):
+        """Whether the agent has exited, without reaping it (wait() collects its rusage)."""
+        if self.code is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
     def signal(self, sig):
-        if self.proc.poll() is None:
+        if not self.exited():
             os.kill(self.pid, sig)
 
     def wait(self, timeout):
@@ -193,7 +202,7 @@ class Agent:
 
     def kill(self):
         """SIGKILL by pid and reap (cleanup path)."""
-        if self.code is None and self.proc.poll() is None:
+        if not self.exited():
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:

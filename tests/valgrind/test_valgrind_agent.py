@@ -133,7 +133,7 @@ class ValgrindAgentTest(unittest.TestCase):
         a = self.start(art, "--run-id", "vg-unpack")
         flowdir = os.path.join(self.work, "vg-unpack")
         self.assertTrue(agentenv.wait_for(
-            lambda: faultenv.du(flowdir) > (8 << 20) or a.proc.poll() is not None, 120),
+            lambda: faultenv.du(flowdir) > (8 << 20) or a.exited(), 120),
             a.report())
         a.signal(signal.SIGTERM)
         a.wait(300)
