@@ -17,12 +17,20 @@
 static char scratch[64]; /* one directory per fuzzing process */
 static char dest[160];
 
+/* Removes the scratch tree when libFuzzer exits (it calls exit() at -max_total_time). */
+static void remove_scratch(void)
+{
+    if (scratch[0])
+        unpack_rmtree(scratch);
+}
+
 /* Creates the per-process scratch tree once. */
 static void ensure_scratch(void)
 {
     char p[128];
     if (scratch[0])
         return;
+    atexit(remove_scratch);
     snprintf(scratch, sizeof scratch, "/tmp/fuzz-unpack-XXXXXX");
     if (!mkdtemp(scratch))
         abort();
