@@ -574,7 +574,7 @@ static void failure_reason(const cJSON *failures, char *buf, size_t n)
     const cJSON *f = cJSON_GetArrayItem(failures, 0);
     const char *reason = launch__str(f, "reason"), *detail = launch__str(f, "detail");
     const char *arn = launch__str(f, "arn");
-    /* ECS may send empty strings: an empty field counts as absent, so the message says something. */
+    /* ECS may send empty strings: an empty field counts as absent (the message says something). */
     reason = reason && *reason ? reason : NULL;
     detail = detail && *detail ? detail : NULL;
     arn = arn && *arn ? arn : NULL;
