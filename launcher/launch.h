@@ -369,5 +369,8 @@ int launch__spec_from_item(launch__spec *s, const cJSON *src, const launch_retry
  * configuration is missing (every spec's error says which variable), or -ENOMEM. */
 int launch__launch(launch__spec *specs, size_t n);
 void launch__spec_clear(launch__spec *s);
+/* The task ARN of a RunTask answer (pointing into `answer`), or NULL with `why` (n bytes) saying
+ * what ECS reported instead (the first failure, or no task). Buffer-in for tests/fuzz too. */
+const char *launch__runtask_arn(const cJSON *answer, char *why, size_t n);
 
 #endif

@@ -693,25 +693,37 @@ static void failure_reason(const cJSON *failures, char *buf, size_t n)
     const cJSON *f = cJSON_GetArrayItem(failures, 0);
     const char *reason = launch__str(f, "reason"), *detail = launch__str(f, "detail");
     const char *arn = launch__str(f, "arn");
+    /* ECS may send empty strings: an empty field counts as absent (the message says something). */
+    reason = reason && *reason ? reason : NULL;
+    detail = detail && *detail ? detail : NULL;
+    arn = arn && *arn ? arn : NULL;
     launch__fmt(buf, n, "%s%s%s%s%s%s", reason ? reason : "unknown failure",
                 detail || arn ? " (" : "", detail ? detail : "", detail && arn ? ", " : "",
                 arn ? arn : "", detail || arn ? ")" : "");
+}
+
+const char *launch__runtask_arn(const cJSON *answer, char *why, size_t n)
+{
+    const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(answer, "tasks");
+    const cJSON *failures = cJSON_GetObjectItemCaseSensitive(answer, "failures");
+    const char *arn = launch__str(cJSON_GetArrayItem(tasks, 0), "taskArn");
+    if (cJSON_GetArraySize(failures) > 0)
+        failure_reason(failures, why, n);
+    else if (!arn)
+        launch__fmt(why, n, "RunTask returned no task");
+    else
+        return arn;
+    return NULL;
 }
 
 static void on_runtask(void *ud, const fetch_aws_result *r)
 {
     one *o = ud;
     char why[LAUNCH_ERR_MAX - 32];
-    const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(r->json, "tasks");
-    const cJSON *failures = cJSON_GetObjectItemCaseSensitive(r->json, "failures");
-    const char *arn = launch__str(cJSON_GetArrayItem(tasks, 0), "taskArn");
+    const char *arn = NULL;
     if (!aws_ok(r))
         launch__aws_reason(r, why, sizeof why);
-    else if (cJSON_GetArraySize(failures) > 0)
-        failure_reason(failures, why, sizeof why);
-    else if (!arn)
-        launch__fmt(why, sizeof why, "RunTask returned no task");
-    else {
+    else if ((arn = launch__runtask_arn(r->json, why, sizeof why))) {
         o->task_arn = strdup(arn);
         return record(o, true);
     }
