@@ -124,8 +124,13 @@ int fetch_creds_check_uri(const char *var, const char *uri, char **url_out, bool
     *url_out = NULL;
     if (!u)
         return -ENOMEM;
-    CURLUcode uc = curl_url_set(u, CURLUPART_URL, uri, 0);
-    if (uc != CURLUE_OK)
+    /* libcurl is lenient ("http:/host", "http:host" and a bare host get a guessed scheme or
+     * slash); the SDKs are not, and neither are we: the scheme and "//" must be written. */
+    bool spelled = !strncasecmp(uri, "http://", 7) || !strncasecmp(uri, "https://", 8);
+    CURLUcode uc = spelled ? curl_url_set(u, CURLUPART_URL, uri, 0) : CURLUE_OK;
+    if (!spelled)
+        snprintf(err, FETCH_ERR_MAX, "%s must start with http:// or https://", var);
+    else if (uc != CURLUE_OK)
         snprintf(err, FETCH_ERR_MAX, "%s is not a valid URL: %s", var, curl_url_strerror(uc));
     else if ((rc = check_parsed_uri(u, var, &http, err)) == 0 &&
              curl_url_get(u, CURLUPART_URL, &url, 0) != CURLUE_OK)

@@ -43,9 +43,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cJSON_ArrayForEach(t, tasks)
     {
         launch_verdict v;
-        launch_reconcile_verdict(t, "dagy-worker", &v);
+        launch_reconcile_verdict(t, "dagy-worker", NULL, &v);
         check_verdict(&v);
-        launch_reconcile_verdict(t, "no-such-container", &v);
+        launch_reconcile_verdict(t, "dagy-worker", "fuzz", &v);
+        check_verdict(&v);
+        launch_reconcile_verdict(t, "no-such-container", NULL, &v);
         check_verdict(&v);
     }
     cJSON_Delete(j);

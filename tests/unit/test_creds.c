@@ -109,6 +109,10 @@ static void container_uri_bypasses_are_refused(void **state)
 {
     static const char *const bad[] = {
         "http://127.0.0.1@192.0.2.2:18777/creds",
+        "http:/127.80880/creds", /* fuzz_creds: curl would guess the missing slash */
+        "http:127.0.0.1/creds",
+        "127.0.0.1/creds",
+        "//127.0.0.1/creds",
         "http://127.evil.example.com/",
         "http://127.0.0.1.evil.example.com/",
         "http://169.254.170.2.evil.com/creds",
