@@ -36,6 +36,7 @@ BASES = {"debian:bookworm": "docker.io/library/debian:bookworm",
          "debian:bookworm-slim": "docker.io/library/debian:bookworm-slim"}
 BASE_LABEL = "dev.dagy.base=debootstrap"
 IMAGE = "localhost/dagy-worker:image-test"
+BUILD_STAGE = "localhost/dagy-worker-build:image-test"
 LOCK = "/var/tmp/dagy-image-test.lock"
 CONF = "/etc/containers/containers.conf"
 CONF_TEXT = """\
@@ -269,16 +270,27 @@ def make_base_images():
     log("base images made in %.0f s" % (time.monotonic() - t0))
 
 
+def dangling_images():
+    r = podman(["images", "-q", "--no-trunc", "-f", "dangling=true"], timeout=120)
+    return set(r.stdout.split())
+
+
 def build_image():
-    """podman build of Dockerfile.worker with the repository as the build context (cached
-    layers are reused; nothing is written into the repository)."""
+    """podman build of Dockerfile.worker with the repository as the build context. The build
+    stage is tagged too (BUILD_STAGE) so that its cached apt layer outlives a source change;
+    the images a rebuild untags (the previous image and build stage) are removed, by id."""
     t0 = time.monotonic()
-    r = podman(["build", "--pull=never", "--network=host", "--layers", "-f",
-                os.path.join(SRC, "Dockerfile.worker"), "-t", IMAGE,
-                "--build-arg", "DAGY_VERSION=0.1.0", SRC], timeout=1200, check=False)
-    if r.returncode != 0:
-        raise AssertionError("podman build failed (exit %d):\n%s\n%s"
-                             % (r.returncode, r.stdout[-6000:], r.stderr[-3000:]))
+    before = dangling_images()
+    common = ["build", "--pull=never", "--network=host", "--layers", "-f",
+              os.path.join(SRC, "Dockerfile.worker"), "--build-arg", "DAGY_VERSION=0.1.0"]
+    for args in (["--target", "build", "-t", BUILD_STAGE], ["-t", IMAGE]):
+        r = podman(common + args + [SRC], timeout=1200, check=False)
+        if r.returncode != 0:
+            raise AssertionError("podman build failed (exit %d):\n%s\n%s"
+                                 % (r.returncode, r.stdout[-6000:], r.stderr[-3000:]))
+    stale = sorted(dangling_images() - before)
+    if stale:
+        podman(["rmi"] + stale, check=False, timeout=300)
     log("image %s built in %.0f s" % (IMAGE, time.monotonic() - t0))
 
 
@@ -326,11 +338,11 @@ class Containers:
         self.names.append(name)
         return name
 
-    def run(self, args, opts=(), timeout=300):
+    def run(self, args, opts=(), timeout=300, image=None):
         """`podman run --name N OPTS IMAGE ARGS` in the foreground: CompletedProcess."""
         name = self.new_name()
-        return podman(["run", "--name", name] + list(opts) + [worker_image()] + list(args),
-                      timeout=timeout, check=False)
+        return podman(["run", "--name", name] + list(opts) + [image or worker_image()]
+                      + list(args), timeout=timeout, check=False)
 
     def start(self, args, opts=()):
         """`podman run -d`: returns the container's name once it is created."""

@@ -227,6 +227,40 @@ class ContainerModeTest(AwsCase):
         self.assertEqual(self.run_item(run_id)["status"], "SUCCEEDED")
 
 
+class DerivedImageTest(AwsCase):
+    """docs/operations.md: users add their own Python packages FROM the worker image."""
+
+    def test_pip_install_in_an_image_built_from_the_worker_image(self):
+        ctx = os.path.join(self.tmp, "ctx")
+        os.makedirs(ctx)
+        make_wheel(ctx)
+        with open(os.path.join(ctx, "Containerfile"), "w") as f:
+            f.write("FROM %s\nUSER root\nCOPY tinydep-1.0-py3-none-any.whl /wheels/\n"
+                    "RUN python3 -m pip install --no-cache-dir --break-system-packages "
+                    "--no-index --find-links /wheels tinydep==1.0 && rm -rf /wheels "
+                    "&& python3 -c 'import tinydep'\nUSER 10001:10001\n" % imageenv.IMAGE)
+        tag = "localhost/dagy-worker-derived:image-test"
+        imageenv.podman(["build", "--pull=never", "--network=none", "-t", tag, ctx])
+        # Cleanups run last-first: the containers (and their anonymous volumes), then the image.
+        self.addCleanup(imageenv.podman, ["rmi", tag], check=False)
+        self.addCleanup(self.c.remove_all)
+        spec = {"spec_version": 1, "name": "derived", "version": "1.0.0", "tasks": [
+            {"name": "use", "callable": "job:main"}]}
+        job = ("import os, tinydep\n"
+               "def main():\n"
+               "    print('tinydep', tinydep.ANSWER, tinydep.__file__, flush=True)\n")
+        flows = os.path.join(self.tmp, "flows")
+        os.makedirs(flows)
+        with open(os.path.join(flows, "derived.zip"), "wb") as f:
+            f.write(zip_bytes({"flow_spec.json": json.dumps(spec), "job.py": job}))
+        os.chmod(flows, 0o755)
+        os.chmod(os.path.join(flows, "derived.zip"), 0o644)
+        r = self.c.run(["--flow", "/flows/derived.zip", "--log-format", "json"],
+                       ["-v", flows + ":/flows:ro"] + HARDENED, image=tag)
+        self.assertEqual(r.returncode, 0, r.stdout[-4000:] + r.stderr[-2000:])
+        self.assertRegex(r.stdout, r"tinydep 42 /usr/local/lib/python3[.0-9]*/dist-packages/")
+
+
 class ReadOnlyRootTest(AwsCase):
     """Fargate has no tmpfs: a task with readonlyRootFilesystem mounts a bind volume, created
     empty and root-owned 0755 unless the image declares a VOLUME at that containerPath."""
