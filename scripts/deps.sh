@@ -10,6 +10,9 @@ TEST_PKGS="libarchive-tools shellcheck util-linux binutils"
 want="$BUILD_PKGS"
 [ "${1:-}" = "--test" ] && want="$want $TEST_PKGS"
 
+# tests/image: rootful podman (no daemon) builds and runs the worker image; debootstrap makes its
+# base images from the machine's Debian mirror.
+[ "${1:-}" = "--test" ] && want="$want podman buildah runc debootstrap"
 missing=""
 for p in $want; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
