@@ -177,6 +177,8 @@ class ContainerModeTest(AwsCase):
         elapsed = time.monotonic() - t0
         code = imageenv.podman(["inspect", "--format", "{{.State.ExitCode}}", name]).stdout
         logs = self.c.logs(name)
+        print("\npodman stop -t 30: exit %s after %.1f s (drain 2 s)" % (code.strip(), elapsed),
+              file=sys.stderr, flush=True)
         self.assertEqual(code.strip(), "143", logs[-3000:])
         # drain 2 s + kill grace 3 s + final status writes: far inside stopTimeout's 30 s, so
         # podman never had to SIGKILL (that would be 137).
