@@ -16,10 +16,11 @@
 
 /* Phases of a run, in order. Every change goes through agent__set_phase(). */
 typedef enum {
-    RUN_PREPARING = 0, /* downloading, unpacking, installing packages, loading the spec */
-    RUN_EXECUTING,     /* the DAG is running (and possibly draining) */
-    RUN_FINISHING,     /* final status written, waiting for uploads and the status flush */
-    RUN_DONE,          /* the loop may stop */
+    RUN_STARTING = 0, /* reading the stored run item, writing RUNNING: nothing runs before */
+    RUN_PREPARING,    /* downloading, unpacking, installing packages, loading the spec */
+    RUN_EXECUTING,    /* the DAG is running (and possibly draining) */
+    RUN_FINISHING,    /* final status written, waiting for uploads and the status flush */
+    RUN_DONE,         /* the loop may stop */
 } run_phase;
 
 /* Per-task runtime state (the plan holds the scheduling state). */
@@ -36,6 +37,8 @@ typedef struct {
     int trace_attempt; /* attempt whose trace trace_s3_uri names (0: none yet) */
     double duration;   /* seconds from first start to end, once terminal */
     bool timed_out;    /* the plan said the running attempt timed out */
+    bool infra;        /* the last attempt failed because an internal write or read failed */
+    char *inputs;      /* the running attempt's DAGY_TASK_INPUTS file, or NULL */
     bool cancelled;    /* the drain killed the running attempt */
     char task_run_id[40];
 } agent_task;
@@ -52,7 +55,8 @@ struct run_state {
     cJSON *run_item;
     run_phase phase;
 
-    char *run_dir;   /* WORK_DIR/RUN_ID: downloads, unpacked flow and packages, results */
+    char *run_dir;    /* WORK_DIR/RUN_ID: downloads, unpacked flow and packages, results */
+    int run_dir_lock; /* shared flock on run_dir while the run lives (prune.c), or -1 */
     char *flow_dir;  /* the unpacked flow (or the user's directory) */
     char **dep_dirs; /* unpacked dependency packages, NULL-terminated */
     cJSON *metadata; /* metadata.json, or NULL */
@@ -63,9 +67,10 @@ struct run_state {
     char **base_env; /* the environment every task starts from, NULL-terminated */
     size_t n_base_env;
     char *runner;        /* path of dagy_runner.py */
-    char *empty_inputs;  /* shared "{}" inputs file for tasks without upstream */
-    char **spare_inputs; /* inputs files of ended attempts, renamed for reuse (see tasks.c) */
-    size_t n_spare_inputs;
+    char *exec_dir;      /* RUN_DIR/exec/INSTANCE: this agent's task files (results.c) */
+    bool infra_failed;   /* a task failed for good because of an infrastructure error */
+    char **spare_inputs; /* inputs files of ended attempts, for reuse (results.c) */
+    size_t n_spare_inputs, cap_spare_inputs;
 
     uint64_t started_ms, finish_ms;
     int signals; /* SIGTERM/SIGINT received so far */
@@ -74,6 +79,10 @@ struct run_state {
     int pending; /* uploads and other I/O the finish must wait for */
     int exit_code;
     char *error; /* the run's error_message, or NULL */
+    const char *final_status; /* what the run item's last write says (run_end's status) */
+    double duration;          /* seconds, fixed when the run finished */
+    int unwritten;            /* items the final flush could not write */
+    uv_timer_t start_timer;   /* bounds RUN_STARTING */
     bool first_trace_sent;
 };
 
@@ -87,14 +96,22 @@ void agent__execute(run_state *r);
 /* Marks the run item with a key=value and schedules a write. */
 void agent__run_set(run_state *r, const char *key, const char *val);
 
+/* prune.c: DAGY_KEEP_RUNS. hold: takes the live-run lock on r->run_dir (after creating it);
+ * prune: at the end of a run, removes old run directories (work dir, local state dir). */
+void agent__hold_run_dir(run_state *r);
+/* True if a live agent on this machine holds the work directory of run c->run_id. */
+bool agent__run_dir_busy(const agent_config *c);
+void agent__prune_runs(run_state *r);
+
 /* prepare.c: fetches and unpacks everything, loads the spec; calls agent__execute() or
  * agent__finish(). */
 void agent__prepare(run_state *r);
 /* A signal during preparation: unpacks stop at their next block (their partial directories
  * removed), pip is terminated. The jobs still settle through their callbacks. */
 void agent__prepare_cancel(run_state *r);
-/* Teardown, once every handle is closing: waits for unpack work still on the thread pool, then
- * frees what preparation left. */
+/* Teardown, once every handle is closing: waits for the work still on the thread pool (unpacks,
+ * download checksums: cancelled, they stop at their next block), then frees what preparation
+ * left. */
 void agent__prepare_teardown(run_state *r);
 /* What to mount when `err` (EACCES, EPERM, EROFS) says the directory `what` (e.g. "DAGY_WORK_DIR
  * /tmp/dagy") is not writable (a read-only root, a root-owned volume): "; WHAT must be writable
@@ -115,5 +132,38 @@ void agent__tasks_free(run_state *r);
 void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace, size_t len);
 /* Hands a terminal task's item back to the status store once nothing will change it again. */
 void agent__release_task(run_state *r, size_t i);
+
+/* results.c: the files of task attempts (layout in results.c's header comment). */
+typedef enum {
+    AGENT_DIR_OUT = 0, /* DAGY_TASK_OUTPUT files, one per attempt */
+    AGENT_DIR_IN,      /* DAGY_TASK_INPUTS files, one per attempt */
+    AGENT_DIR_RESULTS, /* validated results of SUCCEEDED tasks */
+} agent_dir;
+/* Creates this agent instance's RUN_DIR/exec/UUID/{out,in,results}; sets r->exec_dir.
+ * Returns 0 or -errno with err (AGENT_ERR_MAX) set. */
+int agent__results_init(run_state *r, char *err);
+/* The path of task i's file in `dir` for `attempt` (0: no attempt number, as in results/).
+ * Caller frees; NULL on ENOMEM. */
+char *agent__task_file(const run_state *r, agent_dir dir, size_t i, int attempt);
+/* Reads and validates the result attempt `attempt` of task i wrote to DAGY_TASK_OUTPUT, without
+ * ever blocking (a FIFO, a symlink or a file over DAGY_MAX_RESULT_BYTES is refused). On 0,
+ * *text is the result (exactly one JSON value, valid UTF-8, whitespace trimmed; caller frees)
+ * or NULL if the task wrote none. -EBADMSG: the result is bad, err names the task and what is
+ * wrong (the attempt fails); -ENOMEM. */
+int agent__task_result_read(run_state *r, size_t i, int attempt, char **text, size_t *len,
+                            char *err, size_t errlen);
+/* Stores a validated result of task i as its results/ file, the one inputs are built from
+ * (a reused or downloaded result goes through here too). 0 or -errno with err set. */
+int agent__task_result_store(run_state *r, size_t i, const char *text, size_t len, char *err,
+                             size_t errlen);
+/* Writes the DAGY_TASK_INPUTS file of `attempt` of task i from its upstream tasks' stored
+ * results (null for an upstream without one); *path gets its path (caller frees).
+ * 0 or -errno with err set (an infrastructure failure: path and errno). */
+int agent__inputs_build(run_state *r, size_t i, int attempt, char **path, char *err, size_t errlen);
+/* Hands the inputs file `path` of an attempt that has ended (nothing reads it any more) back
+ * for reuse; takes ownership of the string. NULL is ignored. */
+void agent__inputs_done_transfer(run_state *r, char *path);
+/* Frees the spare inputs list (teardown). */
+void agent__inputs_free(run_state *r);
 
 #endif

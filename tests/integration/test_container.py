@@ -278,7 +278,10 @@ class DockerfileTest(unittest.TestCase):
         if self.static_libarchive():
             self.assertLessEqual(static_archive_deps, self.runtime_pkgs | base)
             self.assertNotIn("libarchive13", self.runtime_pkgs)
-        for binary in (AGENT, LAUNCH):
+        # dagy-agent is a static shim (agent/shim/shim.c) that execs dagy-agent-core beside it.
+        self.assertEqual(needed_libs(AGENT), [], "the dagy-agent shim must be static")
+        core = os.path.join(os.path.dirname(AGENT), "dagy-agent-core")
+        for binary in (core, LAUNCH):
             libs = needed_libs(binary)
             self.assertTrue(libs, "%s has no NEEDED entries?" % binary)
             for soname in libs:
