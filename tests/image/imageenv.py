@@ -90,6 +90,9 @@ def run(argv, timeout=600, check=True, env=None, **kw):
     return r
 
 
+_conf_override = None  # our own containers.conf when the system's lacks a setting
+
+
 def podman_env():
     """The environment for podman: CONTAINERS_CONF points at a complete file of our own when the
     system's containers.conf exists but lacks a setting (we never edit an existing file)."""
@@ -97,9 +100,6 @@ def podman_env():
     if _conf_override:
         env["CONTAINERS_CONF"] = _conf_override
     return env
-
-
-_conf_override = None
 
 
 def podman(args, timeout=600, check=True):
@@ -120,8 +120,8 @@ def ensure_containers_conf():
         text = f.read()
     lacking = [k for k in CONF_KEYS if not re.search(r"(?m)^\s*%s\s*=" % k, text)]
     if lacking:
-        path = os.path.join(tempfile.gettempdir(), "dagy-image-test-containers.conf")
-        with open(path, "w") as f:
+        fd, path = tempfile.mkstemp(prefix="dagy-image-test-", suffix=".conf")
+        with os.fdopen(fd, "w") as f:
             f.write(CONF_TEXT.replace("because this file was absent",
                                       "because %s lacks %s" % (CONF, ", ".join(lacking))))
         _conf_override = path
