@@ -12,6 +12,7 @@ itself and runs containers that are removed by name when the test ends.
         r = c.run(["--help"])              # podman run --name NAME ... IMAGE --help
 """
 
+import atexit
 import contextlib
 import fcntl
 import glob
@@ -121,6 +122,7 @@ def ensure_containers_conf():
     lacking = [k for k in CONF_KEYS if not re.search(r"(?m)^\s*%s\s*=" % k, text)]
     if lacking:
         fd, path = tempfile.mkstemp(prefix="dagy-image-test-", suffix=".conf")
+        atexit.register(os.unlink, path)
         with os.fdopen(fd, "w") as f:
             f.write(CONF_TEXT.replace("because this file was absent",
                                       "because %s lacks %s" % (CONF, ", ".join(lacking))))
