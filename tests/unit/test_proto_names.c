@@ -72,8 +72,8 @@ static void check_refuses_every_other_byte(void **state)
                          "a\\b",
                          "$(rm)",
                          "a\nb",
-                         "\xef\xbb\xbf"
-                         "a",
+                         ("\xef\xbb\xbf"
+                          "a"), /* a byte-order mark before the name */
                          "a\x7f"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_false(proto_name_check(PROTO_NAME_TASK, bad[i], NULL, 0));

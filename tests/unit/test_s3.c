@@ -106,8 +106,8 @@ static void bucket_name_rule(void **state)
                                       "sthree-bucket",
                                       "bucket/key",
                                       "s3://bucket",
-                                      "b\xc3\xa9"
-                                      "cket",
+                                      ("b\xc3\xa9"
+                                       "cket"),
                                       "has space",
                                       ""};
     char long_name[80];
