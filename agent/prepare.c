@@ -376,13 +376,28 @@ static void settle(prep *p)
     agent__execute(r);
 }
 
+const char *agent__unwritable_hint(int err, const char *what, char *buf, size_t n)
+{
+    if (err != EACCES && err != EPERM && err != EROFS)
+        return "";
+    snprintf(buf, n,
+             "; %s must be writable by uid %u: mount a volume there (ECS with "
+             "readonlyRootFilesystem: a bind volume at containerPath /tmp or /tmp/dagy, which "
+             "the image's VOLUME hands to the image's user) or point it at a writable "
+             "directory; see docs/operations.md",
+             what, (unsigned)geteuid());
+    return buf;
+}
+
 /* The run's work directory, emptied of any earlier attempt's leftovers. */
 static int make_run_dir(run_state *r, char *err)
 {
+    char what[256], hint[640];
+    snprintf(what, sizeof what, "DAGY_WORK_DIR %s", r->cfg->work_dir);
     int rc = proto_mkdirs(r->cfg->work_dir, 0700);
     if (rc) {
-        snprintf(err, AGENT_ERR_MAX, "cannot create DAGY_WORK_DIR %s: %s", r->cfg->work_dir,
-                 strerror(-rc));
+        snprintf(err, AGENT_ERR_MAX, "cannot create DAGY_WORK_DIR %s: %s%s", r->cfg->work_dir,
+                 strerror(-rc), agent__unwritable_hint(-rc, what, hint, sizeof hint));
         return rc;
     }
     char enc[PROTO_NAME_ENCODED_MAX]; /* ".r" is a directory like any other: %2Er */
@@ -390,8 +405,10 @@ static int make_run_dir(run_state *r, char *err)
     r->run_dir = path_join(r->cfg->work_dir, enc);
     unpack_rmtree(r->run_dir);
     if (mkdir(r->run_dir, 0700)) {
-        snprintf(err, AGENT_ERR_MAX, "cannot create %s: %s", r->run_dir, strerror(errno));
-        return -errno;
+        rc = -errno;
+        snprintf(err, AGENT_ERR_MAX, "cannot create %s: %s%s", r->run_dir, strerror(-rc),
+                 agent__unwritable_hint(-rc, what, hint, sizeof hint));
+        return rc;
     }
     agent__hold_run_dir(r); /* DAGY_KEEP_RUNS pruning by other agents skips it */
     char *deps = path_join(r->run_dir, "deps");

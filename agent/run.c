@@ -356,8 +356,14 @@ static int setup(run_state *r, char *err)
     else
         rc = status_local_new(c->state_dir, &be);
     if (rc || (rc = status_store_new(&r->loop, be, &r->status))) {
-        snprintf(err, AGENT_ERR_MAX, "cannot open the %s status store: %s", c->status_backend,
-                 strerror(-rc));
+        bool local = strcmp(c->status_backend, "dynamodb") != 0;
+        char what[256], hint[640] = "";
+        if (local) {
+            snprintf(what, sizeof what, "the state directory %s (--state-dir)", c->state_dir);
+            agent__unwritable_hint(-rc, what, hint, sizeof hint);
+        }
+        snprintf(err, AGENT_ERR_MAX, "cannot open the %s status store%s%s: %s%s", c->status_backend,
+                 local ? " " : "", local ? c->state_dir : "", strerror(-rc), hint);
         return AGENT_EXIT_INFRA;
     }
     r->run_item = status_item(r->status, STATUS_RUN, c->run_id, NULL);

@@ -113,6 +113,10 @@ void agent__prepare_cancel(run_state *r);
  * download checksums: cancelled, they stop at their next block), then frees what preparation
  * left. */
 void agent__prepare_teardown(run_state *r);
+/* What to mount when `err` (EACCES, EPERM, EROFS) says the directory `what` (e.g. "DAGY_WORK_DIR
+ * /tmp/dagy") is not writable (a read-only root, a root-owned volume): "; WHAT must be writable
+ * by uid N: mount ...", written to buf; "" (buf untouched) for any other error. */
+const char *agent__unwritable_hint(int err, const char *what, char *buf, size_t n);
 /* Reads and validates the spec of r->flow_dir with the run's variables; returns 0 or an exit
  * code with err set. */
 int agent__load_spec(run_state *r, char *err);

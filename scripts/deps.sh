@@ -13,6 +13,9 @@ want="$BUILD_PKGS"
 [ "${1:-}" = "--test" ] && want="$want $TEST_PKGS $FUZZ_PKGS"
 [ "${1:-}" = "--fuzz" ] && want="$want $FUZZ_PKGS"
 
+# tests/image: rootful podman (no daemon) builds and runs the worker image; debootstrap makes its
+# base images from the machine's Debian mirror.
+[ "${1:-}" = "--test" ] && want="$want podman buildah runc debootstrap"
 missing=""
 # node + npm (for dynalite) may come from nodesource's nodejs, which has no separate npm package.
 if [ "${1:-}" = "--test" ] && ! command -v npm >/dev/null 2>&1; then

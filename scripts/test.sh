@@ -1,7 +1,8 @@
 #!/bin/sh
 # test.sh - the whole test suite: installs what is missing, then builds and runs every test in
 # three builds:
-#   release (-Werror):        unit, integration, fault, soak (DAGY_SOAK_FLOWS, 40), valgrind
+#   release (-Werror):        unit, integration, fault, soak (DAGY_SOAK_FLOWS, 40), valgrind,
+#                             image (tests/image: the worker image built and run with podman)
 #   asan (ASan + UBSan):      unit, integration, fault
 #   fuzz (clang, libFuzzer):  fuzz (DAGY_FUZZ_SECONDS per harness, 30)
 # Every build runs even when an earlier one failed; the output ends with each build's ctest
@@ -24,7 +25,7 @@ for variant in ${DAGY_TEST_BUILDS:-release asan fuzz}; do
     case $variant in
     release)
         flags="-DDAGY_WERROR=ON"
-        labels='^(unit|integration|fault|soak|valgrind)$' ;;
+        labels='^(unit|integration|fault|soak|valgrind|image)$' ;;
     asan)
         flags="-DDAGY_WERROR=ON -DDAGY_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug"
         labels='^(unit|integration|fault)$' ;;
