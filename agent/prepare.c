@@ -33,11 +33,11 @@ typedef struct {
     bool is_flow;
     uint64_t t0;
     uv_work_t work;
-    bool unpacking;     /* work queued, its after-callback not run yet */
-    bool streaming;     /* s3: unpacked into `staging` while it downloads (src) */
-    bool downloading;   /* streaming: the download's callback has not run yet */
-    bool downloaded;    /* streaming: the download completed, length and #sha256= verified */
-    char *staging;      /* streaming: the unpack's directory, renamed to `dest` once verified */
+    bool unpacking;   /* work queued, its after-callback not run yet */
+    bool streaming;   /* s3: unpacked into `staging` while it downloads (src) */
+    bool downloading; /* streaming: the download's callback has not run yet */
+    bool downloaded;  /* streaming: the download completed, length and #sha256= verified */
+    char *staging;    /* streaming: the unpack's directory, renamed to `dest` once verified */
     unpack_source src;
     atomic_bool cancel; /* read by the worker before every block */
     unpack_limits limits;

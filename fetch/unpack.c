@@ -859,8 +859,7 @@ void unpack_source_destroy(unpack_source *src)
     pthread_mutex_destroy(&src->mu);
 }
 
-void unpack_source_update(unpack_source *src, uint64_t avail, uint64_t size, bool done,
-                          int failed)
+void unpack_source_update(unpack_source *src, uint64_t avail, uint64_t size, bool done, int failed)
 {
     pthread_mutex_lock(&src->mu);
     if (avail > src->avail)
@@ -1074,9 +1073,9 @@ int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
     return unpack_from(archive_path, dest_dir, lim, cancel, NULL, stats, err);
 }
 
-int unpack_archive_growing(const char *archive_path, const char *dest_dir,
-                           const unpack_limits *lim, const atomic_bool *cancel, unpack_source *src,
-                           unpack_stats *stats, char *err)
+int unpack_archive_growing(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
+                           const atomic_bool *cancel, unpack_source *src, unpack_stats *stats,
+                           char *err)
 {
     unpacker w = {.cancel = cancel, .src = src};
     uint64_t avail, size;
