@@ -63,6 +63,7 @@ fig() {
         "$WORK/paired.json" "$1" "$2"
 }
 rm -rf "$WORK/zstate"
+# shellcheck disable=SC2086 # the command line is split into its words on purpose
 rss_kib=$(peak_rss_kib $zip_cmd)
 
 tasks=$((LAYERS * WIDTH))

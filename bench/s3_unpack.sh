@@ -21,6 +21,7 @@ command -v nginx >/dev/null 2>&1 || die "nginx not found (apt-get install nginx-
 command -v bsdtar >/dev/null 2>&1 || die "bsdtar not found (apt-get install libarchive-tools)"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dagy-bench-unpack.XXXXXX")
 nginx_pid=
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
     if [ -n "$nginx_pid" ]; then kill "$nginx_pid" 2>/dev/null || true; fi
     [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
@@ -105,13 +106,15 @@ agent_prep="mv $WORK/work $WORK/trash/w\$\$ 2>/dev/null; mv $WORK/state $WORK/tr
 peer_prep="mv $WORK/peer $WORK/trash/p\$\$ 2>/dev/null; mkdir -p $WORK/peer/out"
 
 sh -c "$agent_cmd" >"$WORK/agent.log" 2>&1 || die "agent run failed: $(tail -n 3 "$WORK/agent.log")"
-sh -c "$peer_prep" && sh -c "$peer_sha_cmd" || die "peer run failed"
+sh -c "$peer_prep"
+sh -c "$peer_sha_cmd" || die "peer run failed"
 
 python3 "$BENCH_DIR/paired.py" --runs "$RUNS" --warmup 1 \
     agent "$agent_prep" "$agent_cmd" \
     curl_bsdtar "$peer_prep" "$peer_cmd" \
     curl_sha_bsdtar "$peer_prep" "$peer_sha_cmd" >"$WORK/paired.json" || die "timing failed"
 sh -c "$agent_prep"
+# shellcheck disable=SC2086 # the command line is split into its words on purpose
 rss_kib=$(peak_rss_kib $agent_cmd)
 sh -c "$agent_prep"
 
