@@ -33,7 +33,12 @@ typedef struct {
     bool is_flow;
     uint64_t t0;
     uv_work_t work;
-    bool unpacking;     /* work queued, its after-callback not run yet */
+    bool unpacking;   /* work queued, its after-callback not run yet */
+    bool streaming;   /* s3: unpacked into `staging` while it downloads (src) */
+    bool downloading; /* streaming: the download's callback has not run yet */
+    bool downloaded;  /* streaming: the download completed, length and #sha256= verified */
+    char *staging;    /* streaming: the unpack's directory, renamed to `dest` once verified */
+    unpack_source src;
     atomic_bool cancel; /* read by the worker before every block */
     unpack_limits limits;
     unpack_stats stats;
@@ -75,9 +80,49 @@ static void unpack_work(uv_work_t *w)
 {
     prep_job *j = w->data;
     j->rc = unpack_limits_from_env(&j->limits, j->err);
-    if (!j->rc)
+    if (j->rc)
+        return;
+    if (j->streaming)
+        j->rc = unpack_archive_growing(j->archive, j->staging, &j->limits, &j->cancel, &j->src,
+                                       &j->stats, j->err);
+    else
         j->rc = unpack_archive_cancellable(j->archive, j->dest, &j->limits, &j->cancel, &j->stats,
                                            j->err);
+}
+
+static void log_unpack_end(prep_job *j)
+{
+    double dur = (double)(uv_now(&j->p->r->loop) - j->t0) / 1000.0;
+    log_line *l = agent_log_begin(LOG_INFO, "unpack_end", "unpacked %s: %llu entries, %s", j->uri,
+                                  (unsigned long long)j->stats.entries, j->stats.format);
+    agent_log_str(l, "uri", j->uri);
+    agent_log_int(l, "bytes", (int64_t)j->stats.bytes);
+    agent_log_int(l, "entries", (int64_t)j->stats.entries);
+    agent_log_str(l, "format", j->stats.format);
+    agent_log_num(l, "duration_seconds", dur);
+    agent_log_end(l);
+}
+
+/* A streamed job whose download and unpack have both ended: the staging directory becomes
+ * `dest` only if the download was verified and the unpack succeeded, and is removed otherwise,
+ * so nothing unverified is ever at `dest`. Then the job settles. */
+static void stream_settle(prep_job *j)
+{
+    prep *p = j->p;
+    if (j->downloading || j->unpacking)
+        return;
+    if (j->downloaded && !j->rc && p->r->phase == RUN_PREPARING) {
+        if (rename(j->staging, j->dest))
+            prep_fail(p, AGENT_EXIT_INFRA, "cannot move the unpacked %s into place: %s", j->uri,
+                      strerror(errno));
+        else
+            log_unpack_end(j);
+    }
+    unpack_rmtree(j->staging); /* ENOENT after the rename, or after a failed unpack */
+    unpack_source_destroy(&j->src);
+    j->streaming = false;
+    p->outstanding--;
+    settle(p);
 }
 
 static void unpack_done(uv_work_t *w, int status)
@@ -93,17 +138,12 @@ static void unpack_done(uv_work_t *w, int status)
     } else if (j->rc) {
         prep_fail(p, j->rc == -EINVAL ? AGENT_EXIT_INVALID : AGENT_EXIT_INFRA,
                   "cannot unpack %s: %s", j->uri, j->err);
-    } else {
-        double dur = (double)(uv_now(&p->r->loop) - j->t0) / 1000.0;
-        log_line *l =
-            agent_log_begin(LOG_INFO, "unpack_end", "unpacked %s: %llu entries, %s", j->uri,
-                            (unsigned long long)j->stats.entries, j->stats.format);
-        agent_log_str(l, "uri", j->uri);
-        agent_log_int(l, "bytes", (int64_t)j->stats.bytes);
-        agent_log_int(l, "entries", (int64_t)j->stats.entries);
-        agent_log_str(l, "format", j->stats.format);
-        agent_log_num(l, "duration_seconds", dur);
-        agent_log_end(l);
+    } else if (!j->streaming) { /* a streamed one is logged once verified and in place */
+        log_unpack_end(j);
+    }
+    if (j->streaming) {
+        stream_settle(j);
+        return;
     }
     p->outstanding--;
     settle(p);
@@ -116,6 +156,11 @@ static void start_unpack(prep_job *j)
     int rc = uv_queue_work(&j->p->r->loop, &j->work, unpack_work, unpack_done);
     if (rc) {
         prep_fail(j->p, AGENT_EXIT_INFRA, "cannot unpack %s: %s", j->uri, uv_strerror(rc));
+        j->rc = rc;
+        if (j->streaming) {
+            stream_settle(j);
+            return;
+        }
         j->p->outstanding--;
         settle(j->p);
         return;
@@ -136,15 +181,33 @@ static void on_progress(void *ud, uint64_t done, uint64_t total)
     agent_log_progress(line);
 }
 
+/* Streaming: more of the archive is final; the unpack may read it. */
+static void on_prefix(void *ud, uint64_t written, uint64_t total)
+{
+    prep_job *j = ud;
+    unpack_source_update(&j->src, written, total, false, 0);
+}
+
 static void on_downloaded(void *ud, const fetch_aws_result *res)
 {
     prep_job *j = ud;
     prep *p = j->p;
-    if (res->err || res->http_status / 100 != 2) {
-        p->outstanding--;
+    bool ok = !res->err && res->http_status / 100 == 2;
+    if (j->streaming) {
+        /* The unpack stops at its next read on a failure, or finishes on success. */
+        j->downloading = false;
+        j->downloaded = ok;
+        unpack_source_update(&j->src, 0, 0, ok, ok ? 0 : res->err ? res->err : -EIO);
+    }
+    if (!ok) {
         if (res->err != -ECANCELED)
             prep_fail(p, res->err == -EBADMSG ? AGENT_EXIT_INVALID : AGENT_EXIT_INFRA,
                       "cannot download %s", res->message ? res->message : j->uri, NULL);
+        if (j->streaming) {
+            stream_settle(j);
+            return;
+        }
+        p->outstanding--;
         settle(p);
         return;
     }
@@ -155,6 +218,10 @@ static void on_downloaded(void *ud, const fetch_aws_result *res)
     agent_log_int(l, "bytes", stat(j->archive, &st) == 0 ? (int64_t)st.st_size : 0);
     agent_log_num(l, "duration_seconds", dur);
     agent_log_end(l);
+    if (j->streaming) {
+        stream_settle(j);
+        return;
+    }
     if (p->r->phase != RUN_PREPARING) {
         p->outstanding--;
         settle(p);
@@ -174,11 +241,27 @@ static void start_job(prep *p, prep_job *j)
         agent_log_str(l, "uri", j->uri);
         agent_log_end(l);
         j->t0 = uv_now(&r->loop);
-        int rc = fetch_s3_get_file(r->aws, j->uri, j->archive, on_progress, on_downloaded, j);
+        /* Unpacked while it downloads (tar, tar.gz; a zip once whole) into a staging directory
+         * that becomes `dest` only once the download is verified (stream_settle). */
+        j->staging = malloc(strlen(j->dest) + 9);
+        if (j->staging && !unpack_source_init(&j->src)) {
+            sprintf(j->staging, "%s.staging", j->dest);
+            j->streaming = true;
+        }
+        int rc = fetch_s3_get_file_streaming(r->aws, j->uri, j->archive, on_progress,
+                                             j->streaming ? on_prefix : NULL, on_downloaded, j);
         if (rc) {
             prep_fail(p, rc == -EINVAL ? AGENT_EXIT_INVALID : AGENT_EXIT_INFRA,
                       "cannot download %s: %s", j->uri, strerror(-rc));
+            if (j->streaming)
+                unpack_source_destroy(&j->src);
+            j->streaming = false;
             p->outstanding--;
+            return;
+        }
+        if (j->streaming) {
+            j->downloading = true;
+            start_unpack(j);
         }
         return;
     }
@@ -321,6 +404,7 @@ static void prep_free(prep *p)
     for (size_t i = 0; i < p->n_jobs; i++) {
         free(p->jobs[i].archive);
         free(p->jobs[i].dest);
+        free(p->jobs[i].staging);
     }
     free(p->jobs);
     free(p);

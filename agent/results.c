@@ -217,6 +217,8 @@ int agent__task_result_store(run_state *r, size_t i, const char *text, size_t le
     int rc = proto_write_file_atomic(path, text, len, 0600, false);
     if (rc)
         snprintf(err, errlen, "cannot write the result file %s: %s", path, strerror(-rc));
+    else
+        r->tasks[i].has_result = true;
     free(path);
     return rc;
 }
@@ -270,7 +272,9 @@ static int inputs_text(run_state *r, size_t i, char **out, size_t *out_len, char
     for (size_t k = 0; !rc && k < ft->n_upstream; k++) {
         size_t u = ft->upstream[k], rl = 0;
         char *res = NULL;
-        if (sched_task_state(r->plan, u) == SCHED_SUCCEEDED) {
+        /* Only a result this agent stored is read: no file probe per upstream, and a file
+         * that a task planted in results/ for an upstream without a result is never used. */
+        if (sched_task_state(r->plan, u) == SCHED_SUCCEEDED && r->tasks[u].has_result) {
             char *path = agent__task_file(r, AGENT_DIR_RESULTS, u, 0);
             res = path ? proto_read_file(path, r->cfg->max_result_bytes, &rl) : NULL;
             if (!res && errno != ENOENT) { /* ENOENT: the task wrote no result */
@@ -304,25 +308,46 @@ static int inputs_text(run_state *r, size_t i, char **out, size_t *out_len, char
     return 0;
 }
 
-/* Writes data[0..len) to `path`, which must not exist: into the inode of an ended attempt's
- * inputs file when one is spare (inputs_file_recycle), else into a new file. Every byte is
- * checked; a failure leaves no file at `path` that any attempt will read. 0 or -errno. */
-static int inputs_write(run_state *r, const char *path, const char *data, size_t len)
+/* Opens `path` for writing: the recycled inode of an ended attempt's inputs file (kept
+ * whole: truncating first would free its block, and with `discard` every freed block is a
+ * synchronous discard), else a new file. A recycled file with another link (an attempt could
+ * have linked it elsewhere) is dropped for a new one. fd or -errno. */
+static int inputs_open(run_state *r, const char *path)
 {
     bool recycled = inputs_file_recycle(r, path);
-    /* O_NONBLOCK|O_NOFOLLOW and the S_ISREG check: an earlier attempt knew the directory and
-     * might have planted a FIFO or symlink here; that must fail, not block or be followed. */
-    int fd = open(path,
-                  O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK |
-                      (recycled ? O_TRUNC : O_CREAT | O_EXCL),
-                  0600);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+    for (;;) {
+        /* O_NONBLOCK|O_NOFOLLOW and the S_ISREG check: an earlier attempt knew the directory
+         * and might have planted a FIFO or symlink here; that must fail, not block or be
+         * followed. */
+        int fd =
+            open(path,
+                 O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (recycled ? 0 : O_CREAT | O_EXCL),
+                 0600);
+        if (fd < 0)
+            return -errno;
+        struct stat st;
+        if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+            close(fd);
+            return -EINVAL;
+        }
+        if (!recycled || st.st_nlink == 1)
+            return fd;
         close(fd);
-        return -EINVAL;
+        if (unlink(path))
+            return -errno;
+        recycled = false;
     }
+}
+
+/* Writes data[0..len) to `path`, which must not exist: into the inode of an ended attempt's
+ * inputs file when one is spare (inputs_file_recycle), else into a new file; the old content's
+ * tail is cut after the write. Every byte is checked; a failure leaves no file at `path` that
+ * any attempt will read. 0 or -errno. */
+static int inputs_write(run_state *r, const char *path, const char *data, size_t len)
+{
+    int fd = inputs_open(r, path);
+    if (fd < 0)
+        return fd;
     int rc = 0;
     for (size_t off = 0; off < len && !rc;) {
         ssize_t w = write(fd, data + off, len - off);
@@ -333,6 +358,8 @@ static int inputs_write(run_state *r, const char *path, const char *data, size_t
         else
             off += (size_t)w;
     }
+    if (!rc && ftruncate(fd, (off_t)len))
+        rc = -errno;
     if (close(fd) && !rc)
         rc = -errno;
     if (rc)

@@ -40,6 +40,7 @@ typedef struct {
     bool infra;        /* the last attempt failed because an internal write or read failed */
     char *inputs;      /* the running attempt's DAGY_TASK_INPUTS file, or NULL */
     bool cancelled;    /* the drain killed the running attempt */
+    bool has_result;   /* its result is stored in results/ (never probed on disk for) */
     char task_run_id[40];
 } agent_task;
 

@@ -2,9 +2,14 @@
  * DIR/runs/RUN_ID.json (run item) and DIR/runs/RUN_ID/tasks/TASK_NAME.json (task-run items),
  * with the same conditions as the DynamoDB writes (newer status_seq; no terminal overwrite).
  *
- * Each write goes to a fresh temporary file in the target's directory and is renamed over the
- * target, so a reader sees the old or the new item, never half of one. There is no fsync per
- * write: rename is atomic against a crash of the agent, not against power loss, and a local
+ * Each write goes to a spare file in the target's directory, which is then exchanged with the
+ * target (renameat2 RENAME_EXCHANGE), so a reader sees the old or the new item, never half of
+ * one; the spare keeps the old content and takes the next write. No inode is freed per write:
+ * on ext4 without a journal every file creation scans past the inodes freed in the last 30 s
+ * (recently_deleted), which made a create-and-rename per write the largest per-task cost of
+ * a big DAG of short tasks (half the agent's CPU). Where exchange is not supported, or for a
+ * target that does not exist yet, the spare is renamed over (or onto) the target. There is no
+ * fsync per write: rename is atomic against a crash of the agent, not against power loss, and a local
  * run's state directory is a convenience for people and tests, not a store of record; an fsync
  * per transition would cost more than the tasks of a fast DAG. Writes complete synchronously. */
 #include "agent/status.h"
@@ -28,10 +33,16 @@
 /* A stored item larger than this is unreadable (items are a few KiB; DynamoDB allows 400 KB). */
 #define LOCAL_ITEM_MAX (16u << 20)
 
+/* Directories with a spare file of this process (the run's and its tasks' directories). */
+#define LOCAL_SPARES 4
+
 typedef struct {
     status_backend base;
     char *dir;
-    unsigned long tmp_counter; /* unique temporary names within this process */
+    unsigned long tmp_counter;     /* unique temporary names within this process */
+    char *spare_dir[LOCAL_SPARES]; /* directories in which a spare of this process exists */
+    bool spare_present[LOCAL_SPARES];
+    bool no_exchange; /* the file system refused RENAME_EXCHANGE once */
 } local_backend;
 
 /* Reads the stored item at `path`: 0 with *stored set (NULL when absent), or -errno. A file
@@ -145,16 +156,103 @@ static int check_stored(local_job *j)
     return rc ? rc : allowed;
 }
 
+/* The spare's slot for `dir` (claimed if free), or -1 when all are taken by other directories. */
+static int spare_slot(local_backend *b, const char *dir)
+{
+    for (int i = 0; i < LOCAL_SPARES; i++)
+        if (b->spare_dir[i] && !strcmp(b->spare_dir[i], dir))
+            return i;
+    for (int i = 0; i < LOCAL_SPARES; i++)
+        if (!b->spare_dir[i])
+            return (b->spare_dir[i] = strdup(dir)) ? i : -1;
+    return -1;
+}
+
+/* Opens the spare at `spare` for writing (cut to length after the write, not before: freeing
+ * its block and allocating one again costs a synchronous discard on a `discard` mount): the
+ * existing one when it is still a regular file
+ * of ours with a single link (after an exchange it is the target's former inode, which an outside
+ * hand may have linked elsewhere: then it is left alone and replaced), else a new one. */
+static int open_spare(const char *spare, bool present)
+{
+    if (present) {
+        int fd = open(spare, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        if (fd >= 0 && !fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+            st.st_uid == geteuid())
+            return fd;
+        if (fd >= 0)
+            close(fd);
+    }
+    for (int tries = 0; tries < 2; tries++) {
+        int fd = open(spare, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EEXIST)
+            return fd >= 0 ? fd : -errno;
+        unlink(spare); /* a stale one (ours, or of an earlier process with our pid) */
+    }
+    return -EEXIST;
+}
+
+/* Writes the job's text to fd from its start, cuts the file there and closes it: 0 or -errno. */
+static int write_close(int fd, const char *text)
+{
+    size_t len = strlen(text), off = 0;
+    int rc = 0;
+    while (off < len && !rc) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w > 0)
+            off += (size_t)w;
+        else if (w == 0 || errno != EINTR)
+            rc = w < 0 ? -errno : -ENOSPC;
+    }
+    if (!rc && ftruncate(fd, (off_t)len))
+        rc = -errno;
+    if (close(fd) && !rc)
+        rc = -errno;
+    return rc;
+}
+
+/* The replacement through the directory's spare. 0, -errno, or 1 when no spare could be used
+ * (every slot taken, or exchange unsupported): then the caller uses a fresh temporary. */
+static int replace_by_spare(local_job *j)
+{
+    local_backend *b = j->b;
+    int slot = b->no_exchange ? -1 : spare_slot(b, j->dir);
+    if (slot < 0)
+        return 1;
+    char spare[4200];
+    snprintf(spare, sizeof spare, "%s/.spare.%ld", j->dir, (long)getpid());
+    int fd = open_spare(spare, b->spare_present[slot]);
+    b->spare_present[slot] = fd >= 0;
+    int rc = fd < 0 ? fd : write_close(fd, j->text);
+    if (!rc && renameat2(AT_FDCWD, spare, AT_FDCWD, j->path, RENAME_EXCHANGE)) {
+        rc = -errno;
+        if (rc == -EINVAL || rc == -ENOSYS || rc == -EOPNOTSUPP)
+            b->no_exchange = true;
+        if (rc == -ENOENT || b->no_exchange) /* no target yet: the spare becomes it */
+            rc = rename(spare, j->path) ? -errno : 0;
+        b->spare_present[slot] = false;
+    }
+    if (rc && fd >= 0)
+        unlink(spare);
+    return rc;
+}
+
 /* The atomic replacement of one item file. Sets j->rc: 0 or -errno with j->err. */
 static void replace_file(local_job *j)
 {
     char tmp[4200];
-    int rc = write_temp(j, tmp, sizeof tmp);
+    int rc = replace_by_spare(j);
     if (rc == -ENOENT && (rc = proto_mkdirs(j->dir, 0700)) == 0) /* else mkdir's (EROFS...) */
+        rc = replace_by_spare(j);
+    if (rc == 1) {
         rc = write_temp(j, tmp, sizeof tmp);
-    if (!rc && rename(tmp, j->path)) {
-        rc = -errno;
-        unlink(tmp);
+        if (rc == -ENOENT && (rc = proto_mkdirs(j->dir, 0700)) == 0)
+            rc = write_temp(j, tmp, sizeof tmp);
+        if (!rc && rename(tmp, j->path)) {
+            rc = -errno;
+            unlink(tmp);
+        }
     }
     if (rc)
         snprintf(j->err, sizeof j->err, "cannot write %s: %s", j->path, strerror(-rc));
@@ -170,8 +268,17 @@ static void job_free(local_job *j)
     free(j);
 }
 
+/* Frees the backend and removes its spares (each holds an old copy of some item). */
 static void local_free(local_backend *b)
 {
+    for (int i = 0; i < LOCAL_SPARES; i++) {
+        char spare[4200];
+        if (b->spare_dir[i] && b->spare_present[i]) {
+            snprintf(spare, sizeof spare, "%s/.spare.%ld", b->spare_dir[i], (long)getpid());
+            unlink(spare);
+        }
+        free(b->spare_dir[i]);
+    }
     free(b->dir);
     free(b);
 }

@@ -88,6 +88,14 @@ typedef void (*fetch_progress_cb)(void *ud, uint64_t done, uint64_t total);
 int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_progress_cb progress,
                       fetch_aws_cb cb, void *ud);
 
+/* fetch_s3_get_file that also calls `prefix` (on the loop thread) each time the written prefix
+ * grows: bytes [0, written) of the file are final as received, not yet verified (the result
+ * says that); total is the object's size. For a reader that consumes the file while it
+ * downloads (unpack_archive_growing). */
+int fetch_s3_get_file_streaming(fetch_aws *a, const char *uri, const char *path,
+                                fetch_progress_cb progress, fetch_progress_cb prefix,
+                                fetch_aws_cb cb, void *ud);
+
 /* PutObject of a memory buffer (copied) or of a file. The file must be a regular file and not
  * a symlink (-ELOOP; -EINVAL for a FIFO, device or directory): it is opened without blocking
  * and without following links, since a task may have written the path. Keys must be valid

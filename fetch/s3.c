@@ -279,6 +279,8 @@ struct s3get {
     int hash_err;
     int write_err; /* errno of a failed pwrite to `file` (a full disk, say), 0 if none */
     fetch_progress_cb progress;
+    fetch_progress_cb prefix_cb; /* fetch_s3_get_file_streaming's reader, or NULL */
+    uint64_t prefix_told;        /* the written prefix last given to it */
     fetch_aws_cb cb;
     void *ud;
 };
@@ -368,6 +370,20 @@ static void report_progress(s3get *g, bool force)
     }
 }
 
+static uint64_t written_prefix(const s3get *g);
+
+/* Tells the streaming reader how much of the file is final, when that grew. */
+static void report_prefix(s3get *g)
+{
+    if (!g->prefix_cb || !g->total_known)
+        return;
+    uint64_t prefix = written_prefix(g);
+    if (prefix > g->prefix_told) {
+        g->prefix_told = prefix;
+        g->prefix_cb(g->ud, prefix, g->total);
+    }
+}
+
 static int part_on_data(void *ud, const void *data, size_t len)
 {
     part *p = ud;
@@ -394,6 +410,7 @@ static int part_on_data(void *ud, const void *data, size_t len)
     p->got += len;
     g->done += len;
     report_progress(g, false);
+    report_prefix(g);
     return 0;
 }
 
@@ -653,6 +670,7 @@ static void get_verify(s3get *g)
     struct stat st;
     char msg[FETCH_ERR_MAX];
     report_progress(g, true);
+    report_prefix(g);
     if (fstat(g->fd, &st) < 0 || (uint64_t)st.st_size != g->total) {
         snprintf(msg, sizeof msg, "%s: incomplete download: %" PRIu64 " of %" PRIu64 " bytes",
                  g->uri, (uint64_t)st.st_size, g->total);
@@ -685,6 +703,7 @@ static void get_schedule(s3get *g)
         g->inflight++;
         part_send(p);
     }
+    report_prefix(g);
     if (!g->finished && g->inflight == 0 && g->next_off >= g->total)
         get_verify(g);
 }
@@ -730,6 +749,13 @@ static int get_prepare(s3get *g, const char *uri, const char *path)
 int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_progress_cb progress,
                       fetch_aws_cb cb, void *ud)
 {
+    return fetch_s3_get_file_streaming(a, uri, path, progress, NULL, cb, ud);
+}
+
+int fetch_s3_get_file_streaming(fetch_aws *a, const char *uri, const char *path,
+                                fetch_progress_cb progress, fetch_progress_cb prefix,
+                                fetch_aws_cb cb, void *ud)
+{
     if (!uri || !path || !cb)
         return -EINVAL;
     if (fetch__aws_closing(a))
@@ -742,6 +768,7 @@ int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_pro
     g->cb = cb;
     g->ud = ud;
     g->progress = progress;
+    g->prefix_cb = prefix;
     g->retry = fetch__retry_or_default(NULL);
     g->op.cancel = get_cancel;
     int rc = get_prepare(g, uri, path);

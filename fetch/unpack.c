@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_BYTES   (8ULL << 30)
@@ -63,6 +64,11 @@ typedef struct {
     char qname[QUOTE_MAX * 4 + 8]; /* current entry name, quoted for messages */
     char format[32];
     char *err;
+    unpack_source *src; /* a growing archive (unpack_archive_growing), or NULL */
+    int src_fd;
+    uint64_t src_off;
+    int src_rc; /* why reading the growing archive stopped (-errno), 0 if it did not */
+    unsigned char *src_buf;
 } unpacker;
 
 /* Formats an error message into err (UNPACK_ERR_MAX bytes). */
@@ -845,6 +851,92 @@ static int make_root(unpacker *u, const char *dest_dir)
     return 0;
 }
 
+/* ---- growing archives ----------------------------------------------------------------------- */
+
+int unpack_source_init(unpack_source *src)
+{
+    memset(src, 0, sizeof *src);
+    if (pthread_mutex_init(&src->mu, NULL))
+        return -ENOMEM;
+    if (pthread_cond_init(&src->cv, NULL)) {
+        pthread_mutex_destroy(&src->mu);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void unpack_source_destroy(unpack_source *src)
+{
+    pthread_cond_destroy(&src->cv);
+    pthread_mutex_destroy(&src->mu);
+}
+
+void unpack_source_update(unpack_source *src, uint64_t avail, uint64_t size, bool done, int failed)
+{
+    pthread_mutex_lock(&src->mu);
+    if (avail > src->avail)
+        src->avail = avail;
+    if (size)
+        src->size = size;
+    src->done |= done;
+    if (failed && !src->failed)
+        src->failed = failed;
+    pthread_cond_broadcast(&src->cv);
+    pthread_mutex_unlock(&src->mu);
+}
+
+/* Waits until more than `off` bytes are final, the file is whole, it failed, or *cancel: 0 with
+ * *avail set, or -errno. Wakes every 100 ms to look at *cancel (an atomic, not signalled). */
+static int source_wait(unpacker *u, uint64_t need, uint64_t *avail, uint64_t *size)
+{
+    unpack_source *src = u->src;
+    int rc = 0;
+    pthread_mutex_lock(&src->mu);
+    for (;;) {
+        bool whole = src->done || (src->size && src->avail >= src->size);
+        if (src->failed || (u->cancel && atomic_load(u->cancel)) || whole || src->avail >= need)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L)
+            ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&src->cv, &src->mu, &ts);
+    }
+    rc = src->failed ? src->failed : (u->cancel && atomic_load(u->cancel)) ? -ECANCELED : 0;
+    *avail = src->avail;
+    *size = src->size;
+    pthread_mutex_unlock(&src->mu);
+    return rc;
+}
+
+/* libarchive's read callback on a growing archive: the next final bytes, 0 at its end. */
+static la_ssize_t source_read(struct archive *a, void *ud, const void **buf)
+{
+    unpacker *u = ud;
+    uint64_t avail, size;
+    int rc = source_wait(u, u->src_off + 1, &avail, &size);
+    if (rc) {
+        u->src_rc = rc;
+        archive_set_error(a, -rc, "%s", strerror(-rc));
+        return -1;
+    }
+    if (avail <= u->src_off)
+        return 0;
+    size_t want = avail - u->src_off < READ_BLOCK ? (size_t)(avail - u->src_off) : READ_BLOCK;
+    ssize_t n;
+    while ((n = pread(u->src_fd, u->src_buf, want, (off_t)u->src_off)) < 0 && errno == EINTR)
+        ;
+    if (n < 0) {
+        u->src_rc = -errno;
+        archive_set_error(a, errno, "cannot read back the download: %s", strerror(errno));
+        return -1;
+    }
+    u->src_off += (uint64_t)n;
+    *buf = u->src_buf;
+    return n;
+}
+
 /* Opens the reader (zip, tar with gzip or nothing) and the disk writer. */
 static int open_archives(unpacker *u, int fd)
 {
@@ -858,8 +950,17 @@ static int open_archives(unpacker *u, int fd)
     archive_read_support_format_tar(u->ar);
     archive_read_support_filter_gzip(u->ar);
     archive_read_support_filter_none(u->ar);
-    /* Format and filter bidding happens here already. */
-    if (archive_read_open_fd(u->ar, fd, READ_BLOCK) != ARCHIVE_OK) {
+    /* Format and filter bidding happens here already. A growing archive is read without a
+     * seek callback: libarchive reads a zip from its local headers then, which is why a zip
+     * is extracted only once whole (unpack_archive_growing). */
+    int r = ARCHIVE_FATAL;
+    if (u->src && (u->src_buf = malloc(READ_BLOCK))) {
+        u->src_fd = fd;
+        r = archive_read_open2(u->ar, u, NULL, source_read, NULL, NULL);
+    } else if (!u->src) {
+        r = archive_read_open_fd(u->ar, fd, READ_BLOCK);
+    }
+    if (r != ARCHIVE_OK) {
         if (archive_errno(u->ar) == LA_ERRNO_FILE_FORMAT)
             set_err(u->err, "not a zip, tar or tar.gz archive");
         else
@@ -897,9 +998,10 @@ int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_
     return unpack_archive_cancellable(archive_path, dest_dir, lim, NULL, stats, err);
 }
 
-int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
-                               const unpack_limits *lim, const atomic_bool *cancel,
-                               unpack_stats *stats, char *err)
+/* The extraction, from a whole file (src NULL) or a growing one being streamed. */
+static int unpack_from(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
+                       const atomic_bool *cancel, unpack_source *src, unpack_stats *stats,
+                       char *err)
 {
     struct stat st;
     int rc, fd;
@@ -913,6 +1015,7 @@ int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
     u->cancel = cancel;
     u->err = err;
     u->root_fd = -1;
+    u->src = src;
     if ((fd = open(archive_path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st)) {
         rc = -errno;
         set_err(err, "cannot open archive: %s", strerror(-rc));
@@ -924,13 +1027,23 @@ int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
         rc = -EINVAL;
         goto out;
     }
-    u->archive_size = (uint64_t)st.st_size;
-    if ((rc = zip_prescan(fd, u->archive_size, lim->max_entries, err)) ||
+    u->archive_size = src ? src->size : (uint64_t)st.st_size;
+    if ((!src && (rc = zip_prescan(fd, u->archive_size, lim->max_entries, err))) ||
         (rc = make_root(u, dest_dir)))
         goto out;
     rc = open_archives(u, fd);
     if (!rc)
         rc = extract_all(u);
+    if (rc && u->src_rc) { /* the download failed or was cancelled: that is the cause */
+        rc = u->src_rc;
+        if (rc == -ECANCELED)
+            set_err(err, "unpacking cancelled");
+        else
+            set_err(err, "the download stopped: %s", strerror(-rc));
+    } else if (!rc && src && u->format[0] && !strcmp(u->format, "zip")) {
+        rc = -EINVAL; /* only reachable through a zip without its signature at the start */
+        set_err(err, "a zip archive must start with its first entry");
+    }
     /* A stop asked for while the last entry was written still wins: the caller is leaving. */
     if (!rc && cancelled(u))
         rc = -ECANCELED;
@@ -960,6 +1073,38 @@ out:
         close(u->root_fd);
     if (fd >= 0)
         close(fd);
+    free(u->src_buf);
     free(u);
     return rc;
+}
+
+int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
+                               const unpack_limits *lim, const atomic_bool *cancel,
+                               unpack_stats *stats, char *err)
+{
+    return unpack_from(archive_path, dest_dir, lim, cancel, NULL, stats, err);
+}
+
+int unpack_archive_growing(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
+                           const atomic_bool *cancel, unpack_source *src, unpack_stats *stats,
+                           char *err)
+{
+    unpacker w = {.cancel = cancel, .src = src};
+    uint64_t avail, size;
+    unsigned char magic[4] = {0};
+    /* The first bytes say zip or not; a zip (or a file of unknown length) waits to be whole. */
+    int rc = source_wait(&w, sizeof magic, &avail, &size);
+    int fd = rc ? -1 : open(archive_path, O_RDONLY | O_CLOEXEC);
+    bool zip = fd < 0 || pread(fd, magic, sizeof magic, 0) < (ssize_t)sizeof magic ||
+               !memcmp(magic, "PK", 2) || !size;
+    if (fd >= 0)
+        close(fd);
+    if (!rc && zip)
+        rc = source_wait(&w, UINT64_MAX, &avail, &size); /* returns once whole (or failed) */
+    if (rc) {
+        set_err(err, rc == -ECANCELED ? "unpacking cancelled" : "the download stopped: %s",
+                strerror(-rc));
+        return rc;
+    }
+    return unpack_from(archive_path, dest_dir, lim, cancel, zip ? NULL : src, stats, err);
 }

@@ -9,7 +9,9 @@
 #ifndef DAGY_UNPACK_H
 #define DAGY_UNPACK_H
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -57,6 +59,35 @@ int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_
 int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
                                const unpack_limits *lim, const atomic_bool *cancel,
                                unpack_stats *stats, char *err);
+
+/* An archive file that another thread is still writing in order of offset (a download):
+ * bytes [0, avail) are final. The writer raises avail (and sets size, the final length, as soon
+ * as it is known) under mu and broadcasts cv; it sets done once the whole file is there and
+ * verified, or failed (a -errno) when it never will be. Initialise with unpack_source_init. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t avail, size; /* size 0: not known yet */
+    bool done;
+    int failed;
+} unpack_source;
+
+int unpack_source_init(unpack_source *src);
+void unpack_source_destroy(unpack_source *src);
+/* The writer's side: records progress (avail, size), the end (done) or a failure. */
+void unpack_source_update(unpack_source *src, uint64_t avail, uint64_t size, bool done,
+                          int failed);
+
+/* unpack_archive_cancellable on an archive that is still arriving through `src`: a tar or tar.gz
+ * is extracted while it downloads, each read waiting for the bytes it needs (the reader stops
+ * with src->failed as soon as that is set: dest_dir removed, that -errno returned); a zip, whose
+ * central directory is at its end, is extracted once every byte is there. The file counts as
+ * whole once avail reaches a known size, without waiting for `done`: the caller decides whether
+ * the result may be used (it extracts into a staging directory it renames only once the
+ * download is verified). */
+int unpack_archive_growing(const char *archive_path, const char *dest_dir,
+                           const unpack_limits *lim, const atomic_bool *cancel, unpack_source *src,
+                           unpack_stats *stats, char *err);
 
 /* Writes "; 12.0 KiB free on that file system" (or "...free but no inode left...") for the file
  * system holding `path` into out ("" if it cannot be found out): the tail of every message

@@ -631,6 +631,68 @@ class AgentAwsTest(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.work, run_id, "artifact")))
         self.assertEqual(self.get(run_id)["status"], "FAILED")
 
+    # -- 4b. unpacked while downloading, visible only once verified --------------------------
+
+    @staticmethod
+    def _targz_bytes(files):
+        """A tar.gz of {name: bytes} in the given order (fast compression: random data)."""
+        import tarfile
+
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as t:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    def _stalled_stream_run(self, run_id, key, good_sha):
+        """Runs a flow whose 20 MiB tar.gz downloads in parts, every part after the first held
+        back 4 s by a proxy. Asserts that meanwhile the first entry is unpacked into the staging
+        directory while nothing is at RUN_DIR/flow; returns the Result."""
+        files = {"early.txt": b"first entry\n", "blob.bin": os.urandom(20 << 20)}
+        files.update({k: v.encode() for k, v in
+                      flow_files([{"name": "t", "command": ["touch", "ran"]}]).items()})
+        data = self._targz_bytes(files)
+        uri = self.upload(key, data, sha=False)
+        sha = hashlib.sha256(data if good_sha else data + b"x").hexdigest()
+        later = lambda method, path, headers: (method == "GET" and key in path and not (
+            headers.get("Range") or "").startswith("bytes=0-"))
+        run_dir = os.path.join(self.work, run_id)
+        with faultproxy.FaultProxy(self.moto.endpoint, seed=1, rates={"delay": 1.0}, delay_s=4,
+                                   match=later) as sp:
+            env = self.container_env(run_id, uri + "#sha256=" + sha, AWS_ENDPOINT_URL_S3=sp.url)
+            p, lines = self.start_agent(env)
+            early = os.path.join(run_dir, "flow.staging", "early.txt")
+            deadline = time.monotonic() + 60
+            while not os.path.exists(early) and p.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.assertTrue(os.path.exists(early), "".join(lines))
+            self.assertFalse(os.path.exists(os.path.join(run_dir, "flow")))
+            # the rest is held back: the download has not ended
+            self.assertFalse([ln for ln in list(lines) if '"download_end"' in ln], lines)
+            code = p.wait(timeout=120)
+            p.reader.join(timeout=10)
+        res = Result(code, "".join(lines), p.stderr.read())
+        self.assertFalse(os.path.exists(os.path.join(run_dir, "flow.staging")), os.listdir(run_dir))
+        return res
+
+    def test_targz_unpacks_while_downloading_visible_only_once_verified(self):
+        run_id = "aws-stream-ok"
+        self.queue(run_id)
+        res = self._stalled_stream_run(run_id, "flows/streamok/artifact.tar.gz", True)
+        self.assertEqual(res.code, 0, res)
+        self.assertEqual(len(res.events("unpack_end")), 1, res)
+        self.assertTrue(os.path.exists(os.path.join(self.work, run_id, "flow", "ran")))
+
+    def test_checksum_mismatch_mid_stream_removes_the_staging_directory(self):
+        run_id = "aws-stream-badsha"
+        self.queue(run_id)
+        res = self._stalled_stream_run(run_id, "flows/streambad/artifact.tar.gz", False)
+        self.assertEqual(res.code, 2, res)
+        self.assertIn("sha256", res.events("run_end")[0]["error"])
+        self.assert_nothing_unpacked(run_id, res)
+
     def test_package_checksum_mismatch_is_exit_2_package_not_unpacked(self):
         run_id = "aws-badsha-pkg"
         art = self.upload("flows/badshapkg/artifact.zip",

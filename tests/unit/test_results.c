@@ -24,6 +24,7 @@ typedef struct {
     agent_config cfg;
     flowspec spec;
     flowspec_task tasks[4];
+    agent_task atasks[4];
     size_t ups[4][4];
     char dir[64];
 } fx;
@@ -40,6 +41,7 @@ static fx *fx_new(const char *const *names, size_t n, bool chain)
     f->r.spec = &f->spec;
     f->spec.tasks = f->tasks;
     f->spec.n_tasks = n;
+    f->r.tasks = f->atasks;
     sched_task_def defs[4];
     memset(defs, 0, sizeof defs);
     for (size_t k = 0; k < n; k++) {
@@ -228,6 +230,26 @@ static void inputs_built_from_stored_values_keep_every_digit(void **state)
     fx_free(f);
 }
 
+/* A results/ file that a task planted for an upstream that stored no result is never read
+ * into a downstream's inputs (the agent knows which results it stored, and probes no file). */
+static void planted_result_of_an_upstream_without_result_is_ignored(void **state)
+{
+    static const char *const names[] = {"quiet", "down"};
+    fx *f = fx_new(names, 2, true);
+    succeed(f, 0); /* quiet: no result */
+    char *p = agent__task_file(&f->r, AGENT_DIR_RESULTS, 0, 0);
+    assert_non_null(p);
+    FILE *w = fopen(p, "w");
+    assert_non_null(w);
+    fputs("\"forged\"", w);
+    fclose(w);
+    free(p);
+    char *t = inputs_of(f, 1, 1);
+    assert_string_equal(t, "{\"quiet\":null}");
+    free(t);
+    fx_free(f);
+}
+
 static void failed_inputs_write_names_path_and_errno(void **state)
 {
     static const char *const names[] = {"a"};
@@ -271,6 +293,7 @@ int main(void)
         cmocka_unit_test(nesting_is_bounded_at_512_levels),
         cmocka_unit_test(fifo_symlink_and_oversized_output_fail_without_blocking),
         cmocka_unit_test(inputs_built_from_stored_values_keep_every_digit),
+        cmocka_unit_test(planted_result_of_an_upstream_without_result_is_ignored),
         cmocka_unit_test(failed_inputs_write_names_path_and_errno),
         cmocka_unit_test(planted_fifo_at_the_next_inputs_name_never_blocks),
     };

@@ -335,6 +335,74 @@ static void store_and_local_backend_end_to_end(void **state)
     cJSON_Delete(j);
 }
 
+/* The inode of a file under the state dir. */
+static ino_t inode_of(fixture *fx, const char *rel)
+{
+    char path[512];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/state/%s", fx->dir, rel);
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_ino;
+}
+
+static void put_task_seq(fixture *fx, int seq)
+{
+    char json[256];
+    snprintf(json, sizeof json,
+             "{\"run_id\":\"r\",\"task_name\":\"x\",\"status\":\"RUNNING\",\"status_seq\":%d}",
+             seq);
+    assert_int_equal(put(fx, STATUS_TASK, json), 0);
+}
+
+/* A rewrite frees no inode (ext4 without a journal makes every later creation scan past
+ * recently freed ones): the item is exchanged with the directory's spare, which keeps the old
+ * inode for the next write; the spare is gone once the backend is closed. */
+static void rewrites_free_no_inode(void **state)
+{
+    fixture *fx = *state;
+    put_task_seq(fx, 1);
+    ino_t first = inode_of(fx, "runs/r/tasks/x.json");
+    put_task_seq(fx, 2);
+    char top[128];
+    snprintf(top, sizeof top, "%s/state", fx->dir);
+    assert_int_equal(count_hidden(top), 1); /* the spare, holding the first inode */
+    put_task_seq(fx, 3);
+    assert_true(inode_of(fx, "runs/r/tasks/x.json") == first);
+    cJSON *j = stored(fx, "runs/r/tasks/x.json");
+    assert_int_equal(num(j, "status_seq"), 3);
+    cJSON_Delete(j);
+    fx->be->close(fx->be);
+    fx->be = NULL;
+    assert_int_equal(count_hidden(top), 0);
+}
+
+/* An item file that an outside hand hard-linked elsewhere is never written through: once
+ * exchanged into the spare, its extra link makes the next write take a fresh spare. */
+static void hard_linked_item_is_never_written_through(void **state)
+{
+    fixture *fx = *state;
+    char item[512], outside[512];
+    put_task_seq(fx, 1);
+    snprintf(item, sizeof item, "%s/state/runs/r/tasks/x.json", fx->dir);
+    snprintf(outside, sizeof outside, "%s/outside.json", fx->dir);
+    assert_int_equal(link(item, outside), 0);
+    for (int seq = 2; seq <= 5; seq++)
+        put_task_seq(fx, seq);
+    FILE *f = fopen(outside, "r");
+    assert_non_null(f);
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    cJSON *j = cJSON_Parse(buf);
+    assert_non_null(j);
+    assert_int_equal(num(j, "status_seq"), 1);
+    cJSON_Delete(j);
+    j = stored(fx, "runs/r/tasks/x.json");
+    assert_int_equal(num(j, "status_seq"), 5);
+    cJSON_Delete(j);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -349,6 +417,8 @@ int main(void)
         T(unwritable_target_reports_path),
         T(bad_state_dir_fails_at_creation),
         T(store_and_local_backend_end_to_end),
+        T(rewrites_free_no_inode),
+        T(hard_linked_item_is_never_written_through),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
