@@ -200,16 +200,21 @@ static void print_summary(run_state *r)
 static void log_run_end(run_state *r, bool recorded)
 {
     const char *store_err = recorded ? NULL : status_run_error(r->status, r->run_item);
+    char lost[96] = "";
+    if (recorded && r->unwritten)
+        snprintf(lost, sizeof lost, "; %d task status%s could not be written", r->unwritten,
+                 r->unwritten == 1 ? "" : "es");
     log_line *l = agent_log_begin(
-        r->exit_code == 0 ? LOG_INFO : LOG_ERROR, "run_end", "run %s in %.2f s%s%s%s%s (exit %d)",
+        r->exit_code == 0 ? LOG_INFO : LOG_ERROR, "run_end", "run %s in %.2f s%s%s%s%s%s (exit %d)",
         r->final_status, r->duration, r->error ? ": " : "", r->error ? r->error : "",
         recorded ? "" : "; its final status could not be written: ",
-        recorded ? "" : (store_err ? store_err : "no answer from the status store"), r->exit_code);
+        recorded ? "" : (store_err ? store_err : "no answer from the status store"), lost,
+        r->exit_code);
     agent_log_str(l, "status", r->final_status);
     agent_log_num(l, "duration_seconds", r->duration);
     agent_log_int(l, "exit_code", r->exit_code);
     agent_log_str(l, "error", r->error);
-    agent_log_bool(l, "status_recorded", recorded);
+    agent_log_bool(l, "status_recorded", recorded && !r->unwritten);
     if (!recorded)
         agent_log_str(l, "status_error", store_err);
     if (r->unwritten)
@@ -229,7 +234,11 @@ static void on_flushed(void *ud, bool failed_run, int n_failed)
     run_state *r = ud;
     if (failed_run)
         r->exit_code = AGENT_EXIT_INFRA; /* the store does not say what happened */
-    r->unwritten = n_failed;             /* each was logged as status_write_failed */
+    /* A task status lost is an infrastructure failure too, even with the run item written: a
+     * task item left RUNNING in the store must not come with a clean exit. 143 stays 143. */
+    if (n_failed > 0 && r->exit_code != AGENT_EXIT_SIGTERM)
+        r->exit_code = AGENT_EXIT_INFRA;
+    r->unwritten = n_failed; /* each was logged as status_write_failed */
     agent__prune_runs(r);
     print_summary(r);
     agent__set_phase(r, RUN_DONE); /* before run_end: nothing is logged after it */

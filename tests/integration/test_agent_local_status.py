@@ -159,7 +159,8 @@ class AgentLocalStatus(unittest.TestCase):
         self.assertEqual(lines[-1]["exit_code"], 3)
         self.assertFalse(lines[-1]["status_recorded"])
         degraded = [x for x in lines if x["event_type"] == "status_store_degraded"]
-        self.assertEqual(len(degraded), 1, lines)
+        # Once at least (a write into an item's spare file may still succeed in between).
+        self.assertGreaterEqual(len(degraded), 1, lines)
         self.assertIn("No space left", degraded[0]["error"])
 
     def test_read_only_state_dir_reports_erofs(self):
