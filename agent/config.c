@@ -3,6 +3,8 @@
  * variable; nothing falls back silently. */
 #include "agent/agent.h"
 #include "agent/log.h"
+#include "fetch/aws.h"
+#include "proto/names.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -151,6 +153,8 @@ static int load_env(agent_config *c, char *err)
     c->runs_table = dup_or(getenv("DAGY_RUNS_TABLE"), "DAGY_RUNS");
     c->task_runs_table = dup_or(getenv("DAGY_TASK_RUNS_TABLE"), "DAGY_TASK_RUNS");
     c->traces_bucket = dup_or(getenv("DAGY_TRACES_BUCKET"), NULL);
+    c->results_bucket = dup_or(getenv("DAGY_RESULTS_BUCKET"), NULL);
+    c->resume_from = dup_or(getenv("DAGY_RESUME_FROM"), NULL);
     c->python = dup_or(getenv("DAGY_PYTHON"), "python3");
     c->runner = dup_or(getenv("DAGY_PYTHON_RUNNER"), NULL);
     c->pip_command = dup_or(getenv("DAGY_PIP_COMMAND"), "python3 -m pip");
@@ -212,6 +216,41 @@ static bool valid_run_id(const char *id)
     return true;
 }
 
+/* DAGY_RESULTS_BUCKET must be a bucket name; --resume-from a run id other than this run's. */
+static int durable_config_check(agent_config *c, char *err)
+{
+    char *b = NULL, *k = NULL, *h = NULL, *uri = NULL;
+    int rc = 0;
+    if (c->results_bucket) {
+        rc = asprintf(&uri, "s3://%s/x", c->results_bucket) < 0 ||
+             fetch_s3_parse_uri(uri, &b, &k, &h) || strchr(c->results_bucket, '#');
+        if (rc)
+            snprintf(err, AGENT_ERR_MAX,
+                     "DAGY_RESULTS_BUCKET=%.80s: not a valid S3 bucket name (3-63 characters of "
+                     "[a-z0-9.-])",
+                     c->results_bucket);
+        free(uri);
+        free(b);
+        free(k);
+        free(h);
+    }
+    if (!rc && c->resume_from &&
+        !proto_name_check(PROTO_NAME_RUN_ID, c->resume_from, err, AGENT_ERR_MAX)) {
+        char why[AGENT_ERR_MAX];
+        snprintf(why, sizeof why, "--resume-from / DAGY_RESUME_FROM: %s", err);
+        snprintf(err, AGENT_ERR_MAX, "%s", why);
+        rc = 1;
+    }
+    if (!rc && c->resume_from && c->run_id && !strcmp(c->resume_from, c->run_id)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "--resume-from %.128s: a run cannot resume itself; a resumed run gets a new "
+                 "run id",
+                 c->resume_from);
+        rc = 1;
+    }
+    return rc ? -EINVAL : 0;
+}
+
 /* Checks what container mode needs and picks the status backend. */
 static int finish(agent_config *c, char *err)
 {
@@ -248,6 +287,8 @@ static int finish(agent_config *c, char *err)
                  c->run_id);
         return -EINVAL;
     }
+    if (durable_config_check(c, err))
+        return -EINVAL;
     if (!c->run_id) {
         char id[40];
         agent_uuid(id);
@@ -272,6 +313,7 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
         O_STATE,
         O_LOGF,
         O_GRAPH,
+        O_RESUME,
         O_VERSION,
         O_HELP
     };
@@ -284,6 +326,7 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
                                          {"state-dir", required_argument, 0, O_STATE},
                                          {"log-format", required_argument, 0, O_LOGF},
                                          {"graph", no_argument, 0, O_GRAPH},
+                                         {"resume-from", required_argument, 0, O_RESUME},
                                          {"version", no_argument, 0, O_VERSION},
                                          {"help", no_argument, 0, O_HELP},
                                          {0, 0, 0, 0}};
@@ -339,6 +382,10 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
         case O_GRAPH:
             c->graph = true;
             break;
+        case O_RESUME:
+            free(c->resume_from);
+            c->resume_from = strdup(optarg);
+            break;
         case O_VERSION:
             c->version = true;
             break;
@@ -387,7 +434,8 @@ void agent_config_free(agent_config *c)
     char **strs[] = {&c->flow,          &c->run_id,         &c->flow_name,      &c->flow_version,
                      &c->org_id,        &c->environment,    &c->correlation_id, &c->state_dir,
                      &c->work_dir,      &c->status_backend, &c->runs_table,     &c->task_runs_table,
-                     &c->traces_bucket, &c->python,         &c->runner,         &c->pip_command};
+                     &c->traces_bucket, &c->python,         &c->runner,         &c->pip_command,
+                     &c->results_bucket, &c->resume_from};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         free(*strs[i]);
         *strs[i] = NULL;
@@ -405,7 +453,7 @@ void agent_print_help(void)
     fputs("usage: dagy-agent [--flow PATH|s3://BUCKET/KEY] [--param NAME=VALUE]...\n"
           "                  [--params-json JSON|@FILE] [--run-id ID] [--max-parallel N]\n"
           "                  [--drain-seconds N] [--state-dir DIR] [--log-format json|pretty]\n"
-          "                  [--graph] [--version] [--help]\n"
+          "                  [--resume-from RUN_ID] [--graph] [--version] [--help]\n"
           "\n"
           "Runs a dagy flow: fetches and safely unpacks the artifact, runs the DAG of tasks,\n"
           "and reports every status change. Without --flow it runs in container mode and takes\n"
@@ -421,6 +469,8 @@ void agent_print_help(void)
           "  --drain-seconds N    on SIGTERM, wait this long for running tasks (default 15)\n"
           "  --state-dir DIR      local status directory (default ./.dagy)\n"
           "  --log-format F       json (default when stdout is not a terminal) or pretty\n"
+          "  --resume-from RUN_ID reuse every task that SUCCEEDED in that run (same task_hash)\n"
+          "                       instead of running it again; the new run gets a new run id\n"
           "  --graph              print the DAG as Graphviz DOT and exit\n"
           "  --version, --help\n"
           "\n"
@@ -429,7 +479,8 @@ void agent_print_help(void)
           "  #sha256=HEX), DAGY_FLOW_NAME, DAGY_FLOW_VERSION, DAGY_ORG_ID, DAGY_ENVIRONMENT,\n"
           "  DAGY_DEP_PACKAGE_URIS, DAGY_PARAMETERS, DAGY_CORRELATION_ID, DAGY_LOG_LEVEL,\n"
           "  DAGY_STATUS_BACKEND (dynamodb|local), DAGY_RUNS_TABLE, DAGY_TASK_RUNS_TABLE,\n"
-          "  DAGY_TRACES_BUCKET, DAGY_WORK_DIR (default /tmp/dagy), DAGY_MAX_PARALLEL,\n"
+          "  DAGY_TRACES_BUCKET, DAGY_RESULTS_BUCKET (default: the traces bucket),\n"
+          "  DAGY_RESUME_FROM, DAGY_WORK_DIR (default /tmp/dagy), DAGY_MAX_PARALLEL,\n"
           "  DAGY_DRAIN_SECONDS, DAGY_HEARTBEAT_SECONDS (default 30), DAGY_KILL_GRACE_SECONDS\n"
           "  (default 3), DAGY_PIP_COMMAND, DAGY_PYTHON, DAGY_PYTHON_RUNNER,\n"
           "  DAGY_UNPACK_MAX_BYTES, DAGY_UNPACK_MAX_ENTRIES, DAGY_UNPACK_MAX_RATIO,\n"

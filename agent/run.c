@@ -6,6 +6,7 @@
  * a second signal skips the wait. The run is then FAILED with "Worker shutdown requested via
  * SIGTERM" and the agent exits 143 after flushing status. */
 #include "agent/run.h"
+#include "agent/durable.h"
 #include "agent/log.h"
 
 #include <errno.h>
@@ -114,6 +115,7 @@ static void on_signal(uv_signal_t *h, int signum)
                                       r->stop_signal, r->cfg->drain_seconds);
         agent_log_str(l, "signal", r->stop_signal);
         agent_log_end(l);
+        agent__cancel_check(r); /* a requested cancel is not a crash */
         if (r->phase == RUN_PREPARING) {
             agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
             return;
@@ -204,7 +206,7 @@ static void on_finish_poll(uv_timer_t *t)
 
 void agent__finish(run_state *r, int exit_code, const char *error)
 {
-    if (r->phase >= RUN_FINISHING)
+    if (r->phase >= RUN_FINISHING || agent__cancel_defer(r, exit_code, error))
         return;
     agent__set_phase(r, RUN_FINISHING);
     uv_timer_stop(&r->sched_timer);
@@ -216,7 +218,12 @@ void agent__finish(run_state *r, int exit_code, const char *error)
         r->error = error ? strdup(error) : NULL;
     }
 
-    const char *status = exit_code == AGENT_EXIT_OK ? "SUCCEEDED" : "FAILED";
+    const char *cancel = exit_code == AGENT_EXIT_SIGTERM ? agent__cancel_text(r) : NULL;
+    const char *status = exit_code == AGENT_EXIT_OK ? "SUCCEEDED" : cancel ? "CANCELLED" : "FAILED";
+    if (cancel) {
+        free(r->error);
+        r->error = strdup(cancel);
+    }
     char ts[32];
     status_now_iso(ts);
     double dur = (double)(uv_now(&r->loop) - r->started_ms) / 1000.0;
@@ -226,7 +233,8 @@ void agent__finish(run_state *r, int exit_code, const char *error)
     status_set_num(r->run_item, "duration_seconds", dur);
     status_set_str(r->run_item, "error_message", r->error);
     if (exit_code == AGENT_EXIT_SIGTERM)
-        status_set_str(r->run_item, "stop_reason", r->stop_signal ? r->stop_signal : "SIGTERM");
+        status_set_str(r->run_item, "stop_reason",
+                       cancel ? cancel : r->stop_signal ? r->stop_signal : "SIGTERM");
     status_touch(r->status, r->run_item);
 
     log_line *l =
@@ -253,7 +261,8 @@ void agent__finish(run_state *r, int exit_code, const char *error)
 /* Does this run need the AWS client at all? */
 static bool needs_aws(const agent_config *c)
 {
-    if (c->container_mode || !strcmp(c->status_backend, "dynamodb") || c->traces_bucket)
+    if (c->container_mode || !strcmp(c->status_backend, "dynamodb") || c->traces_bucket ||
+        c->results_bucket)
         return true;
     if (c->flow && !strncmp(c->flow, "s3://", 5))
         return true;

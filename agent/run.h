@@ -24,6 +24,7 @@ typedef enum {
 
 /* Per-task runtime state (the plan holds the scheduling state). */
 typedef struct run_state run_state;
+typedef struct agent_durable agent_durable; /* durable runs: agent/durable.h */
 
 typedef struct {
     run_state *run;
@@ -74,6 +75,7 @@ struct run_state {
     int exit_code;
     char *error; /* the run's error_message, or NULL */
     bool first_trace_sent;
+    agent_durable *durable; /* task hashes, resume, result stores, cancel (durable.h) */
 };
 
 /* run.c */

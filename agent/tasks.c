@@ -6,6 +6,7 @@
  * without upstream shares one "{}" inputs file, and inputs of other tasks are assembled from
  * their upstream result files only. */
 #include "agent/run.h"
+#include "agent/durable.h"
 #include "agent/log.h"
 
 #include <errno.h>
@@ -245,6 +246,7 @@ static cJSON *task_item(run_state *r, size_t i)
         t->item = status_item(r->status, STATUS_TASK, r->cfg->run_id, r->spec->tasks[i].name);
         status_set_str(t->item, "task_run_id", t->task_run_id);
         status_set_num(t->item, "max_attempts", sched_task_max_attempts(r->plan, i));
+        agent__durable_item(r, i, t->item);
     }
     return t->item;
 }
@@ -294,6 +296,11 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
         break;
     }
     case SCHED_SUCCEEDED:
+        if (from == SCHED_PENDING) { /* reused from an earlier run, not run (resume.c) */
+            l = agent__durable_reused(r, i, it);
+            break;
+        }
+        /* fallthrough */
     case SCHED_FAILED: {
         double dur = (double)(now - t->first_start_ms) / 1000.0;
         t->duration = dur;
@@ -617,8 +624,15 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
     }
     if (how == SCHED_EXIT_FAILED || how == SCHED_EXIT_TIMED_OUT)
         agent__upload_trace(r, i, sched_task_attempt(r->plan, i), trace, tlen);
-    sched_exited(r->plan, i, how, how == SCHED_EXIT_OK || how == SCHED_EXIT_TIMED_OUT ? NULL : err,
-                 uv_now(&r->loop));
+    /* A success counts once its result is stored (results.c ends the attempt then). */
+    if (how == SCHED_EXIT_OK && agent__result_store(r, i))
+        return;
+    agent__attempt_end(r, i, how, how == SCHED_EXIT_OK || how == SCHED_EXIT_TIMED_OUT ? NULL : err);
+}
+
+void agent__attempt_end(run_state *r, size_t i, sched_exit how, const char *err)
+{
+    sched_exited(r->plan, i, how, err, uv_now(&r->loop));
     /* A finished task's inputs file may serve a later task (no further attempt reads it). */
     if (r->spec->tasks[i].n_upstream > 0 && sched_state_terminal(sched_task_state(r->plan, i)))
         r->spare_inputs[r->n_spare_inputs++] =
@@ -645,11 +659,14 @@ void agent__tasks_kill(run_state *r)
         t->cancelled = true;
         sbx_terminate(t->proc, (uint64_t)(r->cfg->kill_grace_seconds * 1000));
     }
+    agent__results_abandon(r);
 }
 
 void agent__execute(run_state *r)
 {
     char err[AGENT_ERR_MAX];
+    if (agent__durable_begin(r)) /* task hashes, resume: calls back when done */
+        return;
     int code = agent__tasks_init(r, err);
     if (code) {
         agent__finish(r, code, err);
@@ -672,11 +689,13 @@ void agent__execute(run_state *r)
     agent_log_json(l, "parameters", r->cfg->parameters);
     agent_log_json(l, "metadata", r->metadata);
     agent_log_end(l);
+    agent__durable_apply(r);
     agent__tasks_pump(r);
 }
 
 void agent__tasks_free(run_state *r)
 {
+    agent__durable_free(r);
     for (size_t i = 0; i < r->n_spare_inputs; i++)
         free(r->spare_inputs[i]);
     free(r->spare_inputs);

@@ -73,6 +73,13 @@ int fetch_s3_put(fetch_aws *a, const char *bucket, const char *key, const void *
                  const char *content_type, fetch_aws_cb cb, void *ud);
 int fetch_s3_put_file(fetch_aws *a, const char *bucket, const char *key, const char *path,
                       fetch_aws_cb cb, void *ud);
+/* PutObject streamed from an open file: `len` bytes from offset 0 of `fd`, whose SHA-256 the
+ * caller already computed (hex, the signed payload hash: S3 refuses the upload if the bytes
+ * sent differ, so a file changed meanwhile cannot be stored under the wrong hash). The fd is
+ * duplicated (the caller keeps and closes its own). Nothing is read on the loop thread but the
+ * transfer itself. Single PutObject: len is at most 5 GiB (-EFBIG otherwise). */
+int fetch_s3_put_fd(fetch_aws *a, const char *bucket, const char *key, int fd, uint64_t len,
+                    const char *sha256_hex, const char *content_type, fetch_aws_cb cb, void *ud);
 
 /* A plain GET of an unsigned URL (ECS task metadata endpoint). */
 int fetch_http_get(fetch_aws *a, const char *url, fetch_aws_cb cb, void *ud);

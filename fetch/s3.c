@@ -923,3 +923,24 @@ int fetch_s3_put_file(fetch_aws *a, const char *bucket, const char *key, const c
         put_discard(u);
     return rc;
 }
+
+int fetch_s3_put_fd(fetch_aws *a, const char *bucket, const char *key, int fd, uint64_t len,
+                    const char *sha256_hex, const char *content_type, fetch_aws_cb cb, void *ud)
+{
+    if (!bucket || !key || fd < 0 || !sha256_hex || strlen(sha256_hex) != 64 || !cb)
+        return -EINVAL;
+    if (len > (5ull << 30))
+        return -EFBIG; /* S3's single-PUT limit */
+    s3put *u = calloc(1, sizeof *u);
+    if (!u)
+        return -ENOMEM;
+    u->cb = cb;
+    u->ud = ud;
+    u->len = (size_t)len;
+    memcpy(u->hash, sha256_hex, 65);
+    u->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int rc = u->fd < 0 ? -errno : put_start(a, u, bucket, key, content_type);
+    if (rc < 0)
+        put_discard(u);
+    return rc;
+}

@@ -277,8 +277,7 @@ int proto_task_hash(const flowspec_task *t, const char *const *up_names,
     return 0;
 }
 
-/* Kahn's order of the spec's tasks (upstream first) into order[]; -EINVAL if cyclic. */
-static int topo_order(const flowspec *s, size_t *order)
+int proto_task_order(const flowspec *s, size_t *order)
 {
     size_t n = s->n_tasks, head = 0, seen = 0;
     size_t *pending = calloc(n ? n : 1, sizeof *pending);
@@ -331,7 +330,7 @@ int proto_task_hashes(const flowspec *s, const proto_hash_ctx *ctx, char (*out)[
     size_t *order = malloc((n ? n : 1) * sizeof *order);
     if (!order)
         return -ENOMEM;
-    int rc = topo_order(s, order);
+    int rc = proto_task_order(s, order);
     for (size_t i = 0; i < n; i++)
         max_up = s->tasks[i].n_upstream > max_up ? s->tasks[i].n_upstream : max_up;
     const char **names = malloc(max_up * sizeof *names);
@@ -421,6 +420,12 @@ int proto_code_digest_skip(const char *rel)
     size_t n = strlen(rel);
     if (n >= 4 && !strcmp(rel + n - 4, ".pyc"))
         return 1;
-    return !strncmp(rel, "__pycache__/", 12) || strstr(rel, "/__pycache__/") != NULL ||
-           !strcmp(rel, "__pycache__");
+    static const char *const dirs[] = {"__pycache__", ".git"};
+    for (size_t i = 0; i < 2; i++) {
+        size_t l = strlen(dirs[i]);
+        for (const char *p = rel; (p = strstr(p, dirs[i])); p += l)
+            if ((p == rel || p[-1] == '/') && (p[l] == '/' || p[l] == '\0'))
+                return 1;
+    }
+    return 0;
 }

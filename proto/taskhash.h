@@ -31,6 +31,10 @@ char *proto_canonical_json(const cJSON *v);
  * cyclic spec, or -ENOMEM. */
 int proto_task_hashes(const flowspec *s, const proto_hash_ctx *ctx, char (*out)[PROTO_HASH_HEX]);
 
+/* The spec's task indices in an order where every task comes after its upstream tasks (Kahn's
+ * algorithm; order[] holds s->n_tasks entries). Returns 0, -EINVAL if cyclic, or -ENOMEM. */
+int proto_task_order(const flowspec *s, size_t *order);
+
 /* One task's hash given its upstream tasks' hashes (up_hashes[k] for s->tasks[i].upstream[k]).
  * Exposed for tests. Returns 0 or -ENOMEM. */
 int proto_task_hash(const flowspec_task *t, const char *const *up_names,
@@ -48,7 +52,8 @@ int proto_code_digest_add(proto_code_digest *d, const char *rel, const char *con
 void proto_code_digest_finish(proto_code_digest *d, char out[PROTO_HASH_HEX]);
 /* Whether a path below the flow directory is left out of the code digest: flow_spec.json and
  * metadata.json at the root (the spec is hashed per task), and Python's byte-code caches
- * (derived from sources that are hashed). `rel` has no leading "./". */
+ * (derived from sources that are hashed), and .git directories (a working copy's history is
+ * not code the tasks run). `rel` has no leading "./". */
 int proto_code_digest_skip(const char *rel);
 
 #endif

@@ -218,6 +218,10 @@ static void test_code_digest_order_independent_and_skips(void **state)
     assert_true(proto_code_digest_skip("metadata.json"));
     assert_true(proto_code_digest_skip("flows/__pycache__/x.cpython-311.pyc"));
     assert_true(proto_code_digest_skip("__pycache__/y.pyc"));
+    assert_true(proto_code_digest_skip(".git/objects/ab/cdef"));
+    assert_true(proto_code_digest_skip("vendor/.git/HEAD"));
+    assert_false(proto_code_digest_skip("my.git/HEAD"));
+    assert_false(proto_code_digest_skip("flows/__pycache__x.py"));
     assert_false(proto_code_digest_skip("flows/flow_spec.json"));
     assert_false(proto_code_digest_skip("flows/x.py"));
 }
