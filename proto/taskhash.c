@@ -390,7 +390,8 @@ int proto_code_digest_add(proto_code_digest *d, const char *rel, const char *con
 
 void proto_code_digest_finish(proto_code_digest *d, char out[PROTO_HASH_HEX])
 {
-    qsort(d->entries, d->n, sizeof *d->entries, cmp_str);
+    if (d->n)
+        qsort(d->entries, d->n, sizeof *d->entries, cmp_str);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned char md[32];
     unsigned int mdlen = 0;

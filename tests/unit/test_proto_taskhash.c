@@ -226,6 +226,17 @@ static void test_code_digest_order_independent_and_skips(void **state)
     assert_false(proto_code_digest_skip("flows/x.py"));
 }
 
+/* A flow directory holding only flow_spec.json has an empty code digest (UBSan caught a
+ * qsort of a NULL array here before the fix). */
+static void test_empty_code_digest(void **state)
+{
+    char d[PROTO_HASH_HEX], e[PROTO_HASH_HEX];
+    proto_code_digest_finish(proto_code_digest_new(), d);
+    proto_code_digest_finish(proto_code_digest_new(), e);
+    assert_int_equal(strlen(d), 64);
+    assert_string_equal(d, e);
+}
+
 static void test_cyclic_spec_is_refused(void **state)
 {
     flowspec *s = NULL;
@@ -253,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_known_vector_pins_the_serialization),
         cmocka_unit_test(test_canonical_json),
         cmocka_unit_test(test_code_digest_order_independent_and_skips),
+        cmocka_unit_test(test_empty_code_digest),
         cmocka_unit_test(test_cyclic_spec_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
