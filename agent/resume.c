@@ -560,6 +560,8 @@ bool agent__durable_begin(run_state *r)
         begin_fail(r, AGENT_EXIT_INFRA, "out of memory");
         return true;
     }
+    if (d->deferred)
+        return true; /* a finish waits for the cancel check: nothing may start meanwhile */
     if (d->ready)
         return false;
     char *results = NULL;
@@ -639,11 +641,18 @@ log_line *agent__durable_reused(run_state *r, size_t i, cJSON *item)
     return l;
 }
 
+static void timer_freed(uv_handle_t *h)
+{
+    free(h);
+}
+
 void agent__durable_free(run_state *r)
 {
     agent_durable *d = r->durable;
     if (!d)
         return;
+    if (d->cancel_timer) /* the cancel check never answered: close it before teardown's walk */
+        uv_close((uv_handle_t *)d->cancel_timer, timer_freed);
     for (size_t i = 0; d->tasks && r->spec && i < r->spec->n_tasks; i++) {
         cJSON_Delete(d->tasks[i].src_item);
         free(d->tasks[i].src_run);

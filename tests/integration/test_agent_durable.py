@@ -99,7 +99,8 @@ class DurableAwsTest(unittest.TestCase):
 
     def env(self, run_id, art, **extra):
         extra.setdefault("DAGY_RESULTS_BUCKET", RESULTS)
-        return self.container_env(run_id, art, AWS_ENDPOINT_URL_DYNAMODB=self.proxy.url, **extra)
+        extra.setdefault("AWS_ENDPOINT_URL_DYNAMODB", self.proxy.url)
+        return self.container_env(run_id, art, **extra)
 
     def artifact(self, name, tasks):
         return self.upload("flows/%s/artifact.zip" % name, base.zip_bytes(base.flow_files(tasks)))
@@ -291,6 +292,36 @@ class DurableAwsTest(unittest.TestCase):
         self.assertEqual((end["status"], end["exit_code"]), ("CANCELLED", 143))
         self.assertEqual(self.task_items("dur-cancel")["long"]["status"], "CANCELLED")
         self.assertIn("GetItem", self.check_ddb_bodies())
+
+    def test_cancel_during_download_starts_no_task_while_the_check_is_pending(self):
+        # The artifact arrives 1 s after the SIGTERM, the GetItem answer 2.5 s after it (the
+        # check gives up at 2 s): nothing may start in between, and the run is not CANCELLED
+        # since the answer came too late.
+        art = self.artifact("cancel-dl", [{"name": "t", "command": ["sh", "-c", "echo t >> "
+                                                                    "%s/side" % self.tmp]}])
+        self.queue("dur-cancel-dl")
+        self.ddb.update_item(
+            TableName=RUNS, Key={"run_id": {"S": "dur-cancel-dl"}},
+            UpdateExpression="SET cancel_requested_at = :t",
+            ExpressionAttributeValues={":t": {"S": "2026-12-01T09:00:00.000Z"}})
+        slow_get = lambda m, path, h: m == "GET" and "cancel-dl" in path
+        slow_item = lambda m, path, h: (h.get("X-Amz-Target") or "").endswith(".GetItem")
+        with faultproxy.FaultProxy(self.moto.endpoint, seed=1, rates={"delay": 1.0}, delay_s=1.5,
+                                   match=slow_get) as sp, \
+                faultproxy.FaultProxy(self.proxy.url, seed=1, rates={"delay": 1.0}, delay_s=2.5,
+                                      match=slow_item) as dp:
+            env = self.env("dur-cancel-dl", art, AWS_ENDPOINT_URL_S3=sp.url,
+                           AWS_ENDPOINT_URL_DYNAMODB=dp.url)
+            p, lines = self.start_agent(env)
+            self.wait_line(p, lines, lambda ln: ln["event_type"] == "download_start")
+            time.sleep(0.5)
+            res, _ = self.sigterm_and_collect(p, lines, env)
+        self.assertEqual(res.code, 143, res)
+        self.assertEqual(res.events("task_start"), [])
+        self.assertEqual(self.side(), [])
+        self.assertEqual(len(res.events("cancel_check_timeout")), 1, res)
+        run = self.get("dur-cancel-dl")
+        self.assertEqual((run["status"], run["stop_reason"]), ("FAILED", "SIGTERM"), run)
 
     def test_resume_from_a_running_or_unknown_run_is_refused_exit_2(self):
         art = self.artifact("refuse", [{"name": "t", "command": ["sh", "-c", "echo t >> %s/side"
