@@ -35,8 +35,11 @@ struct result_job {
 
 char *agent__result_file(run_state *r, size_t i)
 {
-    char *p = NULL;
-    if (asprintf(&p, "%s/results/%s.json", r->run_dir, r->spec->tasks[i].name) < 0)
+    char *p = NULL, cwd[4096] = "";
+    /* Absolute, so that result_path still names the file for a resume started elsewhere. */
+    bool rel = r->run_dir[0] != '/' && getcwd(cwd, sizeof cwd);
+    if (asprintf(&p, "%s%s%s/results/%s.json", rel ? cwd : "", rel ? "/" : "", r->run_dir,
+                 r->spec->tasks[i].name) < 0)
         return NULL;
     return p;
 }
