@@ -70,8 +70,12 @@ static void hash_work(uv_work_t *w)
         j->err = -errno;
         return;
     }
-    if (fstat(j->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        j->err = S_ISREG(st.st_mode) ? -errno : -EINVAL;
+    if (fstat(j->fd, &st) < 0) {
+        j->err = -errno;
+        return;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        j->err = -EINVAL;
         return;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();

@@ -445,6 +445,8 @@ static bool start_fetch(resume_ctx *c, size_t i, char *why, size_t whylen)
     const char *path = str_attr(t->src_item, "result_path");
     char *dst = agent__result_file(r, i);
     bool hex_ok = sha && strlen(sha) == 64 && strspn(sha, "0123456789abcdef") == 64;
+    if (uri && !proto_utf8_valid(uri, strlen(uri)))
+        uri = NULL; /* every string we store is valid UTF-8: such an item describes nothing */
     if (!dst || !hex_ok || (!uri && !path)) {
         snprintf(why, whylen,
                  "is not described completely (result_sha256 and result_s3_uri or "
