@@ -432,6 +432,39 @@ class DurableLocalTest(unittest.TestCase):
             self.assertIn(want, r.out + r.err)
         self.assertEqual(self.side(f), [])
 
+    def test_local_callable_results_are_reused(self):
+        job = ("import os\n"
+               "SIDE = os.path.join(os.environ['SIDE_DIR'], 'side')\n"
+               "def make():\n"
+               "    open(SIDE, 'a').write('make\\n')\n"
+               "    return {'n': 41, 'text': 'caf\\u00e9'}\n"
+               "def use(x):\n"
+               "    open(SIDE, 'a').write('use\\n')\n"
+               "    if not os.path.exists(os.path.join(os.environ['SIDE_DIR'], 'fixed')):\n"
+               "        raise RuntimeError('not yet')\n"
+               "    return x['n'] + 1\n")
+        spec = {"spec_version": 1, "name": "callables", "tasks": [
+            {"name": "make", "callable": "flows.job:make"},
+            {"name": "use", "callable": "flows.job:use", "kwargs": {"x": {"upstream": "make"}},
+             "upstream": ["make"]}]}
+        f = agentenv.Flow(spec, files={"flows/__init__.py": "", "flows/job.py": job})
+        self.addCleanup(f.cleanup)
+        art = f.zip()
+        env = {"SIDE_DIR": f.tmp}
+        a = f.run("--run-id", "call-a", flow=art, env=env)
+        self.assertEqual(a.code, 1, a)
+        self.assertEqual(self.side(f), ["make", "use"])
+        made = a.task_item("make")
+        with open(made["result_path"], "rb") as fh:
+            self.assertEqual(json.loads(fh.read()), {"n": 41, "text": "caf\u00e9"})
+        open(os.path.join(f.tmp, "fixed"), "w").close()
+        b = f.run("--run-id", "call-b", "--resume-from", "call-a", flow=art, env=env)
+        self.assertEqual(b.code, 0, b)
+        self.assertEqual(self.side(f), ["use"])
+        self.assertEqual(b.task_item("make")["reused_from"], "call-a")
+        with open(b.task_item("use")["result_path"]) as fh:
+            self.assertEqual(json.load(fh), 42)
+
     def test_local_cancel_requested_in_the_state_file(self):
         f = self.flow([{"name": "long", "command": ["sleep", "60"]}])
         p = f.start("--run-id", "loc-cancel", env={"DAGY_DRAIN_SECONDS": "0",
