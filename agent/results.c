@@ -109,7 +109,7 @@ static void job_end(result_job *j, sched_exit how, const char *why)
 {
     run_state *r = j->r;
     r->pending--;
-    if (j->abandoned) {
+    if (j->abandoned || !r->durable) {
         job_free(j);
         return;
     }

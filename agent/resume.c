@@ -350,6 +350,8 @@ static void resume_next(resume_ctx *c, const char *run_id)
 static void fetched(resume_ctx *c, size_t i, bool ok, const char *why)
 {
     run_state *r = c->r;
+    if (!r->durable)
+        return; /* teardown already freed the run's state (a copy outlived the finish wait) */
     durable_task *t = &r->durable->tasks[i];
     r->durable->fetching--;
     if (!ok) {
