@@ -434,12 +434,14 @@ void agent_config_free(agent_config *c)
     char **strs[] = {&c->flow,          &c->run_id,         &c->flow_name,      &c->flow_version,
                      &c->org_id,        &c->environment,    &c->correlation_id, &c->state_dir,
                      &c->work_dir,      &c->status_backend, &c->runs_table,     &c->task_runs_table,
-                     &c->traces_bucket, &c->python,         &c->runner,         &c->pip_command,
-                     &c->results_bucket, &c->resume_from};
+                     &c->traces_bucket, &c->python,         &c->runner,         &c->pip_command};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         free(*strs[i]);
         *strs[i] = NULL;
     }
+    free(c->results_bucket);
+    free(c->resume_from);
+    c->results_bucket = c->resume_from = NULL;
     for (char **d = c->dep_uris; d && *d; d++)
         free(*d);
     free(c->dep_uris);

@@ -234,7 +234,9 @@ void agent__finish(run_state *r, int exit_code, const char *error)
     status_set_str(r->run_item, "error_message", r->error);
     if (exit_code == AGENT_EXIT_SIGTERM)
         status_set_str(r->run_item, "stop_reason",
-                       cancel ? cancel : r->stop_signal ? r->stop_signal : "SIGTERM");
+                       cancel           ? cancel
+                       : r->stop_signal ? r->stop_signal
+                                        : "SIGTERM");
     status_touch(r->status, r->run_item);
 
     log_line *l =
