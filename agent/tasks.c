@@ -625,8 +625,10 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
     if (how == SCHED_EXIT_FAILED || how == SCHED_EXIT_TIMED_OUT)
         agent__upload_trace(r, i, sched_task_attempt(r->plan, i), trace, tlen);
     /* A success counts once its result is stored (results.c ends the attempt then). */
-    if (how == SCHED_EXIT_OK && agent__result_store(r, i))
+    if (how == SCHED_EXIT_OK && agent__result_store(r, i)) {
+        agent__tasks_pump(r); /* its slot is free meanwhile */
         return;
+    }
     agent__attempt_end(r, i, how, how == SCHED_EXIT_OK || how == SCHED_EXIT_TIMED_OUT ? NULL : err);
 }
 

@@ -353,6 +353,25 @@ class DurableAwsTest(unittest.TestCase):
         self.assertIn("NoSuchBucket", it["error_message"])
         self.assertNotIn("result_s3_uri", it)
 
+    def test_a_slow_upload_holds_downstream_but_not_the_slot(self):
+        # max_parallel 1; a's result upload is held 1.5 s: b (independent) runs meanwhile, a's
+        # downstream c waits for a to be SUCCEEDED, i.e. stored.
+        art = self.artifact("overlap", [
+            {"name": "a", "command": ["sh", "-c", "echo 1 > \"$DAGY_TASK_OUTPUT\""]},
+            {"name": "b", "command": ["true"]},
+            {"name": "c", "command": ["true"], "upstream": ["a"]}])
+        slow = lambda m, path, h: m == "PUT" and path.endswith("/a.json")
+        with faultproxy.FaultProxy(self.moto.endpoint, seed=1, rates={"delay": 1.0}, delay_s=1.5,
+                                   match=slow) as sp:
+            res = self.run_agent(self.env("dur-overlap", art, AWS_ENDPOINT_URL_S3=sp.url,
+                                          DAGY_MAX_PARALLEL="1"))
+            self.assertEqual(sp.stats["delay"], 1, sp.stats)
+        self.assertEqual(res.code, 0, res)
+        order = [(ln["event_type"], ln["task_name"]) for ln in res.lines
+                 if ln["event_type"] in ("task_start", "task_end")]
+        self.assertLess(order.index(("task_end", "b")), order.index(("task_end", "a")), order)
+        self.assertLess(order.index(("task_end", "a")), order.index(("task_start", "c")), order)
+
     def test_large_result_is_streamed_and_reused(self):
         big = os.path.join(self.tmp, "big.json")
         with open(big, "w") as f:
