@@ -4,7 +4,9 @@
 #include "agent/agent.h"
 #include "agent/log.h"
 #include "fetch/aws.h"
+#include "proto/jsonnul.h"
 #include "proto/names.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,42 +49,27 @@ static int parse_int(const char *s, long lo, long hi, int *out)
     return 0;
 }
 
-/* Reads a whole (small) file, for --params-json @FILE. */
-static char *read_small_file(const char *path, char *err)
+/* Reads --params-json @FILE (at most 16 MiB); NULL with err set. */
+static char *read_params_file(const char *path, char *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, AGENT_ERR_MAX, "--params-json: cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (len > (1u << 24)) {
-            snprintf(err, AGENT_ERR_MAX, "--params-json: %s is larger than 16 MiB", path);
-            free(buf);
-            fclose(f);
-            return NULL;
-        }
-        if (cap - len < 2) {
-            char *p = realloc(buf, cap * 2);
-            if (!p)
-                break;
-            buf = p;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf)
-        buf[len] = '\0';
-    return buf;
+    char *text = proto_read_user_file(path, 1u << 24, NULL);
+    if (!text)
+        snprintf(err, AGENT_ERR_MAX, "--params-json: cannot read %s: %s", path,
+                 errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
+    return text;
 }
 
 /* Merges a JSON object text into c->parameters (later sources win). */
 static int merge_params_json(agent_config *c, const char *text, const char *what, char *err)
 {
+    if (proto_json_has_nul(text, strlen(text))) { /* cJSON would cut the string there */
+        char where[128];
+        proto_json_nul_where(text, strlen(text), where, sizeof where);
+        snprintf(err, AGENT_ERR_MAX,
+                 "%s: the string at %s contains a NUL character (\\u0000), which is not allowed",
+                 what, where);
+        return -EINVAL;
+    }
     cJSON *o = cJSON_Parse(text);
     if (!cJSON_IsObject(o)) {
         snprintf(err, AGENT_ERR_MAX, "%s: must be a JSON object, e.g. {\"date\": \"2024-03-14\"}",
@@ -117,26 +104,18 @@ static int add_param(agent_config *c, const char *arg, char *err)
     return 0;
 }
 
-/* Splits "a,b , c" into a NULL-terminated array of trimmed, non-empty strings. */
-static char **split_list(const char *s)
+/* A bucket variable that is set must name a valid bucket: a typo would silently lose every
+ * trace or result (S3 refuses the name at the first upload, long after the run started). */
+static int check_bucket_var(const char *var, char *err)
 {
-    size_t n = 1;
-    for (const char *p = s; p && *p; p++)
-        n += *p == ',';
-    char **out = calloc(n + 1, sizeof *out);
-    size_t k = 0;
-    while (s && *s) {
-        const char *e = strchr(s, ',');
-        size_t len = e ? (size_t)(e - s) : strlen(s);
-        while (len && (*s == ' ' || *s == '\t'))
-            s++, len--;
-        while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-            len--;
-        if (len)
-            out[k++] = strndup(s, len);
-        s = e ? e + 1 : s + strlen(s);
-    }
-    return out;
+    const char *v = getenv(var), *why;
+    if (!v || !*v || !(why = fetch_s3_bucket_problem(v)))
+        return 0;
+    char *q = proto_utf8_clean(v, strlen(v), 80);
+    snprintf(err, AGENT_ERR_MAX, "%s=\"%s\" is not a valid S3 bucket name: %s", var, q ? q : "",
+             why);
+    free(q);
+    return -EINVAL;
 }
 
 /* The environment layer (contract section 5). */
@@ -158,13 +137,15 @@ static int load_env(agent_config *c, char *err)
     c->python = dup_or(getenv("DAGY_PYTHON"), "python3");
     c->runner = dup_or(getenv("DAGY_PYTHON_RUNNER"), NULL);
     c->pip_command = dup_or(getenv("DAGY_PIP_COMMAND"), "python3 -m pip");
-    c->dep_uris = split_list(getenv("DAGY_DEP_PACKAGE_URIS"));
+    c->dep_uris = proto_split_list(getenv("DAGY_DEP_PACKAGE_URIS"), ',');
     c->drain_seconds = 15;
     c->heartbeat_seconds = 30;
     c->kill_grace_seconds = 3;
     c->log_format = -1;
     c->log_level = LOG_INFO;
 
+    if (check_bucket_var("DAGY_TRACES_BUCKET", err) || check_bucket_var("DAGY_RESULTS_BUCKET", err))
+        return -EINVAL;
     if ((v = getenv("DAGY_PARAMETERS")) && *v && merge_params_json(c, v, "DAGY_PARAMETERS", err))
         return -EINVAL;
     if ((v = getenv("DAGY_LOG_LEVEL")) && *v) {
@@ -202,53 +183,26 @@ static int load_env(agent_config *c, char *err)
     return 0;
 }
 
-/* Run ids become file names and DynamoDB keys: keep them to a safe alphabet. */
-static bool valid_run_id(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > 128 || id[0] == '.')
-        return false;
-    for (const char *p = id; *p; p++) {
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-              strchr("-_.:", *p)))
-            return false;
-    }
-    return true;
-}
-
-/* DAGY_RESULTS_BUCKET must be a bucket name; --resume-from a run id other than this run's. */
+/* --resume-from must be a valid run id, other than this run's. (DAGY_RESULTS_BUCKET is
+ * checked with the other bucket variables.) */
 static int durable_config_check(agent_config *c, char *err)
 {
-    char *b = NULL, *k = NULL, *h = NULL, *uri = NULL;
-    int rc = 0;
-    if (c->results_bucket) {
-        rc = asprintf(&uri, "s3://%s/x", c->results_bucket) < 0 ||
-             fetch_s3_parse_uri(uri, &b, &k, &h) || strchr(c->results_bucket, '#');
-        if (rc)
-            snprintf(err, AGENT_ERR_MAX,
-                     "DAGY_RESULTS_BUCKET=%.80s: not a valid S3 bucket name (3-63 characters of "
-                     "[a-z0-9.-])",
-                     c->results_bucket);
-        free(uri);
-        free(b);
-        free(k);
-        free(h);
-    }
-    if (!rc && c->resume_from &&
-        !proto_name_check(PROTO_NAME_RUN_ID, c->resume_from, err, AGENT_ERR_MAX)) {
+    if (!c->resume_from)
+        return 0;
+    if (!proto_name_check(PROTO_NAME_RUN_ID, c->resume_from, err, AGENT_ERR_MAX)) {
         char why[AGENT_ERR_MAX];
         snprintf(why, sizeof why, "--resume-from / DAGY_RESUME_FROM: %s", err);
         snprintf(err, AGENT_ERR_MAX, "%s", why);
-        rc = 1;
+        return -EINVAL;
     }
-    if (!rc && c->resume_from && c->run_id && !strcmp(c->resume_from, c->run_id)) {
+    if (c->run_id && !strcmp(c->resume_from, c->run_id)) {
         snprintf(err, AGENT_ERR_MAX,
                  "--resume-from %.128s: a run cannot resume itself; a resumed run gets a new "
                  "run id",
                  c->resume_from);
-        rc = 1;
+        return -EINVAL;
     }
-    return rc ? -EINVAL : 0;
+    return 0;
 }
 
 /* Checks what container mode needs and picks the status backend. */
@@ -280,13 +234,13 @@ static int finish(agent_config *c, char *err)
         }
         c->flow = strdup(art);
     }
-    if (c->run_id && !valid_run_id(c->run_id)) {
-        snprintf(err, AGENT_ERR_MAX,
-                 "run id \"%.40s\": use 1-128 characters of [A-Za-z0-9_.:-], not starting "
-                 "with '.'",
-                 c->run_id);
+    /* Run id, org id and flow name become file names, DynamoDB keys and S3 key segments. */
+    if (c->run_id && !proto_name_check(PROTO_NAME_RUN_ID, c->run_id, err, AGENT_ERR_MAX))
         return -EINVAL;
-    }
+    if (c->org_id && !proto_name_check(PROTO_NAME_ORG, c->org_id, err, AGENT_ERR_MAX))
+        return -EINVAL;
+    if (c->flow_name && !proto_name_check(PROTO_NAME_FLOW, c->flow_name, err, AGENT_ERR_MAX))
+        return -EINVAL;
     if (durable_config_check(c, err))
         return -EINVAL;
     if (!c->run_id) {
@@ -413,7 +367,7 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
     int rc = 0;
     if (params_json) {
         char *text =
-            params_json[0] == '@' ? read_small_file(params_json + 1, err) : strdup(params_json);
+            params_json[0] == '@' ? read_params_file(params_json + 1, err) : strdup(params_json);
         rc = !text || merge_params_json(c, text, "--params-json", err);
         free(text);
     }
@@ -442,9 +396,7 @@ void agent_config_free(agent_config *c)
     free(c->results_bucket);
     free(c->resume_from);
     c->results_bucket = c->resume_from = NULL;
-    for (char **d = c->dep_uris; d && *d; d++)
-        free(*d);
-    free(c->dep_uris);
+    proto_list_free(c->dep_uris);
     c->dep_uris = NULL;
     cJSON_Delete(c->parameters);
     c->parameters = NULL;

@@ -64,8 +64,9 @@ void agent__durable_free(run_state *r);
 
 /* ---- results.c ---- */
 
-/* The result file of task i (DAGY_TASK_OUTPUT): WORK_DIR/RUN_ID/results/TASK.json. Must name
- * the same file as tasks.c gives the task. Caller frees. */
+/* The result file of task i (DAGY_TASK_OUTPUT): RUN_DIR/results/TASK.json, TASK through
+ * proto_name_encode, made absolute. Must name the same file as tasks.c gives the task (its
+ * fmt_path). Caller frees. */
 char *agent__result_file(run_state *r, size_t i);
 /* Where results go: the results bucket (DAGY_RESULTS_BUCKET, default DAGY_TRACES_BUCKET), or
  * NULL for the run directory only. */

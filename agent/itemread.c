@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "proto/ddb.h"
+#include "proto/names.h"
 #include "proto/util.h"
 
 #define ITEM_FILE_MAX   (4u << 20)
@@ -62,10 +63,12 @@ static cJSON *read_task_dir(const char *dir)
 static void read_local(run_state *r, const char *run_id, bool with_tasks, agent_read_cb cb,
                        void *ud)
 {
-    char *path = NULL, *dir = NULL, err[600] = "";
+    char *path = NULL, *dir = NULL, err[600] = "", enc[PROTO_NAME_ENCODED_MAX];
     int rc = 0;
-    if (asprintf(&path, "%s/runs/%s.json", r->cfg->state_dir, run_id) < 0 ||
-        asprintf(&dir, "%s/runs/%s/tasks", r->cfg->state_dir, run_id) < 0) {
+    /* The names status_local.c gives the files: the run id through proto_name_encode. */
+    proto_name_encode(run_id, enc, sizeof enc);
+    if (asprintf(&path, "%s/runs/%s.json", r->cfg->state_dir, enc) < 0 ||
+        asprintf(&dir, "%s/runs/%s/tasks", r->cfg->state_dir, enc) < 0) {
         free(path);
         cb(ud, -ENOMEM, "out of memory", NULL, NULL);
         return;

@@ -5,7 +5,7 @@
  * serves every call. JSON escaping validates UTF-8 and replaces invalid bytes with U+FFFD, which
  * keeps every line parseable whatever a task prints. */
 #include "agent/log.h"
-#include "agent/status.h"
+#include "proto/util.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -73,35 +73,6 @@ static void buf_adds(struct buf *b, const char *s)
     buf_add(b, s, strlen(s));
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    unsigned cp = c & (0x7F >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 /* Appends s as a JSON string literal (with quotes). */
 static void buf_json_str(struct buf *b, const char *s, size_t n)
 {
@@ -110,9 +81,9 @@ static void buf_json_str(struct buf *b, const char *s, size_t n)
     b->p[b->len++] = '"';
     for (size_t i = 0; i < n;) {
         unsigned c = u[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x7F) {
             size_t j = i;
-            while (j < n && u[j] >= 0x20 && u[j] != '"' && u[j] != '\\' && u[j] < 0x80)
+            while (j < n && u[j] >= 0x20 && u[j] != '"' && u[j] != '\\' && u[j] < 0x7F)
                 j++;
             buf_add(b, s + i, j - i);
             i = j;
@@ -143,13 +114,21 @@ static void buf_json_str(struct buf *b, const char *s, size_t n)
         default:
             break;
         }
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7F) {
             snprintf(esc, sizeof esc, "\\u%04x", c);
             buf_add(b, esc, 6);
             i++;
             continue;
         }
-        size_t len = utf8_seq(u + i, n - i);
+        size_t len = proto_utf8_seq(u + i, n - i);
+        if (len == 2 && c == 0xC2 && u[i + 1] < 0xA0) {
+            /* C1 controls (U+0080-U+009F) escaped too: `cat` of a log file must not drive the
+             * terminal that shows it. */
+            snprintf(esc, sizeof esc, "\\u%04x", u[i + 1]);
+            buf_add(b, esc, 6);
+            i += 2;
+            continue;
+        }
         if (len == 0) {
             buf_add(b, "\\ufffd", 6);
             i++;
@@ -159,6 +138,59 @@ static void buf_json_str(struct buf *b, const char *s, size_t n)
         }
     }
     buf_add(b, "\"", 1);
+}
+
+/* Decodes the code point of a valid UTF-8 sequence of `len` bytes. */
+static unsigned utf8_cp(const unsigned char *u, size_t len)
+{
+    unsigned cp = len == 1 ? u[0] : u[0] & (0x7F >> len);
+    for (size_t i = 1; i < len; i++)
+        cp = (cp << 6) | (u[i] & 0x3F);
+    return cp;
+}
+
+/* Appends s for the operator's terminal: C0 controls (but tab), DEL, C1 controls, bidi
+ * overrides and invalid bytes become visible escapes (\x1b, \r, \u009b, \u202e, \xff), so a
+ * task cannot move the cursor, retitle the window or clear the screen through the pretty view. */
+static void buf_add_visible(struct buf *b, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    char esc[8];
+    for (size_t i = 0; i < n;) {
+        size_t len = proto_utf8_seq(u + i, n - i);
+        unsigned cp = len ? utf8_cp(u + i, len) : 0x100;
+        bool c0 = len == 1 && ((cp < 0x20 && cp != '\t') || cp == 0x7F);
+        bool c1_bidi = (cp >= 0x80 && cp <= 0x9F) || (cp >= 0x202A && cp <= 0x202E) ||
+                       (cp >= 0x2066 && cp <= 0x2069);
+        if (!len || c0) {
+            if (cp == '\r' || cp == '\n')
+                snprintf(esc, sizeof esc, "\\%c", cp == '\r' ? 'r' : 'n');
+            else
+                snprintf(esc, sizeof esc, "\\x%02x", u[i]);
+            buf_adds(b, esc);
+            i++;
+        } else if (c1_bidi && len > 1) {
+            snprintf(esc, sizeof esc, "\\u%04x", cp);
+            buf_adds(b, esc);
+            i += len;
+        } else {
+            buf_add(b, s + i, len);
+            i += len;
+        }
+    }
+}
+
+/* n, less a character that a cut at n split in two (vsnprintf's truncation knows no UTF-8). */
+static size_t drop_split_tail(const char *s, size_t n)
+{
+    for (size_t back = 1; back <= 4 && back <= n; back++) {
+        unsigned char c = (unsigned char)s[n - back];
+        if ((c & 0xC0) == 0x80)
+            continue;
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > back ? n - back : n;
+    }
+    return n;
 }
 
 static void set_str(char **dst, const char *v)
@@ -242,7 +274,7 @@ static void pretty_field(log_line *l, const char *key, const char *val, size_t l
     }
 }
 
-log_line *agent_log_begin(log_level level, const char *event_type, const char *fmt, ...)
+log_line *agent_log_begin_text(log_level level, const char *event_type, const char *msg, size_t len)
 {
     if (level < L.min)
         return NULL;
@@ -255,27 +287,37 @@ log_line *agent_log_begin(log_level level, const char *event_type, const char *f
     l->task[0] = l->status[0] = l->stream[0] = '\0';
     snprintf(l->event, sizeof l->event, "%s", event_type);
 
-    char ts[32], msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-
+    char ts[PROTO_ISO_LEN];
     buf_adds(&l->json, "{\"timestamp\":\"");
-    buf_adds(&l->json, status_now_iso(ts));
+    buf_adds(&l->json, proto_iso_time(proto_now(), ts));
     buf_adds(&l->json, "\",\"level\":\"");
     buf_adds(&l->json, level_names[level]);
     buf_adds(&l->json, "\"");
-    buf_adds(&l->pretty, msg); /* the pretty view starts with the message */
+    buf_add(&l->pretty, msg, len); /* the pretty view starts with the message */
     l->msg_len = l->pretty.len;
     agent_log_str(l, "event_type", event_type);
-    agent_log_str(l, "message", msg);
+    agent_log_strn(l, "message", msg, len);
     agent_log_str(l, "run_id", L.run_id ? L.run_id : "");
     agent_log_str(l, "flow_name", L.flow_name ? L.flow_name : "");
     agent_log_str(l, "correlation_id", L.correlation_id ? L.correlation_id : "");
     agent_log_str(l, "flow_version", L.flow_version);
     agent_log_str(l, "org_id", L.org_id);
     return l;
+}
+
+log_line *agent_log_begin(log_level level, const char *event_type, const char *fmt, ...)
+{
+    if (level < L.min)
+        return NULL;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t len = n < 0                    ? 0
+                 : (size_t)n < sizeof msg ? (size_t)n
+                                          : drop_split_tail(msg, sizeof msg - 1);
+    return agent_log_begin_text(level, event_type, msg, len);
 }
 
 void agent_log_strn(log_line *l, const char *key, const char *val, size_t len)
@@ -358,7 +400,7 @@ static void write_pretty(log_line *l)
     static const char *const colors[] = {"\033[2m", "", "\033[33m", "\033[31m"};
     struct buf out = {0};
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     buf_adds(&out, "\r\033[K");
     buf_add(&out, ts + 11, 8);
     buf_adds(&out, " ");
@@ -366,13 +408,13 @@ static void write_pretty(log_line *l)
     if (!strcmp(l->event, "task_output")) {
         buf_adds(&out, l->task);
         buf_adds(&out, !strcmp(l->stream, "stderr") ? " ! " : " | ");
-        buf_add(&out, l->pretty.p, l->msg_len); /* a task's own line, nothing added */
+        buf_add_visible(&out, l->pretty.p, l->msg_len); /* a task's own line, made visible */
     } else {
         const char *mark = !strcmp(l->status, "SUCCEEDED") ? "\033[32m✓\033[0m "
                            : !strcmp(l->status, "FAILED")  ? "\033[31m✗\033[0m "
                                                            : "";
         buf_adds(&out, mark);
-        buf_add(&out, l->pretty.p, l->pretty.len);
+        buf_add_visible(&out, l->pretty.p, l->pretty.len);
     }
     buf_adds(&out, "\033[0m\n");
     if (L.progress)
@@ -415,8 +457,10 @@ void agent_log_progress(const char *line)
 {
     if (L.fmt != LOG_FORMAT_PRETTY)
         return;
-    set_str(&L.progress, line ? line : "");
-    struct buf out = {0};
+    struct buf out = {0}, shown = {0};
+    buf_add_visible(&shown, line ? line : "", line ? strlen(line) : 0);
+    set_str(&L.progress, shown.p ? shown.p : "");
+    free(shown.p);
     buf_adds(&out, "\r\033[K");
     buf_adds(&out, L.progress);
     write_all(out.p, out.len);

@@ -4,7 +4,8 @@
  *
  * Usage: agent_log_begin() returns a line (or NULL when the level is filtered out: every adder
  * accepts NULL), adders append fields, agent_log_end() writes it in one write(2). Strings are
- * escaped as JSON (invalid UTF-8 becomes \ufffd), so any byte sequence is safe to pass. */
+ * escaped as JSON (invalid UTF-8 becomes \ufffd, NUL \u0000), so any byte sequence is safe to
+ * pass; the pretty view shows control characters as visible escapes (\x1b), never raw. */
 #ifndef DAGY_LOG_H
 #define DAGY_LOG_H
 
@@ -28,6 +29,10 @@ void agent_log_context(const char *run_id, const char *flow_name, const char *fl
 
 log_line *agent_log_begin(log_level level, const char *event_type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with the message as bytes: any bytes, NUL included ("abc\0def" is logged as
+ * "abc\u0000def"), for lines a task printed. */
+log_line *agent_log_begin_text(log_level level, const char *event_type, const char *msg,
+                               size_t len);
 void agent_log_str(log_line *l, const char *key, const char *val); /* NULL val: omitted */
 void agent_log_strn(log_line *l, const char *key, const char *val, size_t len);
 void agent_log_int(log_line *l, const char *key, int64_t val);

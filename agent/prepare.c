@@ -4,13 +4,18 @@
  *
  * Every job reports into one `prep` record; the first failure decides the exit code (2 for bad
  * input, 3 for infrastructure), but the run ends only once every job has settled, so no thread
- * is still writing into the work directory when the agent exits. */
+ * is still writing into the work directory when the agent exits. A signal cancels the unpacks
+ * (each stops at its next block and removes its partial directory); the finish waits for them
+ * and teardown waits for whatever is still on the thread pool. */
 #include "agent/run.h"
 #include "agent/log.h"
 #include "fetch/unpack.h"
+#include "proto/names.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +33,8 @@ typedef struct {
     bool is_flow;
     uint64_t t0;
     uv_work_t work;
+    bool unpacking;     /* work queued, its after-callback not run yet */
+    atomic_bool cancel; /* read by the worker before every block */
     unpack_limits limits;
     unpack_stats stats;
     int rc;
@@ -64,39 +71,25 @@ static char *path_join(const char *a, const char *b)
     return s;
 }
 
-/* mkdir -p for the work directory's parents. */
-static int mkdirs(const char *path)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return -ENAMETOOLONG;
-    for (char *s = buf + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        if (mkdir(buf, 0755) && errno != EEXIST)
-            return -errno;
-        *s = '/';
-    }
-    if (mkdir(buf, 0755) && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 static void unpack_work(uv_work_t *w)
 {
     prep_job *j = w->data;
     j->rc = unpack_limits_from_env(&j->limits, j->err);
     if (!j->rc)
-        j->rc = unpack_archive(j->archive, j->dest, &j->limits, &j->stats, j->err);
+        j->rc = unpack_archive_cancellable(j->archive, j->dest, &j->limits, &j->cancel, &j->stats,
+                                           j->err);
 }
 
 static void unpack_done(uv_work_t *w, int status)
 {
     prep_job *j = w->data;
     prep *p = j->p;
-    if (status == UV_ECANCELED) {
+    j->unpacking = false;
+    p->r->pending--;
+    if (status == UV_ECANCELED || j->rc == -ECANCELED) {
         prep_fail(p, AGENT_EXIT_SIGTERM, "unpacking %s cancelled%s", j->uri, NULL);
+    } else if (p->r->phase != RUN_PREPARING) {
+        /* The run ended meanwhile (run_end is logged): nothing more to say about this job. */
     } else if (j->rc) {
         prep_fail(p, j->rc == -EINVAL ? AGENT_EXIT_INVALID : AGENT_EXIT_INFRA,
                   "cannot unpack %s: %s", j->uri, j->err);
@@ -125,7 +118,11 @@ static void start_unpack(prep_job *j)
         prep_fail(j->p, AGENT_EXIT_INFRA, "cannot unpack %s: %s", j->uri, uv_strerror(rc));
         j->p->outstanding--;
         settle(j->p);
+        return;
     }
+    /* The finish waits (bounded) for the unpack to stop before the final status flush. */
+    j->unpacking = true;
+    j->p->r->pending++;
 }
 
 static void on_progress(void *ud, uint64_t done, uint64_t total)
@@ -320,6 +317,7 @@ static void install_next(prep *p)
 
 static void prep_free(prep *p)
 {
+    p->r->prep = NULL;
     for (size_t i = 0; i < p->n_jobs; i++) {
         free(p->jobs[i].archive);
         free(p->jobs[i].dest);
@@ -381,13 +379,15 @@ static void settle(prep *p)
 /* The run's work directory, emptied of any earlier attempt's leftovers. */
 static int make_run_dir(run_state *r, char *err)
 {
-    int rc = mkdirs(r->cfg->work_dir);
+    int rc = proto_mkdirs(r->cfg->work_dir, 0755);
     if (rc) {
         snprintf(err, AGENT_ERR_MAX, "cannot create DAGY_WORK_DIR %s: %s", r->cfg->work_dir,
                  strerror(-rc));
         return rc;
     }
-    r->run_dir = path_join(r->cfg->work_dir, r->cfg->run_id);
+    char enc[PROTO_NAME_ENCODED_MAX]; /* ".r" is a directory like any other: %2Er */
+    proto_name_encode(r->cfg->run_id, enc, sizeof enc);
+    r->run_dir = path_join(r->cfg->work_dir, enc);
     unpack_rmtree(r->run_dir);
     if (mkdir(r->run_dir, 0700)) {
         snprintf(err, AGENT_ERR_MAX, "cannot create %s: %s", r->run_dir, strerror(errno));
@@ -413,6 +413,7 @@ void agent__prepare(run_state *r)
         n_deps++;
     prep *p = calloc(1, sizeof *p);
     p->r = r;
+    r->prep = p;
     p->n_jobs = n_deps + 1;
     p->jobs = calloc(p->n_jobs, sizeof *p->jobs);
     p->outstanding = 1; /* held until every job has been started */
@@ -432,4 +433,35 @@ void agent__prepare(run_state *r)
     start_metadata(p);
     p->outstanding--;
     settle(p);
+}
+
+void agent__prepare_cancel(run_state *r)
+{
+    prep *p = r->prep;
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n_jobs; i++)
+        atomic_store(&p->jobs[i].cancel, true);
+    if (p->pip)
+        sbx_terminate(p->pip, 0);
+}
+
+void agent__prepare_teardown(run_state *r)
+{
+    /* Every handle is closing; only the thread pool's work keeps the loop alive. An unpack
+     * writes into memory of this run until its after-callback: wait for it. */
+    for (;;) {
+        prep *p = r->prep;
+        bool busy = false;
+        for (size_t i = 0; p && i < p->n_jobs; i++) {
+            atomic_store(&p->jobs[i].cancel, true);
+            busy |= p->jobs[i].unpacking;
+        }
+        if (!busy || !uv_run(&r->loop, UV_RUN_ONCE))
+            break;
+    }
+    /* What is left waits for callbacks that teardown has cancelled silently (pip, forgotten by
+     * sbx_close): nothing can reach it any more. */
+    if (r->prep)
+        prep_free(r->prep);
 }

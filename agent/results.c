@@ -35,11 +35,13 @@ struct result_job {
 
 char *agent__result_file(run_state *r, size_t i)
 {
-    char *p = NULL, cwd[4096] = "";
-    /* Absolute, so that result_path still names the file for a resume started elsewhere. */
+    char *p = NULL, cwd[4096] = "", name[PROTO_NAME_ENCODED_MAX];
+    /* The file tasks.c names DAGY_TASK_OUTPUT (fmt_path: the name through proto_name_encode).
+     * Absolute, so that result_path still names it for a resume started elsewhere. */
     bool rel = r->run_dir[0] != '/' && getcwd(cwd, sizeof cwd);
-    if (asprintf(&p, "%s%s%s/results/%s.json", rel ? cwd : "", rel ? "/" : "", r->run_dir,
-                 r->spec->tasks[i].name) < 0)
+    if (proto_name_encode(r->spec->tasks[i].name, name, sizeof name) >= sizeof name ||
+        asprintf(&p, "%s%s%s/results/%s.json", rel ? cwd : "", rel ? "/" : "", r->run_dir, name) <
+            0)
         return NULL;
     return p;
 }

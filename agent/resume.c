@@ -626,7 +626,7 @@ log_line *agent__durable_reused(run_state *r, size_t i, cJSON *item)
     char ts[32],
         *copy = t->has_result && !str_attr(src, "result_s3_uri") ? agent__result_file(r, i) : NULL;
     status_set_str(item, "reused_from", t->src_run);
-    status_set_str(item, "ended_at", status_now_iso(ts));
+    status_set_str(item, "ended_at", proto_iso_time(proto_now(), ts));
     status_set_str(item, "result_s3_uri", str_attr(src, "result_s3_uri"));
     status_set_str(item, "result_path", copy);
     status_set_str(item, "result_sha256", str_attr(src, "result_sha256"));

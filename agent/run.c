@@ -8,6 +8,7 @@
 #include "agent/run.h"
 #include "agent/durable.h"
 #include "agent/log.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,7 +77,7 @@ static void run_item_identity(run_state *r)
 static void write_running(run_state *r)
 {
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     run_item_identity(r);
     status_set_str(r->run_item, "status", "RUNNING");
     status_set_str(r->run_item, "started_at", ts);
@@ -92,7 +93,7 @@ static void on_heartbeat(uv_timer_t *t)
     char ts[32];
     if (r->phase >= RUN_FINISHING)
         return;
-    agent__run_set(r, "last_heartbeat_at", status_now_iso(ts));
+    agent__run_set(r, "last_heartbeat_at", proto_iso_time(proto_now(), ts));
 }
 
 /* Drain timer: running tasks had their chance; terminate their process groups. */
@@ -117,6 +118,7 @@ static void on_signal(uv_signal_t *h, int signum)
         agent_log_end(l);
         agent__cancel_check(r); /* a requested cancel is not a crash */
         if (r->phase == RUN_PREPARING) {
+            agent__prepare_cancel(r);
             agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
             return;
         }
@@ -225,7 +227,7 @@ void agent__finish(run_state *r, int exit_code, const char *error)
         r->error = strdup(cancel);
     }
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     double dur = (double)(uv_now(&r->loop) - r->started_ms) / 1000.0;
     run_item_counts(r);
     status_set_str(r->run_item, "status", status);
@@ -335,6 +337,7 @@ static void teardown(run_state *r)
     /* Bounded: every handle is closing; a few turns finish their close callbacks. */
     for (int i = 0; i < 100 && uv_run(&r->loop, UV_RUN_NOWAIT); i++)
         ;
+    agent__prepare_teardown(r);
     if (uv_loop_close(&r->loop))
         agent_log(LOG_DEBUG, "run_phase", "event loop closed with requests still active");
     free(r->run_dir);

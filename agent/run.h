@@ -49,6 +49,7 @@ struct run_state {
     sbx_ctx *sbx;
     fetch_aws *aws; /* NULL when the run needs no AWS at all */
     status_store *status;
+    struct prep *prep; /* prepare.c's state while it exists */
     cJSON *run_item;
     run_phase phase;
 
@@ -91,6 +92,12 @@ void agent__run_set(run_state *r, const char *key, const char *val);
 /* prepare.c: fetches and unpacks everything, loads the spec; calls agent__execute() or
  * agent__finish(). */
 void agent__prepare(run_state *r);
+/* A signal during preparation: unpacks stop at their next block (their partial directories
+ * removed), pip is terminated. The jobs still settle through their callbacks. */
+void agent__prepare_cancel(run_state *r);
+/* Teardown, once every handle is closing: waits for unpack work still on the thread pool, then
+ * frees what preparation left. */
+void agent__prepare_teardown(run_state *r);
 /* Reads and validates the spec of r->flow_dir with the run's variables; returns 0 or an exit
  * code with err set. */
 int agent__load_spec(run_state *r, char *err);

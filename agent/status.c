@@ -11,6 +11,7 @@
  * up at its deadline and logs every unwritten item as `status_write_failed`. */
 #include "agent/status.h"
 #include "agent/log.h"
+#include "proto/util.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -374,17 +375,6 @@ void status_set_num(cJSON *item, const char *key, double val)
         member_set(m, cJSON_Number, NULL, val);
 }
 
-const char *status_now_iso(char *buf)
-{
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
-    return buf;
-}
-
 /* ---- writes ---- */
 
 /* Errors a retry cannot fix (refused request, no table, no permission, bad item): a flush gives
@@ -484,7 +474,7 @@ static void send_item(status_store *s, st_item *it)
     char ts[32];
     it->seq++;
     status_set_num(it->obj, "status_seq", (double)it->seq);
-    status_set_str(it->obj, "updated_at", status_now_iso(ts));
+    status_set_str(it->obj, "updated_at", proto_iso_time(proto_now(), ts));
     it->dirty = false;
     set_state(s, it, IT_INFLIGHT);
     st_write *w = malloc(sizeof *w);

@@ -77,8 +77,4 @@ void status_flush(status_store *s, uint64_t timeout_ms,
  * more to close the store's handles. */
 void status_store_free(status_store *s);
 
-/* Current time as the contract's ISO 8601 UTC with milliseconds: "2026-03-14T09:00:00.123Z".
- * buf must hold 32 bytes. */
-const char *status_now_iso(char *buf);
-
 #endif

@@ -8,6 +8,8 @@
  * run's state directory is a convenience for people and tests, not a store of record; an fsync
  * per transition would cost more than the tasks of a fast DAG. Writes complete synchronously. */
 #include "agent/status.h"
+#include "proto/names.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,81 +25,28 @@
  * what a person watching the state directory notices. A flush writes at once. */
 #define LOCAL_COALESCE_MS 100
 
+/* A stored item larger than this is unreadable (items are a few KiB; DynamoDB allows 400 KB). */
+#define LOCAL_ITEM_MAX (16u << 20)
+
 typedef struct {
     status_backend base;
     char *dir;
     unsigned long tmp_counter; /* unique temporary names within this process */
 } local_backend;
 
-static const char *const terminal[] = {"SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"};
-
-static bool is_terminal(const char *st)
-{
-    for (size_t i = 0; i < sizeof terminal / sizeof *terminal; i++)
-        if (!strcmp(st, terminal[i]))
-            return true;
-    return false;
-}
-
-/* Run ids and task names are validated upstream; refuse path tricks anyway. */
-static bool safe_name(const char *s)
-{
-    return s && *s && s[0] != '.' && !strchr(s, '/') && strlen(s) <= 255;
-}
-
-/* mkdir -p for `path` (the directories only), mode 0755. */
-static int mkdirs(const char *path)
-{
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p)
-        return -ENAMETOOLONG;
-    for (char *c = p + 1;; c++) {
-        if (*c != '/' && *c != '\0')
-            continue;
-        char save = *c;
-        *c = '\0';
-        if (mkdir(p, 0755) && errno != EEXIST)
-            return -errno;
-        *c = save;
-        if (!save)
-            return 0;
-    }
-}
-
 /* Reads the stored item at `path`: 0 with *stored set (NULL when absent), or -errno. A file
  * that does not parse is treated as absent: atomic replacement means only an outside hand
  * could have broken it, and the new state is the better content. */
 static int read_stored(const char *path, cJSON **stored)
 {
+    size_t len = 0;
     *stored = NULL;
-    FILE *f = fopen(path, "re");
-    if (!f)
+    char *buf = proto_read_file(path, LOCAL_ITEM_MAX, &len);
+    if (!buf)
         return errno == ENOENT ? 0 : -errno;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int rc = 0;
-    for (;;) {
-        if (len + 4096 > cap) {
-            char *p = realloc(buf, cap = cap ? cap * 2 : 8192);
-            if (!p) {
-                rc = -ENOMEM;
-                break;
-            }
-            buf = p;
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0) {
-            if (ferror(f))
-                rc = -EIO;
-            break;
-        }
-    }
-    fclose(f);
-    if (!rc && buf)
-        *stored = cJSON_ParseWithLength(buf, len);
+    *stored = cJSON_ParseWithLength(buf, len);
     free(buf);
-    return rc;
+    return 0;
 }
 
 /* One write: the paths, the rendered file and what the condition needs. */
@@ -123,7 +72,7 @@ static bool condition_allows(const cJSON *stored, const local_job *j)
     if (cJSON_IsNumber(old_seq) && !(j->has_seq && old_seq->valuedouble < j->seq))
         return false;
     const cJSON *old_st = cJSON_GetObjectItemCaseSensitive(stored, "status");
-    if (cJSON_IsString(old_st) && is_terminal(old_st->valuestring))
+    if (cJSON_IsString(old_st) && proto_status_terminal(old_st->valuestring))
         return j->status && !strcmp(old_st->valuestring, j->status);
     return true;
 }
@@ -201,7 +150,7 @@ static void replace_file(local_job *j)
 {
     char tmp[4200];
     int rc = write_temp(j, tmp, sizeof tmp);
-    if (rc == -ENOENT && !mkdirs(j->dir))
+    if (rc == -ENOENT && !proto_mkdirs(j->dir, 0755))
         rc = write_temp(j, tmp, sizeof tmp);
     if (!rc && rename(tmp, j->path)) {
         rc = -errno;
@@ -227,22 +176,28 @@ static void local_free(local_backend *b)
     free(b);
 }
 
-/* The paths of an item's file and directory, or -errno. */
+/* The paths of an item's file and directory, or -errno. Run ids and task names were checked
+ * upstream; they are checked again here (a bad one never becomes a path) and encoded, so that
+ * ".hidden" is a file like any other and never meets the temporaries (which start with '.'). */
 static int item_paths(local_backend *b, status_kind kind, const cJSON *item, local_job *j)
 {
     const cJSON *run = cJSON_GetObjectItemCaseSensitive(item, "run_id");
     const cJSON *task = cJSON_GetObjectItemCaseSensitive(item, "task_name");
     const char *r = cJSON_IsString(run) ? run->valuestring : NULL;
     const char *t = cJSON_IsString(task) ? task->valuestring : NULL;
-    if (!safe_name(r) || (kind == STATUS_TASK && !safe_name(t)))
+    char re[PROTO_NAME_ENCODED_MAX], te[PROTO_NAME_ENCODED_MAX];
+    if (!proto_name_check(PROTO_NAME_RUN_ID, r, j->err, sizeof j->err) ||
+        (kind == STATUS_TASK && !proto_name_check(PROTO_NAME_TASK, t, j->err, sizeof j->err)))
         return -EINVAL;
+    proto_name_encode(r, re, sizeof re);
     if (kind == STATUS_RUN) {
         if (asprintf(&j->dir, "%s/runs", b->dir) < 0 ||
-            asprintf(&j->path, "%s/%s.json", j->dir, r) < 0)
+            asprintf(&j->path, "%s/%s.json", j->dir, re) < 0)
             return -ENOMEM;
     } else {
-        if (asprintf(&j->dir, "%s/runs/%s/tasks", b->dir, r) < 0 ||
-            asprintf(&j->path, "%s/%s.json", j->dir, t) < 0)
+        proto_name_encode(t, te, sizeof te);
+        if (asprintf(&j->dir, "%s/runs/%s/tasks", b->dir, re) < 0 ||
+            asprintf(&j->path, "%s/%s.json", j->dir, te) < 0)
             return -ENOMEM;
     }
     return strlen(j->path) >= 4096 ? -ENAMETOOLONG : 0;
@@ -302,7 +257,8 @@ int status_local_new(const char *state_dir, status_backend **out)
     }
     char runs[3100];
     snprintf(runs, sizeof runs, "%s/runs", state_dir);
-    int rc = mkdirs(runs); /* fail now, with a clear error, on an unwritable state directory */
+    /* Fail now, with a clear error, on an unwritable state directory. */
+    int rc = proto_mkdirs(runs, 0755);
     if (rc) {
         local_free(b);
         return rc;

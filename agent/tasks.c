@@ -8,6 +8,8 @@
 #include "agent/run.h"
 #include "agent/durable.h"
 #include "agent/log.h"
+#include "proto/names.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,38 +24,22 @@
 extern char **environ;
 
 #define TASK_OUTPUT_MAX (16u << 20) /* largest result a task may write to DAGY_TASK_OUTPUT */
+#define PARAMETERS_FILE "parameters.json" /* in the run directory: DAGY_PARAMETERS_FILE */
+#define KWARGS_DIR      "kwargs"          /* in the run directory: DAGY_KWARGS_FILE files */
 
-/* DIR/SUB/NAMEEXT, or DIR/NAMEEXT when sub is NULL. */
+/* DIR/SUB/NAMEEXT, or DIR/NAMEEXT when sub is NULL. `name` is a task name or one of the
+ * agent's fixed names; it goes through proto_name_encode (fixed names encode to themselves), so
+ * ".hidden" becomes "%2Ehidden" and no task name is a path trick. */
 static char *fmt_path(const char *dir, const char *sub, const char *name, const char *ext)
 {
-    size_t n = strlen(dir) + (sub ? strlen(sub) : 0) + strlen(name) + strlen(ext) + 4;
-    char *s = malloc(n);
-    snprintf(s, n, "%s/%s%s%s%s", dir, sub ? sub : "", sub ? "/" : "", name, ext);
-    return s;
-}
-
-/* Reads a small file whole; NULL if absent or too large. */
-static char *slurp(const char *path, size_t max, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char enc[PROTO_NAME_ENCODED_MAX];
+    if (proto_name_encode(name, enc, sizeof enc) >= sizeof enc)
         return NULL;
-    struct stat st;
-    char *buf = NULL;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size <= max) {
-        buf = malloc((size_t)st.st_size + 1);
-        ssize_t n = read(fd, buf, (size_t)st.st_size);
-        if (n < 0) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf[n] = '\0';
-            if (len)
-                *len = (size_t)n;
-        }
-    }
-    close(fd);
-    return buf;
+    size_t n = strlen(dir) + (sub ? strlen(sub) : 0) + strlen(enc) + strlen(ext) + 4;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s/%s%s%s%s", dir, sub ? sub : "", sub ? "/" : "", enc, ext);
+    return s;
 }
 
 static int write_file(const char *path, const char *data, size_t len)
@@ -86,7 +72,7 @@ int agent__load_spec(run_state *r, char *err)
     agent_log_context(NULL, c->flow_name, c->flow_version, NULL, NULL);
 
     char *meta_path = fmt_path(r->flow_dir, NULL, "metadata", ".json");
-    char *meta = slurp(meta_path, 1u << 20, NULL);
+    char *meta = proto_read_file(meta_path, 1u << 20, NULL);
     if (meta) {
         r->metadata = cJSON_Parse(meta);
         if (!r->metadata)
@@ -126,7 +112,8 @@ static bool reserved_env(const char *kv)
     static const char *const names[] = {
         "DAGY_RUN_ID=",   "DAGY_FLOW_NAME=",  "DAGY_TASK_NAME=",   "DAGY_TASK_RUN_ID=",
         "DAGY_ATTEMPT=",  "DAGY_PARAMETERS=", "DAGY_TASK_OUTPUT=", "DAGY_TASK_INPUTS=",
-        "DAGY_CALLABLE=", "DAGY_KWARGS=",     "PYTHONPATH=",       NULL};
+        "DAGY_CALLABLE=", "DAGY_KWARGS=",     "PYTHONPATH=",       "DAGY_PARAMETERS_FILE=",
+        "DAGY_KWARGS_FILE=", NULL};
     for (const char *const *n = names; *n; n++)
         if (!strncmp(kv, *n, strlen(*n)))
             return true;
@@ -139,6 +126,20 @@ static char *kv(const char *k, const char *v)
     char *s = malloc(n);
     snprintf(s, n, "%s=%s", k, v);
     return s;
+}
+
+/* True when NAME=VALUE would be over exec()'s limit for one environment string. */
+static bool too_big_for_env(const char *name, size_t value_len)
+{
+    return strlen(name) + 1 + value_len + 1 > SBX_ARG_STRLEN_MAX;
+}
+
+/* Where a callable task's kwargs go when they do not fit DAGY_KWARGS: kwargs/TASK.json. */
+static char *kwargs_path(run_state *r, const char *task)
+{
+    char enc[PROTO_NAME_ENCODED_MAX];
+    proto_name_encode(task, enc, sizeof enc);
+    return fmt_path(r->run_dir, KWARGS_DIR, enc, ".json");
 }
 
 /* The environment every task starts from: the agent's, plus the run-wide DAGY_* variables and
@@ -166,18 +167,25 @@ static void build_base_env(run_state *r)
     if (inherited && *inherited)
         strcat(strcat(pp, ":"), inherited);
     char *params = cJSON_PrintUnformatted(c->parameters);
+    char *params_file = fmt_path(r->run_dir, NULL, PARAMETERS_FILE, "");
     r->base_env[k++] = kv("PYTHONPATH", pp);
     r->base_env[k++] = kv("DAGY_RUN_ID", c->run_id);
     r->base_env[k++] = kv("DAGY_FLOW_NAME", c->flow_name ? c->flow_name : "");
-    r->base_env[k++] = kv("DAGY_PARAMETERS", params);
+    /* Over one exec() string, the parameters are only in the file (written by tasks_init). */
+    if (!too_big_for_env("DAGY_PARAMETERS", strlen(params)))
+        r->base_env[k++] = kv("DAGY_PARAMETERS", params);
+    r->base_env[k++] = kv("DAGY_PARAMETERS_FILE", params_file);
     r->n_base_env = k;
     free(pp);
+    free(params_file);
     cJSON_free(params);
 }
 
 int agent__tasks_init(run_state *r, char *err);
 static void on_transition(void *ud, size_t task, sched_state from, sched_state to,
                           const char *reason);
+static int write_large_values(run_state *r, char *err);
+static int check_exec_sizes(run_state *r, char *err);
 
 int agent__tasks_init(run_state *r, char *err)
 {
@@ -218,8 +226,10 @@ int agent__tasks_init(run_state *r, char *err)
     r->spare_inputs = calloc(s->n_tasks, sizeof *r->spare_inputs);
     write_file(r->empty_inputs, "{}", 2);
     r->runner = find_runner(c);
+    if ((rc = write_large_values(r, err)))
+        return rc;
     build_base_env(r);
-    return 0;
+    return check_exec_sizes(r, err);
 }
 
 static void log_progress(run_state *r)
@@ -270,7 +280,7 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
     cJSON *it = task_item(r, i);
     const char *st = sched_state_name(to);
     char ts[32];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     uint64_t now = uv_now(&r->loop);
     status_set_str(it, "status", st);
     status_set_num(it, "attempt", sched_task_attempt(r->plan, i));
@@ -357,8 +367,10 @@ static void on_task_line(void *ud, sbx_proc *p, int stream, const char *line, si
     agent_task *t = ud;
     run_state *r = t->run;
     size_t i = t->index;
-    log_line *l =
-        agent_log_begin(LOG_INFO, "task_output", "%.*s", (int)(len > 1900 ? 1900 : len), line);
+    /* The line's bytes as they came (a NUL does not end it), cut on a character for the
+     * message; a longer line also goes whole into "line". */
+    log_line *l = agent_log_begin_text(LOG_INFO, "task_output", line,
+                                       len > 1900 ? proto_utf8_cut(line, len, 1900) : len);
     if (!l)
         return;
     agent_log_str(l, "task_name", r->spec->tasks[i].name);
@@ -385,7 +397,7 @@ static char *write_inputs(run_state *r, size_t i)
         char *rp = fmt_path(r->run_dir, "results", name, ".json");
         size_t rl = 0;
         char *res = sched_task_state(r->plan, ft->upstream[u]) == SCHED_SUCCEEDED
-                        ? slurp(rp, TASK_OUTPUT_MAX, &rl)
+                        ? proto_read_file(rp, TASK_OUTPUT_MAX, &rl)
                         : NULL;
         free(rp);
         while (res && rl > 0 && strchr(" \t\r\n", res[rl - 1]))
@@ -460,7 +472,13 @@ static char **task_envp(run_state *r, size_t i, const char *inputs, char **owned
     if (ft->callable) {
         char *kw = ft->kwargs ? cJSON_PrintUnformatted(ft->kwargs) : strdup("{}");
         envp[k++] = owned[o++] = kv("DAGY_CALLABLE", ft->callable);
-        envp[k++] = owned[o++] = kv("DAGY_KWARGS", kw);
+        if (!too_big_for_env("DAGY_KWARGS", strlen(kw))) {
+            envp[k++] = owned[o++] = kv("DAGY_KWARGS", kw);
+        } else {
+            char *path = kwargs_path(r, ft->name); /* written by write_large_kwargs() */
+            envp[k++] = owned[o++] = kv("DAGY_KWARGS_FILE", path);
+            free(path);
+        }
         cJSON_free(kw);
     }
     owned[o] = NULL;
@@ -501,10 +519,98 @@ static void spawn_task(run_state *r, size_t i)
     free(inputs);
     if (rc) {
         char why[160];
-        snprintf(why, sizeof why, "cannot start the task's process: %s", strerror(-rc));
+        snprintf(why, sizeof why, "cannot start the task's process: %s%s", strerror(-rc),
+                 rc == -E2BIG ? " (command and environment over exec()'s limit; not retried)"
+                              : "");
         t->proc = NULL;
-        sched_exited(r->plan, i, SCHED_EXIT_FAILED, why, uv_now(&r->loop));
+        /* The same command and environment would be refused again: no retry for E2BIG. */
+        sched_exited(r->plan, i, rc == -E2BIG ? SCHED_EXIT_FATAL : SCHED_EXIT_FAILED, why,
+                     uv_now(&r->loop));
     }
+}
+
+/* ---- values over exec()'s limits (issue 8 defect 10) ---- */
+
+/* Writes the parameters to DAGY_PARAMETERS_FILE (always: a task may rely on the file), and the
+ * kwargs of every callable task that do not fit DAGY_KWARGS to its DAGY_KWARGS_FILE. 0600. */
+static int write_large_values(run_state *r, char *err)
+{
+    char *params = cJSON_PrintUnformatted(r->cfg->parameters);
+    char *path = fmt_path(r->run_dir, NULL, PARAMETERS_FILE, "");
+    int rc = params ? proto_write_file_atomic(path, params, strlen(params), 0600, false) : -ENOMEM;
+    cJSON_free(params);
+    for (size_t i = 0; !rc && i < r->spec->n_tasks; i++) {
+        const flowspec_task *ft = &r->spec->tasks[i];
+        char *kw = ft->callable && ft->kwargs ? cJSON_PrintUnformatted(ft->kwargs) : NULL;
+        if (kw && too_big_for_env("DAGY_KWARGS", strlen(kw))) {
+            free(path);
+            path = kwargs_path(r, ft->name);
+            char *dir = fmt_path(r->run_dir, NULL, KWARGS_DIR, "");
+            rc = mkdir(dir, 0700) && errno != EEXIST ? -errno : 0;
+            free(dir);
+            if (!rc)
+                rc = proto_write_file_atomic(path, kw, strlen(kw), 0600, false);
+        }
+        cJSON_free(kw);
+    }
+    if (rc)
+        snprintf(err, AGENT_ERR_MAX, "cannot write %s: %s", path, strerror(-rc));
+    free(path);
+    return rc ? AGENT_EXIT_INFRA : 0;
+}
+
+/* "command[N]", or "env \"NAME\"" for an environment string (cut at its '='). */
+static void exec_field(const flowspec_task *ft, const sbx_size_error *e, char *const *argv,
+                       char *const *envp, char *out, size_t len)
+{
+    if (!e->in_env) {
+        if (ft->command)
+            snprintf(out, len, "command[%zu]", e->index);
+        else
+            snprintf(out, len, "the runner's argument %.100s", argv[e->index]);
+        return;
+    }
+    const char *kv = envp[e->index], *eq = strchr(kv, '=');
+    int n = eq ? (int)(eq - kv) : (int)strlen(kv);
+    snprintf(out, len, "env \"%.*s\"", n > 128 ? 128 : n, kv);
+}
+
+/* Refuses up front (exit 2, naming the task and the field) a task whose command and
+ * environment exec() would refuse: it could never start, and every attempt would fail alike. */
+static int check_exec_sizes(run_state *r, char *err)
+{
+    for (size_t i = 0; i < r->spec->n_tasks; i++) {
+        const flowspec_task *ft = &r->spec->tasks[i];
+        char *owned[12], *tmp[3], field[200];
+        char **argv = task_argv(r, ft, tmp);
+        /* The longest inputs path an attempt may get. */
+        char *inputs = fmt_path(r->run_dir, "inputs", ft->name, ".json");
+        char **envp = task_envp(r, i, inputs, owned);
+        sbx_size_error e;
+        int rc = sbx_check_size(argv, envp, &e);
+        if (rc) {
+            exec_field(ft, &e, argv, envp, field, sizeof field);
+            if (e.kind == SBX_SIZE_TOTAL)
+                snprintf(err, AGENT_ERR_MAX,
+                         "task \"%s\": command and environment are %zu bytes, over exec()'s "
+                         "limit of %zu bytes (the largest is %s); pass large values through "
+                         "parameters (DAGY_PARAMETERS_FILE) or files",
+                         ft->name, e.size, e.limit, field);
+            else
+                snprintf(err, AGENT_ERR_MAX,
+                         "task \"%s\": %s is %zu bytes, over exec()'s limit of %zu bytes for "
+                         "one string; pass large values through parameters "
+                         "(DAGY_PARAMETERS_FILE) or files",
+                         ft->name, field, e.size, e.limit);
+        }
+        for (char **o = owned; *o; o++)
+            free(*o);
+        free(envp);
+        free(inputs);
+        if (rc)
+            return AGENT_EXIT_INVALID;
+    }
+    return 0;
 }
 
 static void on_sched_timer(uv_timer_t *h);
@@ -586,7 +692,7 @@ static bool result_ok(run_state *r, size_t i, char *why, size_t whylen)
     struct stat st;
     bool ok = true;
     if (stat(rp, &st) == 0) {
-        char *data = slurp(rp, TASK_OUTPUT_MAX, NULL);
+        char *data = proto_read_file(rp, TASK_OUTPUT_MAX, NULL);
         cJSON *j = data ? cJSON_Parse(data) : NULL;
         if (!j) {
             snprintf(why, whylen, "DAGY_TASK_OUTPUT is not valid JSON (or larger than 16 MiB)");
@@ -610,11 +716,14 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
     t->proc = NULL;
     t->exit_code = res->term_signal || res->spawn_error ? -1 : res->exit_code;
     sched_exit how = SCHED_EXIT_OK;
-    if (t->cancelled) {
+    /* The leader's exit decides, unless the agent killed it while it ran: a timeout or a drain
+     * that came after the exit (in the same loop turn, or while a descendant still held the
+     * output) leaves `killed` false and changes nothing. */
+    if (t->cancelled && res->killed) {
         how = SCHED_EXIT_CANCELLED;
         snprintf(err, sizeof err, "Worker shutdown requested via %s: task terminated",
                  r->stop_signal ? r->stop_signal : "SIGTERM");
-    } else if (t->timed_out) {
+    } else if (t->timed_out && res->killed) {
         how = SCHED_EXIT_TIMED_OUT;
     } else if (res->spawn_error || res->term_signal || res->exit_code) {
         how = SCHED_EXIT_FAILED;

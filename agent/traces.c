@@ -5,6 +5,7 @@
  * logs (every stderr line is a task_output line). */
 #include "agent/run.h"
 #include "agent/log.h"
+#include "proto/names.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -85,12 +86,18 @@ void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace,
                      task, attempt);
     memcpy(body + n, trace, len);
     size_t blen = (size_t)n + len;
-    char key[1024];
-    snprintf(key, sizeof key, "exceptions/%s/%s/%s/%d.txt", org, c->run_id, task, attempt);
+    /* Every name is one key segment, encoded the way file names are (proto_name_encode): a
+     * task ".hidden" has exceptions/ORG/RUN/%2Ehidden/1.txt, never a "." or ".." segment. */
+    char key[4 * PROTO_NAME_ENCODED_MAX], eo[PROTO_NAME_ENCODED_MAX], er[PROTO_NAME_ENCODED_MAX],
+        et[PROTO_NAME_ENCODED_MAX];
+    proto_name_encode(org, eo, sizeof eo);
+    proto_name_encode(c->run_id, er, sizeof er);
+    proto_name_encode(task, et, sizeof et);
+    snprintf(key, sizeof key, "exceptions/%s/%s/%s/%d.txt", eo, er, et, attempt);
     put(r, &r->tasks[i], attempt, key, body, blen);
     if (!r->first_trace_sent) {
         r->first_trace_sent = true;
-        snprintf(key, sizeof key, "exceptions/%s/%s/traceback.txt", org, c->run_id);
+        snprintf(key, sizeof key, "exceptions/%s/%s/traceback.txt", eo, er);
         put(r, NULL, attempt, key, body, blen);
     }
     free(body);

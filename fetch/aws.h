@@ -55,6 +55,12 @@ const char *fetch_aws_region(const fetch_aws *a);
 int fetch_aws_json(fetch_aws *a, const char *service, const char *target, const char *body,
                    const fetch_retry *retry, fetch_aws_cb cb, void *ud);
 
+/* Why `name` is not a valid S3 bucket name (a phrase such as "it must be 3 to 63 characters
+ * long"), or NULL if it is one: 3-63 of [a-z0-9.-], starting and ending with a letter or digit,
+ * no "..", not an IPv4 address, not xn--/sthree-. The one rule for bucket names: URIs, uploads
+ * and the agent's bucket variables all use it. */
+const char *fetch_s3_bucket_problem(const char *name);
+
 /* Parses "s3://bucket/key[#sha256=HEX]". Returns 0 or -EINVAL. Outputs are malloc'd;
  * sha256_hex is NULL when there is no fragment. */
 int fetch_s3_parse_uri(const char *uri, char **bucket, char **key, char **sha256_hex);

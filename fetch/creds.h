@@ -33,8 +33,16 @@ int64_t fetch_parse_iso8601(const char *s);
 /* Milliseconds from `now` until credentials expiring at `expires` should be refreshed: 5 minutes
  * before expiry, or at half the remaining lifetime when that is shorter; at least 1000. */
 uint64_t fetch_creds_refresh_delay_ms(int64_t now, int64_t expires);
-/* Whether an http:// container credentials URI may be used (loopback or the ECS/EKS link-local
- * agent addresses, as the AWS SDKs require); https:// is always allowed. */
+/* Checks a container credentials URI from environment variable `var` as the AWS SDKs do, parsed
+ * by libcurl's URL API (the parser that makes the connection): https:// to any host; http://
+ * only to a loopback address (127.0.0.0/8 in any form libcurl reads as one, [::1],
+ * [::ffff:127.x.y.z], "localhost"), or the ECS/EKS agents (169.254.170.2, 169.254.170.23,
+ * [fd00:ec2::23]); never user info, never an IPv6 zone id. On success *url (malloc'd) is
+ * libcurl's normalised form, the one to fetch, and *plain_http (may be NULL) says http://.
+ * Returns 0, -ENOMEM, or -EINVAL with err naming `var` (and never the user info). */
+int fetch_creds_check_uri(const char *var, const char *uri, char **url, bool *plain_http,
+                          char *err);
+/* fetch_creds_check_uri as a yes/no. */
 bool fetch_creds_uri_allowed(const char *uri);
 
 /* Where one service's requests go. base: "scheme://host[:port]" (no trailing slash); host: the

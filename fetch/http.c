@@ -1,6 +1,12 @@
 /* http.c - libcurl multi socket API on libuv, following curl's docs/examples/multi-uv.c: curl
  * tells us which sockets to watch (on_socket) and when to wake it (on_timer_set); libuv polls
- * and calls curl_multi_socket_action; finished transfers are collected and reported. */
+ * and calls curl_multi_socket_action; finished transfers are collected and reported.
+ *
+ * Concurrency is bounded: at most `max_active` transfers are in the multi handle at once (from
+ * the descriptor limit, at most 64), the rest wait in a FIFO with no timer running, so a burst
+ * of a thousand status writes queues instead of failing. A connect that fails for want of a
+ * descriptor (EMFILE/ENFILE) is put back at the head of the queue and the bound lowered to what
+ * fits, rather than reported as a transport error that would be retried with backoff. */
 #include "fetch/http.h"
 
 #include <curl/curl.h>
@@ -9,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_BODY   (1u << 20)
@@ -16,6 +24,12 @@
 /* Abort a transfer slower than 1 KiB/s for 30 s: a stalled connection, not a slow link. */
 #define LOW_SPEED_BYTES 1024L
 #define LOW_SPEED_SECS  30L
+/* Transfers (so connections: HTTP/1.1, one each) at once, and the descriptors kept for the rest
+ * of the agent (task pipes, files) when the limit comes from RLIMIT_NOFILE. */
+#define MAX_TRANSFERS  64
+#define FD_RESERVE     32
+#define MAX_REQUEUES   1000 /* EMFILE requeues of one request before it fails */
+#define RAISE_AFTER_OK 16   /* successes before a lowered bound goes up by one */
 
 /* One watched socket: curl's socket is polled by a uv_poll handle. */
 typedef struct sock_ctx {
@@ -30,7 +44,12 @@ struct fetch_http {
     CURLM *multi;
     uv_timer_t timer;
     char *ca_bundle;
-    fetch_http_req *live; /* requests added to the multi, not yet reported */
+    fetch_http_req *live;                  /* requests added to the multi, not yet reported */
+    fetch_http_req *wait_head, *wait_tail; /* requests waiting for a slot, FIFO */
+    int active;                            /* requests in the multi (the live list's length) */
+    int limit;                             /* configured bound on active */
+    int max_active;   /* current bound: lowered on EMFILE, raised back slowly */
+    int ok_since_cut; /* successes since the bound was last changed */
     sock_ctx *socks;
     int open_handles; /* uv handles not yet closed (timer + polls) */
     int dispatching;  /* > 0 while done callbacks run */
@@ -42,6 +61,10 @@ struct fetch_http_req {
     CURL *easy;
     struct curl_slist *hdrs;
     fetch_http_req *prev, *next, *next_done;
+    fetch_http_req *next_wait; /* in the wait queue */
+    bool waiting;              /* in the wait queue, not in the multi */
+    int requeues;
+    int fd_errno; /* errno of a socket() that failed (EMFILE: no descriptor), else 0 */
     fetch_http_done_cb done;
     fetch_http_data_cb on_data;
     void *ud;
@@ -82,6 +105,63 @@ static void list_del(fetch_http_req **head, fetch_http_req *r)
     if (r->next)
         r->next->prev = r->prev;
     r->prev = r->next = NULL;
+}
+
+/* Appends to (or, at_head, puts first in) the wait queue. */
+static void wait_push(fetch_http *h, fetch_http_req *r, bool at_head)
+{
+    r->waiting = true;
+    r->next_wait = NULL;
+    if (!h->wait_head) {
+        h->wait_head = h->wait_tail = r;
+    } else if (at_head) {
+        r->next_wait = h->wait_head;
+        h->wait_head = r;
+    } else {
+        h->wait_tail->next_wait = r;
+        h->wait_tail = r;
+    }
+}
+
+static fetch_http_req *wait_pop(fetch_http *h)
+{
+    fetch_http_req *r = h->wait_head;
+    if (r) {
+        h->wait_head = r->next_wait;
+        if (!h->wait_head)
+            h->wait_tail = NULL;
+        r->next_wait = NULL;
+        r->waiting = false;
+    }
+    return r;
+}
+
+/* Removes r from the wait queue (O(n): cancelling a waiting request is rare). */
+static void wait_remove(fetch_http *h, fetch_http_req *r)
+{
+    fetch_http_req **pp = &h->wait_head, *prev = NULL;
+    while (*pp && *pp != r) {
+        prev = *pp;
+        pp = &(*pp)->next_wait;
+    }
+    if (!*pp)
+        return;
+    *pp = r->next_wait;
+    if (h->wait_tail == r)
+        h->wait_tail = prev;
+    r->next_wait = NULL;
+    r->waiting = false;
+}
+
+/* The bound on transfers at once: MAX_TRANSFERS, or less when the descriptor limit is low. */
+static int transfer_limit(void)
+{
+    struct rlimit rl;
+    long n = MAX_TRANSFERS;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (long)rl.rlim_cur < (MAX_TRANSFERS + FD_RESERVE) * 4)
+        n = ((long)rl.rlim_cur - FD_RESERVE) / 4;
+    return n < 2 ? 2 : (int)n;
 }
 
 int fetch_http__curl_errno(int code)
@@ -151,6 +231,9 @@ static void report(fetch_http_req *r, int err)
     resp.content_length = r->content_length;
     if (err == -ECANCELED)
         snprintf(resp.errmsg, sizeof resp.errmsg, "request cancelled");
+    else if (err == -EMFILE || err == -ENFILE)
+        snprintf(resp.errmsg, sizeof resp.errmsg, "%s: %.200s", strerror(-err),
+                 r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
     else if (err && r->result != CURLE_OK && r->data_err == 0)
         snprintf(resp.errmsg, sizeof resp.errmsg, "%s",
                  r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
@@ -164,7 +247,77 @@ static int result_err(fetch_http_req *r)
 {
     if (r->data_err)
         return r->data_err;
+    if (r->fd_errno == EMFILE || r->fd_errno == ENFILE)
+        return -r->fd_errno;
     return fetch_http__curl_errno(r->result);
+}
+
+/* Forgets a response that never started (a connect that failed), so the request can go again. */
+static void reset_response(fetch_http_req *r)
+{
+    free(r->etag);
+    free(r->content_range);
+    free(r->content_type);
+    free(r->request_id);
+    r->etag = r->content_range = r->content_type = r->request_id = NULL;
+    r->content_length = -1;
+    r->buf_len = 0;
+    r->body_pos = 0;
+    r->decided = r->stream = false;
+    r->data_err = r->fd_errno = 0;
+    r->errbuf[0] = '\0';
+}
+
+/* A transfer whose connect failed for want of a descriptor goes back to the head of the queue
+ * and the bound drops to the transfers still running (their descriptors are what fits), unless
+ * none is running (then nothing of ours will free one: it fails with -EMFILE). */
+static bool requeue_for_fds(fetch_http *h, fetch_http_req *r, CURLcode res)
+{
+    if (res == CURLE_OK || h->closing || (r->fd_errno != EMFILE && r->fd_errno != ENFILE))
+        return false;
+    if (h->active == 0 || r->requeues >= MAX_REQUEUES || r->buf_len || r->streamed)
+        return false;
+    reset_response(r);
+    r->requeues++;
+    h->max_active = h->active;
+    h->ok_since_cut = 0;
+    wait_push(h, r, true);
+    return true;
+}
+
+/* A finished transfer lets a lowered bound grow back, one slot per RAISE_AFTER_OK successes. */
+static void note_success(fetch_http *h)
+{
+    if (h->max_active < h->limit && ++h->ok_since_cut >= RAISE_AFTER_OK) {
+        h->max_active++;
+        h->ok_since_cut = 0;
+    }
+}
+
+/* Moves waiting requests into the multi while the bound allows. Runs from the loop only (never
+ * inside fetch_http_request), so a failure may be reported at once. */
+static void pump(fetch_http *h)
+{
+    while (!h->closing && h->wait_head && h->active < h->max_active) {
+        fetch_http_req *r = wait_pop(h);
+        if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
+            r->result = CURLE_OUT_OF_MEMORY;
+            report(r, -ENOMEM);
+            continue;
+        }
+        list_add(&h->live, r);
+        h->active++;
+    }
+}
+
+static void on_timeout(uv_timer_t *t);
+
+/* Has the loop call pump soon (a slot freed outside dispatch): curl's timer, fired now, ends in
+ * dispatch; curl re-arms it as it needs after its socket action. */
+static void kick(fetch_http *h)
+{
+    if (h->wait_head && !h->closing && !h->torn_down)
+        uv_timer_start(&h->timer, on_timeout, 0, 0);
 }
 
 static void teardown(fetch_http *h);
@@ -184,9 +337,14 @@ static void dispatch(fetch_http *h)
         fetch_http_req *r = NULL;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
         curl_multi_remove_handle(h->multi, e);
+        list_del(&h->live, r);
+        h->active--;
+        if (requeue_for_fds(h, r, res))
+            continue;
+        if (res == CURLE_OK)
+            note_success(h);
         r->result = res;
         r->finished = true;
-        list_del(&h->live, r);
         r->next_done = NULL;
         *tail = r;
         tail = &r->next_done;
@@ -200,6 +358,7 @@ static void dispatch(fetch_http *h)
         else
             report(r, h->closing ? -ECANCELED : result_err(r));
     }
+    pump(h);
     h->dispatching--;
     if (h->closing && !h->dispatching)
         teardown(h);
@@ -331,8 +490,14 @@ int fetch_http_new(uv_loop_t *loop, const char *ca_bundle, fetch_http **out)
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-    /* Keep enough idle connections for a full set of parallel part downloads plus API calls. */
-    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 32L);
+    /* curl's limits equal ours. MAXCONNECTS counts busy connections too: below the bound, every
+     * transfer ending while the others run would close its connection and the next would open
+     * one (a connection per request). The total limit makes curl close an idle connection to
+     * make room, rather than ever hold more descriptors than transfers may use. */
+    h->limit = h->max_active = transfer_limit();
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)h->limit);
+    curl_multi_setopt(h->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)h->limit);
+    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)h->limit);
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
     h->open_handles = 1;
@@ -368,7 +533,12 @@ void fetch_http_free(fetch_http *h)
     while (h->live) {
         fetch_http_req *r = h->live;
         list_del(&h->live, r);
+        h->active--;
         curl_multi_remove_handle(h->multi, r->easy);
+        r->result = CURLE_ABORTED_BY_CALLBACK;
+        report(r, -ECANCELED);
+    }
+    for (fetch_http_req *r; (r = wait_pop(h));) {
         r->result = CURLE_ABORTED_BY_CALLBACK;
         report(r, -ECANCELED);
     }
@@ -385,9 +555,16 @@ void fetch_http_cancel(fetch_http_req *r)
         r->cancelled = true;
         return;
     }
+    if (r->waiting) {
+        wait_remove(h, r);
+        free_req(r);
+        return;
+    }
     list_del(&h->live, r);
+    h->active--;
     curl_multi_remove_handle(h->multi, r->easy);
     free_req(r);
+    kick(h);
 }
 
 /* Keeps the response headers we report; a new status line (after 100 Continue) resets them. */
@@ -508,6 +685,18 @@ static int on_seek(void *ud, curl_off_t off, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
+/* CURLOPT_OPENSOCKETFUNCTION: the socket is close-on-exec from its creation (no task ever
+ * inherits it), and a failure's errno is kept: libcurl reports a socket() that failed for want
+ * of a descriptor only as "Couldn't connect". */
+static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    fetch_http_req *r = ud;
+    curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (s == CURL_SOCKET_BAD)
+        r->fd_errno = errno;
+    return s;
+}
+
 /* Method and body options. */
 static int setup_method(fetch_http_req *r, const fetch_http_opts *o)
 {
@@ -543,12 +732,18 @@ static void setup_transport(fetch_http_req *r, const fetch_http_opts *o)
     CURL *e = r->easy;
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
     curl_easy_setopt(e, CURLOPT_URL, o->url);
+    /* Send the path exactly as given: by default curl removes "/../" and "/./" (RFC 3986 dot
+     * segments), so an S3 key "a/../b" would be signed as one key and sent as another. S3 takes
+     * keys literally (like the Go SDK's DisableRestProtocolURICleaning for S3). */
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, r);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      o->connect_timeout_ms > 0 ? o->connect_timeout_ms : DEFAULT_CONNECT_MS);
     if (o->timeout_ms > 0)
@@ -556,6 +751,10 @@ static void setup_transport(fetch_http_req *r, const fetch_http_opts *o)
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, LOW_SPEED_BYTES);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_SECS);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* "" disables the proxy even when http_proxy is set: a token in clear must not leave the
+     * host for a proxy. */
+    if (o->no_proxy)
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
     /* One transfer per connection: parallel parts must spread over connections (S3 scales
      * per connection), so no HTTP/2 multiplexing. */
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
@@ -610,11 +809,19 @@ int fetch_http_request(fetch_http *h, const fetch_http_opts *o, fetch_http_done_
         goto fail;
     r->hdrs = l;
     curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->hdrs);
+    if (h->wait_head || h->active >= h->max_active) {
+        /* No timer runs while it waits: its timeouts start when it enters the multi. */
+        wait_push(h, r, false);
+        if (out)
+            *out = r;
+        return 0;
+    }
     if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
         rc = -EIO;
         goto fail;
     }
     list_add(&h->live, r);
+    h->active++;
     if (out)
         *out = r;
     return 0;

@@ -2,6 +2,12 @@
  * curl's docs/examples/multi-uv.c: CURLMOPT_SOCKETFUNCTION + CURLMOPT_TIMERFUNCTION, one
  * uv_poll per socket, one uv_timer). Connections are pooled in the multi handle and reused.
  *
+ * Concurrency: at most 64 transfers run at once (fewer when RLIMIT_NOFILE is low: (limit - 32)
+ * / 4), and never more connections than that; further requests wait in FIFO order, and their
+ * timeouts start only when they leave the queue. A connect that finds no free descriptor
+ * (EMFILE) waits for a running transfer instead of failing, and the bound adapts; with nothing
+ * of the engine's own running, the request fails with -EMFILE. Sockets are close-on-exec.
+ *
  * Lifetimes: fetch_http_new allocates; fetch_http_free cancels every request in flight (each
  * done callback runs once with err -ECANCELED) and closes the handles; the engine's memory is
  * released in the last close callback, so the loop must run once more. A request's done
@@ -22,7 +28,7 @@ typedef struct fetch_http_req fetch_http_req;
 
 typedef struct {
     int err;     /* 0 = an HTTP response arrived; else -errno (-ETIMEDOUT,
-                    -ECONNREFUSED, -ECONNRESET, -EHOSTUNREACH, -EIO, -ECANCELED,
+                    -ECONNREFUSED, -ECONNRESET, -EHOSTUNREACH, -EIO, -ECANCELED, -EMFILE,
                     -EFBIG when the in-memory body exceeded its bound, or the error
                     a data callback returned) */
     long status; /* HTTP status, 0 if none */
@@ -55,6 +61,7 @@ typedef struct {
     fetch_http_data_cb on_data; /* NULL = 2xx bodies go to memory too */
     long connect_timeout_ms;    /* 0 = 10 s */
     long timeout_ms;            /* whole transfer; 0 = none (low-speed limit still applies) */
+    bool no_proxy;              /* never use a proxy (credentials endpoints on loopback) */
 } fetch_http_opts;
 
 /* Creates the engine on loop. ca_bundle (may be NULL) is used as CURLOPT_CAINFO; TLS peer and

@@ -16,6 +16,7 @@
 
 #include <openssl/evp.h>
 
+#include "fetch/unpack.h"
 #include "proto/sigv4.h"
 
 #define PART_SIZE      (8ull << 20)
@@ -32,18 +33,59 @@
 
 /* ---- URIs ---- */
 
-static bool bucket_name_ok(const char *b, size_t n)
+/* Whether b[0..n) is four dot-separated groups of digits, like an IPv4 address. */
+static bool looks_like_ipv4(const char *b, size_t n)
 {
-    if (n < 3 || n > 63 || !isalnum((unsigned char)b[0]) || !isalnum((unsigned char)b[n - 1]))
-        return false;
+    int groups = 1, digits = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (b[i] == '.') {
+            if (digits == 0)
+                return false;
+            groups++;
+            digits = 0;
+        } else if (isdigit((unsigned char)b[i])) {
+            digits++;
+        } else {
+            return false;
+        }
+    }
+    return groups == 4 && digits > 0;
+}
+
+/* S3's general purpose bucket naming rules (docs: "Bucket naming rules"), minus the suffixes
+ * reserved at creation (-s3alias, --ol-s3), which access point aliases use in bucket position. */
+static const char *bucket_problem(const char *b, size_t n)
+{
+    if (n < 3 || n > 63)
+        return "it must be 3 to 63 characters long";
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)b[i];
-        if (!(islower(c) || isdigit(c) || c == '-' || c == '.'))
-            return false;
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+            return "it may only hold lowercase letters, digits, '.' and '-'";
         if (c == '.' && i + 1 < n && b[i + 1] == '.')
-            return false;
+            return "it must not hold two adjacent periods";
     }
-    return true;
+    if (!isalnum((unsigned char)b[0]) || !isalnum((unsigned char)b[n - 1]))
+        return "it must begin and end with a letter or a digit";
+    if (looks_like_ipv4(b, n))
+        return "it must not be formatted as an IP address";
+    if ((n >= 4 && !memcmp(b, "xn--", 4)) || (n >= 7 && !memcmp(b, "sthree-", 7)))
+        return "it must not begin with the reserved prefix xn-- or sthree-";
+    return NULL;
+}
+
+static bool bucket_name_ok(const char *b, size_t n)
+{
+    return bucket_problem(b, n) == NULL;
+}
+
+const char *fetch_s3_bucket_problem(const char *name)
+{
+    if (!name)
+        return "it is missing";
+    if (!strncmp(name, "s3://", 5))
+        return "give the bucket's name only, not an s3:// URI";
+    return bucket_problem(name, strlen(name));
 }
 
 int fetch_s3_parse_uri(const char *uri, char **bucket, char **key, char **sha256_hex)
@@ -237,6 +279,7 @@ struct s3get {
     uint64_t hashed, hash_to;
     char hash_hex[65];
     int hash_err;
+    int write_err; /* errno of a failed pwrite to `file` (a full disk, say), 0 if none */
     fetch_progress_cb progress;
     fetch_aws_cb cb;
     void *ud;
@@ -340,8 +383,11 @@ static int part_on_data(void *ud, const void *data, size_t len)
         ssize_t w = pwrite(g->fd, d, left, (off_t)off);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
-            return w < 0 ? -errno : -EIO;
+        if (w <= 0) {
+            /* Remembered so the message names the file rather than the transfer. */
+            g->write_err = w < 0 ? errno : EIO;
+            return -g->write_err;
+        }
         d += w;
         left -= (size_t)w;
         off += (uint64_t)w;
@@ -391,10 +437,25 @@ static int first_part_ok(s3get *g, part *p, const fetch_http_resp *r)
     return 0;
 }
 
+/* The download cannot be written locally: no retry helps; say which file and how much room. */
+static void local_write_failed(s3get *g)
+{
+    char msg[FETCH_ERR_MAX + 300], room[96] = "";
+    int e = g->write_err;
+    if (e == ENOSPC || e == EDQUOT)
+        unpack_free_space_note(g->file, room, sizeof room);
+    snprintf(msg, sizeof msg, "%s: cannot write %s: %s%s", g->uri, g->file, strerror(e), room);
+    get_finish(g, -e, 0, NULL, msg);
+}
+
 /* Handles a failed part: retry (resuming after the bytes already written) or fail. */
 static void part_failed(s3get *g, part *p, const fetch_http_resp *r)
 {
     char code[128], awsmsg[256], msg[FETCH_ERR_MAX + 300];
+    if (g->write_err) {
+        local_write_failed(g);
+        return;
+    }
     s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
     if (is_expired_code(code) && !p->refreshed &&
         fetch_credsrc_invalidate(fetch__aws_creds(g->a))) {

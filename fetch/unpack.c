@@ -5,6 +5,7 @@
  * duplicates, limits) against the tree extracted so far, so that a hostile archive can write
  * nothing outside the destination and leaves nothing behind when it is refused. */
 #include "fetch/unpack.h"
+#include "proto/util.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_BYTES   (8ULL << 30)
@@ -46,6 +48,7 @@ typedef struct {
     struct archive *ar; /* reader */
     struct archive *aw; /* disk writer */
     const unpack_limits *lim;
+    const atomic_bool *cancel; /* set by another thread to stop; may be NULL */
     uint64_t archive_size; /* bytes of the archive file, for the ratio */
     uint64_t entries;
     uint64_t bytes;         /* uncompressed bytes charged so far */
@@ -72,27 +75,10 @@ static void set_err(char *err, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 if the bytes there are not one. Rejects
- * overlong forms, surrogates and code points above U+10FFFF. */
+/* The valid UTF-8 sequence at s of a NUL-terminated string (1-4 bytes), or 0. */
 static size_t utf8_seq(const unsigned char *s)
 {
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        unsigned lo = s[0] == 0xe0 ? 0xa0 : 0x80, hi = s[0] == 0xed ? 0x9f : 0xbf;
-        if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80)
-            return 0;
-        return 3;
-    }
-    if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        unsigned lo = s[0] == 0xf0 ? 0x90 : 0x80, hi = s[0] == 0xf4 ? 0x8f : 0xbf;
-        if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
-            return 0;
-        return 4;
-    }
-    return 0;
+    return proto_utf8_seq(s, strnlen((const char *)s, 4));
 }
 
 /* Quotes a name for an error message: valid printable UTF-8 passes, control characters, quotes,
@@ -321,24 +307,84 @@ int unpack_rmtree(const char *path)
     return lstat(path, &st) ? 0 : -ENOTEMPTY;
 }
 
-/* Error code for a failed libarchive write: I/O conditions keep their errno, anything else
- * (libarchive's own refusals) is an archive problem. */
-static int write_errno(struct archive *aw)
+/* Whether errno e is the file system's trouble (full, over quota, read-only, failing), as
+ * opposed to libarchive refusing the entry. */
+static bool io_errno(int e)
 {
-    int e = archive_errno(aw);
     switch (e) {
     case ENOSPC:
     case EDQUOT:
+    case EFBIG:
     case EIO:
     case EROFS:
     case EMFILE:
     case ENFILE:
     case ENOMEM:
     case EACCES:
-        return -e;
+        return true;
     default:
+        return false;
+    }
+}
+
+/* "12.0 KiB" for a byte count. */
+static void human_bytes(uint64_t n, char *out, size_t cap)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    if (n < 1024) {
+        snprintf(out, cap, "%" PRIu64 " bytes", n);
+        return;
+    }
+    double v = (double)n / 1024;
+    size_t i = 0;
+    for (; v >= 1024 && i + 1 < sizeof units / sizeof units[0]; i++)
+        v /= 1024;
+    snprintf(out, cap, "%.1f %s", v, units[i]);
+}
+
+void unpack_free_space_note(const char *path, char *out, size_t cap)
+{
+    struct statvfs sv;
+    char amount[32];
+    out[0] = '\0';
+    if (statvfs(path, &sv) != 0)
+        return;
+    human_bytes((uint64_t)sv.f_bavail * sv.f_frsize, amount, sizeof amount);
+    snprintf(out, cap, "; %s free on that file system", amount);
+}
+
+/* Reports a failed libarchive write step ("write", "extract", "finish") of the current entry
+ * and returns the code to fail with: file-system errors keep their errno and name the path
+ * (and, for a full disk, the room left), anything else is an archive problem (-EINVAL). */
+static int write_failed(unpacker *u, const char *step)
+{
+    int e = archive_errno(u->aw);
+    const char *why = archive_error_string(u->aw);
+    if (!io_errno(e) && !strcmp(step, "write")) {
+        /* libarchive's "Too much data": more bytes than the header declared. */
+        set_err(u->err, "corrupt archive at entry %s: %s", u->qname, why ? why : "write refused");
         return -EINVAL;
     }
+    if (!io_errno(e)) {
+        set_err(u->err, "cannot %s entry %s: %s", step, u->qname, why ? why : "unknown error");
+        return -EINVAL;
+    }
+    const char *where = u->rel[0] ? u->full : u->root;
+    char room[96] = "";
+    if (e == ENOSPC || e == EDQUOT)
+        unpack_free_space_note(u->root, room, sizeof room);
+    set_err(u->err, "cannot %s %s (entry %s): %s%s", step, where, u->qname, strerror(e), room);
+    return -e;
+}
+
+/* The outcome of a libarchive write step: a failure, or a warning that hides one (libarchive
+ * reports a failed write(2) as ARCHIVE_WARN; "can't restore time" and the like stay
+ * warnings). 0 or the code write_failed chose. */
+static int write_step(unpacker *u, int r, const char *step)
+{
+    if (r == ARCHIVE_OK || (r == ARCHIVE_WARN && !io_errno(archive_errno(u->aw))))
+        return 0;
+    return write_failed(u, step);
 }
 
 /* Charges the current entry's output up to byte `end` against the limits. */
@@ -556,6 +602,15 @@ static int prepare_entry(unpacker *u, struct archive_entry *e, bool *skip)
     return 0;
 }
 
+/* Whether another thread asked to stop; sets the error if so. */
+static bool cancelled(unpacker *u)
+{
+    if (!u->cancel || !atomic_load_explicit(u->cancel, memory_order_relaxed))
+        return false;
+    set_err(u->err, "unpacking cancelled");
+    return true;
+}
+
 /* Streams the current entry's data from reader to writer, charging every block (never the
  * header's claimed size alone) against the limits. Memory: one libarchive block at a time. */
 static int copy_data(unpacker *u)
@@ -564,6 +619,8 @@ static int copy_data(unpacker *u)
         const void *buf;
         size_t size;
         la_int64_t off;
+        if (cancelled(u))
+            return -ECANCELED;
         int r = archive_read_data_block(u->ar, &buf, &size, &off);
         if (r == ARCHIVE_EOF)
             return 0;
@@ -580,10 +637,10 @@ static int copy_data(unpacker *u)
         int rc = charge_to(u, (uint64_t)off + size);
         if (rc)
             return rc;
-        if (archive_write_data_block(u->aw, buf, size, off) < ARCHIVE_WARN) {
-            set_err(u->err, "cannot write entry %s: %s", u->qname, archive_error_string(u->aw));
-            return write_errno(u->aw);
-        }
+        /* Every data block must be written whole: any warning here is a short or failed
+         * write, which would leave the file zero-filled by the finishing truncate. */
+        if (archive_write_data_block(u->aw, buf, size, off) != ARCHIVE_OK)
+            return write_failed(u, "write");
     }
 }
 
@@ -653,17 +710,11 @@ static int extract_entry(unpacker *u, struct archive_entry *e)
     if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0 &&
         (rc = charge_to(u, (uint64_t)archive_entry_size(e))))
         return rc;
-    if (archive_write_header(u->aw, e) < ARCHIVE_WARN) {
-        set_err(u->err, "cannot extract entry %s: %s", u->qname, archive_error_string(u->aw));
-        return write_errno(u->aw);
-    }
+    if ((rc = write_step(u, archive_write_header(u->aw, e), "extract")))
+        return rc;
     if ((rc = copy_data(u)))
         return rc;
-    if (archive_write_finish_entry(u->aw) < ARCHIVE_WARN) {
-        set_err(u->err, "cannot finish entry %s: %s", u->qname, archive_error_string(u->aw));
-        return write_errno(u->aw);
-    }
-    return 0;
+    return write_step(u, archive_write_finish_entry(u->aw), "finish");
 }
 
 /* Little-endian field readers for the zip pre-scan. */
@@ -800,6 +851,8 @@ static int extract_all(unpacker *u)
     for (;;) {
         struct archive_entry *e;
         bool eof;
+        if (cancelled(u))
+            return -ECANCELED;
         int rc = next_header(u, &e, &eof);
         if (rc)
             return rc;
@@ -808,15 +861,20 @@ static int extract_all(unpacker *u)
         if ((rc = extract_entry(u, e)))
             return rc;
     }
-    if (archive_write_close(u->aw) < ARCHIVE_WARN) {
-        set_err(u->err, "cannot finish extraction: %s", archive_error_string(u->aw));
-        return write_errno(u->aw);
-    }
-    return 0;
+    u->rel[0] = '\0'; /* a failure now concerns the tree, not the last entry */
+    snprintf(u->qname, sizeof u->qname, "(directory modes)");
+    return write_step(u, archive_write_close(u->aw), "finish extraction into");
 }
 
 int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
                    unpack_stats *stats, char *err)
+{
+    return unpack_archive_cancellable(archive_path, dest_dir, lim, NULL, stats, err);
+}
+
+int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
+                               const unpack_limits *lim, const atomic_bool *cancel,
+                               unpack_stats *stats, char *err)
 {
     struct stat st;
     int rc, fd;
@@ -827,6 +885,7 @@ int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_
         return -ENOMEM;
     }
     u->lim = lim;
+    u->cancel = cancel;
     u->err = err;
     u->root_fd = -1;
     if ((fd = open(archive_path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st)) {
@@ -847,6 +906,9 @@ int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_
     rc = open_archives(u, fd);
     if (!rc)
         rc = extract_all(u);
+    /* A stop asked for while the last entry was written still wins: the caller is leaving. */
+    if (!rc && cancelled(u))
+        rc = -ECANCELED;
     /* Free the writer before removing anything: closing it may still touch the tree. */
     if (u->aw)
         archive_write_free(u->aw);

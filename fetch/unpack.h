@@ -9,6 +9,7 @@
 #ifndef DAGY_UNPACK_H
 #define DAGY_UNPACK_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -48,6 +49,18 @@ int unpack_limits_from_env(unpack_limits *out, char *err);
  * before libarchive loads them). Thread-safe: never changes the working directory. */
 int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
                    unpack_stats *stats, char *err);
+
+/* unpack_archive that another thread can stop: once *cancel is true (it is read before every
+ * entry and every data block, so within one block's write), extraction stops, dest_dir is
+ * removed and the call returns -ECANCELED. cancel may be NULL (never cancelled). The caller
+ * must still wait for the call to return before releasing anything it passed. */
+int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
+                               const unpack_limits *lim, const atomic_bool *cancel,
+                               unpack_stats *stats, char *err);
+
+/* Writes "; 12.0 KiB free on that file system" for the file system holding `path` into out
+ * ("" if it cannot be found out): the tail of every message about a full disk. */
+void unpack_free_space_note(const char *path, char *out, size_t cap);
 
 /* Removes a directory tree without following symlinks. Returns 0 or -errno. */
 int unpack_rmtree(const char *path);

@@ -180,11 +180,6 @@ void launch_reconcile_verdict(const cJSON *task, const char *container_name, lau
 
 /* ---- time and ids ---- */
 
-/* ISO 8601 UTC with milliseconds: "2026-03-14T09:00:00.123Z" (buf >= 32 bytes). */
-void launch_iso_time(double epoch, char *buf);
-double launch_now(void);
-/* Parses launch_iso_time's format (and without milliseconds); -1 if malformed. */
-double launch_parse_iso(const char *s);
 /* A random version-4 UUID (buf >= 37 bytes). */
 void launch_uuid4(char *buf);
 
@@ -228,6 +223,9 @@ cJSON *launch__key(const char *name, const char *value, const char *name2, const
 void launch__fmt(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Reads a file of at most 16 MiB whole (NUL-terminated); NULL with err naming `what`. */
 char *launch__read_file(const char *path, const char *what, char *err);
+/* -EINVAL with err naming `what` and the place if the JSON text holds a \u0000 escape (cJSON
+ * would cut the string there, e.g. a run id "a\u0000b" would launch run "a"); else 0. */
+int launch__refuse_nul(const char *text, const char *what, char *err);
 /* A string attribute of a plain (unmarshalled) item, or NULL. */
 const char *launch__str(const cJSON *obj, const char *name);
 

@@ -4,6 +4,7 @@
  * stopped task. The condition (status still QUEUED or RUNNING) means a run the agent finished
  * meanwhile is never touched, and a second reconcile finds nothing left to do. */
 #include "launcher/launch.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -56,7 +57,7 @@ static double last_seen(const cJSON *it)
     const char *names[] = {"updated_at", "last_heartbeat_at", "created_at"};
     double best = -1;
     for (size_t i = 0; i < 3; i++) {
-        double t = launch_parse_iso(launch__str(it, names[i]));
+        double t = proto_parse_iso(launch__str(it, names[i]));
         if (t > best)
             best = t;
     }
@@ -240,8 +241,8 @@ static void on_update(void *ud, const fetch_aws_result *r)
 static cJSON *update_body(rec_job *j, const cand *c)
 {
     char now[32], done[32], seq[32];
-    launch_iso_time(j->now, now);
-    launch_iso_time(c->v.stopped_at > 0 ? c->v.stopped_at : j->now, done);
+    proto_iso_time(j->now, now);
+    proto_iso_time(c->v.stopped_at > 0 ? c->v.stopped_at : j->now, done);
     launch__fmt(seq, sizeof seq, "%lld", LAUNCH_FINAL_SEQ);
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "TableName", j->ctx.cfg.runs_table);
@@ -303,7 +304,7 @@ int launch_cmd_reconcile(long max_runs, long stale_seconds)
     }
     j->max_runs = max_runs;
     j->stale = stale_seconds;
-    j->now = launch_now();
+    j->now = proto_now();
     if (launch__ctx_open(&j->ctx, LAUNCH_NEED_CLUSTER, j->error) < 0) {
         fprintf(stderr, "dagy-launch: %s\n", j->error);
         free(j->c);

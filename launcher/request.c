@@ -2,6 +2,8 @@
  * container environment, RunTask, the dagy-worker task definition, and the reconcile verdict
  * for a described task. Pure: plain data in, cJSON out, so every body is unit-tested. */
 #include "launcher/launch.h"
+#include "proto/names.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -73,12 +75,14 @@ static int pick_int_text(const cJSON *item, const char *field, const char *opt, 
     return 0;
 }
 
-static bool run_id_valid(const char *s)
+/* The one rule for names and ids (proto/names.h); the message names the flag (or the batch
+ * field) and says why. */
+static int check_name(proto_name_kind kind, const char *what, const char *s, long index, char *err)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > LAUNCH_MAX_RUN_ID)
-        return false;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") == n;
+    char why[LAUNCH_ERR_MAX];
+    if (!proto_name_check(kind, s, why, sizeof why))
+        FAIL("%s: %s", what, why);
+    return 0;
 }
 
 /* CPU and memory: a profile, or an explicit valid Fargate pair, or the small profile. */
@@ -176,18 +180,19 @@ static int pick_identity(launch_request *r, const launch_opts *o, const cJSON *i
         FAIL("%s is required", item ? "flow_name" : "--flow");
     if (!o->org || !*o->org)
         FAIL("--org is required");
-    if (!launch_tag_value_valid(flow, 128))
-        FAIL("flow name \"%s\" must be 1-128 characters of letters, digits and + - = . _ : / @",
-             flow);
-    if (!launch_tag_value_valid(o->org, 128))
-        FAIL("--org \"%s\" must be 1-128 characters of letters, digits and + - = . _ : / @",
-             o->org);
+    if (check_name(PROTO_NAME_FLOW, item ? "flow_name" : "--flow", flow, index, err) ||
+        check_name(PROTO_NAME_ORG, "--org", o->org, index, err) ||
+        (env && check_name(PROTO_NAME_ENVIRONMENT, item ? "environment" : "--environment", env,
+                           index, err)) ||
+        (dep && check_name(PROTO_NAME_DEPLOYMENT, item ? "deployment_name" : "--deployment", dep,
+                           index, err)) ||
+        (run && check_name(PROTO_NAME_RUN_ID, item ? "run_id" : "--run-id", run, index, err)))
+        return -EINVAL;
     if (ver && !launch_tag_value_valid(ver, 128))
         FAIL("flow version \"%s\" has characters ECS tags do not allow", ver);
-    if (run && !run_id_valid(run))
-        FAIL("run id \"%s\" must be 1-64 characters of letters, digits and . _ : - (it is the "
-             "ECS clientToken)",
-             run);
+    if (run && strlen(run) > LAUNCH_MAX_RUN_ID)
+        FAIL("run id \"%s\" is longer than %d characters (it is the ECS clientToken)", run,
+             LAUNCH_MAX_RUN_ID);
     if (cap && strcmp(cap, "FARGATE") != 0 && strcmp(cap, "FARGATE_SPOT") != 0)
         FAIL("capacity provider \"%s\" must be FARGATE or FARGATE_SPOT", cap);
     const char *lambda = getenv("AWS_LAMBDA_FUNCTION_NAME");
@@ -402,24 +407,14 @@ cJSON *launch_container_env(const launch_config *c, const launch_request *r,
     return env;
 }
 
-/* "a,b , c" -> ["a","b","c"] (items trimmed of spaces). */
+/* "a,b , c" -> ["a","b","c"] (items trimmed; proto_split_list). */
 static cJSON *split_list(const char *s)
 {
-    cJSON *arr = cJSON_CreateArray();
-    while (s && *s) {
-        const char *comma = strchr(s, ',');
-        size_t len = comma ? (size_t)(comma - s) : strlen(s);
-        const char *b = s, *e = s + len;
-        while (b < e && *b == ' ')
-            b++;
-        while (e > b && e[-1] == ' ')
-            e--;
-        char *item = strndup(b, (size_t)(e - b));
-        if (item && *item)
-            cJSON_AddItemToArray(arr, cJSON_CreateString(item));
-        free(item);
-        s = comma ? comma + 1 : NULL;
-    }
+    char **list = proto_split_list(s, ',');
+    cJSON *arr = list ? cJSON_CreateArray() : NULL;
+    for (size_t n = 0; arr && list[n]; n++)
+        cJSON_AddItemToArray(arr, cJSON_CreateString(list[n]));
+    proto_list_free(list);
     return arr;
 }
 

@@ -7,6 +7,8 @@
  * item exists before the task can start (the agent's first write lands on it), and a run id that
  * already has an item never reaches RunTask. */
 #include "launcher/launch.h"
+#include "proto/names.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -333,12 +335,18 @@ static void on_deployment(void *ud, const fetch_aws_result *r)
     const cJSON *s, *slugs = cJSON_GetObjectItemCaseSensitive(it, "dep_package_slugs");
     size_t n = (size_t)cJSON_GetArraySize(slugs);
     o->pkgs = n ? calloc(n, sizeof *o->pkgs) : NULL;
+    char why[LAUNCH_ERR_MAX] = "";
     cJSON_ArrayForEach(s, slugs)
     {
+        if (cJSON_IsString(s) && !*why &&
+            !proto_name_check(PROTO_NAME_SLUG, s->valuestring, why, sizeof why))
+            break;
         if (cJSON_IsString(s) && o->pkgs)
             o->pkgs[o->n_pkgs++] = strdup(s->valuestring);
     }
     cJSON_Delete(it);
+    if (*why)
+        return fail(o, LAUNCH_EXIT_INVALID, "deployment \"%s\": %s", o->req.deployment, why);
     if (o->n_pkgs)
         return fetch_packages(o);
     to_taskdef(o);
@@ -498,7 +506,7 @@ static void to_put(one *o)
                     "pass fewer or smaller parameters/--env values",
                     chars, LAUNCH_MAX_OVERRIDES_CHARS);
     char now[32];
-    launch_iso_time(launch_now(), now);
+    proto_iso_time(proto_now(), now);
     cJSON *plain = launch_run_item(&o->req, &v, now);
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "TableName", b->ctx.cfg.runs_table);
@@ -539,7 +547,7 @@ static void record(one *o, bool launched)
 {
     set_state(o, L_RECORD);
     char now[32], seq[32];
-    launch_iso_time(launch_now(), now);
+    proto_iso_time(proto_now(), now);
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "TableName", o->b->ctx.cfg.runs_table);
     cJSON_AddItemToObject(q, "Key", launch__key("run_id", o->req.run_id, NULL, NULL));
@@ -714,6 +722,10 @@ static int load_batch(batch *b, const launch_opts *o, char *err)
     char *text = launch__read_file(o->file, "--file", err);
     if (!text)
         return -EINVAL;
+    if (launch__refuse_nul(text, "--file", err) < 0) {
+        free(text);
+        return -EINVAL;
+    }
     cJSON *arr = cJSON_Parse(text);
     free(text);
     int n = cJSON_GetArraySize(arr);

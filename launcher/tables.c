@@ -2,6 +2,8 @@
  * contract section 6 (created where absent, on-demand billing), run lookup, and flow
  * registration (artifact checked and uploaded, DAGY_FLOWS item written). */
 #include "launcher/launch.h"
+#include "proto/names.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -218,6 +220,10 @@ static void on_status(void *ud, const fetch_aws_result *r)
 int launch_cmd_status(const char *run_id)
 {
     status_job s = {.run_id = run_id, .rc = LAUNCH_EXIT_FAILED};
+    if (!proto_name_check(PROTO_NAME_RUN_ID, run_id, s.error, sizeof s.error)) {
+        fprintf(stderr, "dagy-launch: %s\n", s.error);
+        return LAUNCH_EXIT_INVALID;
+    }
     if (launch__ctx_open(&s.ctx, 0, s.error) < 0) {
         fprintf(stderr, "dagy-launch: %s\n", s.error);
         return LAUNCH_EXIT_INVALID;
@@ -387,8 +393,9 @@ static void on_existing_flow(void *ud, const fetch_aws_result *r)
         j->rc = LAUNCH_EXIT_INVALID;
         uv_stop(&j->ctx.loop);
     } else {
-        char key[1024];
-        launch__fmt(key, sizeof key, "flows/%s/%s/artifact.zip", j->flow, j->version);
+        char key[1024], enc[PROTO_NAME_ENCODED_MAX];
+        proto_name_encode(j->flow, enc, sizeof enc); /* the same key as j->uri */
+        launch__fmt(key, sizeof key, "flows/%s/%s/artifact.zip", enc, j->version);
         int rc = fetch_s3_put_file(j->ctx.aws, j->ctx.cfg.artifact_bucket, key, j->artifact,
                                    on_upload, j);
         if (rc < 0) {
@@ -416,22 +423,17 @@ static void print_registration(const register_job *j)
 /* Checks everything local (configuration, names, the artifact and its spec) before any AWS call. */
 static int register_prepare(register_job *j, char *err)
 {
-    if (!launch_tag_value_valid(j->flow, 128) || strchr(j->flow, '/')) {
-        launch__fmt(err, LAUNCH_ERR_MAX, "--flow \"%s\": use letters, digits and + - = . _ : @",
-                    j->flow);
+    if (!proto_name_check(PROTO_NAME_FLOW, j->flow, err, LAUNCH_ERR_MAX))
         return -EINVAL;
-    }
     if (!launch_tag_value_valid(j->version, 128) || strchr(j->version, '/') ||
-        strcmp(j->version, "latest") == 0) {
+        strcmp(j->version, "latest") == 0 || !strcmp(j->version, ".") ||
+        !strcmp(j->version, "..")) {
         launch__fmt(err, LAUNCH_ERR_MAX, "--flow-version \"%s\" is not a usable version",
                     j->version);
         return -EINVAL;
     }
-    if (!launch_tag_value_valid(j->org, 128)) {
-        launch__fmt(err, LAUNCH_ERR_MAX, "--org \"%s\": use letters, digits and + - = . _ : / @",
-                    j->org);
+    if (!proto_name_check(PROTO_NAME_ORG, j->org, err, LAUNCH_ERR_MAX))
         return -EINVAL;
-    }
     int rc = sha256_file(j->artifact, j->sha);
     if (rc < 0) {
         launch__fmt(err, LAUNCH_ERR_MAX, "--artifact %s: %s", j->artifact, strerror(-rc));
@@ -455,10 +457,13 @@ int launch_cmd_register_flow(const char *artifact, const char *flow, const char 
         free(j.spec);
         return LAUNCH_EXIT_INVALID;
     }
-    launch_iso_time(launch_now(), j.now);
-    size_t n = strlen(j.ctx.cfg.artifact_bucket) + strlen(flow) + strlen(version) + 40;
+    proto_iso_time(proto_now(), j.now);
+    /* The flow name is one key segment: encoded like every name (proto_name_encode). */
+    char enc[PROTO_NAME_ENCODED_MAX];
+    proto_name_encode(flow, enc, sizeof enc);
+    size_t n = strlen(j.ctx.cfg.artifact_bucket) + strlen(enc) + strlen(version) + 40;
     j.uri = malloc(n);
-    launch__fmt(j.uri, n, "s3://%s/flows/%s/%s/artifact.zip", j.ctx.cfg.artifact_bucket, flow,
+    launch__fmt(j.uri, n, "s3://%s/flows/%s/%s/artifact.zip", j.ctx.cfg.artifact_bucket, enc,
                 version);
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "TableName", j.ctx.cfg.flows_table);

@@ -1,7 +1,11 @@
 /* validate.c - the pure checks of dagy-launch: configuration from the environment, workload
  * profiles and the Fargate CPU/memory table, semantic versions, parameters and extra variables,
- * time stamps and UUIDs. Nothing here talks to AWS, so every rule is unit-tested directly. */
+ * and UUIDs (names and times: proto/names.h, proto/util.h). Nothing here talks to AWS, so every
+ * rule is unit-tested directly. */
 #include "launcher/launch.h"
+#include "proto/jsonnul.h"
+#include "proto/names.h"
+#include "proto/util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -304,55 +308,37 @@ int launch_param_add(cJSON *params, const char *arg, char *err)
     return 0;
 }
 
-/* Reads a small file whole (for "@FILE" arguments). */
-static char *read_small_file(const char *path, const char *what, char *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        launch__fmt(err, LAUNCH_ERR_MAX, "%s: cannot open %s: %s", what, path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0)
-            break;
-        if (len + 1 == cap) {
-            char *nb = cap >= (16u << 20) ? NULL : realloc(buf, cap * 2);
-            if (!nb) {
-                launch__fmt(err, LAUNCH_ERR_MAX, "%s: %s is larger than 16 MiB", what, path);
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    if (buf && ferror(f)) {
-        launch__fmt(err, LAUNCH_ERR_MAX, "%s: cannot read %s: %s", what, path, strerror(errno));
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf)
-        buf[len] = '\0';
-    return buf;
-}
-
 char *launch__read_file(const char *path, const char *what, char *err)
 {
-    return read_small_file(path, what, err);
+    char *text = proto_read_user_file(path, 16u << 20, NULL);
+    if (!text)
+        launch__fmt(err, LAUNCH_ERR_MAX, "%s: cannot read %s: %s", what, path,
+                    errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
+    return text;
+}
+
+int launch__refuse_nul(const char *text, const char *what, char *err)
+{
+    if (!proto_json_has_nul(text, strlen(text)))
+        return 0;
+    char where[128];
+    proto_json_nul_where(text, strlen(text), where, sizeof where);
+    launch__fmt(err, LAUNCH_ERR_MAX,
+                "%s: the string at %s contains a NUL character (\\u0000), which is not allowed",
+                what, where);
+    return -EINVAL;
 }
 
 int launch_params_merge(cJSON *params, const char *text_or_file, const char *what, char *err)
 {
     bool file = text_or_file[0] == '@';
-    char *text = file ? read_small_file(text_or_file + 1, what, err) : strdup(text_or_file);
+    char *text = file ? launch__read_file(text_or_file + 1, what, err) : strdup(text_or_file);
     if (!text)
         return file ? -EINVAL : -ENOMEM;
+    if (launch__refuse_nul(text, what, err) < 0) {
+        free(text);
+        return -EINVAL;
+    }
     cJSON *obj = cJSON_Parse(text);
     free(text);
     if (!cJSON_IsObject(obj)) {
@@ -429,52 +415,6 @@ bool launch_tag_value_valid(const char *s, size_t max)
 }
 
 /* ---- time and ids ---- */
-
-double launch_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-void launch_iso_time(double epoch, char *buf)
-{
-    time_t sec = (time_t)epoch;
-    int ms = (int)((epoch - (double)sec) * 1000.0);
-    if (ms > 999)
-        ms = 999;
-    if (ms < 0)
-        ms = 0;
-    struct tm tm;
-    gmtime_r(&sec, &tm);
-    launch__fmt(buf, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-}
-
-double launch_parse_iso(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    int ms = 0, n = 0;
-    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                     &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
-        return -1;
-    const char *p = s + n;
-    if (*p == '.') {
-        int digits = 0;
-        for (p++; isdigit((unsigned char)*p); p++, digits++)
-            if (digits < 3)
-                ms = ms * 10 + (*p - '0');
-        for (; digits < 3; digits++)
-            ms *= 10;
-    }
-    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0 && *p)
-        return -1;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    return t == (time_t)-1 ? -1 : (double)t + ms / 1000.0;
-}
 
 void launch_uuid4(char *buf)
 {

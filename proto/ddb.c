@@ -5,6 +5,7 @@
  * reserved words (status, name, environment, ...), and every value through
  * ExpressionAttributeValues: nothing from an item is ever spliced into an expression. */
 #include "proto/ddb.h"
+#include "proto/util.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -12,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Terminal statuses (contract section 4): never replaced by a different status. */
-static const char *const terminal[] = {"SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"};
+/* The condition below names the terminal statuses as :t0 .. :t3. */
+_Static_assert(PROTO_TERMINAL_N == 4, "add_condition lists four terminal statuses");
 
 /* Shortest text that reads back as the same double; integers below 2^53 without exponent. */
 static void format_number(double v, char *buf, size_t n)
@@ -226,10 +227,11 @@ static char *add_condition(update_req *u, const cJSON *item)
         !cJSON_AddStringToObject(u->names, "#st", "status") ||
         !cJSON_AddItemToObject(u->values, ":seq", marshal_value(seq)))
         u->oom = true;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < PROTO_TERMINAL_N; i++) {
         char v[8];
         snprintf(v, sizeof v, ":t%d", i);
-        if (!cJSON_AddItemToObject(u->values, v, typed("S", cJSON_CreateString(terminal[i]))))
+        if (!cJSON_AddItemToObject(u->values, v,
+                                   typed("S", cJSON_CreateString(proto_terminal_statuses[i]))))
             u->oom = true;
     }
     bool same = cJSON_IsString(st);

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include "proto/flowspec_int.h"
+#include "proto/jsonnul.h"
+#include "proto/names.h"
+#include "proto/util.h"
 
 /* Upper bound for every duration (about 31 years): keeps seconds -> milliseconds conversions in
  * the scheduler far from overflow. */
@@ -55,19 +58,6 @@ typedef struct {
     const cJSON **up_json; /* per task: its "upstream" array (or NULL), resolved after all names */
     sched_task_def defaults;
 } pctx;
-
-bool flowspec_valid_name(const char *name)
-{
-    size_t n = 0;
-    for (; name[n]; n++) {
-        char c = name[n];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '.' || c == '-';
-        if (!ok || n >= 128)
-            return false;
-    }
-    return n > 0;
-}
 
 /* Returns the end of the identifier [A-Za-z_][A-Za-z0-9_]* at p, or NULL if there is none. */
 static const char *ident_end(const char *p)
@@ -362,11 +352,9 @@ static int task_name(pctx *c, size_t i, const cJSON *t)
         return flowspec__fail(c->err, "task #%zu: missing required field \"name\"", i + 1);
     if (!cJSON_IsString(v))
         return flowspec__fail(c->err, "task #%zu: field \"name\": must be a string", i + 1);
-    if (!flowspec_valid_name(v->valuestring))
-        return flowspec__fail(c->err,
-                              "task #%zu: field \"name\": must be 1-128 characters of A-Z a-z "
-                              "0-9 _ . - (got \"%.64s\")",
-                              i + 1, v->valuestring);
+    char why[FLOWSPEC_ERR_MAX];
+    if (!proto_name_check(PROTO_NAME_TASK, v->valuestring, why, sizeof why))
+        return flowspec__fail(c->err, "task #%zu: field \"name\": %s", i + 1, why);
     if (!(c->s->tasks[i].name = strdup(v->valuestring)))
         return -ENOMEM;
     if (flowspec__map_put(c->s->index, c->s->tasks[i].name, i, &prev))
@@ -532,9 +520,11 @@ static int parse_root(pctx *c, const cJSON *root)
     s->spec_version = 1;
     if (!f[F_NAME])
         return flowspec__fail(c->err, "missing required field \"name\"");
-    if (!cJSON_IsString(f[F_NAME]) || !flowspec_valid_name(f[F_NAME]->valuestring))
-        return flowspec__fail(c->err, "field \"name\": must be a string of 1-128 characters of "
-                                      "A-Z a-z 0-9 _ . -");
+    char why[FLOWSPEC_ERR_MAX];
+    if (!cJSON_IsString(f[F_NAME]))
+        return flowspec__fail(c->err, "field \"name\": must be a string");
+    if (!proto_name_check(PROTO_NAME_FLOW, f[F_NAME]->valuestring, why, sizeof why))
+        return flowspec__fail(c->err, "field \"name\": %s", why);
     if (!(s->name = strdup(f[F_NAME]->valuestring)))
         return -ENOMEM;
     if ((rc = opt_string(f[F_VERSION], &s->version, "", "version", c->err)) < 0 ||
@@ -564,6 +554,78 @@ static int json_error(const char *json, size_t len, const char *at, char *err)
     return flowspec__fail(err, "invalid JSON at line %zu, column %zu", line, col);
 }
 
+#define NUL_WHY "contains a NUL character (\\u0000), which is not allowed"
+
+/* The member of object `o` that holds the marker, or NULL. */
+static const cJSON *marked_member(const cJSON *o, const char *marker)
+{
+    const cJSON *m;
+    cJSON_ArrayForEach(m, o)
+    {
+        if (proto_json_holds(m, marker))
+            return m;
+    }
+    return NULL;
+}
+
+/* "PREFIXfield "F": ..." for the marked member m of an object (or its name, if that is it). */
+static int nul_field(const cJSON *m, const char *prefix, char *err)
+{
+    return flowspec__fail(err, "%sfield \"%s\": " NUL_WHY, prefix, m->string);
+}
+
+/* The task holding the marker in the tasks array: "task "NAME": field "F": ...". */
+static int nul_task(const cJSON *tasks, const char *marker, char *err)
+{
+    size_t i = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tasks)
+    {
+        i++;
+        const cJSON *m = proto_json_holds(t, marker) ? marked_member(t, marker) : NULL;
+        if (!m)
+            continue;
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name");
+        char prefix[200];
+        if (cJSON_IsString(name) && !strstr(name->valuestring, marker) &&
+            proto_name_check(PROTO_NAME_TASK, name->valuestring, NULL, 0))
+            snprintf(prefix, sizeof prefix, "task \"%s\": ", name->valuestring);
+        else
+            snprintf(prefix, sizeof prefix, "task #%zu: ", i);
+        if (strstr(m->string, marker))
+            return flowspec__fail(err, "%sthe name of a field " NUL_WHY, prefix);
+        return nul_field(m, prefix, err);
+    }
+    return flowspec__fail(err, "field \"tasks\": " NUL_WHY);
+}
+
+/* The spec holds a \u0000 escape, which cJSON would cut the string at: names the task and the
+ * field (or the line and column when the text cannot be marked). */
+static int nul_error(const char *json, size_t len, char *err)
+{
+    char marker[4], where[128];
+    cJSON *root = proto_json_parse_nul_marked(json, len, marker);
+    const cJSON *m = cJSON_IsObject(root) ? marked_member(root, marker) : NULL;
+    int rc;
+    if (!m) {
+        proto_json_nul_where(json, len, where, sizeof where);
+        rc = flowspec__fail(err, "a string at %s " NUL_WHY, where);
+    } else if (strstr(m->string, marker)) {
+        rc = flowspec__fail(err, "the name of a field " NUL_WHY);
+    } else if (!strcmp(m->string, "tasks") && cJSON_IsArray(m)) {
+        rc = nul_task(m, marker, err);
+    } else if (!strcmp(m->string, "defaults") && cJSON_IsObject(m)) {
+        const cJSON *d = marked_member(m, marker);
+        rc = strstr(d->string, marker)
+                 ? flowspec__fail(err, "defaults: the name of a field " NUL_WHY)
+                 : nul_field(d, "defaults: ", err);
+    } else {
+        rc = nul_field(m, "", err);
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
 int flowspec_parse(const char *json, size_t len, flowspec **out, char *err)
 {
     *out = NULL;
@@ -575,6 +637,8 @@ int flowspec_parse(const char *json, size_t len, flowspec **out, char *err)
     const char *nul = memchr(json, '\0', len);
     if (nul)
         return json_error(json, len, nul, err);
+    if (proto_json_has_nul(json, len))
+        return nul_error(json, len, err);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
     if (!root)
@@ -599,35 +663,6 @@ int flowspec_parse(const char *json, size_t len, flowspec **out, char *err)
     return 0;
 }
 
-/* Reads at most FLOWSPEC_MAX_BYTES + 1 bytes of f into a malloc'd buffer. */
-static int read_all(FILE *f, char **buf, size_t *len)
-{
-    size_t cap = 0, n = 0;
-    char *p = NULL;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 65536;
-            char *q = realloc(p, cap);
-            if (!q) {
-                free(p);
-                return -ENOMEM;
-            }
-            p = q;
-        }
-        size_t got = fread(p + n, 1, cap - n, f);
-        n += got;
-        if (got == 0 || n > FLOWSPEC_MAX_BYTES)
-            break;
-    }
-    if (ferror(f)) {
-        free(p);
-        return -EIO;
-    }
-    *buf = p;
-    *len = n;
-    return 0;
-}
-
 int flowspec_load(const char *path, flowspec **out, char *err)
 {
     char msg[FLOWSPEC_ERR_MAX];
@@ -635,16 +670,13 @@ int flowspec_load(const char *path, flowspec **out, char *err)
     size_t len = 0;
     int rc;
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* One byte over the limit reads as EFBIG; flowspec_parse words the size error. */
+    if (!(buf = proto_read_user_file(path, FLOWSPEC_MAX_BYTES, &len))) {
         rc = -errno;
-        flowspec__fail(err, "%s: %s", path, strerror(-rc));
-        return rc;
-    }
-    rc = read_all(f, &buf, &len);
-    fclose(f);
-    if (rc < 0) {
-        flowspec__fail(err, "%s: %s", path, strerror(-rc));
+        if (rc == -EFBIG)
+            flowspec__fail(err, "%s: the spec is larger than 16 MiB", path);
+        else
+            flowspec__fail(err, "%s: %s", path, strerror(-rc));
         return rc;
     }
     rc = flowspec_parse(buf, len, out, msg);

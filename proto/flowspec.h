@@ -82,9 +82,6 @@ void flowspec_write_dot(const flowspec *s, FILE *f);
 /* Index of the task with this name, or -1. */
 long flowspec_find(const flowspec *s, const char *name);
 
-/* True if `name` is a valid task name: 1-128 chars of [A-Za-z0-9_.-]. */
-bool flowspec_valid_name(const char *name);
-
 /* Checks the template syntax of one string without expanding it. Returns 0, or -EINVAL with
  * "WHERE: reason" in err (where may be NULL). */
 int flowspec_check_templates(const char *in, const char *where, char *err);

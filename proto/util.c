@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <math.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,32 +71,27 @@ char *proto_utf8_clean(const char *s, size_t n, size_t max)
 {
     static const char repl[] = "\xEF\xBF\xBD";
     const unsigned char *u = (const unsigned char *)s;
-    /* Worst case every byte becomes 3 bytes. */
-    size_t cap = n * 3 + 4;
-    if (max && cap > max + 1)
-        cap = max + 1;
-    char *out = malloc(cap < 4 ? 4 : cap);
+    size_t most = n > (SIZE_MAX - 8) / 3 ? SIZE_MAX - 8 : n * 3; /* every byte may become 3 */
+    size_t limit = max && max < most ? max : most;
+    char *out = malloc(limit + 4);
     if (!out)
         return NULL;
-    size_t limit = max ? max : n * 3;
     size_t k = 0, i = 0;
     bool cut = false;
     while (i < n) {
         size_t l = u[i] ? proto_utf8_seq(u + i, n - i) : 0;
-        const char *piece = l ? s + i : repl;
         size_t plen = l ? l : 3;
-        /* Keep room for "..." if more input follows this piece. */
-        size_t reserve = (max && i + (l ? l : 1) < n) ? 3 : 0;
-        if (k + plen + reserve > limit) {
+        if (k + plen > limit) {
             cut = true;
             break;
         }
-        memcpy(out + k, piece, plen);
+        memcpy(out + k, l ? s + i : repl, plen);
         k += plen;
         i += l ? l : 1;
     }
     if (cut) {
-        while (k + 3 > limit && k > 0) /* only when max < 3 + content: back off a character */
+        /* Make room for "..." by dropping whole characters (out is valid UTF-8 by now). */
+        while (k > 0 && k + 3 > limit)
             k = proto_utf8_cut(out, k, k - 1);
         if (k + 3 <= limit)
             memcpy(out + k, "...", 3), k += 3;
@@ -112,42 +109,70 @@ double proto_now(void)
 
 const char *proto_iso_time(double epoch, char *buf)
 {
-    time_t sec = (time_t)epoch;
-    int ms = (int)((epoch - (double)sec) * 1000.0);
-    if (ms > 999)
-        ms = 999;
-    if (ms < 0)
-        ms = 0;
+    /* Round to whole milliseconds first, so that a time parsed from "...:00.123Z" prints back
+     * as .123 (0.123 is not exact in binary) and .9996 carries into the next second. */
+    double total = floor(epoch * 1000.0 + 0.5);
+    time_t sec = (time_t)floor(total / 1000.0);
+    int ms = (int)(total - (double)sec * 1000.0);
     struct tm tm;
-    gmtime_r(&sec, &tm);
-    size_t n = strftime(buf, PROTO_ISO_LEN - 6, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, PROTO_ISO_LEN - n, ".%03dZ", ms);
+    if (ms < 0 || ms > 999)
+        ms = 0;
+    if (!gmtime_r(&sec, &tm))
+        memset(&tm, 0, sizeof tm), tm.tm_year = 70, tm.tm_mday = 1;
+    char full[96]; /* room for any int the compiler imagines; a real time takes 24 bytes */
+    snprintf(full, sizeof full, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    size_t n = strnlen(full, PROTO_ISO_LEN - 1);
+    memcpy(buf, full, n);
+    buf[n] = '\0';
     return buf;
+}
+
+/* Reads exactly `n` decimal digits at *p into *out and advances *p; false if any is missing. */
+static bool fixed_digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9')
+            return false;
+        v = v * 10 + (**p - '0');
+    }
+    *out = v;
+    return true;
 }
 
 double proto_parse_iso(const char *s)
 {
     struct tm tm;
     memset(&tm, 0, sizeof tm);
-    int ms = 0, n = 0;
-    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                     &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
+    int year, mon, day, hour, min, sec, ms = 0;
+    const char *p = s;
+    if (!p || !fixed_digits(&p, 4, &year) || *p++ != '-' || !fixed_digits(&p, 2, &mon) ||
+        *p++ != '-' || !fixed_digits(&p, 2, &day) || *p++ != 'T' || !fixed_digits(&p, 2, &hour) ||
+        *p++ != ':' || !fixed_digits(&p, 2, &min) || *p++ != ':' || !fixed_digits(&p, 2, &sec))
         return -1;
-    const char *p = s + n;
+    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60)
+        return -1;
     if (*p == '.') {
         int digits = 0;
         for (p++; *p >= '0' && *p <= '9'; p++, digits++)
             if (digits < 3)
                 ms = ms * 10 + (*p - '0');
-        while (digits > 0 && digits < 3)
-            ms *= 10, digits++;
+        if (!digits)
+            return -1;
+        for (; digits < 3; digits++)
+            ms *= 10;
     }
-    if (*p != 'Z' && strcmp(p, "+00:00") != 0)
+    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
         return -1;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    tm.tm_sec = sec;
     time_t t = timegm(&tm);
-    if (t == (time_t)-1)
+    if (t == (time_t)-1 || tm.tm_mday != day) /* 2026-02-31 is not a date */
         return -1;
     return (double)t + ms / 1000.0;
 }
@@ -184,11 +209,13 @@ void proto_list_free(char **list)
     free(list);
 }
 
+const char *const proto_terminal_statuses[PROTO_TERMINAL_N] = {"SUCCEEDED", "FAILED", "CANCELLED",
+                                                               "SKIPPED"};
+
 bool proto_status_terminal(const char *st)
 {
-    static const char *const terminal[] = {"SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"};
-    for (size_t i = 0; st && i < sizeof terminal / sizeof terminal[0]; i++)
-        if (!strcmp(st, terminal[i]))
+    for (size_t i = 0; st && i < PROTO_TERMINAL_N; i++)
+        if (!strcmp(st, proto_terminal_statuses[i]))
             return true;
     return false;
 }
@@ -196,6 +223,8 @@ bool proto_status_terminal(const char *st)
 int proto_mkdirs(const char *path, mode_t mode)
 {
     char p[4096];
+    if (!path || !*path)
+        return -EINVAL;
     if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p)
         return -ENAMETOOLONG;
     for (char *c = p + 1;; c++) {
@@ -207,46 +236,34 @@ int proto_mkdirs(const char *path, mode_t mode)
             return -errno;
         *c = save;
         if (!save)
-            return 0;
+            break;
     }
+    /* EEXIST also means "a file of that name": only a directory will do. */
+    struct stat st;
+    if (stat(p, &st))
+        return -errno;
+    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
-char *proto_read_file(const char *path, size_t max, size_t *len)
+/* Reads fd to its end, at most max bytes (more is EFBIG); `hint` is the expected size. Returns
+ * a NUL-terminated buffer or NULL with errno set. Does not close fd. */
+static char *read_fd(int fd, size_t hint, size_t max, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return NULL;
-    struct stat st;
-    char *buf = NULL;
-    int e = 0;
-    if (fstat(fd, &st)) {
-        e = errno;
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        e = EINVAL;
-        goto out;
-    }
-    if ((unsigned long long)st.st_size > max) {
-        e = EFBIG;
-        goto out;
-    }
     /* The file may grow while we read: read at most max + 1 bytes to notice. */
-    size_t cap = (size_t)st.st_size + 1, n = 0;
-    buf = malloc(cap + 1);
-    if (!buf) {
-        e = ENOMEM;
-        goto out;
-    }
+    size_t most = max < SIZE_MAX - 1 ? max + 1 : SIZE_MAX - 1;
+    size_t cap = hint < most ? hint + 1 : most, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf)
+        return errno = ENOMEM, NULL;
     for (;;) {
         if (n == cap) {
             if (n > max)
                 break;
-            size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            size_t ncap = cap > most / 2 ? most : cap * 2;
             char *nb = realloc(buf, ncap + 1);
             if (!nb) {
-                e = ENOMEM;
-                goto out;
+                free(buf);
+                return errno = ENOMEM, NULL;
             }
             buf = nb, cap = ncap;
         }
@@ -254,44 +271,105 @@ char *proto_read_file(const char *path, size_t max, size_t *len)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            e = errno;
-            goto out;
+            int e = errno;
+            free(buf);
+            return errno = e, NULL;
         }
         if (r == 0)
             break;
         n += (size_t)r;
     }
     if (n > max) {
-        e = EFBIG;
-        goto out;
+        free(buf);
+        return errno = EFBIG, NULL;
     }
     buf[n] = '\0';
     if (len)
         *len = n;
-    close(fd);
     return buf;
-out:
-    free(buf);
+}
+
+/* Opens path with `flags` and reads it whole if fstat agrees: a regular file of at most max
+ * bytes, or (if `streams`) also a pipe, socket or character device. */
+static char *read_path(const char *path, int flags, bool streams, size_t max, size_t *len)
+{
+    int fd = open(path, flags | O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    char *buf = NULL;
+    int e = 0;
+    if (fstat(fd, &st))
+        e = errno;
+    else if (S_ISDIR(st.st_mode))
+        e = EISDIR;
+    else if (!S_ISREG(st.st_mode) &&
+             !(streams && (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISSOCK(st.st_mode))))
+        e = EINVAL;
+    else if (S_ISREG(st.st_mode) && (unsigned long long)st.st_size > max)
+        e = EFBIG;
+    else if (!(buf = read_fd(fd, S_ISREG(st.st_mode) ? (size_t)st.st_size : 4096, max, len)))
+        e = errno;
     close(fd);
     errno = e;
-    return NULL;
+    return buf;
+}
+
+char *proto_read_file(const char *path, size_t max, size_t *len)
+{
+    return read_path(path, O_NOFOLLOW | O_NONBLOCK, false, max, len);
+}
+
+char *proto_read_user_file(const char *path, size_t max, size_t *len)
+{
+    return read_path(path, 0, true, max, len);
+}
+
+/* Creates the temporary beside `path` (name in tmp); a stale one of a dead process with our pid
+ * is skipped over. Returns the fd or -errno. */
+static int open_temp(const char *path, char *tmp, size_t n, mode_t mode)
+{
+    static unsigned counter; /* atomic: unpack threads may write files too */
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path + 1) : 0;
+    for (int tries = 0; tries < 100; tries++) {
+        /* The temporary's name starts with ".~": a name no encoded item name can take
+         * (proto_name_encode never yields a leading '.'). */
+        unsigned id = __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED);
+        if (snprintf(tmp, n, "%.*s.~%s.%ld.%u", dirlen, path, slash ? slash + 1 : path,
+                     (long)getpid(), id) >= (int)n)
+            return -ENAMETOOLONG;
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+        if (fd >= 0 || errno != EEXIST)
+            return fd >= 0 ? fd : -errno;
+    }
+    return -EEXIST;
+}
+
+/* fsync of the directory holding `path`, so that a rename survives a power loss. */
+static int sync_dir(const char *path)
+{
+    char dir[4200];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else
+        snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) ? -errno : 0;
+    close(fd);
+    return rc;
 }
 
 int proto_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                             bool durable)
 {
     char tmp[4200];
-    const char *slash = strrchr(path, '/');
-    int dirlen = slash ? (int)(slash - path + 1) : 0;
-    /* The temporary's name starts with ".~" and ends in a pid and counter: a name no encoded
-     * item name can take (proto_name_encode never yields a leading '.'). */
-    static unsigned counter;
-    if (snprintf(tmp, sizeof tmp, "%.*s.~%s.%ld.%u", dirlen, path, slash ? slash + 1 : path,
-                 (long)getpid(), counter++) >= (int)sizeof tmp)
-        return -ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    int fd = open_temp(path, tmp, sizeof tmp, mode);
     if (fd < 0)
-        return -errno;
+        return fd;
     const char *p = data;
     size_t left = len;
     int rc = 0;
@@ -311,7 +389,9 @@ int proto_write_file_atomic(const char *path, const void *data, size_t len, mode
         rc = -errno;
     if (!rc && rename(tmp, path))
         rc = -errno;
-    if (rc)
+    if (rc) {
         unlink(tmp);
-    return rc;
+        return rc;
+    }
+    return durable ? sync_dir(path) : 0;
 }

@@ -22,7 +22,7 @@ bool proto_utf8_valid(const char *s, size_t n);
 size_t proto_utf8_cut(const char *s, size_t n, size_t max);
 
 /* A new NUL-terminated copy of s[0..n) that is valid UTF-8: every invalid byte becomes U+FFFD,
- * every NUL byte becomes U+FFFD as well unless keep_nul, and the result is cut on a character
+ * every NUL byte becomes U+FFFD as well, and the result is cut on a character
  * boundary so that it holds at most `max` bytes (excluding the NUL; 0 = no limit). If anything
  * was cut, "..." is appended within the limit. Caller frees. NULL only on out of memory. */
 char *proto_utf8_clean(const char *s, size_t n, size_t max);
@@ -37,7 +37,8 @@ double proto_now(void);
 #define PROTO_ISO_LEN 32
 const char *proto_iso_time(double epoch, char *buf);
 
-/* Parses proto_iso_time's format (milliseconds optional); returns epoch seconds, or -1. */
+/* Parses proto_iso_time's format strictly (milliseconds optional, any number of fraction
+ * digits, "Z" or "+00:00"; fields in range, a real date); returns epoch seconds, or -1. */
 double proto_parse_iso(const char *s);
 
 /* ---- lists and statuses ---- */
@@ -47,24 +48,36 @@ double proto_parse_iso(const char *s);
 char **proto_split_list(const char *s, char sep);
 void proto_list_free(char **list);
 
+/* The statuses no write may ever replace (contract section 4), for conditions that list them. */
+#define PROTO_TERMINAL_N 4
+extern const char *const proto_terminal_statuses[PROTO_TERMINAL_N];
+
 /* True for the statuses no write may ever replace: SUCCEEDED, FAILED, CANCELLED, SKIPPED. */
 bool proto_status_terminal(const char *status);
 
 /* ---- files ---- */
 
 /* mkdir -p: creates every missing directory of `path` with `mode` (directories that exist are
- * left as they are). Returns 0 or -errno. */
+ * left as they are). Returns 0, or -errno: -ENOTDIR if `path` exists but is not a directory,
+ * -EINVAL for an empty path. */
 int proto_mkdirs(const char *path, mode_t mode);
 
 /* Reads a whole regular file of at most `max` bytes into a new NUL-terminated buffer (caller
  * frees); *len (if not NULL) gets its length. Opens with O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC and
  * refuses anything that is not a regular file, so a FIFO or device a task planted never blocks.
  * Returns NULL with errno set: ENOENT, ELOOP (a symlink), EINVAL (not a regular file),
- * EFBIG (larger than max), or the read error. */
+ * EISDIR, EFBIG (larger than max, also if it grew past max while read), or the read error.
+ * For every path a task, an archive or another process could have planted. */
 char *proto_read_file(const char *path, size_t max, size_t *len);
 
+/* The same for a path the operator named (--params-json @FILE, --file, --spec): follows
+ * symbolic links and also reads a pipe or character device to its end ("@/dev/stdin",
+ * "@<(cmd)"), at most `max` bytes (more is EFBIG). Blocks while a pipe's writer is silent. */
+char *proto_read_user_file(const char *path, size_t max, size_t *len);
+
 /* Writes `len` bytes to `path` atomically: a temporary file in the same directory (mode
- * `mode`, O_EXCL, fsync'd if `durable`), then rename(2). A short write or ENOSPC is an error,
+ * `mode`, O_EXCL, fsync'd if `durable`), then rename(2) (and, if durable, an fsync of the
+ * directory). A short write or ENOSPC is an error,
  * never a truncated file: the temporary is removed. Returns 0 or -errno. */
 int proto_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                             bool durable);

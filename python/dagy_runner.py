@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """dagy's runner for `callable` tasks: imports DAGY_CALLABLE ("module.path:function"), calls it
-with DAGY_KWARGS (upstream references replaced by the upstream tasks' results from
-DAGY_TASK_INPUTS) and writes the return value as JSON to DAGY_TASK_OUTPUT.
+with DAGY_KWARGS (or the file DAGY_KWARGS_FILE, for kwargs over 128 KiB; upstream references
+replaced by the upstream tasks' results from DAGY_TASK_INPUTS) and writes the return value as
+JSON to DAGY_TASK_OUTPUT.
 
 Exit codes: 0 success, 1 the task failed (exception, import error, bad result), 2 the runner was
 started wrongly (bad DAGY_CALLABLE or unreadable environment). Python 3.9+, stdlib only.
@@ -54,6 +55,22 @@ def load_json_env(name, default):
         raise RunnerError("%s is not valid JSON: %s" % (name, e), EXIT_USAGE)
     if not isinstance(value, dict):
         raise RunnerError("%s must be a JSON object" % name, EXIT_USAGE)
+    return value
+
+
+def load_kwargs():
+    """The keyword arguments: DAGY_KWARGS, or the file DAGY_KWARGS_FILE names when the agent
+    found them too large for one environment variable (over 128 KiB)."""
+    path = os.environ.get("DAGY_KWARGS_FILE")
+    if not path:
+        return load_json_env("DAGY_KWARGS", {})
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunnerError("cannot read DAGY_KWARGS_FILE %s: %s" % (path, e), EXIT_USAGE)
+    if not isinstance(value, dict):
+        raise RunnerError("DAGY_KWARGS_FILE %s must hold a JSON object" % path, EXIT_USAGE)
     return value
 
 
@@ -152,7 +169,7 @@ def write_output(path, result):
 def run():
     """Does the whole job; returns the process exit code."""
     module_name, func_name = parse_callable(os.environ.get("DAGY_CALLABLE"))
-    kwargs = load_json_env("DAGY_KWARGS", {})
+    kwargs = load_kwargs()
     # Each keyword argument's value is substituted; the kwargs object itself is not a reference
     # even when it looks like one (a function may take a parameter named "upstream").
     inputs = load_inputs()

@@ -1,9 +1,10 @@
-/* sbx.c - task processes on the agent's libuv loop: posix_spawn() into a new session, stdout and
- * stderr read through pipes, group kill with a grace period, and one SIGCHLD reaper for every
- * child of the agent (a child subreaper, or PID 1), known or orphaned.
+/* sbx.c - task processes on the agent's libuv loop: a spawn into a new session (sbx_child.c),
+ * stdout and stderr read through pipes, group kill with a grace period, one SIGCHLD reaper for
+ * every child of the agent (a child subreaper, or PID 1), known or orphaned, and the kill of
+ * what escaped an attempt's group when the attempt ends (sbx_escape.c).
  *
- * Spawning is cheap on purpose (a benchmark runs thousands of tiny tasks): glibc's posix_spawn()
- * is a CLONE_VFORK, no per-task work depends on the size of the DAG, and per-process memory is
+ * Spawning is cheap on purpose (a benchmark runs thousands of tiny tasks): the spawn is a
+ * CLONE_VFORK, no per-task work depends on the size of the DAG, and per-process memory is
  * about 1 KiB until a task writes partial lines or stderr. */
 #include "sandbox/sbx.h"
 #include "sandbox/sbx_int.h"
@@ -12,25 +13,30 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
-#define PID_BUCKETS   256         /* running leaders are few (max_parallel): short chains */
-#define READ_BUF_SIZE (64 * 1024) /* shared by every pipe: each read is consumed at once */
-#define DRAIN_WAIT_MS 2000        /* how long pipes may stay open after the group is gone */
+#define PID_BUCKETS   256          /* running leaders are few (max_parallel): short chains */
+#define READ_BUF_SIZE (64 * 1024)  /* shared by every pipe: each read is consumed at once */
+#define CHILD_STACK   (256 * 1024) /* the spawned child's stack until exec (sanitizers need room) */
+#define CLOSE_WAIT_MS 1000         /* sbx_close(): how long to wait for killed processes to go */
 
 /* A proc's lifecycle; each state says where it is entered. */
 typedef enum {
     PROC_FAILED,   /* the program could not be run; on_exit due on the zero timer (spawn) */
     PROC_RUNNING,  /* the leader is alive (spawn) */
-    PROC_DRAINING, /* leader reaped, group killed; waiting for both pipes' EOF (reap) */
+    PROC_DRAINING, /* leader reaped, group and escapees killed; waiting for both pipes' EOF (reap)
+                    */
     PROC_DONE,     /* reported or abandoned; handles closing, freed by the last close callback */
 } proc_state;
 
@@ -47,9 +53,12 @@ struct sbx_proc {
     sbx_proc *prev, *next; /* ctx->procs: every proc not yet reported */
     sbx_proc *hnext;       /* ctx->buckets: running leaders by pid */
     pid_t pid;
+    uint64_t seq;             /* the attempt's number in SBX_ID_ENV */
+    unsigned long long start; /* the leader's start in /proc ticks, 0 until needed */
     proc_state state;
     bool term_sent;
     int closing; /* handles whose close callback is pending */
+    int wstatus; /* the leader's wait status, between its reap and leader_exited() */
     stream out, err;
     uv_timer_t timer; /* exec failure report, or SIGKILL after grace, or the EOF wait */
     sbx__ring trace;
@@ -64,9 +73,16 @@ struct sbx_ctx {
     uv_loop_t *loop;
     uv_signal_t sigchld;
     int devnull;
-    posix_spawnattr_t attr; /* the same for every task: built once */
+    pthread_t thread; /* the loop's thread: the only one that may spawn (PR_SET_PDEATHSIG) */
+    pid_t tid;
+    void *stack;                 /* the spawned child's, reused by every spawn */
+    char id[40];                 /* "<pid>-<nonce>": this context's prefix of SBX_ID_ENV values */
+    char marker[SBX_ID_ENV_MAX]; /* "SBX_ID_ENV=<id>-" */
+    uint64_t seq;
+    pid_t watchdog;
+    int wd_fd;
     size_t active;
-    uint64_t orphans;
+    uint64_t orphans, escaped;
     sbx_proc *procs;
     sbx_proc *buckets[PID_BUCKETS];
     /* Where recent programs were found in PATH: a DAG of 2000 `sh -c` tasks would otherwise
@@ -103,28 +119,16 @@ static int open_devnull(int *out)
     }
 }
 
-/* The spawn attributes: a new session (so pgid = pid and no controlling terminal), no blocked
- * signals, and default dispositions for what the agent or libuv may have changed (an ignored
- * signal would otherwise survive exec). */
-static int init_attr(posix_spawnattr_t *a)
+/* What sbx_close() and a failed sbx_init() release besides the SIGCHLD handle. */
+static void free_resources(sbx_ctx *ctx)
 {
-    static const int reset[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGPIPE, SIGALRM, SIGTERM, SIGCHLD,
-                                SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU, SIGXFSZ, SIGXCPU};
-    sigset_t none, dfl;
-    sigemptyset(&none);
-    sigemptyset(&dfl);
-    for (size_t i = 0; i < sizeof reset / sizeof reset[0]; i++)
-        sigaddset(&dfl, reset[i]);
-    int rc = posix_spawnattr_init(a);
-    if (rc)
-        return -rc;
-    short flags = POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-    if ((rc = posix_spawnattr_setflags(a, flags)) || (rc = posix_spawnattr_setsigmask(a, &none)) ||
-        (rc = posix_spawnattr_setsigdefault(a, &dfl))) {
-        posix_spawnattr_destroy(a);
-        return -rc;
-    }
-    return 0;
+    sbx__watchdog_stop(ctx->watchdog, ctx->wd_fd);
+    ctx->watchdog = 0;
+    ctx->wd_fd = -1;
+    if (ctx->stack)
+        munmap(ctx->stack, CHILD_STACK);
+    ctx->stack = NULL;
+    close(ctx->devnull);
 }
 
 int sbx_init(uv_loop_t *loop, sbx_ctx **out)
@@ -133,30 +137,45 @@ int sbx_init(uv_loop_t *loop, sbx_ctx **out)
     if (!ctx)
         return -ENOMEM;
     ctx->loop = loop;
+    ctx->wd_fd = -1;
+    ctx->thread = pthread_self();
+    ctx->tid = gettid();
+    snprintf(ctx->id, sizeof ctx->id, "%d-%" PRIx64, (int)getpid(), uv_hrtime());
     int rc = open_devnull(&ctx->devnull);
     if (rc)
         goto fail;
     /* Orphaned descendants become our children, so every one is reaped (PID 1 gets them
-     * anyway) and an escaped grandchild never lingers as a zombie of someone else. */
+     * anyway), and what escaped an attempt is found among them. */
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
         rc = -errno;
         goto fail_fd;
     }
-    if ((rc = init_attr(&ctx->attr)))
+    ctx->stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (ctx->stack == MAP_FAILED) {
+        ctx->stack = NULL;
+        rc = -errno;
         goto fail_fd;
+    }
+    snprintf(ctx->marker, sizeof ctx->marker, "%s=%s-", SBX_ID_ENV, ctx->id);
+    if ((rc = sbx__watchdog_start(ctx->marker, &ctx->watchdog, &ctx->wd_fd)))
+        goto fail_res;
     /* Started before any spawn so no SIGCHLD is missed. Unreferenced while nothing runs: the
      * reaper alone must not keep the loop alive. */
     uv_signal_init(loop, &ctx->sigchld);
     ctx->sigchld.data = ctx;
     if ((rc = uv_signal_start(&ctx->sigchld, on_sigchld, SIGCHLD))) {
-        posix_spawnattr_destroy(&ctx->attr);
-        close(ctx->devnull);
+        free_resources(ctx);
         uv_close((uv_handle_t *)&ctx->sigchld, free_ctx);
         return rc;
     }
     uv_unref((uv_handle_t *)&ctx->sigchld);
     *out = ctx;
     return 0;
+fail_res:
+    free_resources(ctx);
+    free(ctx);
+    return rc;
 fail_fd:
     close(ctx->devnull);
 fail:
@@ -182,6 +201,11 @@ size_t sbx_active(const sbx_ctx *ctx)
 uint64_t sbx_orphans_reaped(const sbx_ctx *ctx)
 {
     return ctx->orphans;
+}
+
+uint64_t sbx_escaped_killed(const sbx_ctx *ctx)
+{
+    return ctx->escaped;
 }
 
 /* ---- bookkeeping ------------------------------------------------------------------------ */
@@ -318,65 +342,6 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- spawning --------------------------------------------------------------------------- */
 
-/* 0 if `cand` (relative ones resolve in the task's cwd) is an executable regular file. */
-static int check_exec(const char *cand, const char *cwd)
-{
-    char full[PATH_MAX];
-    const char *path = cand;
-    if (cand[0] != '/' && cwd) {
-        int n = snprintf(full, sizeof full, "%s/%s", cwd, cand);
-        if (n < 0 || (size_t)n >= sizeof full)
-            return -ENAMETOOLONG;
-        path = full;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-        return -ENOENT;
-    if (faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) != 0)
-        return -EACCES;
-    return 0;
-}
-
-/* The PATH a task's program is looked up in: the task's own, else the agent's, else a default. */
-static const char *env_path(char *const *envp)
-{
-    for (char *const *e = envp; e && *e; e++)
-        if (!strncmp(*e, "PATH=", 5))
-            return *e + 5;
-    const char *path = getenv("PATH");
-    return path ? path : "/usr/local/bin:/usr/bin:/bin";
-}
-
-/* Finds `name` like execvp() does, but in the PATH of the task's environment (posix_spawnp()
- * would use the agent's). Returns 0 and the path to exec in buf, or -ENOENT or -EACCES. */
-static int find_program(const char *name, char *const *envp, const char *cwd, char *buf,
-                        size_t size)
-{
-    if (strchr(name, '/') || !*name) {
-        int n = snprintf(buf, size, "%s", name);
-        return !*name ? -ENOENT : (size_t)n >= size ? -ENAMETOOLONG : 0;
-    }
-    int err = -ENOENT;
-    const char *dir = env_path(envp);
-    for (;;) {
-        const char *end = strchrnul(dir, ':');
-        int dlen = (int)(end - dir);
-        /* An empty PATH entry means the current directory, as in execvp(). */
-        int n = dlen ? snprintf(buf, size, "%.*s/%s", dlen, dir, name)
-                     : snprintf(buf, size, "%s", name);
-        if (n >= 0 && (size_t)n < size) {
-            int rc = check_exec(buf, cwd);
-            if (rc == 0)
-                return 0;
-            if (rc == -EACCES)
-                err = rc;
-        }
-        if (!*end)
-            return err;
-        dir = end + 1;
-    }
-}
-
 /* Wraps a pipe's read end in the stream's handle (libuv makes it non-blocking). */
 static int open_stream(sbx_proc *p, stream *s, int which, int fd)
 {
@@ -440,49 +405,74 @@ static void cache_put(sbx_ctx *ctx, const char *name, const char *path_env, cons
         cache_drop(ctx, i);
 }
 
-/* Starts the leader. Returns -errno if the agent is short of resources; a program that cannot
- * be run is not an error here but sets result.spawn_error, reported later through on_exit. */
+/* Starts the child with the program at `path`: 0 and p->pid, or the child's -errno. */
+static int exec_child(sbx_proc *p, const char *path, char *const *argv, char *const *envp,
+                      const char *cwd, const int wr[2])
+{
+    sbx__child c = {.path = path,
+                    .argv = argv,
+                    .envp = envp,
+                    .cwd = cwd,
+                    .fd = {p->ctx->devnull, wr[0], wr[1]},
+                    .stack = p->ctx->stack,
+                    .stack_size = CHILD_STACK};
+    return sbx__spawn_child(&c, &p->pid);
+}
+
+/* envp without any inherited SBX_ID_ENV, plus this attempt's; NULL if out of memory. The
+ * strings are borrowed, except `mark` which the caller provides. */
+static char **mark_env(char *const *envp, char *mark)
+{
+    size_t n = 0;
+    while (envp[n])
+        n++;
+    char **out = malloc((n + 2) * sizeof *out);
+    if (!out)
+        return NULL;
+    size_t k = 0, plen = strlen(SBX_ID_ENV);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(envp[i], SBX_ID_ENV, plen) || envp[i][plen] != '=')
+            out[k++] = envp[i];
+    out[k++] = mark;
+    out[k] = NULL;
+    return out;
+}
+
+/* Starts the leader. Returns -errno if the agent is short of resources or the spec is over
+ * exec()'s limits (-E2BIG); a program that cannot be run is not an error here but sets
+ * result.spawn_error, reported later through on_exit. */
 static int launch(sbx_proc *p, const sbx_spec *spec, const int wr[2])
 {
-    char path[PATH_MAX];
-    char *const *envp = spec->envp ? spec->envp : environ;
-    const char *path_env = env_path(envp);
+    char path[PATH_MAX], mark[SBX_ID_ENV_MAX];
+    char *const *given = spec->envp ? spec->envp : environ;
+    const char *path_env = sbx__env_path(given);
+    if (sbx_check_size(spec->argv, given, NULL))
+        return -E2BIG;
+    p->seq = ++p->ctx->seq;
+    snprintf(mark, sizeof mark, "%s=%s-%" PRIu64, SBX_ID_ENV, p->ctx->id, p->seq);
+    char **envp = mark_env(given, mark);
+    if (!envp)
+        return -ENOMEM;
     int slot = strchr(spec->argv[0], '/') ? -1 : cache_find(p->ctx, spec->argv[0], path_env);
     int rc = 0;
     if (slot >= 0)
         snprintf(path, sizeof path, "%s", p->ctx->cache[slot].found);
-    else if (!(rc = find_program(spec->argv[0], envp, spec->cwd, path, sizeof path)))
+    else if (!(rc = sbx__find_program(spec->argv[0], given, spec->cwd, path, sizeof path)))
         cache_put(p->ctx, spec->argv[0], path_env, path);
-    if (rc) {
-        p->result.spawn_error = rc;
-        return 0;
+    if (!rc) {
+        rc = exec_child(p, path, spec->argv, envp, spec->cwd, wr);
+        if ((rc == -ENOENT || rc == -EACCES) && slot >= 0) {
+            /* The cached program went away: search PATH again, once. */
+            cache_drop(p->ctx, slot);
+            rc = sbx__find_program(spec->argv[0], given, spec->cwd, path, sizeof path);
+            if (!rc && !(rc = exec_child(p, path, spec->argv, envp, spec->cwd, wr)))
+                cache_put(p->ctx, spec->argv[0], path_env, path);
+        }
     }
-    /* No other descriptor reaches the task because every fd of the agent is O_CLOEXEC (libuv's
-     * are, and the agent must keep it so); dup2() clears the flag on 0, 1 and 2 only. */
-    posix_spawn_file_actions_t fa;
-    if ((rc = posix_spawn_file_actions_init(&fa)))
-        return -rc;
-    if (!(rc = posix_spawn_file_actions_adddup2(&fa, p->ctx->devnull, 0)) &&
-        !(rc = posix_spawn_file_actions_adddup2(&fa, wr[0], 1)) &&
-        !(rc = posix_spawn_file_actions_adddup2(&fa, wr[1], 2)) && spec->cwd)
-        rc = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
-    if (rc) {
-        posix_spawn_file_actions_destroy(&fa);
-        return -rc;
-    }
-    /* glibc reports the child's chdir/exec failure as the return value (and reaps it). */
-    rc = posix_spawn(&p->pid, path, &fa, &p->ctx->attr, spec->argv, envp);
-    if ((rc == ENOENT || rc == EACCES) && slot >= 0) {
-        /* The cached program went away: search PATH again, once. */
-        cache_drop(p->ctx, slot);
-        int again = find_program(spec->argv[0], envp, spec->cwd, path, sizeof path);
-        rc = again ? -again : posix_spawn(&p->pid, path, &fa, &p->ctx->attr, spec->argv, envp);
-        if (!again && !rc)
-            cache_put(p->ctx, spec->argv[0], path_env, path);
-    }
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc)
-        p->result.spawn_error = -rc;
+    free(envp);
+    if (rc == -E2BIG || rc == -ENOMEM || rc == -EAGAIN || rc == -EMFILE || rc == -ENFILE)
+        return rc; /* the agent's limits, not the program's: no on_exit */
+    p->result.spawn_error = rc;
     return 0;
 }
 
@@ -494,6 +484,8 @@ static void on_failed_report(uv_timer_t *h)
 int sbx_spawn(sbx_ctx *ctx, const sbx_spec *spec, const sbx_callbacks *cb, void *ud, sbx_proc **out)
 {
     assert(spec && spec->argv && spec->argv[0] && cb && cb->on_exit);
+    /* A leader's PR_SET_PDEATHSIG fires when the thread that spawned it ends. */
+    assert(pthread_equal(pthread_self(), ctx->thread));
     sbx_proc *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
@@ -529,6 +521,7 @@ int sbx_spawn(sbx_ctx *ctx, const sbx_spec *spec, const sbx_callbacks *cb, void 
     } else {
         p->state = PROC_RUNNING;
         table_add(ctx, p);
+        sbx__watchdog_send(ctx->wd_fd, SBX__WD_ADD, p->pid);
         uv_read_start((uv_stream_t *)&p->out.pipe, on_alloc, on_read);
         uv_read_start((uv_stream_t *)&p->err.pipe, on_alloc, on_read);
     }
@@ -537,11 +530,94 @@ int sbx_spawn(sbx_ctx *ctx, const sbx_spec *spec, const sbx_callbacks *cb, void 
     return 0;
 }
 
+/* ---- escaped descendants ---------------------------------------------------------------- */
+
+/* The running proc whose leader is `pid`, or NULL. */
+static sbx_proc *table_find(sbx_ctx *ctx, pid_t pid)
+{
+    sbx_proc *p = ctx->buckets[(unsigned)pid % PID_BUCKETS];
+    while (p && p->pid != pid)
+        p = p->hnext;
+    return p;
+}
+
+/* The leader's start time in /proc ticks, read once; 0 if unknown. */
+static unsigned long long leader_start(sbx_proc *p)
+{
+    sbx__stat st;
+    if (!p->start && sbx__read_stat(p->pid, &st) == 0)
+        p->start = st.start;
+    return p->start;
+}
+
+/* True if the orphan `pid` (our child, but no attempt's leader) may belong to an attempt that
+ * still runs: its SBX_ID_ENV names one; or, when its environment has no marker of ours (a
+ * task may clear it), it is in a running leader's group or session, or started after one did
+ * (then it may be that attempt's: it is left until no such attempt runs, or sbx_close()). */
+static bool claimed(sbx_ctx *ctx, pid_t pid, const sbx__stat *st)
+{
+    char v[32];
+    if (sbx__environ_find(pid, ctx->marker, v, sizeof v) == 1) {
+        uint64_t seq = strtoull(v, NULL, 10);
+        for (sbx_proc *p = ctx->procs; p; p = p->next)
+            if (p->seq == seq)
+                return p->state == PROC_RUNNING;
+        return false;
+    }
+    for (sbx_proc *p = ctx->procs; p; p = p->next) {
+        if (p->state != PROC_RUNNING)
+            continue;
+        unsigned long long ls = leader_start(p);
+        if (st->pgrp == p->pid || st->session == p->pid || (ls && st->start >= ls))
+            return true;
+    }
+    return false;
+}
+
+typedef struct {
+    sbx_ctx *ctx;
+    bool all;       /* sbx_close(): every child but the watchdog */
+    size_t live;    /* children found alive and killed */
+    size_t zombies; /* children found dead, not reaped yet */
+} sweep_state;
+
+static void sweep_one(void *ud, pid_t pid)
+{
+    sweep_state *w = ud;
+    sbx_ctx *ctx = w->ctx;
+    sbx__stat st;
+    if (pid == ctx->watchdog || table_find(ctx, pid) || sbx__read_stat(pid, &st))
+        return;
+    if (st.state == 'Z' || st.state == 'X') {
+        w->zombies++; /* dead already; reaped by the SIGCHLD handler or kill_leftovers() */
+        return;
+    }
+    if (!w->all && claimed(ctx, pid, &st))
+        return;
+    /* Our child (alive or a zombie) keeps its pid and group id from reuse: these name it. */
+    if (st.pgrp == pid)
+        kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    w->live++;
+    if (!w->all)
+        ctx->escaped++;
+}
+
+/* Kills the orphans no running attempt claims (all of them with `all`). Their own children
+ * become ours when they die, and are swept when they are reaped in turn. Returns how many
+ * orphans it found, alive (now killed) or dead. */
+static size_t sweep(sbx_ctx *ctx, bool all)
+{
+    sweep_state w = {ctx, all, 0, 0};
+    sbx__list_children(ctx->tid, sweep_one, &w);
+    return w.live + w.zombies;
+}
+
 /* ---- ending ----------------------------------------------------------------------------- */
 
-static void on_drain_timeout(uv_timer_t *h)
+static void on_output_grace_over(uv_timer_t *h)
 {
-    finish(h->data); /* an escaped descendant still holds a pipe: stop waiting for it */
+    finish(h->data); /* something we could not find still holds a pipe: stop waiting for it */
 }
 
 /* Records how the leader ended and waits for the pipes' EOF. */
@@ -553,46 +629,71 @@ static void leader_exited(sbx_proc *p, int status)
     } else {
         p->result.exit_code = WEXITSTATUS(status);
     }
-    p->state = PROC_DRAINING;
     uv_timer_stop(&p->timer);
     if (!p->out.open && !p->err.open)
         finish(p);
     else
-        uv_timer_start(&p->timer, on_drain_timeout, DRAIN_WAIT_MS, 0);
+        uv_timer_start(&p->timer, on_output_grace_over, SBX_OUTPUT_GRACE_MS, 0);
 }
 
-/* Reaps one exited child, which waitid(WNOWAIT) reported but left a zombie. */
-static void reap(sbx_ctx *ctx, pid_t pid)
+/* Reaps one exited child, which waitid(WNOWAIT) reported but left a zombie. A leader is
+ * returned (state DRAINING, its wait status in *status) for the caller to finish; NULL for
+ * any other child. */
+static sbx_proc *reap(sbx_ctx *ctx, pid_t pid, int *status)
 {
     sbx_proc *p = table_take(ctx, pid);
     /* The contract: no process of an attempt outlives it. Killed before the leader is reaped,
      * because its zombie keeps the pid (= pgid) from being reused, so -pid names only its group. */
-    if (p)
+    if (p) {
         kill_group(pid, SIGKILL);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        sbx__watchdog_send(ctx->wd_fd, SBX__WD_DEL, pid);
+    }
+    *status = 0;
+    while (waitpid(pid, status, 0) < 0 && errno == EINTR)
         ;
     if (p)
-        leader_exited(p, status);
+        p->state = PROC_DRAINING;
+    else if (pid == ctx->watchdog)
+        ctx->watchdog = 0; /* it should never die first; the leaders still die with us */
     else
         ctx->orphans++; /* an orphan re-parented to us (subreaper or PID 1): just reaped */
+    return p;
 }
 
-/* SIGCHLD: reaps every exited child. Signals coalesce, so loop until none is left. */
+/* SIGCHLD: reaps every exited child (signals coalesce, so until none is left), then kills what
+ * escaped the attempts that ended, or came to us with an orphan that died: one sweep per
+ * batch, not per child, so a task that leaves a thousand orphans costs a few sweeps. The
+ * leaders reaped are finished last (on a local list: on_exit may spawn and reap anew). */
 static void on_sigchld(uv_signal_t *h, int signum)
 {
     sbx_ctx *ctx = h->data;
+    sbx_proc *ended = NULL;
+    bool reaped = false;
     for (;;) {
         siginfo_t si;
         si.si_pid = 0;
         if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0) {
             if (errno == EINTR)
                 continue;
-            return; /* ECHILD: no children at all */
+            break; /* ECHILD: no children at all */
         }
         if (si.si_pid == 0)
-            return;
-        reap(ctx, si.si_pid);
+            break;
+        int status;
+        sbx_proc *p = reap(ctx, si.si_pid, &status);
+        reaped = true;
+        if (p) {
+            p->wstatus = status;
+            p->hnext = ended;
+            ended = p;
+        }
+    }
+    if (reaped)
+        sweep(ctx, false);
+    while (ended) {
+        sbx_proc *p = ended;
+        ended = p->hnext;
+        leader_exited(p, p->wstatus);
     }
 }
 
@@ -603,22 +704,33 @@ static void on_grace_over(uv_timer_t *h)
         kill_group(p->pid, SIGKILL);
 }
 
-void sbx_terminate(sbx_proc *p, uint64_t grace_ms)
+/* True once the leader has exited, even if its SIGCHLD is not handled yet. */
+static bool leader_gone(const sbx_proc *p)
 {
-    if (p->state != PROC_RUNNING)
-        return;
+    siginfo_t si;
+    si.si_pid = 0;
+    return waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid != 0;
+}
+
+bool sbx_terminate(sbx_proc *p, uint64_t grace_ms)
+{
+    /* The leader's exit decides the attempt: a kill that comes after it (even in the same loop
+     * turn, before the reaper ran) must not make it look killed. */
+    if (p->state != PROC_RUNNING || leader_gone(p))
+        return false;
     p->result.killed = true;
     if (grace_ms == 0) {
         uv_timer_stop(&p->timer);
         kill_group(p->pid, SIGKILL);
-        return;
+        return true;
     }
     if (p->term_sent)
-        return;
+        return true;
     p->term_sent = true;
     kill_group(p->pid, SIGTERM);
     kill_group(p->pid, SIGCONT); /* a stopped process would not act on SIGTERM */
     uv_timer_start(&p->timer, on_grace_over, grace_ms, 0);
+    return true;
 }
 
 const char *sbx_trace(const sbx_proc *p, size_t *len)
@@ -644,15 +756,29 @@ static void abandon(sbx_proc *p)
     release(p);
 }
 
+/* sbx_close(): kills every child but the watchdog and reaps them, for about a second at most. */
+static void kill_leftovers(sbx_ctx *ctx)
+{
+    for (int i = 0; i < CLOSE_WAIT_MS; i++) {
+        pid_t w;
+        while ((w = waitpid(-1, NULL, WNOHANG)) > 0)
+            if (w == ctx->watchdog)
+                ctx->watchdog = 0;
+        if (sweep(ctx, true) == 0)
+            return;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+}
+
 void sbx_close(sbx_ctx *ctx)
 {
     /* Normally nothing is left. On an early exit kill what is: no task outlives the agent. */
     while (ctx->procs)
         abandon(ctx->procs);
     uv_signal_stop(&ctx->sigchld);
+    kill_leftovers(ctx);
     for (int i = 0; i < PROG_CACHE; i++)
         cache_drop(ctx, i);
-    posix_spawnattr_destroy(&ctx->attr);
-    close(ctx->devnull);
+    free_resources(ctx);
     uv_close((uv_handle_t *)&ctx->sigchld, free_ctx);
 }

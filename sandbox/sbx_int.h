@@ -1,10 +1,12 @@
 /* sbx_int.h - internals shared by the sandbox's files: the line splitter and the stderr trace
- * ring. Both are plain data and functions (no libuv, no processes) so they are tested directly. */
+ * ring (plain data and functions, tested directly), the child side of a spawn (sbx_child.c),
+ * and finding escaped descendants and the watchdog (sbx_escape.c). */
 #ifndef DAGY_SBX_INT_H
 #define DAGY_SBX_INT_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Receives one line (or a piece of a long one); `line` is valid only during the call. */
 typedef void (*sbx__emit_fn)(void *ud, const char *line, size_t len);
@@ -38,5 +40,73 @@ void sbx__ring_append(sbx__ring *r, const char *data, size_t n);
 /* The content, oldest byte first, as one contiguous block (rotates the buffer in place). */
 const char *sbx__ring_view(sbx__ring *r, size_t *len);
 void sbx__ring_free(sbx__ring *r);
+
+/* ---- sbx_escape.c: escaped descendants and the watchdog ---- */
+
+/* What /proc/PID/stat says of a process. */
+typedef struct {
+    char state; /* 'R', 'S', 'Z', ... */
+    pid_t ppid, pgrp, session;
+    unsigned long long start; /* clock ticks after boot */
+} sbx__stat;
+
+/* Reads /proc/PID/stat; 0 or -errno (-ESRCH once the process is gone). */
+int sbx__read_stat(pid_t pid, sbx__stat *st);
+/* Finds the entry of /proc/PID/environ that starts with `prefix` and copies the rest of it
+ * (at most out_len - 1 bytes, NUL-terminated) to `out`. Returns 1 if found, 0 if not, -errno if
+ * unreadable. Allocates nothing (the watchdog uses it after fork()). */
+int sbx__environ_find(pid_t pid, const char *prefix, char *out, size_t out_len);
+/* Calls fn(ud, pid) for every child of the calling process: /proc/self/task/TID/children of
+ * the main thread and of `loop_tid` (orphans go to the main thread, our own children belong
+ * to the thread that created them), or, without CONFIG_PROC_CHILDREN, a scan of /proc for
+ * processes whose parent we are. Returns 0 or -errno. */
+int sbx__list_children(pid_t loop_tid, void (*fn)(void *ud, pid_t pid), void *ud);
+
+/* Watchdog messages (8 bytes, one SEQPACKET message each). */
+enum { SBX__WD_ADD = 1, SBX__WD_DEL = 2, SBX__WD_BYE = 3 };
+/* Forks the watchdog: it reads group ids from a socket, and when it ends without BYE (the
+ * agent died, even by SIGKILL) it sends SIGKILL to every registered process group and to every
+ * process whose environment has `marker` (SBX_ID_ENV=ID-, the agent's prefix), then exits.
+ * Returns 0 with its pid and the agent's end of the socket (O_CLOEXEC), or -errno. */
+int sbx__watchdog_start(const char *marker, pid_t *pid, int *fd);
+/* Sends one message without blocking; a full socket drops it (rare: the watchdog reads at
+ * once). Never raises SIGPIPE. */
+void sbx__watchdog_send(int fd, int op, pid_t pgid);
+/* Sends BYE, closes the socket and reaps the watchdog (SIGKILL after ~1 s). */
+void sbx__watchdog_stop(pid_t pid, int fd);
+
+/* ---- sbx_child.c: the child between clone() and execve() ---- */
+
+/* One spawn. Filled by the caller except `parent` and `errfd`. Lives on the caller's stack,
+ * which the child shares until it execs. */
+typedef struct {
+    const char *path; /* what to execve() */
+    char *const *argv, *const *envp;
+    const char *cwd; /* NULL: inherit */
+    int fd[3];       /* dup2()ed onto 0, 1, 2 */
+    void *stack;     /* the child's stack (>= 16 KiB), not used by anything else */
+    size_t stack_size;
+    pid_t parent; /* getpid() of the agent, for the child's PDEATHSIG race check */
+    int errfd;    /* the child reports its errno here (set by sbx__spawn_child) */
+} sbx__child;
+
+/* Starts the child (a new session, PR_SET_PDEATHSIG(SIGKILL), only fds 0-2, default signal
+ * dispositions for what the agent handles, empty mask) and returns when it has exec'd: 0 and
+ * *pid, or -errno of why it could not (the child is then already reaped). Call only from the
+ * loop thread. */
+int sbx__spawn_child(sbx__child *c, pid_t *pid);
+
+/* The PATH a task's program is looked up in: the task's own, else the agent's, else a default. */
+const char *sbx__env_path(char *const *envp);
+/* Finds `name` like execvp() does, but in the PATH of the task's environment (execvp() would use
+ * the agent's); relative candidates resolve in `cwd`. Returns 0 and the path to exec in buf, or
+ * -ENOENT, -EACCES or -ENAMETOOLONG. */
+int sbx__find_program(const char *name, char *const *envp, const char *cwd, char *buf, size_t size);
+
+enum { SBX__CLOSE_ANY = 0, SBX__CLOSE_RANGE, SBX__CLOSE_PROCFS, SBX__CLOSE_RLIMIT };
+/* Closes every descriptor >= lowfd except `keep` (-1: none): close_range(), else by listing
+ * /proc/self/fd, else every number below RLIMIT_NOFILE (capped at 2^20); `method` forces one
+ * way (for tests). Only raw system calls: safe in a vfork-like child. Returns 0 or -errno. */
+int sbx__close_from(int lowfd, int keep, int method);
 
 #endif

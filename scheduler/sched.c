@@ -586,6 +586,9 @@ void sched_exited(sched_plan *p, size_t task, sched_exit how, const char *error,
     case SCHED_EXIT_CANCELLED:
         set_state(p, i, SCHED_CANCELLED, error ? error : "cancelled");
         break;
+    case SCHED_EXIT_FATAL:
+        set_state(p, i, SCHED_FAILED, error ? error : "attempt failed");
+        break;
     }
     propagate(p);
 }

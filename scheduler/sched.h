@@ -34,6 +34,7 @@ typedef enum {
     SCHED_EXIT_FAILED,    /* non-zero exit, signal, spawn failure */
     SCHED_EXIT_TIMED_OUT, /* killed after sched told the driver the attempt timed out */
     SCHED_EXIT_CANCELLED, /* killed by the drain */
+    SCHED_EXIT_FATAL,     /* could not start, and no retry can change that: FAILED at once */
 } sched_exit;
 
 /* One task as the plan needs it. Strings are copied by sched_new(). */

@@ -14,6 +14,12 @@ AGENT = os.environ.get("DAGY_AGENT") or os.path.join(
     os.environ.get("DAGY_TEST_BUILD", "build"), "dagy-agent")
 
 
+def encode_name(name):
+    """proto_name_encode of a valid name (file names of the state directory): a leading '.'
+    becomes %2E, nothing else changes."""
+    return "%2E" + name[1:] if name.startswith(".") else name
+
+
 class Flow:
     """A flow written to a fresh temp directory; removed by cleanup()."""
 
@@ -82,11 +88,11 @@ class Result:
         return self.lines[0]["run_id"]
 
     def run_item(self):
-        return read_json(os.path.join(self.flow.state, "runs", self.run_id + ".json"))
+        return read_json(os.path.join(self.flow.state, "runs", encode_name(self.run_id) + ".json"))
 
     def task_item(self, name):
-        return read_json(os.path.join(self.flow.state, "runs", self.run_id, "tasks",
-                                      name + ".json"))
+        return read_json(os.path.join(self.flow.state, "runs", encode_name(self.run_id), "tasks",
+                                      encode_name(name) + ".json"))
 
     def output(self, task, stream="stdout"):
         return [l["message"] for l in self.events("task_output", task) if l["stream"] == stream]

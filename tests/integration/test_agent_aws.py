@@ -540,6 +540,38 @@ class AgentAwsTest(unittest.TestCase):
         for name in ("a", "c"):
             self.assertNotIn("trace_s3_uri", items[name])
 
+    def test_task_sees_only_fds_0_1_2_no_agent_socket(self):
+        """Issue 8 defect 2: the agent's pooled S3/DynamoDB connections (and every other fd of
+        the agent) never reach a task, nor a daemon it starts: only 0, 1, 2 (and the directory
+        ls opens to list /proc/self/fd)."""
+        run_id = "aws-fds"
+        self.queue(run_id)
+        flow = flow_files([
+            {"name": "first", "command": ["sh", "-c", "exit 0"]},
+            # runs while the agent holds open connections (the artifact GET, status writes)
+            {"name": "fds", "command": ["ls", "-l", "/proc/self/fd"], "upstream": ["first"]},
+            {"name": "daemon_fds", "command": [
+                "sh", "-c", "setsid sh -c 'ls -l /proc/self/fd > daemon_fds.txt' </dev/null "
+                "2>/dev/null & wait"], "upstream": ["first"]},
+        ])
+        art = self.upload("flows/fds/artifact.zip", zip_bytes(flow))
+        res = self.run_agent(self.container_env(run_id, art))
+        self.assertEqual(res.code, 0, res)
+        lines = [ln["message"] for ln in res.events("task_output", "fds")]
+        with open(os.path.join(self.work, run_id, "flow", "daemon_fds.txt")) as f:
+            daemon = f.read()
+        for name, text in (("task", lines), ("daemon", daemon.splitlines())):
+            fds = {}
+            for line in text:
+                if " -> " in line:
+                    left, target = line.split(" -> ", 1)
+                    fds[int(left.split()[-1])] = target
+            self.assertTrue(fds, (name, text))
+            for fd, target in fds.items():
+                self.assertNotIn("socket:", target, (name, fds))
+                self.assertIn(fd, (0, 1, 2, 3), (name, fds))
+            self.assertEqual(sorted(fds)[:3], [0, 1, 2], (name, fds))
+
     # -- 4. fetch failures --------------------------------------------------------------------
 
     def assert_nothing_unpacked(self, run_id, res):

@@ -484,6 +484,28 @@ class DurableLocalTest(unittest.TestCase):
         with open(b.task_item("use")["result_path"]) as fh:
             self.assertEqual(json.load(fh), 42)
 
+    def test_local_resume_of_a_task_whose_name_is_encoded(self):
+        # ".dot" is a valid name; its files are named %2Edot: the reused result must land where
+        # the downstream task's inputs are read from.
+        f = self.flow([
+            {"name": ".dot", "command": ["sh", "-c", "echo .dot >> %s/side; echo '[7]' > "
+                                         "\"$DAGY_TASK_OUTPUT\"" % "TMP"]},
+            {"name": "next", "command": ["sh", "-c", "cat \"$DAGY_TASK_INPUTS\"; test -e "
+                                         "TMP/fixed"], "upstream": [".dot"]}])
+        spec_path = os.path.join(f.dir, "flow_spec.json")
+        with open(spec_path) as fh:
+            text = fh.read().replace("TMP", f.tmp)
+        with open(spec_path, "w") as fh:
+            fh.write(text)
+        art = f.zip()
+        a = f.run("--run-id", ".enc-a", flow=art)  # a run id whose state file is %2Eenc-a.json
+        self.assertEqual(a.code, 1, a)
+        open(os.path.join(f.tmp, "fixed"), "w").close()
+        b = f.run("--run-id", "enc-b", "--resume-from", ".enc-a", flow=art)
+        self.assertEqual(b.code, 0, b)
+        self.assertEqual(self.side(f), [".dot"])  # from the first run only
+        self.assertEqual(b.output("next")[0], '{".dot":[7]}')
+
     def test_local_cancel_requested_in_the_state_file(self):
         f = self.flow([{"name": "long", "command": ["sleep", "60"]}])
         p = f.start("--run-id", "loc-cancel", env={"DAGY_DRAIN_SECONDS": "0",

@@ -219,6 +219,26 @@ class S3Test(ProbeMixin, unittest.TestCase):
         self.assertIn("no AWS credentials", res[0]["setup_error"])
 
 
+    def test_dot_segments_in_keys_are_sent_as_is(self):
+        """curl collapses "/../" and "/./" in a URL path by default: the request then signs one
+        key and names another (SignatureDoesNotMatch), or writes another object. Keys are sent
+        exactly as signed, with signatures enforced."""
+        s3 = self.moto.client("s3")
+        s3.create_bucket(Bucket="dots")
+        keys = ["a/../b.txt", "a/./c.txt", "../up.txt", "a/..", "a/."]
+        for key in keys:
+            r, res = self.probe(["put", "dots", key, "body " + key], self.env)
+            self.assertEqual(r.returncode, 0, "%r: %s" % (key, r.stdout + r.stderr))
+        listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="dots").get("Contents", []))
+        self.assertEqual(listed, sorted(keys))
+        out = os.path.join(self.tmp(), "got")
+        r, res = self.probe(["get", "s3://dots/a/../b.txt", out], self.env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), b"body a/../b.txt")
+
+
+
 class S3SpecialKeysTest(ProbeMixin, unittest.TestCase):
     """Keys moto's signature checker mishandles: run with its auth off; our signing of these is
     pinned by the unit tests' encoding cases and AWS's vectors."""
@@ -243,7 +263,6 @@ class S3SpecialKeysTest(ProbeMixin, unittest.TestCase):
                 self.assertEqual(r.returncode, 0, "%r: %s" % (key, r.stdout))
                 got = s3.get_object(Bucket="special", Key="up/" + key)["Body"].read()
                 self.assertEqual(got, ("up " + key).encode(), key)
-
 
 class DynamoDBTest(ProbeMixin, unittest.TestCase):
     @classmethod

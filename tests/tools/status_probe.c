@@ -12,6 +12,7 @@
  */
 #include "agent/log.h"
 #include "agent/status.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -58,7 +59,7 @@ static bool step_task(probe *p, int i)
         return false;
     char ts[32], uri[200];
     cJSON *it = p->tasks[i];
-    status_now_iso(ts);
+    proto_iso_time(proto_now(), ts);
     status_set_str(it, "status", st);
     status_set_num(it, "attempt", i % 3 == 0 && step >= 2 ? 2 : 1);
     if (step == 0)
@@ -96,7 +97,7 @@ static void finish_run(probe *p)
     for (int i = 0; i < p->n; i++)
         nf += p->failed[i];
     status_set_str(p->run, "status", nf ? "FAILED" : "SUCCEEDED");
-    status_set_str(p->run, "completed_at", status_now_iso(ts));
+    status_set_str(p->run, "completed_at", proto_iso_time(proto_now(), ts));
     status_set_num(p->run, "tasks_failed", nf);
     status_set_num(p->run, "tasks_succeeded", p->n - nf);
     status_set_str(p->run, "error_message", nf ? "task \"t0004\" failed: exit code 1" : NULL);
@@ -111,7 +112,7 @@ static void on_tick(uv_timer_t *t)
     for (int i = 0; i < p->n; i++)
         busy |= step_task(p, i);
     char ts[32];
-    status_set_str(p->run, "last_heartbeat_at", status_now_iso(ts));
+    status_set_str(p->run, "last_heartbeat_at", proto_iso_time(proto_now(), ts));
     status_touch(p->store, p->run);
     p->t++;
     if (!busy) {
@@ -135,7 +136,7 @@ static int run_mode(uv_loop_t *loop, status_store *store, char **argv)
     p.run = status_item(store, STATUS_RUN, argv[4], NULL);
     char ts[32], name[32];
     status_set_str(p.run, "status", "RUNNING");
-    status_set_str(p.run, "started_at", status_now_iso(ts));
+    status_set_str(p.run, "started_at", proto_iso_time(proto_now(), ts));
     status_set_str(p.run, "flow_name", "probe_flow");
     status_set_str(p.run, "environment", "test");
     status_set_str(p.run, "parameters", "{\"date\":\"2026-03-14\"}");

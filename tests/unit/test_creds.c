@@ -102,6 +102,134 @@ static void container_uri_policy(void **state)
     assert_false(fetch_creds_uri_allowed("file:///etc/passwd"));
 }
 
+/* Every way to dress up another host as a loopback or agent address is refused: user info,
+ * names that start like an address, trailing dots, encodings that decode to a name, zones,
+ * addresses next to the allowed ones. */
+static void container_uri_bypasses_are_refused(void **state)
+{
+    static const char *const bad[] = {
+        "http://127.0.0.1@192.0.2.2:18777/creds",
+        "http://127.evil.example.com/",
+        "http://127.0.0.1.evil.example.com/",
+        "http://169.254.170.2.evil.com/creds",
+        "http://localhost.evil.com/",
+        "http://localhost./",
+        "http://a.localhost/",
+        "http://127.0.0.1./",
+        "http://user:pw@127.0.0.1/",
+        "http://:@127.0.0.1/",
+        "https://user:secret@creds.example.com/",
+        "http://127.0.0.1%2f@evil.example.com/",
+        "http://127.0.0.1;x@evil.example.com/",
+        "http://evil.example.com\\@127.0.0.1/",
+        "http://127.0.0.1%2eevil.example.com/",
+        "http://127.0.0.256/",
+        "http://12\xef\xbc\x97.0.0.1/",
+        "http://0/",
+        "http://0.0.0.0/",
+        "http://[::]/",
+        "http://[::1%25lo]/",
+        "http://[::ffff:192.0.2.2]/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://169.254.170.3/",
+        "http://[fd00:ec2::24]/",
+        "http://192.0.2.2/",
+        "http://127.0.0.1 /",
+        "http:127.0.0.1/x",
+        "127.0.0.1/creds",
+        "//127.0.0.1/creds",
+        "ftp://127.0.0.1/creds",
+        "file:///etc/passwd",
+        "",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (fetch_creds_uri_allowed(bad[i]))
+            fail_msg("accepted %s", bad[i]);
+    }
+}
+
+/* What the AWS SDKs allow: https anywhere, http to 127.0.0.0/8, [::1], localhost and the
+ * ECS/EKS agent addresses, whatever spelling libcurl (which makes the connection) reads as one
+ * of those addresses. */
+static void container_uri_allowed_forms(void **state)
+{
+    static const char *const good[] = {
+        "http://169.254.170.2/v2/credentials/abc",
+        "http://169.254.170.2:80/v2/credentials/abc",
+        "http://169.254.170.23/v1/credentials",
+        "http://[fd00:ec2::23]/v1/credentials",
+        "http://[fd00:ec2:0:0:0:0:0:23]:80/v1/credentials",
+        "http://127.0.0.1:1234/creds",
+        "http://127.1.2.3/creds",
+        "http://127.255.255.254/creds",
+        "HTTP://127.0.0.1/creds",
+        "http://[::1]:8080/creds",
+        "http://[0:0:0:0:0:0:0:1]/creds",
+        "http://[::ffff:127.0.0.1]/creds",
+        "http://localhost/creds",
+        "http://LOCALHOST:8080/creds",
+        "http://2130706433/creds",
+        "http://0x7f.1/creds",
+        "http://0177.0.0.1/creds",
+        "http://127.1/creds",
+        "http://%31%32%37.0.0.1/creds",
+        "http://127.0.0.1/creds#@evil.example.com",
+        "https://creds.example.com/x",
+        "HTTPS://creds.example.com:8443/x",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        if (!fetch_creds_uri_allowed(good[i]))
+            fail_msg("refused %s", good[i]);
+    }
+}
+
+/* A refused URI is an error naming the variable, found before any connection (no loop runs
+ * here), and the message never repeats user info (it may hold a password). */
+static void container_uri_refusal_names_the_variable(void **state)
+{
+    uv_loop_t loop;
+    fetch_credsrc *s = NULL;
+    char err[FETCH_ERR_MAX] = "";
+    assert_int_equal(uv_loop_init(&loop), 0);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://admin:hunter2@192.0.2.2:18777/creds", 1);
+    assert_int_equal(fetch_credsrc_new(&loop, &s, err), -EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err, "AWS_CONTAINER_CREDENTIALS_FULL_URI"));
+    assert_null(strstr(err, "hunter2"));
+    setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.evil.example.com/creds", 1);
+    assert_int_equal(fetch_credsrc_new(&loop, &s, err), -EINVAL);
+    assert_non_null(strstr(err, "AWS_CONTAINER_CREDENTIALS_FULL_URI"));
+    assert_non_null(strstr(err, "127.evil.example.com"));
+    setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/creds", 1);
+    assert_int_equal(fetch_credsrc_new(&loop, &s, err), 0);
+    fetch_credsrc_free(s);
+    unsetenv("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* The URL fetched is libcurl's normalised form of the one checked. */
+static void container_uri_is_normalised(void **state)
+{
+    char err[FETCH_ERR_MAX], *url = NULL;
+    bool http = false;
+    assert_int_equal(fetch_creds_check_uri("V", "HTTP://2130706433:80/creds?x=1", &url, &http, err),
+                     0);
+    assert_string_equal(url, "http://127.0.0.1:80/creds?x=1");
+    assert_true(http);
+    free(url);
+    assert_int_equal(fetch_creds_check_uri("V", "https://Creds.Example.com/x", &url, &http, err),
+                     0);
+    assert_false(http);
+    free(url);
+    assert_int_equal(fetch_creds_check_uri("V", "gopher://127.0.0.1/", &url, &http, err), -EINVAL);
+    assert_null(url);
+    assert_non_null(strstr(err, "V "));
+}
+
 static void region_from_env(void **state)
 {
     char r[64], err[FETCH_ERR_MAX];
@@ -191,6 +319,10 @@ int main(void)
         cmocka_unit_test(iso8601_times),
         cmocka_unit_test(refresh_planning),
         cmocka_unit_test(container_uri_policy),
+        cmocka_unit_test(container_uri_bypasses_are_refused),
+        cmocka_unit_test(container_uri_allowed_forms),
+        cmocka_unit_test(container_uri_refusal_names_the_variable),
+        cmocka_unit_test(container_uri_is_normalised),
         cmocka_unit_test(region_from_env),
         cmocka_unit_test(endpoint_selection),
         cmocka_unit_test(retry_policy),

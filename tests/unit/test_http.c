@@ -11,6 +11,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+
 #include "fetch/http.h"
 
 /* ---- a tiny HTTP/1.1 server on the same loop ---- */
@@ -368,6 +372,141 @@ static void free_cancels_and_cancel_is_silent(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* no_proxy requests (credentials endpoints on loopback) never go through http_proxy: the token
+ * they carry must not reach a proxy in clear. Without it, the variable applies. */
+static void no_proxy_ignores_the_proxy_variables(void **state)
+{
+    uv_loop_t loop;
+    server sv, dead;
+    ctx c = {0};
+    char u[128], proxy[64];
+    uv_loop_init(&loop);
+    server_start(&loop, &dead);
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", dead.port);
+    uv_close((uv_handle_t *)&dead.tcp, NULL);
+    server_start(&loop, &sv);
+    setenv("http_proxy", proxy, 1);
+    unsetenv("no_proxy");
+    unsetenv("NO_PROXY");
+    assert_int_equal(fetch_http_new(&loop, NULL, &c.h), 0);
+    url(u, sizeof u, sv.port, "/ok");
+    fetch_http_opts o = {.method = "GET", .url = u, .body_fd = -1, .no_proxy = true};
+    assert_int_equal(fetch_http_request(c.h, &o, on_record, &c, NULL), 0);
+    run_until(&loop, &c.calls, 1);
+    assert_int_equal(c.last.err, 0);
+    assert_int_equal(c.last.status, 200);
+    o.no_proxy = false;
+    assert_int_equal(fetch_http_request(c.h, &o, on_record, &c, NULL), 0);
+    run_until(&loop, &c.calls, 2);
+    assert_int_equal(c.last.err, -ECONNREFUSED); /* the dead proxy */
+    unsetenv("http_proxy");
+    fetch_http_free(c.h);
+    finish_loop(&loop, &sv);
+}
+
+/* A burst far above the bound: every request succeeds, the rest waiting their turn, and no
+ * more connections than the bound are ever opened. */
+static void burst_is_queued_within_the_connection_bound(void **state)
+{
+    uv_loop_t loop;
+    server sv;
+    ctx c = {0};
+    char u[128];
+    uv_loop_init(&loop);
+    server_start(&loop, &sv);
+    assert_int_equal(fetch_http_new(&loop, NULL, &c.h), 0);
+    url(u, sizeof u, sv.port, "/ok");
+    fetch_http_opts o = {.method = "GET", .url = u, .body_fd = -1, .connect_timeout_ms = 2000};
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(fetch_http_request(c.h, &o, on_record, &c, NULL), 0);
+    run_until(&loop, &c.calls, 300);
+    assert_int_equal(c.last.status, 200);
+    print_message("connections: %d\n", sv.accepted);
+    assert_true(sv.accepted >= 1 && sv.accepted <= 64);
+    fetch_http_free(c.h);
+    finish_loop(&loop, &sv);
+}
+
+/* Takes every free descriptor (a soft limit just above the highest one open, holes filled);
+ * returns how many were taken into fds[]. */
+static int exhaust_fds(struct rlimit *saved, int *fds, int cap)
+{
+    int top = 0, n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (atoi(e->d_name) > top)
+            top = atoi(e->d_name);
+    closedir(d);
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, saved), 0);
+    struct rlimit low = {(rlim_t)top + 1, saved->rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    for (int fd; n < cap && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;)
+        fds[n++] = fd;
+    assert_true(n < cap);
+    return n;
+}
+
+static void restore_fds(const struct rlimit *saved, int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, saved), 0);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+}
+
+/* A connect that finds no descriptor while other transfers run is not an error to retry: the
+ * request waits at the head of the queue and goes once a transfer ends (here: is cancelled).
+ * With nothing of ours running, nothing would free one: it fails at once with -EMFILE. */
+static void emfile_waits_for_a_running_transfer(void **state)
+{
+    uv_loop_t loop;
+    server sv;
+    ctx c = {0};
+    char u[128], hang[128];
+    struct rlimit saved;
+    int fds[4096], nfds;
+    fetch_http_req *hung[3];
+    uv_loop_init(&loop);
+    server_start(&loop, &sv);
+    assert_int_equal(fetch_http_new(&loop, NULL, &c.h), 0);
+    url(u, sizeof u, sv.port, "/ok");
+    url(hang, sizeof hang, sv.port, "/hang");
+    fetch_http_opts o = {.method = "GET", .url = u, .body_fd = -1};
+    fetch_http_opts oh = {.method = "GET", .url = hang, .body_fd = -1};
+    uv_timer_t tick; /* every turn of run_until must end: here, not every turn brings I/O */
+    uv_timer_init(&loop, &tick);
+    uv_timer_start(&tick, on_tick, 10, 10);
+
+    nfds = exhaust_fds(&saved, fds, 4096);
+    assert_int_equal(fetch_http_request(c.h, &o, on_record, &c, NULL), 0);
+    run_until(&loop, &c.calls, 1);
+    assert_int_equal(c.last.err, -EMFILE);
+    assert_non_null(strstr(c.last.errmsg, "Too many open files"));
+    restore_fds(&saved, fds, nfds);
+
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(fetch_http_request(c.h, &oh, on_never, &c, &hung[i]), 0);
+    for (int i = 0; i < 100000 && sv.accepted < 3; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    nfds = exhaust_fds(&saved, fds, 4096);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(fetch_http_request(c.h, &o, on_record, &c, NULL), 0);
+    for (uint64_t until = uv_now(&loop) + 300; uv_now(&loop) < until;)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(c.calls, 1); /* waiting, not failed */
+    restore_fds(&saved, fds, nfds);
+    for (int i = 0; i < 3; i++)
+        fetch_http_cancel(hung[i]);
+    run_until(&loop, &c.calls, 5);
+    assert_int_equal(c.last.err, 0);
+    assert_int_equal(c.last.status, 200);
+    fetch_http_free(c.h);
+    finish_loop(&loop, &sv);
+}
+
 static void errno_mapping(void **state)
 {
     assert_int_equal(fetch_http__curl_errno(0), 0);
@@ -385,6 +524,9 @@ int main(void)
         cmocka_unit_test(uploads_from_memory_and_file),
         cmocka_unit_test(connection_refused),
         cmocka_unit_test(free_cancels_and_cancel_is_silent),
+        cmocka_unit_test(no_proxy_ignores_the_proxy_variables),
+        cmocka_unit_test(burst_is_queued_within_the_connection_bound),
+        cmocka_unit_test(emfile_waits_for_a_running_transfer),
         cmocka_unit_test(errno_mapping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -84,12 +84,53 @@ static void key_length_limit(void **state)
     assert_int_equal(fetch_s3_parse_uri(uri, &b, &k, &h), -EINVAL);
 }
 
+/* The bucket-name rule shared by URIs, uploads and DAGY_TRACES_BUCKET / DAGY_RESULTS_BUCKET. */
+static void bucket_name_rule(void **state)
+{
+    static const char *const good[] = {
+        "abc", "my-traces", "a.b.c", "123bucket", "1.2.3", "my-ap-abcdefghij-s3alias", "x--y"};
+    static const char *const bad[] = {"ab",
+                                      "Not_A_Bucket",
+                                      "UPPER",
+                                      "-bucket",
+                                      "bucket-",
+                                      ".bucket",
+                                      "bucket.",
+                                      "my..bucket",
+                                      "192.168.5.4",
+                                      "1.2.3.4",
+                                      "xn--bucket",
+                                      "sthree-bucket",
+                                      "bucket/key",
+                                      "s3://bucket",
+                                      "b\xc3\xa9"
+                                      "cket",
+                                      "has space",
+                                      ""};
+    char long_name[80];
+    memset(long_name, 'b', 64);
+    long_name[64] = '\0';
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (fetch_s3_bucket_problem(good[i]))
+            fail_msg("refused %s: %s", good[i], fetch_s3_bucket_problem(good[i]));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (!fetch_s3_bucket_problem(bad[i]))
+            fail_msg("accepted %s", bad[i]);
+    assert_non_null(fetch_s3_bucket_problem(long_name));
+    long_name[63] = '\0';
+    assert_null(fetch_s3_bucket_problem(long_name));
+    assert_non_null(strstr(fetch_s3_bucket_problem("s3://b/k"), "not an s3:// URI"));
+    char *b, *k, *h;
+    assert_int_equal(fetch_s3_parse_uri("s3://192.168.5.4/k", &b, &k, &h), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parses_bucket_key_and_checksum),
         cmocka_unit_test(rejects_malformed_uris),
         cmocka_unit_test(key_length_limit),
+        cmocka_unit_test(bucket_name_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

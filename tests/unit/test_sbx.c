@@ -14,11 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "sandbox/sbx.h"
+#include "sandbox/sbx_int.h"
 
 #define MAX_LINES 50000
 
@@ -434,65 +437,144 @@ static void test_background_child_killed_when_leader_exits(void **state)
     capture_free(&c);
 }
 
-typedef struct {
-    env *e;
-    uint64_t before;
-    pid_t pid;
-} orphan_wait;
-
-static bool orphan_reaped(void *arg)
+/* True once `pid` in the file named by arg exists and is gone. */
+static bool pidfile_gone(void *arg)
 {
-    orphan_wait *w = arg;
-    return sbx_orphans_reaped(w->e->ctx) > w->before && pid_gone((void *)(intptr_t)w->pid);
-}
-
-/* A grandchild that escaped the group with setsid() outlives the attempt; when it exits it is
- * re-parented to us (subreaper) and must be reaped, not left a zombie. */
-static void test_escaped_orphan_reaped(void **state)
-{
-    env *e = *state;
-    char file[128];
-    snprintf(file, sizeof file, "%s/pids", e->dir);
-    orphan_wait w = {.e = e, .before = sbx_orphans_reaped(e->ctx)};
-    capture c = {.pidfile = file};
-    char script[1024];
-    snprintf(script, sizeof script,
-             "setsid sh -c 'echo $$ > %s.tmp; mv %s.tmp %s; sleep 0.5' </dev/null >/dev/null 2>&1 &"
-             " while [ ! -s %s ]; do sleep 0.01; done",
-             file, file, file, file);
-    run_sh(e, &c, script);
-    assert_int_equal(c.res.exit_code, 0);
-    assert_true(c.alive_at_exit); /* escaped the group kill */
     pid_t pid = 0;
-    assert_int_equal(read_pids(file, &pid, 1), 1);
-    w.pid = pid;
-    run_until(e, orphan_reaped, &w, 5000);
-    capture_free(&c);
+    FILE *f = fopen(arg, "r");
+    if (!f)
+        return false;
+    int n = fscanf(f, "%d", &pid);
+    fclose(f);
+    return n == 1 && pid > 0 && pid_gone((void *)(intptr_t)pid);
 }
 
-/* An escaped grandchild holding stdout: on_exit comes after the short wait, not when it ends. */
-static void test_escaped_holder_of_pipes(void **state)
+/* Issue 8 defect 5, exactly: `setsid sleep 4 & sleep 0.2; echo done`. The daemon left the
+ * group and holds stdout; the attempt still ends when its leader does, with the leader's exit
+ * (not killed, no wait for the output), and the daemon is killed and reaped with it. */
+static void test_setsid_daemon_holding_stdout_ends_with_leader(void **state)
 {
     env *e = *state;
     char file[128];
     snprintf(file, sizeof file, "%s/pids", e->dir);
-    capture c = {.pidfile = file};
+    capture c = {0};
     char script[1024];
     snprintf(script, sizeof script,
-             "setsid sh -c 'echo $$ > %s.tmp; mv %s.tmp %s; echo from-escaped; sleep 3' &"
-             " while [ ! -s %s ]; do sleep 0.01; done",
-             file, file, file, file);
+             "setsid sh -c 'echo $$ > %s.tmp; mv %s.tmp %s; exec sleep 4' & sleep 0.2; echo done",
+             file, file, file);
+    uint64_t killed_before = sbx_escaped_killed(e->ctx);
     uint64_t t0 = now_ms();
     run_sh(e, &c, script);
     uint64_t took = now_ms() - t0;
-    assert_true(took >= 1800);
-    assert_true(c.alive_at_exit); /* reported while the escaped process still held the pipe */
+    print_message("leader exit to report: %llu ms\n", (unsigned long long)took);
+    assert_true(took < 1000); /* not the output grace, not the daemon's 4 s */
     assert_int_equal(c.res.exit_code, 0);
-    pid_t pid = 0;
-    assert_int_equal(read_pids(file, &pid, 1), 1);
-    orphan_wait w = {.e = e, .before = sbx_orphans_reaped(e->ctx), .pid = pid};
-    run_until(e, orphan_reaped, &w, 5000);
+    assert_int_equal(c.res.term_signal, 0);
+    assert_false(c.res.killed);
+    assert_line(&c, SBX_STDOUT, 0, "done");
+    assert_true(sbx_escaped_killed(e->ctx) > killed_before);
+    run_until(e, pidfile_gone, file, 3000);
     capture_free(&c);
+}
+
+/* A double fork (the daemon(3) way) with output to /dev/null: the grandchild is re-parented
+ * to the agent before the attempt ends, and is killed when it ends. */
+static void test_double_forked_daemon_killed_when_attempt_ends(void **state)
+{
+    env *e = *state;
+    char file[128];
+    snprintf(file, sizeof file, "%s/pids", e->dir);
+    capture c = {0};
+    char script[1024];
+    snprintf(script, sizeof script,
+             "(setsid sh -c 'echo $$ > %s.tmp; mv %s.tmp %s; exec sleep 100' </dev/null"
+             " >/dev/null 2>&1 &); while [ ! -s %s ]; do sleep 0.01; done; sleep 0.1",
+             file, file, file, file);
+    run_sh(e, &c, script);
+    assert_int_equal(c.res.exit_code, 0);
+    run_until(e, pidfile_gone, file, 3000);
+    capture_free(&c);
+}
+
+/* A task that leaves 300 daemons behind (each its own session, all holding stdout): every one
+ * is killed and reaped when the leader exits, and the attempt ends at once (one sweep per
+ * SIGCHLD batch, not per child). */
+static void test_hundreds_of_escaped_daemons_all_killed(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    uint64_t before = sbx_escaped_killed(e->ctx), t0 = now_ms();
+    run_sh(e, &c,
+           "i=0; while [ $i -lt 300 ]; do setsid sleep 100 & echo $! >> pids; i=$((i+1));"
+           " done; echo started");
+    uint64_t took = now_ms() - t0;
+    print_message("300 daemons: attempt reported %llu ms after start, %llu killed\n",
+                  (unsigned long long)took,
+                  (unsigned long long)(sbx_escaped_killed(e->ctx) - before));
+    assert_int_equal(c.res.exit_code, 0);
+    assert_line(&c, SBX_STDOUT, 0, "started");
+    char file[128];
+    snprintf(file, sizeof file, "%s/pids", e->dir);
+    static pid_t pids[300];
+    FILE *f = fopen(file, "r");
+    assert_non_null(f);
+    int n = 0;
+    while (n < 300 && fscanf(f, "%d", &pids[n]) == 1)
+        n++;
+    fclose(f);
+    assert_int_equal(n, 300);
+    for (int i = 0; i < n; i++)
+        run_until(e, pid_gone, (void *)(intptr_t)pids[i], 5000);
+    /* Those that had not reached setsid() yet died with the group; the others were found. */
+    assert_true(sbx_escaped_killed(e->ctx) > before);
+    capture_free(&c);
+}
+
+typedef struct {
+    capture *c;
+    int want;
+} exits_wait;
+
+static bool exits_reached(void *arg)
+{
+    exits_wait *w = arg;
+    return w->c->exits >= w->want;
+}
+
+/* A holder of the output that cannot be told apart from another running attempt's processes
+ * (it cleared its environment, so it has no marker, and started after that attempt did) is
+ * left alone while that attempt runs: the output is cut after SBX_OUTPUT_GRACE_MS, the result
+ * is still the leader's, and the holder is killed when the other attempt ends. */
+static void test_unattributable_holder_cut_after_grace(void **state)
+{
+    env *e = *state;
+    char file[128];
+    snprintf(file, sizeof file, "%s/pids", e->dir);
+    capture other = {0}, c = {0};
+    char *sleeper[] = {"sleep", "30", NULL};
+    sbx_proc *op = start(e, &other, sleeper, NULL, NULL);
+    char script[1024];
+    snprintf(script, sizeof script,
+             "env -i /usr/bin/setsid sh -c 'echo $$ > %s.tmp; mv %s.tmp %s; exec sleep 30' &"
+             " while [ ! -s %s ]; do sleep 0.01; done; echo done",
+             file, file, file, file);
+    char *argv[] = {"sh", "-c", script, NULL};
+    uint64_t t0 = now_ms();
+    start(e, &c, argv, NULL, e->dir);
+    exits_wait w = {&c, 1};
+    run_until(e, exits_reached, &w, 5000);
+    uint64_t took = now_ms() - t0;
+    assert_true(took >= SBX_OUTPUT_GRACE_MS - 50 && took < SBX_OUTPUT_GRACE_MS + 2000);
+    assert_int_equal(c.res.exit_code, 0);
+    assert_false(c.res.killed);
+    assert_line(&c, SBX_STDOUT, 0, "done");
+    assert_false(pidfile_gone(file)); /* still there: it might be the sleeper's */
+    assert_true(sbx_terminate(op, 0));
+    run_until(e, pidfile_gone, file, 3000);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(other.exits, 1);
+    capture_free(&c);
+    capture_free(&other);
 }
 
 static void test_trace_keeps_last_64k(void **state)
@@ -623,12 +705,201 @@ static void test_close_kills_running(void **state)
     pid_t pid = (pid_t)sbx_pid(p);
     uv_run(&loop, UV_RUN_NOWAIT);
     sbx_close(ctx);
+    assert_true(pid_gone((void *)(intptr_t)pid)); /* killed and reaped by sbx_close() */
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);
     assert_int_equal(c.exits, 0);
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
+/* The fd number of an `ls -l /proc/self/fd` line ("lrwx------ 1 u g 64 date N -> target"), or -1
+ * for the "total" line; *target gets what it points to. */
+static int ls_fd(const char *line, const char **target)
+{
+    const char *arrow = strstr(line, " -> ");
+    if (!arrow)
+        return -1;
+    const char *p = arrow;
+    while (p > line && p[-1] != ' ')
+        p--;
+    *target = arrow + 4;
+    return atoi(p);
+}
+
+/* No descriptor of the agent reaches a task but 0, 1 and 2, even one opened without O_CLOEXEC
+ * (as a library may do) and a socket: the child closes everything else before exec. */
+static void test_only_std_fds_reach_the_task(void **state)
+{
+    env *e = *state;
+    int plain = open("/dev/null", O_RDONLY); /* deliberately without O_CLOEXEC */
+    int sock = socket(AF_INET, SOCK_STREAM, 0);
+    int high = fcntl(plain, F_DUPFD, 200);
+    assert_true(plain > 2 && sock > 2 && high >= 200);
+    capture c = {0};
+    char *argv[] = {"ls", "-l", "/proc/self/fd", NULL};
+    start(e, &c, argv, NULL, NULL);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.res.exit_code, 0);
+    bool seen[4] = {false};
+    for (size_t i = 0; i < c.n[SBX_STDOUT]; i++) {
+        const char *target = NULL;
+        int fd = ls_fd(c.lines[SBX_STDOUT][i], &target);
+        if (fd < 0)
+            continue;
+        print_message("task fd %d -> %s\n", fd, target);
+        assert_null(strstr(target, "socket:"));
+        /* 0-2, and the directory ls itself opened to read /proc/self/fd. */
+        assert_true(fd >= 0 && fd <= 3);
+        if (fd == 3)
+            assert_non_null(strstr(target, "/fd"));
+        seen[fd] = true;
+    }
+    assert_true(seen[0] && seen[1] && seen[2]);
+    close(plain);
+    close(sock);
+    close(high);
+    capture_free(&c);
+}
+
+/* Waits (without running the loop) until `pid` is a zombie: it exited, nobody reaped it yet. */
+static void wait_zombie(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    for (int i = 0; i < 500; i++) {
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *rp = strrchr(buf, ')');
+        if (rp && rp[1] == ' ' && rp[2] == 'Z')
+            return;
+        usleep(2000);
+    }
+    fail_msg("pid %d never exited", (int)pid);
+}
+
+/* A timeout that fires in the same loop turn as the leader's natural exit (exited, SIGCHLD not
+ * yet handled) must not turn the exit into a kill: no signal is sent and `killed` stays false. */
+static void test_terminate_after_natural_exit_is_not_a_kill(void **state)
+{
+    env *e = *state;
+    capture c = {0};
+    char *argv[] = {"sh", "-c", "echo bye; exit 0", NULL};
+    sbx_proc *p = start(e, &c, argv, NULL, NULL);
+    wait_zombie((pid_t)sbx_pid(p));
+    assert_false(sbx_terminate(p, 1000));
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.exits, 1);
+    assert_false(c.res.killed);
+    assert_int_equal(c.res.term_signal, 0);
+    assert_int_equal(c.res.exit_code, 0);
+    assert_line(&c, SBX_STDOUT, 0, "bye");
+    capture_free(&c);
+}
+
+/* Every way of closing the descriptors (close_range, /proc/self/fd, up to RLIMIT_NOFILE) keeps
+ * 0, 1, 2 and the one asked for, and closes everything else, non-CLOEXEC fds and sockets
+ * included. In a forked child, since it closes the test's own descriptors. */
+static void test_close_from_every_method(void **state)
+{
+    for (int m = SBX__CLOSE_ANY; m <= SBX__CLOSE_RLIMIT; m++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            int a = open("/dev/null", O_RDONLY);
+            int b = socket(AF_UNIX, SOCK_STREAM, 0);
+            int c = fcntl(a, F_DUPFD, 300);
+            if (a < 3 || b < 3 || c < 300)
+                _exit(10);
+            int keep = fcntl(a, F_DUPFD, 100);
+            if (sbx__close_from(3, keep, m) != 0)
+                _exit(11);
+            for (int fd = 3; fd < 4096; fd++)
+                if ((fcntl(fd, F_GETFD) != -1) != (fd == keep))
+                    _exit(12);
+            for (int fd = 0; fd < 3; fd++)
+                if (fcntl(fd, F_GETFD) == -1)
+                    _exit(13);
+            _exit(0);
+        }
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st));
+        if (WEXITSTATUS(st) != 0)
+            fail_msg("method %d: child exit %d", m, WEXITSTATUS(st));
+    }
+}
+
+/* Dead for this test: gone, or a zombie (reaped here if it became our child). */
+static bool pid_dead(pid_t pid)
+{
+    waitpid(pid, NULL, WNOHANG);
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *rp = strrchr(buf, ')');
+    return !rp || rp[2] == 'Z' || rp[2] == 'X';
+}
+
+/* The body of a forked "agent": a sandbox running one task until it is killed. */
+static _Noreturn void agent_with_task(const char *script, const char *dir)
+{
+    uv_loop_t loop;
+    sbx_ctx *ctx;
+    if (uv_loop_init(&loop) || sbx_init(&loop, &ctx))
+        _exit(20);
+    char *argv[] = {"sh", "-c", (char *)script, NULL};
+    sbx_spec spec = {.argv = argv, .cwd = dir};
+    capture c = {0};
+    if (sbx_spawn(ctx, &spec, &callbacks, &c, NULL))
+        _exit(21);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    _exit(22);
+}
+
+/* Issue 9 defect 5: kill -9 of the agent. Within a second the leader (PR_SET_PDEATHSIG), a
+ * child in its group (the watchdog's group kill) and a descendant that left the group with
+ * setsid (the watchdog's marker scan) are all dead, and none writes the file it was about to. */
+static void test_tasks_die_with_the_agent_kill_9(void **state)
+{
+    env *e = *state;
+    char script[1024], pids[128];
+    snprintf(pids, sizeof pids, "%s/pids", e->dir);
+    snprintf(script, sizeof script,
+             "(sleep 1.5; echo x > m_group) & echo $! >> pids.tmp;"
+             " setsid sh -c 'sleep 1.5; echo x > m_escaped' & echo $! >> pids.tmp;"
+             " echo $$ >> pids.tmp; mv pids.tmp pids; sleep 1.5; echo x > m_leader");
+    pid_t agent = fork();
+    assert_true(agent >= 0);
+    if (agent == 0)
+        agent_with_task(script, e->dir);
+    for (int i = 0; i < 500 && access(pids, F_OK) != 0; i++)
+        usleep(10000);
+    pid_t p[3];
+    assert_int_equal(read_pids(pids, p, 3), 3);
+    assert_int_equal(kill(agent, SIGKILL), 0);
+    assert_int_equal(waitpid(agent, NULL, 0), agent);
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < 3; i++)
+        while (!pid_dead(p[i]) && now_ms() - t0 < 1000)
+            usleep(5000);
+    print_message("all gone %llu ms after the kill\n", (unsigned long long)(now_ms() - t0));
+    for (int i = 0; i < 3; i++)
+        assert_true(pid_dead(p[i]));
+    usleep(2000 * 1000); /* past the moment they would have written */
+    static const char *const files[] = {"m_group", "m_escaped", "m_leader"};
+    for (int i = 0; i < 3; i++) {
+        char path[160];
+        snprintf(path, sizeof path, "%s/%s", e->dir, files[i]);
+        if (access(path, F_OK) == 0)
+            fail_msg("%s was written after the agent died", files[i]);
+    }
 }
 
 #define T(name) cmocka_unit_test_setup_teardown(name, env_setup, env_teardown)
@@ -649,9 +920,15 @@ int main(void)
         T(test_terminate_graceful_exit),
         T(test_terminate_zero_grace_escalates),
         T(test_background_child_killed_when_leader_exits),
-        T(test_escaped_orphan_reaped),
-        T(test_escaped_holder_of_pipes),
+        T(test_setsid_daemon_holding_stdout_ends_with_leader),
+        T(test_double_forked_daemon_killed_when_attempt_ends),
+        T(test_unattributable_holder_cut_after_grace),
+        T(test_hundreds_of_escaped_daemons_all_killed),
         T(test_trace_keeps_last_64k),
+        T(test_only_std_fds_reach_the_task),
+        T(test_terminate_after_natural_exit_is_not_a_kill),
+        T(test_close_from_every_method),
+        T(test_tasks_die_with_the_agent_kill_9),
         T(test_sequential_spawns_no_fd_leak),
         T(test_fifty_concurrent),
         T(test_running_without_pipes_keeps_loop),

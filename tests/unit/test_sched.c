@@ -866,6 +866,25 @@ static void names_and_trigger_parsing(void **state)
     assert_int_equal(out, SCHED_ALL_DONE);
 }
 
+/* A start that no retry can change (the command is over exec()'s limits) fails the task at
+ * once, whatever its retries, and the failure cascades like any other. */
+static void fatal_exit_fails_without_retry(void **state)
+{
+    fx *f = fx_new();
+    size_t a = add(f, "a", NULL);
+    f->defs[a].retries = 3;
+    add(f, "b", "a");
+    start(f, 4);
+    assert_string_equal(next_all(f, 0), "a");
+    ex(f, "a", SCHED_EXIT_FATAL, "too big", 5);
+    EXPECT_LOG(f, "a PENDING->RUNNING #1\n"
+                  "a RUNNING->FAILED: too big\n"
+                  "b PENDING->SKIPPED: upstream \"a\" is FAILED (trigger_rule all_success)\n");
+    assert_true(sched_done(f->p));
+    assert_int_equal(sched_task_attempt(f->p, a), 1);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -894,6 +913,7 @@ int main(void)
         cmocka_unit_test(chain_of_5000_failing_at_head_cascades_skipped_without_recursion),
         cmocka_unit_test(new_rejects_bad_plans),
         cmocka_unit_test(names_and_trigger_parsing),
+        cmocka_unit_test(fatal_exit_fails_without_retry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

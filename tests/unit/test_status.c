@@ -547,17 +547,6 @@ static void setters_replace_and_remove(void **state)
     assert_int_equal(cJSON_GetArraySize(it), 3);
 }
 
-static void now_iso_format(void **state)
-{
-    char buf[32];
-    const char *s = status_now_iso(buf);
-    assert_ptr_equal(s, buf);
-    assert_int_equal(strlen(s), 24);
-    assert_true(s[4] == '-' && s[7] == '-' && s[10] == 'T' && s[13] == ':' && s[16] == ':' &&
-                s[19] == '.' && s[23] == 'Z');
-    assert_true(strncmp(s, "2024", 4) > 0);
-}
-
 /* A released item leaves the store once its latest state is written; until then it is kept
  * (and retried) like any other. status_item() then starts a fresh item under the same key. */
 static void released_item_is_freed_once_written(void **state)
@@ -625,7 +614,6 @@ int main(void)
         T(fast_dag_needs_at_most_two_writes_per_task),
         T(coalescing_window_delays_and_merges),
         T(setters_replace_and_remove),
-        T(now_iso_format),
         T(released_item_is_freed_once_written),
         T(flush_retries_an_earlier_failure_at_once),
     };

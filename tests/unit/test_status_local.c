@@ -217,7 +217,9 @@ static void refuses_path_tricks(void **state)
 {
     fixture *fx = *state;
     assert_int_equal(put(fx, STATUS_RUN, "{\"run_id\":\"../x\",\"status_seq\":1}"), -EINVAL);
-    assert_int_equal(put(fx, STATUS_RUN, "{\"run_id\":\".hidden\",\"status_seq\":1}"), -EINVAL);
+    assert_int_equal(put(fx, STATUS_RUN, "{\"run_id\":\"..\",\"status_seq\":1}"), -EINVAL);
+    assert_int_equal(put(fx, STATUS_RUN, "{\"run_id\":\".\",\"status_seq\":1}"), -EINVAL);
+    assert_int_equal(put(fx, STATUS_RUN, "{\"run_id\":\"a:b\",\"status_seq\":1}"), -EINVAL);
     assert_int_equal(put(fx, STATUS_RUN, "{\"run_id\":\"\",\"status_seq\":1}"), -EINVAL);
     assert_int_equal(put(fx, STATUS_TASK,
                          "{\"run_id\":\"r\",\"task_name\":\"a/b\","
@@ -225,6 +227,29 @@ static void refuses_path_tricks(void **state)
                      -EINVAL);
     assert_int_equal(put(fx, STATUS_TASK, "{\"run_id\":\"r\",\"status_seq\":1}"), -EINVAL);
     assert_int_equal(fx->calls, 0);
+}
+
+/* Names that start with '.' are valid: their files are named by proto_name_encode, so they
+ * are written like any other (they were refused, and the run still exited 0: defect 6). */
+static void dot_names_are_written_encoded(void **state)
+{
+    fixture *fx = *state;
+    assert_int_equal(put(fx, STATUS_RUN, "{\"run_id\":\".r\",\"status_seq\":1}"), 0);
+    const char *tasks[] = {".hidden", "a.b", "..x"};
+    const char *files[] = {"runs/%2Er/tasks/%2Ehidden.json", "runs/%2Er/tasks/a.b.json",
+                           "runs/%2Er/tasks/%2E.x.json"};
+    for (size_t i = 0; i < 3; i++) {
+        char item[200];
+        snprintf(item, sizeof item, "{\"run_id\":\".r\",\"task_name\":\"%s\",\"status_seq\":1}",
+                 tasks[i]);
+        assert_int_equal(put(fx, STATUS_TASK, item), 0);
+        cJSON *j = stored(fx, files[i]);
+        assert_string_equal(str(j, "task_name"), tasks[i]);
+        cJSON_Delete(j);
+    }
+    cJSON *j = stored(fx, "runs/%2Er.json");
+    assert_string_equal(str(j, "run_id"), ".r");
+    cJSON_Delete(j);
 }
 
 /* A write that cannot happen reports rc < 0 with the path in the message. */
@@ -319,6 +344,7 @@ int main(void)
         T(terminal_status_is_final),
         T(first_write_lands_on_queued),
         T(refuses_path_tricks),
+        T(dot_names_are_written_encoded),
         T(unwritable_target_reports_path),
         T(bad_state_dir_fails_at_creation),
         T(store_and_local_backend_end_to_end),

@@ -1,0 +1,352 @@
+/* sbx_escape.c - finding the processes of an attempt that left its process group, and the
+ * watchdog that kills an attempt's processes when the agent dies.
+ *
+ * Why /proc and not a cgroup: a cgroup per attempt would hold every descendant whatever it does,
+ * but creating one needs a writable, delegated cgroup tree, which neither an ECS Fargate
+ * container nor an ordinary user session gives. What works unprivileged everywhere: the agent is
+ * a child subreaper (PR_SET_CHILD_SUBREAPER, or PID 1 in a container), so every descendant whose
+ * parent dies becomes the agent's child. Whatever escaped an attempt that ended is therefore
+ * among the agent's children, listed by /proc/self/task/TID/children (or a scan of /proc), and
+ * is told apart from other attempts' processes by the SBX_ID_ENV marker in its environment.
+ *
+ * Why a watchdog process: PR_SET_PDEATHSIG kills a leader when the agent dies, but not the rest
+ * of its group (the signal is not inherited across fork). Only a process that outlives the agent
+ * can kill them: a small fork of the agent that reads a socket and acts when it ends. */
+#include "sandbox/sbx.h"
+#include "sandbox/sbx_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WD_GROUPS_MAX  16384 /* registered groups the watchdog remembers; more are not tracked */
+#define WD_SCAN_PASSES 10    /* /proc scans after the agent died, while one still finds some */
+
+/* ---- /proc readers (no allocation: the watchdog uses them after fork) ---------------------- */
+
+/* Reads at most size-1 bytes of a small /proc file, NUL-terminated. */
+static int read_small(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? -ESRCH : -errno;
+    ssize_t n;
+    while ((n = read(fd, buf, size - 1)) < 0 && errno == EINTR)
+        ;
+    int rc = n < 0 ? -errno : 0;
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return rc;
+}
+
+int sbx__read_stat(pid_t pid, sbx__stat *st)
+{
+    char path[48], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int rc = read_small(path, buf, sizeof buf);
+    if (rc)
+        return rc;
+    /* "pid (comm) state ppid pgrp session tty tpgid flags 10x... starttime": comm may hold
+     * spaces and parentheses, so fields are counted from the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ')
+        return -EINVAL;
+    p += 2;
+    st->state = *p;
+    unsigned long long v[20] = {0};
+    int n = 0;
+    for (char *tok = strchr(p, ' '); tok && n < 20; tok = strchr(tok + 1, ' '))
+        v[n++] = strtoull(tok + 1, NULL, 10);
+    if (n < 19)
+        return -EINVAL;
+    st->ppid = (pid_t)v[0];
+    st->pgrp = (pid_t)v[1];
+    st->session = (pid_t)v[2];
+    st->start = v[18];
+    return 0;
+}
+
+int sbx__environ_find(pid_t pid, const char *prefix, char *out, size_t out_len)
+{
+    char path[48], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    /* One pass over the NUL-separated entries: match `prefix` at each entry's start, then copy
+     * the rest of that entry. */
+    enum { MATCH, COPY, SKIP } mode = MATCH;
+    size_t m = 0, o = 0;
+    int found = 0;
+    ssize_t n;
+    while (!found && (n = read(fd, buf, sizeof buf)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        for (ssize_t i = 0; i < n && !found; i++) {
+            char b = buf[i];
+            if (mode == COPY) {
+                if (b == '\0')
+                    found = 1;
+                else if (o + 1 < out_len)
+                    out[o++] = b;
+            } else if (b == '\0') {
+                mode = MATCH;
+                m = 0;
+            } else if (mode == MATCH) {
+                if (prefix[m] != b)
+                    mode = SKIP;
+                else if (prefix[++m] == '\0')
+                    mode = COPY;
+            }
+        }
+    }
+    if (mode == COPY)
+        found = 1; /* the last entry may lack its NUL */
+    if (out_len)
+        out[found ? o : 0] = '\0';
+    close(fd);
+    return found;
+}
+
+/* Calls fn for every pid in a /proc/.../children file; -errno if it cannot be read. */
+static int children_file(pid_t tid, void (*fn)(void *, pid_t), void *ud)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    long cur = -1; /* a pid may be split across two reads */
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] >= '0' && buf[i] <= '9') {
+                cur = (cur < 0 ? 0 : cur * 10) + (buf[i] - '0');
+            } else if (cur >= 0) {
+                fn(ud, (pid_t)cur);
+                cur = -1;
+            }
+        }
+    }
+    if (cur >= 0)
+        fn(ud, (pid_t)cur);
+    close(fd);
+    return 0;
+}
+
+/* Calls fn(ud, pid) for every numeric entry of /proc (every process we can see). */
+static int each_process(void (*fn)(void *, pid_t), void *ud)
+{
+    int dfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    char buf[4096] __attribute__((aligned(8)));
+    long n;
+    while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < n;) {
+            struct {
+                uint64_t ino;
+                int64_t off;
+                unsigned short reclen;
+                unsigned char type;
+                char name[];
+            } *d = (void *)(buf + off);
+            off += d->reclen;
+            long pid = 0;
+            const char *c = d->name;
+            for (; *c >= '0' && *c <= '9'; c++)
+                pid = pid * 10 + (*c - '0');
+            if (*c == '\0' && pid > 0)
+                fn(ud, (pid_t)pid);
+        }
+    }
+    close(dfd);
+    return 0;
+}
+
+typedef struct {
+    void (*fn)(void *, pid_t);
+    void *ud;
+    pid_t self;
+} ppid_filter;
+
+static void if_our_child(void *ud, pid_t pid)
+{
+    ppid_filter *f = ud;
+    sbx__stat st;
+    if (sbx__read_stat(pid, &st) == 0 && st.ppid == f->self)
+        f->fn(f->ud, pid);
+}
+
+int sbx__list_children(pid_t loop_tid, void (*fn)(void *ud, pid_t pid), void *ud)
+{
+    pid_t self = getpid();
+    int rc = children_file(self, fn, ud);
+    if (rc == 0) {
+        if (loop_tid != self)
+            children_file(loop_tid, fn, ud);
+        return 0;
+    }
+    /* No CONFIG_PROC_CHILDREN: every process whose parent is us. */
+    ppid_filter f = {fn, ud, self};
+    return each_process(if_our_child, &f);
+}
+
+/* ---- the watchdog ------------------------------------------------------------------------- */
+
+static pid_t wd_groups[WD_GROUPS_MAX]; /* touched only in the watchdog (its copy of memory) */
+static size_t wd_n;
+
+typedef struct {
+    const char *marker;
+    pid_t self;
+    int killed;
+} wd_scan;
+
+static void wd_kill_marked(void *ud, pid_t pid)
+{
+    wd_scan *s = ud;
+    char v[8];
+    if (pid != s->self && sbx__environ_find(pid, s->marker, v, sizeof v) == 1 &&
+        kill(pid, SIGKILL) == 0)
+        s->killed++;
+}
+
+static void wd_apply(int op, pid_t pgid, bool *bye)
+{
+    if (op == SBX__WD_BYE) {
+        *bye = true;
+    } else if (op == SBX__WD_ADD && wd_n < WD_GROUPS_MAX) {
+        wd_groups[wd_n++] = pgid;
+    } else if (op == SBX__WD_DEL) {
+        for (size_t i = 0; i < wd_n; i++)
+            if (wd_groups[i] == pgid) {
+                wd_groups[i] = wd_groups[--wd_n];
+                break;
+            }
+    }
+}
+
+/* The watchdog's whole life, in the forked child: only async-signal-safe calls. */
+static _Noreturn void wd_main(int rfd, const char *marker)
+{
+    static const int ignore[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGTERM, SIGPIPE, SIGALRM,
+                                 SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU};
+    for (size_t i = 0; i < sizeof ignore / sizeof ignore[0]; i++)
+        signal(ignore[i], SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    setsid(); /* out of the agent's group: a terminal's ^C or a group kill does not reach it */
+    int nul = open("/dev/null", O_RDWR);
+    if (nul >= 0) {
+        dup2(nul, 0);
+        dup2(nul, 1); /* must not hold the agent's stdout open after the agent is gone */
+        dup2(nul, 2);
+    }
+    if (rfd != 3)
+        dup2(rfd, 3);
+    sbx__close_from(4, -1, SBX__CLOSE_ANY);
+    int32_t msg[256][2];
+    bool bye = false;
+    for (;;) {
+        ssize_t n = read(3, msg, sizeof msg);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i + 8 <= n; i += 8)
+            wd_apply(msg[i / 8][0], msg[i / 8][1], &bye);
+    }
+    if (bye)
+        _exit(0);
+    /* The agent is gone without saying goodbye: its attempts' groups, then every process that
+     * carries its marker, scanning again while a pass still finds some (they may fork). */
+    for (size_t i = 0; i < wd_n; i++)
+        kill(-wd_groups[i], SIGKILL);
+    wd_scan s = {marker, getpid(), 0};
+    for (int pass = 0; pass < WD_SCAN_PASSES; pass++) {
+        s.killed = 0;
+        each_process(wd_kill_marked, &s);
+        if (s.killed == 0)
+            break;
+    }
+    _exit(0);
+}
+
+int sbx__watchdog_start(const char *marker, pid_t *pid, int *fd)
+{
+    int p[2];
+    /* A socket, not a pipe: send(MSG_NOSIGNAL) to a dead watchdog must not raise SIGPIPE in a
+     * program that does not ignore it, and SEQPACKET keeps each 8-byte message whole. */
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p))
+        return -errno;
+    /* Blocked across fork(): no handler of the agent may run in the watchdog before it resets
+     * its dispositions (libuv's would write to the agent's signal pipe). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pid_t child = fork();
+    if (child != 0)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (child < 0) {
+        int rc = -errno;
+        close(p[0]);
+        close(p[1]);
+        return rc;
+    }
+    if (child == 0) {
+        close(p[1]);
+        wd_main(p[0], marker);
+    }
+    close(p[0]);
+    *pid = child;
+    *fd = p[1];
+    return 0;
+}
+
+void sbx__watchdog_send(int fd, int op, pid_t pgid)
+{
+    int32_t msg[2] = {op, (int32_t)pgid};
+    if (fd >= 0)
+        (void)!send(fd, msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+void sbx__watchdog_stop(pid_t pid, int fd)
+{
+    if (fd >= 0) {
+        sbx__watchdog_send(fd, SBX__WD_BYE, 0);
+        close(fd);
+    }
+    if (pid <= 0)
+        return;
+    /* It exits as soon as it reads BYE; never wait on it for more than about a second. */
+    for (int i = 0; i < 1000; i++) {
+        pid_t w = waitpid(pid, NULL, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR))
+            return;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
