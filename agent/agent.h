@@ -31,6 +31,7 @@ typedef struct {
     double drain_seconds;      /* DAGY_DRAIN_SECONDS / --drain-seconds, default 15 */
     double heartbeat_seconds;  /* DAGY_HEARTBEAT_SECONDS, default 30 */
     double kill_grace_seconds; /* DAGY_KILL_GRACE_SECONDS, default 3: SIGTERM -> SIGKILL */
+    size_t max_result_bytes;   /* DAGY_MAX_RESULT_BYTES, default 16 MiB: largest task result */
     char *state_dir;           /* --state-dir, default ./.dagy */
     char *work_dir;            /* DAGY_WORK_DIR, default /tmp/dagy */
     char *status_backend;      /* "local" or "dynamodb" */

@@ -141,6 +141,7 @@ static int load_env(agent_config *c, char *err)
     c->drain_seconds = 15;
     c->heartbeat_seconds = 30;
     c->kill_grace_seconds = 3;
+    c->max_result_bytes = 16u << 20;
     c->log_format = -1;
     c->log_level = LOG_INFO;
 
@@ -160,6 +161,15 @@ static int load_env(agent_config *c, char *err)
     if ((v = getenv("DAGY_MAX_PARALLEL")) && *v && parse_int(v, 1, 10000, &c->max_parallel)) {
         snprintf(err, AGENT_ERR_MAX, "DAGY_MAX_PARALLEL=%.40s: expected an integer 1-10000", v);
         return -EINVAL;
+    }
+    int max_result;
+    if ((v = getenv("DAGY_MAX_RESULT_BYTES")) && *v) {
+        if (parse_int(v, 2, 1 << 30, &max_result)) {
+            snprintf(err, AGENT_ERR_MAX,
+                     "DAGY_MAX_RESULT_BYTES=%.40s: expected a number of bytes 2-1073741824", v);
+            return -EINVAL;
+        }
+        c->max_result_bytes = (size_t)max_result;
     }
     static const struct {
         const char *var;
@@ -436,7 +446,8 @@ void agent_print_help(void)
           "  DAGY_TRACES_BUCKET, DAGY_RESULTS_BUCKET (default: the traces bucket),\n"
           "  DAGY_RESUME_FROM, DAGY_WORK_DIR (default /tmp/dagy), DAGY_MAX_PARALLEL,\n"
           "  DAGY_DRAIN_SECONDS, DAGY_HEARTBEAT_SECONDS (default 30), DAGY_KILL_GRACE_SECONDS\n"
-          "  (default 3), DAGY_PIP_COMMAND, DAGY_PYTHON, DAGY_PYTHON_RUNNER,\n"
+          "  (default 3), DAGY_MAX_RESULT_BYTES (default 16777216), DAGY_PIP_COMMAND,\n"
+          "  DAGY_PYTHON, DAGY_PYTHON_RUNNER,\n"
           "  DAGY_UNPACK_MAX_BYTES, DAGY_UNPACK_MAX_ENTRIES, DAGY_UNPACK_MAX_RATIO,\n"
           "  AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL[_S3|_DYNAMODB|_ECS],\n"
           "  AWS credentials (environment, ECS container endpoint, shared credentials file).\n"

@@ -1,5 +1,5 @@
 /* durable.h - durable runs inside the agent (issue 10, contract section 10), shared by
- * results.c (a task's result stored before it counts as SUCCEEDED), resume.c (task hashes,
+ * durable_results.c (a task's result stored before it counts as SUCCEEDED), resume.c (task hashes,
  * reuse of an earlier run's tasks), cancel.c (a requested cancel ends the run CANCELLED) and
  * itemread.c (reading run and task-run items back from the status store). Not a public
  * interface; the hooks into tasks.c and run.c are the agent__durable_* / agent__result_* /
@@ -28,7 +28,7 @@ typedef struct {
     char *src_run;     /* the run that ran it and holds its result */
     bool reuse;        /* decided: not run, recorded SUCCEEDED with reused_from */
     bool has_result;   /* the source stored a result (it was fetched into results/) */
-    result_job *store; /* results.c: the store in flight for the running attempt */
+    result_job *store; /* durable_results.c: the store in flight for the running attempt */
 } durable_task;
 
 struct agent_durable {
@@ -37,7 +37,8 @@ struct agent_durable {
     durable_task *tasks;
     bool ready; /* hashes computed and the resume source applied: the DAG may start */
     size_t n_reused;
-    int fetching; /* reused results still being fetched */
+    int fetching;    /* reused results still being fetched */
+    char *stage_dir; /* RUN_DIR/reuse.UUID: fetched results until the exec tree exists */
     /* cancel.c */
     int cancel_state;  /* 0 not checked, 1 reading, 2 answered */
     char *cancel_text; /* "UserInitiated: REASON" once a requested cancel is known */
@@ -62,11 +63,10 @@ void agent__durable_item(run_state *r, size_t i, cJSON *item);
 log_line *agent__durable_reused(run_state *r, size_t i, cJSON *item);
 void agent__durable_free(run_state *r);
 
-/* ---- results.c ---- */
+/* ---- durable_results.c ---- */
 
-/* The result file of task i (DAGY_TASK_OUTPUT): RUN_DIR/results/TASK.json, TASK through
- * proto_name_encode, made absolute. Must name the same file as tasks.c gives the task (its
- * fmt_path). Caller frees. */
+/* The stored (validated) result of task i, results.c's agent__task_file(AGENT_DIR_RESULTS),
+ * made absolute: what inputs are built from and what is uploaded. Caller frees. */
 char *agent__result_file(run_state *r, size_t i);
 /* Where results go: the results bucket (DAGY_RESULTS_BUCKET, default DAGY_TRACES_BUCKET), or
  * NULL for the run directory only. */

@@ -23,6 +23,7 @@
 
 #include <openssl/evp.h>
 
+#include "fetch/unpack.h"
 #include "proto/names.h"
 #include "proto/sigv4.h"
 #include "proto/util.h"
@@ -57,6 +58,7 @@ typedef struct {
 static void begin_hashes(run_state *r, const char *digest);
 static void resume_next(resume_ctx *c, const char *run_id);
 static void fetch_more(resume_ctx *c);
+static void remove_stage(agent_durable *d);
 
 /* ---- helpers ---- */
 
@@ -436,8 +438,18 @@ static void on_downloaded(void *ud, const fetch_aws_result *res)
     fetched(c, i, ok, why);
 }
 
-/* Starts fetching candidate i's result into results/; false if it cannot even start (then the
- * task is not reused). */
+/* Where candidate i's result waits (verified) until the exec tree exists: STAGE/TASK.json. */
+static char *stage_file(run_state *r, size_t i)
+{
+    char enc[PROTO_NAME_ENCODED_MAX], *p = NULL;
+    proto_name_encode(r->spec->tasks[i].name, enc, sizeof enc);
+    if (asprintf(&p, "%s/%s.json", r->durable->stage_dir, enc) < 0)
+        return NULL;
+    return p;
+}
+
+/* Starts fetching candidate i's result into the staging directory; false if it cannot even
+ * start (then the task is not reused). */
 static bool start_fetch(resume_ctx *c, size_t i, char *why, size_t whylen)
 {
     run_state *r = c->r;
@@ -445,7 +457,7 @@ static bool start_fetch(resume_ctx *c, size_t i, char *why, size_t whylen)
     const char *sha = str_attr(t->src_item, "result_sha256");
     const char *uri = str_attr(t->src_item, "result_s3_uri");
     const char *path = str_attr(t->src_item, "result_path");
-    char *dst = agent__result_file(r, i);
+    char *dst = stage_file(r, i);
     bool hex_ok = sha && strlen(sha) == 64 && strspn(sha, "0123456789abcdef") == 64;
     if (uri && !proto_utf8_valid(uri, strlen(uri)))
         uri = NULL; /* every string we store is valid UTF-8: such an item describes nothing */
@@ -538,7 +550,7 @@ static void finish_resume(resume_ctx *c)
     for (size_t i = 0; i < r->spec->n_tasks; i++) {
         durable_task *t = &d->tasks[i];
         if (!t->reuse && t->has_result) {
-            char *f = agent__result_file(r, i);
+            char *f = stage_file(r, i);
             if (f)
                 unlink(f);
             free(f);
@@ -568,17 +580,18 @@ bool agent__durable_begin(run_state *r)
         return true; /* a finish waits for the cancel check: nothing may start meanwhile */
     if (d->ready)
         return false;
-    char *results = NULL;
-    if (asprintf(&results, "%s/results", r->run_dir) < 0 ||
-        (mkdir(results, 0700) && errno != EEXIST)) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "cannot create %s: %s", results ? results : r->run_dir,
-                 strerror(errno));
-        free(results);
-        begin_fail(r, AGENT_EXIT_INFRA, msg);
-        return true;
+    if (r->cfg->resume_from) {
+        char id[40], msg[600];
+        agent_uuid(id);
+        if (asprintf(&d->stage_dir, "%s/reuse.%s", r->run_dir, id) < 0)
+            d->stage_dir = NULL;
+        if (!d->stage_dir || mkdir(d->stage_dir, 0700)) {
+            snprintf(msg, sizeof msg, "cannot create the directory for reused results in %s: %s",
+                     r->run_dir, strerror(d->stage_dir ? errno : ENOMEM));
+            begin_fail(r, AGENT_EXIT_INFRA, msg);
+            return true;
+        }
     }
-    free(results);
     digest_job *j = calloc(1, sizeof *j);
     if (!j) {
         begin_fail(r, AGENT_EXIT_INFRA, "out of memory");
@@ -595,9 +608,31 @@ bool agent__durable_begin(run_state *r)
     return true;
 }
 
+/* Moves a verified result from the staging directory to where inputs are built from. */
+static bool place_result(run_state *r, size_t i)
+{
+    char *from = stage_file(r, i), *to = agent__result_file(r, i);
+    bool ok = from && to && rename(from, to) == 0;
+    if (!ok) {
+        log_line *l =
+            agent_log_begin(LOG_WARNING, "result_not_reused",
+                            "task \"%s\" runs again: its result cannot be moved to %s: %s",
+                            r->spec->tasks[i].name, to ? to : "", strerror(errno));
+        agent_log_str(l, "task_name", r->spec->tasks[i].name);
+        agent_log_end(l);
+        if (from)
+            unlink(from);
+    }
+    free(from);
+    free(to);
+    return ok;
+}
+
 void agent__durable_apply(run_state *r)
 {
     agent_durable *d = r->durable;
+    if (d && (!d->tasks || !d->n_reused))
+        remove_stage(d);
     if (!d || !d->tasks || !d->n_reused)
         return;
     size_t *order = malloc(r->spec->n_tasks * sizeof *order);
@@ -605,12 +640,24 @@ void agent__durable_apply(run_state *r)
         free(order);
         return; /* cannot happen for a validated spec; then nothing is reused */
     }
-    for (size_t k = 0; k < r->spec->n_tasks; k++)
-        if (d->tasks[order[k]].reuse)
-            sched_mark_reused(r->plan, order[k]);
+    d->n_reused = 0;
+    for (size_t k = 0; k < r->spec->n_tasks; k++) {
+        size_t i = order[k];
+        durable_task *t = &d->tasks[i];
+        const flowspec_task *ft = &r->spec->tasks[i];
+        for (size_t u = 0; t->reuse && u < ft->n_upstream; u++)
+            t->reuse = d->tasks[ft->upstream[u]].reuse; /* an upstream fell out below */
+        if (t->reuse && t->has_result && !place_result(r, i))
+            t->reuse = false;
+        if (t->reuse) {
+            sched_mark_reused(r->plan, i);
+            d->n_reused++;
+        }
+    }
     free(order);
     status_set_num(r->run_item, "tasks_reused", (double)d->n_reused);
     status_touch(r->status, r->run_item);
+    remove_stage(d);
 }
 
 void agent__durable_item(run_state *r, size_t i, cJSON *item)
@@ -645,6 +692,16 @@ log_line *agent__durable_reused(run_state *r, size_t i, cJSON *item)
     return l;
 }
 
+/* Removes the staging directory and whatever is left in it. */
+static void remove_stage(agent_durable *d)
+{
+    if (!d->stage_dir)
+        return;
+    unpack_rmtree(d->stage_dir);
+    free(d->stage_dir);
+    d->stage_dir = NULL;
+}
+
 static void timer_freed(uv_handle_t *h)
 {
     free(h);
@@ -657,6 +714,7 @@ void agent__durable_free(run_state *r)
         return;
     if (d->cancel_timer) /* the cancel check never answered: close it before teardown's walk */
         uv_close((uv_handle_t *)d->cancel_timer, timer_freed);
+    remove_stage(d);
     for (size_t i = 0; d->tasks && r->spec && i < r->spec->n_tasks; i++) {
         cJSON_Delete(d->tasks[i].src_item);
         free(d->tasks[i].src_run);

@@ -349,7 +349,6 @@ static void teardown(run_state *r)
     free(r->external_id);
     free(r->error);
     free(r->runner);
-    free(r->empty_inputs);
     if (r->spec)
         flowspec_free(r->spec);
 }

@@ -37,6 +37,8 @@ typedef struct {
     int trace_attempt; /* attempt whose trace trace_s3_uri names (0: none yet) */
     double duration;   /* seconds from first start to end, once terminal */
     bool timed_out;    /* the plan said the running attempt timed out */
+    bool infra;        /* the last attempt failed because an internal write or read failed */
+    char *inputs;      /* the running attempt's DAGY_TASK_INPUTS file, or NULL */
     bool cancelled;    /* the drain killed the running attempt */
     char task_run_id[40];
 } agent_task;
@@ -64,9 +66,10 @@ struct run_state {
     char **base_env; /* the environment every task starts from, NULL-terminated */
     size_t n_base_env;
     char *runner;        /* path of dagy_runner.py */
-    char *empty_inputs;  /* shared "{}" inputs file for tasks without upstream */
-    char **spare_inputs; /* inputs files of ended attempts, renamed for reuse (see tasks.c) */
-    size_t n_spare_inputs;
+    char *exec_dir;      /* RUN_DIR/exec/INSTANCE: this agent's task files (results.c) */
+    bool infra_failed;   /* a task failed for good because of an infrastructure error */
+    char **spare_inputs; /* inputs files of ended attempts, for reuse (results.c) */
+    size_t n_spare_inputs, cap_spare_inputs;
 
     uint64_t started_ms, finish_ms;
     int signals; /* SIGTERM/SIGINT received so far */
@@ -113,5 +116,38 @@ void agent__tasks_free(run_state *r);
 void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace, size_t len);
 /* Hands a terminal task's item back to the status store once nothing will change it again. */
 void agent__release_task(run_state *r, size_t i);
+
+/* results.c: the files of task attempts (layout in results.c's header comment). */
+typedef enum {
+    AGENT_DIR_OUT = 0, /* DAGY_TASK_OUTPUT files, one per attempt */
+    AGENT_DIR_IN,      /* DAGY_TASK_INPUTS files, one per attempt */
+    AGENT_DIR_RESULTS, /* validated results of SUCCEEDED tasks */
+} agent_dir;
+/* Creates this agent instance's RUN_DIR/exec/UUID/{out,in,results}; sets r->exec_dir.
+ * Returns 0 or -errno with err (AGENT_ERR_MAX) set. */
+int agent__results_init(run_state *r, char *err);
+/* The path of task i's file in `dir` for `attempt` (0: no attempt number, as in results/).
+ * Caller frees; NULL on ENOMEM. */
+char *agent__task_file(const run_state *r, agent_dir dir, size_t i, int attempt);
+/* Reads and validates the result attempt `attempt` of task i wrote to DAGY_TASK_OUTPUT, without
+ * ever blocking (a FIFO, a symlink or a file over DAGY_MAX_RESULT_BYTES is refused). On 0,
+ * *text is the result (exactly one JSON value, valid UTF-8, whitespace trimmed; caller frees)
+ * or NULL if the task wrote none. -EBADMSG: the result is bad, err names the task and what is
+ * wrong (the attempt fails); -ENOMEM. */
+int agent__task_result_read(run_state *r, size_t i, int attempt, char **text, size_t *len,
+                            char *err, size_t errlen);
+/* Stores a validated result of task i as its results/ file, the one inputs are built from
+ * (a reused or downloaded result goes through here too). 0 or -errno with err set. */
+int agent__task_result_store(run_state *r, size_t i, const char *text, size_t len, char *err,
+                             size_t errlen);
+/* Writes the DAGY_TASK_INPUTS file of `attempt` of task i from its upstream tasks' stored
+ * results (null for an upstream without one); *path gets its path (caller frees).
+ * 0 or -errno with err set (an infrastructure failure: path and errno). */
+int agent__inputs_build(run_state *r, size_t i, int attempt, char **path, char *err, size_t errlen);
+/* Hands the inputs file `path` of an attempt that has ended (nothing reads it any more) back
+ * for reuse; takes ownership of the string. NULL is ignored. */
+void agent__inputs_done_transfer(run_state *r, char *path);
+/* Frees the spare inputs list (teardown). */
+void agent__inputs_free(run_state *r);
 
 #endif

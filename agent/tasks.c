@@ -2,9 +2,8 @@
  * what it says may start as sandboxed processes, and turns every transition into a log line and
  * a task-run status item.
  *
- * Per-task cost is independent of the DAG's size: the base environment is built once, a task
- * without upstream shares one "{}" inputs file, and inputs of other tasks are assembled from
- * their upstream result files only. */
+ * Per-task cost is independent of the DAG's size: the base environment is built once, and a
+ * task's inputs are assembled from its upstream tasks' stored results only (results.c). */
 #include "agent/run.h"
 #include "agent/durable.h"
 #include "agent/log.h"
@@ -23,34 +22,16 @@
 
 extern char **environ;
 
-#define TASK_OUTPUT_MAX (16u << 20) /* largest result a task may write to DAGY_TASK_OUTPUT */
 #define PARAMETERS_FILE "parameters.json" /* in the run directory: DAGY_PARAMETERS_FILE */
 #define KWARGS_DIR      "kwargs"          /* in the run directory: DAGY_KWARGS_FILE files */
 
-/* DIR/SUB/NAMEEXT, or DIR/NAMEEXT when sub is NULL. `name` is a task name or one of the
- * agent's fixed names; it goes through proto_name_encode (fixed names encode to themselves), so
- * ".hidden" becomes "%2Ehidden" and no task name is a path trick. */
+/* DIR/SUB/NAMEEXT, or DIR/NAMEEXT when sub is NULL. */
 static char *fmt_path(const char *dir, const char *sub, const char *name, const char *ext)
 {
-    char enc[PROTO_NAME_ENCODED_MAX];
-    if (proto_name_encode(name, enc, sizeof enc) >= sizeof enc)
-        return NULL;
-    size_t n = strlen(dir) + (sub ? strlen(sub) : 0) + strlen(enc) + strlen(ext) + 4;
+    size_t n = strlen(dir) + (sub ? strlen(sub) : 0) + strlen(name) + strlen(ext) + 4;
     char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%s/%s%s%s%s", dir, sub ? sub : "", sub ? "/" : "", enc, ext);
+    snprintf(s, n, "%s/%s%s%s%s", dir, sub ? sub : "", sub ? "/" : "", name, ext);
     return s;
-}
-
-static int write_file(const char *path, const char *data, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -errno;
-    ssize_t n = write(fd, data, len);
-    int rc = n == (ssize_t)len ? 0 : -EIO;
-    close(fd);
-    return rc;
 }
 
 int agent__load_spec(run_state *r, char *err)
@@ -73,6 +54,11 @@ int agent__load_spec(run_state *r, char *err)
 
     char *meta_path = fmt_path(r->flow_dir, NULL, "metadata", ".json");
     char *meta = proto_read_file(meta_path, 1u << 20, NULL);
+    if (!meta && errno != ENOENT)
+        agent_log(LOG_WARNING, "metadata_invalid", "%s cannot be read (%s); ignored", meta_path,
+                  errno == EINVAL  ? "not a regular file"
+                  : errno == EFBIG ? "larger than 1 MiB"
+                                   : strerror(errno));
     if (meta) {
         r->metadata = cJSON_Parse(meta);
         if (!r->metadata)
@@ -211,20 +197,8 @@ int agent__tasks_init(run_state *r, char *err)
         r->tasks[i].index = i;
         r->tasks[i].exit_code = -1;
     }
-    static const char *const dirs[] = {"results", "inputs"};
-    for (size_t i = 0; i < 2; i++) {
-        char *d = fmt_path(r->run_dir, NULL, dirs[i], "");
-        rc = mkdir(d, 0755) && errno != EEXIST ? -errno : 0;
-        free(d);
-        if (rc) {
-            snprintf(err, AGENT_ERR_MAX, "cannot create %s/%s: %s", r->run_dir, dirs[i],
-                     strerror(-rc));
-            return AGENT_EXIT_INFRA;
-        }
-    }
-    r->empty_inputs = fmt_path(r->run_dir, "inputs", "", "_none.json");
-    r->spare_inputs = calloc(s->n_tasks, sizeof *r->spare_inputs);
-    write_file(r->empty_inputs, "{}", 2);
+    if ((rc = agent__results_init(r, err)))
+        return AGENT_EXIT_INFRA;
     r->runner = find_runner(c);
     if ((rc = write_large_values(r, err)))
         return rc;
@@ -273,6 +247,43 @@ static log_line *task_line(run_state *r, size_t i, log_level lv, const char *eve
     return l;
 }
 
+/* The end of a task that ran: the item's end fields, `task_end` for every such task (so
+ * `filter event_type = "task_end" | sort duration_seconds` covers failures too) and, for a
+ * failure, `task_failed` with the same fields (contract section 10). */
+static void task_ended(run_state *r, size_t i, sched_state to, const char *reason, cJSON *it,
+                       const char *ts)
+{
+    agent_task *t = &r->tasks[i];
+    bool failed = to == SCHED_FAILED;
+    const char *st = sched_state_name(to);
+    double dur = (double)(uv_now(&r->loop) - t->first_start_ms) / 1000.0;
+    t->duration = dur;
+    status_set_str(it, "ended_at", ts);
+    status_set_num(it, "duration_seconds", dur);
+    status_set_str(it, "error_message", failed ? reason : NULL);
+    if (t->exit_code >= 0)
+        status_set_num(it, "exit_code", t->exit_code);
+    static const char *const events[] = {"task_end", "task_failed"};
+    for (int e = 0; e < (failed ? 2 : 1); e++) {
+        log_line *l =
+            task_line(r, i, failed ? LOG_ERROR : LOG_INFO, events[e], st, "task \"%s\" %s%s",
+                      failed ? "FAILED: " : "SUCCEEDED", failed ? reason : "");
+        agent_log_num(l, "duration_seconds", dur);
+        if (t->exit_code >= 0)
+            agent_log_int(l, "exit_code", t->exit_code);
+        agent_log_str(l, "error", failed ? reason : NULL);
+        agent_log_end(l);
+    }
+    if (failed && t->infra)
+        r->infra_failed = true;
+    if (failed && !r->error) {
+        size_t n = strlen(reason ? reason : "") + strlen(r->spec->tasks[i].name) + 32;
+        r->error = malloc(n);
+        snprintf(r->error, n, "task \"%s\" failed: %s", r->spec->tasks[i].name,
+                 reason ? reason : "");
+    }
+}
+
 static void on_transition(void *ud, size_t i, sched_state from, sched_state to, const char *reason)
 {
     run_state *r = ud;
@@ -311,37 +322,22 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
             break;
         }
         /* fallthrough */
-    case SCHED_FAILED: {
-        double dur = (double)(now - t->first_start_ms) / 1000.0;
-        t->duration = dur;
-        status_set_str(it, "ended_at", ts);
-        status_set_num(it, "duration_seconds", dur);
-        status_set_str(it, "error_message", to == SCHED_FAILED ? reason : NULL);
-        if (t->exit_code >= 0)
-            status_set_num(it, "exit_code", t->exit_code);
-        l = task_line(r, i, to == SCHED_FAILED ? LOG_ERROR : LOG_INFO, "task_end", st,
-                      "task \"%s\" %s%s", to == SCHED_FAILED ? "FAILED: " : "SUCCEEDED",
-                      to == SCHED_FAILED ? reason : "");
-        agent_log_num(l, "duration_seconds", dur);
-        if (t->exit_code >= 0)
-            agent_log_int(l, "exit_code", t->exit_code);
-        agent_log_str(l, "error", to == SCHED_FAILED ? reason : NULL);
-        if (to == SCHED_FAILED && !r->error) {
-            size_t n = strlen(reason ? reason : "") + strlen(r->spec->tasks[i].name) + 32;
-            r->error = malloc(n);
-            snprintf(r->error, n, "task \"%s\" failed: %s", r->spec->tasks[i].name,
-                     reason ? reason : "");
-        }
+    case SCHED_FAILED:
+        task_ended(r, i, to, reason, it, ts);
         break;
-    }
     case SCHED_SKIPPED:
-    case SCHED_CANCELLED:
+    case SCHED_CANCELLED: {
+        /* Why a task was skipped, for people and queries: upstream_failed / trigger_rule ... */
+        const char *why = sched_skip_cause_name(sched_task_skip_cause(r->plan, i));
         status_set_str(it, "ended_at", ts);
         status_set_str(it, "error_message", reason);
+        status_set_str(it, "skip_reason", why);
         l = task_line(r, i, LOG_WARNING, to == SCHED_SKIPPED ? "task_skipped" : "task_cancelled",
                       st, "task \"%s\" %s: %s", st, reason);
         agent_log_str(l, "error", reason);
+        agent_log_str(l, "skip_reason", why);
         break;
+    }
     case SCHED_PENDING:
         break;
     }
@@ -382,56 +378,6 @@ static void on_task_line(void *ud, sbx_proc *p, int stream, const char *line, si
     agent_log_end(l);
 }
 
-/* Writes the task's DAGY_TASK_INPUTS file: {"upstream": result-or-null, ...}, assembled from
- * the upstream result files without re-parsing them (they were validated when written). */
-static char *write_inputs(run_state *r, size_t i)
-{
-    const flowspec_task *ft = &r->spec->tasks[i];
-    if (ft->n_upstream == 0)
-        return strdup(r->empty_inputs);
-    size_t cap = 64, len = 0;
-    char *buf = malloc(cap);
-    buf[len++] = '{';
-    for (size_t u = 0; u < ft->n_upstream; u++) {
-        const char *name = r->spec->tasks[ft->upstream[u]].name;
-        char *rp = fmt_path(r->run_dir, "results", name, ".json");
-        size_t rl = 0;
-        char *res = sched_task_state(r->plan, ft->upstream[u]) == SCHED_SUCCEEDED
-                        ? proto_read_file(rp, TASK_OUTPUT_MAX, &rl)
-                        : NULL;
-        free(rp);
-        while (res && rl > 0 && strchr(" \t\r\n", res[rl - 1]))
-            rl--; /* keep the inputs file one line: `cat` in a task prints one JSON line */
-        size_t need = len + strlen(name) + rl + 16;
-        if (need > cap) {
-            cap = need * 2;
-            buf = realloc(buf, cap);
-        }
-        /* Task names are [A-Za-z0-9_.-]: nothing to escape. */
-        len += (size_t)sprintf(buf + len, "%s\"%s\":", u ? "," : "", name);
-        memcpy(buf + len, res ? res : "null", res ? rl : 4);
-        len += res ? rl : 4;
-        free(res);
-    }
-    buf[len++] = '}';
-    char *path = fmt_path(r->run_dir, "inputs", ft->name, ".json");
-    /* Reuse an ended attempt's file (rename, then overwrite) rather than create one: allocating
-     * an inode per task was the largest cost of big DAGs of short tasks on ext4, where freshly
-     * freed inodes are expensive to allocate around. Only the latest tasks' inputs stay on disk. */
-    if (r->n_spare_inputs > 0 && sched_task_attempt(r->plan, i) == 1) {
-        char *spare = r->spare_inputs[--r->n_spare_inputs];
-        rename(spare, path);
-        free(spare);
-    }
-    int rc = write_file(path, buf, len);
-    free(buf);
-    if (rc) {
-        free(path);
-        return NULL;
-    }
-    return path;
-}
-
 /* argv for the attempt: the command, or the Python runner for a callable. */
 static char **task_argv(run_state *r, const flowspec_task *ft, char **tmp)
 {
@@ -463,7 +409,7 @@ static char **task_envp(run_state *r, size_t i, const char *inputs, char **owned
         envp[k++] = ft->env[e];
     char attempt[16];
     snprintf(attempt, sizeof attempt, "%d", sched_task_attempt(r->plan, i));
-    char *out = fmt_path(r->run_dir, "results", ft->name, ".json");
+    char *out = agent__task_file(r, AGENT_DIR_OUT, i, sched_task_attempt(r->plan, i));
     envp[k++] = owned[o++] = kv("DAGY_TASK_NAME", ft->name);
     envp[k++] = owned[o++] = kv("DAGY_TASK_RUN_ID", r->tasks[i].task_run_id);
     envp[k++] = owned[o++] = kv("DAGY_ATTEMPT", attempt);
@@ -488,24 +434,28 @@ static char **task_envp(run_state *r, size_t i, const char *inputs, char **owned
 
 static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res);
 
+/* Fails the running attempt of task i because the agent's own file system failed it (a full
+ * disk, a read-only or broken work directory): retried like any failure, and a task that fails
+ * for good this way makes the run exit 3 (infrastructure), not 1. */
+static void attempt_infra_failed(run_state *r, size_t i, const char *why)
+{
+    char msg[AGENT_ERR_MAX + 32];
+    snprintf(msg, sizeof msg, "infrastructure: %s", why);
+    r->tasks[i].infra = true;
+    sched_exited(r->plan, i, SCHED_EXIT_FAILED, msg, uv_now(&r->loop));
+}
+
 /* Starts the attempt the plan just marked RUNNING. A failure to start fails the attempt. */
 static void spawn_task(run_state *r, size_t i)
 {
     const flowspec_task *ft = &r->spec->tasks[i];
     agent_task *t = &r->tasks[i];
-    t->timed_out = t->cancelled = false;
+    t->timed_out = t->cancelled = t->infra = false;
     t->exit_code = -1;
-    /* A stale result from an earlier attempt must not pass for this one's. (The first attempt
-     * starts in a fresh run directory.) */
-    if (sched_task_attempt(r->plan, i) > 1) {
-        char *out = fmt_path(r->run_dir, "results", ft->name, ".json");
-        unlink(out);
-        free(out);
-    }
-    char *inputs = write_inputs(r, i);
-    if (!inputs) {
-        sched_exited(r->plan, i, SCHED_EXIT_FAILED, "cannot write DAGY_TASK_INPUTS",
-                     uv_now(&r->loop));
+    char *inputs = NULL, err[AGENT_ERR_MAX];
+    int attempt = sched_task_attempt(r->plan, i);
+    if (agent__inputs_build(r, i, attempt, &inputs, err, sizeof err)) {
+        attempt_infra_failed(r, i, err);
         return;
     }
     char *owned[12], *tmp[3];
@@ -516,13 +466,15 @@ static void spawn_task(run_state *r, size_t i)
     for (char **o = owned; *o; o++)
         free(*o);
     free(envp);
-    free(inputs);
+    t->inputs = inputs;
     if (rc) {
         char why[160];
         snprintf(why, sizeof why, "cannot start the task's process: %s%s", strerror(-rc),
                  rc == -E2BIG ? " (command and environment over exec()'s limit; not retried)"
                               : "");
         t->proc = NULL;
+        agent__inputs_done_transfer(r, t->inputs);
+        t->inputs = NULL;
         /* The same command and environment would be refused again: no retry for E2BIG. */
         sched_exited(r->plan, i, rc == -E2BIG ? SCHED_EXIT_FATAL : SCHED_EXIT_FAILED, why,
                      uv_now(&r->loop));
@@ -583,8 +535,8 @@ static int check_exec_sizes(run_state *r, char *err)
         const flowspec_task *ft = &r->spec->tasks[i];
         char *owned[12], *tmp[3], field[200];
         char **argv = task_argv(r, ft, tmp);
-        /* The longest inputs path an attempt may get. */
-        char *inputs = fmt_path(r->run_dir, "inputs", ft->name, ".json");
+        /* An inputs path at least as long as any attempt's. */
+        char *inputs = agent__task_file(r, AGENT_DIR_IN, i, 999999);
         char **envp = task_envp(r, i, inputs, owned);
         sbx_size_error e;
         int rc = sbx_check_size(argv, envp, &e);
@@ -639,6 +591,8 @@ void agent__tasks_pump(run_state *r)
         bool cancelled = sched_count_in(r->plan, SCHED_CANCELLED) > 0;
         if (r->signals && cancelled)
             agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
+        else if (r->infra_failed) /* the agent's disk, not the task, failed the run */
+            agent__finish(r, AGENT_EXIT_INFRA, r->error);
         else
             agent__finish(r, failed ? AGENT_EXIT_TASK_FAILED : AGENT_EXIT_OK, r->error);
         return;
@@ -685,24 +639,26 @@ static void attempt_error(run_state *r, size_t i, const sbx_result *res, const c
     }
 }
 
-/* A successful attempt's result must be JSON if it wrote one. */
-static bool result_ok(run_state *r, size_t i, char *why, size_t whylen)
+/* A successful attempt's result: read and validated from DAGY_TASK_OUTPUT, then stored where
+ * inputs are built from. Returns SCHED_EXIT_OK, or SCHED_EXIT_FAILED with err set (t->infra
+ * when the agent's own write failed rather than the task's result). */
+static sched_exit attempt_result(run_state *r, size_t i, char *err, size_t errlen)
 {
-    char *rp = fmt_path(r->run_dir, "results", r->spec->tasks[i].name, ".json");
-    struct stat st;
-    bool ok = true;
-    if (stat(rp, &st) == 0) {
-        char *data = proto_read_file(rp, TASK_OUTPUT_MAX, NULL);
-        cJSON *j = data ? cJSON_Parse(data) : NULL;
-        if (!j) {
-            snprintf(why, whylen, "DAGY_TASK_OUTPUT is not valid JSON (or larger than 16 MiB)");
-            ok = false;
-        }
-        cJSON_Delete(j);
-        free(data);
+    char *text = NULL;
+    size_t len = 0;
+    int rc =
+        agent__task_result_read(r, i, sched_task_attempt(r->plan, i), &text, &len, err, errlen);
+    if (rc == -ENOMEM)
+        snprintf(err, errlen, "out of memory reading the result");
+    if (!rc && text && agent__task_result_store(r, i, text, len, err, errlen)) {
+        char why[AGENT_ERR_MAX];
+        snprintf(why, sizeof why, "infrastructure: %s", err);
+        snprintf(err, errlen, "%s", why);
+        r->tasks[i].infra = true;
+        rc = -EIO;
     }
-    free(rp);
-    return ok;
+    free(text);
+    return rc ? SCHED_EXIT_FAILED : SCHED_EXIT_OK;
 }
 
 static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
@@ -714,6 +670,8 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
     const char *trace = sbx_trace(p, &tlen);
     char err[1024] = "";
     t->proc = NULL;
+    agent__inputs_done_transfer(r, t->inputs);
+    t->inputs = NULL;
     t->exit_code = res->term_signal || res->spawn_error ? -1 : res->exit_code;
     sched_exit how = SCHED_EXIT_OK;
     /* The leader's exit decides, unless the agent killed it while it ran: a timeout or a drain
@@ -728,12 +686,12 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
     } else if (res->spawn_error || res->term_signal || res->exit_code) {
         how = SCHED_EXIT_FAILED;
         attempt_error(r, i, res, trace, tlen, err, sizeof err);
-    } else if (!result_ok(r, i, err, sizeof err)) {
-        how = SCHED_EXIT_FAILED;
+    } else {
+        how = attempt_result(r, i, err, sizeof err);
     }
     if (how == SCHED_EXIT_FAILED || how == SCHED_EXIT_TIMED_OUT)
         agent__upload_trace(r, i, sched_task_attempt(r->plan, i), trace, tlen);
-    /* A success counts once its result is stored (results.c ends the attempt then). */
+    /* A success counts once its result is stored (durable_results.c ends the attempt then). */
     if (how == SCHED_EXIT_OK && agent__result_store(r, i)) {
         agent__tasks_pump(r); /* its slot is free meanwhile */
         return;
@@ -744,10 +702,6 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
 void agent__attempt_end(run_state *r, size_t i, sched_exit how, const char *err)
 {
     sched_exited(r->plan, i, how, err, uv_now(&r->loop));
-    /* A finished task's inputs file may serve a later task (no further attempt reads it). */
-    if (r->spec->tasks[i].n_upstream > 0 && sched_state_terminal(sched_task_state(r->plan, i)))
-        r->spare_inputs[r->n_spare_inputs++] =
-            fmt_path(r->run_dir, "inputs", r->spec->tasks[i].name, ".json");
     agent__tasks_pump(r);
 }
 
@@ -797,6 +751,11 @@ void agent__execute(run_state *r)
     agent_log_str(l, "external_id", r->external_id);
     agent_log_str(l, "executor", r->cfg->container_mode ? "ecs" : "local");
     agent_log_str(l, "flow_dir", r->flow_dir);
+    char *results = agent__task_file(r, AGENT_DIR_RESULTS, 0, 0);
+    if (results)
+        *strrchr(results, '/') = '\0';
+    agent_log_str(l, "results_dir", results);
+    free(results);
     agent_log_json(l, "parameters", r->cfg->parameters);
     agent_log_json(l, "metadata", r->metadata);
     agent_log_end(l);
@@ -807,11 +766,11 @@ void agent__execute(run_state *r)
 void agent__tasks_free(run_state *r)
 {
     agent__durable_free(r);
-    for (size_t i = 0; i < r->n_spare_inputs; i++)
-        free(r->spare_inputs[i]);
-    free(r->spare_inputs);
-    r->spare_inputs = NULL;
-    r->n_spare_inputs = 0;
+    free(r->exec_dir);
+    r->exec_dir = NULL;
+    agent__inputs_free(r);
+    for (size_t i = 0; r->tasks && r->plan && i < sched_count(r->plan); i++)
+        free(r->tasks[i].inputs);
     for (size_t i = 0; i < r->n_base_env; i++)
         free(r->base_env[i]);
     free(r->base_env);

@@ -29,14 +29,14 @@
 #define PID_BUCKETS   256          /* running leaders are few (max_parallel): short chains */
 #define READ_BUF_SIZE (64 * 1024)  /* shared by every pipe: each read is consumed at once */
 #define CHILD_STACK   (256 * 1024) /* the spawned child's stack until exec (sanitizers need room) */
-#define CLOSE_WAIT_MS 1000         /* sbx_close(): how long to wait for killed processes to go */
+/* sbx_close(): how long to wait for killed processes to go (part of the 30 s stop budget). */
+#define CLOSE_WAIT_MS 500
 
 /* A proc's lifecycle; each state says where it is entered. */
 typedef enum {
     PROC_FAILED,   /* the program could not be run; on_exit due on the zero timer (spawn) */
     PROC_RUNNING,  /* the leader is alive (spawn) */
-    PROC_DRAINING, /* leader reaped, group and escapees killed; waiting for both pipes' EOF (reap)
-                    */
+    PROC_DRAINING, /* leader reaped, group and escapees killed; waiting for the pipes' EOF */
     PROC_DONE,     /* reported or abandoned; handles closing, freed by the last close callback */
 } proc_state;
 
@@ -756,7 +756,7 @@ static void abandon(sbx_proc *p)
     release(p);
 }
 
-/* sbx_close(): kills every child but the watchdog and reaps them, for about a second at most. */
+/* sbx_close(): kills every child but the watchdog and reaps them, for CLOSE_WAIT_MS at most. */
 static void kill_leftovers(sbx_ctx *ctx)
 {
     for (int i = 0; i < CLOSE_WAIT_MS; i++) {

@@ -70,7 +70,7 @@ typedef struct {
 int sbx_init(uv_loop_t *loop, sbx_ctx **out);
 /* If processes are still running (an early exit), their groups are sent SIGKILL and they are
  * forgotten without callbacks. Every other child of the agent but the watchdog (escaped
- * descendants) is killed too, and reaped (waiting at most about a second), then the watchdog
+ * descendants) is killed too, and reaped (waiting at most 0.5 s), then the watchdog
  * is told to exit. */
 void sbx_close(sbx_ctx *ctx);
 

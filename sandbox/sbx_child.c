@@ -13,7 +13,6 @@
 #include "sandbox/sbx.h"
 #include "sandbox/sbx_int.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -21,10 +20,10 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
-#include <string.h>
-#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>

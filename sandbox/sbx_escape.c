@@ -30,8 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define WD_GROUPS_MAX  16384 /* registered groups the watchdog remembers; more are not tracked */
-#define WD_SCAN_PASSES 10    /* /proc scans after the agent died, while one still finds some */
+#define WD_GROUPS_MAX   16384 /* registered groups the watchdog remembers; more are not tracked */
+#define WD_SCAN_PASSES  10    /* /proc scans after the agent died, while one still finds some */
+#define WD_STOP_WAIT_MS 200   /* sbx_close(): the watchdog exits at once; then SIGKILL */
 
 /* ---- /proc readers (no allocation: the watchdog uses them after fork) ---------------------- */
 
@@ -340,8 +341,8 @@ void sbx__watchdog_stop(pid_t pid, int fd)
     }
     if (pid <= 0)
         return;
-    /* It exits as soon as it reads BYE; never wait on it for more than about a second. */
-    for (int i = 0; i < 1000; i++) {
+    /* It exits as soon as it reads BYE; never wait on it for more than WD_STOP_WAIT_MS. */
+    for (int i = 0; i < WD_STOP_WAIT_MS; i++) {
         pid_t w = waitpid(pid, NULL, WNOHANG);
         if (w == pid || (w < 0 && errno != EINTR))
             return;

@@ -72,7 +72,7 @@ int sbx__watchdog_start(const char *marker, pid_t *pid, int *fd);
 /* Sends one message without blocking; a full socket drops it (rare: the watchdog reads at
  * once). Never raises SIGPIPE. */
 void sbx__watchdog_send(int fd, int op, pid_t pgid);
-/* Sends BYE, closes the socket and reaps the watchdog (SIGKILL after ~1 s). */
+/* Sends BYE, closes the socket and reaps the watchdog (SIGKILL after 0.2 s). */
 void sbx__watchdog_stop(pid_t pid, int fd);
 
 /* ---- sbx_child.c: the child between clone() and execve() ---- */

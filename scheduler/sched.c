@@ -29,9 +29,13 @@ struct task {
     uint32_t n_up;           /* upstream count */
     uint32_t n_succ, n_fail, n_skip, n_cancel; /* finished upstreams by outcome */
     uint32_t heap_pos; /* index in whichever heap holds the task (at most one), or NO_POS */
+    uint32_t cause;    /* PENDING: the finished upstream with the worst outcome so far;
+                          SKIPPED: the upstream that decided it (NO_POS: none) */
+    uint32_t root;     /* SKIPPED by a failure or cancel: the FAILED/CANCELLED task at its root */
     int attempt, max_attempts;
-    uint8_t state;   /* sched_state */
-    uint8_t trigger; /* sched_trigger */
+    uint8_t state;      /* sched_state */
+    uint8_t trigger;    /* sched_trigger */
+    uint8_t skip_cause; /* sched_skip_cause, once SKIPPED */
     bool jitter;
     bool finishing; /* RUNNING, process ended, slot released (sched_finishing) */
 };
@@ -261,8 +265,31 @@ static void set_state(sched_plan *p, uint32_t i, sched_state to, const char *rea
 
 typedef enum { DECIDE_WAIT, DECIDE_READY, DECIDE_SKIP } decision;
 
-/* Applies the trigger rule to what is known of t's upstream tasks, deciding as early as the
- * outcome is certain. */
+/* What a finished task means to its downstream tasks' trigger rules, worst last. A task skipped
+ * because of a failure (or a cancel) passes that outcome on, so a failure is never hidden by a
+ * skip in between. */
+typedef enum { OUT_SUCCEEDED, OUT_SKIPPED, OUT_CANCELLED, OUT_FAILED } outcome;
+
+static outcome outcome_of(const struct task *u)
+{
+    switch ((sched_state)u->state) {
+    case SCHED_SUCCEEDED:
+        return OUT_SUCCEEDED;
+    case SCHED_FAILED:
+        return OUT_FAILED;
+    case SCHED_SKIPPED:
+        return u->skip_cause == SCHED_SKIP_UPSTREAM_FAILED      ? OUT_FAILED
+               : u->skip_cause == SCHED_SKIP_UPSTREAM_CANCELLED ? OUT_CANCELLED
+                                                                : OUT_SKIPPED;
+    default:
+        return OUT_CANCELLED;
+    }
+}
+
+/* Applies the trigger rule to what is known of t's upstream tasks (counted by outcome_of()),
+ * deciding as early as the outcome *and its cause* are certain: a failure or cancel decides at
+ * once; a skip by rule alone waits until every upstream is done, so whether the task counts as
+ * skipped or upstream-failed downstream never depends on which upstream finished first. */
 static decision decide(const struct task *t)
 {
     uint32_t done = t->n_succ + t->n_fail + t->n_skip + t->n_cancel;
@@ -271,9 +298,11 @@ static decision decide(const struct task *t)
         return DECIDE_READY;
     switch ((sched_trigger)t->trigger) {
     case SCHED_ALL_SUCCESS:
-        if (t->n_succ != done)
+        if (t->n_fail + t->n_cancel > 0)
             return DECIDE_SKIP;
-        return all_done ? DECIDE_READY : DECIDE_WAIT;
+        if (!all_done)
+            return DECIDE_WAIT;
+        return t->n_skip > 0 ? DECIDE_SKIP : DECIDE_READY;
     case SCHED_ALL_DONE:
         return all_done ? DECIDE_READY : DECIDE_WAIT;
     case SCHED_ONE_FAILED:
@@ -289,45 +318,57 @@ static decision decide(const struct task *t)
     return DECIDE_WAIT;
 }
 
-/* Why task d is skipped, `up` being the upstream whose outcome just decided it. */
-static const char *skip_reason(sched_plan *p, uint32_t d, uint32_t up)
+/* Records why task d is skipped (from its worst upstream) and returns the reason; `up` is the
+ * upstream whose outcome just decided it. */
+static const char *skip_task(sched_plan *p, uint32_t d, uint32_t up)
 {
-    const struct task *u = &p->tasks[up];
-    const char *rule = trigger_names[p->tasks[d].trigger];
-    const char *st = state_names[u->state];
-    if (p->tasks[d].trigger == SCHED_ONE_FAILED)
-        return reasonf(p, "no upstream task failed; last finished \"%s\" is %s (trigger_rule %s)",
-                       u->name, st, rule);
-    return reasonf(p, "upstream \"%s\" is %s (trigger_rule %s)", u->name, st, rule);
+    struct task *t = &p->tasks[d];
+    const char *rule = trigger_names[t->trigger];
+    outcome o = t->cause == NO_POS ? OUT_SUCCEEDED : outcome_of(&p->tasks[t->cause]);
+    if (o == OUT_FAILED || o == OUT_CANCELLED) {
+        const struct task *c = &p->tasks[t->cause];
+        t->skip_cause =
+            o == OUT_FAILED ? SCHED_SKIP_UPSTREAM_FAILED : SCHED_SKIP_UPSTREAM_CANCELLED;
+        t->root = c->state == SCHED_SKIPPED ? c->root : t->cause;
+        const char *what = o == OUT_FAILED ? "failed" : "cancelled";
+        if (t->root == t->cause)
+            return reasonf(p, "upstream %s: \"%s\" is %s (trigger_rule %s)", what, c->name,
+                           state_names[c->state], rule);
+        return reasonf(p, "upstream %s: \"%s\" was skipped because \"%s\" %s%s (trigger_rule %s)",
+                       what, c->name, p->tasks[t->root].name, o == OUT_FAILED ? "" : "was ",
+                       state_names[p->tasks[t->root].state], rule);
+    }
+    t->skip_cause = SCHED_SKIP_TRIGGER_RULE;
+    if (t->trigger == SCHED_ONE_FAILED) {
+        t->cause = up;
+        return reasonf(p,
+                       "trigger_rule %s not met: no upstream task failed (last finished \"%s\" "
+                       "is %s)",
+                       rule, p->tasks[up].name, state_names[p->tasks[up].state]);
+    }
+    assert(t->cause != NO_POS); /* all_success skips by rule only after a skipped upstream */
+    return reasonf(p, "trigger_rule %s not met: upstream \"%s\" is SKIPPED", rule,
+                   p->tasks[t->cause].name);
 }
 
 /* Counts the outcome of terminal task `up` into downstream task d and acts on the decision. */
 static void notify_downstream(sched_plan *p, uint32_t up, uint32_t d)
 {
     struct task *t = &p->tasks[d];
-    switch ((sched_state)p->tasks[up].state) {
-    case SCHED_SUCCEEDED:
-        t->n_succ++;
-        break;
-    case SCHED_FAILED:
-        t->n_fail++;
-        break;
-    case SCHED_SKIPPED:
-        t->n_skip++;
-        break;
-    default:
-        t->n_cancel++;
-        break;
-    }
+    outcome o = outcome_of(&p->tasks[up]);
+    uint32_t *counter[] = {&t->n_succ, &t->n_skip, &t->n_cancel, &t->n_fail};
+    (*counter[o])++;
     /* Already decided (queued, started, skipped or cancelled): later outcomes change nothing. */
     if (t->state != SCHED_PENDING || t->heap_pos != NO_POS || p->draining)
         return;
+    if (o != OUT_SUCCEEDED && (t->cause == NO_POS || o > outcome_of(&p->tasks[t->cause])))
+        t->cause = up;
     switch (decide(t)) {
     case DECIDE_READY:
         heap_push(p, &p->ready, d);
         break;
     case DECIDE_SKIP:
-        set_state(p, d, SCHED_SKIPPED, skip_reason(p, d, up));
+        set_state(p, d, SCHED_SKIPPED, skip_task(p, d, up));
         break;
     case DECIDE_WAIT:
         break;
@@ -411,7 +452,7 @@ static void init_task(struct task *t, const sched_task_def *d, const char *name)
     t->max_delay_s = d->retry_max_delay_seconds;
     t->timeout_s = d->timeout_seconds;
     t->n_up = (uint32_t)d->n_upstream;
-    t->heap_pos = NO_POS;
+    t->heap_pos = t->cause = t->root = NO_POS;
     t->max_attempts = (d->retries > 0 ? d->retries : 0) + 1;
     t->state = SCHED_PENDING;
     t->trigger = (uint8_t)d->trigger;
@@ -437,7 +478,7 @@ static int alloc_plan(sched_plan *p, const sched_task_def *defs)
     p->ready.a = malloc(m * sizeof(uint32_t));
     p->retry.a = malloc(m * sizeof(uint32_t));
     p->timeout.a = malloc(m * sizeof(uint32_t));
-    p->msg_cap = max_name + 128; /* every skip reason fits; only long errors grow it */
+    p->msg_cap = 2 * max_name + 128; /* every skip reason fits; only long errors grow it */
     p->msg = malloc(p->msg_cap);
     if (!p->tasks || !p->down_off || !p->names || !p->work || !p->ready.a || !p->retry.a ||
         !p->timeout.a || !p->msg)
@@ -694,6 +735,19 @@ int sched_task_max_attempts(const sched_plan *p, size_t task)
 size_t sched_running(const sched_plan *p)
 {
     return p->count[SCHED_RUNNING];
+}
+
+sched_skip_cause sched_task_skip_cause(const sched_plan *p, size_t task)
+{
+    assert(task < p->n);
+    return (sched_skip_cause)p->tasks[task].skip_cause;
+}
+
+const char *sched_skip_cause_name(sched_skip_cause c)
+{
+    static const char *const names[] = {NULL, "trigger_rule", "upstream_failed",
+                                        "upstream_cancelled"};
+    return (unsigned)c <= SCHED_SKIP_UPSTREAM_CANCELLED ? names[c] : NULL;
 }
 
 size_t sched_count_in(const sched_plan *p, sched_state state)

@@ -28,6 +28,17 @@ typedef enum {
     SCHED_NONE_FAILED,
 } sched_trigger;
 
+/* Why a SKIPPED task was skipped. To its downstream tasks' trigger rules a task skipped because
+ * of a failure counts as FAILED, one skipped because of a cancellation as CANCELLED, and one
+ * skipped because its rule was not met (no failure anywhere) as neither: Airflow's
+ * upstream_failed / skipped distinction, without a separate status (contract section 4). */
+typedef enum {
+    SCHED_SKIP_NONE = 0,           /* not skipped */
+    SCHED_SKIP_TRIGGER_RULE,       /* the rule could not be met, and nothing failed */
+    SCHED_SKIP_UPSTREAM_FAILED,    /* an upstream task failed (directly or further up) */
+    SCHED_SKIP_UPSTREAM_CANCELLED, /* an upstream task was cancelled (directly or further up) */
+} sched_skip_cause;
+
 /* How an attempt ended, as the driver reports it. */
 typedef enum {
     SCHED_EXIT_OK = 0,    /* exit status 0 */
@@ -54,7 +65,9 @@ typedef struct {
 typedef struct sched_plan sched_plan;
 
 /* Called for every state change of a task, in order. `reason` is a human-readable cause for
- * SKIPPED ("upstream \"x\" is FAILED (trigger_rule all_success)"), FAILED/RETRYING (the attempt's
+ * SKIPPED ("upstream failed: \"x\" is FAILED (trigger_rule all_success)", "upstream failed:
+ * \"y\" was skipped because \"x\" FAILED (...)", "trigger_rule one_failed not met: ...";
+ * sched_task_skip_cause() is already set when it is called), FAILED/RETRYING (the attempt's
  * error as the driver reported it, or "exceeded timeout of N s[: error]" for a timed-out attempt)
  * and CANCELLED; NULL otherwise. `reason` is valid only during the call. Must not call back into
  * the plan except through the read-only accessors. No transition happens inside sched_new(). */
@@ -115,6 +128,11 @@ int sched_task_attempt(const sched_plan *p, size_t task);      /* attempts start
 int sched_task_max_attempts(const sched_plan *p, size_t task); /* retries + 1 */
 const char *sched_task_name(const sched_plan *p, size_t task); /* the plan's copy */
 size_t sched_running(const sched_plan *p);
+/* Why `task` was skipped (SCHED_SKIP_NONE unless it is SKIPPED). */
+sched_skip_cause sched_task_skip_cause(const sched_plan *p, size_t task);
+/* "trigger_rule", "upstream_failed", "upstream_cancelled" (NULL for SCHED_SKIP_NONE): the
+ * task-run item's skip_reason. */
+const char *sched_skip_cause_name(sched_skip_cause c);
 /* Counts of tasks currently in `state`. */
 size_t sched_count_in(const sched_plan *p, sched_state state);
 /* Delay in ms the plan chose for the retry now pending for `task` (0 if none). For logs/tests. */

@@ -6,6 +6,7 @@ does not match, a changed task rerunning itself and everything downstream, SIGTE
 a requested cancel ending CANCELLED, and every DynamoDB request body validated against botocore's
 service model. Local mode: --resume-from in the same state directory."""
 
+import glob
 import hashlib
 import json
 import os
@@ -27,6 +28,14 @@ RUNS, TASK_RUNS, ARTIFACTS, TRACES, ORG = (base.RUNS, base.TASK_RUNS, base.ARTIF
                                            base.ORG)
 RESULTS = "dagy-results"
 HEX64 = r"^[0-9a-f]{64}$"
+
+
+def result_file(work, run_id, task):
+    """The stored result of `task` in the run directory: exec/INSTANCE/results/TASK.json (one
+    agent instance per run here)."""
+    found = glob.glob(os.path.join(work, run_id, "exec", "*", "results", task + ".json"))
+    assert len(found) == 1, found
+    return found[0]
 
 
 def five_tasks(tmp, third="test -e {tmp}/fixed"):
@@ -185,7 +194,7 @@ class DurableAwsTest(unittest.TestCase):
             self.assertEqual(items_b[name]["task_hash"], items[name]["task_hash"])
         # t3 saw exactly the inputs it saw in the first run: t2's stored result, byte for byte
         self.assertEqual(res.events("task_output", "t3")[0]["message"], seen_a)
-        with open(os.path.join(self.work, "dur-b", "results", "t2.json"), "rb") as f:
+        with open(result_file(self.work, "dur-b", "t2"), "rb") as f:
             self.assertEqual(f.read(), t2)
         run = self.get("dur-b")
         self.assertEqual((run["status"], run["resume_from"], run["tasks_reused"],
@@ -345,11 +354,11 @@ class DurableAwsTest(unittest.TestCase):
              "retries": 1, "retry_delay_seconds": 0},
             {"name": "u", "command": ["true"], "upstream": ["t"]}])
         res = self.run_agent(self.env("dur-nob", art, DAGY_RESULTS_BUCKET="no-such-bucket"))
-        self.assertEqual(res.code, 1, res)
+        self.assertEqual(res.code, 3, res)  # an infrastructure failure, not the task's
         self.assertEqual(self.side(), ["t", "t"])
         it = self.task_items("dur-nob")["t"]
         self.assertEqual((it["status"], it["attempt"]), ("FAILED", 2), it)
-        self.assertIn("cannot store the result", it["error_message"])
+        self.assertIn("infrastructure: cannot store the result", it["error_message"])
         self.assertIn("NoSuchBucket", it["error_message"])
         self.assertNotIn("result_s3_uri", it)
 
@@ -420,7 +429,7 @@ class DurableLocalTest(unittest.TestCase):
         self.assertEqual(a.code, 1, a)
         self.assertEqual(self.side(f), ["t1", "t2", "t3"])
         it = a.task_item("t1")
-        path = os.path.join(f.work, "loc-a", "results", "t1.json")
+        path = result_file(f.work, "loc-a", "t1")
         self.assertEqual(it["result_path"], path)
         with open(path, "rb") as fh:
             data = fh.read()
@@ -436,7 +445,8 @@ class DurableLocalTest(unittest.TestCase):
         t2 = b.task_item("t2")
         self.assertEqual((t2["status"], t2["attempt"], t2["reused_from"]),
                          ("SUCCEEDED", 0, "loc-a"))
-        self.assertEqual(t2["result_path"], os.path.join(f.work, "loc-b", "results", "t2.json"))
+        self.assertEqual(t2["result_path"], result_file(f.work, "loc-b", "t2"))
+        self.assertEqual(glob.glob(os.path.join(f.work, "loc-b", "reuse.*")), [])
         self.assertEqual(b.run_item()["resume_from"], "loc-a")
         # a resume with no --run-id gets a new one; refusals are exit 2 with nothing run
         c = f.run("--resume-from", "loc-b", flow=art)

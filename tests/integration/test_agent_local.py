@@ -124,14 +124,68 @@ class AgentLocal(unittest.TestCase):
         self.assertIn('"work"', r.task_item("after")["error_message"])
         self.assertEqual(r.task_item("cleanup")["status"], "SUCCEEDED")
         self.assertEqual(r.task_item("on_fail")["status"], "SUCCEEDED")
-        # none_failed: its upstream was SKIPPED, not FAILED, so it runs
-        self.assertEqual(r.task_item("nf")["status"], "SUCCEEDED")
+        # none_failed: its upstream was SKIPPED *because* "work" failed, which counts as failed
+        self.assertEqual(r.task_item("nf")["status"], "SKIPPED")
+        self.assertEqual(r.task_item("nf")["skip_reason"], "upstream_failed")
         run = r.run_item()
         self.assertEqual(run["status"], "FAILED")
         self.assertIn('task "work" failed', run["error_message"])
         self.assertEqual(run["tasks_failed"], 1)
-        self.assertEqual(run["tasks_skipped"], 1)
+        self.assertEqual(run["tasks_skipped"], 2)
         self.assertTrue(r.events("task_skipped", "after"))
+
+    def test_skip_caused_by_a_failure_counts_as_failed_for_none_failed_and_one_failed(self):
+        # issue 8, defect 8: extract fails -> transform SKIPPED -> publish (none_failed) must
+        # not run, alert (one_failed) must run
+        f = self.flow(spec([
+            task("extract", "echo no source >&2; exit 1"),
+            task("transform", "touch transform.ran", upstream=["extract"]),
+            task("publish", "touch publish.ran", upstream=["transform"],
+                 trigger_rule="none_failed"),
+            task("alert", "touch alert.ran", upstream=["transform"], trigger_rule="one_failed"),
+        ]))
+        r = f.run()
+        self.assertEqual(r.code, 1, r)
+        self.assertFalse(os.path.exists(os.path.join(f.dir, "publish.ran")))
+        self.assertTrue(os.path.exists(os.path.join(f.dir, "alert.ran")))
+        self.assertEqual(r.task_item("alert")["status"], "SUCCEEDED")
+        transform, publish = r.task_item("transform"), r.task_item("publish")
+        self.assertEqual(transform["status"], "SKIPPED")
+        self.assertEqual(transform["skip_reason"], "upstream_failed")
+        self.assertEqual(transform["error_message"],
+                         'upstream failed: "extract" is FAILED (trigger_rule all_success)')
+        self.assertEqual(publish["status"], "SKIPPED")
+        self.assertEqual(publish["skip_reason"], "upstream_failed")
+        self.assertEqual(publish["error_message"],
+                         'upstream failed: "transform" was skipped because "extract" FAILED '
+                         '(trigger_rule none_failed)')
+        skipped = r.events("task_skipped", "publish")
+        self.assertEqual(skipped[0]["skip_reason"], "upstream_failed")
+        run = r.run_item()
+        self.assertEqual((run["tasks_failed"], run["tasks_skipped"], run["tasks_succeeded"]),
+                         (1, 2, 1))
+
+    def test_failed_task_logs_task_failed_and_task_end_with_duration(self):
+        # issue 8, defect 12: task_failed was never emitted
+        f = self.flow(spec([task("ok", "true"),
+                            task("bad", "sleep 0.2; echo broken >&2; exit 4",
+                                 retries=1, retry_delay_seconds=0)]))
+        r = f.run()
+        self.assertEqual(r.code, 1, r)
+        failed = r.events("task_failed")
+        self.assertEqual([e["task_name"] for e in failed], ["bad"])  # once, for the final failure
+        ends = {e["task_name"]: e for e in r.events("task_end")}
+        self.assertEqual(sorted(ends), ["bad", "ok"])  # every task that ran
+        e, end = failed[0], ends["bad"]
+        for key in ("status", "duration_seconds", "exit_code", "error", "attempt", "task_run_id",
+                    "level"):
+            self.assertEqual(e[key], end[key], key)
+        self.assertEqual((e["status"], e["exit_code"], e["attempt"], e["level"]),
+                         ("FAILED", 4, 2, "ERROR"))
+        self.assertIn("exited with code 4: broken", e["error"])
+        self.assertGreaterEqual(e["duration_seconds"], 0.4)
+        self.assertNotIn("task_failed", [l["event_type"] for l in r.lines
+                                         if l.get("task_name") == "ok"])
 
     def test_templates_and_task_environment(self):
         f = self.flow(spec([task(
@@ -177,6 +231,163 @@ class AgentLocal(unittest.TestCase):
         self.assertEqual(r.code, 1, r)
         self.assertIn("DAGY_TASK_OUTPUT", r.task_item("bad")["error_message"])
 
+    def test_task_named__none_never_shares_a_file_with_the_agent(self):
+        # issue 8, defect 3: "_none" took over the shared empty-inputs file (inputs/_none.json):
+        # a root task then read another task's inputs and a later root task found no file
+        f = self.flow(spec([
+            task("a", """echo '{"secret": 42}' > "$DAGY_TASK_OUTPUT" """),
+            task("_none", 'cat "$DAGY_TASK_INPUTS"', upstream=["a"]),
+            task("late", 'cat "$DAGY_TASK_INPUTS"'),
+            task("b", 'cat "$DAGY_TASK_INPUTS"', upstream=["late"]),
+            task("last", 'cat "$DAGY_TASK_INPUTS"'),
+            task(".x", 'cat "$DAGY_TASK_INPUTS"', upstream=["a"]),
+        ], max_parallel=1))
+        r = f.run()
+        self.assertEqual(r.code, 0, r)
+        self.assertEqual(json.loads(r.output("_none")[0]), {"a": {"secret": 42}})
+        self.assertEqual(json.loads(r.output(".x")[0]), {"a": {"secret": 42}})
+        for root in ("late", "last"):
+            self.assertEqual(json.loads(r.output(root)[0]), {}, root)
+        self.assertEqual(json.loads(r.output("b")[0]), {"late": None})
+
+    def test_result_that_is_not_exactly_one_json_value_fails_the_attempt(self):
+        # issue 8, defect 4: '{"x":1} trailing, garbage' was accepted and copied raw downstream
+        bad = {
+            "trailing": ("""printf '{"x":1} trailing, garbage' > "$DAGY_TASK_OUTPUT" """,
+                         "more than one JSON value"),
+            "inject": ("""printf '{"x":1}, "other": {"fake": 1}' > "$DAGY_TASK_OUTPUT" """,
+                       "more than one JSON value"),
+            "two": ("""printf '1 2' > "$DAGY_TASK_OUTPUT" """, "more than one JSON value"),
+            "nul": ("""printf '{"a":"x\\000y"}' > "$DAGY_TASK_OUTPUT" """, "NUL byte"),
+            "utf8": ("""printf '{"a":"\\377"}' > "$DAGY_TASK_OUTPUT" """, "not valid UTF-8"),
+            "deep": ("""python3 -c 'print("["*100000 + "]"*100000)' > "$DAGY_TASK_OUTPUT" """,
+                     "nested deeper than"),
+            "syntax": ("""printf '{"a":}' > "$DAGY_TASK_OUTPUT" """, "not valid JSON"),
+            "empty": (""": > "$DAGY_TASK_OUTPUT" """, "empty"),
+        }
+        tasks = [task(n, c) for n, (c, _) in bad.items()]
+        tasks.append(task("down", 'cat "$DAGY_TASK_INPUTS"', upstream=list(bad),
+                          trigger_rule="all_done"))
+        f = self.flow(spec(tasks))
+        r = f.run()
+        self.assertEqual(r.code, 1, r)
+        for name, (_, why) in bad.items():
+            item = r.task_item(name)
+            self.assertEqual(item["status"], "FAILED", name)
+            msg = item["error_message"]
+            self.assertIn("DAGY_TASK_OUTPUT", msg, name)
+            self.assertIn('task "%s"' % name, msg, name)
+            self.assertIn(why, msg, name)
+        # downstream sees null for each failed upstream, nothing injected
+        self.assertEqual(json.loads(r.output("down")[0]), {n: None for n in bad})
+
+    def test_bad_result_is_retried_like_any_failure(self):
+        f = self.flow(spec([
+            task("flaky", """if [ "$DAGY_ATTEMPT" = 1 ]; then printf '{"x":1} junk'; """
+                          """else printf ' {"x": 2}\\n'; fi > "$DAGY_TASK_OUTPUT" """,
+                 retries=1, retry_delay_seconds=0),
+            task("down", 'cat "$DAGY_TASK_INPUTS"', upstream=["flaky"]),
+        ]))
+        r = f.run()
+        self.assertEqual(r.code, 0, r)
+        retry = r.events("task_retry", "flaky")
+        self.assertEqual(len(retry), 1)
+        self.assertIn("more than one JSON value", retry[0]["error"])
+        self.assertEqual(json.loads(r.output("down")[0]), {"flaky": {"x": 2}})
+
+    def test_fifo_at_task_output_fails_the_attempt_and_the_agent_keeps_working(self):
+        # issue 9, defect 4: the agent blocked in open() on a FIFO, ignoring SIGTERM
+        f = self.flow(spec([
+            task("fifo", 'mkfifo "$DAGY_TASK_OUTPUT"'),
+            task("link", 'ln -s /etc/passwd "$DAGY_TASK_OUTPUT"'),
+            task("after", "touch after.ran; sleep 30", upstream=["fifo", "link"],
+                 trigger_rule="all_done"),
+        ]))
+        p = f.start("--drain-seconds", "0", env={"DAGY_KILL_GRACE_SECONDS": "0.5"})
+        self.addCleanup(stop, p)
+        self.assertTrue(wait_for(lambda: os.path.exists(os.path.join(f.dir, "after.ran")), 15),
+                        "the agent stopped scheduling")
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertEqual(p.returncode, 143, err)
+        lines = [json.loads(l) for l in out.decode().splitlines()]
+        run_id = lines[0]["run_id"]
+
+        def item(n):
+            return read_json(os.path.join(f.state, "runs", run_id, "tasks", n + ".json"))
+        self.assertEqual(item("fifo")["status"], "FAILED")
+        self.assertIn("DAGY_TASK_OUTPUT", item("fifo")["error_message"])
+        self.assertIn("not a regular file", item("fifo")["error_message"])
+        self.assertEqual(item("link")["status"], "FAILED")
+        self.assertIn("symbolic link", item("link")["error_message"])
+
+    def test_result_larger_than_the_bound_fails_naming_the_bound(self):
+        f = self.flow(spec([task("big", 'head -c 3000 /dev/zero | tr "\\\\0" 1 '
+                                        '> "$DAGY_TASK_OUTPUT"')]))
+        r = f.run(env={"DAGY_MAX_RESULT_BYTES": "2048"})
+        self.assertEqual(r.code, 1, r)
+        msg = r.task_item("big")["error_message"]
+        self.assertIn("larger than DAGY_MAX_RESULT_BYTES (2048 bytes)", msg)
+        r = f.run(env={"DAGY_MAX_RESULT_BYTES": "lots"})
+        self.assertEqual(r.code, 2, r)
+        self.assertIn("DAGY_MAX_RESULT_BYTES", r.err + r.out)
+
+    def test_failed_internal_write_fails_the_attempt_as_infrastructure_with_path_and_errno(self):
+        # issue 9, defect 7: internal writes were not checked (a 0-byte inputs file)
+        # (the tests run as root, so permissions cannot make a write fail: the inputs
+        # directory is replaced by a file instead, and the write fails with ENOTDIR)
+        f = self.flow(spec([
+            task("lock", 'd=$(dirname "$DAGY_TASK_INPUTS"); rm -rf "$d"; touch "$d"'),
+            task("next", 'cat "$DAGY_TASK_INPUTS"', upstream=["lock"], retries=1,
+                 retry_delay_seconds=0),
+        ]))
+        r = f.run()
+        self.assertEqual(r.code, 3, r)
+        item = r.task_item("next")
+        self.assertEqual(item["status"], "FAILED")
+        self.assertIn("cannot write DAGY_TASK_INPUTS", item["error_message"])
+        self.assertIn("Not a directory", item["error_message"])
+        self.assertEqual(item["attempt"], 2)  # retried like any failure
+        self.assertIn(f.work, item["error_message"])
+        self.assertFalse(r.output("next"))  # never started
+        self.assertEqual(r.lines[-1]["event_type"], "run_end")
+        self.assertEqual(r.lines[-1]["exit_code"], 3)
+
+    def test_restart_with_the_same_run_id_is_safe_from_the_dead_agents_tasks(self):
+        # issue 9, defect 5: an orphaned task of a kill -9'd agent overwrote results/A.json of
+        # the restarted run
+        def write(s):
+            with open(os.path.join(f.dir, "flow_spec.json"), "w") as fh:
+                json.dump(s, fh)
+        f = self.flow(spec([task("A", "true")]))
+        write(spec([task("A", "(sleep 2; echo '{\"from\": \"old\"}' > \"$DAGY_TASK_OUTPUT\") & "
+                              "echo $! > stale.pid; echo $$ > main.pid; sleep 60")]))
+        p = f.start("--run-id", "restart-1")
+        self.addCleanup(stop, p)
+        self.assertTrue(wait_for(lambda: os.path.exists(os.path.join(f.dir, "main.pid")) and
+                                 read_text(os.path.join(f.dir, "main.pid")).strip(), 10))
+        p.kill()
+        p.communicate(timeout=10)
+        for name in ("main.pid", "stale.pid"):
+            pid = int(read_text(os.path.join(f.dir, name)))
+            self.addCleanup(lambda pid=pid: pid_alive(pid) and os.kill(pid, signal.SIGKILL))
+        write(spec([task("A", "sleep 3"),
+                    task("B", 'cat "$DAGY_TASK_INPUTS"', upstream=["A"])]))
+        r = f.run("--run-id", "restart-1")
+        self.assertEqual(r.code, 0, r)
+        self.assertEqual(json.loads(r.output("B")[0]), {"A": None})
+
+    def test_fifo_as_metadata_json_is_ignored_with_a_warning(self):
+        # the flow directory is the user's: a FIFO there must not freeze the agent either
+        f = self.flow(spec([task("a", "true")]))
+        os.mkfifo(os.path.join(f.dir, "metadata.json"))
+        r = f.run(timeout=20)
+        self.assertEqual(r.code, 0, r)
+        warn = r.events("metadata_invalid")
+        self.assertIn("not a regular file", warn[0]["message"])
+
     def test_callable_tasks_pass_data(self):
         f = self.flow(spec([
             {"name": "extract", "callable": "mod.pipeline:extract", "kwargs": {"n": 3}},
@@ -194,7 +405,7 @@ class AgentLocal(unittest.TestCase):
         r = f.run("--param", "factor=10")
         self.assertEqual(r.code, 1, r)
         self.assertEqual(r.task_item("transform")["status"], "SUCCEEDED")
-        res = read_json(os.path.join(f.work, r.run_id, "results", "transform.json"))
+        res = read_json(os.path.join(r.events("run_start")[0]["results_dir"], "transform.json"))
         self.assertEqual(res, [0, 10, 20])
         stderr = "\n".join(r.output("fail", "stderr"))
         self.assertIn("Traceback", stderr)

@@ -203,6 +203,31 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("DAGY_KWARGS", p.stderr)
 
+    def test_kwargs_file_is_read_when_set(self):
+        """Kwargs over 128 KiB come in DAGY_KWARGS_FILE (the agent then sets no DAGY_KWARGS)."""
+        path = os.path.join(self.dir, "kwargs.json")
+        big = "x" * (300 * 1024)
+        with open(path, "w") as f:
+            json.dump({"data": {"upstream": "a"}, "opts": big}, f)
+        p = self.run_runner("flows.mod:combine", "", {"a": [7]},
+                            extra_env={"DAGY_KWARGS_FILE": path})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.result()["data"], [7])
+        self.assertEqual(self.result()["opts"], big)
+
+    def test_bad_kwargs_file_exits_2_naming_it(self):
+        path = os.path.join(self.dir, "kwargs.json")
+        for content in ("[1]", "{nope"):
+            with open(path, "w") as f:
+                f.write(content)
+            p = self.run_runner("flows.mod:nothing", "", extra_env={"DAGY_KWARGS_FILE": path})
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("DAGY_KWARGS_FILE", p.stderr)
+        p = self.run_runner("flows.mod:nothing", "",
+                            extra_env={"DAGY_KWARGS_FILE": path + ".missing"})
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("DAGY_KWARGS_FILE", p.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -349,8 +349,10 @@ static void retries_exhausted_fail_and_skip_cascades_naming_the_cause(void **sta
                   "a RUNNING->RETRYING (0 ms): exited with code 2\n"
                   "a RETRYING->RUNNING #2\n"
                   "a RUNNING->FAILED: exited with code 3\n"
-                  "b PENDING->SKIPPED: upstream \"a\" is FAILED (trigger_rule all_success)\n"
-                  "c PENDING->SKIPPED: upstream \"b\" is SKIPPED (trigger_rule all_success)\n");
+                  "b PENDING->SKIPPED: upstream failed: \"a\" is FAILED (trigger_rule "
+                  "all_success)\n"
+                  "c PENDING->SKIPPED: upstream failed: \"b\" was skipped because \"a\" FAILED "
+                  "(trigger_rule all_success)\n");
     assert_false(sched_done(f->p)); /* "other" still runs */
     ex(f, "other", SCHED_EXIT_OK, NULL, 7);
     assert_true(sched_done(f->p));
@@ -388,7 +390,8 @@ static void all_success_skips_as_soon_as_one_upstream_fails(void **state)
     EXPECT_LOG(f, "a PENDING->RUNNING #1\n"
                   "b PENDING->RUNNING #1\n"
                   "a RUNNING->FAILED: boom\n"
-                  "c PENDING->SKIPPED: upstream \"a\" is FAILED (trigger_rule all_success)\n"
+                  "c PENDING->SKIPPED: upstream failed: \"a\" is FAILED (trigger_rule "
+                  "all_success)\n"
                   "b RUNNING->SUCCEEDED\n");
     assert_true(sched_done(f->p));
     fx_free(f);
@@ -459,39 +462,49 @@ static void one_failed_skipped_when_no_upstream_failed(void **state)
                   "b PENDING->RUNNING #1\n"
                   "b RUNNING->SUCCEEDED\n"
                   "a RUNNING->SUCCEEDED\n"
-                  "alert PENDING->SKIPPED: no upstream task failed; last finished \"a\" is "
-                  "SUCCEEDED (trigger_rule one_failed)\n"
-                  "after PENDING->SKIPPED: upstream \"alert\" is SKIPPED (trigger_rule "
-                  "all_success)\n");
+                  "alert PENDING->SKIPPED: trigger_rule one_failed not met: no upstream task "
+                  "failed (last finished \"a\" is SUCCEEDED)\n"
+                  "after PENDING->SKIPPED: trigger_rule all_success not met: upstream \"alert\" "
+                  "is SKIPPED\n");
     assert_true(sched_done(f->p));
     fx_free(f);
 }
 
-static void none_failed_runs_with_skipped_upstream_and_skips_on_failure(void **state)
+static void none_failed_skips_on_a_failure_directly_or_through_a_skip(void **state)
 {
     fx *f = fx_new();
     add(f, "a", NULL);
-    add(f, "b", "a"); /* skipped when a fails */
+    add(f, "b", "a"); /* skipped because a fails */
     add(f, "c", NULL);
     size_t d = add(f, "d", "b c");
     size_t e = add(f, "e", "a c");
+    add(f, "ok", NULL);
+    size_t g = add(f, "g", "ok c");
     f->defs[d].trigger = SCHED_NONE_FAILED;
     f->defs[e].trigger = SCHED_NONE_FAILED;
+    f->defs[g].trigger = SCHED_NONE_FAILED;
     start(f, 4);
-    assert_string_equal(next_all(f, 0), "a,c");
+    assert_string_equal(next_all(f, 0), "a,c,ok");
     ex(f, "a", SCHED_EXIT_FAILED, "boom", 1);
     assert_string_equal(next_all(f, 1), "");
     ex(f, "c", SCHED_EXIT_OK, NULL, 2);
-    assert_string_equal(next_all(f, 2), "d");
-    ex(f, "d", SCHED_EXIT_OK, NULL, 3);
+    ex(f, "ok", SCHED_EXIT_OK, NULL, 2);
+    assert_string_equal(next_all(f, 2), "g");
+    ex(f, "g", SCHED_EXIT_OK, NULL, 3);
     EXPECT_LOG(f, "a PENDING->RUNNING #1\n"
                   "c PENDING->RUNNING #1\n"
+                  "ok PENDING->RUNNING #1\n"
                   "a RUNNING->FAILED: boom\n"
-                  "b PENDING->SKIPPED: upstream \"a\" is FAILED (trigger_rule all_success)\n"
-                  "e PENDING->SKIPPED: upstream \"a\" is FAILED (trigger_rule none_failed)\n"
+                  "b PENDING->SKIPPED: upstream failed: \"a\" is FAILED (trigger_rule "
+                  "all_success)\n"
+                  "e PENDING->SKIPPED: upstream failed: \"a\" is FAILED (trigger_rule "
+                  "none_failed)\n"
+                  "d PENDING->SKIPPED: upstream failed: \"b\" was skipped because \"a\" FAILED "
+                  "(trigger_rule none_failed)\n"
                   "c RUNNING->SUCCEEDED\n"
-                  "d PENDING->RUNNING #1\n"
-                  "d RUNNING->SUCCEEDED\n");
+                  "ok RUNNING->SUCCEEDED\n"
+                  "g PENDING->RUNNING #1\n"
+                  "g RUNNING->SUCCEEDED\n");
     assert_true(sched_done(f->p));
     fx_free(f);
 }
@@ -512,12 +525,195 @@ static void cancelled_upstream_skips_all_success_and_none_failed(void **state)
     ex(f, "d", SCHED_EXIT_OK, NULL, 2);
     EXPECT_LOG(f, "a PENDING->RUNNING #1\n"
                   "a RUNNING->CANCELLED: cancelled\n"
-                  "b PENDING->SKIPPED: upstream \"a\" is CANCELLED (trigger_rule all_success)\n"
-                  "c PENDING->SKIPPED: upstream \"a\" is CANCELLED (trigger_rule none_failed)\n"
+                  "b PENDING->SKIPPED: upstream cancelled: \"a\" is CANCELLED (trigger_rule "
+                  "all_success)\n"
+                  "c PENDING->SKIPPED: upstream cancelled: \"a\" is CANCELLED (trigger_rule "
+                  "none_failed)\n"
                   "d PENDING->RUNNING #1\n"
                   "d RUNNING->SUCCEEDED\n");
     assert_true(sched_done(f->p));
     fx_free(f);
+}
+
+/* The issue's chain: extract fails -> transform (all_success) is skipped *because of a failure*,
+ * so to publish (none_failed) and alert (one_failed) it counts as FAILED, as Airflow's
+ * upstream_failed does. */
+static void skip_caused_by_a_failure_counts_as_failed_downstream(void **state)
+{
+    fx *f = fx_new();
+    add(f, "extract", NULL);
+    add(f, "transform", "extract");
+    size_t pub = add(f, "publish", "transform");
+    size_t alert = add(f, "alert", "transform");
+    f->defs[pub].trigger = SCHED_NONE_FAILED;
+    f->defs[alert].trigger = SCHED_ONE_FAILED;
+    start(f, 4);
+    assert_string_equal(next_all(f, 0), "extract");
+    ex(f, "extract", SCHED_EXIT_FAILED, "exited with code 1", 1);
+    assert_string_equal(next_all(f, 1), "alert");
+    ex(f, "alert", SCHED_EXIT_OK, NULL, 2);
+    EXPECT_LOG(f, "extract PENDING->RUNNING #1\n"
+                  "extract RUNNING->FAILED: exited with code 1\n"
+                  "transform PENDING->SKIPPED: upstream failed: \"extract\" is FAILED "
+                  "(trigger_rule all_success)\n"
+                  "publish PENDING->SKIPPED: upstream failed: \"transform\" was skipped because "
+                  "\"extract\" FAILED (trigger_rule none_failed)\n"
+                  "alert PENDING->RUNNING #1\n"
+                  "alert RUNNING->SUCCEEDED\n");
+    assert_int_equal(st(f, "publish"), SCHED_SKIPPED);
+    assert_int_equal(sched_task_skip_cause(f->p, find(f, "transform")), SCHED_SKIP_UPSTREAM_FAILED);
+    assert_int_equal(sched_task_skip_cause(f->p, pub), SCHED_SKIP_UPSTREAM_FAILED);
+    assert_int_equal(sched_task_skip_cause(f->p, alert), SCHED_SKIP_NONE);
+    assert_true(sched_done(f->p));
+    fx_free(f);
+}
+
+/* A skip because a rule was not met (no failure anywhere) stays neutral: none_failed runs after
+ * it, one_failed does not fire, all_success skips with the same cause. */
+static void skip_because_a_rule_was_not_met_stays_neutral_downstream(void **state)
+{
+    fx *f = fx_new();
+    add(f, "work", NULL);
+    size_t alert = add(f, "alert", "work");
+    size_t nf = add(f, "after_alert", "alert");
+    size_t of = add(f, "alert_of_alert", "alert");
+    add(f, "strict", "alert");
+    f->defs[alert].trigger = SCHED_ONE_FAILED;
+    f->defs[nf].trigger = SCHED_NONE_FAILED;
+    f->defs[of].trigger = SCHED_ONE_FAILED;
+    start(f, 4);
+    assert_string_equal(next_all(f, 0), "work");
+    ex(f, "work", SCHED_EXIT_OK, NULL, 1);
+    assert_string_equal(next_all(f, 1), "after_alert");
+    ex(f, "after_alert", SCHED_EXIT_OK, NULL, 2);
+    EXPECT_LOG(f, "work PENDING->RUNNING #1\n"
+                  "work RUNNING->SUCCEEDED\n"
+                  "alert PENDING->SKIPPED: trigger_rule one_failed not met: no upstream task "
+                  "failed (last finished \"work\" is SUCCEEDED)\n"
+                  "alert_of_alert PENDING->SKIPPED: trigger_rule one_failed not met: no upstream "
+                  "task failed (last finished \"alert\" is SKIPPED)\n"
+                  "strict PENDING->SKIPPED: trigger_rule all_success not met: upstream \"alert\" "
+                  "is SKIPPED\n"
+                  "after_alert PENDING->RUNNING #1\n"
+                  "after_alert RUNNING->SUCCEEDED\n");
+    assert_int_equal(sched_task_skip_cause(f->p, alert), SCHED_SKIP_TRIGGER_RULE);
+    assert_int_equal(sched_task_skip_cause(f->p, find(f, "strict")), SCHED_SKIP_TRIGGER_RULE);
+    assert_true(sched_done(f->p));
+    fx_free(f);
+}
+
+/* The cause of an all_success skip does not depend on timing: with one upstream skipped by a
+ * rule and another that fails later, the task waits for both and is skipped as upstream-failed,
+ * so its none_failed downstream never runs past a failure. */
+static void all_success_skip_cause_does_not_depend_on_timing(void **state)
+{
+    fx *f = fx_new();
+    add(f, "a", NULL);
+    size_t alert = add(f, "alert", "a");
+    add(f, "slow", NULL);
+    add(f, "join", "alert slow");
+    size_t nf = add(f, "publish", "join");
+    f->defs[alert].trigger = SCHED_ONE_FAILED;
+    f->defs[nf].trigger = SCHED_NONE_FAILED;
+    start(f, 4);
+    assert_string_equal(next_all(f, 0), "a,slow");
+    ex(f, "a", SCHED_EXIT_OK, NULL, 1); /* alert skipped by its rule */
+    assert_int_equal(st(f, "alert"), SCHED_SKIPPED);
+    assert_int_equal(st(f, "join"), SCHED_PENDING); /* waits: slow may still fail */
+    ex(f, "slow", SCHED_EXIT_FAILED, "boom", 2);
+    assert_int_equal(st(f, "join"), SCHED_SKIPPED);
+    assert_int_equal(sched_task_skip_cause(f->p, find(f, "join")), SCHED_SKIP_UPSTREAM_FAILED);
+    assert_int_equal(st(f, "publish"), SCHED_SKIPPED);
+    assert_string_equal(f->last_reason, "upstream failed: \"join\" was skipped because \"slow\" "
+                                        "FAILED (trigger_rule none_failed)");
+    assert_true(sched_done(f->p));
+    fx_free(f);
+}
+
+/* A skip caused by a cancellation carries it on: none_failed skips, all_done still runs. */
+static void skip_caused_by_a_cancel_counts_as_cancelled_downstream(void **state)
+{
+    fx *f = fx_new();
+    add(f, "a", NULL);
+    add(f, "b", "a");
+    size_t c = add(f, "c", "b");
+    size_t d = add(f, "d", "b");
+    size_t e = add(f, "e", "b");
+    f->defs[c].trigger = SCHED_NONE_FAILED;
+    f->defs[d].trigger = SCHED_ALL_DONE;
+    f->defs[e].trigger = SCHED_ONE_FAILED;
+    start(f, 4);
+    assert_string_equal(next_all(f, 0), "a");
+    ex(f, "a", SCHED_EXIT_CANCELLED, "stopped", 1);
+    assert_string_equal(next_all(f, 1), "d");
+    ex(f, "d", SCHED_EXIT_OK, NULL, 2);
+    EXPECT_LOG(f, "a PENDING->RUNNING #1\n"
+                  "a RUNNING->CANCELLED: stopped\n"
+                  "b PENDING->SKIPPED: upstream cancelled: \"a\" is CANCELLED (trigger_rule "
+                  "all_success)\n"
+                  "c PENDING->SKIPPED: upstream cancelled: \"b\" was skipped because \"a\" was "
+                  "CANCELLED (trigger_rule none_failed)\n"
+                  "e PENDING->SKIPPED: upstream cancelled: \"b\" was skipped because \"a\" was "
+                  "CANCELLED (trigger_rule one_failed)\n"
+                  "d PENDING->RUNNING #1\n"
+                  "d RUNNING->SUCCEEDED\n");
+    assert_int_equal(sched_task_skip_cause(f->p, c), SCHED_SKIP_UPSTREAM_CANCELLED);
+    assert_true(sched_done(f->p));
+    fx_free(f);
+}
+
+/* The whole rule table of docs/flow-spec.md: one upstream task ending each way, every rule. */
+static void trigger_rule_table_for_every_upstream_outcome(void **state)
+{
+    /* upstream outcome -> what a task with each rule does (R runs, S skipped), in the order
+     * all_success, all_done, one_failed, none_failed. */
+    static const struct {
+        const char *outcome;
+        const char *want;
+    } rows[] = {
+        {"SUCCEEDED", "RRSR"},    {"FAILED", "SRRS"},
+        {"SKIPPED:rule", "SRSR"}, {"SKIPPED:upstream_failed", "SRRS"},
+        {"CANCELLED", "SRSS"},    {"SKIPPED:upstream_cancelled", "SRSS"},
+    };
+    static const char *const names[] = {"all_success", "all_done", "one_failed", "none_failed"};
+    for (size_t row = 0; row < sizeof rows / sizeof rows[0]; row++) {
+        fx *f = fx_new();
+        add(f, "root", NULL);
+        size_t mid = add(f, "mid", "root"); /* the upstream whose outcome we set */
+        const char *o = rows[row].outcome;
+        if (!strcmp(o, "SKIPPED:rule"))
+            f->defs[mid].trigger = SCHED_ONE_FAILED; /* root succeeds: mid skipped by rule */
+        for (int t = 0; t < 4; t++) {
+            size_t k = add(f, names[t], "mid");
+            f->defs[k].trigger = (sched_trigger)t;
+        }
+        start(f, 8);
+        assert_string_equal(next_all(f, 0), "root");
+        if (!strcmp(o, "SUCCEEDED") || !strcmp(o, "FAILED") || !strcmp(o, "CANCELLED")) {
+            ex(f, "root", SCHED_EXIT_OK, NULL, 1);
+            assert_string_equal(next_all(f, 1), "mid");
+            ex(f, "mid",
+               !strcmp(o, "SUCCEEDED") ? SCHED_EXIT_OK
+               : !strcmp(o, "FAILED")  ? SCHED_EXIT_FAILED
+                                       : SCHED_EXIT_CANCELLED,
+               NULL, 2);
+        } else {
+            ex(f, "root",
+               !strcmp(o, "SKIPPED:upstream_failed")      ? SCHED_EXIT_FAILED
+               : !strcmp(o, "SKIPPED:upstream_cancelled") ? SCHED_EXIT_CANCELLED
+                                                          : SCHED_EXIT_OK,
+               NULL, 1);
+            assert_int_equal(st(f, "mid"), SCHED_SKIPPED);
+        }
+        next_all(f, 3);
+        for (int t = 0; t < 4; t++) {
+            sched_state want = rows[row].want[t] == 'R' ? SCHED_RUNNING : SCHED_SKIPPED;
+            if (st(f, names[t]) != want)
+                fail_msg("upstream %s, rule %s: got %s, want %s", o, names[t],
+                         sched_state_name(st(f, names[t])), sched_state_name(want));
+        }
+        fx_free(f);
+    }
 }
 
 static void task_without_upstream_is_ready_whatever_its_rule(void **state)
@@ -800,11 +996,12 @@ static void chain_of_5000_failing_at_head_cascades_skipped_without_recursion(voi
     assert_true(sched_done(f->p));
     assert_int_equal(sched_count_in(f->p, SCHED_SKIPPED), N - 1);
     assert_int_equal(f->n_transitions, 1 + N);
-    assert_string_equal(f->last_reason, "upstream \"t4998\" is SKIPPED (trigger_rule all_success)");
+    assert_string_equal(f->last_reason, "upstream failed: \"t4998\" was skipped because \"t0\" "
+                                        "FAILED (trigger_rule all_success)");
     assert_non_null(strstr(f->log, "t0 RUNNING->FAILED: exited with code 1\n"
-                                   "t1 PENDING->SKIPPED: upstream \"t0\" is FAILED (trigger_rule "
-                                   "all_success)\n"
-                                   "t2 PENDING->SKIPPED: upstream \"t1\" is SKIPPED"));
+                                   "t1 PENDING->SKIPPED: upstream failed: \"t0\" is FAILED "
+                                   "(trigger_rule all_success)\n"
+                                   "t2 PENDING->SKIPPED: upstream failed: \"t1\" was skipped"));
     fx_free(f);
     free(defs);
     free(ups);
@@ -900,8 +1097,13 @@ int main(void)
         cmocka_unit_test(all_done_runs_after_every_upstream_finished_whatever_the_outcome),
         cmocka_unit_test(one_failed_runs_as_soon_as_one_upstream_fails),
         cmocka_unit_test(one_failed_skipped_when_no_upstream_failed),
-        cmocka_unit_test(none_failed_runs_with_skipped_upstream_and_skips_on_failure),
+        cmocka_unit_test(none_failed_skips_on_a_failure_directly_or_through_a_skip),
         cmocka_unit_test(cancelled_upstream_skips_all_success_and_none_failed),
+        cmocka_unit_test(skip_caused_by_a_failure_counts_as_failed_downstream),
+        cmocka_unit_test(skip_because_a_rule_was_not_met_stays_neutral_downstream),
+        cmocka_unit_test(all_success_skip_cause_does_not_depend_on_timing),
+        cmocka_unit_test(skip_caused_by_a_cancel_counts_as_cancelled_downstream),
+        cmocka_unit_test(trigger_rule_table_for_every_upstream_outcome),
         cmocka_unit_test(task_without_upstream_is_ready_whatever_its_rule),
         cmocka_unit_test(timeout_fires_once_then_retries_with_reason),
         cmocka_unit_test(attempt_ending_before_its_timeout_never_times_out),
