@@ -34,6 +34,7 @@ typedef struct {
     size_t max_result_bytes;   /* DAGY_MAX_RESULT_BYTES, default 16 MiB: largest task result */
     char *state_dir;           /* --state-dir, default ./.dagy */
     char *work_dir;            /* DAGY_WORK_DIR, default /tmp/dagy */
+    int keep_runs;             /* DAGY_KEEP_RUNS, default 20 (0: keep every run directory) */
     char *status_backend;      /* "local" or "dynamodb" */
     char *runs_table, *task_runs_table, *traces_bucket;
     char *results_bucket; /* DAGY_RESULTS_BUCKET (NULL: the traces bucket, if any) */

@@ -158,6 +158,14 @@ static int load_env(agent_config *c, char *err)
         }
         c->log_level = lv;
     }
+    c->keep_runs = 20;
+    if ((v = getenv("DAGY_KEEP_RUNS")) && *v && parse_int(v, 0, 1000000, &c->keep_runs)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "DAGY_KEEP_RUNS=%.40s: expected a number of run directories to keep, 0-1000000 "
+                 "(0 keeps all)",
+                 v);
+        return -EINVAL;
+    }
     if ((v = getenv("DAGY_MAX_PARALLEL")) && *v && parse_int(v, 1, 10000, &c->max_parallel)) {
         snprintf(err, AGENT_ERR_MAX, "DAGY_MAX_PARALLEL=%.40s: expected an integer 1-10000", v);
         return -EINVAL;
@@ -446,7 +454,8 @@ void agent_print_help(void)
           "  DAGY_TRACES_BUCKET, DAGY_RESULTS_BUCKET (default: the traces bucket),\n"
           "  DAGY_RESUME_FROM, DAGY_WORK_DIR (default /tmp/dagy), DAGY_MAX_PARALLEL,\n"
           "  DAGY_DRAIN_SECONDS, DAGY_HEARTBEAT_SECONDS (default 30), DAGY_KILL_GRACE_SECONDS\n"
-          "  (default 3), DAGY_MAX_RESULT_BYTES (default 16777216), DAGY_PIP_COMMAND,\n"
+          "  (default 3), DAGY_KEEP_RUNS (run directories kept, default 20; 0 keeps all),\n"
+          "  DAGY_MAX_RESULT_BYTES (default 16777216), DAGY_PIP_COMMAND,\n"
           "  DAGY_PYTHON, DAGY_PYTHON_RUNNER,\n"
           "  DAGY_UNPACK_MAX_BYTES, DAGY_UNPACK_MAX_ENTRIES, DAGY_UNPACK_MAX_RATIO,\n"
           "  AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL[_S3|_DYNAMODB|_ECS],\n"

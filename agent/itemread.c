@@ -1,7 +1,8 @@
-/* itemread.c - reads a run's items back from the status backend the run writes to: the local
- * state directory (runs/RUN_ID.json, runs/RUN_ID/tasks/TASK.json) or DynamoDB (GetItem on the runs
- * table, Query on the task-runs table, both consistent reads, Query paginated). Used by resume
- * (the source run) and cancel (cancel_requested_at on our own run item). Items come back as
+/* itemread.c - reads a run's items back from the status backend the run writes to: the run item
+ * through the status store's own read (status_store_read: the state file, or a consistent
+ * GetItem), then, when asked, every task-run item of the run: the files of
+ * runs/RUN_ID/tasks/ (local) or a consistent, paginated Query on the task-runs table. Used by
+ * resume (the source run) and cancel (cancel_requested_at on our own run item). Items come back as
  * plain JSON values (DynamoDB JSON unmarshalled). Everything read is treated as hostile: bounded
  * file reads, no links followed, malformed items skipped. */
 #include "agent/durable.h"
@@ -60,31 +61,17 @@ static cJSON *read_task_dir(const char *dir)
     return arr;
 }
 
-static void read_local(run_state *r, const char *run_id, bool with_tasks, agent_read_cb cb,
-                       void *ud)
+/* The task items of a run from the state directory (files named as status_local.c names
+ * them: the run id through proto_name_encode). */
+static cJSON *read_local_tasks(run_state *r, const char *run_id)
 {
-    char *path = NULL, *dir = NULL, err[600] = "", enc[PROTO_NAME_ENCODED_MAX];
-    int rc = 0;
-    /* The names status_local.c gives the files: the run id through proto_name_encode. */
+    char *dir = NULL, enc[PROTO_NAME_ENCODED_MAX];
     proto_name_encode(run_id, enc, sizeof enc);
-    if (asprintf(&path, "%s/runs/%s.json", r->cfg->state_dir, enc) < 0 ||
-        asprintf(&dir, "%s/runs/%s/tasks", r->cfg->state_dir, enc) < 0) {
-        free(path);
-        cb(ud, -ENOMEM, "out of memory", NULL, NULL);
-        return;
-    }
-    cJSON *run = read_item_file(path, &rc);
-    if (rc == -ENOENT)
-        rc = 0; /* absent: an answer */
-    else if (rc)
-        snprintf(err, sizeof err, "cannot read %s: %s", path,
-                 rc == -EBADMSG ? "not a JSON object" : strerror(-rc));
-    cJSON *tasks = !rc && run && with_tasks ? read_task_dir(dir) : NULL;
-    cb(ud, rc, rc ? err : NULL, run, tasks);
-    cJSON_Delete(run);
-    cJSON_Delete(tasks);
-    free(path);
+    if (asprintf(&dir, "%s/runs/%s/tasks", r->cfg->state_dir, enc) < 0)
+        return NULL;
+    cJSON *tasks = read_task_dir(dir);
     free(dir);
+    return tasks;
 }
 
 /* ---- DynamoDB ---- */
@@ -176,50 +163,34 @@ static int send_query(ddb_read *d, const cJSON *start)
     return rc;
 }
 
-static void on_get(void *ud, const fetch_aws_result *res)
+/* The run item as the status store read it: done, or on to its task items. */
+static void on_run_stored(void *ctx, int rc, const cJSON *stored, const char *err)
 {
-    ddb_read *d = ud;
-    char err[800];
-    int rc = answer_failed(res, "DynamoDB GetItem on the runs table", err, sizeof err);
-    if (rc) {
-        ddb_read_end(d, rc, err);
+    ddb_read *d = ctx;
+    run_state *r = d->r;
+    if (rc || !stored || !d->with_tasks) {
+        r->pending--;
+        d->cb(d->ud, rc, rc ? (err ? err : "cannot read the run item") : NULL, rc ? NULL : stored,
+              NULL);
+        free(d->run_id);
+        free(d);
         return;
     }
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(res->json, "Item");
-    if (cJSON_IsObject(item))
-        d->run = proto_ddb_unmarshal(item);
-    if (!d->run || !d->with_tasks) {
-        ddb_read_end(d, 0, NULL);
+    if (strcmp(r->cfg->status_backend, "dynamodb") || !r->aws) {
+        cJSON *tasks = read_local_tasks(r, d->run_id);
+        d->run = cJSON_Duplicate(stored, true);
+        d->tasks = tasks;
+        ddb_read_end(d, d->run && tasks ? 0 : -ENOMEM, d->run && tasks ? NULL : "out of memory");
         return;
     }
+    d->run = cJSON_Duplicate(stored, true); /* `stored` is valid only during this call */
     d->tasks = cJSON_CreateArray();
-    if ((rc = send_query(d, NULL)))
-        ddb_read_end(d, rc, "cannot send the DynamoDB Query");
-}
-
-static int send_get(ddb_read *d)
-{
-    cJSON *q = cJSON_CreateObject();
-    cJSON_AddStringToObject(q, "TableName", d->r->cfg->runs_table);
-    cJSON *key = cJSON_AddObjectToObject(q, "Key");
-    cJSON *v = cJSON_AddObjectToObject(key, "run_id");
-    cJSON_AddStringToObject(v, "S", d->run_id);
-    cJSON_AddBoolToObject(q, "ConsistentRead", 1);
-    char *body = cJSON_PrintUnformatted(q);
-    cJSON_Delete(q);
-    int rc = body ? fetch_aws_json(d->r->aws, "dynamodb", "DynamoDB_20120810.GetItem", body,
-                                   &read_retry, on_get, d)
-                  : -ENOMEM;
-    cJSON_free(body);
-    return rc;
+    if (!d->run || !d->tasks || (rc = send_query(d, NULL)))
+        ddb_read_end(d, rc ? rc : -ENOMEM, "cannot send the DynamoDB Query");
 }
 
 void agent__read_run(run_state *r, const char *run_id, bool with_tasks, agent_read_cb cb, void *ud)
 {
-    if (strcmp(r->cfg->status_backend, "dynamodb") || !r->aws) {
-        read_local(r, run_id, with_tasks, cb, ud);
-        return;
-    }
     ddb_read *d = calloc(1, sizeof *d);
     if (!d || !(d->run_id = strdup(run_id))) {
         free(d);
@@ -231,10 +202,11 @@ void agent__read_run(run_state *r, const char *run_id, bool with_tasks, agent_re
     d->cb = cb;
     d->ud = ud;
     r->pending++;
-    int rc = send_get(d);
+    int rc = r->status ? status_store_read(r->status, STATUS_RUN, run_id, NULL, on_run_stored, d)
+                       : -ENOTSUP;
     if (rc) {
         char err[200];
-        snprintf(err, sizeof err, "cannot send the DynamoDB GetItem: %s", strerror(-rc));
+        snprintf(err, sizeof err, "cannot read the run item: %s", strerror(-rc));
         ddb_read_end(d, rc, err);
     }
 }

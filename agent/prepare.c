@@ -379,7 +379,7 @@ static void settle(prep *p)
 /* The run's work directory, emptied of any earlier attempt's leftovers. */
 static int make_run_dir(run_state *r, char *err)
 {
-    int rc = proto_mkdirs(r->cfg->work_dir, 0755);
+    int rc = proto_mkdirs(r->cfg->work_dir, 0700);
     if (rc) {
         snprintf(err, AGENT_ERR_MAX, "cannot create DAGY_WORK_DIR %s: %s", r->cfg->work_dir,
                  strerror(-rc));
@@ -393,8 +393,9 @@ static int make_run_dir(run_state *r, char *err)
         snprintf(err, AGENT_ERR_MAX, "cannot create %s: %s", r->run_dir, strerror(errno));
         return -errno;
     }
+    agent__hold_run_dir(r); /* DAGY_KEEP_RUNS pruning by other agents skips it */
     char *deps = path_join(r->run_dir, "deps");
-    rc = mkdir(deps, 0755) ? -errno : 0;
+    rc = mkdir(deps, 0700) ? -errno : 0;
     free(deps);
     return rc;
 }
@@ -448,18 +449,12 @@ void agent__prepare_cancel(run_state *r)
 
 void agent__prepare_teardown(run_state *r)
 {
-    /* Every handle is closing; only the thread pool's work keeps the loop alive. An unpack
-     * writes into memory of this run until its after-callback: wait for it. */
-    for (;;) {
-        prep *p = r->prep;
-        bool busy = false;
-        for (size_t i = 0; p && i < p->n_jobs; i++) {
-            atomic_store(&p->jobs[i].cancel, true);
-            busy |= p->jobs[i].unpacking;
-        }
-        if (!busy || !uv_run(&r->loop, UV_RUN_ONCE))
-            break;
-    }
+    /* Every handle is closing; only work on the thread pool can keep the loop alive: an unpack
+     * (or a download's checksum) writes into memory of this run until its after-callback.
+     * Both stop at their next block once cancelled, so this wait is short. */
+    for (size_t i = 0; r->prep && i < r->prep->n_jobs; i++)
+        atomic_store(&r->prep->jobs[i].cancel, true);
+    uv_run(&r->loop, UV_RUN_DEFAULT);
     /* What is left waits for callbacks that teardown has cancelled silently (pip, forgotten by
      * sbx_close): nothing can reach it any more. */
     if (r->prep)

@@ -1,5 +1,7 @@
-/* run.c - the run lifecycle: set up the loop, status store and signals; prepare; execute the DAG;
- * finish (final run status, run_end, trace uploads, status flush) and choose the exit code.
+/* run.c - the run lifecycle: set up the loop, status store and signals; the start gate (read the
+ * stored run item: refuse an ended run id, take over a RUNNING one, store RUNNING before anything
+ * runs); prepare; execute the DAG; finish (final run status, trace uploads, status flush, then
+ * run_end as the last line) and choose the exit code.
  *
  * Shutdown (contract section 3): the first SIGTERM/SIGINT stops new starts at once, the drain
  * timer lets running tasks finish for drain_seconds, then their process groups are terminated;
@@ -22,8 +24,19 @@
 #include <unistd.h>
 
 #include "fetch/unpack.h"
+#include "proto/util.h"
 
-static const char *const phase_names[] = {"PREPARING", "EXECUTING", "FINISHING", "DONE"};
+static const char *const phase_names[] = {"STARTING", "PREPARING", "EXECUTING", "FINISHING",
+                                          "DONE"};
+
+/* Budgets (milliseconds). The start gate: reading the run item and writing RUNNING, with the
+ * backend's own retries inside. The final flush after a signal fits ECS's 30 s stopTimeout:
+ * 15 s drain + 3 s kill grace + 2 s trace wait + 8 s flush = 28 s (docs/agent.md). */
+#define START_BUDGET_MS        15000
+#define FLUSH_BUDGET_MS        15000
+#define FLUSH_BUDGET_SIGNAL_MS 8000
+#define TRACE_WAIT_MS          5000
+#define TRACE_WAIT_SIGNAL_MS   2000
 
 void agent__set_phase(run_state *r, run_phase p)
 {
@@ -117,6 +130,8 @@ static void on_signal(uv_signal_t *h, int signum)
         agent_log_str(l, "signal", r->stop_signal);
         agent_log_end(l);
         agent__cancel_check(r); /* a requested cancel is not a crash */
+        if (r->phase == RUN_STARTING)
+            return; /* the start gate ends the run once its record exists (start_done) */
         if (r->phase == RUN_PREPARING) {
             agent__prepare_cancel(r);
             agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
@@ -181,15 +196,46 @@ static void print_summary(run_state *r)
     free(out);
 }
 
+/* The run's last line: written once the final flush is known, so its status and exit code are
+ * what the store holds and what the process returns. `recorded` is false when the run item's
+ * final state could not be written. */
+static void log_run_end(run_state *r, bool recorded)
+{
+    const char *store_err = recorded ? NULL : status_run_error(r->status, r->run_item);
+    log_line *l = agent_log_begin(
+        r->exit_code == 0 ? LOG_INFO : LOG_ERROR, "run_end", "run %s in %.2f s%s%s%s%s (exit %d)",
+        r->final_status, r->duration, r->error ? ": " : "", r->error ? r->error : "",
+        recorded ? "" : "; its final status could not be written: ",
+        recorded ? "" : (store_err ? store_err : "no answer from the status store"), r->exit_code);
+    agent_log_str(l, "status", r->final_status);
+    agent_log_num(l, "duration_seconds", r->duration);
+    agent_log_int(l, "exit_code", r->exit_code);
+    agent_log_str(l, "error", r->error);
+    agent_log_bool(l, "status_recorded", recorded);
+    if (!recorded)
+        agent_log_str(l, "status_error", store_err);
+    if (r->unwritten)
+        agent_log_int(l, "status_items_unwritten", r->unwritten);
+    if (r->plan) {
+        agent_log_int(l, "tasks_total", (int64_t)sched_count(r->plan));
+        agent_log_int(l, "tasks_succeeded", (int64_t)sched_count_in(r->plan, SCHED_SUCCEEDED));
+        agent_log_int(l, "tasks_failed", (int64_t)sched_count_in(r->plan, SCHED_FAILED));
+        agent_log_int(l, "tasks_skipped", (int64_t)sched_count_in(r->plan, SCHED_SKIPPED));
+        agent_log_int(l, "tasks_cancelled", (int64_t)sched_count_in(r->plan, SCHED_CANCELLED));
+    }
+    agent_log_end(l);
+}
+
 static void on_flushed(void *ud, bool failed_run, int n_failed)
 {
     run_state *r = ud;
-    if (failed_run) {
-        agent_log(LOG_ERROR, "status_write_failed",
-                  "the run's final status could not be written (%d item(s) unwritten)", n_failed);
-        r->exit_code = AGENT_EXIT_INFRA;
-    }
-    agent__set_phase(r, RUN_DONE);
+    if (failed_run)
+        r->exit_code = AGENT_EXIT_INFRA; /* the store does not say what happened */
+    r->unwritten = n_failed;             /* each was logged as status_write_failed */
+    agent__prune_runs(r);
+    print_summary(r);
+    agent__set_phase(r, RUN_DONE); /* before run_end: nothing is logged after it */
+    log_run_end(r, !failed_run);
     uv_stop(&r->loop);
 }
 
@@ -198,12 +244,10 @@ static void on_finish_poll(uv_timer_t *t)
 {
     run_state *r = t->data;
     uint64_t waited = uv_now(&r->loop) - r->finish_ms;
-    if (r->pending > 0 && waited < 5000)
+    if (r->pending > 0 && waited < (r->signals ? TRACE_WAIT_SIGNAL_MS : TRACE_WAIT_MS))
         return;
     uv_timer_stop(t);
-    /* What is left of the 30 s ECS stopTimeout after a drain; a normal end gets longer. */
-    uint64_t budget = r->signals ? 8000 : 60000;
-    status_flush(r->status, budget, on_flushed, r);
+    status_flush(r->status, r->signals ? FLUSH_BUDGET_SIGNAL_MS : FLUSH_BUDGET_MS, on_flushed, r);
 }
 
 void agent__finish(run_state *r, int exit_code, const char *error)
@@ -228,11 +272,12 @@ void agent__finish(run_state *r, int exit_code, const char *error)
     }
     char ts[32];
     proto_iso_time(proto_now(), ts);
-    double dur = (double)(uv_now(&r->loop) - r->started_ms) / 1000.0;
+    r->final_status = status;
+    r->duration = (double)(uv_now(&r->loop) - r->started_ms) / 1000.0;
     run_item_counts(r);
     status_set_str(r->run_item, "status", status);
     status_set_str(r->run_item, "completed_at", ts);
-    status_set_num(r->run_item, "duration_seconds", dur);
+    status_set_num(r->run_item, "duration_seconds", r->duration);
     status_set_str(r->run_item, "error_message", r->error);
     if (exit_code == AGENT_EXIT_SIGTERM)
         status_set_str(r->run_item, "stop_reason",
@@ -241,25 +286,23 @@ void agent__finish(run_state *r, int exit_code, const char *error)
                                         : "SIGTERM");
     status_touch(r->status, r->run_item);
 
-    log_line *l =
-        agent_log_begin(exit_code == 0 ? LOG_INFO : LOG_ERROR, "run_end", "run %s in %.2f s%s%s",
-                        status, dur, r->error ? ": " : "", r->error ? r->error : "");
-    agent_log_str(l, "status", status);
-    agent_log_num(l, "duration_seconds", dur);
-    agent_log_int(l, "exit_code", exit_code);
-    agent_log_str(l, "error", r->error);
-    if (r->plan) {
-        agent_log_int(l, "tasks_total", (int64_t)sched_count(r->plan));
-        agent_log_int(l, "tasks_succeeded", (int64_t)sched_count_in(r->plan, SCHED_SUCCEEDED));
-        agent_log_int(l, "tasks_failed", (int64_t)sched_count_in(r->plan, SCHED_FAILED));
-        agent_log_int(l, "tasks_skipped", (int64_t)sched_count_in(r->plan, SCHED_SKIPPED));
-        agent_log_int(l, "tasks_cancelled", (int64_t)sched_count_in(r->plan, SCHED_CANCELLED));
-    }
-    agent_log_end(l);
-    print_summary(r);
-
     r->finish_ms = uv_now(&r->loop);
     uv_timer_start(&r->sched_timer, on_finish_poll, 0, 50);
+}
+
+/* Ends the run before its record exists (refused, or the store cannot be reached): nothing
+ * more is written; the last line says why, with the exit code. */
+static void finish_unrecorded(run_state *r, int exit_code, const char *error)
+{
+    uv_timer_stop(&r->start_timer);
+    r->exit_code = exit_code;
+    agent__set_phase(r, RUN_DONE); /* before run_end: nothing is logged after it */
+    log_line *l = agent_log_begin(LOG_ERROR, "run_end", "%s (exit %d)", error, exit_code);
+    agent_log_int(l, "exit_code", exit_code);
+    agent_log_str(l, "error", error);
+    agent_log_bool(l, "status_recorded", false);
+    agent_log_end(l);
+    uv_stop(&r->loop);
 }
 
 /* Does this run need the AWS client at all? */
@@ -295,6 +338,8 @@ static int setup(run_state *r, char *err)
     uv_timer_init(&r->loop, &r->sched_timer);
     uv_timer_init(&r->loop, &r->drain_timer);
     uv_timer_init(&r->loop, &r->heartbeat_timer);
+    uv_timer_init(&r->loop, &r->start_timer);
+    r->start_timer.data = r;
     uv_signal_init(&r->loop, &r->sigterm);
     uv_signal_init(&r->loop, &r->sigint);
     r->sched_timer.data = r->drain_timer.data = r->heartbeat_timer.data = r;
@@ -302,6 +347,13 @@ static int setup(run_state *r, char *err)
     uv_signal_start(&r->sigterm, on_signal, SIGTERM);
     uv_signal_start(&r->sigint, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
+    /* main() blocked SIGTERM/SIGINT before anything else; a signal that came since is
+     * pending and reaches the handlers now (on_signal, on the next loop turn). */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &stop, NULL);
 
     if ((rc = sbx_init(&r->loop, &r->sbx))) {
         snprintf(err, AGENT_ERR_MAX, "cannot set up task processes: %s", strerror(-rc));
@@ -338,8 +390,11 @@ static void teardown(run_state *r)
     for (int i = 0; i < 100 && uv_run(&r->loop, UV_RUN_NOWAIT); i++)
         ;
     agent__prepare_teardown(r);
-    if (uv_loop_close(&r->loop))
-        agent_log(LOG_DEBUG, "run_phase", "event loop closed with requests still active");
+    /* Nothing is logged here: run_end was the last line. A loop that does not close (a
+     * request still active) is the sanitizer and valgrind runs' business. */
+    (void)uv_loop_close(&r->loop);
+    if (r->run_dir_lock >= 0)
+        close(r->run_dir_lock);
     free(r->run_dir);
     free(r->flow_dir);
     for (char **d = r->dep_dirs; d && *d; d++)
@@ -353,24 +408,167 @@ static void teardown(run_state *r)
         flowspec_free(r->spec);
 }
 
+/* ---- the start gate: nothing runs before the run's record exists ---- */
+
+/* What the stored run item allows (contract section 6, docs/agent.md "Run ids are used once"):
+ * absent or QUEUED: a new run (seq base: the stored seq, 0 from the launcher); RUNNING (an
+ * earlier agent of this run died, or is still alive): take over above every seq it could have
+ * written; ended: refused, exit 2. Returns 0 with *base, or an exit code with err. */
+static int start_decision(run_state *r, const cJSON *stored, uint64_t *base, char *err)
+{
+    const char *id = r->cfg->run_id;
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(stored, "status");
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(stored, "status_seq");
+    double v = cJSON_IsNumber(seq) && seq->valuedouble > 0 ? seq->valuedouble : 0;
+    *base = 0;
+    if (!stored)
+        return 0;
+    if (cJSON_IsString(st) && proto_status_terminal(st->valuestring)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "run \"%s\" already ended %s; a run id is used once: to run the flow again, "
+                 "start a new run, and to continue this one use --resume-from %s (dagy-launch "
+                 "retry %s)",
+                 id, st->valuestring, id, id);
+        return AGENT_EXIT_INVALID;
+    }
+    if (v >= (double)STATUS_SEQ_MAX) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "run \"%s\" was taken over too many times (status_seq %.0f); start a new run "
+                 "with --resume-from %s",
+                 id, v, id);
+        return AGENT_EXIT_INVALID;
+    }
+    bool running = cJSON_IsString(st) && !strcmp(st->valuestring, "RUNNING");
+    if (running && agent__run_dir_busy(r->cfg)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "run \"%s\" is being run by another agent on this machine (it holds %s/%s); "
+                 "wait for it, or start a new run",
+                 id, r->cfg->work_dir, id);
+        return AGENT_EXIT_INVALID;
+    }
+    *base = running ? (uint64_t)v + STATUS_SEQ_STRIDE : (uint64_t)v;
+    if (running) {
+        log_line *l = agent_log_begin(
+            LOG_WARNING, "status_takeover",
+            "run \"%s\" is stored RUNNING (status_seq %.0f) by an agent that did not finish it: "
+            "this agent takes it over and runs the flow again; its writes start at status_seq "
+            "%llu",
+            id, v, (unsigned long long)*base + 1);
+        agent_log_num(l, "stored_status_seq", v);
+        agent_log_end(l);
+    }
+    return 0;
+}
+
+/* The start gate's end: RUNNING is stored (or not). */
+static void on_started(void *ud, bool failed_run, int n_failed)
+{
+    run_state *r = ud;
+    char err[AGENT_ERR_MAX];
+    (void)n_failed;
+    if (r->phase != RUN_STARTING)
+        return;
+    uv_timer_stop(&r->start_timer);
+    if (failed_run) {
+        const char *e = status_run_error(r->status, r->run_item);
+        snprintf(err, AGENT_ERR_MAX, "cannot record run \"%s\" in the %s status store: %s",
+                 r->cfg->run_id, r->cfg->status_backend, e ? e : "no answer");
+        finish_unrecorded(r, AGENT_EXIT_INFRA, err);
+        return;
+    }
+    agent__set_phase(r, RUN_PREPARING);
+    if (r->signals) { /* a signal during the gate: the record exists now, end it */
+        agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
+        return;
+    }
+    uint64_t hb = (uint64_t)(r->cfg->heartbeat_seconds * 1000);
+    uv_timer_start(&r->heartbeat_timer, on_heartbeat, hb, hb);
+    agent__prepare(r);
+}
+
+/* The stored run item arrived: refuse, or write RUNNING with the chosen seq base. */
+static void on_run_read(void *ctx, int rc, const cJSON *stored, const char *err)
+{
+    run_state *r = ctx;
+    char msg[AGENT_ERR_MAX];
+    if (r->phase != RUN_STARTING || !r->status)
+        return; /* the gate already timed out */
+    uv_timer_stop(&r->start_timer); /* the write's flush has its own deadline */
+    if (rc < 0) {
+        snprintf(msg, AGENT_ERR_MAX, "cannot read run \"%s\" from the %s status store: %s",
+                 r->cfg->run_id, r->cfg->status_backend, err ? err : strerror(-rc));
+        finish_unrecorded(r, AGENT_EXIT_INFRA, msg);
+        return;
+    }
+    uint64_t base;
+    int code = start_decision(r, stored, &base, msg);
+    if (code) {
+        finish_unrecorded(r, code, msg);
+        return;
+    }
+    status_store_set_seq_base(r->status, base);
+    write_running(r);
+    uint64_t used = uv_now(&r->loop) - r->started_ms;
+    status_flush(r->status, used < START_BUDGET_MS - 1000 ? START_BUDGET_MS - used : 1000,
+                 on_started, r);
+}
+
+/* Ticks every STATUS_DEGRADED_MS while the run item is being read: the first tick reports the
+ * silence (as the store does for writes), the one at START_BUDGET_MS ends the run. */
+static void on_start_timeout(uv_timer_t *t)
+{
+    run_state *r = t->data;
+    char msg[AGENT_ERR_MAX];
+    uint64_t waited = uv_now(&r->loop) - r->started_ms;
+    if (waited + 100 < START_BUDGET_MS) {
+        if (waited < 2 * STATUS_DEGRADED_MS - 100) {
+            snprintf(msg, AGENT_ERR_MAX, "no answer for %.0f s (reading run \"%s\")",
+                     (double)waited / 1000, r->cfg->run_id);
+            log_line *l = agent_log_begin(LOG_WARNING, "status_store_degraded",
+                                          "the %s status store is failing (%s); nothing runs "
+                                          "before the run is recorded",
+                                          r->cfg->status_backend, msg);
+            agent_log_str(l, "error", msg);
+            agent_log_end(l);
+        }
+        return;
+    }
+    snprintf(msg, AGENT_ERR_MAX,
+             "the %s status store did not answer within %d s (reading run "
+             "\"%s\"); nothing was run",
+             r->cfg->status_backend, START_BUDGET_MS / 1000, r->cfg->run_id);
+    finish_unrecorded(r, AGENT_EXIT_INFRA, msg);
+}
+
+/* Reads the stored run item first (see start_decision), bounded by START_BUDGET_MS. */
+static void start_gate(run_state *r)
+{
+    uv_timer_start(&r->start_timer, on_start_timeout, STATUS_DEGRADED_MS, STATUS_DEGRADED_MS);
+    int rc = status_store_read(r->status, STATUS_RUN, r->cfg->run_id, NULL, on_run_read, r);
+    if (rc < 0)
+        on_run_read(r, rc, NULL, NULL);
+}
+
 int agent_run(agent_config *c)
 {
     run_state *r = calloc(1, sizeof *r);
     char err[AGENT_ERR_MAX] = "";
     r->cfg = c;
     r->exit_code = AGENT_EXIT_INFRA;
+    r->run_dir_lock = -1;
     agent_log_context(c->run_id, c->flow_name, c->flow_version, c->org_id, c->correlation_id);
     int rc = setup(r, err);
     if (rc) {
-        agent_log(LOG_ERROR, "run_end", "%s", err);
+        log_line *l = agent_log_begin(LOG_ERROR, "run_end", "%s (exit %d)", err, rc);
+        agent_log_int(l, "exit_code", rc);
+        agent_log_str(l, "error", err);
+        agent_log_bool(l, "status_recorded", false);
+        agent_log_end(l);
         teardown(r);
         free(r);
         return rc;
     }
-    write_running(r);
-    uv_timer_start(&r->heartbeat_timer, on_heartbeat, (uint64_t)(c->heartbeat_seconds * 1000),
-                   (uint64_t)(c->heartbeat_seconds * 1000));
-    agent__prepare(r);
+    start_gate(r);
     while (r->phase != RUN_DONE && uv_run(&r->loop, UV_RUN_DEFAULT))
         ;
     rc = r->phase == RUN_DONE ? r->exit_code : AGENT_EXIT_INFRA;

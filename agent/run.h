@@ -16,10 +16,11 @@
 
 /* Phases of a run, in order. Every change goes through agent__set_phase(). */
 typedef enum {
-    RUN_PREPARING = 0, /* downloading, unpacking, installing packages, loading the spec */
-    RUN_EXECUTING,     /* the DAG is running (and possibly draining) */
-    RUN_FINISHING,     /* final status written, waiting for uploads and the status flush */
-    RUN_DONE,          /* the loop may stop */
+    RUN_STARTING = 0, /* reading the stored run item, writing RUNNING: nothing runs before */
+    RUN_PREPARING,    /* downloading, unpacking, installing packages, loading the spec */
+    RUN_EXECUTING,    /* the DAG is running (and possibly draining) */
+    RUN_FINISHING,    /* final status written, waiting for uploads and the status flush */
+    RUN_DONE,         /* the loop may stop */
 } run_phase;
 
 /* Per-task runtime state (the plan holds the scheduling state). */
@@ -55,7 +56,8 @@ struct run_state {
     cJSON *run_item;
     run_phase phase;
 
-    char *run_dir;   /* WORK_DIR/RUN_ID: downloads, unpacked flow and packages, results */
+    char *run_dir;    /* WORK_DIR/RUN_ID: downloads, unpacked flow and packages, results */
+    int run_dir_lock; /* shared flock on run_dir while the run lives (prune.c), or -1 */
     char *flow_dir;  /* the unpacked flow (or the user's directory) */
     char **dep_dirs; /* unpacked dependency packages, NULL-terminated */
     cJSON *metadata; /* metadata.json, or NULL */
@@ -78,6 +80,10 @@ struct run_state {
     int pending; /* uploads and other I/O the finish must wait for */
     int exit_code;
     char *error; /* the run's error_message, or NULL */
+    const char *final_status; /* what the run item's last write says (run_end's status) */
+    double duration;          /* seconds, fixed when the run finished */
+    int unwritten;            /* items the final flush could not write */
+    uv_timer_t start_timer;   /* bounds RUN_STARTING */
     bool first_trace_sent;
     agent_durable *durable; /* task hashes, resume, result stores, cancel (durable.h) */
 };
@@ -92,14 +98,22 @@ void agent__execute(run_state *r);
 /* Marks the run item with a key=value and schedules a write. */
 void agent__run_set(run_state *r, const char *key, const char *val);
 
+/* prune.c: DAGY_KEEP_RUNS. hold: takes the live-run lock on r->run_dir (after creating it);
+ * prune: at the end of a run, removes old run directories (work dir, local state dir). */
+void agent__hold_run_dir(run_state *r);
+/* True if a live agent on this machine holds the work directory of run c->run_id. */
+bool agent__run_dir_busy(const agent_config *c);
+void agent__prune_runs(run_state *r);
+
 /* prepare.c: fetches and unpacks everything, loads the spec; calls agent__execute() or
  * agent__finish(). */
 void agent__prepare(run_state *r);
 /* A signal during preparation: unpacks stop at their next block (their partial directories
  * removed), pip is terminated. The jobs still settle through their callbacks. */
 void agent__prepare_cancel(run_state *r);
-/* Teardown, once every handle is closing: waits for unpack work still on the thread pool, then
- * frees what preparation left. */
+/* Teardown, once every handle is closing: waits for the work still on the thread pool (unpacks,
+ * download checksums: cancelled, they stop at their next block), then frees what preparation
+ * left. */
 void agent__prepare_teardown(run_state *r);
 /* Reads and validates the spec of r->flow_dir with the run's variables; returns 0 or an exit
  * code with err set. */

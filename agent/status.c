@@ -6,9 +6,13 @@
  * Backends may ask for a longer coalescing window (status_backend.coalesce_ms).
  *
  * Each write is a snapshot stamped with the item's next status_seq and updated_at; the backends'
- * conditions (newer seq, no terminal overwrite) make late or repeated writes harmless. A failed
- * write keeps the item dirty and retries it with backoff; nothing is dropped until a flush gives
- * up at its deadline and logs every unwritten item as `status_write_failed`. */
+ * conditions (newer seq, no terminal overwrite) make late or repeated writes harmless. A write
+ * the condition refuses is read back: only this agent's own newer item makes it an answer. A
+ * write that failed transiently is retried with backoff; one refused as it is (invalid, no
+ * permission, full or read-only disk, someone else's item) is logged once and waits for the
+ * item's next change. Nothing is dropped until a flush gives up at its deadline and logs every
+ * unwritten item as `status_write_failed`. Every string enters an item through status_set_str,
+ * which makes it valid UTF-8. */
 #include "agent/status.h"
 #include "agent/log.h"
 #include "proto/util.h"
@@ -44,6 +48,8 @@ struct st_item {
     char *err;         /* last error, NULL after a success */
     st_write *w;       /* the write in flight (IT_INFLIGHT) */
     bool released;     /* the caller is done with it: free once clean (status_release) */
+    bool reported;     /* its current failure was logged as status_write_failed */
+    uint64_t sent_ms;  /* loop time the write in flight was sent */
     size_t idx;        /* position in status_store.items */
     uint64_t hash;
     st_item *hnext;       /* hash chain */
@@ -67,6 +73,7 @@ struct status_store {
     uv_timer_t kick;     /* 0 ms: send the ready items on the next turn */
     uv_timer_t retry;    /* earliest backoff expiry */
     uv_timer_t deadline; /* flush timeout */
+    uv_timer_t watch;    /* 1 s: a write unanswered for STATUS_DEGRADED_MS is an outage */
     int open_handles;
     st_item **buckets; /* hash table by key */
     size_t nbuckets;
@@ -75,6 +82,7 @@ struct status_store {
     st_list ready, backoff;
     size_t n_pending; /* items READY, INFLIGHT or BACKOFF */
     bool failing;     /* a write failed and none succeeded since (log once per outage) */
+    uint64_t seq_base; /* this agent's status_seq range starts above it */
     bool flushing;
     void (*flush_done)(void *ud, bool failed_run, int n_failed);
     void *flush_ud;
@@ -292,6 +300,7 @@ cJSON *status_item(status_store *s, status_kind kind, const char *run_id, const 
         return NULL;
     }
     it->kind = kind;
+    it->seq = s->seq_base;
     it->hash = hash_key(kind, run_id, task_name);
     status_set_str(it->obj, "run_id", run_id);
     if (task_name)
@@ -322,6 +331,7 @@ void status_touch(status_store *s, cJSON *item)
     assert(!item || it); /* items come from status_item() and keep their key attributes */
     if (!it)
         return;
+    it->reported = false; /* a new state: a failure to write it is news again */
     switch (it->state) {
     case IT_CLEAN:
     case IT_GAVE_UP:
@@ -353,18 +363,32 @@ void status_release(status_store *s, cJSON *item)
         item_remove(s, it);
 }
 
+/* A cJSON-allocated copy of val that is valid UTF-8 (proto_utf8_clean's repair), or NULL. */
+static char *utf8_copy(const char *val)
+{
+    size_t n = strlen(val);
+    if (proto_utf8_valid(val, n)) { /* the common case: one copy, no scan twice */
+        char *copy = cJSON_malloc(n + 1);
+        if (copy)
+            memcpy(copy, val, n + 1);
+        return copy;
+    }
+    char *clean = proto_utf8_clean(val, n, 0);
+    char *copy = clean ? cJSON_malloc(strlen(clean) + 1) : NULL;
+    if (copy)
+        memcpy(copy, clean, strlen(clean) + 1);
+    free(clean);
+    return copy;
+}
+
 void status_set_str(cJSON *item, const char *key, const char *val)
 {
     cJSON *m = item ? member(item, key) : NULL;
     if (!m || (val && cJSON_IsString(m) && !strcmp(m->valuestring, val)))
         return;
     char *copy = NULL;
-    if (val) {
-        size_t n = strlen(val) + 1;
-        if (!(copy = cJSON_malloc(n)))
-            return;
-        memcpy(copy, val, n);
-    }
+    if (val && !(copy = utf8_copy(val)))
+        return;
     member_set(m, val ? cJSON_String : cJSON_NULL, copy, 0);
 }
 
@@ -377,12 +401,14 @@ void status_set_num(cJSON *item, const char *key, double val)
 
 /* ---- writes ---- */
 
-/* Errors a retry cannot fix (refused request, no table, no permission, bad item): a flush gives
- * up on them at once instead of waiting for its deadline. */
+/* Errors a retry cannot fix (refused as invalid, no table, no permission, a full or read-only
+ * disk, an item someone else owns): the item waits for its next change instead of retrying,
+ * and a flush gives up on it at once instead of waiting for its deadline. */
 static bool is_permanent(int rc)
 {
-    return rc == -EACCES || rc == -EPERM || rc == -ENOENT || rc == -EINVAL || rc == -EIO ||
-           rc == -EROFS || rc == -ENAMETOOLONG || rc == -ENOTDIR || rc == -EISDIR;
+    return rc == -EACCES || rc == -EPERM || rc == -ENOENT || rc == -EINVAL || rc == -EROFS ||
+           rc == -ENOSPC || rc == -EDQUOT || rc == -EFBIG || rc == -EEXIST || rc == -ENAMETOOLONG ||
+           rc == -ENOTDIR || rc == -EISDIR;
 }
 
 static const char *item_desc(const st_item *it, char *buf, size_t n)
@@ -394,6 +420,41 @@ static const char *item_desc(const st_item *it, char *buf, size_t n)
     else
         snprintf(buf, n, "task run %s/%s", run->valuestring, task->valuestring);
     return buf;
+}
+
+/* Logs one item whose latest state did not reach the store, and why (once per state). */
+static void log_unwritten(st_item *it)
+{
+    char desc[400];
+    const char *err = it->err;
+    if (!err)
+        err = it->state == IT_INFLIGHT ? "no answer from the status store before the deadline"
+                                       : "not written before the deadline";
+    log_line *l = agent_log_begin(LOG_ERROR, "status_write_failed",
+                                  "the status of %s could not be written: %s",
+                                  item_desc(it, desc, sizeof desc), err);
+    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
+    if (cJSON_IsString(task))
+        agent_log_str(l, "task_name", task->valuestring);
+    agent_log_json(l, "item", it->obj);
+    agent_log_str(l, "error", err);
+    agent_log_end(l);
+    it->reported = true;
+}
+
+/* The first sign of an outage: one warning, at once, whatever the number of items. */
+static void degraded(status_store *s, const st_item *it, const char *err)
+{
+    char desc[400];
+    if (s->failing)
+        return;
+    s->failing = true;
+    log_line *l = agent_log_begin(LOG_WARNING, "status_store_degraded",
+                                  "the %s status store is failing (%s: %s); the run goes on, "
+                                  "its status writes are retried or reported",
+                                  s->be->name, item_desc(it, desc, sizeof desc), err);
+    agent_log_str(l, "error", err);
+    agent_log_end(l);
 }
 
 /* Arms the retry timer for the earliest due item. */
@@ -409,25 +470,26 @@ static void arm_retry(status_store *s)
         uv_timer_start(&s->retry, on_retry, first > now ? first - now : 0, 0);
 }
 
-/* A failed write: remember why, then back off (or give up, in a flush, if hopeless). */
+/* A failed write: remember why, then back off, or give up on an error that will not pass. */
 static void write_failed(status_store *s, st_item *it, int rc, const char *err)
 {
-    char desc[400];
     free(it->err);
     it->err = strdup(err && *err ? err : strerror(-rc));
     it->fails++;
-    if (!s->failing) {
-        s->failing = true; /* once per outage, not once per item */
-        log_line *l = agent_log_begin(LOG_WARNING, "status_write_retry",
-                                      "status write for %s failed, will retry: %s",
-                                      item_desc(it, desc, sizeof desc), it->err ? it->err : "");
-        agent_log_str(l, "error", it->err);
-        agent_log_end(l);
-    }
-    if (s->flushing && is_permanent(rc)) {
-        set_state(s, it, IT_GAVE_UP);
+    if (is_permanent(rc)) {
+        if (rc != -EEXIST) /* someone else's item is not an outage of the store */
+            degraded(s, it, it->err ? it->err : "");
+        if (!it->reported && !s->flushing) /* a flush reports it when it ends */
+            log_unwritten(it);
+        if (it->dirty) { /* changed meanwhile: the new state deserves its own try */
+            it->reported = false;
+            set_state(s, it, IT_READY);
+        } else {
+            set_state(s, it, IT_GAVE_UP);
+        }
         return;
     }
+    degraded(s, it, it->err ? it->err : "");
     uint64_t delay = BACKOFF_FIRST_MS << (it->fails < 6 ? it->fails - 1 : 5);
     if (delay > BACKOFF_CAP_MS)
         delay = BACKOFF_CAP_MS;
@@ -436,6 +498,98 @@ static void write_failed(status_store *s, st_item *it, int rc, const char *err)
     it->retry_at = uv_now(s->loop) + delay;
     set_state(s, it, IT_BACKOFF);
     arm_retry(s);
+}
+
+/* A write confirmed (applied, or refused because our own newer write is stored). */
+static void write_ok(status_store *s, st_item *it)
+{
+    free(it->err);
+    it->err = NULL;
+    it->fails = 0;
+    if (s->failing) {
+        s->failing = false;
+        agent_log(LOG_INFO, "status_store_recovered", "status writes succeed again");
+    }
+    set_state(s, it, it->dirty ? IT_READY : IT_CLEAN);
+}
+
+/* After a write or a check completed: free a released clean item, send what is due. */
+static void write_settled(status_store *s, st_item *it)
+{
+    it->dirty = false;
+    bool ready = it->state == IT_READY;
+    if (it->released && it->state == IT_CLEAN)
+        item_remove(s, it); /* `it` is gone from here on */
+    if (ready || (s->flushing && s->n_pending == 0))
+        kick(s); /* the kick callback also completes a flush */
+}
+
+/* Is the stored item this agent's own write of this item, at least as new as the last one
+ * sent? Then a refusal means "already there"; otherwise someone else's item is stored. */
+static bool stored_is_ours(const status_store *s, const st_item *it, const cJSON *stored)
+{
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(stored, "status_seq");
+    if (!cJSON_IsNumber(seq))
+        return false;
+    double v = seq->valuedouble;
+    return v > (double)s->seq_base && v < (double)(s->seq_base + STATUS_SEQ_STRIDE) &&
+           v >= (double)it->seq;
+}
+
+/* Completion of the read that follows a refused write. */
+static void on_checked(void *ctx, int rc, const cJSON *stored, const char *err)
+{
+    st_write *w = ctx;
+    status_store *s = w->s;
+    st_item *it = w->it;
+    free(w);
+    if (!s)
+        return;
+    it->w = NULL;
+    char msg[600];
+    if (rc < 0 || !stored) {
+        snprintf(msg, sizeof msg, "the write was refused and the stored item could not be read: %s",
+                 rc < 0 ? (err ? err : strerror(-rc)) : "no item stored");
+        write_failed(s, it, -EAGAIN, msg);
+    } else if (stored_is_ours(s, it, stored)) {
+        write_ok(s, it);
+    } else {
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(stored, "status");
+        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(stored, "status_seq");
+        snprintf(msg, sizeof msg,
+                 "refused: the store holds status %s at status_seq %.0f, not written by this "
+                 "agent (an earlier agent of this run, the reconciler or a cancel wrote it)",
+                 cJSON_IsString(st) ? st->valuestring : "(none)",
+                 cJSON_IsNumber(seq) ? seq->valuedouble : -1.0);
+        write_failed(s, it, -EEXIST, msg);
+    }
+    write_settled(s, it);
+}
+
+/* A write refused by the condition: read what is stored to tell whose it is. */
+static void check_refused(status_store *s, st_item *it)
+{
+    st_write *w = malloc(sizeof *w);
+    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
+    int rc = -ENOMEM;
+    if (!s->be->read) { /* a backend that cannot read: trust the refusal */
+        free(w);
+        write_ok(s, it);
+        write_settled(s, it);
+        return;
+    }
+    if (w) {
+        *w = (st_write){s, it};
+        it->w = w;
+        rc = s->be->read(s->be, it->kind, item_run(it),
+                         cJSON_IsString(task) ? task->valuestring : NULL, on_checked, w);
+    }
+    if (rc < 0) {
+        free(w);
+        it->w = NULL;
+        write_failed(s, it, -EAGAIN, "the write was refused and the stored item cannot be read");
+        write_settled(s, it);
+    }
 }
 
 /* Backend completion of one write. May run inside backend->write (synchronous backends). */
@@ -448,24 +602,66 @@ static void on_written(void *ctx, int rc, const char *err)
     if (!s)
         return; /* the store was freed while this write was in flight */
     it->w = NULL;
-    if (rc < 0) {
-        write_failed(s, it, rc, err);
-    } else {
-        free(it->err);
-        it->err = NULL;
-        it->fails = 0;
-        if (s->failing) {
-            s->failing = false;
-            agent_log(LOG_INFO, "status_write_recovered", "status writes succeed again");
-        }
-        set_state(s, it, it->dirty ? IT_READY : IT_CLEAN);
+    if (rc == STATUS_REFUSED) {
+        check_refused(s, it);
+        return;
     }
-    it->dirty = false;
-    bool ready = it->state == IT_READY;
-    if (it->released && it->state == IT_CLEAN)
-        item_remove(s, it); /* `it` is gone from here on */
-    if (ready || (s->flushing && s->n_pending == 0))
-        kick(s); /* the kick callback also completes a flush */
+    if (rc < 0)
+        write_failed(s, it, rc, err);
+    else
+        write_ok(s, it);
+    write_settled(s, it);
+}
+
+/* Approximate DynamoDB size of an item: attribute names plus values (numbers count 21). */
+static size_t item_bytes(const cJSON *obj)
+{
+    size_t n = 0;
+    for (const cJSON *m = obj->child; m; m = m->next) {
+        if (cJSON_IsNull(m))
+            continue;
+        n += strlen(m->string) + (cJSON_IsString(m) ? strlen(m->valuestring) : 21);
+        if (cJSON_IsArray(m))
+            n += 64 * (size_t)cJSON_GetArraySize(m);
+    }
+    return n;
+}
+
+/* An item over the backend's size limit would be refused forever: drop its largest string
+ * attributes (never a key, the status or the times) until it fits, and name them in
+ * `truncated_attributes` (contract: DynamoDB items are at most 400 KB). */
+static void fit_item(status_store *s, st_item *it)
+{
+    static const char *const keep[] = {"run_id",     "task_name",  "status",   "status_seq",
+                                       "updated_at", "started_at", "ended_at", "completed_at"};
+    uint32_t max = s->be->max_item_bytes;
+    while (max && item_bytes(it->obj) > max) {
+        cJSON *big = NULL;
+        for (cJSON *m = it->obj->child; m; m = m->next) {
+            bool kept = false;
+            for (size_t i = 0; i < sizeof keep / sizeof *keep; i++)
+                kept |= !strcmp(m->string, keep[i]);
+            if (!kept && cJSON_IsString(m) &&
+                (!big || strlen(m->valuestring) > strlen(big->valuestring)))
+                big = m;
+        }
+        if (!big)
+            return;
+        cJSON *list = cJSON_GetObjectItemCaseSensitive(it->obj, "truncated_attributes");
+        if (!cJSON_IsArray(list)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(it->obj, "truncated_attributes");
+            list = cJSON_AddArrayToObject(it->obj, "truncated_attributes");
+        }
+        if (list)
+            cJSON_AddItemToArray(list, cJSON_CreateString(big->string));
+        log_line *l = agent_log_begin(LOG_WARNING, "status_attribute_dropped",
+                                      "attribute %s (%zu bytes) dropped from the stored item: "
+                                      "the item would exceed the %s store's %u-byte limit",
+                                      big->string, strlen(big->valuestring), s->be->name, max);
+        agent_log_str(l, "attribute", big->string);
+        agent_log_end(l);
+        member_set(big, cJSON_NULL, NULL, 0);
+    }
 }
 
 /* Stamps the next status_seq and updated_at on the item and hands a snapshot to the backend. */
@@ -475,7 +671,9 @@ static void send_item(status_store *s, st_item *it)
     it->seq++;
     status_set_num(it->obj, "status_seq", (double)it->seq);
     status_set_str(it->obj, "updated_at", proto_iso_time(proto_now(), ts));
+    fit_item(s, it);
     it->dirty = false;
+    it->sent_ms = uv_now(s->loop);
     set_state(s, it, IT_INFLIGHT);
     st_write *w = malloc(sizeof *w);
     if (!w) {
@@ -493,26 +691,23 @@ static void send_item(status_store *s, st_item *it)
     }
 }
 
-/* ---- flush ---- */
-
-/* Logs one item whose latest state never reached the store. */
-static void log_unwritten(const st_item *it)
+/* Every second: a write unanswered for STATUS_DEGRADED_MS is an outage (a blackholed endpoint
+ * answers nothing, not even an error). */
+static void on_watch(uv_timer_t *t)
 {
-    char desc[400];
-    const char *err = it->err;
-    if (!err)
-        err = it->state == IT_INFLIGHT ? "no answer from the status store before the deadline"
-                                       : "not written before the deadline";
-    log_line *l = agent_log_begin(LOG_ERROR, "status_write_failed",
-                                  "the status of %s could not be written: %s",
-                                  item_desc(it, desc, sizeof desc), err);
-    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
-    if (cJSON_IsString(task))
-        agent_log_str(l, "task_name", task->valuestring);
-    agent_log_json(l, "item", it->obj);
-    agent_log_str(l, "error", err);
-    agent_log_end(l);
+    status_store *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    for (size_t i = 0; i < s->n && !s->failing; i++) {
+        st_item *it = s->items[i];
+        if (it->state == IT_INFLIGHT && now - it->sent_ms >= STATUS_DEGRADED_MS) {
+            char err[100];
+            snprintf(err, sizeof err, "no answer for %.0f s", (double)(now - it->sent_ms) / 1e3);
+            degraded(s, it, err);
+        }
+    }
 }
+
+/* ---- flush ---- */
 
 /* Ends a flush: reports what is unwritten, then calls the user (last: it may free the store). */
 static void finish_flush(status_store *s)
@@ -525,7 +720,8 @@ static void finish_flush(status_store *s)
         st_item *it = s->items[i];
         if (it->state == IT_CLEAN)
             continue;
-        log_unwritten(it);
+        if (!it->reported)
+            log_unwritten(it);
         n_failed++;
         failed_run |= it->kind == STATUS_RUN;
     }
@@ -603,12 +799,14 @@ int status_store_new(uv_loop_t *loop, status_backend *backend, status_store **ou
     }
     s->loop = loop;
     s->be = backend;
-    uv_timer_t *timers[] = {&s->kick, &s->retry, &s->deadline};
-    for (int i = 0; i < 3; i++) {
+    uv_timer_t *timers[] = {&s->kick, &s->retry, &s->deadline, &s->watch};
+    for (int i = 0; i < 4; i++) {
         uv_timer_init(loop, timers[i]);
         timers[i]->data = s;
     }
-    s->open_handles = 3;
+    s->open_handles = 4;
+    uv_timer_start(&s->watch, on_watch, 1000, 1000);
+    uv_unref((uv_handle_t *)&s->watch); /* never the reason the loop keeps running */
     *out = s;
     return 0;
 }
@@ -635,4 +833,32 @@ void status_store_free(status_store *s)
     uv_close((uv_handle_t *)&s->kick, on_handle_closed);
     uv_close((uv_handle_t *)&s->retry, on_handle_closed);
     uv_close((uv_handle_t *)&s->deadline, on_handle_closed);
+    uv_close((uv_handle_t *)&s->watch, on_handle_closed);
+}
+
+void status_store_set_seq_base(status_store *s, uint64_t base)
+{
+    s->seq_base = base;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->items[i]->seq < base)
+            s->items[i]->seq = base;
+}
+
+int status_store_read(status_store *s, status_kind kind, const char *run_id, const char *task_name,
+                      status_read_cb done, void *ctx)
+{
+    if (!s->be->read)
+        return -ENOTSUP;
+    return s->be->read(s->be, kind, run_id, task_name, done, ctx);
+}
+
+const char *status_run_error(status_store *s, const cJSON *run_item)
+{
+    st_item *it = run_item ? find(s, run_item) : NULL;
+    return it ? it->err : NULL;
+}
+
+bool status_store_degraded(const status_store *s)
+{
+    return s->failing;
 }

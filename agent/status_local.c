@@ -105,7 +105,7 @@ static int write_temp(const local_job *j, char *tmp, size_t n)
     int fd = -1;
     for (int tries = 0; fd < 0 && tries < 100; tries++) {
         snprintf(tmp, n, "%s/.tmp.%ld.%lu.%d", j->dir, (long)getpid(), j->id, tries);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0 && errno != EEXIST)
             return -errno;
     }
@@ -150,7 +150,7 @@ static void replace_file(local_job *j)
 {
     char tmp[4200];
     int rc = write_temp(j, tmp, sizeof tmp);
-    if (rc == -ENOENT && !proto_mkdirs(j->dir, 0755))
+    if (rc == -ENOENT && (rc = proto_mkdirs(j->dir, 0700)) == 0) /* else mkdir's (EROFS...) */
         rc = write_temp(j, tmp, sizeof tmp);
     if (!rc && rename(tmp, j->path)) {
         rc = -errno;
@@ -227,7 +227,7 @@ static int local_write(status_backend *be, status_kind kind, const cJSON *item,
     if (!rc && !(j->text = render(item)))
         rc = -ENOMEM;
     if (!rc && (rc = check_stored(j)) <= 0) { /* refused, or unreadable: answer now */
-        done(ctx, rc, rc ? j->err : NULL);
+        done(ctx, rc ? rc : STATUS_REFUSED, rc ? j->err : NULL);
         job_free(j);
         return 0;
     }
@@ -238,6 +238,30 @@ static int local_write(status_backend *be, status_kind kind, const cJSON *item,
     replace_file(j);
     done(ctx, j->rc, j->rc ? j->err : NULL);
     job_free(j);
+    return 0;
+}
+
+/* Reads the stored item file (synchronously, like the writes). */
+static int local_read(status_backend *be, status_kind kind, const char *run_id,
+                      const char *task_name, status_read_cb done, void *ctx)
+{
+    local_backend *b = (local_backend *)be;
+    cJSON *key = cJSON_CreateObject();
+    local_job j = {.b = b};
+    cJSON_AddStringToObject(key, "run_id", run_id);
+    if (task_name)
+        cJSON_AddStringToObject(key, "task_name", task_name);
+    int rc = key ? item_paths(b, kind, key, &j) : -ENOMEM;
+    cJSON_Delete(key);
+    cJSON *stored = NULL;
+    if (!rc && (rc = read_stored(j.path, &stored)) < 0)
+        snprintf(j.err, sizeof j.err, "cannot read %s: %s", j.path, strerror(-rc));
+    free(j.dir);
+    free(j.path);
+    if (rc == -EINVAL || rc == -ENOMEM || rc == -ENAMETOOLONG)
+        return rc;
+    done(ctx, rc, stored, rc ? j.err : NULL);
+    cJSON_Delete(stored);
     return 0;
 }
 
@@ -258,13 +282,14 @@ int status_local_new(const char *state_dir, status_backend **out)
     char runs[3100];
     snprintf(runs, sizeof runs, "%s/runs", state_dir);
     /* Fail now, with a clear error, on an unwritable state directory. */
-    int rc = proto_mkdirs(runs, 0755);
+    int rc = proto_mkdirs(runs, 0700);
     if (rc) {
         local_free(b);
         return rc;
     }
     b->base.name = "local";
     b->base.write = local_write;
+    b->base.read = local_read;
     b->base.close = local_close;
     b->base.coalesce_ms = LOCAL_COALESCE_MS;
     *out = &b->base;

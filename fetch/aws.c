@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 
 #include "proto/sigv4.h"
+#include "proto/util.h"
 
 #define MAX_SIGNED_HEADERS 16
 
@@ -129,6 +130,73 @@ const fetch_endpoint *fetch__aws_endpoint(fetch_aws *a, const char *service)
     return NULL;
 }
 
+/* ---- what response text may go into a message ---- */
+
+/* Puts "[redacted]" in place of msg[at, at + len), keeping msg within cap bytes (cut on a
+ * character boundary). Returns the offset just past the replacement. */
+static size_t replace_span(char *msg, size_t cap, size_t at, size_t len)
+{
+    static const char red[] = "[redacted]";
+    size_t total = strlen(msg), rl = sizeof red - 1;
+    char *tmp = malloc(total - len + rl + 1);
+    if (!tmp) {
+        memset(msg + at, '*', len); /* no memory: still never show it */
+        return at + len;
+    }
+    memcpy(tmp, msg, at);
+    memcpy(tmp + at, red, rl);
+    memcpy(tmp + at + rl, msg + at + len, total - at - len + 1);
+    size_t n = strlen(tmp);
+    if (n > cap - 1)
+        n = proto_utf8_cut(tmp, n, cap - 1);
+    memcpy(msg, tmp, n);
+    msg[n] = '\0';
+    free(tmp);
+    return at + rl < n ? at + rl : n;
+}
+
+void fetch__redact_value(char *msg, size_t cap, const char *needle)
+{
+    size_t nl = needle ? strlen(needle) : 0;
+    if (nl < 8 || !cap)
+        return;
+    for (size_t from = 0; from < strlen(msg);) {
+        const char *hit = strstr(msg + from, needle);
+        if (!hit)
+            break;
+        from = replace_span(msg, cap, (size_t)(hit - msg), nl);
+    }
+}
+
+/* Redacts the value that follows `key` (case-insensitive) up to a delimiter, wherever it is. */
+static void redact_after(char *msg, size_t cap, const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t from = 0; from < strlen(msg);) {
+        const char *hit = strcasestr(msg + from, key);
+        if (!hit)
+            break;
+        size_t at = (size_t)(hit - msg) + kl;
+        while (msg[at] == ' ')
+            at++;
+        size_t len = strcspn(msg + at, " \t\r\n\"'&,;<>");
+        from = len ? replace_span(msg, cap, at, len) : at;
+    }
+}
+
+void fetch__redact(fetch_aws *a, char *msg, size_t cap)
+{
+    static const char *const keys[] = {
+        "signature=", "x-amz-security-token=", "x-amz-security-token:", "authorization:"};
+    const fetch_creds *cr = a && a->creds ? fetch_credsrc_get(a->creds) : NULL;
+    if (cr) {
+        fetch__redact_value(msg, cap, cr->secret);
+        fetch__redact_value(msg, cap, cr->token);
+    }
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        redact_after(msg, cap, keys[i]);
+}
+
 /* ---- retry policy ---- */
 
 fetch_retry fetch__retry_or_default(const fetch_retry *r)
@@ -158,23 +226,38 @@ uint64_t fetch__backoff_ms(const fetch_retry *r, int attempt)
     return rnd % (ceil + 1);
 }
 
-bool fetch__retryable(const fetch_http_resp *r, const char *code)
+bool fetch_aws_transient(int err, long http_status, const char *code)
 {
-    if (r->err)
-        return r->err == -ETIMEDOUT || r->err == -ECONNRESET || r->err == -ECONNREFUSED ||
-               r->err == -EHOSTUNREACH || r->err == -EIO;
-    if (r->status >= 500 || r->status == 429)
+    if (err)
+        return err == -ETIMEDOUT || err == -ECONNRESET || err == -ECONNREFUSED ||
+               err == -EHOSTUNREACH || err == -ENETUNREACH || err == -EIO || err == -EPIPE ||
+               err == -EAGAIN;
+    if (http_status >= 500 || http_status == 429)
         return true;
-    static const char *const throttles[] = {
-        "ThrottlingException",  "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded", "TooManyRequestsException",
-        "Throttling",           "SlowDown",
-        "RequestThrottled",     "RequestTimeout",
-        "InternalError",        "ServiceUnavailable"};
+    static const char *const throttles[] = {"ThrottlingException",
+                                            "ProvisionedThroughputExceededException",
+                                            "RequestLimitExceeded",
+                                            "TooManyRequestsException",
+                                            "Throttling",
+                                            "ThrottledException",
+                                            "SlowDown",
+                                            "RequestThrottled",
+                                            "RequestThrottledException",
+                                            "RequestTimeout",
+                                            "RequestTimeoutException",
+                                            "TransactionInProgressException",
+                                            "InternalError",
+                                            "InternalServerError",
+                                            "ServiceUnavailable"};
     for (size_t i = 0; code && i < sizeof throttles / sizeof throttles[0]; i++)
         if (strcmp(code, throttles[i]) == 0)
             return true;
     return false;
+}
+
+bool fetch__retryable(const fetch_http_resp *r, const char *code)
+{
+    return fetch_aws_transient(r->err, r->status, code);
 }
 
 /* ---- one signed attempt ---- */
@@ -471,18 +554,20 @@ static void api_cancel(fetch__op *op)
 }
 
 /* AWS JSON error: code from "__type" without its "namespace#" prefix, message from
- * "message" or "Message". */
-static void json_error(const cJSON *j, char *code, size_t ncode, const char **msg)
+ * "message" or "Message"; both cleaned and bounded (any bytes may arrive). */
+void fetch__json_error(const cJSON *j, char *code, size_t ncode, char *msg, size_t nmsg)
 {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "__type");
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "message");
     if (!cJSON_IsString(m))
         m = cJSON_GetObjectItemCaseSensitive(j, "Message");
-    *msg = cJSON_IsString(m) ? m->valuestring : NULL;
-    code[0] = '\0';
+    msg[0] = code[0] = '\0';
+    if (cJSON_IsString(m))
+        fetch_http__text(msg, nmsg, m->valuestring, strlen(m->valuestring));
     if (cJSON_IsString(t)) {
         const char *h = strrchr(t->valuestring, '#');
-        snprintf(code, ncode, "%s", h ? h + 1 : t->valuestring);
+        h = h ? h + 1 : t->valuestring;
+        fetch_http__text(code, ncode, h, strlen(h));
     }
 }
 
@@ -507,13 +592,18 @@ static void api_result(api_op *o, const fetch_http_resp *r, cJSON *j, const char
     const char *tries = o->attempt > 1 ? " (gave up after retries)" : "";
     if (!ok) {
         res.error_code = code && *code ? code : NULL;
+        res.transient = r->err != -ECANCELED && fetch_aws_transient(r->err, r->status, code);
         if (r->err)
             snprintf(msg, sizeof msg, "%s: %s%s", o->label, r->errmsg, tries);
         else if (res.error_code)
             snprintf(msg, sizeof msg, "%s: %s: %s%s", o->label, code, awsmsg ? awsmsg : "", tries);
-        else
-            snprintf(msg, sizeof msg, "%s: HTTP %ld%s%.200s%s", o->label, r->status,
-                     r->body_len ? ": " : "", r->body, tries);
+        else {
+            char body[200];
+            fetch_http__text(body, sizeof body, r->body, r->body_len);
+            snprintf(msg, sizeof msg, "%s: HTTP %ld%s%s%s", o->label, r->status,
+                     r->body_len ? ": " : "", body, tries);
+        }
+        fetch__redact(o->a, msg, sizeof msg);
         res.message = msg;
     }
     api_finish(o, &res);
@@ -525,11 +615,10 @@ static void api_on_resp(void *ud, const fetch_http_resp *r)
     o->call = NULL;
     o->req = NULL;
     cJSON *j = r->body_len ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
-    char code[128] = "";
-    const char *awsmsg = NULL;
+    char code[128] = "", awsmsg[FETCH_ERR_MAX] = "";
     bool ok = r->err == 0 && r->status >= 200 && r->status < 300;
     if (!ok && j)
-        json_error(j, code, sizeof code, &awsmsg);
+        fetch__json_error(j, code, sizeof code, awsmsg, sizeof awsmsg);
     if (!ok && !o->is_get && !o->refreshed &&
         (strcmp(code, "ExpiredTokenException") == 0 || strcmp(code, "ExpiredToken") == 0) &&
         fetch_credsrc_invalidate(o->a->creds)) {
@@ -640,7 +729,9 @@ int fetch_http_get(fetch_aws *a, const char *url, fetch_aws_cb cb, void *ud)
     o->is_get = true;
     o->url = strdup(url);
     o->retry = fetch__retry_or_default(&(fetch_retry){3, 100, 1000});
-    snprintf(o->label, sizeof o->label, "GET %.150s", url);
+    char shown[150];
+    fetch_http__text(shown, sizeof shown, url, strlen(url));
+    snprintf(o->label, sizeof o->label, "GET %s", shown);
     if (!o->url) {
         uv_close((uv_handle_t *)&o->timer, api_op_closed);
         return -ENOMEM;

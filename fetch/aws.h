@@ -18,7 +18,8 @@
 typedef struct fetch_aws fetch_aws;
 
 /* Retry policy for one request: up to max_attempts tries, full-jitter exponential backoff from
- * base_ms capped at cap_ms, on throttling, 5xx, timeouts and connection errors. */
+ * base_ms capped at cap_ms, on throttling, 5xx, timeouts and connection errors (see
+ * fetch_aws_transient). A request the service refuses as invalid is never retried. */
 typedef struct {
     int max_attempts; /* default 8 */
     uint64_t base_ms; /* default 100 */
@@ -35,9 +36,21 @@ typedef struct {
     const char *body;       /* response body (NUL-terminated), may be empty */
     size_t body_len;
     cJSON *json; /* parsed JSON body for JSON APIs, or NULL */
+    bool transient; /* a failure that may pass with time (network, timeout, 5xx, throttling:
+                       still failing after the retries); false for a request refused as it is
+                       (ValidationException, SerializationException, AccessDenied, NoSuchKey,
+                       ResourceNotFoundException, ConditionalCheckFailedException, other 4xx):
+                       sending it again cannot help */
 } fetch_aws_result;
 
 typedef void (*fetch_aws_cb)(void *ud, const fetch_aws_result *r);
+
+/* The one classification of a failed answer: true if the same request may succeed later
+ * (transport errors, HTTP 5xx and 429, throttling codes such as ThrottlingException,
+ * ProvisionedThroughputExceededException, RequestLimitExceeded, SlowDown, RequestTimeout);
+ * false for everything the service refused as it is. err is the transport error (0 if an HTTP
+ * answer came), code the AWS error code or NULL. */
+bool fetch_aws_transient(int err, long http_status, const char *code);
 
 /* Reads region, endpoints and the credential chain from the environment (contract section 5).
  * Returns 0, or -EINVAL with err naming the variable that is wrong or missing. */
@@ -68,13 +81,17 @@ int fetch_s3_parse_uri(const char *uri, char **bucket, char **key, char **sha256
 /* Progress of a download: bytes so far and total (0 if unknown yet). */
 typedef void (*fetch_progress_cb)(void *ud, uint64_t done, uint64_t total);
 
-/* Downloads an S3 object to `path` (created/truncated, mode 0600): parallel ranged GETs pinned to
+/* Downloads an S3 object to `path` (created/truncated, mode 0600; a regular file, not a link,
+ * else -ELOOP / -EINVAL and the path is left alone): parallel ranged GETs pinned to
  * the ETag for large objects, retries per part, length and #sha256= verified. On a checksum
  * mismatch the result has err -EBADMSG and the file is removed. */
 int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_progress_cb progress,
                       fetch_aws_cb cb, void *ud);
 
-/* PutObject of a memory buffer (copied) or of a file. */
+/* PutObject of a memory buffer (copied) or of a file. The file must be a regular file and not
+ * a symlink (-ELOOP; -EINVAL for a FIFO, device or directory): it is opened without blocking
+ * and without following links, since a task may have written the path. Keys must be valid
+ * UTF-8 of at most 1024 bytes (-EINVAL). */
 int fetch_s3_put(fetch_aws *a, const char *bucket, const char *key, const void *data, size_t len,
                  const char *content_type, fetch_aws_cb cb, void *ud);
 int fetch_s3_put_file(fetch_aws *a, const char *bucket, const char *key, const char *path,

@@ -12,15 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
-#include <netinet/in.h>
-
-#include "proto/util.h"
 
 #define ECS_AGENT_BASE     "http://169.254.170.2"
 #define CREDS_FETCH_TRIES  3
@@ -73,6 +69,30 @@ static int creds_file_kv(fetch_creds *c, char *line)
     return 0;
 }
 
+/* Keys, secrets and tokens go into request headers: printable ASCII without spaces only (a CR
+ * or LF would add headers of its own), of a sane length. */
+static bool credential_text_ok(const char *v)
+{
+    size_t n = 0;
+    for (; v[n]; n++)
+        if ((unsigned char)v[n] < 0x21 || (unsigned char)v[n] > 0x7e)
+            return false;
+    return n > 0 && n <= 8192;
+}
+
+/* The first of key, secret, token (token may be NULL) that is not credential_text_ok, named as
+ * in `names`, or NULL. */
+static const char *bad_credential(const fetch_creds *c, const char *const names[3])
+{
+    if (!credential_text_ok(c->key))
+        return names[0];
+    if (!credential_text_ok(c->secret))
+        return names[1];
+    if (c->token && !credential_text_ok(c->token))
+        return names[2];
+    return NULL;
+}
+
 int fetch_creds_parse_file(const char *text, const char *profile, fetch_creds *out, char *err)
 {
     fetch_creds c = {0};
@@ -105,6 +125,14 @@ int fetch_creds_parse_file(const char *text, const char *profile, fetch_creds *o
                  "profile [%s] has no %s (only aws_access_key_id/aws_secret_access_key/"
                  "aws_session_token are supported, not role_arn, sso or credential_process)",
                  profile, c.key ? "aws_secret_access_key" : "aws_access_key_id");
+        rc = -EINVAL;
+    }
+    static const char *const file_names[3] = {"aws_access_key_id", "aws_secret_access_key",
+                                              "aws_session_token"};
+    const char *bad = rc == 0 ? bad_credential(&c, file_names) : NULL;
+    if (bad) {
+        snprintf(err, FETCH_ERR_MAX, "profile [%s]: %s holds characters other than printable ASCII",
+                 profile, bad);
         rc = -EINVAL;
     }
     if (rc < 0)
@@ -172,6 +200,10 @@ int fetch_creds_parse_container_json(const char *json, fetch_creds *out, char *e
     cJSON_Delete(j);
     if (!missing && (!c.key || !c.secret))
         missing = "memory";
+    static const char *const json_names[3] = {"well-formed AccessKeyId",
+                                              "well-formed SecretAccessKey", "well-formed Token"};
+    if (!missing)
+        missing = bad_credential(&c, json_names);
     if (missing) {
         snprintf(err, FETCH_ERR_MAX, "response has no %s", missing);
         fetch_creds_clear(&c);
@@ -189,141 +221,6 @@ uint64_t fetch_creds_refresh_delay_ms(int64_t now, int64_t expires)
     int64_t lead = left / 2 < 300 ? left / 2 : 300;
     int64_t ms = (left - lead) * 1000;
     return ms < 1000 ? 1000 : (uint64_t)ms;
-}
-
-/* ---- container credentials URI policy ---- */
-
-/* The ECS agent and the EKS Pod Identity agent (IPv4 and IPv6), as the AWS SDKs list them. */
-static const char *const agent_v4[] = {"169.254.170.2", "169.254.170.23"};
-static const char *const agent_v6[] = {"fd00:ec2::23"};
-
-/* Whether an address literal, as libcurl normalised it ("127.0.0.1", "[::1]"), is loopback or
- * one of the agents. Only dotted-quad IPv4 reaches here as an address: libcurl has already
- * rewritten "2130706433", "0x7f.1" and "127.1" to it, and anything else (say "127.0.0.1.") is a
- * name that would go to the resolver. */
-static bool address_allowed(const char *host)
-{
-    unsigned char a[16];
-    char v6[64];
-    size_t n = strlen(host);
-    if (host[0] == '[' && n > 2 && n - 2 < sizeof v6 && host[n - 1] == ']') {
-        memcpy(v6, host + 1, n - 2);
-        v6[n - 2] = '\0';
-        if (inet_pton(AF_INET6, v6, a) != 1)
-            return false;
-        if (IN6_IS_ADDR_LOOPBACK((struct in6_addr *)a))
-            return true;
-        /* ::ffff:127.x.y.z reaches 127.x.y.z over IPv4: loopback, as Go's and Java's SDKs say. */
-        if (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)a) && a[12] == 127)
-            return true;
-        for (size_t i = 0; i < sizeof agent_v6 / sizeof agent_v6[0]; i++) {
-            unsigned char b[16];
-            if (inet_pton(AF_INET6, agent_v6[i], b) == 1 && memcmp(a, b, 16) == 0)
-                return true;
-        }
-        return false;
-    }
-    if (inet_pton(AF_INET, host, a) != 1)
-        return false;
-    if (a[0] == 127)
-        return true;
-    for (size_t i = 0; i < sizeof agent_v4 / sizeof agent_v4[0]; i++)
-        if (strcmp(host, agent_v4[i]) == 0)
-            return true;
-    return false;
-}
-
-/* "localhost" is allowed by name only where libcurl resolves it itself, to ::1 and 127.0.0.1,
- * without asking DNS (libcurl 7.78.0 and later); "localhost." and "x.localhost" are not. */
-static bool localhost_allowed(const char *host)
-{
-    return strcasecmp(host, "localhost") == 0 &&
-           curl_version_info(CURLVERSION_NOW)->version_num >= 0x074e00;
-}
-
-/* Formats the refusal of an http:// host; the host is cleaned for the message. */
-static void refuse_host(const char *var, const char *host, char *err)
-{
-    char *h = proto_utf8_clean(host, strlen(host), 120);
-    snprintf(err, FETCH_ERR_MAX,
-             "%s: http:// to host %s is not allowed: plain http may only go to a loopback address "
-             "(127.0.0.0/8, [::1], localhost) or the ECS/EKS agent (169.254.170.2, "
-             "169.254.170.23, [fd00:ec2::23]); use https:// for any other host",
-             var, h ? h : "?");
-    free(h);
-}
-
-/* Scheme, user info and host checks on a parsed URL; 0 or -EINVAL with err set. */
-static int check_parsed_uri(CURLU *u, const char *var, bool *plain_http, char *err)
-{
-    char *scheme = NULL, *host = NULL, *part = NULL;
-    int rc = -EINVAL;
-    bool userinfo = false;
-    static const CURLUPart info[] = {CURLUPART_USER, CURLUPART_PASSWORD, CURLUPART_OPTIONS};
-    for (size_t i = 0; i < sizeof info / sizeof info[0]; i++) {
-        userinfo |= curl_url_get(u, info[i], &part, 0) == CURLUE_OK;
-        curl_free(part);
-        part = NULL;
-    }
-    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        snprintf(err, FETCH_ERR_MAX, "%s is not an http:// or https:// URL with a host", var);
-    } else if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
-        snprintf(err, FETCH_ERR_MAX, "%s must be an http:// or https:// URL, not %.16s://", var,
-                 scheme);
-    } else if (userinfo) {
-        /* Never echoed: it may hold a password. */
-        snprintf(err, FETCH_ERR_MAX,
-                 "%s must not contain user information (\"user:password@\"); the token goes in "
-                 "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-                 var);
-    } else if ((*plain_http = strcmp(scheme, "http") == 0) &&
-               curl_url_get(u, CURLUPART_ZONEID, &part, 0) == CURLUE_OK) {
-        snprintf(err, FETCH_ERR_MAX, "%s: an IPv6 zone id is not allowed", var);
-    } else if (*plain_http && !address_allowed(host) && !localhost_allowed(host)) {
-        refuse_host(var, host, err);
-    } else {
-        rc = 0;
-    }
-    curl_free(part);
-    curl_free(scheme);
-    curl_free(host);
-    return rc;
-}
-
-int fetch_creds_check_uri(const char *var, const char *uri, char **url_out, bool *plain_http,
-                          char *err)
-{
-    CURLU *u = curl_url();
-    char *url = NULL;
-    bool http = false;
-    int rc = -EINVAL;
-    *url_out = NULL;
-    if (!u)
-        return -ENOMEM;
-    CURLUcode uc = curl_url_set(u, CURLUPART_URL, uri, 0);
-    if (uc != CURLUE_OK)
-        snprintf(err, FETCH_ERR_MAX, "%s is not a valid URL: %s", var, curl_url_strerror(uc));
-    else if ((rc = check_parsed_uri(u, var, &http, err)) == 0 &&
-             curl_url_get(u, CURLUPART_URL, &url, 0) != CURLUE_OK)
-        rc = -ENOMEM;
-    /* The request goes to libcurl's own serialisation of what was checked, so the host checked
-     * is the host connected to. */
-    if (rc == 0 && !(*url_out = strdup(url)))
-        rc = -ENOMEM;
-    if (plain_http)
-        *plain_http = http;
-    curl_free(url);
-    curl_url_cleanup(u);
-    return rc;
-}
-
-bool fetch_creds_uri_allowed(const char *uri)
-{
-    char err[FETCH_ERR_MAX], *url = NULL;
-    int rc = fetch_creds_check_uri("URI", uri, &url, NULL, err);
-    free(url);
-    return rc == 0;
 }
 
 /* ---- region and endpoints ---- */
@@ -419,6 +316,7 @@ struct fetch_credsrc {
     bool plain_http;  /* http:// (loopback or agent): never through a proxy */
     char *token;      /* AWS_CONTAINER_AUTHORIZATION_TOKEN */
     char *token_file; /* AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (read at every fetch) */
+    char *sent_token; /* the token of the fetch in flight, to redact from its answer */
     uv_timer_t timer; /* refresh / retry / deferred failure */
     fetch_http_req *inflight;
     int tries;
@@ -430,6 +328,15 @@ struct fetch_credsrc {
 const char *fetch_credsrc_name(const fetch_credsrc *s)
 {
     return s->name;
+}
+
+/* Wipes and frees a copy of a secret. */
+static void free_secret(char **p)
+{
+    if (*p)
+        memset(*p, 0, strlen(*p));
+    free(*p);
+    *p = NULL;
 }
 
 static void on_src_closed(uv_handle_t *h)
@@ -452,9 +359,8 @@ void fetch_credsrc_free(fetch_credsrc *s)
     }
     fetch_creds_clear(&s->cur);
     free(s->uri);
-    if (s->token)
-        memset(s->token, 0, strlen(s->token));
-    free(s->token);
+    free_secret(&s->token);
+    free_secret(&s->sent_token);
     free(s->token_file);
     uv_close((uv_handle_t *)&s->timer, on_src_closed);
 }
@@ -544,12 +450,19 @@ static void on_fetch_done(void *ud, const fetch_http_resp *r)
         snprintf(s->last_err, sizeof s->last_err, "ECS container credentials %.200s: %.250s",
                  s->uri, r->errmsg);
     } else if (r->status != 200) {
-        snprintf(s->last_err, sizeof s->last_err,
-                 "ECS container credentials %.200s: HTTP %ld: %.160s", s->uri, r->status, r->body);
+        /* The endpoint may echo the request: its token never reaches the message. */
+        char body[160];
+        fetch_http__text(body, sizeof body, r->body, r->body_len);
+        snprintf(s->last_err, sizeof s->last_err, "ECS container credentials %.200s: HTTP %ld: %s",
+                 s->uri, r->status, body);
+        fetch__redact_value(s->last_err, sizeof s->last_err, s->sent_token);
+        fetch__redact(NULL, s->last_err, sizeof s->last_err);
+        free_secret(&s->sent_token);
     } else if (fetch_creds_parse_container_json(r->body, &c, why) < 0) {
         snprintf(s->last_err, sizeof s->last_err, "ECS container credentials %.200s: %.250s",
                  s->uri, why);
     } else {
+        free_secret(&s->sent_token);
         fetch_creds_clear(&s->cur);
         s->cur = c;
         s->have = true;
@@ -569,15 +482,21 @@ static char *auth_header(fetch_credsrc *s, int *err)
     const char *tok = s->token;
     *err = 0;
     if (s->token_file) {
-        int fd = open(s->token_file, O_RDONLY | O_CLOEXEC);
-        ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+        /* Non-blocking and regular files only: a FIFO there must not stall the loop. Symlinks
+         * are followed (EKS projects the token through ..data links). */
+        struct stat st;
+        int fd = open(s->token_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        ssize_t n = -1;
+        if (fd >= 0 && fstat(fd, &st) == 0)
+            n = S_ISREG(st.st_mode) ? read(fd, buf, sizeof buf - 1) : (errno = EINVAL, -1);
+        int e = errno;
         if (fd >= 0)
             close(fd);
         if (n < 0) {
-            *err = -errno;
+            *err = -e;
             snprintf(s->last_err, sizeof s->last_err,
                      "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE %.300s: %s", s->token_file,
-                     strerror(errno));
+                     e == EINVAL ? "not a regular file" : strerror(e));
             return NULL;
         }
         buf[n] = '\0';
@@ -585,6 +504,19 @@ static char *auth_header(fetch_credsrc *s, int *err)
     }
     if (!tok || !*tok)
         return NULL;
+    for (const char *p = tok; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            /* A CR or LF would add headers of its own to the request. */
+            *err = -EINVAL;
+            snprintf(s->last_err, sizeof s->last_err, "%s holds a control character",
+                     s->token_file ? "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
+                                   : "AWS_CONTAINER_AUTHORIZATION_TOKEN");
+            memset(buf, 0, sizeof buf);
+            return NULL;
+        }
+    }
+    free(s->sent_token);
+    s->sent_token = strdup(tok);
     size_t len = strlen(tok) + 16;
     char *h = malloc(len);
     if (h)
@@ -689,6 +621,13 @@ static int src_env(fetch_credsrc *s, char *err)
     s->cur.token = tok && *tok ? strdup(tok) : NULL;
     if (!s->cur.key || !s->cur.secret || (tok && *tok && !s->cur.token))
         return -ENOMEM;
+    static const char *const env_names[3] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                             "AWS_SESSION_TOKEN"};
+    const char *bad = bad_credential(&s->cur, env_names);
+    if (bad) {
+        snprintf(err, FETCH_ERR_MAX, "%s holds characters other than printable ASCII", bad);
+        return -EINVAL;
+    }
     s->kind = SRC_STATIC;
     s->have = true;
     snprintf(s->name, sizeof s->name, "environment (AWS_ACCESS_KEY_ID)");

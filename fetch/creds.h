@@ -1,7 +1,7 @@
-/* creds.h - fetch-module internals shared by aws.c, creds.c and s3.c (not for other modules):
- * the credential chain (environment keys, ECS container credentials endpoint with refresh,
- * shared credentials file), region and endpoint selection, signed single-attempt requests and
- * retry helpers. Pure parsers are exposed for unit tests. */
+/* creds.h - fetch-module internals shared by aws.c, creds.c, creds_uri.c and s3.c (not for
+ * other modules): the credential chain (environment keys, ECS container credentials endpoint with
+ * refresh, shared credentials file), region and endpoint selection, signed single-attempt requests
+ * and retry helpers. Pure parsers are exposed for unit tests. */
 #ifndef DAGY_FETCH_CREDS_H
 #define DAGY_FETCH_CREDS_H
 
@@ -128,6 +128,21 @@ uv_loop_t *fetch__aws_loop(fetch_aws *a);
 bool fetch__aws_closing(const fetch_aws *a); /* fetch_aws_free has begun */
 const fetch_endpoint *fetch__aws_endpoint(fetch_aws *a, const char *service);
 fetch_credsrc *fetch__aws_creds(fetch_aws *a);
+
+/* Replaces every copy of `needle` (ignored when shorter than 8 bytes) in msg, a NUL-terminated
+ * string in a buffer of cap bytes, with "[redacted]". */
+void fetch__redact_value(char *msg, size_t cap, const char *needle);
+/* Redacts from a message built from response text what an echoing endpoint could send back of
+ * a signed request: the current secret key and session token, and the values after
+ * "Signature=", "X-Amz-Security-Token=" / ":" and "Authorization:". a may be NULL. */
+void fetch__redact(fetch_aws *a, char *msg, size_t cap);
+
+/* The error parsers, callable on any buffer (fuzzing): the S3 error of an answer (<Code> and
+ * <Message> of an XML body of r->body_len bytes, else a code from the status: NoSuchKey,
+ * AccessDenied, PreconditionFailed), and an AWS JSON error (__type without its "namespace#",
+ * message or Message). Outputs are cleaned (fetch_http__text) and fit their sizes. */
+void fetch__s3_error_code(const fetch_http_resp *r, char *code, size_t n, char *msg, size_t mn);
+void fetch__json_error(const cJSON *j, char *code, size_t ncode, char *msg, size_t nmsg);
 
 /* Full-jitter backoff before retry number `attempt` (1-based): uniform in
  * [0, min(cap, base * 2^(attempt-1))]. */

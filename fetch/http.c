@@ -19,6 +19,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proto/util.h"
+
 #define DEFAULT_MAX_BODY   (1u << 20)
 #define DEFAULT_CONNECT_MS 10000L
 /* Abort a transfer slower than 1 KiB/s for 30 s: a stalled connection, not a slow link. */
@@ -26,10 +28,11 @@
 #define LOW_SPEED_SECS  30L
 /* Transfers (so connections: HTTP/1.1, one each) at once, and the descriptors kept for the rest
  * of the agent (task pipes, files) when the limit comes from RLIMIT_NOFILE. */
-#define MAX_TRANSFERS  64
-#define FD_RESERVE     32
-#define MAX_REQUEUES   1000 /* EMFILE requeues of one request before it fails */
-#define RAISE_AFTER_OK 16   /* successes before a lowered bound goes up by one */
+#define MAX_TRANSFERS    64
+#define FD_RESERVE       32
+#define MAX_REQUEUES     1000 /* EMFILE requeues of one request before it fails */
+#define RAISE_AFTER_OK   16   /* successes before a lowered bound goes up by one */
+#define MAX_HEADER_VALUE 1024 /* longer ETag, Content-Range... values are dropped */
 
 /* One watched socket: curl's socket is polled by a uv_poll handle. */
 typedef struct sock_ctx {
@@ -164,6 +167,21 @@ static int transfer_limit(void)
     return n < 2 ? 2 : (int)n;
 }
 
+void fetch_http__text(char *out, size_t cap, const char *s, size_t n)
+{
+    char *c = cap > 1 ? proto_utf8_clean(s, n, cap - 1) : NULL;
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)c; p && *p; p++) {
+        bool c1 = p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f; /* U+0080-U+009F */
+        if (c1)
+            out[k++] = ' ', p++;
+        out[k++] = (*p < 0x20 || *p == 0x7f || c1) ? ' ' : (char)*p;
+    }
+    if (cap)
+        out[k] = '\0';
+    free(c);
+}
+
 int fetch_http__curl_errno(int code)
 {
     switch ((CURLcode)code) {
@@ -229,14 +247,16 @@ static void report(fetch_http_req *r, int err)
     resp.content_type = r->content_type;
     resp.request_id = r->request_id;
     resp.content_length = r->content_length;
+    /* curl's words may quote what the peer sent (a bad status line, say): cleaned. */
+    const char *why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result);
+    char text[FETCH_HTTP_ERR_MAX];
+    fetch_http__text(text, sizeof text, why, strlen(why));
     if (err == -ECANCELED)
         snprintf(resp.errmsg, sizeof resp.errmsg, "request cancelled");
     else if (err == -EMFILE || err == -ENFILE)
-        snprintf(resp.errmsg, sizeof resp.errmsg, "%s: %.200s", strerror(-err),
-                 r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
+        snprintf(resp.errmsg, sizeof resp.errmsg, "%s: %.200s", strerror(-err), text);
     else if (err && r->result != CURLE_OK && r->data_err == 0)
-        snprintf(resp.errmsg, sizeof resp.errmsg, "%s",
-                 r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
+        snprintf(resp.errmsg, sizeof resp.errmsg, "%s", text);
     else if (err)
         snprintf(resp.errmsg, sizeof resp.errmsg, "%s", strerror(-err));
     r->done(r->ud, &resp);
@@ -567,6 +587,19 @@ void fetch_http_cancel(fetch_http_req *r)
     kick(h);
 }
 
+/* A header value we keep must be short printable ASCII: the ETag goes back into If-Match (a
+ * CR in it would inject a header), every value may end up in a message. Others are dropped
+ * (reported absent). */
+static bool header_value_ok(const char *v, size_t n)
+{
+    if (n > MAX_HEADER_VALUE)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e)
+            return false;
+    return true;
+}
+
 /* Keeps the response headers we report; a new status line (after 100 Continue) resets them. */
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
@@ -605,7 +638,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 #undef HDR_IS
     if (slot) {
         free(*slot);
-        *slot = strndup(v, (size_t)(end - v));
+        *slot = header_value_ok(v, (size_t)(end - v)) ? strndup(v, (size_t)(end - v)) : NULL;
     }
     return len;
 }

@@ -35,7 +35,7 @@ typedef struct {
     char *body;  /* in-memory body, NUL-terminated (never NULL in a callback) */
     size_t body_len;
     uint64_t streamed; /* bytes handed to the data callback */
-    const char *etag;  /* response headers (NULL when absent) */
+    const char *etag;  /* response headers (NULL when absent, or not short printable ASCII) */
     const char *content_range;
     const char *content_type;
     const char *request_id;          /* x-amz-request-id or x-amzn-RequestId */
@@ -79,6 +79,11 @@ int fetch_http_request(fetch_http *h, const fetch_http_opts *o, fetch_http_done_
                        fetch_http_req **out);
 /* Aborts a request without calling its done callback, and frees it. */
 void fetch_http_cancel(fetch_http_req *r);
+
+/* Response text (a body, an error string) made fit for a message: into out (cap bytes), at most
+ * cap - 1 bytes of valid UTF-8 (invalid bytes become U+FFFD, a cut ends in "..."), control
+ * characters (C0, DEL, C1) turned into spaces. Module-internal (fetch/). */
+void fetch_http__text(char *out, size_t cap, const char *s, size_t n);
 
 /* Maps a libcurl CURLcode to a negative errno (exposed for tests). */
 int fetch_http__curl_errno(int curlcode);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 #include "fetch/unpack.h"
 #include "proto/sigv4.h"
+#include "proto/util.h"
 
 #define PART_SIZE      (8ull << 20)
 #define MAX_INFLIGHT   8
@@ -98,7 +100,8 @@ int fetch_s3_parse_uri(const char *uri, char **bucket, char **key, char **sha256
         return -EINVAL;
     const char *k = slash + 1, *hash = strchr(k, '#');
     size_t klen = hash ? (size_t)(hash - k) : strlen(k);
-    if (klen == 0 || klen > 1024)
+    /* S3 keys are UTF-8 (and every message names the URI). */
+    if (klen == 0 || klen > 1024 || !proto_utf8_valid(k, klen))
         return -EINVAL;
     char hex[65] = "";
     if (hash) {
@@ -165,28 +168,28 @@ static int s3_target(fetch_aws *a, const char *bucket, const char *key, fetch_en
     return 0;
 }
 
-/* Copies the text of <tag>...</tag> from an S3 XML error body ("" when absent). */
-static void xml_tag(const char *body, const char *tag, char *out, size_t n)
+/* Copies the text of <tag>...</tag> from an S3 XML error body ("" when absent), cleaned and
+ * bounded: the body is at most S3_ERRBODY_MAX bytes of anything. */
+static void xml_tag(const fetch_http_resp *r, const char *tag, char *out, size_t n)
 {
     char open[64], close[64];
     snprintf(open, sizeof open, "<%s>", tag);
     snprintf(close, sizeof close, "</%s>", tag);
-    const char *s = strstr(body, open), *e;
+    const char *s = memmem(r->body, r->body_len, open, strlen(open)), *e;
     out[0] = '\0';
-    if (!s || !(e = strstr(s += strlen(open), close)))
+    if (!s)
         return;
-    size_t len = (size_t)(e - s);
-    if (len >= n)
-        len = n - 1;
-    memcpy(out, s, len);
-    out[len] = '\0';
+    s += strlen(open);
+    if (!(e = memmem(s, r->body_len - (size_t)(s - r->body), close, strlen(close))))
+        return;
+    fetch_http__text(out, n, s, (size_t)(e - s));
 }
 
 /* The S3 error code of an answer: <Code> of the XML body, else derived from the status. */
-static void s3_error_code(const fetch_http_resp *r, char *code, size_t n, char *msg, size_t mn)
+void fetch__s3_error_code(const fetch_http_resp *r, char *code, size_t n, char *msg, size_t mn)
 {
-    xml_tag(r->body, "Code", code, n);
-    xml_tag(r->body, "Message", msg, mn);
+    xml_tag(r, "Code", code, n);
+    xml_tag(r, "Message", msg, mn);
     if (code[0] || r->err)
         return;
     if (r->status == 404)
@@ -198,7 +201,7 @@ static void s3_error_code(const fetch_http_resp *r, char *code, size_t n, char *
 }
 
 /* A sentence for the user: the URI, the code, what it means and what to check. */
-static void s3_describe(char *out, size_t n, const char *uri, const char *action,
+static void s3_describe(fetch_aws *a, char *out, size_t n, const char *uri, const char *action,
                         const fetch_http_resp *r, const char *code, const char *awsmsg,
                         int attempts)
 {
@@ -235,6 +238,7 @@ static void s3_describe(char *out, size_t n, const char *uri, const char *action
     } else {
         snprintf(out, n, "%s: HTTP %ld%s", uri, r->status, after);
     }
+    fetch__redact(a, out, n);
 }
 
 static bool is_expired_code(const char *code)
@@ -273,6 +277,7 @@ struct s3get {
     int inflight;
     int open_timers;
     bool finished, hashing, all_in;
+    atomic_bool stop_hashing; /* set with finished: the hashing work stops at its next MiB */
     uv_work_t work;
     EVP_MD_CTX *hash_ctx; /* only touched by one work item at a time, or the loop between */
     int hash_fd;
@@ -327,6 +332,7 @@ static void get_finish(s3get *g, int err, long status, const char *code, const c
     if (g->finished)
         return;
     g->finished = true;
+    atomic_store(&g->stop_hashing, true);
     fetch__op_unregister(g->a, &g->op);
     for (int i = 0; i < MAX_INFLIGHT; i++) {
         if (g->parts[i].call)
@@ -456,7 +462,7 @@ static void part_failed(s3get *g, part *p, const fetch_http_resp *r)
         local_write_failed(g);
         return;
     }
-    s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
+    fetch__s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
     if (is_expired_code(code) && !p->refreshed &&
         fetch_credsrc_invalidate(fetch__aws_creds(g->a))) {
         p->refreshed = true;
@@ -468,7 +474,7 @@ static void part_failed(s3get *g, part *p, const fetch_http_resp *r)
         uv_timer_start(&p->timer, part_on_timer, fetch__backoff_ms(&g->retry, p->attempt), 0);
         return;
     }
-    s3_describe(msg, sizeof msg, g->uri, "GetObject", r, code, awsmsg, p->attempt);
+    s3_describe(g->a, msg, sizeof msg, g->uri, "GetObject", r, code, awsmsg, p->attempt);
     get_finish(g, r->err, r->status, code[0] ? code : NULL, msg);
 }
 
@@ -491,10 +497,12 @@ static void part_on_done(void *ud, const fetch_http_resp *r)
     } else if (p->first && !g->total_known) {
         int rc = first_part_ok(g, p, r);
         if (rc < 0) {
-            char msg[FETCH_ERR_MAX];
+            char msg[FETCH_ERR_MAX], range[80];
+            fetch_http__text(range, sizeof range, r->content_range ? r->content_range : "",
+                             r->content_range ? strlen(r->content_range) : 0);
             snprintf(msg, sizeof msg,
-                     "%s: unexpected answer to a ranged GET (HTTP %ld, Content-Range '%.80s')",
-                     g->uri, r->status, r->content_range ? r->content_range : "");
+                     "%s: unexpected answer to a ranged GET (HTTP %ld, Content-Range '%s')", g->uri,
+                     r->status, range);
             get_finish(g, rc, r->status, NULL, msg);
             return;
         }
@@ -570,7 +578,7 @@ static void hash_work(uv_work_t *w)
         g->hash_err = -ENOMEM;
         return;
     }
-    while (off < g->hash_to && !g->hash_err) {
+    while (off < g->hash_to && !g->hash_err && !atomic_load(&g->stop_hashing)) {
         size_t want = g->hash_to - off < (1u << 20) ? (size_t)(g->hash_to - off) : (1u << 20);
         ssize_t n = pread(g->hash_fd, buf, want, (off_t)off);
         if (n <= 0)
@@ -705,9 +713,17 @@ static int get_prepare(s3get *g, const char *uri, const char *path)
     g->file = strdup(path);
     if (!g->uri || !g->file)
         return -ENOMEM;
-    g->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* Only a regular file (a failed download is unlinked): never a device, a FIFO or a link
+     * planted at the path. */
+    struct stat st;
+    g->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (g->fd < 0)
         return -errno;
+    if (fstat(g->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(g->fd);
+        g->fd = -1;
+        return -EINVAL;
+    }
     if (g->sha) {
         g->hash_ctx = EVP_MD_CTX_new();
         if (!g->hash_ctx || EVP_DigestInit_ex(g->hash_ctx, EVP_sha256(), NULL) != 1)
@@ -833,7 +849,7 @@ static void put_on_done(void *ud, const fetch_http_resp *r)
         put_finish(u, &res);
         return;
     }
-    s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
+    fetch__s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
     if (is_expired_code(code) && !u->refreshed &&
         fetch_credsrc_invalidate(fetch__aws_creds(u->a))) {
         u->refreshed = true;
@@ -844,7 +860,7 @@ static void put_on_done(void *ud, const fetch_http_resp *r)
         uv_timer_start(&u->timer, put_on_timer, fetch__backoff_ms(&u->retry, u->attempt), 0);
         return;
     }
-    s3_describe(msg, sizeof msg, u->uri, "PutObject", r, code, awsmsg, u->attempt);
+    s3_describe(u->a, msg, sizeof msg, u->uri, "PutObject", r, code, awsmsg, u->attempt);
     res.error_code = code[0] ? code : NULL;
     res.message = msg;
     put_finish(u, &res);
@@ -882,7 +898,8 @@ static int put_start(fetch_aws *a, s3put *u, const char *bucket, const char *key
     size_t n = strlen(bucket) + strlen(key) + 8;
     if (fetch__aws_closing(a))
         return -ECANCELED;
-    if (!bucket_name_ok(bucket, strlen(bucket)) || !*key)
+    if (!bucket_name_ok(bucket, strlen(bucket)) || !*key || strlen(key) > 1024 ||
+        !proto_utf8_valid(key, strlen(key)))
         return -EINVAL;
     int rc = s3_target(a, bucket, key, &u->ep, &u->path_enc);
     if (rc < 0)
@@ -977,7 +994,9 @@ int fetch_s3_put_file(fetch_aws *a, const char *bucket, const char *key, const c
     u->ud = ud;
     struct stat st;
     int rc = 0;
-    if ((u->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(u->fd, &st) < 0)
+    /* A task may control the path: never block on a FIFO, never follow a link out. */
+    if ((u->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0 ||
+        fstat(u->fd, &st) < 0)
         rc = -errno;
     else if (!S_ISREG(st.st_mode))
         rc = -EINVAL;
@@ -1114,8 +1133,9 @@ static void mp_fail(s3mp *m, const fetch_http_resp *r, const char *action, int a
     char awsmsg[256];
     if (m->state == MP_ABORT || m->finished)
         return;
-    s3_error_code(r, m->fail_code, sizeof m->fail_code, awsmsg, sizeof awsmsg);
-    s3_describe(m->fail_msg, sizeof m->fail_msg, m->uri, action, r, m->fail_code, awsmsg, attempts);
+    fetch__s3_error_code(r, m->fail_code, sizeof m->fail_code, awsmsg, sizeof awsmsg);
+    s3_describe(m->a, m->fail_msg, sizeof m->fail_msg, m->uri, action, r, m->fail_code, awsmsg,
+                attempts);
     m->fail = (fetch_aws_result){.err = r->err ? r->err : -EIO,
                                  .http_status = r->status,
                                  .error_code = m->fail_code[0] ? m->fail_code : NULL,
@@ -1169,7 +1189,7 @@ static void mp_part_done(void *ud, const fetch_http_resp *r)
         mp_schedule(m);
         return;
     }
-    s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
+    fetch__s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
     if (fetch__retryable(r, code) && sl->attempt < m->retry.max_attempts) {
         uv_timer_start(&sl->timer, mp_part_timer, fetch__backoff_ms(&m->retry, sl->attempt), 0);
         return;
@@ -1261,7 +1281,7 @@ static void mp_done(void *ud, const fetch_http_resp *r)
         return;
     }
     if (ok && m->state == MP_CREATE) {
-        xml_tag(r->body, "UploadId", id, sizeof id);
+        xml_tag(r, "UploadId", id, sizeof id);
         if (!id[0] || !(m->upload_id = strdup(id))) {
             fetch_http_resp bad = *r;
             bad.err = -EPROTO;
@@ -1278,7 +1298,7 @@ static void mp_done(void *ud, const fetch_http_resp *r)
         mp_finish(m, &res);
         return;
     }
-    s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
+    fetch__s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
     if (fetch__retryable(r, code) && m->attempt < m->retry.max_attempts) {
         uv_timer_start(&m->timer, mp_timer_cb, fetch__backoff_ms(&m->retry, m->attempt), 0);
         return;

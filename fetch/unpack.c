@@ -49,7 +49,7 @@ typedef struct {
     struct archive *aw; /* disk writer */
     const unpack_limits *lim;
     const atomic_bool *cancel; /* set by another thread to stop; may be NULL */
-    uint64_t archive_size; /* bytes of the archive file, for the ratio */
+    uint64_t archive_size;     /* bytes of the archive file, for the ratio */
     uint64_t entries;
     uint64_t bytes;         /* uncompressed bytes charged so far */
     uint64_t entry_charged; /* bytes charged for the current entry */
@@ -350,7 +350,10 @@ void unpack_free_space_note(const char *path, char *out, size_t cap)
     if (statvfs(path, &sv) != 0)
         return;
     human_bytes((uint64_t)sv.f_bavail * sv.f_frsize, amount, sizeof amount);
-    snprintf(out, cap, "; %s free on that file system", amount);
+    if (sv.f_files > 0 && sv.f_favail == 0) /* out of inodes, not of bytes */
+        snprintf(out, cap, "; %s free but no inode left on that file system", amount);
+    else
+        snprintf(out, cap, "; %s free on that file system", amount);
 }
 
 /* Reports a failed libarchive write step ("write", "extract", "finish") of the current entry
@@ -803,10 +806,20 @@ static int make_root(unpacker *u, const char *dest_dir)
 {
     if (mkdir(dest_dir, 0755)) {
         int e = errno;
+        char room[96] = "";
+        if (e == ENOSPC || e == EDQUOT) {
+            /* The note is about the parent's file system: dest_dir does not exist. */
+            char parent[PATH_MAX];
+            snprintf(parent, sizeof parent, "%s", dest_dir);
+            char *slash = strrchr(parent, '/');
+            if (slash && slash != parent)
+                *slash = '\0';
+            unpack_free_space_note(slash ? parent : ".", room, sizeof room);
+        }
         if (e == EEXIST)
             set_err(u->err, "destination %s already exists", dest_dir);
         else
-            set_err(u->err, "cannot create destination %s: %s", dest_dir, strerror(e));
+            set_err(u->err, "cannot create destination %s: %s%s", dest_dir, strerror(e), room);
         return -e;
     }
     /* mkdir's mode passes through the umask; the documented mode is 0755. */

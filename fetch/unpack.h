@@ -58,8 +58,9 @@ int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
                                const unpack_limits *lim, const atomic_bool *cancel,
                                unpack_stats *stats, char *err);
 
-/* Writes "; 12.0 KiB free on that file system" for the file system holding `path` into out
- * ("" if it cannot be found out): the tail of every message about a full disk. */
+/* Writes "; 12.0 KiB free on that file system" (or "...free but no inode left...") for the file
+ * system holding `path` into out ("" if it cannot be found out): the tail of every message
+ * about a full disk. */
 void unpack_free_space_note(const char *path, char *out, size_t cap);
 
 /* Removes a directory tree without following symlinks. Returns 0 or -errno. */

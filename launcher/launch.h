@@ -192,6 +192,16 @@ int launch_cmd_reconcile(long max_runs, long stale_seconds);
 int launch_cmd_init_tables(void);
 int launch_cmd_register_flow(const char *artifact, const char *flow, const char *version,
                              const char *org);
+/* Uploads a dependency package to s3://DAGY_ARTIFACT_BUCKET/dep-packages/SLUG/V/package.zip and
+ * writes its DAGY_DEP_PACKAGES item (package_s3_uri with #sha256=). register.c. */
+int launch_cmd_register_package(const char *slug, const char *artifact, const char *version,
+                                const char *org);
+/* Writes the DAGY_DEPLOYMENTS item of a deployment; every slug of `packages` (comma-separated)
+ * must be registered. register.c. */
+int launch_cmd_register_deployment(const char *name, const char *environment, const char *packages);
+/* `dagy-launch register-package|register-deployment ARGS`: options, --help, then the command
+ * (argv[0] is the command name). Returns the exit code. register.c. */
+int launch_register_main(int argc, char **argv, const char *cmd);
 
 /* ---- module internals (the launcher's own .c files only) ---- */
 
@@ -228,5 +238,10 @@ char *launch__read_file(const char *path, const char *what, char *err);
 int launch__refuse_nul(const char *text, const char *what, char *err);
 /* A string attribute of a plain (unmarshalled) item, or NULL. */
 const char *launch__str(const cJSON *obj, const char *name);
+/* SHA-256 of a file as 64 hex digits. Returns 0 or -errno. */
+int launch__sha256_file(const char *path, char hex[65]);
+/* A version usable in an S3 key and a tag (register-flow, register-package): tag characters,
+ * no '/', not "latest", "." or "..". Returns 0 or -EINVAL with err naming `flag`. */
+int launch__version_check(const char *v, const char *flag, char *err);
 
 #endif

@@ -18,6 +18,8 @@ static const char usage_main[] =
     "  reconcile      close stale runs whose ECS task has stopped\n"
     "  init-tables    create the DynamoDB tables where absent\n"
     "  register-flow  upload a flow artifact and register its version\n"
+    "  register-package     upload a dependency package and register it\n"
+    "  register-deployment  register a deployment: an environment and its packages\n"
     "\n"
     "`dagy-launch COMMAND --help` describes each command; docs/launch.md has the rest.\n"
     "Results are JSON on stdout. Exit codes: 0 success, 1 failure, 2 invalid input.\n";
@@ -366,6 +368,8 @@ int main(int argc, char **argv)
         return cmd_reconcile(argc, argv);
     if (strcmp(cmd, "register-flow") == 0)
         return cmd_register(argc, argv);
+    if (strcmp(cmd, "register-package") == 0 || strcmp(cmd, "register-deployment") == 0)
+        return launch_register_main(argc, argv, cmd);
     int rc;
     if (strcmp(cmd, "status") == 0)
         return (rc = no_options(argc, argv, cmd, usage_status, 1)) ? (rc < 0 ? 0 : rc)

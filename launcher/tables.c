@@ -245,8 +245,7 @@ int launch_cmd_status(const char *run_id)
 
 /* ---- register-flow ---- */
 
-/* SHA-256 of a file as hex. Returns 0 or -errno. */
-static int sha256_file(const char *path, char hex[65])
+int launch__sha256_file(const char *path, char hex[65])
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -420,21 +419,26 @@ static void print_registration(const register_job *j)
     cJSON_Delete(o);
 }
 
+int launch__version_check(const char *v, const char *flag, char *err)
+{
+    if (!launch_tag_value_valid(v, 128) || strchr(v, '/') || strcmp(v, "latest") == 0 ||
+        !strcmp(v, ".") || !strcmp(v, "..")) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "%s \"%s\" is not a usable version", flag, v);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* Checks everything local (configuration, names, the artifact and its spec) before any AWS call. */
 static int register_prepare(register_job *j, char *err)
 {
     if (!proto_name_check(PROTO_NAME_FLOW, j->flow, err, LAUNCH_ERR_MAX))
         return -EINVAL;
-    if (!launch_tag_value_valid(j->version, 128) || strchr(j->version, '/') ||
-        strcmp(j->version, "latest") == 0 || !strcmp(j->version, ".") ||
-        !strcmp(j->version, "..")) {
-        launch__fmt(err, LAUNCH_ERR_MAX, "--flow-version \"%s\" is not a usable version",
-                    j->version);
+    if (launch__version_check(j->version, "--flow-version", err) < 0)
         return -EINVAL;
-    }
     if (!proto_name_check(PROTO_NAME_ORG, j->org, err, LAUNCH_ERR_MAX))
         return -EINVAL;
-    int rc = sha256_file(j->artifact, j->sha);
+    int rc = launch__sha256_file(j->artifact, j->sha);
     if (rc < 0) {
         launch__fmt(err, LAUNCH_ERR_MAX, "--artifact %s: %s", j->artifact, strerror(-rc));
         return -EINVAL;

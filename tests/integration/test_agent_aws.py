@@ -594,9 +594,13 @@ class AgentAwsTest(unittest.TestCase):
         self.assertEqual(res.code, 3, res)
         end = res.events("run_end")
         self.assertEqual(len(end), 1, res)
-        self.assertIn(art.split("#")[0], end[0]["error"])
-        self.assertIn("SignatureDoesNotMatch", end[0]["error"])
-        self.assert_nothing_unpacked(run_id, res)
+        # The start gate reads the run item before any download (docs/agent.md): the first
+        # refusal is DynamoDB's, named with the run id and the signature error.
+        self.assertIn("DynamoDB GetItem", end[0]["error"])
+        self.assertIn(run_id, end[0]["error"])
+        self.assertRegex(end[0]["error"], "Signature|UnrecognizedClient")
+        self.assertEqual(res.events("download_start"), [])
+        self.assertFalse(os.path.exists(os.path.join(self.work, run_id)))  # not even created
         self.assertIsNone(self.get(run_id))  # nothing could be written either
 
     def test_missing_object_is_exit_3_naming_no_such_key(self):

@@ -135,24 +135,26 @@ class AgentDynamoDBTest(unittest.TestCase):
     def test_terminal_item_is_never_replaced(self):
         self.queue("ddb-cancelled", status="CANCELLED")
         res = self.run_agent("ddb-cancelled", self.moto.endpoint)
-        self.assertEqual(res.code, 1, res)  # refused writes are answers, not store failures
+        # An ended run's id is refused before anything runs (docs/agent.md "Run ids are used
+        # once"); nothing is written.
+        self.assertEqual(res.code, 2, res)
+        self.assertEqual(res.events("task_start"), [])
         run = self.get("ddb-cancelled")
         self.assertEqual((run["status"], run["status_seq"]), ("CANCELLED", 0))
         self.assertNotIn("started_at", run)
         self.assertEqual(res.events("status_write_failed"), [])
 
-    def test_refused_credentials_exit_3_with_status_write_failed(self):
+    def test_refused_credentials_exit_3_before_anything_runs(self):
         bad_secret = "wrong-secret-0123456789abcdefghijklmnopqrstuv"
         res = self.run_agent("ddb-denied", self.moto.endpoint, secret=bad_secret, timeout=90)
         self.assertEqual(res.code, 3, res)
-        failed = res.events("status_write_failed")
-        items = [l for l in failed if "item" in l]
-        self.assertGreaterEqual(len(items), 1, res)
-        self.assertTrue(any("task_name" not in l["item"] for l in items))  # the run item
-        for line in items:
-            self.assertEqual(line["level"], "ERROR")
-            self.assertEqual(line["item"]["run_id"], "ddb-denied")
-            self.assertTrue(line["error"])
+        # The start gate reads the run item first: refused, so nothing runs or is written.
+        self.assertEqual(res.events("task_start"), [])
+        last = res.lines[-1]
+        self.assertEqual((last["event_type"], last["level"], last["exit_code"]),
+                         ("run_end", "ERROR", 3))
+        self.assertIn("ddb-denied", last["error"])
+        self.assertIn("DynamoDB GetItem", last["error"])
         self.assertNotIn(bad_secret, res.out + res.err)
         self.assertIsNone(self.get("ddb-denied"))
 

@@ -142,7 +142,7 @@ class DdbStatusTest(unittest.TestCase):
         self.put("run", {"run_id": r, "status": "RUNNING", "status_seq": 5, "x": "five"})
         self.assertEqual(self.get(r)["x"], "five")  # the agent's write lands on QUEUED
         res = self.put("run", {"run_id": r, "status": "RUNNING", "status_seq": 3, "x": "three"})
-        self.assertEqual(res["rc"], 0)  # refused is an answer, not an error
+        self.assertEqual(res["rc"], 1)  # refused (STATUS_REFUSED) is an answer, not an error
         self.assertEqual(self.get(r)["x"], "five")
         self.put("run", {"run_id": r, "status": "RUNNING", "status_seq": 5, "x": "dup"})
         self.assertEqual(self.get(r)["x"], "five")

@@ -464,12 +464,13 @@ class AgentLocal(unittest.TestCase):
 
     def test_bad_arguments_exit_2(self):
         f = self.flow(spec([task("a", "true")]))
+        # In json mode a configuration error is one JSON line (event config_error) on stdout.
         r = f.run("--max-parallel", "zero")
         self.assertEqual(r.code, 2)
-        self.assertIn("--max-parallel", r.err)
+        self.assertIn("--max-parallel", r.events("config_error")[0]["message"])
         r = f.run("--param", "novalue")
         self.assertEqual(r.code, 2)
-        self.assertIn("NAME=VALUE", r.err)
+        self.assertIn("NAME=VALUE", r.events("config_error")[0]["message"])
 
     def test_sigterm_drains_then_cancels_a_task_that_ignores_sigterm(self):
         f = self.flow(spec([

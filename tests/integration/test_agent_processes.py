@@ -149,7 +149,7 @@ class AgentProcesses(unittest.TestCase):
         self.assertEqual(r.code, 0, r)
         with open(os.path.join(f.dir, "got.json"), encoding="utf-8") as fh:
             self.assertEqual(json.load(fh), {"big": big, "small": "s"})
-        res = read_json(os.path.join(f.work, r.run_id, "results", "call.json"))
+        res = read_json(os.path.join(r.events("run_start")[0]["results_dir"], "call.json"))
         self.assertEqual(res["n"], len(big))
         self.assertEqual(res["data"], big)
         for name in ("shell", "call"):

@@ -267,7 +267,10 @@ class DockerfileTest(unittest.TestCase):
     def test_runtime_packages_provide_every_needed_library(self):
         base = base_image_packages()
         self.assertIn("libc6", base)  # sanity of the closure computation
-        for binary in (AGENT, LAUNCH):
+        # dagy-agent is a static shim (agent/shim/shim.c) that execs dagy-agent-core beside it.
+        self.assertEqual(needed_libs(AGENT), [], "the dagy-agent shim must be static")
+        core = os.path.join(os.path.dirname(AGENT), "dagy-agent-core")
+        for binary in (core, LAUNCH):
             libs = needed_libs(binary)
             self.assertTrue(libs, "%s has no NEEDED entries?" % binary)
             for soname in libs:

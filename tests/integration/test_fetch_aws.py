@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -575,6 +576,155 @@ class RetryTest(ProbeMixin, unittest.TestCase):
         self.assertEqual(hdrs["x-amz-content-sha256"], hashlib.sha256(b"payload!").hexdigest())
         self.assertIn("SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date",
                       hdrs["authorization"])
+
+
+class HostileResponseTest(unittest.TestCase):
+    """Every response body and header is hostile: the error messages built from them are
+    bounded, valid UTF-8 without control characters, and never carry a secret, even from an
+    endpoint that echoes the signed request back."""
+
+    TOKEN = "FQoGZXIvYXdzEhostile-session-token-value-0123456789"
+    SECRET = "hostile-secret-key-value-0123456789"
+
+    def serve(self, handler):
+        s = FakeServer(handler)
+        self.addCleanup(s.stop)
+        return s
+
+    def env(self, url):
+        return awsenv.clean_env({"AWS_ENDPOINT_URL": url, "AWS_REGION": "us-east-1",
+                                 "AWS_ACCESS_KEY_ID": "AKIDHOSTILE",
+                                 "AWS_SECRET_ACCESS_KEY": self.SECRET,
+                                 "AWS_SESSION_TOKEN": self.TOKEN})
+
+    def run_probe(self, args, env):
+        p = subprocess.run([PROBE] + list(args), env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=120)
+        self.assertNotEqual(p.returncode, 3, p.stderr)
+        lines = [json.loads(l.decode("utf-8", "surrogateescape")) for l in p.stdout.splitlines()
+                 if l.startswith(b"{")]
+        self.assertEqual(len(lines), 1, p.stdout[:2000])
+        return lines[0]
+
+    def check_clean(self, text, limit=2048):
+        text.encode("utf-8")  # raises on a lone surrogate: an invalid byte went through
+        self.assertLessEqual(len(text.encode("utf-8")), limit)
+        bad = [c for c in text if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+        self.assertFalse(bad, "control characters in %r" % text[:300])
+        for secret in (self.TOKEN, self.SECRET):
+            self.assertNotIn(secret, text)
+        self.assertNotRegex(text, r"(?i)signature=[0-9a-f]")
+
+    @staticmethod
+    def echo(req):
+        """What an echoing endpoint sends back of the request: its signed headers."""
+        return ("Authorization: %s x-amz-security-token: %s" % (
+            req.headers.get("Authorization"), req.headers.get("X-Amz-Security-Token"))).encode()
+
+    def test_s3_error_xml_is_cleaned_bounded_and_redacted(self):
+        def h(req, body):
+            xml = (b"<Error><Code>Acc\xff\x01essDenied\x1b[31m</Code><Message>no \xc3(\x07 \xc2\x9b2J "
+                   + self.echo(req) + b" " + b"\xe2\x82\xac" * 30000 + b"</Message></Error>")
+            reply(req, 403, xml)
+
+        s = self.serve(h)
+        out = os.path.join(tempfile.mkdtemp(prefix="dagy-fetch-"), "obj")
+        self.addCleanup(shutil.rmtree, os.path.dirname(out), True)
+        res = self.run_probe(["get", "s3://hostile-bkt/k", out], self.env(s.url))
+        self.assertFalse(res["ok"])
+        self.check_clean(res["message"])
+        self.check_clean(res["error_code"], 128)
+        self.assertIn("s3://hostile-bkt/k", res["message"])
+
+    def test_json_error_is_cleaned_bounded_and_redacted(self):
+        def h(req, body):
+            data = (b'{"__type":"com.amazon#Bad\xff\x1bCode","message":"\xfe\xff '
+                    + self.echo(req).replace(b'"', b"'") + b" " + b"A" * 100000 + b'"}')
+            reply(req, 400, data, [("Content-Type", "application/x-amz-json-1.0")])
+
+        s = self.serve(h)
+        res = self.run_probe(["json", "dynamodb", "DynamoDB_20120810.UpdateItem", "{}"],
+                             self.env(s.url))
+        self.assertFalse(res["ok"])
+        self.check_clean(res["message"])
+        self.check_clean(res["error_code"], 128)
+        self.assertEqual(len(s.calls), 1)
+
+    def test_non_json_error_body_is_cleaned_and_redacted(self):
+        def h(req, body):
+            reply(req, 502, b"<html>\xff proxy says " + self.echo(req) + b"\x00\x1b</html>")
+
+        s = self.serve(h)
+        res = self.run_probe(["json", "dynamodb", "DynamoDB_20120810.UpdateItem", "{}"],
+                             self.env(s.url))
+        self.check_clean(res["message"])
+
+    def test_etag_with_control_characters_is_not_sent_back(self):
+        data = os.urandom(9 * MiB)
+
+        def h(req, body):
+            rng = req.headers.get("Range")
+            a, b = rng[len("bytes="):].split("-")
+            a, b = int(a), min(int(b), len(data) - 1)
+            reply(req, 206, data[a:b + 1], [("ETag", '"v1"\rX-Injected: yes'),
+                                           ("Content-Range", "bytes %d-%d/%d" % (a, b, len(data)))])
+
+        s = self.serve(h)
+        out = os.path.join(tempfile.mkdtemp(prefix="dagy-fetch-"), "obj")
+        self.addCleanup(shutil.rmtree, os.path.dirname(out), True)
+        res = self.run_probe(["get", "s3://hostile-bkt/big", out], self.env(s.url))
+        self.assertTrue(res["ok"], res)
+        self.assertGreater(len(s.calls), 1)
+        for _, _, hdrs, _ in s.calls:
+            self.assertNotIn("x-injected", hdrs)
+            self.assertFalse(any("X-Injected" in v for v in hdrs.values()), hdrs)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), data)
+
+    def test_download_target_must_be_a_regular_file(self):
+        d = tempfile.mkdtemp(prefix="dagy-fetch-")
+        self.addCleanup(shutil.rmtree, d, True)
+        fifo, link = os.path.join(d, "fifo"), os.path.join(d, "link")
+        os.mkfifo(fifo)
+        keep = os.path.join(d, "keep")
+        with open(keep, "w") as f:
+            f.write("keep")
+        os.symlink(keep, link)
+        env = self.env("http://127.0.0.1:9")
+        for target in (fifo, link):
+            p = subprocess.run([PROBE, "get", "s3://hostile-bkt/k", target], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertTrue(os.path.lexists(target), "the target was removed")
+        with open(keep) as f:
+            self.assertEqual(f.read(), "keep")
+
+    def test_credentials_endpoint_error_is_cleaned_and_token_redacted(self):
+        auth = "hostile-container-auth-token-0123456789"
+
+        class Echo(awsenv.LoopbackServer):
+            def handler_class(self):
+                class H(http.server.BaseHTTPRequestHandler):
+                    def do_GET(self):
+                        body = b"denied \xff\x1b[2J " + self.headers.get("Authorization").encode()
+                        self.send_response(403)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+
+                    def log_message(self, *a):
+                        pass
+                return H
+
+        with Echo() as srv:
+            env = awsenv.clean_env({"AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                                    "AWS_REGION": "us-east-1",
+                                    "AWS_CONTAINER_CREDENTIALS_FULL_URI": srv.endpoint + "/creds",
+                                    "AWS_CONTAINER_AUTHORIZATION_TOKEN": auth})
+            res = self.run_probe(["json", "dynamodb", "DynamoDB_20120810.ListTables", "{}"], env)
+        self.assertIn("HTTP 403", res["message"])
+        self.assertNotIn(auth, res["message"])
+        self.check_clean(res["message"])
 
 
 if __name__ == "__main__":

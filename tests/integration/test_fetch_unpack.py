@@ -1,7 +1,9 @@
 """dagy-agent's unpacking of a large artifact, end to end: SIGTERM while the thread pool is
 unpacking stops the unpack at its next block, waits for it, removes the partial directory and
-exits 143 with the run recorded FAILED (issue 8 defect 16). Runs under the ASan build too, where
-a leak or a write into freed memory fails the test."""
+exits 143 with the run recorded FAILED (issue 8 defect 16); SIGTERM during a download removes the
+partial file the same way. Runs under the ASan build too, where a leak or a write into freed
+memory fails the test."""
+import http.server
 import json
 import os
 import signal
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import unittest
 import zlib
@@ -111,6 +114,79 @@ class UnpackSignal(unittest.TestCase):
         # The unpack really stopped: nothing writes there any more.
         time.sleep(0.5)
         self.assertFalse(os.path.exists(big))
+
+
+class TrickleServer:
+    """Serves any GET as a 206 part of a 64 MiB object, 64 KiB every 20 ms (never finishes in
+    the test's time)."""
+
+    SIZE = 64 << 20
+
+    def __init__(self):
+        size = self.SIZE
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                a, b = self.headers.get("Range", "bytes=0-").split("=")[1].split("-")
+                a, b = int(a), min(int(b or size - 1), size - 1)
+                self.send_response(206)
+                self.send_header("Content-Range", "bytes %d-%d/%d" % (a, b, size))
+                self.send_header("Content-Length", str(b - a + 1))
+                self.send_header("ETag", '"trickle"')
+                self.end_headers()
+                chunk = bytes(64 << 10)
+                try:
+                    for _ in range((b - a + 1) // len(chunk)):
+                        self.wfile.write(chunk)
+                        time.sleep(0.02)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d" % self.srv.server_address[1]
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+class DownloadSignal(unittest.TestCase):
+    def test_sigterm_during_download_removes_the_partial_file(self):
+        tmp = tempfile.mkdtemp(prefix="dagy-dl-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", tmp])
+        srv = TrickleServer()
+        self.addCleanup(srv.stop)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("DAGY_") and not k.startswith("AWS_")}
+        env.update(DAGY_WORK_DIR=os.path.join(tmp, "work"), AWS_ENDPOINT_URL=srv.url,
+                   AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="AKIDTEST",
+                   AWS_SECRET_ACCESS_KEY="test-secret", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+        state = os.path.join(tmp, "state")
+        p = subprocess.Popen([AGENT, "--flow", "s3://bkt/slow.tgz", "--run-id", "dl-sigterm",
+                              "--state-dir", state, "--log-format", "json"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(stop, p)
+        part = os.path.join(tmp, "work", "dl-sigterm", "artifact")
+        self.assertTrue(wait_for(lambda: os.path.exists(part) and os.path.getsize(part) > (1 << 20),
+                                 timeout=30), "the download never got going")
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        err = err.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 143, err[-3000:])
+        self.assertIsNone(sanitizer_report(err), err[-6000:])
+        self.assertFalse(os.path.exists(part), "the partial download was left behind")
+        lines = [json.loads(line) for line in out.decode().splitlines()]
+        self.assertEqual(lines[-1]["event_type"], "run_end")
+        self.assertEqual(lines[-1]["exit_code"], 143)
+        run = read_json(os.path.join(state, "runs", "dl-sigterm.json"))
+        self.assertEqual(run["status"], "FAILED")
 
 
 if __name__ == "__main__":

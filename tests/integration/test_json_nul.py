@@ -44,13 +44,14 @@ class AgentNul(unittest.TestCase):
         f = self.flow(spec_text("x", ["echo", "{{ parameters.day }}"]))
         r = f.run(env={"DAGY_PARAMETERS": '{"day": "2024\\u0000; rm -rf /"}'})
         self.assertEqual(r.code, 2, r)
-        self.assertIn("DAGY_PARAMETERS: the string at day " + WHY, r.out + r.err)
+        # Configuration errors are config_error JSON lines in json mode (docs/agent.md).
+        self.assertIn("DAGY_PARAMETERS: the string at day " + WHY, r.lines[-1]["error"])
         path = os.path.join(f.tmp, "params.json")
         with open(path, "w") as fh:
             fh.write('{"day": {"deep": ["\\u0000"]}}')
         r = f.run("--params-json", "@" + path)
         self.assertEqual(r.code, 2, r)
-        self.assertIn("--params-json: the string at day.deep[0] " + WHY, r.out + r.err)
+        self.assertIn("--params-json: the string at day.deep[0] " + WHY, r.lines[-1]["error"])
         self.assertFalse(os.path.exists(os.path.join(f.state, "runs")) and
                          os.listdir(os.path.join(f.state, "runs")))
         # An escaped backslash is not a NUL: the parameter arrives with its six characters.

@@ -230,6 +230,74 @@ static void container_uri_is_normalised(void **state)
     assert_non_null(strstr(err, "V "));
 }
 
+/* Text built from a response never carries what an echoing endpoint sent back of the request. */
+static void echoed_secrets_are_redacted(void **state)
+{
+    char m[FETCH_ERR_MAX];
+    snprintf(m, sizeof m,
+             "HTTP 403: Authorization: AWS4-HMAC-SHA256 Credential=AKID/x, SignedHeaders=host, "
+             "Signature=abcdef0123456789 X-Amz-Security-Token=TOKVALUE0123&x=1 "
+             "x-amz-security-token: TOKVALUE0123 again TOKVALUE0123. presigned "
+             "?X-Amz-Signature=99887766&y=2 Authorization:bearer-secret-zz");
+    fetch__redact_value(m, sizeof m, "TOKVALUE0123");
+    fetch__redact(NULL, m, sizeof m);
+    assert_null(strstr(m, "TOKVALUE0123"));
+    assert_null(strstr(m, "abcdef0123456789"));
+    assert_null(strstr(m, "99887766"));
+    assert_null(strstr(m, "bearer-secret-zz"));
+    assert_non_null(strstr(m, "Credential=AKID/x")); /* the key id is not a secret */
+    assert_non_null(strstr(m, "[redacted]"));
+    /* Short needles are not hunted (they would match everywhere); the buffer bound holds. */
+    char small[24] = "abc secret-value-1 end";
+    fetch__redact_value(small, sizeof small, "abc");
+    assert_string_equal(small, "abc secret-value-1 end");
+    fetch__redact_value(small, sizeof small, "secret-value-1");
+    assert_string_equal(small, "abc [redacted] end");
+    char tight[16] = "k: zzzzzzzz1234";
+    fetch__redact_value(tight, sizeof tight, "zzzzzzzz1234");
+    assert_true(strlen(tight) < sizeof tight);
+    assert_null(strstr(tight, "zzzz"));
+}
+
+/* Credentials go into request headers: a CR, LF, space or non-ASCII byte in a key, secret or
+ * token is refused, naming the field and never showing the value. */
+static void malformed_credentials_are_refused(void **state)
+{
+    fetch_creds c = {0};
+    char err[FETCH_ERR_MAX] = "";
+    assert_int_equal(
+        fetch_creds_parse_container_json(
+            "{\"AccessKeyId\":\"ASIA1\",\"SecretAccessKey\":\"SEC\\r\\nX-Evil: 1\"}", &c, err),
+        -EINVAL);
+    assert_non_null(strstr(err, "SecretAccessKey"));
+    assert_null(strstr(err, "X-Evil"));
+    assert_int_equal(fetch_creds_parse_container_json(
+                         "{\"AccessKeyId\":\"AS IA\",\"SecretAccessKey\":\"SEC\"}", &c, err),
+                     -EINVAL);
+    assert_non_null(strstr(err, "AccessKeyId"));
+    assert_int_equal(fetch_creds_parse_container_json("{\"AccessKeyId\":\"A\",\"SecretAccessKey\":"
+                                                      "\"S\",\"Token\":\"T\\u00e9\"}",
+                                                      &c, err),
+                     -EINVAL);
+    assert_non_null(strstr(err, "Token"));
+    assert_int_equal(fetch_creds_parse_file("[p]\naws_access_key_id = AK\n"
+                                            "aws_secret_access_key = S\x01X\n",
+                                            "p", &c, err),
+                     -EINVAL);
+    assert_non_null(strstr(err, "aws_secret_access_key"));
+    uv_loop_t loop;
+    fetch_credsrc *src = NULL;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    setenv("AWS_ACCESS_KEY_ID", "AKID", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "secret\nvalue", 1);
+    assert_int_equal(fetch_credsrc_new(&loop, &src, err), -EINVAL);
+    assert_non_null(strstr(err, "AWS_SECRET_ACCESS_KEY"));
+    assert_null(strstr(err, "secret\nvalue"));
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void region_from_env(void **state)
 {
     char r[64], err[FETCH_ERR_MAX];
@@ -323,6 +391,8 @@ int main(void)
         cmocka_unit_test(container_uri_allowed_forms),
         cmocka_unit_test(container_uri_refusal_names_the_variable),
         cmocka_unit_test(container_uri_is_normalised),
+        cmocka_unit_test(echoed_secrets_are_redacted),
+        cmocka_unit_test(malformed_credentials_are_refused),
         cmocka_unit_test(region_from_env),
         cmocka_unit_test(endpoint_selection),
         cmocka_unit_test(retry_policy),

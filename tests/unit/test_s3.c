@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "fetch/aws.h"
+#include "fetch/creds.h"
 
 static void parses_bucket_key_and_checksum(void **state)
 {
@@ -54,6 +55,8 @@ static void rejects_malformed_uris(void **state)
         "s3://bkt/k#sha256="
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8555",
         "s3://bkt/k#md5=d41d8cd98f00b204e9800998ecf8427e",
+        "s3://bkt/invalid-\xff-utf8",
+        "s3://bkt/cut-\xe2\x82",
         "s3://bkt/#sha256="
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     };
@@ -124,6 +127,27 @@ static void bucket_name_rule(void **state)
     assert_int_equal(fetch_s3_parse_uri("s3://192.168.5.4/k", &b, &k, &h), -EINVAL);
 }
 
+/* The S3 error parser on hostile bodies: bounded, cleaned, NULs and missing tags handled. */
+static void s3_error_parser_on_hostile_bodies(void **state)
+{
+    char code[24], msg[32];
+    static const char body[] = "<Error><Code>No\0Such\xffKeyWithAVeryLongName</Code>"
+                               "<Message>line\none\x1b[2J</Message></Error>";
+    fetch_http_resp r = {.status = 404, .body = (char *)body, .body_len = sizeof body - 1};
+    fetch__s3_error_code(&r, code, sizeof code, msg, sizeof msg);
+    assert_true(strlen(code) < sizeof code);
+    assert_null(strchr(code, '\xff'));
+    assert_string_equal(msg, "line one [2J");
+    r.body = "<Error><Code>Unclosed";
+    r.body_len = strlen(r.body);
+    fetch__s3_error_code(&r, code, sizeof code, msg, sizeof msg);
+    assert_string_equal(code, "NoSuchKey"); /* from the status */
+    assert_string_equal(msg, "");
+    r = (fetch_http_resp){.status = 412, .body = "", .body_len = 0};
+    fetch__s3_error_code(&r, code, sizeof code, msg, sizeof msg);
+    assert_string_equal(code, "PreconditionFailed");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -131,6 +155,7 @@ int main(void)
         cmocka_unit_test(rejects_malformed_uris),
         cmocka_unit_test(key_length_limit),
         cmocka_unit_test(bucket_name_rule),
+        cmocka_unit_test(s3_error_parser_on_hostile_bodies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

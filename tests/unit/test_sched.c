@@ -1076,7 +1076,7 @@ static void fatal_exit_fails_without_retry(void **state)
     ex(f, "a", SCHED_EXIT_FATAL, "too big", 5);
     EXPECT_LOG(f, "a PENDING->RUNNING #1\n"
                   "a RUNNING->FAILED: too big\n"
-                  "b PENDING->SKIPPED: upstream \"a\" is FAILED (trigger_rule all_success)\n");
+                  "b PENDING->SKIPPED: upstream failed: \"a\" is FAILED (trigger_rule all_success)\n");
     assert_true(sched_done(f->p));
     assert_int_equal(sched_task_attempt(f->p, a), 1);
     fx_free(f);

@@ -303,7 +303,7 @@ static void failed_write_is_retried_later(void **state)
     assert_int_equal(snap_num(&fx->fake->w[1], "status_seq"), 2);
     assert_string_equal(snap_str(&fx->fake->w[1], "status"), "SUCCEEDED");
     complete(fx->fake, 1, 0, NULL);
-    cJSON *warn = logged(fx, "status_write_retry");
+    cJSON *warn = logged(fx, "status_store_degraded");
     assert_int_equal(cJSON_GetArraySize(warn), 1);
     cJSON_Delete(warn);
 }
@@ -596,6 +596,163 @@ static void flush_retries_an_earlier_failure_at_once(void **state)
     assert_true(uv_now(&fx->loop) - t0 < 1000);
 }
 
+/* ---- UTF-8, permanent errors, refusals, seq ranges, outages, sizes ---- */
+
+static void stop_loop(uv_timer_t *t)
+{
+    uv_stop(t->loop);
+}
+
+static void noop_timer(uv_timer_t *t)
+{
+}
+
+static void setter_stores_only_valid_utf8(void **state)
+{
+    fixture *fx = *state;
+    cJSON *it = status_item(fx->store, STATUS_TASK, "run-1", "t");
+    status_set_str(it, "error_message", "boom \xff\xfe");
+    assert_string_equal(cJSON_GetObjectItem(it, "error_message")->valuestring,
+                        "boom \xef\xbf\xbd\xef\xbf\xbd");
+    status_set_str(it, "error_message", "cut \xc3"); /* an "é" cut in half */
+    assert_string_equal(cJSON_GetObjectItem(it, "error_message")->valuestring, "cut \xef\xbf\xbd");
+    status_set_str(it, "error_message", "caf\xc3\xa9"); /* valid: unchanged */
+    assert_string_equal(cJSON_GetObjectItem(it, "error_message")->valuestring, "caf\xc3\xa9");
+}
+
+static void permanent_error_is_not_retried_and_logged_once(void **state)
+{
+    fixture *fx = *state;
+    cJSON *it = status_item(fx->store, STATUS_TASK, "run-1", "t");
+    status_set_str(it, "status", "FAILED");
+    status_touch(fx->store, it);
+    turn(fx);
+    complete(fx->fake, 0, -EINVAL, "DynamoDB UpdateItem: ValidationException: bad");
+    uv_timer_t t;
+    uv_timer_init(&fx->loop, &t);
+    uv_timer_start(&t, stop_loop, 2500, 0);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&t, NULL);
+    turn(fx);
+    assert_int_equal(fx->fake->n, 1); /* no retry of a refused request */
+    cJSON *failed = logged(fx, "status_write_failed");
+    assert_int_equal(cJSON_GetArraySize(failed), 1);
+    cJSON_Delete(failed);
+    status_flush(fx->store, 5000, on_flush, fx);
+    for (int i = 0; i < 100 && fx->fake->n < 2; i++)
+        uv_run(&fx->loop, UV_RUN_NOWAIT);
+    complete(fx->fake, 1, -EINVAL, "DynamoDB UpdateItem: ValidationException: bad");
+    run_until_flushed(fx);
+    assert_int_equal(fx->n_failed, 1);
+    failed = logged(fx, "status_write_failed");
+    assert_int_equal(cJSON_GetArraySize(failed), 1); /* not logged a second time */
+    cJSON_Delete(failed);
+}
+
+static void state_changed_during_a_refused_write_gets_its_own_try(void **state)
+{
+    fixture *fx = *state;
+    cJSON *it = status_item(fx->store, STATUS_TASK, "run-1", "t");
+    status_set_str(it, "error_message", "first");
+    status_touch(fx->store, it);
+    turn(fx);
+    status_set_str(it, "error_message", "second"); /* while the first is in flight */
+    status_touch(fx->store, it);
+    complete(fx->fake, 0, -EINVAL, "ValidationException");
+    turn(fx);
+    assert_int_equal(fx->fake->n, 2);
+    assert_string_equal(snap_str(&fx->fake->w[1], "error_message"), "second");
+    complete(fx->fake, 1, 0, NULL);
+}
+
+/* The fake store's answer to reads: this item (a JSON text), or absent. */
+static const char *fake_stored;
+
+static int fake_read(status_backend *b, status_kind kind, const char *run_id, const char *task_name,
+                     status_read_cb done, void *ctx)
+{
+    cJSON *j = fake_stored ? cJSON_Parse(fake_stored) : NULL;
+    done(ctx, 0, j, NULL);
+    cJSON_Delete(j);
+    return 0;
+}
+
+static void refused_write_is_success_only_when_the_stored_item_is_ours(void **state)
+{
+    fixture *fx = *state;
+    fx->fake->base.read = fake_read;
+    status_store_set_seq_base(fx->store, 2000);
+    cJSON *a = status_item(fx->store, STATUS_TASK, "run-1", "a");
+    cJSON *b = status_item(fx->store, STATUS_TASK, "run-1", "b");
+    status_touch(fx->store, a);
+    turn(fx);
+    assert_int_equal(snap_num(&fx->fake->w[0], "status_seq"), 2001);
+    fake_stored = "{\"status\":\"RUNNING\",\"status_seq\":2003}"; /* our own, newer */
+    complete(fx->fake, 0, STATUS_REFUSED, NULL);
+    status_touch(fx->store, b);
+    turn(fx);
+    fake_stored = "{\"status\":\"SUCCEEDED\",\"status_seq\":7}"; /* an earlier agent's */
+    complete(fx->fake, 1, STATUS_REFUSED, NULL);
+    fake_stored = NULL;
+    status_flush(fx->store, 3000, on_flush, fx);
+    run_until_flushed(fx);
+    assert_int_equal(fx->n_failed, 1);
+    cJSON *failed = logged(fx, "status_write_failed");
+    assert_int_equal(cJSON_GetArraySize(failed), 1);
+    const char *err = cJSON_GetObjectItem(cJSON_GetArrayItem(failed, 0), "error")->valuestring;
+    assert_non_null(strstr(err, "SUCCEEDED at status_seq 7"));
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(failed, 0), "task_name")->valuestring, "b");
+    cJSON_Delete(failed);
+}
+
+static void unanswered_write_reports_degraded_within_seconds(void **state)
+{
+    fixture *fx = *state;
+    cJSON *it = status_item(fx->store, STATUS_RUN, "run-1", NULL);
+    status_touch(fx->store, it);
+    turn(fx);
+    uint64_t t0 = uv_now(&fx->loop);
+    uv_timer_t keep; /* the store's watch timer does not keep a loop alive on its own */
+    uv_timer_init(&fx->loop, &keep);
+    uv_timer_start(&keep, noop_timer, 9000, 0);
+    cJSON *warn = cJSON_CreateArray();
+    while (cJSON_GetArraySize(warn) == 0 && uv_now(&fx->loop) - t0 < 8000) {
+        uv_run(&fx->loop, UV_RUN_ONCE);
+        cJSON_Delete(warn);
+        warn = logged(fx, "status_store_degraded");
+    }
+    assert_int_equal(cJSON_GetArraySize(warn), 1);
+    assert_true(uv_now(&fx->loop) - t0 >= STATUS_DEGRADED_MS);
+    assert_true(uv_now(&fx->loop) - t0 < STATUS_DEGRADED_MS + 1500);
+    cJSON_Delete(warn);
+    uv_close((uv_handle_t *)&keep, NULL);
+    turn(fx); /* finishes the close: `keep` lives on this stack */
+    complete(fx->fake, 0, 0, NULL);
+}
+
+static void oversized_item_loses_its_largest_attribute(void **state)
+{
+    fixture *fx = *state;
+    fx->fake->base.max_item_bytes = 2000;
+    char big[5000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    cJSON *it = status_item(fx->store, STATUS_RUN, "run-1", NULL);
+    status_set_str(it, "status", "RUNNING");
+    status_set_str(it, "parameters", big);
+    status_set_str(it, "flow_name", "f");
+    status_touch(fx->store, it);
+    turn(fx);
+    assert_int_equal(fx->fake->n, 1);
+    assert_null(snap_str(&fx->fake->w[0], "parameters"));
+    assert_string_equal(snap_str(&fx->fake->w[0], "flow_name"), "f");
+    cJSON *list = cJSON_GetObjectItem(fx->fake->w[0].snap, "truncated_attributes");
+    assert_int_equal(cJSON_GetArraySize(list), 1);
+    assert_string_equal(cJSON_GetArrayItem(list, 0)->valuestring, "parameters");
+    complete(fx->fake, 0, 0, NULL);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -616,6 +773,12 @@ int main(void)
         T(setters_replace_and_remove),
         T(released_item_is_freed_once_written),
         T(flush_retries_an_earlier_failure_at_once),
+        T(setter_stores_only_valid_utf8),
+        T(permanent_error_is_not_retried_and_logged_once),
+        T(state_changed_during_a_refused_write_gets_its_own_try),
+        T(refused_write_is_success_only_when_the_stored_item_is_ours),
+        T(unanswered_write_reports_degraded_within_seconds),
+        T(oversized_item_loses_its_largest_attribute),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

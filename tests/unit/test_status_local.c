@@ -153,7 +153,8 @@ static void writes_run_and_task_files(void **state)
     assert_int_equal(count_hidden(top), 0);
 }
 
-/* Stored seq 5: lower or equal seqs are refused (an answer: rc 0), higher ones replace. */
+/* Stored seq 5: lower or equal seqs are refused (an answer: STATUS_REFUSED), higher ones
+ * replace. */
 static void refuses_lower_or_equal_seq(void **state)
 {
     fixture *fx = *state;
@@ -162,11 +163,11 @@ static void refuses_lower_or_equal_seq(void **state)
     assert_int_equal(put(fx, STATUS_RUN,
                          "{\"run_id\":\"r\",\"status\":\"RUNNING\","
                          "\"status_seq\":3,\"x\":\"three\"}"),
-                     0);
+                     STATUS_REFUSED);
     assert_int_equal(put(fx, STATUS_RUN,
                          "{\"run_id\":\"r\",\"status\":\"RUNNING\","
                          "\"status_seq\":5,\"x\":\"again\"}"),
-                     0);
+                     STATUS_REFUSED);
     cJSON *j = stored(fx, "runs/r.json");
     assert_string_equal(str(j, "x"), "five");
     cJSON_Delete(j);

@@ -100,17 +100,22 @@ static void cancelled_unpack_removes_the_destination(void **state)
 
 /* Mounts a 1 MiB tmpfs at DIR/small and unpacks there; skips when this process may not mount
  * (not root, no CAP_SYS_ADMIN). The teardown unmounts it by path. */
-static bool mount_small(fx *f)
+static bool mount_small_with(fx *f, const char *opts)
 {
     char small[PATH_MAX + 16];
     snprintf(small, sizeof small, "%s/small", f->dir);
     assert_int_equal(mkdir(small, 0700), 0);
-    if (mount("tmpfs", small, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m")) {
+    if (mount("tmpfs", small, "tmpfs", MS_NOSUID | MS_NODEV, opts)) {
         print_message("cannot mount a tmpfs (%s): skipped\n", strerror(errno));
         return false;
     }
     snprintf(f->out, sizeof f->out, "%s/small/out", f->dir);
     return true;
+}
+
+static bool mount_small(fx *f)
+{
+    return mount_small_with(f, "size=1m");
 }
 
 static int teardown_small(void **state)
@@ -155,6 +160,21 @@ static void full_disk_with_many_small_files_is_enospc(void **state)
     assert_int_equal(access(f->out, F_OK), -1);
 }
 
+/* No inode left for the destination itself: -ENOSPC, the message says so and where. */
+static void full_disk_at_the_destination_is_enospc(void **state)
+{
+    fx *f = *state;
+    if (!mount_small_with(f, "size=1m,nr_inodes=1"))
+        skip();
+    write_tar(f->archive, 1, 10);
+    int rc = unpack_archive(f->archive, f->out, &f->lim, NULL, f->err);
+    print_message("error: %s\n", f->err);
+    assert_int_equal(rc, -ENOSPC);
+    assert_non_null(strstr(f->err, f->out));
+    assert_non_null(strstr(f->err, "No space left on device"));
+    assert_non_null(strstr(f->err, "free"));
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -163,6 +183,8 @@ int main(void)
         T(cancelled_unpack_removes_the_destination),
         cmocka_unit_test_setup_teardown(full_disk_while_unpacking_is_enospc, setup, teardown_small),
         cmocka_unit_test_setup_teardown(full_disk_with_many_small_files_is_enospc, setup,
+                                        teardown_small),
+        cmocka_unit_test_setup_teardown(full_disk_at_the_destination_is_enospc, setup,
                                         teardown_small),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
