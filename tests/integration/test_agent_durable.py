@@ -303,7 +303,7 @@ class DurableAwsTest(unittest.TestCase):
         self.assertIn("GetItem", self.check_ddb_bodies())
 
     def test_cancel_during_download_starts_no_task_while_the_check_is_pending(self):
-        # The artifact arrives 1 s after the SIGTERM, the GetItem answer 2.5 s after it (the
+        # The artifact arrives ~1.6 s after the SIGTERM, the GetItem answer 2.5 s after it (the
         # check gives up at 2 s): nothing may start in between, and the run is not CANCELLED
         # since the answer came too late.
         art = self.artifact("cancel-dl", [{"name": "t", "command": ["sh", "-c", "echo t >> "
@@ -315,7 +315,7 @@ class DurableAwsTest(unittest.TestCase):
             ExpressionAttributeValues={":t": {"S": "2026-12-01T09:00:00.000Z"}})
         slow_get = lambda m, path, h: m == "GET" and "cancel-dl" in path
         slow_item = lambda m, path, h: (h.get("X-Amz-Target") or "").endswith(".GetItem")
-        with faultproxy.FaultProxy(self.moto.endpoint, seed=1, rates={"delay": 1.0}, delay_s=1.5,
+        with faultproxy.FaultProxy(self.moto.endpoint, seed=1, rates={"delay": 1.0}, delay_s=1.8,
                                    match=slow_get) as sp, \
                 faultproxy.FaultProxy(self.proxy.url, seed=1, rates={"delay": 1.0}, delay_s=2.5,
                                       match=slow_item) as dp:
@@ -323,7 +323,7 @@ class DurableAwsTest(unittest.TestCase):
                            AWS_ENDPOINT_URL_DYNAMODB=dp.url)
             p, lines = self.start_agent(env)
             self.wait_line(p, lines, lambda ln: ln["event_type"] == "download_start")
-            time.sleep(0.5)
+            time.sleep(0.2)  # the artifact arrives ~1.6 s after the signal, within the 2 s wait
             res, _ = self.sigterm_and_collect(p, lines, env)
         self.assertEqual(res.code, 143, res)
         self.assertEqual(res.events("task_start"), [])
@@ -363,14 +363,14 @@ class DurableAwsTest(unittest.TestCase):
         self.assertNotIn("result_s3_uri", it)
 
     def test_a_slow_upload_holds_downstream_but_not_the_slot(self):
-        # max_parallel 1; a's result upload is held 1.5 s: b (independent) runs meanwhile, a's
+        # max_parallel 1; a's result upload is held 2.5 s: b (independent) runs meanwhile, a's
         # downstream c waits for a to be SUCCEEDED, i.e. stored.
         art = self.artifact("overlap", [
             {"name": "a", "command": ["sh", "-c", "echo 1 > \"$DAGY_TASK_OUTPUT\""]},
             {"name": "b", "command": ["true"]},
             {"name": "c", "command": ["true"], "upstream": ["a"]}])
         slow = lambda m, path, h: m == "PUT" and path.endswith("/a.json")
-        with faultproxy.FaultProxy(self.moto.endpoint, seed=1, rates={"delay": 1.0}, delay_s=1.5,
+        with faultproxy.FaultProxy(self.moto.endpoint, seed=1, rates={"delay": 1.0}, delay_s=2.5,
                                    match=slow) as sp:
             res = self.run_agent(self.env("dur-overlap", art, AWS_ENDPOINT_URL_S3=sp.url,
                                           DAGY_MAX_PARALLEL="1"))
