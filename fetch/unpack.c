@@ -53,6 +53,7 @@ typedef struct {
     uint64_t entries;
     uint64_t bytes;         /* uncompressed bytes charged so far */
     uint64_t entry_charged; /* bytes charged for the current entry */
+    int64_t declared;       /* the current entry's claimed size, or -1 when it claims none */
     int root_fd;            /* the destination directory */
     char root[PATH_MAX];    /* its canonical path (no symlinks, no ..) */
     char rel[PATH_MAX];     /* current entry, normalised, relative to root */
@@ -636,6 +637,16 @@ static int copy_data(unpacker *u)
             set_err(u->err, "corrupt archive at entry %s: bad data offset", u->qname);
             return -EINVAL;
         }
+        /* An entry never gets more data than it claims: libarchive 3.6's zip reader hands back
+         * blocks that run past its own buffer when a deflate stream outgrows the declared size
+         * (valgrind: write() of unaddressable bytes), so such a block is refused unread. */
+        if (u->declared >= 0 && (uint64_t)off + size > (uint64_t)u->declared) {
+            set_err(u->err,
+                    "corrupt archive at entry %s: more data than its declared size of %" PRId64
+                    " bytes",
+                    u->qname, u->declared);
+            return -EINVAL;
+        }
         /* Charged up to the block's end, so holes of sparse entries count too. */
         int rc = charge_to(u, (uint64_t)off + size);
         if (rc)
@@ -709,6 +720,7 @@ static int extract_entry(unpacker *u, struct archive_entry *e)
     if (skip)
         return 0;
     u->entry_charged = 0;
+    u->declared = archive_entry_size_is_set(e) ? archive_entry_size(e) : -1;
     /* A claimed size can only make us fail earlier, never let more through. */
     if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0 &&
         (rc = charge_to(u, (uint64_t)archive_entry_size(e))))

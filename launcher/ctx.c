@@ -91,11 +91,46 @@ void launch__aws_reason(const fetch_aws_result *r, char *buf, size_t n)
         launch__fmt(buf, n, "HTTP %ld", r->http_status);
 }
 
+size_t launch__tty_write(const char *s, size_t n, FILE *out, bool *c2)
+{
+    size_t done = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)s[i];
+        if (*c2) {
+            *c2 = false;
+            if (b >= 0x80 && b <= 0x9f) { /* a C1 control (U+0080-U+009F) as UTF-8 */
+                fprintf(out, "\\u%04x", b);
+                done++;
+                continue;
+            }
+            fputc(0xc2, out);
+        }
+        if (b == 0xc2) {
+            *c2 = true;
+            continue;
+        }
+        if ((b < 0x20 && b != '\n' && b != '\t') || b == 0x7f)
+            fprintf(out, "\\u%04x", b);
+        else
+            fputc(b, out);
+        done++;
+    }
+    return done;
+}
+
 void launch__print_json(const cJSON *j)
 {
-    char *text = isatty(STDOUT_FILENO) ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
+    bool tty = isatty(STDOUT_FILENO), c2 = false;
+    char *text = tty ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
     if (text) {
-        fputs(text, stdout);
+        /* cJSON escapes C0 controls in strings but keeps DEL and C1 raw: on a terminal a stored
+         * error message must not be able to drive it. */
+        if (tty)
+            launch__tty_write(text, strlen(text), stdout, &c2);
+        else
+            fputs(text, stdout);
+        if (c2)
+            fputc(0xc2, stdout);
         fputc('\n', stdout);
         free(text);
     }
@@ -115,4 +150,48 @@ const char *launch__str(const cJSON *obj, const char *name)
 {
     const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
     return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+typedef struct {
+    uv_loop_t *loop;
+    bool done;
+    int rc;
+    cJSON *json;
+    char *code, *err;
+} sync_call;
+
+static void on_sync(void *ud, const fetch_aws_result *r)
+{
+    sync_call *s = ud;
+    s->done = true;
+    s->json = r->json ? cJSON_Duplicate(r->json, true) : NULL;
+    bool ok = r->err == 0 && r->http_status >= 200 && r->http_status < 300;
+    s->rc = ok ? 0 : -EIO;
+    if (!ok && s->code)
+        launch__fmt(s->code, LAUNCH_CODE_MAX, "%s", r->error_code ? r->error_code : "");
+    if (!ok)
+        launch__aws_reason(r, s->err, LAUNCH_ERR_MAX);
+    uv_stop(s->loop);
+}
+
+int launch__call_sync(launch__ctx *c, const char *service, const char *op, cJSON *body, cJSON **out,
+                      char *code, char *err)
+{
+    sync_call s = {.loop = &c->loop, .code = code, .err = err};
+    *out = NULL;
+    if (code)
+        code[0] = '\0';
+    int rc = launch__call(c, service, op, body, on_sync, &s);
+    if (rc < 0) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "%s %s: %s", service, op, strerror(-rc));
+        return rc;
+    }
+    while (!s.done) {
+        if (uv_run(&c->loop, UV_RUN_DEFAULT) == 0 && !s.done) {
+            launch__fmt(err, LAUNCH_ERR_MAX, "%s %s: no answer", service, op);
+            return -EIO; /* nothing left to wait for: never spin */
+        }
+    }
+    *out = s.json;
+    return s.rc;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <cjson/cJSON.h>
 
 #define LAUNCH_ERR_MAX 512
@@ -30,6 +31,9 @@ enum {
 #define LAUNCH_MAX_RUN_ID          64   /* clientToken: up to 64 ASCII characters */
 #define LAUNCH_MAX_TAG_VALUE       256
 #define LAUNCH_DESCRIBE_BATCH      100 /* DescribeTasks: up to 100 tasks per call */
+/* Launches of a batch (and reconcile's writes) in progress at once: each has one request in
+ * flight (a deployment's package lookups excepted), so this bounds the open connections. */
+#define LAUNCH_MAX_INFLIGHT 16
 
 /* ---- configuration (environment, contract section 8) ---- */
 
@@ -43,6 +47,7 @@ typedef struct {
     const char *log_group;        /* DAGY_ECS_LOG_GROUP */
     const char *artifact_bucket;  /* DAGY_ARTIFACT_BUCKET */
     const char *traces_bucket;    /* DAGY_TRACES_BUCKET (optional) */
+    const char *results_bucket;   /* DAGY_RESULTS_BUCKET (optional; default traces_bucket) */
     const char *task_definition;  /* DAGY_ECS_TASK_DEFINITION (optional: family or ARN) */
     const char *container_name;   /* DAGY_ECS_CONTAINER_NAME, default dagy-worker */
     const char *assign_public_ip; /* DAGY_ECS_ASSIGN_PUBLIC_IP, ENABLED|DISABLED (default) */
@@ -113,6 +118,11 @@ typedef struct {
     cJSON *env;              /* object NAME -> string: extra container variables */
     cJSON *metadata;         /* object or NULL; stored on the run item */
     int cpu, memory, ephemeral_gib;
+    bool correlation_given; /* false = generated: not part of the request's fingerprint */
+    /* Retries (`dagy-launch retry`, reconcile's relaunch); NULL / 0 for a plain run. */
+    char *retry_of;    /* the run this one retries */
+    char *resume_from; /* DAGY_RESUME_FROM for the agent (NULL with retry --all) */
+    int infra_retries; /* relaunches after infrastructure failures along the chain */
 } launch_request;
 
 /* Command-line options of run/batch (all optional here; required ones checked by the command).
@@ -142,8 +152,26 @@ typedef struct {
     const char *environment; /* the request's, else the deployment's, or NULL */
 } launch_resolved;
 
-/* The run item written QUEUED (plain JSON, before marshalling): contract section 6. */
+/* The run item written QUEUED (plain JSON, before marshalling): contract section 6, plus what a
+ * retry needs to repeat the launch exactly (artifact_s3_uri, dep_package_uris, cpu, memory,
+ * ephemeral_storage_gib, capacity_provider, extra_env), the request's fingerprint
+ * (launch_request_sha256) and the sparse-index marker (LAUNCH_ACTIVE_ATTR). */
 cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const char *now);
+
+/* The sparse index of active runs (docs/launch.md): LAUNCH_ACTIVE_ATTR = "1" is on a run item
+ * only while the control plane still has to look at it (QUEUED, RUNNING). Every terminal write
+ * REMOVEs it. */
+#define LAUNCH_ACTIVE_ATTR  "active_shard"
+#define LAUNCH_ACTIVE_VALUE "1"
+#define LAUNCH_ACTIVE_INDEX "active_runs"
+
+/* SHA-256 (hex) over the canonical form of a launch: what runs, where and with what (run id,
+ * flow and resolved version, artifact and package URIs, org, environment, deployment,
+ * parameters, extra variables, metadata, size, capacity provider, retry fields, and the
+ * correlation id when it was given). Audit fields (trigger_source, triggered_by) and a
+ * generated correlation id are left out, so the same command run again has the same print.
+ * Objects are hashed with sorted keys. */
+void launch_request_sha256(const launch_request *r, const launch_resolved *v, char hex[65]);
 /* The container environment (ECS [{name, value}] list) of contract section 5. */
 cJSON *launch_container_env(const launch_config *c, const launch_request *r,
                             const launch_resolved *v);
@@ -164,19 +192,55 @@ cJSON *launch_taskdef_body(const launch_config *c, const char *region);
  * register, so it can be reused. */
 bool launch_taskdef_matches(const launch_config *c, const char *region, const cJSON *td);
 
+/* ---- retries (`dagy-launch retry`, reconcile's relaunch) ---- */
+
+typedef struct {
+    const char *run_id;         /* NULL = a new UUID */
+    const char *correlation_id; /* NULL = the source's */
+    const char *trigger_source; /* "retry", "reconcile" */
+    const char *triggered_by;   /* NULL = $USER or the Lambda's name */
+    bool all;                   /* true = run everything again (no DAGY_RESUME_FROM) */
+    int infra_retries;          /* recorded on the new run */
+} launch_retry_opts;
+
+/* The launch request of a retry of the run item `src` (plain JSON): the source's exact flow
+ * version, parameters, extra variables, metadata, org, environment, deployment, size and
+ * capacity provider, with retry_of = the source, resume_from = the source unless `all`, and the
+ * source's correlation id unless another is given. Validated like a `run` request. Returns 0 or
+ * -EINVAL with err saying what the source lacks. The artifact and package URIs are the caller's
+ * (the source's artifact_s3_uri and dep_package_uris). */
+int launch_request_from_item(launch_request *r, const cJSON *src, const launch_retry_opts *o,
+                             char *err);
+/* The deterministic run id of the k-th infrastructure relaunch of `source`: "SOURCE-infraK", or
+ * "r<40 hex of sha256(SOURCE)>-infraK" when that would exceed the 64 characters of a clientToken.
+ * A second reconcile computes the same id, and the conditional QUEUED put stops it there. */
+void launch_retry_run_id(const char *source, int infra_retries, char out[LAUNCH_MAX_RUN_ID + 1]);
+
 /* ---- reconcile ---- */
+
+/* How long a launch may sit between its QUEUED write and RunTask's answer being recorded: the
+ * RunTask retry budget (8 attempts, backoff capped at 5 s) with a wide margin. The reconciler
+ * never touches a QUEUED run without a task ARN younger than this, whatever --stale-seconds
+ * and --start-timeout say. */
+#define LAUNCH_GRACE_SECONDS 120
 
 typedef struct {
     const char *status; /* SUCCEEDED, FAILED, CANCELLED; NULL = task not stopped: leave it */
     char error_message[LAUNCH_ERR_MAX];
     char stop_reason[LAUNCH_ERR_MAX];
     double stopped_at; /* epoch seconds, 0 if ECS did not say */
+    bool infra;        /* FAILED by the platform (relaunchable), not by the flow */
 } launch_verdict;
 
-/* The terminal status for a described ECS task (contract section 8 mapping): STOPPED with the
- * worker container's exit code 0 -> SUCCEEDED; stopCode UserInitiated -> CANCELLED; any other
- * stop -> FAILED "Reconciled: STOPPED_REASON". Not stopped -> status NULL. */
-void launch_reconcile_verdict(const cJSON *task, const char *container_name, launch_verdict *v);
+/* The terminal status for a described ECS task (docs/launch.md, reconcile): STOPPED with the
+ * worker container's exit code 0 -> SUCCEEDED; a cancel was requested (cancel_reason not NULL,
+ * "" for no text) and ECS stopped it (UserInitiated, or exit 143) -> CANCELLED with stop_reason
+ * "UserInitiated: TEXT"; any other stop -> FAILED "Reconciled: STOPPED_REASON", with `infra` set
+ * for TaskFailedToStart, SpotInterruption, TerminationNotice, ServiceSchedulerInitiated, a
+ * UserInitiated stop or exit 143 without a cancel request, and exit 137 for OutOfMemory.
+ * Not stopped -> status NULL. */
+void launch_reconcile_verdict(const cJSON *task, const char *container_name,
+                              const char *cancel_reason, launch_verdict *v);
 
 /* ---- time and ids ---- */
 
@@ -188,7 +252,28 @@ void launch_uuid4(char *buf);
 int launch_cmd_run(const launch_opts *o);
 int launch_cmd_batch(const launch_opts *o);
 int launch_cmd_status(const char *run_id);
-int launch_cmd_reconcile(long max_runs, long stale_seconds);
+
+typedef struct {
+    long max_runs;       /* --max-runs, default 50 */
+    long stale_seconds;  /* --stale-seconds, default 300 */
+    long start_timeout;  /* --start-timeout, default 600 */
+    long relaunch_infra; /* --relaunch-infra, default 2 (per chain of retries) */
+} launch_reconcile_opts;
+int launch_cmd_reconcile(const launch_reconcile_opts *o);
+
+/* `retry RUN_ID`: a new run repeating RUN_ID's launch (launch_request_from_item). */
+int launch_cmd_retry(const char *run_id, const launch_retry_opts *o);
+
+typedef struct {
+    const char *run_id; /* NULL with all_running */
+    const char *reason; /* NULL = none given */
+    bool all_running;
+    const char *flow; /* with all_running: only this flow's runs */
+} launch_cancel_opts;
+/* `cancel RUN_ID` / `cancel --all-running [--flow NAME]`. */
+int launch_cmd_cancel(const launch_cancel_opts *o);
+/* `result RUN_ID TASK`: the task's stored result on stdout, its result_sha256 verified. */
+int launch_cmd_result(const char *run_id, const char *task);
 int launch_cmd_init_tables(void);
 int launch_cmd_register_flow(const char *artifact, const char *flow, const char *version,
                              const char *org);
@@ -223,10 +308,25 @@ void launch__ctx_close(launch__ctx *c);
  * consumed. Returns 0 or -errno (callback not invoked). */
 int launch__call(launch__ctx *c, const char *service, const char *op, cJSON *body, fetch_aws_cb cb,
                  void *ud);
+/* One call run to completion on the context's loop (for commands that do one thing after
+ * another). Returns 0 with *out = the answer's JSON (caller frees; may be NULL), or -EIO with
+ * *out = the error answer's JSON (if any), code = the AWS error code ("" if none; code may be
+ * NULL, else LAUNCH_CODE_MAX bytes) and err = "CODE: message". */
+#define LAUNCH_CODE_MAX 96
+int launch__call_sync(launch__ctx *c, const char *service, const char *op, cJSON *body, cJSON **out,
+                      char *code, char *err);
+/* The plain run item, read consistently; NULL with err "run "X" not found (TABLE)" or the
+ * read's failure. */
+cJSON *launch__read_run(launch__ctx *c, const char *run_id, char *err);
 /* The AWS message of a failed result, "CODE: message" without the client's label. */
 void launch__aws_reason(const fetch_aws_result *r, char *buf, size_t n);
-/* Prints a JSON value on stdout (pretty when stdout is a terminal), then a newline. */
+/* Prints a JSON value on stdout (pretty when stdout is a terminal, where DEL and C1 controls are
+ * shown as \u escapes), then a newline. */
 void launch__print_json(const cJSON *j);
+/* Writes s[0..n) for a terminal: C0 controls other than newline and tab, DEL and C1 controls
+ * (UTF-8 C2 80-C2 9F) become "\uXXXX", so a stored string cannot send escape sequences.
+ * *c2 carries a 0xC2 byte across calls (start false; if true at the end, write 0xC2). */
+size_t launch__tty_write(const char *s, size_t n, FILE *out, bool *c2);
 /* DynamoDB key object {name: {"S": value}} (one or two key attributes; name2 may be NULL). */
 cJSON *launch__key(const char *name, const char *value, const char *name2, const char *value2);
 /* snprintf that may truncate (messages embed AWS text of any length; truncation is fine). */
@@ -243,5 +343,34 @@ int launch__sha256_file(const char *path, char hex[65]);
 /* A version usable in an S3 key and a tag (register-flow, register-package): tag characters,
  * no '/', not "latest", "." or "..". Returns 0 or -EINVAL with err naming `flag`. */
 int launch__version_check(const char *v, const char *flag, char *err);
+
+/* A prepared launch for launch__launch: the request and, for a retry, what the source run
+ * resolved (artifact URI with its #sha256=, package URIs) so nothing is looked up again. */
+typedef struct {
+    launch_request req; /* moved into the launch (cleared) */
+    char *artifact_uri; /* NULL = resolve flow_version in DAGY_FLOWS */
+    char **pkgs;        /* with pkgs_known: the packages; else resolved from the deployment */
+    size_t n_pkgs;
+    bool pkgs_known;
+    /* results */
+    bool success;
+    int exit;
+    char *task_arn;
+    cJSON *result; /* the JSON `run` prints for this launch */
+    char error[LAUNCH_ERR_MAX];
+} launch__spec;
+
+/* A retry of the plain run item `src` as a prepared launch. Returns 0 or -EINVAL/-ENOMEM with
+ * err set (nothing to clear then). */
+int launch__spec_from_item(launch__spec *s, const cJSON *src, const launch_retry_opts *o,
+                           char *err);
+/* Runs the launches as `batch` does (bounded, one task definition lookup, exactly-once) on a
+ * loop of its own, and fills the results. Returns 0, or LAUNCH_EXIT_INVALID when the run
+ * configuration is missing (every spec's error says which variable), or -ENOMEM. */
+int launch__launch(launch__spec *specs, size_t n);
+void launch__spec_clear(launch__spec *s);
+/* The task ARN of a RunTask answer (pointing into `answer`), or NULL with `why` (n bytes) saying
+ * what ECS reported instead (the first failure, or no task). Buffer-in for tests/fuzz too. */
+const char *launch__runtask_arn(const cJSON *answer, char *why, size_t n);
 
 #endif

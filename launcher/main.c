@@ -14,8 +14,11 @@ static const char usage_main[] =
     "commands:\n"
     "  run            launch one flow run on ECS Fargate\n"
     "  batch          launch many runs at once from a JSON file\n"
-    "  status RUN_ID  print a run's item\n"
-    "  reconcile      close stale runs whose ECS task has stopped\n"
+    "  status RUN_ID  print a run's item, its retry chain and its tasks\n"
+    "  result RUN_ID TASK  print a task's stored result\n"
+    "  retry RUN_ID   launch a run again (resuming from its failure by default)\n"
+    "  cancel RUN_ID  cancel a run (--all-running: every active run)\n"
+    "  reconcile      close stale runs whose ECS task has stopped; relaunch infra failures\n"
     "  init-tables    create the DynamoDB tables where absent\n"
     "  register-flow  upload a flow artifact and register its version\n"
     "  register-package     upload a dependency package and register it\n"
@@ -75,19 +78,61 @@ static const char usage_batch[] =
 static const char usage_status[] =
     "usage: dagy-launch status RUN_ID\n"
     "\n"
-    "Prints the run's DAGY_RUNS item as plain JSON. Exit 1 if there is no such run.\n";
+    "Prints the run's DAGY_RUNS item as plain JSON, plus \"retry_chain\" (the runs it retries,\n"
+    "nearest first, each {run_id, status}) and \"tasks\" (its DAGY_TASK_RUNS items: status,\n"
+    "attempt, result_s3_uri, reused_from, ...). Exit 1 if there is no such run.\n";
+
+static const char usage_result[] =
+    "usage: dagy-launch result RUN_ID TASK\n"
+    "\n"
+    "Prints the task's stored result (its result_s3_uri) on stdout, byte for byte, after\n"
+    "checking it against the task item's result_sha256. Exit 1 if there is none or it does\n"
+    "not match.\n";
+
+static const char usage_retry[] =
+    "usage: dagy-launch retry RUN_ID [--all] [--run-id NEW] [--correlation-id ID]\n"
+    "\n"
+    "Launches a new run with the source's exact flow version, parameters, packages,\n"
+    "environment, org, size, capacity provider and extra variables; retry_of = RUN_ID. By\n"
+    "default the agent resumes from RUN_ID (DAGY_RESUME_FROM: tasks that SUCCEEDED there with\n"
+    "the same task_hash are reused); --all runs everything again. The source must have ended\n"
+    "(a SUCCEEDED one only with --all). Prints the same JSON as run.\n"
+    "\n"
+    "  --all                   run every task again\n"
+    "  --run-id NEW            the new run's id (default: a new UUID)\n"
+    "  --correlation-id ID     default: the source's\n"
+    "  --triggered-by S        audit: who asked (default $USER)\n";
+
+static const char usage_cancel[] =
+    "usage: dagy-launch cancel RUN_ID [--reason TEXT]\n"
+    "       dagy-launch cancel --all-running [--flow NAME] [--reason TEXT]\n"
+    "\n"
+    "Records cancel_requested_at and cancel_reason on a QUEUED or RUNNING run, then stops its\n"
+    "ECS task (StopTask, reason TEXT). The agent ends the run CANCELLED with stop_reason\n"
+    "\"UserInitiated: TEXT\"; a QUEUED run whose task never started is set CANCELLED at once.\n"
+    "Prints {run_id, status, task_arn, message} (an array with --all-running).\n"
+    "Exit 0 done (or already cancelled), 1 no such run / already ended / AWS failure.\n";
 
 static const char usage_reconcile[] =
-    "usage: dagy-launch reconcile [--max-runs 50] [--stale-seconds 300]\n"
+    "usage: dagy-launch reconcile [--max-runs 50] [--stale-seconds 300] [--start-timeout 600]\n"
+    "                           [--relaunch-infra 2]\n"
     "\n"
-    "Finds QUEUED/RUNNING ECS runs not updated (and without heartbeat) for --stale-seconds,\n"
-    "describes their tasks, and closes the runs whose task has STOPPED: exit code 0 ->\n"
-    "SUCCEEDED, stopCode UserInitiated -> CANCELLED, otherwise FAILED \"Reconciled: REASON\".\n"
-    "Writes are conditional: a run the agent already finished is never changed. Idempotent.\n"
-    "Prints {\"checked\": N, \"updated\": N, \"skipped\": N}.\n"
+    "Queries the index of active runs (QUEUED/RUNNING ECS runs), describes the tasks of those\n"
+    "not updated for --stale-seconds (QUEUED ones: also those older than --start-timeout), and\n"
+    "closes the runs whose task has STOPPED: exit code 0 -> SUCCEEDED, cancelled through\n"
+    "dagy-launch cancel -> CANCELLED, otherwise FAILED \"Reconciled: REASON\", with\n"
+    "stop_reason \"stopCode: stoppedReason\". Infrastructure failures (TaskFailedToStart,\n"
+    "SpotInterruption, OutOfMemory, a SIGTERM nobody asked for, no task RUNNING within\n"
+    "--start-timeout) are relaunched at once as a resuming retry, up to --relaunch-infra per\n"
+    "chain. Writes are conditional; idempotent (a second pass relaunches nothing).\n"
+    "Prints {\"checked\": N, \"updated\": N, \"skipped\": N, \"relaunched\": N}.\n"
     "\n"
-    "  --max-runs N            check at most N stale runs (default 50)\n"
-    "  --stale-seconds N       ignore runs updated within N seconds (default 300)\n";
+    "  --max-runs N            check at most N runs (default 50)\n"
+    "  --stale-seconds N       ignore runs updated within N seconds (default 300)\n"
+    "  --start-timeout N       a QUEUED run not RUNNING after N s failed to start (default\n"
+    "                          600; a run without task ARN waits at least 120 s, the launch "
+    "grace)\n"
+    "  --relaunch-infra N      relaunches per chain of retries (default 2; 0 = never)\n";
 
 static const char usage_init[] =
     "usage: dagy-launch init-tables\n"
@@ -126,6 +171,11 @@ enum {
     O_MAXRUNS,
     O_STALE,
     O_ARTIFACT,
+    O_START_TIMEOUT,
+    O_RELAUNCH,
+    O_ALL,
+    O_REASON,
+    O_ALL_RUNNING,
     O_HELP
 };
 
@@ -269,26 +319,139 @@ static int cmd_reconcile(int argc, char **argv)
 {
     static const struct option opts[] = {{"max-runs", required_argument, 0, O_MAXRUNS},
                                          {"stale-seconds", required_argument, 0, O_STALE},
+                                         {"start-timeout", required_argument, 0, O_START_TIMEOUT},
+                                         {"relaunch-infra", required_argument, 0, O_RELAUNCH},
                                          {"help", no_argument, 0, O_HELP},
                                          {0, 0, 0, 0}};
-    long max_runs = 50, stale = 300;
+    launch_reconcile_opts o = {50, 300, 600, 2};
     int c;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
         if (c == O_HELP) {
             fputs(usage_reconcile, stdout);
             return 0;
         }
-        if (c == O_MAXRUNS && launch_parse_int(optarg, 1, 100000, &max_runs) == 0)
+        if (c == O_MAXRUNS && launch_parse_int(optarg, 1, 100000, &o.max_runs) == 0)
             continue;
-        if (c == O_STALE && launch_parse_int(optarg, 0, 100L * 86400, &stale) == 0)
+        if (c == O_STALE && launch_parse_int(optarg, 0, 100L * 86400, &o.stale_seconds) == 0)
             continue;
-        return bad_usage("reconcile", c == O_MAXRUNS ? "--max-runs must be 1-100000"
-                                      : c == O_STALE ? "--stale-seconds must be 0-8640000"
-                                                     : "unknown option or missing value");
+        if (c == O_START_TIMEOUT &&
+            launch_parse_int(optarg, 0, 100L * 86400, &o.start_timeout) == 0)
+            continue;
+        if (c == O_RELAUNCH && launch_parse_int(optarg, 0, 100, &o.relaunch_infra) == 0)
+            continue;
+        return bad_usage("reconcile", c == O_MAXRUNS         ? "--max-runs must be 1-100000"
+                                      : c == O_STALE         ? "--stale-seconds must be 0-8640000"
+                                      : c == O_START_TIMEOUT ? "--start-timeout must be 0-8640000"
+                                      : c == O_RELAUNCH      ? "--relaunch-infra must be 0-100"
+                                                             : "unknown option or missing value");
     }
     if (optind < argc)
         return bad_usage("reconcile", "unexpected argument");
-    return launch_cmd_reconcile(max_runs, stale);
+    return launch_cmd_reconcile(&o);
+}
+
+/* The one positional RUN_ID after the options (getopt permutes nothing: "+"). */
+static const char *one_run_id(int argc, char **argv, const char *cmd, int *rc)
+{
+    if (optind != argc - 1) {
+        *rc = bad_usage(cmd, optind >= argc ? "expected a RUN_ID" : "expected exactly one RUN_ID");
+        return NULL;
+    }
+    return argv[optind];
+}
+
+static int cmd_retry(int argc, char **argv)
+{
+    static const struct option opts[] = {{"all", no_argument, 0, O_ALL},
+                                         {"flow-version", required_argument, 0, O_VERSION},
+                                         {"run-id", required_argument, 0, O_RUNID},
+                                         {"correlation-id", required_argument, 0, O_CORR},
+                                         {"triggered-by", required_argument, 0, O_BY},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
+    launch_retry_opts o = {.trigger_source = "retry"};
+    const char *id = NULL;
+    int c, rc = 0;
+    /* RUN_ID may come first: "retry RUN --all". */
+    if (argc > 1 && argv[1][0] != '-') {
+        id = argv[1];
+        argc--;
+        argv++;
+    }
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        switch (c) {
+        case O_HELP:
+            fputs(usage_retry, stdout);
+            return 0;
+        case O_ALL:
+            o.all = true;
+            break;
+        case O_VERSION:
+            /* Every task_hash covers the artifact's sha256: another version reuses nothing, so
+             * it is a new run, not a retry. */
+            return bad_usage("retry", "--flow-version: a retry runs the source's exact version; "
+                                      "to run another version, use dagy-launch run");
+        case O_RUNID:
+            o.run_id = optarg;
+            break;
+        case O_CORR:
+            o.correlation_id = optarg;
+            break;
+        case O_BY:
+            o.triggered_by = optarg;
+            break;
+        default:
+            return bad_usage("retry", "unknown option or missing value");
+        }
+    }
+    if (id && optind < argc)
+        return bad_usage("retry", "unexpected argument");
+    if (!id && !(id = one_run_id(argc, argv, "retry", &rc)))
+        return rc;
+    return launch_cmd_retry(id, &o);
+}
+
+static int cmd_cancel(int argc, char **argv)
+{
+    static const struct option opts[] = {{"reason", required_argument, 0, O_REASON},
+                                         {"all-running", no_argument, 0, O_ALL_RUNNING},
+                                         {"flow", required_argument, 0, O_FLOW},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
+    launch_cancel_opts o = {0};
+    int c, rc = 0;
+    if (argc > 1 && argv[1][0] != '-') {
+        o.run_id = argv[1];
+        argc--;
+        argv++;
+    }
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        switch (c) {
+        case O_HELP:
+            fputs(usage_cancel, stdout);
+            return 0;
+        case O_REASON:
+            o.reason = optarg;
+            break;
+        case O_ALL_RUNNING:
+            o.all_running = true;
+            break;
+        case O_FLOW:
+            o.flow = optarg;
+            break;
+        default:
+            return bad_usage("cancel", "unknown option or missing value");
+        }
+    }
+    if (o.all_running && (o.run_id || optind < argc))
+        return bad_usage("cancel", "give either RUN_ID or --all-running, not both");
+    if (!o.all_running && o.run_id && optind < argc)
+        return bad_usage("cancel", "unexpected argument");
+    if (!o.all_running && !o.run_id && !(o.run_id = one_run_id(argc, argv, "cancel", &rc)))
+        return rc;
+    if (o.flow && !o.all_running)
+        return bad_usage("cancel", "--flow goes with --all-running");
+    return launch_cmd_cancel(&o);
 }
 
 static int cmd_register(int argc, char **argv)
@@ -340,7 +503,9 @@ static int no_options(int argc, char **argv, const char *cmd, const char *usage,
         return -1;
     }
     if (argc - 1 != nargs || (nargs && argv[1][0] == '-'))
-        return bad_usage(cmd, nargs ? "expected exactly one RUN_ID" : "takes no arguments");
+        return bad_usage(cmd, nargs == 2   ? "expected RUN_ID TASK"
+                              : nargs == 1 ? "expected exactly one RUN_ID"
+                                           : "takes no arguments");
     return 0;
 }
 
@@ -362,15 +527,23 @@ int main(int argc, char **argv)
         printf("dagy-launch %s\n", DAGY_VERSION);
         return 0;
     }
+    int rc;
     if (strcmp(cmd, "run") == 0 || strcmp(cmd, "batch") == 0)
         return cmd_launch(argc, argv, strcmp(cmd, "batch") == 0);
     if (strcmp(cmd, "reconcile") == 0)
         return cmd_reconcile(argc, argv);
+    if (strcmp(cmd, "retry") == 0)
+        return cmd_retry(argc, argv);
+    if (strcmp(cmd, "cancel") == 0)
+        return cmd_cancel(argc, argv);
+    if (strcmp(cmd, "result") == 0)
+        return (rc = no_options(argc, argv, cmd, usage_result, 2))
+                   ? (rc < 0 ? 0 : rc)
+                   : launch_cmd_result(argv[1], argv[2]);
     if (strcmp(cmd, "register-flow") == 0)
         return cmd_register(argc, argv);
     if (strcmp(cmd, "register-package") == 0 || strcmp(cmd, "register-deployment") == 0)
         return launch_register_main(argc, argv, cmd);
-    int rc;
     if (strcmp(cmd, "status") == 0)
         return (rc = no_options(argc, argv, cmd, usage_status, 1)) ? (rc < 0 ? 0 : rc)
                                                                    : launch_cmd_status(argv[1]);

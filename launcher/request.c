@@ -219,6 +219,7 @@ static int pick_correlation(launch_request *r, const launch_opts *o, long index,
 {
     char buf[LAUNCH_MAX_TAG_VALUE + 32], uuid[40];
     const char *parent = o->correlation_id && *o->correlation_id ? o->correlation_id : NULL;
+    r->correlation_given = parent != NULL;
     if (!parent) {
         launch_uuid4(uuid);
         parent = uuid;
@@ -315,6 +316,8 @@ void launch_request_clear(launch_request *r)
     free(r->triggered_by);
     free(r->run_id);
     free(r->capacity_provider);
+    free(r->retry_of);
+    free(r->resume_from);
     cJSON_Delete(r->parameters);
     cJSON_Delete(r->env);
     cJSON_Delete(r->metadata);
@@ -328,6 +331,33 @@ static void add_json_string(cJSON *obj, const char *name, const cJSON *value)
     char *text = cJSON_PrintUnformatted(value);
     cJSON_AddStringToObject(obj, name, text ? text : "{}");
     free(text);
+}
+
+/* What a retry needs to repeat this launch exactly, the fingerprint and the index marker. */
+static void run_item_launch_fields(cJSON *it, const launch_request *r, const launch_resolved *v)
+{
+    char sha[65];
+    launch_request_sha256(r, v, sha);
+    cJSON_AddStringToObject(it, "launch_request_sha256", sha);
+    cJSON_AddStringToObject(it, LAUNCH_ACTIVE_ATTR, LAUNCH_ACTIVE_VALUE);
+    cJSON_AddStringToObject(it, "artifact_s3_uri", v->artifact_uri);
+    /* Always, even empty: a retry then never re-reads a deployment that may have changed. */
+    cJSON *l = cJSON_AddArrayToObject(it, "dep_package_uris");
+    for (size_t i = 0; i < v->n_packages; i++)
+        cJSON_AddItemToArray(l, cJSON_CreateString(v->package_uris[i]));
+    cJSON_AddNumberToObject(it, "cpu", r->cpu);
+    cJSON_AddNumberToObject(it, "memory", r->memory);
+    cJSON_AddNumberToObject(it, "ephemeral_storage_gib", r->ephemeral_gib);
+    if (r->capacity_provider)
+        cJSON_AddStringToObject(it, "capacity_provider", r->capacity_provider);
+    if (r->env && r->env->child)
+        add_json_string(it, "extra_env", r->env);
+    if (r->retry_of)
+        cJSON_AddStringToObject(it, "retry_of", r->retry_of);
+    if (r->resume_from)
+        cJSON_AddStringToObject(it, "resume_from", r->resume_from);
+    if (r->retry_of)
+        cJSON_AddNumberToObject(it, "infra_retries", r->infra_retries);
 }
 
 cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const char *now)
@@ -353,6 +383,7 @@ cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const 
         add_json_string(it, "metadata", r->metadata);
     cJSON_AddStringToObject(it, "created_at", now);
     cJSON_AddStringToObject(it, "updated_at", now);
+    run_item_launch_fields(it, r, v);
     return it;
 }
 
@@ -394,6 +425,12 @@ cJSON *launch_container_env(const launch_config *c, const launch_request *r,
     add_env(env, "DAGY_CORRELATION_ID", r->correlation_id);
     if (c->traces_bucket)
         add_env(env, "DAGY_TRACES_BUCKET", c->traces_bucket);
+    /* Durable results (contract section 10): the configured bucket, else the traces bucket. */
+    if (c->results_bucket || c->traces_bucket)
+        add_env(env, "DAGY_RESULTS_BUCKET",
+                c->results_bucket ? c->results_bucket : c->traces_bucket);
+    if (r->resume_from)
+        add_env(env, "DAGY_RESUME_FROM", r->resume_from);
     if (c->runs_table_set)
         add_env(env, "DAGY_RUNS_TABLE", c->runs_table);
     if (c->task_runs_table_set)
@@ -581,27 +618,21 @@ static const cJSON *worker_container(const cJSON *task, const char *name)
     return cJSON_GetArrayItem(cs, 0);
 }
 
-void launch_reconcile_verdict(const cJSON *task, const char *container_name, launch_verdict *v)
+/* Stop codes that say the platform ended the task, not the flow (ECS "Stopped tasks errors"). */
+static bool infra_stop_code(const char *code)
 {
-    memset(v, 0, sizeof *v);
-    if (!str_eq(task, "lastStatus", "STOPPED"))
-        return;
-    const char *code = launch__str(task, "stopCode");
-    const char *reason = launch__str(task, "stoppedReason");
-    const cJSON *c = worker_container(task, container_name);
-    const cJSON *exit = cJSON_GetObjectItemCaseSensitive(c, "exitCode");
-    const char *creason = launch__str(c, "reason");
-    const cJSON *at = cJSON_GetObjectItemCaseSensitive(task, "stoppedAt");
-    v->stopped_at = cJSON_IsNumber(at) ? at->valuedouble : 0;
-    if (!reason || !*reason)
-        reason = "ECS task stopped";
-    launch__fmt(v->stop_reason, sizeof v->stop_reason, "%s: %s", code ? code : "STOPPED", reason);
-    if (cJSON_IsNumber(exit) && exit->valueint == 0) {
-        v->status = "SUCCEEDED";
-        return;
-    }
-    v->status = code && strcmp(code, "UserInitiated") == 0 ? "CANCELLED" : "FAILED";
-    /* The container's own exit code and reason (OutOfMemoryError, ...) say most about why. */
+    static const char *const codes[] = {"TaskFailedToStart", "SpotInterruption",
+                                        "TerminationNotice", "ServiceSchedulerInitiated", NULL};
+    for (const char *const *c = codes; code && *c; c++)
+        if (strcmp(*c, code) == 0)
+            return true;
+    return false;
+}
+
+/* The error_message of a reconciled stop: the container's exit code and reason say most. */
+static void verdict_message(launch_verdict *v, const char *reason, const cJSON *exit,
+                            const char *creason)
+{
     if (cJSON_IsNumber(exit) && creason)
         launch__fmt(v->error_message, sizeof v->error_message, "Reconciled: %s (exit code %d: %s)",
                     reason, exit->valueint, creason);
@@ -613,4 +644,41 @@ void launch_reconcile_verdict(const cJSON *task, const char *container_name, lau
                     creason);
     else
         launch__fmt(v->error_message, sizeof v->error_message, "Reconciled: %s", reason);
+}
+
+void launch_reconcile_verdict(const cJSON *task, const char *container_name,
+                              const char *cancel_reason, launch_verdict *v)
+{
+    memset(v, 0, sizeof *v);
+    if (!str_eq(task, "lastStatus", "STOPPED"))
+        return;
+    const char *code = launch__str(task, "stopCode");
+    const char *reason = launch__str(task, "stoppedReason");
+    const cJSON *c = worker_container(task, container_name);
+    const cJSON *exit = cJSON_GetObjectItemCaseSensitive(c, "exitCode");
+    const char *creason = launch__str(c, "reason");
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(task, "stoppedAt");
+    int ec = cJSON_IsNumber(exit) ? exit->valueint : -1;
+    v->stopped_at = cJSON_IsNumber(at) ? at->valuedouble : 0;
+    if (!reason || !*reason)
+        reason = "ECS task stopped";
+    launch__fmt(v->stop_reason, sizeof v->stop_reason, "%s: %s", code ? code : "STOPPED", reason);
+    if (ec == 0) {
+        v->status = "SUCCEEDED";
+        return;
+    }
+    verdict_message(v, reason, exit, creason);
+    bool user = code && strcmp(code, "UserInitiated") == 0;
+    if (cancel_reason && (user || ec == 143)) {
+        /* dagy-launch cancel asked for it: the contract's "UserInitiated: TEXT". */
+        v->status = "CANCELLED";
+        launch__fmt(v->stop_reason, sizeof v->stop_reason, "UserInitiated: %s",
+                    *cancel_reason ? cancel_reason : "cancel requested");
+        return;
+    }
+    v->status = "FAILED";
+    /* The platform's doing, not the flow's: a start failure, a Spot reclaim, a memory kill, a
+     * SIGTERM nobody asked for through cancel (a StopTask from elsewhere, a deploy). */
+    v->infra = infra_stop_code(code) || user || ec == 143 ||
+               (ec == 137 && creason && strstr(creason, "OutOfMemory"));
 }

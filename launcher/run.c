@@ -45,6 +45,9 @@ typedef struct one {
     char **pkgs;
     size_t n_pkgs, pkgs_pending;
     cJSON *runtask; /* the RunTask body, built before the run item is written */
+    char sha[65];   /* launch_request_sha256 of this launch */
+    bool pre_flow;  /* flow_version and artifact_uri given (a retry): no DAGY_FLOWS lookup */
+    bool pre_pkgs;  /* pkgs given (a retry): no deployment lookup */
     char *task_arn;
     bool success;
     int exit;
@@ -59,6 +62,8 @@ struct batch {
     launch__ctx ctx;
     one *runs;
     size_t n, pending;
+    size_t next, active; /* the next launch to start; launches started and not done */
+    bool pumping;
     int td_state;
     char *taskdef;
     bool managed;
@@ -74,14 +79,38 @@ static void set_state(one *o, lstate s)
     o->state = s;
 }
 
+static void to_flow(one *o);
+
+/* Starts launches while fewer than LAUNCH_MAX_INFLIGHT run, so a batch of thousands keeps a
+ * bounded number of requests (and connections) open. A launch that ends at once (its first call
+ * cannot start) re-enters through finish(); the flag turns that into another turn of this loop
+ * instead of a recursion as deep as the batch. */
+static void pump(batch *b)
+{
+    if (b->pumping)
+        return;
+    b->pumping = true;
+    while (b->active < LAUNCH_MAX_INFLIGHT && b->next < b->n) {
+        one *o = &b->runs[b->next++];
+        b->active++;
+        o->b = b;
+        to_flow(o);
+    }
+    b->pumping = false;
+}
+
 /* Ends a launch; the loop stops when the last one is done. */
 static void finish(one *o, bool success, int exit)
 {
+    batch *b = o->b;
     o->success = success;
     o->exit = exit;
     set_state(o, L_DONE);
-    if (--o->b->pending == 0)
-        uv_stop(&o->b->ctx.loop);
+    b->active--;
+    if (--b->pending == 0)
+        uv_stop(&b->ctx.loop);
+    else
+        pump(b);
 }
 
 static void fail(one *o, int exit, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -234,6 +263,8 @@ static void query_flows(one *o, const cJSON *start_key)
 static void to_flow(one *o)
 {
     set_state(o, L_FLOW);
+    if (o->pre_flow)
+        return to_deployment(o);
     if (strcmp(o->req.flow_version, "latest") == 0)
         return query_flows(o, NULL);
     cJSON *q = cJSON_CreateObject();
@@ -357,7 +388,7 @@ static void to_deployment(one *o)
     set_state(o, L_DEPLOY);
     if (o->req.environment)
         o->environment = strdup(o->req.environment);
-    if (!o->req.deployment)
+    if (!o->req.deployment || o->pre_pkgs)
         return to_taskdef(o);
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "TableName", o->b->ctx.cfg.deployments_table);
@@ -448,6 +479,66 @@ static void to_taskdef(one *o)
 
 static void to_runtask(one *o);
 
+/* The RunTask body for the resolved launch (rebuilt when the request adopts the correlation id
+ * of its own earlier attempt). Returns false, with the launch failed, if ECS would refuse it. */
+static bool build_runtask(one *o)
+{
+    batch *b = o->b;
+    launch_resolved v = {o->flow_version, o->artifact_uri, (const char *const *)o->pkgs, o->n_pkgs,
+                         o->environment};
+    cJSON_Delete(o->runtask);
+    o->runtask = launch_runtask_body(&b->ctx.cfg, b->taskdef, b->managed, &o->req, &v);
+    size_t chars = launch_overrides_chars(o->runtask);
+    /* ECS rejects larger overrides; find out before anything is written. */
+    if (chars > LAUNCH_MAX_OVERRIDES_CHARS) {
+        fail(o, LAUNCH_EXIT_INVALID,
+             "the container overrides would be %zu characters, over ECS's limit of %d: "
+             "pass fewer or smaller parameters/--env values",
+             chars, LAUNCH_MAX_OVERRIDES_CHARS);
+        return false;
+    }
+    return true;
+}
+
+/* The run id already has an item (`it`, plain; NULL if it vanished). Ours - the same request
+ * fingerprint, still QUEUED - means an earlier attempt of this very launch wrote it (a lost
+ * PutItem answer, or a crash before RunTask): continue with RunTask, whose clientToken (the run
+ * id) makes a second call start no second task. Someone else's request is refused. */
+static void existing_decide(one *o, const cJSON *it)
+{
+    const char *arn = launch__str(it, "external_id"), *st = launch__str(it, "status");
+    const char *msg = launch__str(it, "error_message");
+    const char *sha = launch__str(it, "launch_request_sha256");
+    const char *corr = launch__str(it, "correlation_id");
+    if (sha && strcmp(sha, o->sha) != 0)
+        return fail(o, LAUNCH_EXIT_FAILED,
+                    "run \"%s\" already exists with a different launch request "
+                    "(launch_request_sha256 %.12s..., this request %.12s...); not launched again: "
+                    "use a new run id",
+                    o->req.run_id, sha, o->sha);
+    if (it && !o->req.correlation_given && corr && strcmp(corr, o->req.correlation_id) != 0) {
+        char *c = strdup(corr);
+        if (!c)
+            return fail(o, LAUNCH_EXIT_FAILED, "out of memory");
+        free(o->req.correlation_id);
+        o->req.correlation_id = c;
+        if (!build_runtask(o))
+            return;
+    }
+    if (arn) {
+        o->note = "run already exists; no second task was started";
+        o->task_arn = strdup(arn);
+        return finish(o, true, LAUNCH_EXIT_OK);
+    }
+    if (sha && st && strcmp(st, "QUEUED") == 0) {
+        o->note = "run item already written by an earlier attempt of this launch; RunTask "
+                  "called with the same clientToken";
+        return to_runtask(o);
+    }
+    fail(o, LAUNCH_EXIT_FAILED, "run \"%s\" already exists (status %s)%s%s; not launched again",
+         o->req.run_id, st ? st : "unknown", msg ? ": " : ", no task recorded", msg ? msg : "");
+}
+
 static void on_existing(void *ud, const fetch_aws_result *r)
 {
     one *o = ud;
@@ -458,16 +549,7 @@ static void on_existing(void *ud, const fetch_aws_result *r)
                     o->req.run_id, why);
     }
     cJSON *it = get_item(r);
-    const char *arn = launch__str(it, "external_id"), *st = launch__str(it, "status");
-    const char *msg = launch__str(it, "error_message");
-    o->note = "run already exists; no second task was started";
-    if (arn) {
-        o->task_arn = strdup(arn);
-        finish(o, true, LAUNCH_EXIT_OK);
-    } else {
-        fail(o, LAUNCH_EXIT_FAILED, "run \"%s\" already exists (status %s)%s%s; not launched again",
-             o->req.run_id, st ? st : "unknown", msg ? ": " : ", no task recorded", msg ? msg : "");
-    }
+    existing_decide(o, it);
     cJSON_Delete(it);
 }
 
@@ -477,8 +559,15 @@ static void on_put(void *ud, const fetch_aws_result *r)
     if (aws_ok(r))
         return to_runtask(o);
     if (r->error_code && strcmp(r->error_code, "ConditionalCheckFailedException") == 0) {
-        /* Relaunch of an existing run id: report it, never start a second task. */
         set_state(o, L_EXISTING);
+        /* ReturnValuesOnConditionCheckFailure brought the item along; else read it. */
+        const cJSON *old = cJSON_GetObjectItemCaseSensitive(r->json, "Item");
+        if (cJSON_IsObject(old)) {
+            cJSON *it = proto_ddb_unmarshal(old);
+            existing_decide(o, it);
+            cJSON_Delete(it);
+            return;
+        }
         cJSON *q = cJSON_CreateObject();
         cJSON_AddStringToObject(q, "TableName", o->b->ctx.cfg.runs_table);
         cJSON_AddItemToObject(q, "Key", launch__key("run_id", o->req.run_id, NULL, NULL));
@@ -495,16 +584,11 @@ static void to_put(one *o)
 {
     batch *b = o->b;
     set_state(o, L_PUT);
+    if (!build_runtask(o))
+        return;
     launch_resolved v = {o->flow_version, o->artifact_uri, (const char *const *)o->pkgs, o->n_pkgs,
                          o->environment};
-    o->runtask = launch_runtask_body(&b->ctx.cfg, b->taskdef, b->managed, &o->req, &v);
-    size_t chars = launch_overrides_chars(o->runtask);
-    /* ECS rejects larger overrides; find out before anything is written. */
-    if (chars > LAUNCH_MAX_OVERRIDES_CHARS)
-        return fail(o, LAUNCH_EXIT_INVALID,
-                    "the container overrides would be %zu characters, over ECS's limit of %d: "
-                    "pass fewer or smaller parameters/--env values",
-                    chars, LAUNCH_MAX_OVERRIDES_CHARS);
+    launch_request_sha256(&o->req, &v, o->sha);
     char now[32];
     proto_iso_time(proto_now(), now);
     cJSON *plain = launch_run_item(&o->req, &v, now);
@@ -513,12 +597,37 @@ static void to_put(one *o)
     cJSON_AddItemToObject(q, "Item", proto_ddb_marshal(plain));
     cJSON_Delete(plain);
     cJSON_AddStringToObject(q, "ConditionExpression", "attribute_not_exists(run_id)");
+    cJSON_AddStringToObject(q, "ReturnValuesOnConditionCheckFailure", "ALL_OLD");
     call_or_fail(o, "dynamodb", "PutItem", q, on_put);
+}
+
+static void on_stop_cancelled(void *ud, const fetch_aws_result *r)
+{
+    one *o = ud;
+    if (!aws_ok(r)) {
+        char why[LAUNCH_ERR_MAX];
+        launch__aws_reason(r, why, sizeof why);
+        fprintf(stderr, "dagy-launch: warning: run %s: stopping task %s failed: %s\n",
+                o->req.run_id, o->task_arn, why);
+    }
+    fail(o, LAUNCH_EXIT_FAILED,
+         "run \"%s\" was cancelled while it was being launched; task %s "
+         "stopped",
+         o->req.run_id, o->task_arn);
 }
 
 static void on_record_arn(void *ud, const fetch_aws_result *r)
 {
     one *o = ud;
+    if (r->error_code && strcmp(r->error_code, "ConditionalCheckFailedException") == 0) {
+        /* `dagy-launch cancel` got there between the QUEUED write and RunTask's answer: the
+         * run is over, so is its task. */
+        cJSON *q = cJSON_CreateObject();
+        cJSON_AddStringToObject(q, "cluster", o->b->ctx.cfg.cluster);
+        cJSON_AddStringToObject(q, "task", o->task_arn);
+        cJSON_AddStringToObject(q, "reason", "dagy-launch: run cancelled during its launch");
+        return call_or_fail(o, "ecs", "StopTask", q, on_stop_cancelled);
+    }
     /* The task runs either way; the agent also records its ARN from the metadata endpoint. */
     if (!aws_ok(r)) {
         char why[LAUNCH_ERR_MAX];
@@ -556,14 +665,16 @@ static void record(one *o, bool launched)
         /* if_not_exists: the agent may have recorded it first; never create a stray item. */
         cJSON_AddStringToObject(q, "UpdateExpression",
                                 "SET external_id = if_not_exists(external_id, :arn)");
-        cJSON_AddStringToObject(q, "ConditionExpression", "attribute_exists(run_id)");
+        cJSON_AddStringToObject(
+            q, "ConditionExpression",
+            "attribute_exists(run_id) AND attribute_not_exists(cancel_requested_at)");
         cJSON_AddStringToObject(cJSON_AddObjectToObject(vals, ":arn"), "S", o->task_arn);
         return call_or_fail(o, "dynamodb", "UpdateItem", q, on_record_arn);
     }
     launch__fmt(seq, sizeof seq, "%lld", LAUNCH_FINAL_SEQ);
     cJSON_AddStringToObject(q, "UpdateExpression",
                             "SET #s = :failed, error_message = :msg, completed_at = :now, "
-                            "updated_at = :now, status_seq = :seq");
+                            "updated_at = :now, status_seq = :seq REMOVE " LAUNCH_ACTIVE_ATTR);
     cJSON_AddStringToObject(q, "ConditionExpression", "#s = :queued");
     cJSON_AddStringToObject(cJSON_AddObjectToObject(q, "ExpressionAttributeNames"), "#s", "status");
     cJSON_AddStringToObject(cJSON_AddObjectToObject(vals, ":failed"), "S", "FAILED");
@@ -582,25 +693,37 @@ static void failure_reason(const cJSON *failures, char *buf, size_t n)
     const cJSON *f = cJSON_GetArrayItem(failures, 0);
     const char *reason = launch__str(f, "reason"), *detail = launch__str(f, "detail");
     const char *arn = launch__str(f, "arn");
+    /* ECS may send empty strings: an empty field counts as absent (the message says something). */
+    reason = reason && *reason ? reason : NULL;
+    detail = detail && *detail ? detail : NULL;
+    arn = arn && *arn ? arn : NULL;
     launch__fmt(buf, n, "%s%s%s%s%s%s", reason ? reason : "unknown failure",
                 detail || arn ? " (" : "", detail ? detail : "", detail && arn ? ", " : "",
                 arn ? arn : "", detail || arn ? ")" : "");
+}
+
+const char *launch__runtask_arn(const cJSON *answer, char *why, size_t n)
+{
+    const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(answer, "tasks");
+    const cJSON *failures = cJSON_GetObjectItemCaseSensitive(answer, "failures");
+    const char *arn = launch__str(cJSON_GetArrayItem(tasks, 0), "taskArn");
+    if (cJSON_GetArraySize(failures) > 0)
+        failure_reason(failures, why, n);
+    else if (!arn)
+        launch__fmt(why, n, "RunTask returned no task");
+    else
+        return arn;
+    return NULL;
 }
 
 static void on_runtask(void *ud, const fetch_aws_result *r)
 {
     one *o = ud;
     char why[LAUNCH_ERR_MAX - 32];
-    const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(r->json, "tasks");
-    const cJSON *failures = cJSON_GetObjectItemCaseSensitive(r->json, "failures");
-    const char *arn = launch__str(cJSON_GetArrayItem(tasks, 0), "taskArn");
+    const char *arn = NULL;
     if (!aws_ok(r))
         launch__aws_reason(r, why, sizeof why);
-    else if (cJSON_GetArraySize(failures) > 0)
-        failure_reason(failures, why, sizeof why);
-    else if (!arn)
-        launch__fmt(why, sizeof why, "RunTask returned no task");
-    else {
+    else if ((arn = launch__runtask_arn(r->json, why, sizeof why))) {
         o->task_arn = strdup(arn);
         return record(o, true);
     }
@@ -683,10 +806,7 @@ static int run_all(batch *b)
         b->td_state = TD_READY;
     }
     b->pending = b->n;
-    for (size_t i = 0; i < b->n; i++) {
-        b->runs[i].b = b;
-        to_flow(&b->runs[i]);
-    }
+    pump(b);
     if (b->pending)
         uv_run(&b->ctx.loop, UV_RUN_DEFAULT);
     launch__ctx_close(&b->ctx);
@@ -777,6 +897,70 @@ int launch_cmd_batch(const launch_opts *o)
     }
     for (size_t i = 0; i < b.n; i++)
         one_clear(&b.runs[i]);
+    free(b.runs);
+    free(b.taskdef);
+    return rc;
+}
+
+/* ---- prepared launches (retry, reconcile's relaunch) ---- */
+
+int launch__launch(launch__spec *specs, size_t n)
+{
+    batch b = {0};
+    b.runs = calloc(n ? n : 1, sizeof *b.runs);
+    if (!b.runs)
+        return -ENOMEM;
+    b.n = n;
+    for (size_t i = 0; i < n; i++) {
+        one *o = &b.runs[i];
+        launch__spec *s = &specs[i];
+        o->req = s->req;
+        memset(&s->req, 0, sizeof s->req);
+        if (s->artifact_uri) {
+            o->pre_flow = true;
+            o->artifact_uri = s->artifact_uri;
+            o->flow_version = strdup(o->req.flow_version);
+            s->artifact_uri = NULL;
+        }
+        if (s->pkgs_known) {
+            o->pre_pkgs = true;
+            o->pkgs = s->pkgs;
+            o->n_pkgs = s->n_pkgs;
+            s->pkgs = NULL;
+            s->n_pkgs = 0;
+        }
+    }
+    char err[LAUNCH_ERR_MAX];
+    int rc = 0;
+    if (launch__ctx_open(&b.ctx, LAUNCH_NEED_RUN, err) < 0) {
+        for (size_t i = 0; i < n; i++) {
+            launch__fmt(b.runs[i].error, sizeof b.runs[i].error, "%s", err);
+            b.runs[i].exit = LAUNCH_EXIT_INVALID;
+        }
+        rc = LAUNCH_EXIT_INVALID;
+    } else {
+        b.managed = b.ctx.cfg.task_definition == NULL;
+        if (!b.managed) {
+            b.taskdef = strdup(b.ctx.cfg.task_definition);
+            b.td_state = TD_READY;
+        }
+        b.pending = b.n;
+        pump(&b);
+        if (b.pending)
+            uv_run(&b.ctx.loop, UV_RUN_DEFAULT);
+        launch__ctx_close(&b.ctx);
+    }
+    for (size_t i = 0; i < n; i++) {
+        one *o = &b.runs[i];
+        launch__spec *s = &specs[i];
+        s->success = o->success;
+        s->exit = o->exit;
+        s->result = result_json(o);
+        s->task_arn = o->task_arn;
+        o->task_arn = NULL;
+        launch__fmt(s->error, sizeof s->error, "%s", o->error);
+        one_clear(o);
+    }
     free(b.runs);
     free(b.taskdef);
     return rc;

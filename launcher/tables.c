@@ -1,6 +1,6 @@
-/* tables.c - `dagy-launch init-tables`, `status` and `register-flow`: the DynamoDB tables of
- * contract section 6 (created where absent, on-demand billing), run lookup, and flow
- * registration (artifact checked and uploaded, DAGY_FLOWS item written). */
+/* tables.c - `dagy-launch init-tables` and `register-flow`: the DynamoDB tables of contract
+ * section 6 (created where absent, on-demand billing, the runs table with its sparse index of
+ * active runs), and flow registration (artifact checked and uploaded, DAGY_FLOWS item written). */
 #include "launcher/launch.h"
 #include "proto/names.h"
 #include "proto/util.h"
@@ -33,6 +33,8 @@ typedef struct {
     tables_job *job;
     const char *name, *hash, *range;
     bool created, done;
+    bool index;       /* the runs table: needs the sparse index of active runs */
+    bool index_added; /* the index was added to an existing table (UpdateTable) */
     int polls;
     uv_timer_t timer;
 } table_op;
@@ -67,7 +69,25 @@ static void on_poll(uv_timer_t *h)
     describe_table(h->data);
 }
 
-/* Waits for ACTIVE: real DynamoDB creates tables asynchronously (status CREATING). */
+static int add_index(table_op *t);
+
+/* The status of the active-runs index in a table description: NULL if absent. */
+static const char *index_status(const cJSON *desc)
+{
+    const cJSON *g, *gs = cJSON_GetObjectItemCaseSensitive(desc, "GlobalSecondaryIndexes");
+    cJSON_ArrayForEach(g, gs)
+    {
+        const char *name = launch__str(g, "IndexName");
+        if (name && strcmp(name, LAUNCH_ACTIVE_INDEX) == 0) {
+            const char *st = launch__str(g, "IndexStatus");
+            return st ? st : "ACTIVE";
+        }
+    }
+    return NULL;
+}
+
+/* Waits for ACTIVE: real DynamoDB creates tables (and indexes) asynchronously (CREATING). An
+ * existing runs table without the index gets it here. */
 static void on_table_status(void *ud, const fetch_aws_result *r, const char *what)
 {
     table_op *t = ud;
@@ -76,7 +96,17 @@ static void on_table_status(void *ud, const fetch_aws_result *r, const char *wha
     const cJSON *desc = cJSON_GetObjectItemCaseSensitive(
         r->json, strcmp(what, "DescribeTable") == 0 ? "Table" : "TableDescription");
     const char *st = launch__str(desc, "TableStatus");
-    if (!st || strcmp(st, "ACTIVE") == 0)
+    const char *ist = t->index ? index_status(desc) : "ACTIVE";
+    if ((!st || strcmp(st, "ACTIVE") == 0) && !ist && !t->index_added) {
+        t->index_added = true;
+        if (add_index(t) < 0) {
+            launch__fmt(t->job->error, sizeof t->job->error, "UpdateTable %s: cannot send",
+                        t->name);
+            table_done(t);
+        }
+        return;
+    }
+    if ((!st || strcmp(st, "ACTIVE") == 0) && ist && strcmp(ist, "ACTIVE") == 0)
         return table_done(t);
     if (++t->polls > TABLE_WAIT_POLLS) {
         launch__fmt(t->job->error, sizeof t->job->error, "table %s still %s after %d s", t->name,
@@ -122,6 +152,45 @@ static void add_key(cJSON *defs, cJSON *schema, const char *name, const char *ty
     cJSON_AddItemToArray(schema, s);
 }
 
+/* The sparse index of active runs: only items that carry LAUNCH_ACTIVE_ATTR are in it, so
+ * reconcile and cancel --all-running read the active runs, not the history. */
+static cJSON *active_index(void)
+{
+    cJSON *g = cJSON_CreateObject();
+    cJSON_AddStringToObject(g, "IndexName", LAUNCH_ACTIVE_INDEX);
+    cJSON *schema = cJSON_AddArrayToObject(g, "KeySchema");
+    cJSON *k = cJSON_CreateObject();
+    cJSON_AddStringToObject(k, "AttributeName", LAUNCH_ACTIVE_ATTR);
+    cJSON_AddStringToObject(k, "KeyType", "HASH");
+    cJSON_AddItemToArray(schema, k);
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(g, "Projection"), "ProjectionType", "ALL");
+    return g;
+}
+
+static void active_attr_def(cJSON *defs)
+{
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddStringToObject(d, "AttributeName", LAUNCH_ACTIVE_ATTR);
+    cJSON_AddStringToObject(d, "AttributeType", "S");
+    cJSON_AddItemToArray(defs, d);
+}
+
+static void on_update_table(void *ud, const fetch_aws_result *r)
+{
+    on_table_status(ud, r, "UpdateTable");
+}
+
+static int add_index(table_op *t)
+{
+    cJSON *q = cJSON_CreateObject();
+    cJSON_AddStringToObject(q, "TableName", t->name);
+    active_attr_def(cJSON_AddArrayToObject(q, "AttributeDefinitions"));
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddItemToObject(u, "Create", active_index());
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(q, "GlobalSecondaryIndexUpdates"), u);
+    return launch__call(&t->job->ctx, "dynamodb", "UpdateTable", q, on_update_table, t);
+}
+
 static int create_table(table_op *t)
 {
     cJSON *q = cJSON_CreateObject();
@@ -131,8 +200,71 @@ static int create_table(table_op *t)
     add_key(defs, schema, t->hash, "HASH");
     if (t->range)
         add_key(defs, schema, t->range, "RANGE");
+    if (t->index) {
+        active_attr_def(defs);
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(q, "GlobalSecondaryIndexes"), active_index());
+    }
     cJSON_AddStringToObject(q, "BillingMode", "PAY_PER_REQUEST");
     return launch__call(&t->job->ctx, "dynamodb", "CreateTable", q, on_create_table, t);
+}
+
+/* An existing runs table that just got the index: its QUEUED/RUNNING runs were written
+ * without the marker, so they are marked once (one Scan, at migration time only) or the
+ * reconciler would never see them. Returns how many were marked; err set on failure. */
+static long backfill_active(launch__ctx *c, char *err)
+{
+    long marked = 0;
+    cJSON *start = NULL;
+    for (int page = 0; page < 1000000; page++) {
+        cJSON *q = cJSON_CreateObject(), *ans = NULL;
+        cJSON_AddStringToObject(q, "TableName", c->cfg.runs_table);
+        cJSON_AddStringToObject(q, "FilterExpression",
+                                "#s IN (:q, :r) AND attribute_not_exists(" LAUNCH_ACTIVE_ATTR ")");
+        cJSON_AddStringToObject(q, "ProjectionExpression", "run_id");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(q, "ExpressionAttributeNames"), "#s",
+                                "status");
+        cJSON *vals = cJSON_AddObjectToObject(q, "ExpressionAttributeValues");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(vals, ":q"), "S", "QUEUED");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(vals, ":r"), "S", "RUNNING");
+        if (start)
+            cJSON_AddItemToObject(q, "ExclusiveStartKey", start);
+        char why[LAUNCH_ERR_MAX];
+        if (launch__call_sync(c, "dynamodb", "Scan", q, &ans, NULL, why) < 0) {
+            launch__fmt(err, LAUNCH_ERR_MAX, "marking the active runs of %s: %s", c->cfg.runs_table,
+                        why);
+            cJSON_Delete(ans);
+            return marked;
+        }
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(ans, "Items"))
+        {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(e, "run_id"), "S");
+            if (!cJSON_IsString(id))
+                continue;
+            cJSON *u = cJSON_CreateObject(), *ua = NULL;
+            cJSON_AddStringToObject(u, "TableName", c->cfg.runs_table);
+            cJSON_AddItemToObject(u, "Key", launch__key("run_id", id->valuestring, NULL, NULL));
+            cJSON_AddStringToObject(u, "UpdateExpression", "SET " LAUNCH_ACTIVE_ATTR " = :one");
+            cJSON_AddStringToObject(u, "ConditionExpression", "#s IN (:q, :r)");
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(u, "ExpressionAttributeNames"), "#s",
+                                    "status");
+            cJSON *uv = cJSON_AddObjectToObject(u, "ExpressionAttributeValues");
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(uv, ":one"), "S", LAUNCH_ACTIVE_VALUE);
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(uv, ":q"), "S", "QUEUED");
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(uv, ":r"), "S", "RUNNING");
+            /* A run that ended meanwhile fails the condition: right, it is not active. */
+            marked += launch__call_sync(c, "dynamodb", "UpdateItem", u, &ua, NULL, why) == 0;
+            cJSON_Delete(ua);
+        }
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(ans, "LastEvaluatedKey");
+        start = cJSON_IsObject(next) ? cJSON_Duplicate(next, true) : NULL;
+        cJSON_Delete(ans);
+        if (!start)
+            break;
+    }
+    cJSON_Delete(start);
+    return marked;
 }
 
 int launch_cmd_init_tables(void)
@@ -154,7 +286,7 @@ int launch_cmd_init_tables(void)
                                      {c->packages_table, "slug", NULL}};
     for (size_t i = 0; i < N_TABLES; i++) {
         table_op *t = &j->t[i];
-        *t = (table_op){j, defs[i][0], defs[i][1], defs[i][2], false, false, 0, {0}};
+        *t = (table_op){j, defs[i][0], defs[i][1], defs[i][2], false, false, i == 0, false, 0, {0}};
         uv_timer_init(&j->ctx.loop, &t->timer);
         t->timer.data = t;
         j->pending++;
@@ -167,6 +299,9 @@ int launch_cmd_init_tables(void)
         uv_run(&j->ctx.loop, UV_RUN_DEFAULT);
     for (size_t i = 0; i < N_TABLES; i++)
         uv_close((uv_handle_t *)&j->t[i].timer, NULL);
+    long backfilled = 0;
+    if (!j->error[0] && j->t[0].index_added)
+        backfilled = backfill_active(&j->ctx, j->error);
     launch__ctx_close(&j->ctx);
     int rc = LAUNCH_EXIT_OK;
     if (j->error[0]) {
@@ -179,68 +314,17 @@ int launch_cmd_init_tables(void)
         for (size_t i = 0; i < N_TABLES; i++)
             cJSON_AddItemToArray(j->t[i].created ? created : existing,
                                  cJSON_CreateString(j->t[i].name));
+        if (j->t[0].index_added) {
+            cJSON *idx = cJSON_AddObjectToObject(out, "index_added");
+            cJSON_AddStringToObject(idx, "table", j->t[0].name);
+            cJSON_AddStringToObject(idx, "index", LAUNCH_ACTIVE_INDEX);
+            cJSON_AddNumberToObject(idx, "active_runs_marked", (double)backfilled);
+        }
         launch__print_json(out);
         cJSON_Delete(out);
     }
     free(j);
     return rc;
-}
-
-/* ---- status ---- */
-
-typedef struct {
-    launch__ctx ctx;
-    const char *run_id;
-    int rc;
-    char error[LAUNCH_ERR_MAX];
-} status_job;
-
-static void on_status(void *ud, const fetch_aws_result *r)
-{
-    status_job *s = ud;
-    uv_stop(&s->ctx.loop);
-    if (!aws_ok(r)) {
-        char why[LAUNCH_ERR_MAX - 64];
-        launch__aws_reason(r, why, sizeof why);
-        launch__fmt(s->error, sizeof s->error, "cannot read %s: %s", s->ctx.cfg.runs_table, why);
-        return;
-    }
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(r->json, "Item");
-    if (!cJSON_IsObject(it)) {
-        launch__fmt(s->error, sizeof s->error, "run \"%s\" not found (%s)", s->run_id,
-                    s->ctx.cfg.runs_table);
-        return;
-    }
-    cJSON *plain = proto_ddb_unmarshal(it);
-    launch__print_json(plain);
-    cJSON_Delete(plain);
-    s->rc = LAUNCH_EXIT_OK;
-}
-
-int launch_cmd_status(const char *run_id)
-{
-    status_job s = {.run_id = run_id, .rc = LAUNCH_EXIT_FAILED};
-    if (!proto_name_check(PROTO_NAME_RUN_ID, run_id, s.error, sizeof s.error)) {
-        fprintf(stderr, "dagy-launch: %s\n", s.error);
-        return LAUNCH_EXIT_INVALID;
-    }
-    if (launch__ctx_open(&s.ctx, 0, s.error) < 0) {
-        fprintf(stderr, "dagy-launch: %s\n", s.error);
-        return LAUNCH_EXIT_INVALID;
-    }
-    cJSON *q = cJSON_CreateObject();
-    cJSON_AddStringToObject(q, "TableName", s.ctx.cfg.runs_table);
-    cJSON_AddItemToObject(q, "Key", launch__key("run_id", run_id, NULL, NULL));
-    cJSON_AddBoolToObject(q, "ConsistentRead", true);
-    int rc = launch__call(&s.ctx, "dynamodb", "GetItem", q, on_status, &s);
-    if (rc < 0)
-        launch__fmt(s.error, sizeof s.error, "DynamoDB GetItem: %s", strerror(-rc));
-    else
-        uv_run(&s.ctx.loop, UV_RUN_DEFAULT);
-    launch__ctx_close(&s.ctx);
-    if (s.rc != LAUNCH_EXIT_OK)
-        fprintf(stderr, "dagy-launch: %s\n", s.error);
-    return s.rc;
 }
 
 /* ---- register-flow ---- */
@@ -331,12 +415,50 @@ static void reg_fail(register_job *j, int rc, const char *what, const fetch_aws_
     uv_stop(&j->ctx.loop);
 }
 
+/* An existing registration of this flow version: the same artifact for the same org is this
+ * very registration (again, or an earlier attempt whose answer was lost) and succeeds; anything
+ * else is refused, since a version is immutable. Returns true when it was ours. */
+static bool same_registration(register_job *j, const cJSON *it)
+{
+    const char *sha = launch__str(it, "artifact_sha256"), *uri = launch__str(it, "artifact_s3_uri");
+    const char *org = launch__str(it, "org_id");
+    if (sha && strcmp(sha, j->sha) == 0 && (!org || strcmp(org, j->org) == 0)) {
+        char *u = uri ? strdup(uri) : NULL;
+        if (u) {
+            free(j->uri);
+            j->uri = u;
+        }
+        j->rc = LAUNCH_EXIT_OK;
+        return true;
+    }
+    if (sha && strcmp(sha, j->sha) == 0)
+        launch__fmt(j->error, sizeof j->error,
+                    "flow \"%s\" version \"%s\" is already registered for org \"%s\", not \"%s\"",
+                    j->flow, j->version, org, j->org);
+    else
+        launch__fmt(j->error, sizeof j->error,
+                    "flow \"%s\" version \"%s\" is already registered with a different artifact "
+                    "(sha256 %s); register a new version",
+                    j->flow, j->version, sha ? sha : "unknown");
+    j->rc = LAUNCH_EXIT_INVALID;
+    return false;
+}
+
 static void on_put_flow(void *ud, const fetch_aws_result *r)
 {
     register_job *j = ud;
-    if (r->error_code && strcmp(r->error_code, "ConditionalCheckFailedException") == 0)
-        return reg_fail(j, LAUNCH_EXIT_INVALID,
-                        "flow version registered concurrently with other content", r);
+    if (r->error_code && strcmp(r->error_code, "ConditionalCheckFailedException") == 0) {
+        /* Registered meanwhile - by us, if the first answer was lost and this is the retry. */
+        const cJSON *raw = cJSON_GetObjectItemCaseSensitive(r->json, "Item");
+        cJSON *it = cJSON_IsObject(raw) ? proto_ddb_unmarshal(raw) : NULL;
+        if (!it)
+            return reg_fail(j, LAUNCH_EXIT_INVALID,
+                            "flow version registered concurrently with other content", r);
+        same_registration(j, it);
+        cJSON_Delete(it);
+        uv_stop(&j->ctx.loop);
+        return;
+    }
     if (!aws_ok(r))
         return reg_fail(j, LAUNCH_EXIT_FAILED, "cannot write the DAGY_FLOWS item", r);
     j->rc = LAUNCH_EXIT_OK;
@@ -361,6 +483,7 @@ static void on_upload(void *ud, const fetch_aws_result *r)
     cJSON_AddStringToObject(q, "TableName", j->ctx.cfg.flows_table);
     cJSON_AddItemToObject(q, "Item", proto_ddb_marshal(plain));
     cJSON_AddStringToObject(q, "ConditionExpression", "attribute_not_exists(flow_version)");
+    cJSON_AddStringToObject(q, "ReturnValuesOnConditionCheckFailure", "ALL_OLD");
     cJSON_Delete(plain);
     int rc = launch__call(&j->ctx, "dynamodb", "PutItem", q, on_put_flow, j);
     if (rc < 0) {
@@ -377,19 +500,8 @@ static void on_existing_flow(void *ud, const fetch_aws_result *r)
         return reg_fail(j, LAUNCH_EXIT_FAILED, "cannot read the flow registry", r);
     const cJSON *raw = cJSON_GetObjectItemCaseSensitive(r->json, "Item");
     cJSON *it = cJSON_IsObject(raw) ? proto_ddb_unmarshal(raw) : NULL;
-    const char *sha = launch__str(it, "artifact_sha256"), *uri = launch__str(it, "artifact_s3_uri");
-    bool exists = it && it->child;
-    if (exists && sha && strcmp(sha, j->sha) == 0) {
-        free(j->uri);
-        j->uri = uri ? strdup(uri) : j->uri;
-        j->rc = LAUNCH_EXIT_OK;
-        uv_stop(&j->ctx.loop);
-    } else if (exists) {
-        launch__fmt(j->error, sizeof j->error,
-                    "flow \"%s\" version \"%s\" is already registered with a different artifact "
-                    "(sha256 %s); register a new version",
-                    j->flow, j->version, sha ? sha : "unknown");
-        j->rc = LAUNCH_EXIT_INVALID;
+    if (it && it->child) {
+        same_registration(j, it);
         uv_stop(&j->ctx.loop);
     } else {
         char key[1024], enc[PROTO_NAME_ENCODED_MAX];

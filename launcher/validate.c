@@ -63,6 +63,7 @@ int launch_config_from_env(launch_config *c, unsigned need, char *err)
     c->log_group = env_or_null("DAGY_ECS_LOG_GROUP");
     c->artifact_bucket = env_or_null("DAGY_ARTIFACT_BUCKET");
     c->traces_bucket = env_or_null("DAGY_TRACES_BUCKET");
+    c->results_bucket = env_or_null("DAGY_RESULTS_BUCKET");
     c->task_definition = env_or_null("DAGY_ECS_TASK_DEFINITION");
     c->container_name = env_or_null("DAGY_ECS_CONTAINER_NAME");
     c->assign_public_ip = env_or_null("DAGY_ECS_ASSIGN_PUBLIC_IP");
@@ -358,10 +359,19 @@ int launch_params_merge(cJSON *params, const char *text_or_file, const char *wha
 
 /* Variables dagy-launch sets from the request itself; an extra variable must not change them
  * (the run item and the task would disagree). */
-static const char *const reserved_env[] = {
-    "DAGY_RUN_ID",         "DAGY_FLOW_NAME",       "DAGY_FLOW_VERSION",     "DAGY_ORG_ID",
-    "DAGY_ENVIRONMENT",    "DAGY_ARTIFACT_S3_URI", "DAGY_DEP_PACKAGE_URIS", "DAGY_PARAMETERS",
-    "DAGY_CORRELATION_ID", "DAGY_RUNS_TABLE",      "DAGY_TASK_RUNS_TABLE",  NULL};
+static const char *const reserved_env[] = {"DAGY_RUN_ID",
+                                           "DAGY_FLOW_NAME",
+                                           "DAGY_FLOW_VERSION",
+                                           "DAGY_ORG_ID",
+                                           "DAGY_ENVIRONMENT",
+                                           "DAGY_ARTIFACT_S3_URI",
+                                           "DAGY_DEP_PACKAGE_URIS",
+                                           "DAGY_PARAMETERS",
+                                           "DAGY_CORRELATION_ID",
+                                           "DAGY_RUNS_TABLE",
+                                           "DAGY_TASK_RUNS_TABLE",
+                                           "DAGY_RESUME_FROM",
+                                           NULL};
 
 int launch_env_name_check(const char *name, char *err)
 {

@@ -5,12 +5,19 @@ set -eu
 
 BUILD_PKGS="build-essential cmake ninja-build pkg-config libuv1-dev libcurl4-openssl-dev
 libcjson-dev libarchive-dev zlib1g-dev libssl-dev libcmocka-dev python3 ca-certificates"
-TEST_PKGS="libarchive-tools shellcheck util-linux binutils"
+TEST_PKGS="libarchive-tools shellcheck util-linux binutils valgrind procps"
+# The libFuzzer runtime of clang 14 (scripts/fuzz.sh, -DDAGY_FUZZ=ON).
+FUZZ_PKGS="clang libclang-rt-14-dev"
 
 want="$BUILD_PKGS"
-[ "${1:-}" = "--test" ] && want="$want $TEST_PKGS"
+[ "${1:-}" = "--test" ] && want="$want $TEST_PKGS $FUZZ_PKGS"
+[ "${1:-}" = "--fuzz" ] && want="$want $FUZZ_PKGS"
 
 missing=""
+# node + npm (for dynalite) may come from nodesource's nodejs, which has no separate npm package.
+if [ "${1:-}" = "--test" ] && ! command -v npm >/dev/null 2>&1; then
+    want="$want nodejs npm"
+fi
 for p in $want; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
@@ -28,4 +35,13 @@ if [ "${1:-}" = "--test" ] && ! python3 -c "import moto.server, boto3, botocore"
     echo "deps: installing moto[server] with pip" >&2
     python3 -m pip install --quiet 'moto[server]>=5' boto3 ||
         python3 -m pip install --quiet --break-system-packages 'moto[server]>=5' boto3
+fi
+
+# dynalite: a second DynamoDB implementation (node) for the fault tests, kept in a cache
+# directory (tests/integration/awsenv.py looks there; DAGY_DYNALITE_DIR overrides it).
+dyn_dir=${DAGY_DYNALITE_DIR:-${HOME:-/root}/.cache/dagy}
+if [ "${1:-}" = "--test" ] && [ ! -f "$dyn_dir/node_modules/dynalite/cli.js" ]; then
+    echo "deps: installing dynalite with npm into $dyn_dir" >&2
+    mkdir -p "$dyn_dir"
+    npm install --silent --no-audit --no-fund --prefix "$dyn_dir" dynalite >/dev/null
 fi

@@ -1,14 +1,9 @@
-/* fuzz_unpack.c - libFuzzer harness for unpack_archive: each input is written to a temporary
- * file and unpacked into a fresh temporary directory, which is then removed. Crashes, sanitizer
- * reports, leaks, or anything left outside the scratch directory are findings.
- *
- * Not built by default. Build and run from the repository root:
- *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
- *       tests/fuzz/fuzz_unpack.c fetch/unpack.c -larchive -o /tmp/fuzz_unpack
- *   mkdir -p /tmp/fuzz_unpack_corpus && /tmp/fuzz_unpack -max_total_time=60 \
- *       /tmp/fuzz_unpack_corpus
- * Seed the corpus with small zip/tar/tar.gz files for better coverage. Small limits keep each
- * run fast (DAGY_UNPACK_MAX_* are not read here). */
+/* fuzz_unpack.c - libFuzzer harness for unpack_archive: each input is written to a file and
+ * unpacked into scratch/a/b/out. Findings: a crash or sanitizer report, a refusal without a
+ * message or that leaves anything behind, and anything that lands outside `out` (the levels
+ * a/ and b/ catch `..` escapes that land beside it), a device, FIFO,
+ * socket or set-id file inside it, or a symlink whose target leaves it. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,27 +15,127 @@
 #include "fetch/unpack.h"
 
 static char scratch[64]; /* one directory per fuzzing process */
+static char dest[160];
 
-/* Creates the per-process scratch directory once. */
-static int ensure_scratch(void)
+/* Removes the scratch tree when libFuzzer exits (it calls exit() at -max_total_time). */
+static void remove_scratch(void)
 {
     if (scratch[0])
-        return 0;
+        unpack_rmtree(scratch);
+}
+
+/* Creates the per-process scratch tree once. */
+static void ensure_scratch(void)
+{
+    char p[128];
+    if (scratch[0])
+        return;
+    atexit(remove_scratch);
     snprintf(scratch, sizeof scratch, "/tmp/fuzz-unpack-XXXXXX");
-    if (!mkdtemp(scratch)) {
-        scratch[0] = '\0';
-        return -1;
+    if (!mkdtemp(scratch))
+        abort();
+    snprintf(p, sizeof p, "%s/a", scratch);
+    if (mkdir(p, 0700))
+        abort();
+    snprintf(p, sizeof p, "%s/a/b", scratch);
+    if (mkdir(p, 0700))
+        abort();
+    snprintf(dest, sizeof dest, "%s/a/b/out", scratch);
+}
+
+/* Aborts unless directory `dir` holds exactly the entry `only` (or nothing when only is NULL). */
+static void expect_only(const char *dir, const char *a, const char *b)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (!d)
+        abort();
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if ((a && !strcmp(e->d_name, a)) || (b && !strcmp(e->d_name, b)))
+            continue;
+        fprintf(stderr, "fuzz_unpack: %s/%s is outside the destination\n", dir, e->d_name);
+        abort();
     }
-    return 0;
+    closedir(d);
+}
+
+/* Lexically resolves `target` relative to directory `base` (both without a trailing slash) and
+ * returns whether the result stays within dest. */
+static int link_inside(const char *base, const char *target)
+{
+    char path[8192];
+    if (target[0] == '/')
+        return 0;
+    if (snprintf(path, sizeof path, "%s/%s", base, target) >= (int)sizeof path)
+        return 0;
+    /* Normalise: a stack of component starts. */
+    char out[8192];
+    size_t len = 0;
+    for (char *save = NULL, *c = strtok_r(path, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(c, "."))
+            continue;
+        if (!strcmp(c, "..")) {
+            while (len > 0 && out[len - 1] != '/')
+                len--;
+            if (len > 0)
+                len--;
+            continue;
+        }
+        out[len++] = '/';
+        size_t n = strlen(c);
+        memcpy(out + len, c, n);
+        len += n;
+    }
+    out[len] = '\0';
+    size_t dl = strlen(dest);
+    return strncmp(out, dest, dl) == 0 && (out[dl] == '\0' || out[dl] == '/');
+}
+
+/* Walks the extracted tree: regular files, directories and inward symlinks only, no set-id. */
+static void check_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (!d)
+        abort();
+    while ((e = readdir(d))) {
+        char p[8192], target[8192];
+        struct stat st;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (lstat(p, &st))
+            abort();
+        if (st.st_mode & (S_ISUID | S_ISGID | S_ISVTX))
+            abort();
+        if (S_ISDIR(st.st_mode)) {
+            check_tree(p);
+        } else if (S_ISLNK(st.st_mode)) {
+            ssize_t n = readlink(p, target, sizeof target - 1);
+            if (n < 0)
+                abort();
+            target[n] = '\0';
+            if (!link_inside(dir, target)) {
+                fprintf(stderr, "fuzz_unpack: symlink %s -> %s leaves the destination\n", p,
+                        target);
+                abort();
+            }
+        } else if (!S_ISREG(st.st_mode)) {
+            abort(); /* device, FIFO or socket */
+        }
+    }
+    closedir(d);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char archive[128], dest[128], err[UNPACK_ERR_MAX];
-    if (ensure_scratch())
-        abort();
+    char archive[128], a[128], b[128], err[UNPACK_ERR_MAX];
+    ensure_scratch();
     snprintf(archive, sizeof archive, "%s/input", scratch);
-    snprintf(dest, sizeof dest, "%s/out", scratch);
+    snprintf(a, sizeof a, "%s/a", scratch);
+    snprintf(b, sizeof b, "%s/a/b", scratch);
     FILE *fp = fopen(archive, "wb");
     if (!fp || fwrite(data, 1, size, fp) != size || fclose(fp))
         abort();
@@ -48,13 +143,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unpack_stats st;
     err[0] = '\0';
     int rc = unpack_archive(archive, dest, &lim, &st, err);
-    /* A refusal must say why and leave nothing; success leaves a tree we remove. */
+    /* A refusal must say why and leave nothing. */
     if (rc && (!err[0] || access(dest, F_OK) == 0))
         abort();
-    if (!rc && unpack_rmtree(dest))
-        abort();
-    /* Only the input file may remain in the scratch directory. */
-    if (unlink(archive) || rmdir(scratch) || mkdir(scratch, 0700))
+    expect_only(scratch, "input", "a");
+    expect_only(a, "b", NULL);
+    expect_only(b, "out", NULL);
+    if (!rc) {
+        check_tree(dest);
+        if (unpack_rmtree(dest))
+            abort();
+    }
+    if (unlink(archive))
         abort();
     return 0;
 }

@@ -253,6 +253,104 @@ class Moto:
             self._log = None
 
 
+def dynalite_cli():
+    """Path of dynalite's cli.js (installed by scripts/deps.sh --test), or None."""
+    dirs = [os.environ.get("DAGY_DYNALITE_DIR"),
+            os.path.join(os.environ.get("DAGY_TEST_BUILD", "build"), "node_modules", ".."),
+            os.path.join(os.path.expanduser("~"), ".cache", "dagy")]
+    for d in dirs:
+        if d:
+            cli = os.path.join(d, "node_modules", "dynalite", "cli.js")
+            if os.path.exists(cli):
+                return cli
+    return None
+
+
+class DynaliteServer:
+    """dynalite (a second, independent DynamoDB implementation on node) on a free loopback port,
+    in memory; the same surface as Moto for DynamoDB tests: endpoint, access_key, secret_key,
+    region, client("dynamodb"), create_status_tables(), env(). Stopped by its pid.
+    dynalite does not check signatures; any well-formed keys pass."""
+
+    def __init__(self, start_timeout=30):
+        self.start_timeout = start_timeout
+        self.region = REGION
+        self.access_key = "AKIDDYNALITE00000000"
+        self.secret_key = "dynalite-secret-key-0123456789abcdefghij"
+        self.proc = None
+        self.port = None
+        self.endpoint = None
+        self._log = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self):
+        """Starts dynalite; raises RuntimeError if it is not installed or does not answer."""
+        cli = dynalite_cli()
+        if cli is None:
+            raise RuntimeError("dynalite is not installed (scripts/deps.sh --test installs it)")
+        self.port = free_port()
+        self.endpoint = "http://127.0.0.1:%d" % self.port
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            ["node", cli, "--host", "127.0.0.1", "--port", str(self.port), "--createTableMs", "0",
+             "--deleteTableMs", "0", "--updateTableMs", "0"],
+            env=clean_env(), stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("dynalite exited early:\n" + self.log())
+            try:
+                with contextlib.closing(socket.create_connection(("127.0.0.1", self.port), 1)):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("dynalite did not listen within %ds" % self.start_timeout)
+
+    def client(self, service):
+        import boto3
+        from botocore.config import Config
+
+        if service != "dynamodb":
+            raise ValueError("dynalite serves DynamoDB only, not %r" % service)
+        return boto3.client("dynamodb", endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key,
+                            config=Config(retries={"max_attempts": 2, "mode": "standard"}))
+
+    create_status_tables = Moto.create_status_tables
+
+    def env(self, base=None, **extra):
+        """Environment for a dagy binary with DynamoDB pointing here (no other AWS service)."""
+        env = clean_env(base)
+        env.update({"AWS_ENDPOINT_URL_DYNAMODB": self.endpoint,
+                    "AWS_ACCESS_KEY_ID": self.access_key,
+                    "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": self.region})
+        env.update(extra)
+        return env
+
+    def log(self):
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
 class CredsServer(LoopbackServer):
     """A loopback stand-in for the ECS container credentials endpoint.
 

@@ -9,6 +9,7 @@ Faults (rates are probabilities per request, checked in this order, at most one 
   "reset_after"  forward (the upstream APPLIES the request), then close without reply: the client
                  must retry a request that already took effect
   "delay"        sleep `delay_s` (default 0.3), then forward
+  "blackhole"    read the request, then never answer (the connection stays open until stop())
 
 Usage as a module (module-level singleton) or as a class:
     import faultproxy
@@ -39,7 +40,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loopback import LoopbackServer, forward  # noqa: E402
 
-FAULTS = ("500", "503", "throttle", "reset", "reset_after", "delay")
+FAULTS = ("500", "503", "throttle", "reset", "reset_after", "delay", "blackhole")
 
 class FaultProxy(LoopbackServer):
     def __init__(self, upstream, seed=0, rates=None, delay_s=0.3, match=None, record_bodies=False):
@@ -59,6 +60,7 @@ class FaultProxy(LoopbackServer):
         self.stats = {k: 0 for k in FAULTS + ("forwarded",)}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # releases blackholed requests
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -156,6 +158,9 @@ class FaultProxy(LoopbackServer):
                     )
                 if fault == "reset":
                     return self._reset()
+                if fault == "blackhole":
+                    outer._stopping.wait(600)  # bounded: never outlives a test
+                    return self._reset()
                 if fault == "delay":
                     time.sleep(outer.delay_s)
                 try:
@@ -179,6 +184,10 @@ class FaultProxy(LoopbackServer):
                 pass
 
         return Handler
+
+    def stop(self):
+        self._stopping.set()
+        super().stop()
 
     def set_rates(self, rates):
         """Changes the fault rates from now on (e.g. {} to stop injecting)."""

@@ -89,11 +89,17 @@ class RecProxy(LoopbackServer):
         return Handler
 
 
-def validate_ecs_request(operation, params):
-    """Validates request parameters against botocore's ECS service model; raises
-    botocore.exceptions.ParamValidationError when they do not fit the operation's input shape."""
+def validate_request(service, operation, params):
+    """Validates request parameters against botocore's model of `service` ("ecs", "dynamodb");
+    raises botocore.exceptions.ParamValidationError when they do not fit the operation's input
+    shape."""
     import botocore.session
     from botocore.validate import validate_parameters
 
-    model = botocore.session.get_session().get_service_model("ecs")
+    model = botocore.session.get_session().get_service_model(service)
     validate_parameters(params, model.operation_model(operation).input_shape)
+
+
+def validate_ecs_request(operation, params):
+    """validate_request for ECS."""
+    validate_request("ecs", operation, params)

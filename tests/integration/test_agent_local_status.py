@@ -123,12 +123,15 @@ class AgentLocalStatus(unittest.TestCase):
                 p = os.path.join(root, n)
                 self.assertEqual(os.lstat(p).st_mode & 0o077, 0, p)
         run_dir = os.path.join(f.work, "private")
-        for p in [f.work, f.state, run_dir, os.path.join(run_dir, "results"),
-                  os.path.join(run_dir, "inputs"), os.path.join(run_dir, "deps")]:
+        exec_dir = os.path.dirname(res.events("run_start")[0]["results_dir"])
+        for p in [f.work, f.state, run_dir, os.path.join(run_dir, "deps"), exec_dir,
+                  os.path.join(exec_dir, "results"), os.path.join(exec_dir, "in"),
+                  os.path.join(exec_dir, "out")]:
             self.assertEqual(os.stat(p).st_mode & 0o777, 0o700, p)
-        for n in os.listdir(os.path.join(run_dir, "inputs")):
-            p = os.path.join(run_dir, "inputs", n)
-            self.assertEqual(os.stat(p).st_mode & 0o077, 0, p)
+        for sub in ("in", "results"):  # the agent's files; out/ files are the task's
+            for n in os.listdir(os.path.join(exec_dir, sub)):
+                p = os.path.join(exec_dir, sub, n)
+                self.assertEqual(os.stat(p).st_mode & 0o077, 0, p)
         # The task's own files follow the umask the agent was started with.
         self.assertEqual(os.stat(os.path.join(f.dir, "mine")).st_mode & 0o777,
                          0o666 & ~self.umask)

@@ -12,7 +12,8 @@ import launchenv  # noqa: E402
 import recproxy  # noqa: E402
 from launchenv import ORG, container_env, tags  # noqa: E402
 
-SUBCOMMANDS = ["run", "batch", "status", "reconcile", "init-tables", "register-flow"]
+SUBCOMMANDS = ["run", "batch", "status", "reconcile", "init-tables", "register-flow", "retry", "cancel",
+               "result"]
 
 
 class LaunchMotoTest(unittest.TestCase):

@@ -1,6 +1,7 @@
-"""dagy-launch reconcile against moto: stopped tasks close their runs with contract section 8's
-mapping, conditionally (a run the agent finished is never touched, even when it finishes between
-the scan and the write), idempotently, and DescribeTasks goes out in batches of 100.
+"""dagy-launch reconcile against moto: stopped tasks close their runs with docs/launch.md's
+mapping, conditionally (a run the agent finished is never overwritten, even when it finishes
+between the query and the write), idempotently, and DescribeTasks goes out in batches of 100.
+(Relaunching is off here, --relaunch-infra 0: test_launch_durable covers it.)
 
 moto reports no stopCode and exit code 0 for every stopped task; the recording proxy adds what
 ECS reports after StopTask or an OOM kill, so each branch of the mapping is exercised."""
@@ -63,9 +64,9 @@ class ReconcileTest(unittest.TestCase):
         self.assertEqual((env["DAGY_RUNS_TABLE"], env["DAGY_TASK_RUNS_TABLE"]), ("RECON_RUNS", "RECON_TASK_RUNS"))
 
         # Nothing is stale yet.
-        r = self.launch("reconcile", "--stale-seconds", "3600")
+        r = self.launch("reconcile", "--stale-seconds", "3600", "--relaunch-infra", "0")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.json, {"checked": 0, "updated": 0, "skipped": 0})
+        self.assertEqual(r.json, {"checked": 0, "updated": 0, "skipped": 0, "relaunched": 0})
 
         # The agent took over E (RUNNING, seq 3) and finished D (SUCCEEDED).
         def agent_write(run_id, status, seq):
@@ -79,10 +80,17 @@ class ReconcileTest(unittest.TestCase):
         agent_write("rec-D", "SUCCEEDED", 9)
         # F: a task ECS no longer knows; G: a launch that died before RunTask answered.
         self.put("RECON_RUNS", run_id="rec-F", status="RUNNING", executor="ecs", status_seq=4, updated_at=OLD,
+                 active_shard="1",
                  external_id="arn:aws:ecs:us-east-1:123456789012:task/dagy/0000000000000000deadbeef")
-        self.put("RECON_RUNS", run_id="rec-G", status="QUEUED", executor="ecs", status_seq=0, updated_at=OLD)
+        self.put("RECON_RUNS", run_id="rec-G", status="QUEUED", executor="ecs", status_seq=0, updated_at=OLD,
+                 active_shard="1")
         # A local run is never the reconciler's business.
-        self.put("RECON_RUNS", run_id="rec-L", status="RUNNING", executor="local", status_seq=1, updated_at=OLD)
+        self.put("RECON_RUNS", run_id="rec-L", status="RUNNING", executor="local", status_seq=1, updated_at=OLD,
+                 active_shard="1")
+        # A is cancelled through dagy-launch cancel (recorded; its StopTask follows below).
+        ddb.update_item(TableName="RECON_RUNS", Key={"run_id": {"S": "rec-A"}},
+                        UpdateExpression="SET cancel_requested_at = :t, cancel_reason = :r",
+                        ExpressionAttributeValues={":t": {"S": OLD}, ":r": {"S": "not needed today"}})
         for name in "ABCDH":
             ecs.stop_task(cluster=self.L.cluster, task=arns[name], reason="stopped by test " + name)
 
@@ -105,16 +113,18 @@ class ReconcileTest(unittest.TestCase):
         self.L.proxy.rewrite = ecs_semantics
         try:
             before_d = self.item("rec-D")
-            r = self.launch("reconcile", "--stale-seconds", "0")
+            r = self.launch("reconcile", "--stale-seconds", "0", "--relaunch-infra", "0")
         finally:
             self.L.proxy.rewrite = None
         self.assertEqual(r.returncode, 0, r.stderr)
-        # checked: A B C E F G H; updated: A B C F G; skipped: E (running), H (agent won the race).
-        self.assertEqual(r.json, {"checked": 7, "updated": 5, "skipped": 2})
+        # checked: A B C D E F G H; updated: A B C F G, and D leaves the index; skipped: E
+        # (running), H (the agent won the race).
+        self.assertEqual(r.json, {"checked": 8, "updated": 6, "skipped": 2, "relaunched": 0})
 
         a = self.item("rec-A")
         self.assertEqual(a["status"], "CANCELLED")
-        self.assertEqual(a["stop_reason"], "UserInitiated: stopped by test A")
+        self.assertEqual(a["stop_reason"], "UserInitiated: not needed today")
+        self.assertNotIn("active_shard", a)
         self.assertEqual(a["status_seq"], FINAL_SEQ)
         self.assertEqual(a["completed_at"], "2023-11-14T22:13:20.500Z")
         b = self.item("rec-B")
@@ -132,18 +142,26 @@ class ReconcileTest(unittest.TestCase):
         g = self.item("rec-G")
         self.assertEqual(g["status"], "FAILED")
         self.assertIn("no ECS task was recorded", g["error_message"])
-        self.assertEqual(self.item("rec-D"), before_d)  # finished by the agent: untouched
+        self.assertTrue(g["stop_reason"].startswith("TaskFailedToStart: "), g)
+        # Finished by the agent: only out of the index.
+        d = self.item("rec-D")
+        self.assertNotIn("active_shard", d)
+        self.assertEqual(d, {k: v for k, v in before_d.items() if k != "active_shard"})
         self.assertEqual(self.item("rec-E")["status"], "RUNNING")
         h = self.item("rec-H")
         self.assertEqual((h["status"], h["status_seq"]), ("SUCCEEDED", 7))
         self.assertNotIn("stop_reason", h)
         self.assertEqual(self.item("rec-L")["status"], "RUNNING")
 
-        # Twice: the second pass changes nothing.
-        snapshot = {n: self.item("rec-" + n) for n in "ABCDEFGHL"}
-        r = self.launch("reconcile", "--stale-seconds", "0")
+        # Again: H (finished by its agent) leaves the index; then nothing changes any more.
+        r = self.launch("reconcile", "--stale-seconds", "0", "--relaunch-infra", "0")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.json, {"checked": 1, "updated": 0, "skipped": 1})
+        self.assertEqual(r.json, {"checked": 2, "updated": 1, "skipped": 1, "relaunched": 0})
+        self.assertEqual(self.item("rec-H")["status"], "SUCCEEDED")
+        snapshot = {n: self.item("rec-" + n) for n in "ABCDEFGHL"}
+        r = self.launch("reconcile", "--stale-seconds", "0", "--relaunch-infra", "0")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.json, {"checked": 1, "updated": 0, "skipped": 1, "relaunched": 0})
         self.assertEqual({n: self.item("rec-" + n) for n in "ABCDEFGHL"}, snapshot)
         for body in self.L.proxy.calls("RunTask"):
             recproxy.validate_ecs_request("RunTask", body)
@@ -157,17 +175,19 @@ class ReconcileTest(unittest.TestCase):
         self.assertIn("RECON2_RUNS", r.json["created"])
         for i in range(130):
             self.put("RECON2_RUNS", run_id="many-%03d" % i, status="RUNNING", executor="ecs", updated_at=OLD,
+                     active_shard="1",
                      external_id="arn:aws:ecs:us-east-1:123456789012:task/dagy/gone%08d" % i)
         before = len(self.L.proxy.calls("DescribeTasks"))
         r = self.L.launch("reconcile", "--stale-seconds", "60", "--max-runs", "500", env=env)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.json, {"checked": 130, "updated": 130, "skipped": 0})
+        self.assertEqual(r.json, {"checked": 130, "updated": 130, "skipped": 0, "relaunched": 0})
         calls = self.L.proxy.calls("DescribeTasks")[before:]
         self.assertEqual(sorted(len(c["tasks"]) for c in calls), [30, 100])
         self.assertEqual(self.item("many-007", table="RECON2_RUNS")["error_message"], "Reconciled: ECS task not found")
         # --max-runs bounds the work.
         for i in range(5):
-            self.put("RECON2_RUNS", run_id="more-%d" % i, status="QUEUED", executor="ecs", updated_at=OLD)
+            self.put("RECON2_RUNS", run_id="more-%d" % i, status="QUEUED", executor="ecs", updated_at=OLD,
+                     active_shard="1")
         r = self.L.launch("reconcile", "--stale-seconds", "0", "--max-runs", "2", env=env)
         self.assertEqual(r.json["checked"], 2)
 

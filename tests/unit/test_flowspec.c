@@ -545,8 +545,9 @@ static void test_2000_tasks_parse_fast(void **state)
             flowspec_free(s);
     }
     print_message("2000 tasks (%zu bytes): best of 5 parses %.2f ms\n", len, best);
-    /* A few ms in a release build; generous for sanitizer builds and loaded machines. */
-    assert_true(best < 250);
+    /* A few ms in a release build; generous for sanitizer builds and loaded machines, and
+     * memcheck (the valgrind label sets DAGY_UNDER_VALGRIND) is some 50 times slower. */
+    assert_true(best < (getenv("DAGY_UNDER_VALGRIND") ? 12500 : 250));
     assert_int_equal(s->n_tasks, N);
     assert_int_equal(s->tasks[N - 1].n_upstream, 3);
     assert_int_equal(flowspec_find(s, "task-1234"), 1234);

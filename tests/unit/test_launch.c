@@ -529,37 +529,57 @@ static void test_reconcile_verdict(void **state)
 {
     (void)state;
     launch_verdict v;
+    static const char *const user143 =
+        "{\"lastStatus\": \"STOPPED\", \"stopCode\": \"UserInitiated\", \"stoppedReason\": "
+        "\"Task stopped by user\", \"containers\": [{\"name\": \"dagy-worker\", \"exitCode\": "
+        "143}]}";
     struct {
-        const char *task, *status, *msg, *stop;
+        const char *task, *cancel, *status, *msg, *stop;
+        bool infra;
     } cases[] = {
-        {"{\"lastStatus\": \"RUNNING\"}", NULL, "", ""},
+        {"{\"lastStatus\": \"RUNNING\"}", NULL, NULL, "", "", false},
         {"{\"lastStatus\": \"STOPPED\", \"stopCode\": \"EssentialContainerExited\","
          "\"stoppedReason\": \"Essential container in task exited\","
          "\"containers\": [{\"name\": \"dagy-worker\", \"exitCode\": 0}]}",
-         "SUCCEEDED", "", "EssentialContainerExited: Essential container in task exited"},
-        {"{\"lastStatus\": \"STOPPED\", \"stopCode\": \"UserInitiated\", \"stoppedReason\": "
-         "\"Task stopped by user\", \"containers\": [{\"name\": \"dagy-worker\", \"exitCode\": "
-         "143}]}",
-         "CANCELLED", "Reconciled: Task stopped by user (exit code 143)",
-         "UserInitiated: Task stopped by user"},
+         NULL, "SUCCEEDED", "", "EssentialContainerExited: Essential container in task exited",
+         false},
+        /* StopTask through dagy-launch cancel: CANCELLED with the reason given. */
+        {user143, "nightly freeze", "CANCELLED", "Reconciled: Task stopped by user (exit code 143)",
+         "UserInitiated: nightly freeze", false},
+        {user143, "", "CANCELLED", "Reconciled: Task stopped by user (exit code 143)",
+         "UserInitiated: cancel requested", false},
+        /* The same stop nobody asked for through cancel: a SIGTERM from elsewhere. */
+        {user143, NULL, "FAILED", "Reconciled: Task stopped by user (exit code 143)",
+         "UserInitiated: Task stopped by user", true},
         {"{\"lastStatus\": \"STOPPED\", \"stopCode\": \"EssentialContainerExited\", "
          "\"stoppedReason\": \"Essential container in task exited\", \"containers\": "
          "[{\"name\": \"sidecar\", \"exitCode\": 0}, {\"name\": \"dagy-worker\", \"exitCode\": "
          "137, \"reason\": \"OutOfMemoryError\"}]}",
-         "FAILED",
+         NULL, "FAILED",
          "Reconciled: Essential container in task exited (exit code 137: OutOfMemoryError)",
-         "EssentialContainerExited: Essential container in task exited"},
+         "EssentialContainerExited: Essential container in task exited", true},
+        /* A flow's own failure (exit 1) is never the platform's. */
+        {"{\"lastStatus\": \"STOPPED\", \"stopCode\": \"EssentialContainerExited\", "
+         "\"stoppedReason\": \"Essential container in task exited\", \"containers\": "
+         "[{\"name\": \"dagy-worker\", \"exitCode\": 1}]}",
+         "too late", "FAILED", "Reconciled: Essential container in task exited (exit code 1)",
+         "EssentialContainerExited: Essential container in task exited", false},
+        {"{\"lastStatus\": \"STOPPED\", \"stopCode\": \"EssentialContainerExited\", "
+         "\"stoppedReason\": \"x\", \"containers\": [{\"name\": \"dagy-worker\", \"exitCode\": "
+         "137, \"reason\": \"killed\"}]}",
+         NULL, "FAILED", "Reconciled: x (exit code 137: killed)", "EssentialContainerExited: x",
+         false},
         {"{\"lastStatus\": \"STOPPED\", \"stopCode\": \"TaskFailedToStart\", \"stoppedReason\": "
          "\"CannotPullContainerError\", \"containers\": [{\"name\": \"dagy-worker\"}]}",
-         "FAILED", "Reconciled: CannotPullContainerError",
-         "TaskFailedToStart: CannotPullContainerError"},
-        {"{\"lastStatus\": \"STOPPED\", \"stopCode\": \"SpotInterruption\"}", "FAILED",
-         "Reconciled: ECS task stopped", "SpotInterruption: ECS task stopped"},
+         NULL, "FAILED", "Reconciled: CannotPullContainerError",
+         "TaskFailedToStart: CannotPullContainerError", true},
+        {"{\"lastStatus\": \"STOPPED\", \"stopCode\": \"SpotInterruption\"}", NULL, "FAILED",
+         "Reconciled: ECS task stopped", "SpotInterruption: ECS task stopped", true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cJSON *t = cJSON_Parse(cases[i].task);
         assert_non_null(t);
-        launch_reconcile_verdict(t, "dagy-worker", &v);
+        launch_reconcile_verdict(t, "dagy-worker", cases[i].cancel, &v);
         if (!cases[i].status) {
             assert_null(v.status);
         } else {
@@ -567,9 +587,75 @@ static void test_reconcile_verdict(void **state)
             assert_string_equal(v.status, cases[i].status);
             assert_string_equal(v.error_message, cases[i].msg);
             assert_string_equal(v.stop_reason, cases[i].stop);
+            assert_int_equal(v.infra, cases[i].infra);
         }
         cJSON_Delete(t);
     }
+}
+
+/* Relaunch ids are deterministic and always a valid clientToken. */
+static void test_retry_run_id(void **state)
+{
+    (void)state;
+    char a[LAUNCH_MAX_RUN_ID + 1], b[LAUNCH_MAX_RUN_ID + 1];
+    launch_retry_run_id("run-1", 1, a);
+    assert_string_equal(a, "run-1-infra1");
+    char longid[65];
+    memset(longid, 'x', 64);
+    longid[64] = '\0';
+    launch_retry_run_id(longid, 2, a);
+    launch_retry_run_id(longid, 2, b);
+    assert_string_equal(a, b);
+    assert_true(strlen(a) <= LAUNCH_MAX_RUN_ID);
+    assert_true(a[0] == 'r' && strstr(a, "-infra2") != NULL);
+    launch_retry_run_id(longid, 3, b);
+    assert_string_not_equal(a, b);
+}
+
+/* A retry repeats the source's launch exactly and names its source. */
+static void test_request_from_item(void **state)
+{
+    (void)state;
+    char err[LAUNCH_ERR_MAX];
+    cJSON *src = cJSON_Parse(
+        "{\"run_id\": \"src-1\", \"flow_name\": \"etl\", \"flow_version\": \"1.2.0\", "
+        "\"org_id\": \"acme\", \"environment\": \"prod\", \"correlation_id\": \"corr-9\", "
+        "\"parameters\": \"{\\\"d\\\":\\\"x\\\"}\", \"extra_env\": \"{\\\"K\\\":\\\"v\\\"}\", "
+        "\"cpu\": 1024, \"memory\": 2048, \"ephemeral_storage_gib\": 30, "
+        "\"capacity_provider\": \"FARGATE_SPOT\", \"status\": \"FAILED\"}");
+    assert_non_null(src);
+    launch_retry_opts ro = {.trigger_source = "retry", .infra_retries = 1};
+    launch_request r;
+    assert_int_equal(launch_request_from_item(&r, src, &ro, err), 0);
+    assert_string_equal(r.flow_version, "1.2.0");
+    assert_string_equal(r.correlation_id, "corr-9");
+    assert_string_equal(r.retry_of, "src-1");
+    assert_string_equal(r.resume_from, "src-1");
+    assert_string_equal(r.capacity_provider, "FARGATE_SPOT");
+    assert_int_equal(r.cpu, 1024);
+    assert_int_equal(r.ephemeral_gib, 30);
+    assert_string_equal(cJSON_GetObjectItem(r.parameters, "d")->valuestring, "x");
+    assert_string_equal(cJSON_GetObjectItem(r.env, "K")->valuestring, "v");
+    const char *pk[] = {"s3://b/p.zip"};
+    launch_resolved v = {"1.2.0", "s3://b/a.zip#sha256=ff", pk, 1, "prod"};
+    launch_config c;
+    config_env();
+    assert_int_equal(launch_config_from_env(&c, LAUNCH_NEED_RUN, err), 0);
+    cJSON *env = launch_container_env(&c, &r, &v);
+    assert_string_equal(env_value(env, "DAGY_RESUME_FROM"), "src-1");
+    cJSON_Delete(env);
+    launch_request_clear(&r);
+    ro.all = true;
+    assert_int_equal(launch_request_from_item(&r, src, &ro, err), 0);
+    assert_null(r.resume_from);
+    env = launch_container_env(&c, &r, &v);
+    assert_null(env_value(env, "DAGY_RESUME_FROM"));
+    cJSON_Delete(env);
+    launch_request_clear(&r);
+    cJSON_DeleteItemFromObject(src, "org_id");
+    assert_int_equal(launch_request_from_item(&r, src, &ro, err), -EINVAL);
+    assert_non_null(strstr(err, "org_id"));
+    cJSON_Delete(src);
 }
 
 static void test_uuid(void **state)
@@ -582,6 +668,76 @@ static void test_uuid(void **state)
     assert_true(a[14] == '4');
     assert_true(strchr("89ab", a[19]) != NULL);
     assert_string_not_equal(a, b);
+}
+
+/* The fingerprint tells the same launch (any key order, a generated correlation id, another
+ * operator) from a different one (a parameter, the size, the resolved version). */
+static void test_request_fingerprint(void **state)
+{
+    (void)state;
+    char err[LAUNCH_ERR_MAX], h1[65], h2[65];
+    launch_resolved v = {"1.0.0", "s3://b/k#sha256=ff", NULL, 0, NULL};
+    launch_request a, b;
+    launch_opts o = base_opts();
+    o.run_id = "fp-1";
+    cJSON_AddStringToObject(o.parameters, "x", "1");
+    cJSON_AddStringToObject(o.parameters, "y", "2");
+    assert_int_equal(launch_request_init(&a, &o, NULL, -1, err), 0);
+    opts_clear(&o);
+    o = base_opts();
+    o.run_id = "fp-1";
+    o.triggered_by = "someone-else";
+    cJSON_AddStringToObject(o.parameters, "y", "2");
+    cJSON_AddStringToObject(o.parameters, "x", "1");
+    assert_int_equal(launch_request_init(&b, &o, NULL, -1, err), 0);
+    assert_string_not_equal(a.correlation_id, b.correlation_id); /* both generated */
+    launch_request_sha256(&a, &v, h1);
+    launch_request_sha256(&b, &v, h2);
+    assert_int_equal(strlen(h1), 64);
+    assert_string_equal(h1, h2);
+    cJSON *it = launch_run_item(&a, &v, "2026-03-14T09:00:00.123Z");
+    assert_string_equal(cJSON_GetObjectItem(it, "launch_request_sha256")->valuestring, h1);
+    assert_string_equal(cJSON_GetObjectItem(it, LAUNCH_ACTIVE_ATTR)->valuestring, "1");
+    assert_string_equal(cJSON_GetObjectItem(it, "artifact_s3_uri")->valuestring, v.artifact_uri);
+    assert_int_equal(cJSON_GetObjectItem(it, "cpu")->valueint, 256);
+    cJSON_Delete(it);
+    cJSON_ReplaceItemInObject(b.parameters, "x", cJSON_CreateString("3"));
+    launch_request_sha256(&b, &v, h2);
+    assert_string_not_equal(h1, h2);
+    cJSON_ReplaceItemInObject(b.parameters, "x", cJSON_CreateString("1"));
+    b.memory = 1024;
+    launch_request_sha256(&b, &v, h2);
+    assert_string_not_equal(h1, h2);
+    b.memory = a.memory;
+    launch_resolved v2 = {"1.1.0", "s3://b/k#sha256=ff", NULL, 0, NULL};
+    launch_request_sha256(&b, &v2, h2);
+    assert_string_not_equal(h1, h2);
+    b.correlation_given = true; /* a given correlation id is part of the request */
+    launch_request_sha256(&b, &v, h2);
+    assert_string_not_equal(h1, h2);
+    launch_request_clear(&a);
+    launch_request_clear(&b);
+    opts_clear(&o);
+}
+
+/* On a terminal nothing stored can send an escape sequence; text and UTF-8 pass unchanged. */
+static void test_tty_write_escapes_controls(void **state)
+{
+    (void)state;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    bool c2 = false;
+    const char a[] = "ok \xc3\xa9\x1b[31mred\x7f\xc2";
+    const char b[] = "\x9b"
+                     "2J \xc2\xa9\n\tend";
+    launch__tty_write(a, sizeof a - 1, f, &c2);
+    assert_true(c2); /* a 0xC2 split across two writes */
+    launch__tty_write(b, sizeof b - 1, f, &c2);
+    assert_false(c2);
+    fclose(f);
+    assert_string_equal(buf, "ok \xc3\xa9\\u001b[31mred\\u007f\\u009b2J \xc2\xa9\n\tend");
+    free(buf);
 }
 
 static void test_tag_values(void **state)
@@ -615,6 +771,10 @@ int main(void)
         cmocka_unit_test(test_reconcile_verdict),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_tag_values),
+        cmocka_unit_test(test_tty_write_escapes_controls),
+        cmocka_unit_test(test_request_fingerprint),
+        cmocka_unit_test(test_retry_run_id),
+        cmocka_unit_test(test_request_from_item),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
