@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "proto/names.h"
@@ -106,6 +107,7 @@ static void hash_work(uv_work_t *w)
     }
     EVP_MD_CTX_free(ctx);
     free(buf);
+    OPENSSL_thread_stop(); /* OpenSSL's state of this worker thread (never joined) */
 }
 
 /* The attempt ends: SUCCEEDED (the item already carries the result) or FAILED with why. */

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "fetch/unpack.h"
@@ -168,6 +169,7 @@ static void digest_work(uv_work_t *w)
     j->err = walk_err;
     proto_code_digest_finish(walk_digest, j->digest);
     walk_digest = NULL;
+    OPENSSL_thread_stop(); /* OpenSSL's state of this worker thread (never joined) */
 }
 
 static void digest_done(uv_work_t *w, int status)
@@ -394,6 +396,7 @@ static void copy_work(uv_work_t *w)
         j->err = -errno;
     if (!j->err && strcmp(got, j->want))
         j->err = -EBADMSG;
+    OPENSSL_thread_stop(); /* OpenSSL's state of this worker thread (never joined) */
 }
 
 static void copy_done(uv_work_t *w, int status)

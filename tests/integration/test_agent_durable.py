@@ -266,6 +266,9 @@ class DurableAwsTest(unittest.TestCase):
         p, lines = self.start_agent(env)
         self.wait_line(p, lines, lambda ln: ln["event_type"] == "task_start" and
                        ln["task_name"] == "long")
+        # task_start comes before the process runs: wait until it really is running
+        side = os.path.join(self.tmp, "side")
+        self.assertTrue(agentenv.wait_for(lambda: "long" in open(side).read(), 20))
         res, _ = self.sigterm_and_collect(p, lines, env)
         self.assertEqual(res.code, 143, res)
         run = self.get("dur-s-a")
