@@ -37,6 +37,8 @@ typedef struct {
     int keep_runs;             /* DAGY_KEEP_RUNS, default 20 (0: keep every run directory) */
     char *status_backend;      /* "local" or "dynamodb" */
     char *runs_table, *task_runs_table, *traces_bucket;
+    char *results_bucket; /* DAGY_RESULTS_BUCKET (NULL: the traces bucket, if any) */
+    char *resume_from;    /* --resume-from / DAGY_RESUME_FROM: the run to reuse tasks from */
     char *python;      /* DAGY_PYTHON, default python3 */
     char *runner;      /* DAGY_PYTHON_RUNNER, default beside the binary */
     char *pip_command; /* DAGY_PIP_COMMAND, default "python3 -m pip" */

@@ -132,6 +132,8 @@ static int load_env(agent_config *c, char *err)
     c->runs_table = dup_or(getenv("DAGY_RUNS_TABLE"), "DAGY_RUNS");
     c->task_runs_table = dup_or(getenv("DAGY_TASK_RUNS_TABLE"), "DAGY_TASK_RUNS");
     c->traces_bucket = dup_or(getenv("DAGY_TRACES_BUCKET"), NULL);
+    c->results_bucket = dup_or(getenv("DAGY_RESULTS_BUCKET"), NULL);
+    c->resume_from = dup_or(getenv("DAGY_RESUME_FROM"), NULL);
     c->python = dup_or(getenv("DAGY_PYTHON"), "python3");
     c->runner = dup_or(getenv("DAGY_PYTHON_RUNNER"), NULL);
     c->pip_command = dup_or(getenv("DAGY_PIP_COMMAND"), "python3 -m pip");
@@ -199,6 +201,28 @@ static int load_env(agent_config *c, char *err)
     return 0;
 }
 
+/* --resume-from must be a valid run id, other than this run's. (DAGY_RESULTS_BUCKET is
+ * checked with the other bucket variables.) */
+static int durable_config_check(agent_config *c, char *err)
+{
+    if (!c->resume_from)
+        return 0;
+    if (!proto_name_check(PROTO_NAME_RUN_ID, c->resume_from, err, AGENT_ERR_MAX)) {
+        char why[AGENT_ERR_MAX];
+        snprintf(why, sizeof why, "--resume-from / DAGY_RESUME_FROM: %s", err);
+        snprintf(err, AGENT_ERR_MAX, "%s", why);
+        return -EINVAL;
+    }
+    if (c->run_id && !strcmp(c->resume_from, c->run_id)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "--resume-from %.128s: a run cannot resume itself; a resumed run gets a new "
+                 "run id",
+                 c->resume_from);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* Checks what container mode needs and picks the status backend. */
 static int finish(agent_config *c, char *err)
 {
@@ -235,6 +259,8 @@ static int finish(agent_config *c, char *err)
         return -EINVAL;
     if (c->flow_name && !proto_name_check(PROTO_NAME_FLOW, c->flow_name, err, AGENT_ERR_MAX))
         return -EINVAL;
+    if (durable_config_check(c, err))
+        return -EINVAL;
     if (!c->run_id) {
         char id[40];
         agent_uuid(id);
@@ -259,6 +285,7 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
         O_STATE,
         O_LOGF,
         O_GRAPH,
+        O_RESUME,
         O_VERSION,
         O_HELP
     };
@@ -271,6 +298,7 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
                                          {"state-dir", required_argument, 0, O_STATE},
                                          {"log-format", required_argument, 0, O_LOGF},
                                          {"graph", no_argument, 0, O_GRAPH},
+                                         {"resume-from", required_argument, 0, O_RESUME},
                                          {"version", no_argument, 0, O_VERSION},
                                          {"help", no_argument, 0, O_HELP},
                                          {0, 0, 0, 0}};
@@ -326,6 +354,10 @@ int agent_config_load(agent_config *c, int argc, char **argv, char *err)
         case O_GRAPH:
             c->graph = true;
             break;
+        case O_RESUME:
+            free(c->resume_from);
+            c->resume_from = strdup(optarg);
+            break;
         case O_VERSION:
             c->version = true;
             break;
@@ -379,6 +411,9 @@ void agent_config_free(agent_config *c)
         free(*strs[i]);
         *strs[i] = NULL;
     }
+    free(c->results_bucket);
+    free(c->resume_from);
+    c->results_bucket = c->resume_from = NULL;
     proto_list_free(c->dep_uris);
     c->dep_uris = NULL;
     cJSON_Delete(c->parameters);
@@ -390,7 +425,7 @@ void agent_print_help(void)
     fputs("usage: dagy-agent [--flow PATH|s3://BUCKET/KEY] [--param NAME=VALUE]...\n"
           "                  [--params-json JSON|@FILE] [--run-id ID] [--max-parallel N]\n"
           "                  [--drain-seconds N] [--state-dir DIR] [--log-format json|pretty]\n"
-          "                  [--graph] [--version] [--help]\n"
+          "                  [--resume-from RUN_ID] [--graph] [--version] [--help]\n"
           "\n"
           "Runs a dagy flow: fetches and safely unpacks the artifact, runs the DAG of tasks,\n"
           "and reports every status change. Without --flow it runs in container mode and takes\n"
@@ -406,6 +441,8 @@ void agent_print_help(void)
           "  --drain-seconds N    on SIGTERM, wait this long for running tasks (default 15)\n"
           "  --state-dir DIR      local status directory (default ./.dagy)\n"
           "  --log-format F       json (default when stdout is not a terminal) or pretty\n"
+          "  --resume-from RUN_ID reuse every task that SUCCEEDED in that run (same task_hash)\n"
+          "                       instead of running it again; the new run gets a new run id\n"
           "  --graph              print the DAG as Graphviz DOT and exit\n"
           "  --version, --help\n"
           "\n"
@@ -414,7 +451,8 @@ void agent_print_help(void)
           "  #sha256=HEX), DAGY_FLOW_NAME, DAGY_FLOW_VERSION, DAGY_ORG_ID, DAGY_ENVIRONMENT,\n"
           "  DAGY_DEP_PACKAGE_URIS, DAGY_PARAMETERS, DAGY_CORRELATION_ID, DAGY_LOG_LEVEL,\n"
           "  DAGY_STATUS_BACKEND (dynamodb|local), DAGY_RUNS_TABLE, DAGY_TASK_RUNS_TABLE,\n"
-          "  DAGY_TRACES_BUCKET, DAGY_WORK_DIR (default /tmp/dagy), DAGY_MAX_PARALLEL,\n"
+          "  DAGY_TRACES_BUCKET, DAGY_RESULTS_BUCKET (default: the traces bucket),\n"
+          "  DAGY_RESUME_FROM, DAGY_WORK_DIR (default /tmp/dagy), DAGY_MAX_PARALLEL,\n"
           "  DAGY_DRAIN_SECONDS, DAGY_HEARTBEAT_SECONDS (default 30), DAGY_KILL_GRACE_SECONDS\n"
           "  (default 3), DAGY_KEEP_RUNS (run directories kept, default 20; 0 keeps all),\n"
           "  DAGY_MAX_RESULT_BYTES (default 16777216), DAGY_PIP_COMMAND,\n"

@@ -8,6 +8,7 @@
  * a second signal skips the wait. The run is then FAILED with "Worker shutdown requested via
  * SIGTERM" and the agent exits 143 after flushing status. */
 #include "agent/run.h"
+#include "agent/durable.h"
 #include "agent/log.h"
 #include "proto/util.h"
 
@@ -128,6 +129,7 @@ static void on_signal(uv_signal_t *h, int signum)
                                       r->stop_signal, r->cfg->drain_seconds);
         agent_log_str(l, "signal", r->stop_signal);
         agent_log_end(l);
+        agent__cancel_check(r); /* a requested cancel is not a crash */
         if (r->phase == RUN_STARTING)
             return; /* the start gate ends the run once its record exists (start_done) */
         if (r->phase == RUN_PREPARING) {
@@ -259,7 +261,7 @@ static void on_finish_poll(uv_timer_t *t)
 
 void agent__finish(run_state *r, int exit_code, const char *error)
 {
-    if (r->phase >= RUN_FINISHING)
+    if (r->phase >= RUN_FINISHING || agent__cancel_defer(r, exit_code, error))
         return;
     agent__set_phase(r, RUN_FINISHING);
     uv_timer_stop(&r->sched_timer);
@@ -271,7 +273,12 @@ void agent__finish(run_state *r, int exit_code, const char *error)
         r->error = error ? strdup(error) : NULL;
     }
 
-    const char *status = exit_code == AGENT_EXIT_OK ? "SUCCEEDED" : "FAILED";
+    const char *cancel = exit_code == AGENT_EXIT_SIGTERM ? agent__cancel_text(r) : NULL;
+    const char *status = exit_code == AGENT_EXIT_OK ? "SUCCEEDED" : cancel ? "CANCELLED" : "FAILED";
+    if (cancel) {
+        free(r->error);
+        r->error = strdup(cancel);
+    }
     char ts[32];
     proto_iso_time(proto_now(), ts);
     r->final_status = status;
@@ -282,7 +289,10 @@ void agent__finish(run_state *r, int exit_code, const char *error)
     status_set_num(r->run_item, "duration_seconds", r->duration);
     status_set_str(r->run_item, "error_message", r->error);
     if (exit_code == AGENT_EXIT_SIGTERM)
-        status_set_str(r->run_item, "stop_reason", r->stop_signal ? r->stop_signal : "SIGTERM");
+        status_set_str(r->run_item, "stop_reason",
+                       cancel           ? cancel
+                       : r->stop_signal ? r->stop_signal
+                                        : "SIGTERM");
     status_touch(r->status, r->run_item);
 
     r->finish_ms = uv_now(&r->loop);
@@ -307,7 +317,8 @@ static void finish_unrecorded(run_state *r, int exit_code, const char *error)
 /* Does this run need the AWS client at all? */
 static bool needs_aws(const agent_config *c)
 {
-    if (c->container_mode || !strcmp(c->status_backend, "dynamodb") || c->traces_bucket)
+    if (c->container_mode || !strcmp(c->status_backend, "dynamodb") || c->traces_bucket ||
+        c->results_bucket)
         return true;
     if (c->flow && !strncmp(c->flow, "s3://", 5))
         return true;

@@ -25,6 +25,7 @@ typedef enum {
 
 /* Per-task runtime state (the plan holds the scheduling state). */
 typedef struct run_state run_state;
+typedef struct agent_durable agent_durable; /* durable runs: agent/durable.h */
 
 typedef struct {
     run_state *run;
@@ -85,6 +86,7 @@ struct run_state {
     int unwritten;            /* items the final flush could not write */
     uv_timer_t start_timer;   /* bounds RUN_STARTING */
     bool first_trace_sent;
+    agent_durable *durable; /* task hashes, resume, result stores, cancel (durable.h) */
 };
 
 /* run.c */

@@ -5,6 +5,7 @@
  * Per-task cost is independent of the DAG's size: the base environment is built once, and a
  * task's inputs are assembled from its upstream tasks' stored results only (results.c). */
 #include "agent/run.h"
+#include "agent/durable.h"
 #include "agent/log.h"
 #include "proto/names.h"
 #include "proto/util.h"
@@ -229,6 +230,7 @@ static cJSON *task_item(run_state *r, size_t i)
         t->item = status_item(r->status, STATUS_TASK, r->cfg->run_id, r->spec->tasks[i].name);
         status_set_str(t->item, "task_run_id", t->task_run_id);
         status_set_num(t->item, "max_attempts", sched_task_max_attempts(r->plan, i));
+        agent__durable_item(r, i, t->item);
     }
     return t->item;
 }
@@ -315,6 +317,11 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
         break;
     }
     case SCHED_SUCCEEDED:
+        if (from == SCHED_PENDING) { /* reused from an earlier run, not run (resume.c) */
+            l = agent__durable_reused(r, i, it);
+            break;
+        }
+        /* fallthrough */
     case SCHED_FAILED:
         task_ended(r, i, to, reason, it, ts);
         break;
@@ -684,8 +691,17 @@ static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
     }
     if (how == SCHED_EXIT_FAILED || how == SCHED_EXIT_TIMED_OUT)
         agent__upload_trace(r, i, sched_task_attempt(r->plan, i), trace, tlen);
-    sched_exited(r->plan, i, how, how == SCHED_EXIT_OK || how == SCHED_EXIT_TIMED_OUT ? NULL : err,
-                 uv_now(&r->loop));
+    /* A success counts once its result is stored (durable_results.c ends the attempt then). */
+    if (how == SCHED_EXIT_OK && agent__result_store(r, i)) {
+        agent__tasks_pump(r); /* its slot is free meanwhile */
+        return;
+    }
+    agent__attempt_end(r, i, how, how == SCHED_EXIT_OK || how == SCHED_EXIT_TIMED_OUT ? NULL : err);
+}
+
+void agent__attempt_end(run_state *r, size_t i, sched_exit how, const char *err)
+{
+    sched_exited(r->plan, i, how, err, uv_now(&r->loop));
     agent__tasks_pump(r);
 }
 
@@ -708,11 +724,14 @@ void agent__tasks_kill(run_state *r)
         t->cancelled = true;
         sbx_terminate(t->proc, (uint64_t)(r->cfg->kill_grace_seconds * 1000));
     }
+    agent__results_abandon(r);
 }
 
 void agent__execute(run_state *r)
 {
     char err[AGENT_ERR_MAX];
+    if (agent__durable_begin(r)) /* task hashes, resume: calls back when done */
+        return;
     int code = agent__tasks_init(r, err);
     if (code) {
         agent__finish(r, code, err);
@@ -740,11 +759,13 @@ void agent__execute(run_state *r)
     agent_log_json(l, "parameters", r->cfg->parameters);
     agent_log_json(l, "metadata", r->metadata);
     agent_log_end(l);
+    agent__durable_apply(r);
     agent__tasks_pump(r);
 }
 
 void agent__tasks_free(run_state *r)
 {
+    agent__durable_free(r);
     free(r->exec_dir);
     r->exec_dir = NULL;
     agent__inputs_free(r);

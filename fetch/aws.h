@@ -104,6 +104,21 @@ int fetch_s3_put(fetch_aws *a, const char *bucket, const char *key, const void *
                  const char *content_type, fetch_aws_cb cb, void *ud);
 int fetch_s3_put_file(fetch_aws *a, const char *bucket, const char *key, const char *path,
                       fetch_aws_cb cb, void *ud);
+/* PutObject streamed from an open file: `len` bytes from offset 0 of `fd`, whose SHA-256 the
+ * caller already computed (hex, the signed payload hash: S3 refuses the upload if the bytes
+ * sent differ, so a file changed meanwhile cannot be stored under the wrong hash). The fd is
+ * duplicated (the caller keeps and closes its own). Nothing is read on the loop thread but the
+ * transfer itself. Up to 5 GiB this is one PutObject; larger files go as a multipart upload
+ * (fetch_s3_put_fd_parts, parts of at least 64 MiB, at most 10000 of them). */
+int fetch_s3_put_fd(fetch_aws *a, const char *bucket, const char *key, int fd, uint64_t len,
+                    const char *sha256_hex, const char *content_type, fetch_aws_cb cb, void *ud);
+/* Multipart upload of `len` bytes of `fd` in parts of `part_size` bytes (>= 5 MiB, S3's
+ * minimum; at most 10000 parts, else -EFBIG), up to 4 parts in flight, each retried on its own;
+ * a failure aborts the upload (AbortMultipartUpload) before the callback. Parts are sent with
+ * an UNSIGNED-PAYLOAD hash (TLS protects them in transit; the caller verifies the whole
+ * object's SHA-256 when it reads it back). The fd is duplicated. */
+int fetch_s3_put_fd_parts(fetch_aws *a, const char *bucket, const char *key, int fd, uint64_t len,
+                          uint64_t part_size, const char *content_type, fetch_aws_cb cb, void *ud);
 
 /* A plain GET of an unsigned URL (ECS task metadata endpoint). */
 int fetch_http_get(fetch_aws *a, const char *url, fetch_aws_cb cb, void *ud);

@@ -26,6 +26,13 @@
 #define PROGRESS_STEP  (1ull << 20)
 #define S3_ERRBODY_MAX (64u << 10)
 
+/* Uploads from a file (fetch_s3_put_fd): one PutObject up to S3's limit, multipart beyond. */
+#define S3_SINGLE_PUT_MAX (5ull << 30) /* S3's PutObject limit */
+#define MP_PART_MIN       (5ull << 20) /* S3's smallest part (but the last) */
+#define MP_PART_MIN_AUTO  (64ull << 20)
+#define MP_PARTS_MAX      10000
+#define MP_INFLIGHT       4
+
 /* ---- URIs ---- */
 
 /* Whether b[0..n) is four dot-separated groups of digits, like an IPv4 address. */
@@ -1029,4 +1036,404 @@ int fetch_s3_put_file(fetch_aws *a, const char *bucket, const char *key, const c
     if (rc < 0)
         put_discard(u);
     return rc;
+}
+
+int fetch_s3_put_fd_parts(fetch_aws *a, const char *bucket, const char *key, int fd, uint64_t len,
+                          uint64_t part_size, const char *content_type, fetch_aws_cb cb, void *ud);
+
+int fetch_s3_put_fd(fetch_aws *a, const char *bucket, const char *key, int fd, uint64_t len,
+                    const char *sha256_hex, const char *content_type, fetch_aws_cb cb, void *ud)
+{
+    if (!bucket || !key || fd < 0 || !sha256_hex || strlen(sha256_hex) != 64 || !cb)
+        return -EINVAL;
+    if (len > S3_SINGLE_PUT_MAX) {
+        uint64_t psize = len / 9000 + 1;
+        psize = psize < MP_PART_MIN_AUTO ? MP_PART_MIN_AUTO : psize;
+        return fetch_s3_put_fd_parts(a, bucket, key, fd, len, psize, content_type, cb, ud);
+    }
+    s3put *u = calloc(1, sizeof *u);
+    if (!u)
+        return -ENOMEM;
+    u->cb = cb;
+    u->ud = ud;
+    u->len = (size_t)len;
+    memcpy(u->hash, sha256_hex, 65);
+    u->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int rc = u->fd < 0 ? -errno : put_start(a, u, bucket, key, content_type);
+    if (rc < 0)
+        put_discard(u);
+    return rc;
+}
+
+/* ---- multipart upload ----
+ * One explicit state machine per upload: CREATE (CreateMultipartUpload) -> PARTS (UploadPart,
+ * MP_INFLIGHT at a time, each retried) -> COMPLETE (CompleteMultipartUpload) -> done; any
+ * failure -> ABORT (AbortMultipartUpload, best effort) -> done with the first error. */
+
+typedef enum { MP_CREATE, MP_PARTS, MP_COMPLETE, MP_ABORT } mp_state;
+
+typedef struct s3mp s3mp;
+
+typedef struct {
+    s3mp *m;
+    uv_timer_t timer;
+    int number; /* 1-based part number, 0 = slot free */
+    int attempt;
+    fetch__call *call;
+} mp_slot;
+
+struct s3mp {
+    fetch__op op;
+    fetch_aws *a;
+    fetch_retry retry;
+    fetch_endpoint ep;
+    mp_state state;
+    char *uri, *path_enc, *content_type, *upload_id;
+    int fd;
+    uint64_t len, part_size;
+    int n_parts, next_part, parts_done;
+    char **etags;
+    mp_slot slots[MP_INFLIGHT];
+    uv_timer_t timer; /* CREATE/COMPLETE/ABORT retries */
+    int attempt;
+    fetch__call *call;
+    int open_timers;
+    bool finished;
+    fetch_aws_result fail; /* first failure, delivered after the abort */
+    char fail_msg[FETCH_ERR_MAX + 300];
+    char fail_code[128];
+    fetch_aws_cb cb;
+    void *ud;
+};
+
+static void mp_free(s3mp *m)
+{
+    if (m->fd >= 0)
+        close(m->fd);
+    for (int i = 0; m->etags && i < m->n_parts; i++)
+        free(m->etags[i]);
+    free(m->etags);
+    fetch_endpoint_clear(&m->ep);
+    free(m->uri);
+    free(m->path_enc);
+    free(m->content_type);
+    free(m->upload_id);
+    free(m);
+}
+
+static void mp_handle_closed(uv_handle_t *h)
+{
+    s3mp *m = h->data;
+    if (--m->open_timers == 0)
+        mp_free(m);
+}
+
+/* Delivers the one result and releases everything (memory goes with the last timer). */
+static void mp_finish(s3mp *m, const fetch_aws_result *res)
+{
+    if (m->finished)
+        return;
+    m->finished = true;
+    fetch__op_unregister(m->a, &m->op);
+    if (m->call)
+        fetch__aws_cancel(m->call);
+    m->call = NULL;
+    for (int i = 0; i < MP_INFLIGHT; i++) {
+        if (m->slots[i].call)
+            fetch__aws_cancel(m->slots[i].call);
+        m->slots[i].call = NULL;
+    }
+    m->cb(m->ud, res);
+    for (int i = 0; i < MP_INFLIGHT; i++) {
+        m->slots[i].timer.data = m;
+        uv_close((uv_handle_t *)&m->slots[i].timer, mp_handle_closed);
+    }
+    m->timer.data = m;
+    uv_close((uv_handle_t *)&m->timer, mp_handle_closed);
+}
+
+static void mp_send(s3mp *m);
+
+/* Records the first failure and aborts the upload (or finishes at once if none exists). */
+static void mp_fail(s3mp *m, const fetch_http_resp *r, const char *action, int attempts)
+{
+    char awsmsg[256];
+    if (m->state == MP_ABORT || m->finished)
+        return;
+    fetch__s3_error_code(r, m->fail_code, sizeof m->fail_code, awsmsg, sizeof awsmsg);
+    s3_describe(m->a, m->fail_msg, sizeof m->fail_msg, m->uri, action, r, m->fail_code, awsmsg,
+                attempts);
+    m->fail = (fetch_aws_result){.err = r->err ? r->err : -EIO,
+                                 .http_status = r->status,
+                                 .error_code = m->fail_code[0] ? m->fail_code : NULL,
+                                 .message = m->fail_msg,
+                                 .body = ""};
+    for (int i = 0; i < MP_INFLIGHT; i++) {
+        if (m->slots[i].call)
+            fetch__aws_cancel(m->slots[i].call);
+        m->slots[i].call = NULL;
+        m->slots[i].number = 0;
+        uv_timer_stop(&m->slots[i].timer);
+    }
+    if (!m->upload_id) {
+        mp_finish(m, &m->fail);
+        return;
+    }
+    m->state = MP_ABORT;
+    m->attempt = 0;
+    mp_send(m);
+}
+
+static void mp_cancel(fetch__op *op)
+{
+    s3mp *m = (s3mp *)op;
+    char msg[FETCH_ERR_MAX];
+    snprintf(msg, sizeof msg, "%s: upload cancelled", m->uri);
+    fetch_aws_result res = {.err = -ECANCELED, .message = msg, .body = ""};
+    mp_finish(m, &res);
+}
+
+static void mp_part_send(mp_slot *sl);
+static void mp_schedule(s3mp *m);
+
+static void mp_part_timer(uv_timer_t *t)
+{
+    mp_part_send(t->data);
+}
+
+static void mp_part_done(void *ud, const fetch_http_resp *r)
+{
+    mp_slot *sl = ud;
+    s3mp *m = sl->m;
+    char code[128], awsmsg[256];
+    sl->call = NULL;
+    if (r->err == -ECANCELED || m->finished)
+        return;
+    if (r->err == 0 && r->status / 100 == 2 && r->etag) {
+        m->etags[sl->number - 1] = strdup(r->etag);
+        m->parts_done++;
+        sl->number = 0;
+        mp_schedule(m);
+        return;
+    }
+    fetch__s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
+    if (fetch__retryable(r, code) && sl->attempt < m->retry.max_attempts) {
+        uv_timer_start(&sl->timer, mp_part_timer, fetch__backoff_ms(&m->retry, sl->attempt), 0);
+        return;
+    }
+    mp_fail(m, r, "PutObject (UploadPart)", sl->attempt);
+}
+
+/* One UploadPart of part sl->number, straight from the fd at its offset. */
+static void mp_part_send(mp_slot *sl)
+{
+    s3mp *m = sl->m;
+    uint64_t off = (uint64_t)(sl->number - 1) * m->part_size;
+    uint64_t n = m->len - off < m->part_size ? m->len - off : m->part_size;
+    char *id = sigv4_uri_encode(m->upload_id, strlen(m->upload_id), false), query[1200];
+    snprintf(query, sizeof query, "partNumber=%d&uploadId=%s", sl->number, id ? id : "");
+    free(id);
+    sl->attempt++;
+    fetch__sreq s = {.service = "s3",
+                     .method = "PUT",
+                     .ep = &m->ep,
+                     .path = m->path_enc,
+                     .query = query,
+                     .body_len = (size_t)n,
+                     .body_fd = m->fd,
+                     .body_offset = off,
+                     .payload_hash = "UNSIGNED-PAYLOAD",
+                     .max_body = S3_ERRBODY_MAX};
+    int rc = fetch__aws_send(m->a, &s, mp_part_done, sl, &sl->call);
+    if (rc < 0) {
+        fetch_http_resp r = {.err = rc, .body = "", .content_length = -1};
+        snprintf(r.errmsg, sizeof r.errmsg, "%s", strerror(-rc));
+        mp_fail(m, &r, "PutObject (UploadPart)", sl->attempt);
+    }
+}
+
+/* Fills the free slots with the next parts; completes once every part is in. */
+static void mp_schedule(s3mp *m)
+{
+    for (int i = 0; i < MP_INFLIGHT && m->next_part <= m->n_parts; i++) {
+        mp_slot *sl = &m->slots[i];
+        if (sl->number)
+            continue;
+        sl->number = m->next_part++;
+        sl->attempt = 0;
+        mp_part_send(sl);
+        if (m->state != MP_PARTS)
+            return; /* the send failed and aborted */
+    }
+    if (m->parts_done == m->n_parts) {
+        m->state = MP_COMPLETE;
+        m->attempt = 0;
+        mp_send(m);
+    }
+}
+
+/* The CompleteMultipartUpload body: every part's number and ETag, in order. */
+static char *mp_complete_body(s3mp *m, size_t *len)
+{
+    size_t cap = 128 + (size_t)m->n_parts * 160, n = 0;
+    char *b = malloc(cap);
+    if (!b)
+        return NULL;
+    n += (size_t)snprintf(b + n, cap - n, "<CompleteMultipartUpload>");
+    for (int i = 0; i < m->n_parts; i++)
+        n += (size_t)snprintf(b + n, cap - n,
+                              "<Part><PartNumber>%d</PartNumber><ETag>%.120s</ETag></Part>", i + 1,
+                              m->etags[i]);
+    n += (size_t)snprintf(b + n, cap - n, "</CompleteMultipartUpload>");
+    *len = n;
+    return b;
+}
+
+static void mp_timer_cb(uv_timer_t *t)
+{
+    mp_send(t->data);
+}
+
+static void mp_done(void *ud, const fetch_http_resp *r)
+{
+    s3mp *m = ud;
+    char code[128], awsmsg[256], id[512];
+    m->call = NULL;
+    if (r->err == -ECANCELED || m->finished)
+        return;
+    /* CompleteMultipartUpload can answer 200 with an <Error> body (AWS docs). */
+    bool ok = r->err == 0 && r->status / 100 == 2 && !strstr(r->body, "<Error>");
+    if (m->state == MP_ABORT) {
+        mp_finish(m, &m->fail); /* best effort: the first error is what the caller needs */
+        return;
+    }
+    if (ok && m->state == MP_CREATE) {
+        xml_tag(r, "UploadId", id, sizeof id);
+        if (!id[0] || !(m->upload_id = strdup(id))) {
+            fetch_http_resp bad = *r;
+            bad.err = -EPROTO;
+            snprintf(bad.errmsg, sizeof bad.errmsg, "no UploadId in the answer");
+            mp_fail(m, &bad, "PutObject (CreateMultipartUpload)", m->attempt);
+            return;
+        }
+        m->state = MP_PARTS;
+        mp_schedule(m);
+        return;
+    }
+    if (ok) {
+        fetch_aws_result res = {.http_status = r->status, .body = r->body, .body_len = r->body_len};
+        mp_finish(m, &res);
+        return;
+    }
+    fetch__s3_error_code(r, code, sizeof code, awsmsg, sizeof awsmsg);
+    if (fetch__retryable(r, code) && m->attempt < m->retry.max_attempts) {
+        uv_timer_start(&m->timer, mp_timer_cb, fetch__backoff_ms(&m->retry, m->attempt), 0);
+        return;
+    }
+    mp_fail(m, r,
+            m->state == MP_CREATE ? "PutObject (CreateMultipartUpload)"
+                                  : "PutObject (CompleteMultipartUpload)",
+            m->attempt);
+}
+
+/* Sends the request of the current state (CREATE, COMPLETE or ABORT). */
+static void mp_send(s3mp *m)
+{
+    char ct[300], query[1200];
+    const char *hdrs[] = {ct, NULL};
+    char *body = NULL, *id = NULL;
+    size_t blen = 0;
+    const char *method = "POST";
+    snprintf(ct, sizeof ct, "content-type: %s",
+             m->state == MP_CREATE ? m->content_type : "application/xml");
+    if (m->state == MP_CREATE) {
+        snprintf(query, sizeof query, "uploads=");
+    } else {
+        id = sigv4_uri_encode(m->upload_id, strlen(m->upload_id), false);
+        snprintf(query, sizeof query, "uploadId=%s", id ? id : "");
+        free(id);
+        if (m->state == MP_ABORT)
+            method = "DELETE";
+        else
+            body = mp_complete_body(m, &blen);
+    }
+    m->attempt++;
+    fetch__sreq s = {.service = "s3",
+                     .method = method,
+                     .ep = &m->ep,
+                     .path = m->path_enc,
+                     .query = query,
+                     .headers = hdrs,
+                     .body = body                   ? body
+                             : m->state == MP_ABORT ? NULL
+                                                    : "",
+                     .body_len = blen,
+                     .body_fd = -1,
+                     .payload_hash = m->state == MP_ABORT ? SIGV4_EMPTY_SHA256 : NULL,
+                     .max_body = S3_ERRBODY_MAX};
+    int rc = fetch__aws_send(m->a, &s, mp_done, m, &m->call); /* DELETE: no body at all */
+    free(body);
+    if (rc < 0) {
+        fetch_http_resp r = {.err = rc, .body = "", .content_length = -1};
+        snprintf(r.errmsg, sizeof r.errmsg, "%s", strerror(-rc));
+        m->attempt = m->retry.max_attempts;
+        if (m->state == MP_ABORT)
+            mp_finish(m, &m->fail);
+        else
+            mp_fail(m, &r, "PutObject", m->attempt);
+    }
+}
+
+int fetch_s3_put_fd_parts(fetch_aws *a, const char *bucket, const char *key, int fd, uint64_t len,
+                          uint64_t part_size, const char *content_type, fetch_aws_cb cb, void *ud)
+{
+    if (!bucket || !key || fd < 0 || !cb || part_size < MP_PART_MIN || !*key)
+        return -EINVAL;
+    if (fetch__aws_closing(a))
+        return -ECANCELED;
+    if (!bucket_name_ok(bucket, strlen(bucket)))
+        return -EINVAL;
+    uint64_t n = len ? (len + part_size - 1) / part_size : 1;
+    if (n > MP_PARTS_MAX)
+        return -EFBIG;
+    s3mp *m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->a = a;
+    m->cb = cb;
+    m->ud = ud;
+    m->len = len;
+    m->part_size = part_size;
+    m->n_parts = (int)n;
+    m->next_part = 1;
+    m->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    m->etags = calloc(n, sizeof *m->etags);
+    size_t ulen = strlen(bucket) + strlen(key) + 8;
+    m->uri = malloc(ulen);
+    m->content_type = strdup(content_type ? content_type : "application/octet-stream");
+    int rc = m->fd < 0 ? -errno : 0;
+    if (!rc && (!m->etags || !m->uri || !m->content_type))
+        rc = -ENOMEM;
+    if (!rc)
+        rc = s3_target(a, bucket, key, &m->ep, &m->path_enc);
+    if (rc) {
+        mp_free(m);
+        return rc;
+    }
+    snprintf(m->uri, ulen, "s3://%s/%s", bucket, key);
+    m->retry = fetch__retry_or_default(NULL);
+    m->op.cancel = mp_cancel;
+    m->state = MP_CREATE;
+    uv_loop_t *loop = fetch__aws_loop(a);
+    uv_timer_init(loop, &m->timer);
+    m->timer.data = m;
+    for (int i = 0; i < MP_INFLIGHT; i++) {
+        m->slots[i].m = m;
+        uv_timer_init(loop, &m->slots[i].timer);
+        m->slots[i].timer.data = &m->slots[i];
+    }
+    m->open_timers = MP_INFLIGHT + 1;
+    fetch__op_register(a, &m->op);
+    uv_timer_start(&m->timer, mp_timer_cb, 0, 0);
+    return 0;
 }

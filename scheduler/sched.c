@@ -37,6 +37,7 @@ struct task {
     uint8_t trigger;    /* sched_trigger */
     uint8_t skip_cause; /* sched_skip_cause, once SKIPPED */
     bool jitter;
+    bool finishing; /* RUNNING, process ended, slot released (sched_finishing) */
 };
 
 /* A binary min-heap of task indices. Unkeyed heaps order by index (spec order); keyed ones by
@@ -59,6 +60,7 @@ struct sched_plan {
     heap ready, retry, timeout;
     size_t count[SCHED_CANCELLED + 1]; /* tasks per state */
     size_t n_terminal;
+    size_t n_finishing; /* RUNNING tasks that no longer hold a max_parallel slot */
     int max_parallel;
     bool draining;
     uint64_t rng; /* splitmix64 state for jitter */
@@ -76,7 +78,8 @@ static const char *const trigger_names[] = {"all_success", "all_done", "one_fail
 /* Allowed transitions (contract section 4), as a bit mask of target states per source state. */
 #define B(s) (1u << (s))
 static const unsigned allowed[] = {
-    [SCHED_PENDING] = B(SCHED_RUNNING) | B(SCHED_SKIPPED) | B(SCHED_CANCELLED),
+    [SCHED_PENDING] = B(SCHED_RUNNING) | B(SCHED_SKIPPED) | B(SCHED_CANCELLED) |
+                      B(SCHED_SUCCEEDED), /* reused (sched_mark_reused) */
     [SCHED_RUNNING] = B(SCHED_RETRYING) | B(SCHED_SUCCEEDED) | B(SCHED_FAILED) | B(SCHED_CANCELLED),
     [SCHED_RETRYING] = B(SCHED_RUNNING) | B(SCHED_CANCELLED),
 };
@@ -542,7 +545,8 @@ void sched_free(sched_plan *p)
 
 long sched_next(sched_plan *p, uint64_t now_ms)
 {
-    if (p->draining || p->ready.n == 0 || p->count[SCHED_RUNNING] >= (size_t)p->max_parallel)
+    if (p->draining || p->ready.n == 0 ||
+        p->count[SCHED_RUNNING] - p->n_finishing >= (size_t)p->max_parallel)
         return -1;
     uint32_t i = heap_pop(p, &p->ready);
     struct task *t = &p->tasks[i];
@@ -606,6 +610,10 @@ void sched_exited(sched_plan *p, size_t task, sched_exit how, const char *error,
     uint32_t i = (uint32_t)task;
     if (p->tasks[i].heap_pos != NO_POS)
         heap_remove(p, &p->timeout, i);
+    if (p->tasks[i].finishing) {
+        p->tasks[i].finishing = false;
+        p->n_finishing--;
+    }
     switch (how) {
     case SCHED_EXIT_OK:
         set_state(p, i, SCHED_SUCCEEDED, NULL);
@@ -664,6 +672,30 @@ void sched_drain(sched_plan *p, const char *reason)
             set_state(p, (uint32_t)i, SCHED_CANCELLED, reason ? reason : "cancelled");
     }
     propagate(p);
+}
+
+int sched_mark_reused(sched_plan *p, size_t task)
+{
+    if (task >= p->n || p->tasks[task].state != SCHED_PENDING)
+        return -EINVAL;
+    uint32_t i = (uint32_t)task;
+    if (p->tasks[i].heap_pos != NO_POS) /* a PENDING task can only be in the ready heap */
+        heap_remove(p, &p->ready, i);
+    set_state(p, i, SCHED_SUCCEEDED, NULL);
+    propagate(p);
+    return 0;
+}
+
+void sched_finishing(sched_plan *p, size_t task)
+{
+    assert(task < p->n && p->tasks[task].state == SCHED_RUNNING);
+    struct task *t = &p->tasks[task];
+    if (task >= p->n || t->state != SCHED_RUNNING || t->finishing)
+        return;
+    if (t->heap_pos != NO_POS)
+        heap_remove(p, &p->timeout, (uint32_t)task);
+    t->finishing = true;
+    p->n_finishing++;
 }
 
 bool sched_done(const sched_plan *p)

@@ -107,6 +107,17 @@ void sched_tick(sched_plan *p, uint64_t now_ms, void (*on_timeout)(void *ud, siz
  * at once (reason given). Running attempts continue until the driver reports them. */
 void sched_drain(sched_plan *p, const char *reason);
 
+/* Marks a PENDING task SUCCEEDED without running it (attempt stays 0): its result comes from an
+ * earlier run (resume). Call before the first sched_next(). The transition callback sees
+ * PENDING -> SUCCEEDED, and downstream tasks count it as any success. Returns 0, or -EINVAL if
+ * the task is not PENDING. */
+int sched_mark_reused(sched_plan *p, size_t task);
+
+/* The running attempt's process ended and the driver is completing it (e.g. storing its
+ * result): the task stays RUNNING until sched_exited(), but no longer counts against
+ * max_parallel and can no longer time out. Idempotent. */
+void sched_finishing(sched_plan *p, size_t task);
+
 /* True when every task is in a terminal state. */
 bool sched_done(const sched_plan *p);
 
