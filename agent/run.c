@@ -10,6 +10,7 @@
 #include "agent/run.h"
 #include "agent/durable.h"
 #include "agent/log.h"
+#include "proto/ddb.h"
 #include "proto/util.h"
 
 #include <errno.h>
@@ -293,6 +294,11 @@ void agent__finish(run_state *r, int exit_code, const char *error)
                        cancel           ? cancel
                        : r->stop_signal ? r->stop_signal
                                         : "SIGTERM");
+    /* The launcher's sparse active-runs index (docs/launch.md) holds a run while this attribute
+     * exists. An ended run leaves it, except a SIGTERM nobody asked for: the reconciler must
+     * still find that run to tell an infrastructure stop and relaunch it. */
+    if (!(exit_code == AGENT_EXIT_SIGTERM && !cancel))
+        status_set_str(r->run_item, PROTO_ACTIVE_RUNS_ATTR, NULL);
     status_touch(r->status, r->run_item);
 
     r->finish_ms = uv_now(&r->loop);

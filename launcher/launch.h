@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <cjson/cJSON.h>
 
+#include "proto/ddb.h"
+
 #define LAUNCH_ERR_MAX 512
 
 /* Exit codes of every subcommand. */
@@ -161,7 +163,7 @@ cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const 
 /* The sparse index of active runs (docs/launch.md): LAUNCH_ACTIVE_ATTR = "1" is on a run item
  * only while the control plane still has to look at it (QUEUED, RUNNING). Every terminal write
  * REMOVEs it. */
-#define LAUNCH_ACTIVE_ATTR  "active_shard"
+#define LAUNCH_ACTIVE_ATTR  PROTO_ACTIVE_RUNS_ATTR
 #define LAUNCH_ACTIVE_VALUE "1"
 #define LAUNCH_ACTIVE_INDEX "active_runs"
 

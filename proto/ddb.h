@@ -20,4 +20,9 @@ cJSON *proto_ddb_unmarshal(const cJSON *item);
  * Returns a malloc'd JSON string, or NULL. */
 char *proto_ddb_status_update(const char *table, const char *const *key_names, const cJSON *item);
 
+/* The run-item attribute of the launcher's sparse active-runs index (docs/launch.md): present
+ * ("1") only while a run is QUEUED or RUNNING; a terminal write removes it. Shared by the agent
+ * and dagy-launch. */
+#define PROTO_ACTIVE_RUNS_ATTR "active_shard"
+
 #endif

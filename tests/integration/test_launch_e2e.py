@@ -43,6 +43,7 @@ class LaunchThenAgentTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         run_id, arn = r.json["run_id"], r.json["task_arn"]
         self.assertEqual(L.run_item(run_id)["status"], "QUEUED")
+        self.assertEqual(L.run_item(run_id).get("active_shard"), "1")
 
         # The container's environment, as ECS would give it: the overrides, nothing else from
         # the launcher; AWS access and endpoint stand in for the task role and the VPC.
@@ -68,6 +69,8 @@ class LaunchThenAgentTest(unittest.TestCase):
         self.assertEqual(st.json["external_id"], arn)
         self.assertGreater(st.json["status_seq"], 0)
         self.assertEqual(st.json.get("tasks_succeeded"), 2)
+        # The agent's terminal write takes the run out of the active-runs index itself.
+        self.assertNotIn("active_shard", L.run_item(run_id))
 
         # The reconciler leaves a finished run alone even after its task stopped.
         L.moto.client("ecs").stop_task(cluster=L.cluster, task=arn, reason="done")
