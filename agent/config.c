@@ -26,6 +26,21 @@ static char *dup_or(const char *v, const char *dflt)
     return dflt ? strdup(dflt) : NULL;
 }
 
+/* `path` made absolute against the current directory (the agent's, not a task's: tasks run in
+ * the flow directory, so a relative work directory would name other files there). Takes
+ * ownership of `path`; NULL on ENOMEM or when the current directory cannot be read. */
+static char *absolute_path(char *path)
+{
+    if (!path || path[0] == '/')
+        return path;
+    char *cwd = getcwd(NULL, 0), *out = NULL;
+    if (cwd && asprintf(&out, "%s/%s", cwd, path) < 0)
+        out = NULL;
+    free(cwd);
+    free(path);
+    return out;
+}
+
 /* Parses a non-negative number with an upper bound; 0 or -EINVAL. */
 static int parse_seconds(const char *s, double max, double *out)
 {
@@ -128,7 +143,12 @@ static int load_env(agent_config *c, char *err)
     c->org_id = dup_or(getenv("DAGY_ORG_ID"), NULL);
     c->environment = dup_or(getenv("DAGY_ENVIRONMENT"), NULL);
     c->correlation_id = dup_or(getenv("DAGY_CORRELATION_ID"), NULL);
-    c->work_dir = dup_or(getenv("DAGY_WORK_DIR"), "/tmp/dagy");
+    c->work_dir = absolute_path(dup_or(getenv("DAGY_WORK_DIR"), "/tmp/dagy"));
+    if (!c->work_dir) {
+        snprintf(err, AGENT_ERR_MAX, "DAGY_WORK_DIR is relative and the current directory "
+                                     "cannot be read: %s", strerror(errno));
+        return -EINVAL;
+    }
     c->runs_table = dup_or(getenv("DAGY_RUNS_TABLE"), "DAGY_RUNS");
     c->task_runs_table = dup_or(getenv("DAGY_TASK_RUNS_TABLE"), "DAGY_TASK_RUNS");
     c->traces_bucket = dup_or(getenv("DAGY_TRACES_BUCKET"), NULL);

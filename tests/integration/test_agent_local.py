@@ -29,6 +29,24 @@ class AgentLocal(unittest.TestCase):
         self.addCleanup(f.cleanup)
         return f
 
+    def test_relative_work_dir_is_taken_from_the_agents_directory(self):
+        """DAGY_WORK_DIR=work (relative) once made every task fail "Directory nonexistent": the
+        task files were named relative to the agent's directory, but tasks run in the flow's."""
+        import subprocess
+        from agentenv import AGENT
+        f = self.flow(spec([task("a", 'echo "{\\"v\\": 1}" > "$DAGY_TASK_OUTPUT"'),
+                            task("b", 'cat "$DAGY_TASK_INPUTS"', upstream=["a"])]))
+        cwd = os.path.join(f.tmp, "cwd")
+        os.makedirs(cwd)
+        p = subprocess.run([AGENT, "--flow", f.dir, "--state-dir", f.state, "--log-format",
+                            "json"], env=f.env({"DAGY_WORK_DIR": "work"}), cwd=cwd,
+                           capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p)
+        lines = [json.loads(x) for x in p.stdout.decode().splitlines()]
+        out = [l["message"] for l in lines if l["event_type"] == "task_output"]
+        self.assertEqual([json.loads(o) for o in out], [{"a": {"v": 1}}])
+        self.assertTrue(os.path.isdir(os.path.join(cwd, "work")))
+
     def test_diamond_runs_in_dependency_order_and_succeeds(self):
         f = self.flow(spec([
             task("a", "echo a >> order.txt"),
