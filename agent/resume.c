@@ -652,6 +652,9 @@ void agent__durable_apply(run_state *r)
             t->reuse = d->tasks[ft->upstream[u]].reuse; /* an upstream fell out below */
         if (t->reuse && t->has_result && !place_result(r, i))
             t->reuse = false;
+        /* Inputs are built only from results this agent stored (results.c): a placed one is. */
+        if (t->reuse && t->has_result)
+            r->tasks[i].has_result = true;
         if (t->reuse) {
             sched_mark_reused(r->plan, i);
             d->n_reused++;
