@@ -1,7 +1,8 @@
 /* prune.c - keeps the work and state directories from growing forever (DAGY_KEEP_RUNS): at the
  * end of a run, all but the newest N run directories under DAGY_WORK_DIR are removed, and so are
- * the task-item directories (STATE/runs/RUN_ID/) of all but the newest N ended runs. Run items
- * (STATE/runs/RUN_ID.json, about 1 KB each) are the run history and are all kept.
+ * the task-item directories (STATE/runs/RUN_ID/) and run items (STATE/runs/RUN_ID.json) of all but
+ * the newest N ended runs: the history a local state directory keeps is the last N runs (a soak of
+ * 200 runs grew the state directory by one 4 KiB block a run while items were all kept).
  *
  * A live agent holds a shared flock on its work run directory (agent__hold_run_dir); pruning
  * takes an exclusive one without waiting and skips what it cannot get, so agents sharing a work
@@ -44,9 +45,10 @@ static int newest_first(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* The run directories under `dir` (subdirectories whose name is a valid run id), newest first.
- * Returns the count (0 on any error: pruning is best effort). */
-static size_t list_runs(const char *dir, run_dir **out)
+/* The run directories under `dir` (subdirectories whose name is a valid run id) or, with
+ * `items`, the run items (NAME.json regular files, listed as NAME), newest first. Returns the
+ * count (0 on any error: pruning is best effort). */
+static size_t list_runs(const char *dir, bool items, run_dir **out)
 {
     DIR *d = opendir(dir);
     size_t n = 0, cap = 0;
@@ -55,8 +57,13 @@ static size_t list_runs(const char *dir, run_dir **out)
         return 0;
     for (struct dirent *e; (e = readdir(d));) {
         struct stat st;
-        if (!run_dir_name(e->d_name) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
-            !S_ISDIR(st.st_mode))
+        char name[PROTO_NAME_ENCODED_MAX + 8];
+        size_t len = strlen(e->d_name);
+        if (items && (len <= 5 || len >= sizeof name || strcmp(e->d_name + len - 5, ".json")))
+            continue;
+        snprintf(name, sizeof name, "%.*s", (int)(items ? len - 5 : len), e->d_name);
+        if (!run_dir_name(name) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
+            !(items ? S_ISREG(st.st_mode) : S_ISDIR(st.st_mode)))
             continue;
         if (n == cap) {
             run_dir *p = realloc(*out, (cap = cap ? cap * 2 : 32) * sizeof *p);
@@ -64,7 +71,7 @@ static size_t list_runs(const char *dir, run_dir **out)
                 break;
             *out = p;
         }
-        (*out)[n].name = strdup(e->d_name);
+        (*out)[n].name = strdup(name);
         (*out)[n].mtime = (double)st.st_mtim.tv_sec + st.st_mtim.tv_nsec / 1e9;
         if ((*out)[n].name)
             n++;
@@ -104,7 +111,7 @@ static bool state_dir_ended(const char *runs, const char *name)
 static int prune_dir(const char *dir, const char *current, int keep, bool state)
 {
     run_dir *runs;
-    size_t n = list_runs(dir, &runs);
+    size_t n = list_runs(dir, false, &runs);
     int removed = 0, others = keep - 1; /* the current run is always one of the kept */
     for (size_t i = 0; i < n; i++) {
         char path[4200];
@@ -115,6 +122,35 @@ static int prune_dir(const char *dir, const char *current, int keep, bool state)
             others--;
         else if ((state ? state_dir_ended(dir, runs[i].name) : work_dir_unused(path)) &&
                  unpack_rmtree(path) == 0)
+            removed++;
+        free(runs[i].name);
+    }
+    free(runs);
+    return removed;
+}
+
+/* Removes the run items (and task directories) of all but the newest `keep` ended runs under the
+ * state's `runs`, newest by item (a run that ended before any task has an item only); never
+ * `current`'s. */
+static int prune_items(const char *runs_dir, const char *current, int keep)
+{
+    run_dir *runs;
+    size_t n = list_runs(runs_dir, true, &runs);
+    int removed = 0, others = keep - 1;
+    for (size_t i = 0; i < n; i++) {
+        char dir[4200], item[4300];
+        struct stat st;
+        if (snprintf(dir, sizeof dir, "%s/%s", runs_dir, runs[i].name) >= (int)sizeof dir ||
+            snprintf(item, sizeof item, "%s.json", dir) >= (int)sizeof item) {
+            free(runs[i].name);
+            continue;
+        }
+        if (!strcmp(runs[i].name, current))
+            ;
+        else if (others > 0)
+            others--;
+        else if (state_dir_ended(runs_dir, runs[i].name) &&
+                 (lstat(dir, &st) != 0 || unpack_rmtree(dir) == 0) && !unlink(item))
             removed++;
         free(runs[i].name);
     }
@@ -155,6 +191,7 @@ void agent__prune_runs(run_state *r)
         char runs[4200];
         snprintf(runs, sizeof runs, "%s/runs", c->state_dir);
         s = prune_dir(runs, c->run_id, c->keep_runs, true);
+        s += prune_items(runs, c->run_id, c->keep_runs);
     }
     if (w || s)
         agent_log(LOG_DEBUG, "runs_pruned",

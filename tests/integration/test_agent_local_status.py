@@ -222,8 +222,18 @@ class AgentLocalStatus(unittest.TestCase):
         runs = os.path.join(f.state, "runs")
         self.assertEqual(sorted(n for n in os.listdir(runs) if not n.endswith(".json")),
                          ["keep-2", "keep-3", "keep-4"])
-        # Run items (the history) are all kept.
-        self.assertEqual(len([n for n in os.listdir(runs) if n.endswith(".json")]), 5)
+        # Run items go with them (the soak showed ~4 KiB a run otherwise, forever), also the
+        # items of runs that ended before any task (no task directory).
+        self.assertEqual(sorted(n for n in os.listdir(runs) if n.endswith(".json")),
+                         ["keep-2.json", "keep-3.json", "keep-4.json"])
+        bad = self.flow(spec([task("a", "true")]))
+        with open(os.path.join(bad.dir, "flow_spec.json"), "w") as fh:
+            fh.write("{}")
+        for i in range(5, 8):
+            f.run("--run-id", "keep-%d" % i, env={"DAGY_KEEP_RUNS": "3"},
+                  flow=bad.dir if i == 5 else None)
+        self.assertEqual(sorted(os.listdir(runs)),  # keep-5 ended at its spec: an item only
+                         ["keep-5.json", "keep-6", "keep-6.json", "keep-7", "keep-7.json"])
         res = f.run("--run-id", "keep-x", env={"DAGY_KEEP_RUNS": "zero"})
         self.assertEqual(res.code, 2, res)
 
