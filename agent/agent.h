@@ -39,11 +39,11 @@ typedef struct {
     char *runs_table, *task_runs_table, *traces_bucket;
     char *results_bucket; /* DAGY_RESULTS_BUCKET (NULL: the traces bucket, if any) */
     char *resume_from;    /* --resume-from / DAGY_RESUME_FROM: the run to reuse tasks from */
-    char *python;      /* DAGY_PYTHON, default python3 */
-    char *runner;      /* DAGY_PYTHON_RUNNER, default beside the binary */
-    char *pip_command; /* DAGY_PIP_COMMAND, default "python3 -m pip" */
-    int log_format;    /* log_format, or -1 = decide by isatty */
-    int log_level;     /* log_level */
+    char *python;         /* DAGY_PYTHON, default python3 */
+    char *runner;         /* DAGY_PYTHON_RUNNER, default beside the binary */
+    char *pip_command;    /* DAGY_PIP_COMMAND, default "python3 -m pip" */
+    int log_format;       /* log_format, or -1 = decide by isatty */
+    int log_level;        /* log_level */
     bool graph, version, help;
 } agent_config;
 

@@ -145,8 +145,10 @@ static int load_env(agent_config *c, char *err)
     c->correlation_id = dup_or(getenv("DAGY_CORRELATION_ID"), NULL);
     c->work_dir = absolute_path(dup_or(getenv("DAGY_WORK_DIR"), "/tmp/dagy"));
     if (!c->work_dir) {
-        snprintf(err, AGENT_ERR_MAX, "DAGY_WORK_DIR is relative and the current directory "
-                                     "cannot be read: %s", strerror(errno));
+        snprintf(err, AGENT_ERR_MAX,
+                 "DAGY_WORK_DIR is relative and the current directory "
+                 "cannot be read: %s",
+                 strerror(errno));
         return -EINVAL;
     }
     c->runs_table = dup_or(getenv("DAGY_RUNS_TABLE"), "DAGY_RUNS");

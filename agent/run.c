@@ -517,7 +517,7 @@ static void on_run_read(void *ctx, int rc, const cJSON *stored, const char *err)
     run_state *r = ctx;
     char msg[AGENT_ERR_MAX];
     if (r->phase != RUN_STARTING || !r->status)
-        return; /* the gate already timed out */
+        return;                     /* the gate already timed out */
     uv_timer_stop(&r->start_timer); /* the write's flush has its own deadline */
     if (rc < 0) {
         snprintf(msg, AGENT_ERR_MAX, "cannot read run \"%s\" from the %s status store: %s",

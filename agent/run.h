@@ -59,9 +59,9 @@ struct run_state {
 
     char *run_dir;    /* WORK_DIR/RUN_ID: downloads, unpacked flow and packages, results */
     int run_dir_lock; /* shared flock on run_dir while the run lives (prune.c), or -1 */
-    char *flow_dir;  /* the unpacked flow (or the user's directory) */
-    char **dep_dirs; /* unpacked dependency packages, NULL-terminated */
-    cJSON *metadata; /* metadata.json, or NULL */
+    char *flow_dir;   /* the unpacked flow (or the user's directory) */
+    char **dep_dirs;  /* unpacked dependency packages, NULL-terminated */
+    cJSON *metadata;  /* metadata.json, or NULL */
     char *external_id;
     flowspec *spec;
     sched_plan *plan;
@@ -80,7 +80,7 @@ struct run_state {
     bool drain_expired;
     int pending; /* uploads and other I/O the finish must wait for */
     int exit_code;
-    char *error; /* the run's error_message, or NULL */
+    char *error;              /* the run's error_message, or NULL */
     const char *final_status; /* what the run item's last write says (run_end's status) */
     double duration;          /* seconds, fixed when the run finished */
     int unwritten;            /* items the final flush could not write */

@@ -80,8 +80,8 @@ struct status_store {
     st_item **items; /* every item, in creation order */
     size_t n, cap;
     st_list ready, backoff;
-    size_t n_pending; /* items READY, INFLIGHT or BACKOFF */
-    bool failing;     /* a write failed and none succeeded since (log once per outage) */
+    size_t n_pending;  /* items READY, INFLIGHT or BACKOFF */
+    bool failing;      /* a write failed and none succeeded since (log once per outage) */
     uint64_t seq_base; /* this agent's status_seq range starts above it */
     bool flushing;
     void (*flush_done)(void *ud, bool failed_run, int n_failed);

@@ -4,9 +4,9 @@
  *
  * Items are cJSON objects whose members are the item's attributes: strings are DynamoDB S,
  * numbers N, JSON null means "remove". The store stamps `status_seq` (base+1, base+2, ... per
- * item; see status_store_set_seq_base) and `updated_at` on each write it sends. At most one write per item is in flight; changes made while
- * one is in flight are coalesced into the next. Nothing here blocks the loop but the local
- * backend's small file writes. */
+ * item; see status_store_set_seq_base) and `updated_at` on each write it sends. At most one write
+ * per item is in flight; changes made while one is in flight are coalesced into the next. Nothing
+ * here blocks the loop but the local backend's small file writes. */
 #ifndef DAGY_STATUS_H
 #define DAGY_STATUS_H
 

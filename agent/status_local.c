@@ -9,9 +9,10 @@
  * (recently_deleted), which made a create-and-rename per write the largest per-task cost of
  * a big DAG of short tasks (half the agent's CPU). Where exchange is not supported, or for a
  * target that does not exist yet, the spare is renamed over (or onto) the target. There is no
- * fsync per write: rename is atomic against a crash of the agent, not against power loss, and a local
- * run's state directory is a convenience for people and tests, not a store of record; an fsync
- * per transition would cost more than the tasks of a fast DAG. Writes complete synchronously. */
+ * fsync per write: rename is atomic against a crash of the agent, not against power loss, and a
+ * local run's state directory is a convenience for people and tests, not a store of record; an
+ * fsync per transition would cost more than the tasks of a fast DAG. Writes complete synchronously.
+ */
 #include "agent/status.h"
 #include "proto/names.h"
 #include "proto/util.h"

@@ -95,11 +95,13 @@ static char *find_runner(const agent_config *c)
 /* Variables the agent sets for every task; an inherited value is dropped. */
 static bool reserved_env(const char *kv)
 {
-    static const char *const names[] = {
-        "DAGY_RUN_ID=",   "DAGY_FLOW_NAME=",  "DAGY_TASK_NAME=",   "DAGY_TASK_RUN_ID=",
-        "DAGY_ATTEMPT=",  "DAGY_PARAMETERS=", "DAGY_TASK_OUTPUT=", "DAGY_TASK_INPUTS=",
-        "DAGY_CALLABLE=", "DAGY_KWARGS=",     "PYTHONPATH=",       "DAGY_PARAMETERS_FILE=",
-        "DAGY_KWARGS_FILE=", NULL};
+    static const char *const names[] = {"DAGY_RUN_ID=",      "DAGY_FLOW_NAME=",
+                                        "DAGY_TASK_NAME=",   "DAGY_TASK_RUN_ID=",
+                                        "DAGY_ATTEMPT=",     "DAGY_PARAMETERS=",
+                                        "DAGY_TASK_OUTPUT=", "DAGY_TASK_INPUTS=",
+                                        "DAGY_CALLABLE=",    "DAGY_KWARGS=",
+                                        "PYTHONPATH=",       "DAGY_PARAMETERS_FILE=",
+                                        "DAGY_KWARGS_FILE=", NULL};
     for (const char *const *n = names; *n; n++)
         if (!strncmp(kv, *n, strlen(*n)))
             return true;
@@ -470,8 +472,7 @@ static void spawn_task(run_state *r, size_t i)
     if (rc) {
         char why[160];
         snprintf(why, sizeof why, "cannot start the task's process: %s%s", strerror(-rc),
-                 rc == -E2BIG ? " (command and environment over exec()'s limit; not retried)"
-                              : "");
+                 rc == -E2BIG ? " (command and environment over exec()'s limit; not retried)" : "");
         t->proc = NULL;
         agent__inputs_done_transfer(r, t->inputs);
         t->inputs = NULL;
