@@ -340,6 +340,10 @@ char *launch__read_file(const char *path, const char *what, char *err);
 int launch__refuse_nul(const char *text, const char *what, char *err);
 /* A string attribute of a plain (unmarshalled) item, or NULL. */
 const char *launch__str(const cJSON *obj, const char *name);
+/* Unpacks `artifact` with the agent's unpacker and limits into a new scratch directory `tmpl`
+ * (its tree at `dest`); the caller removes `tmpl` with unpack_rmtree. On failure nothing is left
+ * and err names the artifact: -EINVAL (refused archive) or -errno. */
+int launch__unpack_scratch(const char *artifact, char tmpl[32], char dest[64], char *err);
 /* SHA-256 of a file as 64 hex digits. Returns 0 or -errno. */
 int launch__sha256_file(const char *path, char hex[65]);
 /* A version usable in an S3 key and a tag (register-flow, register-package): tag characters,

@@ -97,20 +97,11 @@ static void put_item(launch__ctx *c, const char *table, const cJSON *plain, cons
  * it again: an unsafe, corrupt or oversized archive is refused before anything is uploaded. */
 static int check_package(const char *artifact, char *err)
 {
-    char tmpl[] = "/tmp/dagy-register-XXXXXX", dest[64], uerr[UNPACK_ERR_MAX];
-    unpack_limits lim;
-    int rc = unpack_limits_from_env(&lim, err);
-    if (rc < 0)
-        return rc;
-    if (!mkdtemp(tmpl)) {
-        launch__fmt(err, LAUNCH_ERR_MAX, "cannot create a scratch directory: %s", strerror(errno));
-        return -errno;
-    }
-    launch__fmt(dest, sizeof dest, "%s/pkg", tmpl);
-    if ((rc = unpack_archive(artifact, dest, &lim, NULL, uerr)) < 0)
-        launch__fmt(err, LAUNCH_ERR_MAX, "--artifact %s: %s", artifact, uerr);
-    unpack_rmtree(tmpl);
-    return rc < 0 ? -EINVAL : 0;
+    char tmpl[32], dest[64];
+    int rc = launch__unpack_scratch(artifact, tmpl, dest, err);
+    if (rc == 0)
+        unpack_rmtree(tmpl);
+    return rc;
 }
 
 typedef struct {

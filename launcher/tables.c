@@ -351,27 +351,41 @@ int launch__sha256_file(const char *path, char hex[65])
     return rc;
 }
 
+int launch__unpack_scratch(const char *artifact, char tmpl[32], char dest[64], char *err)
+{
+    unpack_limits lim;
+    char uerr[UNPACK_ERR_MAX];
+    int rc = unpack_limits_from_env(&lim, err);
+    if (rc < 0)
+        return rc;
+    snprintf(tmpl, 32, "/tmp/dagy-register-XXXXXX");
+    if (!mkdtemp(tmpl)) {
+        rc = -errno;
+        launch__fmt(err, LAUNCH_ERR_MAX, "cannot create a scratch directory: %s", strerror(-rc));
+        return rc;
+    }
+    launch__fmt(dest, 64, "%s/a", tmpl);
+    if (unpack_archive(artifact, dest, &lim, NULL, uerr) < 0) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "--artifact %s: %s", artifact, uerr);
+        unpack_rmtree(tmpl);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* Unpacks the artifact into a scratch directory and parses its flow_spec.json; the spec (as
  * compact JSON text) and its task count come back, the scratch directory is removed. */
 static int read_spec(const char *artifact, const char *flow, const char *version, char **spec_text,
                      size_t *n_tasks, char *err)
 {
-    char tmpl[] = "/tmp/dagy-register-XXXXXX", dest[64], path[96];
-    unpack_limits lim;
-    int rc = unpack_limits_from_env(&lim, err);
+    char tmpl[32], dest[64], path[96];
+    int rc = launch__unpack_scratch(artifact, tmpl, dest, err);
     if (rc < 0)
         return rc;
-    if (!mkdtemp(tmpl)) {
-        launch__fmt(err, LAUNCH_ERR_MAX, "cannot create a scratch directory: %s", strerror(errno));
-        return -errno;
-    }
-    launch__fmt(dest, sizeof dest, "%s/flow", tmpl);
     launch__fmt(path, sizeof path, "%s/flow_spec.json", dest);
-    char uerr[UNPACK_ERR_MAX], ferr[FLOWSPEC_ERR_MAX];
+    char ferr[FLOWSPEC_ERR_MAX];
     flowspec *spec = NULL;
-    if ((rc = unpack_archive(artifact, dest, &lim, NULL, uerr)) < 0)
-        launch__fmt(err, LAUNCH_ERR_MAX, "--artifact %s: %s", artifact, uerr);
-    else if ((rc = flowspec_load(path, &spec, ferr)) < 0)
+    if ((rc = flowspec_load(path, &spec, ferr)) < 0)
         launch__fmt(err, LAUNCH_ERR_MAX, "--artifact %s: %s", artifact,
                     rc == -ENOENT ? "no flow_spec.json at the archive's root" : ferr);
     else if (strcmp(spec->name, flow) != 0 || strcmp(spec->version, version) != 0) {
