@@ -41,7 +41,7 @@ printf '%s\n' "$out" | {
             exit 1
             ;;
         esac
-        name=$(printf '%s' "$key" | sed 's/\([a-z0-9]\)\([A-Z]\)/\1_\2/g' | tr 'a-z' 'A-Z')
+        name=$(printf '%s' "$key" | sed 's/\([a-z0-9]\)\([A-Z]\)/\1_\2/g' | tr '[:lower:]' '[:upper:]')
         # Single quotes keep the value literal in the shell that evals this; a quote inside
         # becomes '\''.
         quoted=$(printf '%s' "$value" | sed "s/'/'\\\\''/g")

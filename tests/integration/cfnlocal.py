@@ -171,7 +171,7 @@ def cli_env(moto):
     return moto.env(AWS_DEFAULT_REGION=moto.region, AWS_PAGER="")
 
 
-def deploy(moto, stack, params, timeout=120):
+def deploy(moto, stack, params, timeout=120, template=TEMPLATE):
     """create-stack with the AWS CLI, then describe-stacks until CREATE_COMPLETE (bounded).
     Returns the stack description; raises AssertionError with the failing events otherwise."""
     cli = aws_cli()
@@ -179,7 +179,7 @@ def deploy(moto, stack, params, timeout=120):
     base = [cli, "--endpoint-url", moto.endpoint, "cloudformation"]
     plist = ["ParameterKey=%s,ParameterValue=%s" % (k, v) for k, v in params.items()]
     r = awsenv.run(base + ["create-stack", "--stack-name", stack, "--template-body",
-                           "file://" + TEMPLATE, "--capabilities", "CAPABILITY_NAMED_IAM",
+                           "file://" + template, "--capabilities", "CAPABILITY_NAMED_IAM",
                            "--parameters"] + plist, env=env, timeout=timeout)
     if r.returncode != 0:
         raise AssertionError("create-stack failed: %s" % r.stderr)

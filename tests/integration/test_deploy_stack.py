@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import time
 import unittest
 import urllib.parse
 import zipfile
@@ -233,6 +234,19 @@ class DeployedStackTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("usage:", r.stderr)
 
+    def test_env_script_quotes_every_value_and_ignores_other_outputs(self):
+        odd = "it's $(touch /tmp/dagy-pwned) `id` \\ \"q\" ; *"
+        path = os.path.join(self.tmp(), "odd.yaml")
+        with open(path, "w") as f:
+            json.dump({"Resources": {"G": {"Type": "AWS::Logs::LogGroup",
+                                           "Properties": {"LogGroupName": "odd"}}},
+                       "Outputs": {"DagyOddValue": {"Value": odd}, "Other": {"Value": "x"}}}, f)
+        cfnlocal.deploy(self.moto, "odd", {}, template=path)
+        r, env = cfnlocal.env_from_stack(self.moto, "odd")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(env, {"DAGY_ODD_VALUE": odd})
+        self.assertFalse(os.path.exists("/tmp/dagy-pwned"))
+
     def test_tables_are_the_ones_init_tables_creates(self):
         m = self.moto
         names = {"DAGY_RUNS_TABLE": "INIT_RUNS", "DAGY_TASK_RUNS_TABLE": "INIT_TASK_RUNS",
@@ -296,15 +310,32 @@ class DeployedStackTest(unittest.TestCase):
                             env=m.env(AWS_ENDPOINT_URL=control.endpoint, **env))
             self.assertEqual(st.returncode, 0, st.stderr)
             self.assertEqual(json.loads(st.stdout)["status"], "SUCCEEDED")
+            # What else the control plane does: cancel a second run, reconcile a third.
+            ctl = m.env(AWS_ENDPOINT_URL=control.endpoint, **env)
+            r2 = awsenv.run([launchenv.LAUNCH, "run", "--flow", "stack_flow", "--org", ORG],
+                            env=ctl)
+            self.assertEqual(r2.returncode, 0, r2.stderr)
+            c = awsenv.run([launchenv.LAUNCH, "cancel", json.loads(r2.stdout)["run_id"]], env=ctl)
+            self.assertEqual(c.returncode, 0, c.stderr)
+            r3 = awsenv.run([launchenv.LAUNCH, "run", "--flow", "stack_flow", "--org", ORG],
+                            env=ctl)
+            self.assertEqual(r3.returncode, 0, r3.stderr)
+            time.sleep(1.1)  # item times have whole seconds: let the third run become stale
+            rec = awsenv.run([launchenv.LAUNCH, "reconcile", "--stale-seconds", "0"], env=ctl)
+            self.assertEqual(rec.returncode, 0, rec.stderr)
+            self.assertEqual(json.loads(rec.stdout)["checked"], 1, rec.stdout)
 
         # The task was started with the definition's roles plus the same roles as overrides.
         runtask = [b for _, _, _, op, b in control.requests if op == "RunTask"]
-        self.assertEqual(len(runtask), 1)
-        over = runtask[0]["overrides"]
-        runtask[0]["_roles"] = [env["DAGY_ECS_TASK_ROLE_ARN"], env["DAGY_ECS_EXECUTION_ROLE_ARN"]] \
-            + [over[k] for k in ("taskRoleArn", "executionRoleArn") if k in over]
+        self.assertEqual(len(runtask), 3)
+        for body in runtask:
+            over = body["overrides"]
+            body["_roles"] = [env["DAGY_ECS_TASK_ROLE_ARN"], env["DAGY_ECS_EXECUTION_ROLE_ARN"]] \
+                + [over[k] for k in ("taskRoleArn", "executionRoleArn") if k in over]
         self.assert_within(control.requests, "arn:aws:iam::123456789012:role/dagy-control",
-            must_touch={"ecs:RunTask", "iam:PassRole", "dynamodb:PutItem", "dynamodb:Query"})
+                           must_touch={"ecs:RunTask", "ecs:TagResource", "iam:PassRole",
+                                       "ecs:StopTask", "ecs:DescribeTasks", "dynamodb:PutItem",
+                                       "dynamodb:Query", "dynamodb:UpdateItem"})
         self.assert_within(worker.requests, env["DAGY_ECS_TASK_ROLE_ARN"],
                            must_touch={"s3:GetObject", "dynamodb:UpdateItem"})
         keys = [r for _, r, _ in iam_requests(worker.requests, "us-east-1", "123456789012")]
