@@ -192,6 +192,19 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual((rules["results"]["Prefix"], rules["results"]["ExpirationInDays"]),
                          ("results/", 180))
 
+    def test_worker_image_must_be_a_full_uri_with_a_fixed_tag_or_digest(self):
+        import re
+        # CloudFormation matches the whole value (Java's Pattern.matches): fullmatch here.
+        rx = re.compile(self.t["Parameters"]["WorkerImage"]["AllowedPattern"])
+        ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/"
+        for good in (ecr + "dagy-worker:1.2.3", ecr + "team/dagy-worker:v1_2",
+                     ecr + "dagy-worker@sha256:" + "ab" * 32, "registry:5000/dagy:0.1.0"):
+            self.assertTrue(rx.fullmatch(good), good)
+        for bad in ("dagy-worker", ecr + "dagy-worker", ecr + "dagy-worker:latest",
+                    "registry:5000/dagy", ecr + "dagy worker:1", ecr + "dagy-worker:",
+                    ecr + "dagy-worker@sha256:abc", ecr + "dagy:1\n"):
+            self.assertFalse(rx.fullmatch(bad), bad)
+
     def test_cluster_has_both_fargate_capacity_providers(self):
         p = self.props("Cluster")
         self.assertEqual(p["CapacityProviders"], ["FARGATE", "FARGATE_SPOT"])
