@@ -103,6 +103,11 @@ class Resolver:
     def condition(self, name):
         return bool(self.resolve(self.t["Conditions"][name]))
 
+    def outputs(self):
+        """{output key: resolved value} of the outputs whose condition holds."""
+        return {k: self.resolve(o["Value"]) for k, o in self.t["Outputs"].items()
+                if "Condition" not in o or self.condition(o["Condition"])}
+
     def included(self, logical):
         c = self.t["Resources"][logical].get("Condition")
         return c is None or self.condition(c)

@@ -31,13 +31,24 @@ READY = cfnlocal.aws_cli() is not None and os.path.exists(launchenv.LAUNCH) and 
     os.path.exists(launchenv.AGENT)
 
 
+# Variables dagy-launch reads that are no deployment setting: a debugging switch, and the
+# tuning knobs of `dagy-launch lambda` (issue 14.1; their defaults suit the template).
+NOT_CONFIGURATION = {"DAGY_LAUNCH_DEBUG", "DAGY_LAMBDA_MARGIN_MS", "DAGY_LAMBDA_RELAUNCH_INFRA"}
+# Outputs only when a parameter turns them on (the test deploys with the defaults): the agent's
+# DAGY_LOG_GROUP, which dagy-launch passes on to the worker (issue 14.2) and `logs` reads.
+CONDITIONAL = {"DAGY_LOG_GROUP": "RunLogStreams"}
+
+
 def launcher_variables():
-    """The DAGY_* variables dagy-launch's configuration reads (launch_config_from_env)."""
-    with open(os.path.join(cfnlocal.ROOT, "launcher", "validate.c")) as f:
-        src = f.read()
-    body = src[src.index("int launch_config_from_env("):]
-    body = body[:body.index("\n}\n")]
-    return set(re.findall(r'env_or_null\("(DAGY_[A-Z0-9_]+)"\)', body))
+    """The DAGY_* variables dagy-launch reads from its environment (getenv / env_or_null in
+    launcher/*.c), less NOT_CONFIGURATION."""
+    names = set()
+    src_dir = os.path.join(cfnlocal.ROOT, "launcher")
+    for name in sorted(os.listdir(src_dir)):
+        if name.endswith(".c"):
+            with open(os.path.join(src_dir, name)) as f:
+                names.update(re.findall(r'(?:getenv|env_or_null)\("(DAGY_[A-Z0-9_]+)"\)', f.read()))
+    return names - NOT_CONFIGURATION
 
 
 # ---- IAM: the requests recorded by the proxy as (action, resource, context), and a policy
@@ -209,9 +220,15 @@ class DeployedStackTest(unittest.TestCase):
 
     def test_outputs_are_exactly_the_variables_dagy_launch_reads(self):
         want = launcher_variables()
-        self.assertIn("DAGY_ECS_CLUSTER_ARN", want)  # the source scan found the function
+        self.assertIn("DAGY_ECS_CLUSTER_ARN", want)  # the source scan found the variables
         names = {cfnlocal.output_var(k): k for k in self.outputs}
-        self.assertEqual(set(names), want)
+        self.assertEqual(set(names), want - set(CONDITIONAL))
+        declared = {cfnlocal.output_var(k): o.get("Condition")
+                    for k, o in self.template["Outputs"].items()}
+        self.assertEqual(set(declared), want | set(CONDITIONAL))
+        for var, param in CONDITIONAL.items():
+            self.assertEqual(self.template["Conditions"][declared[var]],
+                             {"Fn::Equals": [{"Ref": param}, "true"]})
         for o in self.stack["Outputs"]:  # the Description names the variable too
             self.assertTrue(o["Description"].startswith(cfnlocal.output_var(o["OutputKey"]) + " "),
                             o)

@@ -239,10 +239,12 @@ class TemplateTest(unittest.TestCase):
                          ["CpuArchitecture"], "ARM64")
 
     def test_function_environment_is_the_outputs(self):
-        outs = {cfnlocal.output_var(k): str(self.r.resolve(v["Value"]))
-                for k, v in self.t["Outputs"].items()}
-        for logical in self.resources("AWS::Lambda::Function"):
-            self.assertEqual(self.props(logical)["Environment"]["Variables"], outs, logical)
+        for flag in ("false", "true"):
+            r = cfnlocal.Resolver(self.t, dict(PARAMS, RunLogStreams=flag))
+            outs = {cfnlocal.output_var(k): str(v) for k, v in r.outputs().items()}
+            self.assertEqual("DAGY_LOG_GROUP" in outs, flag == "true")
+            for logical in self.resources("AWS::Lambda::Function"):
+                self.assertEqual(r.properties(logical)["Environment"]["Variables"], outs, logical)
 
     def test_every_policy_action_is_an_operation_of_its_service(self):
         import botocore.session
