@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 
@@ -61,27 +60,28 @@ def output_var(key):
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).upper()
 
 
+# type -> (the property Ref gives, the Arn attribute as a format of that value)
+_FAKE = {
+    "AWS::ECS::Cluster": ("ClusterName", "arn:aws:ecs:{r}:{a}:cluster/{v}"),
+    "AWS::DynamoDB::Table": ("TableName", "arn:aws:dynamodb:{r}:{a}:table/{v}"),
+    "AWS::S3::Bucket": ("BucketName", "arn:aws:s3:::{v}"),
+    "AWS::Logs::LogGroup": ("LogGroupName", "arn:aws:logs:{r}:{a}:log-group:{v}:*"),
+    "AWS::IAM::Role": ("RoleName", "arn:aws:iam::{a}:role/{v}"),
+    "AWS::Lambda::Function": ("FunctionName", "arn:aws:lambda:{r}:{a}:function:{v}"),
+    "AWS::Events::Rule": ("Name", "arn:aws:events:{r}:{a}:rule/{v}"),
+}
+
+
 def fake_attr(logical, rtype, attr, props):
-    """What AWS answers for Ref / Fn::GetAtt of a resource, for the types the template uses."""
-    p = props
-    arn = "arn:aws:%s:%s:%s:" % ("%s", REGION, ACCOUNT)
-    if rtype == "AWS::ECS::Cluster":
-        return (arn % "ecs") + "cluster/" + p["ClusterName"] if attr == "Arn" else p["ClusterName"]
-    if rtype == "AWS::DynamoDB::Table":
-        return (arn % "dynamodb") + "table/" + p["TableName"] if attr == "Arn" else p["TableName"]
-    if rtype == "AWS::S3::Bucket":
-        return "arn:aws:s3:::" + p["BucketName"] if attr == "Arn" else p["BucketName"]
-    if rtype == "AWS::Logs::LogGroup":
-        return (arn % "logs") + "log-group:%s:*" % p["LogGroupName"] if attr == "Arn" else p["LogGroupName"]
-    if rtype == "AWS::IAM::Role":
-        return "arn:aws:iam::%s:role/%s" % (ACCOUNT, p["RoleName"]) if attr == "Arn" else p["RoleName"]
+    """What AWS answers for Ref / Fn::GetAtt Arn of a resource of the types the template uses
+    (a task definition's Ref is its ARN with revision 1)."""
     if rtype == "AWS::ECS::TaskDefinition":
-        return (arn % "ecs") + "task-definition/%s:1" % p["Family"]
-    if rtype == "AWS::Lambda::Function":
-        return (arn % "lambda") + "function:" + p["FunctionName"] if attr == "Arn" else p["FunctionName"]
-    if rtype == "AWS::Events::Rule":
-        return (arn % "events") + "rule/" + p["Name"] if attr == "Arn" else p["Name"]
-    raise KeyError("no fake %s of %s (%s)" % (attr or "Ref", logical, rtype))
+        return "arn:aws:ecs:%s:%s:task-definition/%s:1" % (REGION, ACCOUNT, props["Family"])
+    if rtype not in _FAKE or attr not in (None, "Arn"):
+        raise KeyError("no fake %s of %s (%s)" % (attr or "Ref", logical, rtype))
+    prop, arn = _FAKE[rtype]
+    v = props[prop]
+    return arn.format(r=REGION, a=ACCOUNT, v=v) if attr == "Arn" else v
 
 
 class Resolver:

@@ -168,7 +168,7 @@ class DeployedStackTest(unittest.TestCase):
                        ["SubnetId"] for i in (1, 2)]
         cls.sg = ec2.create_security_group(GroupName="dagy", Description="dagy",
                                            VpcId=vpc)["GroupId"]
-        cls._manual_tasks()
+        launchenv.manual_ecs_tasks(m)
         cls.params = {"WorkerImage": IMAGE, "Subnets": ",".join(cls.subnets),
                       "SecurityGroups": cls.sg}
         # The list parameter's comma must reach CloudFormation escaped for the CLI's shorthand.
@@ -176,17 +176,6 @@ class DeployedStackTest(unittest.TestCase):
         cls.stack = cfnlocal.deploy(m, STACK, cli_params)
         cls.outputs = {o["OutputKey"]: o["OutputValue"] for o in cls.stack["Outputs"]}
         cls.template = cfnlocal.load()
-
-    @classmethod
-    def _manual_tasks(cls):
-        """moto moves a task toward STOPPED on every DescribeTasks; keep it RUNNING, as ECS."""
-        import urllib.request
-        req = urllib.request.Request(
-            cls.moto.endpoint + "/moto-api/state-manager/set-transition",
-            data=json.dumps({"model_name": "ecs::task",
-                             "transition": {"progression": "manual", "times": 10**9}}).encode(),
-            method="POST")
-        urllib.request.urlopen(req, timeout=10).read()
 
     @classmethod
     def tearDownClass(cls):
@@ -204,7 +193,8 @@ class DeployedStackTest(unittest.TestCase):
         for p in iam.list_role_policies(RoleName=name)["PolicyNames"]:
             d = iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"]
             if isinstance(d, str):  # moto keeps a CloudFormation policy as Python's repr
-                d = ast.literal_eval(d) if d.startswith("{'") else json.loads(urllib.parse.unquote(d))
+                d = ast.literal_eval(d) if d.startswith("{'") else \
+                    json.loads(urllib.parse.unquote(d))
             docs.append(d)
         return docs
 
@@ -396,7 +386,6 @@ class DeployedFunctionsTest(unittest.TestCase):
     setUpClass = DeployedStackTest.__dict__["setUpClass"]
     tearDownClass = DeployedStackTest.__dict__["tearDownClass"]
     _deploy = DeployedStackTest.__dict__["_deploy"]
-    _manual_tasks = DeployedStackTest.__dict__["_manual_tasks"]
 
     def test_lambda_functions_get_the_outputs_as_environment_and_the_rules_reach_them(self):
         m = self.moto
@@ -419,7 +408,8 @@ class DeployedFunctionsTest(unittest.TestCase):
         stopped = events.describe_rule(Name="dagy-task-stopped")
         self.assertEqual(json.loads(stopped["EventPattern"]), {
             "source": ["aws.ecs"], "detail-type": ["ECS Task State Change"],
-            "detail": {"lastStatus": ["STOPPED"], "clusterArn": [self.outputs["DagyEcsClusterArn"]]}})
+            "detail": {"lastStatus": ["STOPPED"],
+                       "clusterArn": [self.outputs["DagyEcsClusterArn"]]}})
         t = events.list_targets_by_rule(Rule="dagy-task-stopped")["Targets"]
         self.assertEqual([x["Arn"] for x in t], [arns["dagy-reconciler"]])
         # The pattern matches a STOPPED task of this cluster only (moto has no TestEventPattern:

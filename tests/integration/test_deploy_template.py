@@ -87,8 +87,9 @@ def role_calls(p):
                                          AssumeRolePolicyDocument=json.dumps(trust)))]
     p.clear()
     for pol in policies:
-        calls.append(("iam", "PutRolePolicy", {"RoleName": name, "PolicyName": pol["PolicyName"],
-                                               "PolicyDocument": json.dumps(pol["PolicyDocument"])}))
+        calls.append(("iam", "PutRolePolicy", {
+            "RoleName": name, "PolicyName": pol["PolicyName"],
+            "PolicyDocument": json.dumps(pol["PolicyDocument"])}))
     return calls
 
 
