@@ -147,6 +147,8 @@ def package_zip(path):
 @unittest.skipUnless(READY, "needs the AWS CLI (scripts/deps.sh --test), dagy-launch, dagy-agent")
 class DeployedStackTest(unittest.TestCase):
     AUTH = True  # signatures checked, as for every launch test
+    # Names other than the defaults: nothing may lean on "dagy" / "DAGY_RUNS".
+    PARAMS = {"NamePrefix": "dgx", "TablePrefix": "STACK", "LogGroupName": "/ecs/dgx-worker"}
 
     @classmethod
     def setUpClass(cls):
@@ -169,8 +171,8 @@ class DeployedStackTest(unittest.TestCase):
         cls.sg = ec2.create_security_group(GroupName="dagy", Description="dagy",
                                            VpcId=vpc)["GroupId"]
         launchenv.manual_ecs_tasks(m)
-        cls.params = {"WorkerImage": IMAGE, "Subnets": ",".join(cls.subnets),
-                      "SecurityGroups": cls.sg}
+        cls.params = dict(cls.PARAMS, WorkerImage=IMAGE, Subnets=",".join(cls.subnets),
+                          SecurityGroups=cls.sg)
         # The list parameter's comma must reach CloudFormation escaped for the CLI's shorthand.
         cli_params = dict(cls.params, Subnets="\\,".join(cls.subnets))
         cls.stack = cfnlocal.deploy(m, STACK, cli_params)
@@ -227,8 +229,10 @@ class DeployedStackTest(unittest.TestCase):
         env = self.stack_env()
         self.assertEqual(env, {cfnlocal.output_var(k): v for k, v in self.outputs.items()})
         self.assertEqual(env["DAGY_ECS_SUBNETS"], ",".join(self.subnets))
-        self.assertEqual(env["DAGY_ECS_LOG_GROUP"], "/ecs/dagy-worker")
-        self.assertTrue(env["DAGY_ECS_TASK_DEFINITION"].endswith(":task-definition/dagy-worker:1"))
+        self.assertEqual(env["DAGY_ECS_LOG_GROUP"], "/ecs/dgx-worker")
+        self.assertEqual(env["DAGY_RUNS_TABLE"], "STACK_RUNS")
+        self.assertTrue(env["DAGY_ECS_CLUSTER_ARN"].endswith(":cluster/dgx"))
+        self.assertTrue(env["DAGY_ECS_TASK_DEFINITION"].endswith(":task-definition/dgx-worker:1"))
 
     def test_env_script_refuses_a_missing_stack_and_bad_use(self):
         env = cfnlocal.cli_env(self.moto)
@@ -276,6 +280,13 @@ class DeployedStackTest(unittest.TestCase):
             self.assertEqual(shape(stack_name), shape(init_name), var)
         runs = ddb.describe_table(TableName=self.outputs["DagyRunsTable"])["Table"]
         self.assertEqual([g["IndexName"] for g in runs["GlobalSecondaryIndexes"]], ["active_runs"])
+        # init-tables run against the stack (an operator's habit) finds them all, adds nothing.
+        r = awsenv.run([launchenv.LAUNCH, "init-tables"], env=m.env(**self.stack_env()))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual((out["created"], sorted(out["existing"])),
+                         ([], sorted(self.outputs[k] for k in self.outputs if k.endswith("Table"))))
+        self.assertNotIn("index_added", out)
 
     def test_a_run_launched_with_the_outputs_succeeds_within_the_roles_policies(self):
         m = self.moto
@@ -339,7 +350,7 @@ class DeployedStackTest(unittest.TestCase):
             over = body["overrides"]
             body["_roles"] = [env["DAGY_ECS_TASK_ROLE_ARN"], env["DAGY_ECS_EXECUTION_ROLE_ARN"]] \
                 + [over[k] for k in ("taskRoleArn", "executionRoleArn") if k in over]
-        self.assert_within(control.requests, "arn:aws:iam::123456789012:role/dagy-control",
+        self.assert_within(control.requests, "arn:aws:iam::123456789012:role/dgx-control",
                            must_touch={"ecs:RunTask", "ecs:TagResource", "iam:PassRole",
                                        "ecs:StopTask", "ecs:DescribeTasks", "dynamodb:PutItem",
                                        "dynamodb:Query", "dynamodb:UpdateItem"})
@@ -383,6 +394,7 @@ class DeployedFunctionsTest(unittest.TestCase):
     signed GET of its Lambda API (ListFunctions, GetFunction...), whatever the keys."""
 
     AUTH = False
+    PARAMS = {}
     setUpClass = DeployedStackTest.__dict__["setUpClass"]
     tearDownClass = DeployedStackTest.__dict__["tearDownClass"]
     _deploy = DeployedStackTest.__dict__["_deploy"]
