@@ -209,6 +209,21 @@ class DeployedStackTest(unittest.TestCase):
                for x in json.loads(r.stdout)["StackResourceSummaries"]}
         self.assertEqual(set(got), set(self.template["Resources"]))
         self.assertEqual(set(got.values()), {"CREATE_COMPLETE"})
+        # What moto keeps of them (the rest: test_deploy_template.py, docs/operations.md 7).
+        groups = {g["logGroupName"]: g.get("retentionInDays") for g in
+                  self.moto.client("logs").describe_log_groups()["logGroups"]
+                  if "dgx" in g["logGroupName"]}  # (other tests add stacks of their own)
+        self.assertEqual(groups, {"/ecs/dgx-worker": 30, "/aws/lambda/dgx-launcher": 30,
+                                  "/aws/lambda/dgx-reconciler": 30})
+        td = self.moto.client("ecs").describe_task_definition(
+            taskDefinition=self.outputs["DagyEcsTaskDefinition"])["taskDefinition"]
+        (c,) = td["containerDefinitions"]
+        self.assertEqual((c["name"], c["image"], c["memoryReservation"], c["stopTimeout"]),
+                         ("dagy-worker", IMAGE, 512, 30))
+        self.assertEqual(c["logConfiguration"]["options"]["awslogs-group"], "/ecs/dgx-worker")
+        enc = self.moto.client("s3").get_bucket_encryption(Bucket=self.outputs["DagyTracesBucket"])
+        rule = enc["ServerSideEncryptionConfiguration"]["Rules"][0]
+        self.assertEqual(rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256")
 
     def test_outputs_are_exactly_the_variables_dagy_launch_reads(self):
         want = launcher_variables()
