@@ -31,7 +31,7 @@
 #define RT_MAX_EVENT    (6u << 20) + (64u << 10) /* Lambda's payload limit (6 MB) and a margin */
 #define RT_MAX_ANSWER   (6u << 20)               /* a larger response is refused by Lambda */
 #define RT_POST_TIMEOUT 10000L                   /* ms for a response/error POST */
-#define RT_MARGIN_MS    500L /* default: answer this long before the deadline */
+#define RT_MARGIN_MS    500L                     /* default: answer this long before the deadline */
 #define RT_NO_DEADLINE  (15L * 60 * 1000) /* ms granted when the deadline header is missing */
 
 typedef struct {
@@ -52,6 +52,18 @@ typedef struct {
     long margin_ms;
     CURL *curl;
 } rt;
+
+/* The invocation's child while it runs (for the SIGTERM handler). */
+static volatile sig_atomic_t current_child;
+
+/* SIGTERM (Lambda's shutdown, or an operator): the child's process group goes first. */
+static void on_term(int sig)
+{
+    pid_t pid = (pid_t)current_child;
+    if (pid > 0)
+        kill(-pid, SIGKILL);
+    _exit(128 + sig);
+}
 
 /* Appends a response body chunk, bounded (a larger body is refused, not cut). */
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
@@ -123,8 +135,8 @@ static long long now_ms(void)
 }
 
 /* One request to the Runtime API; 0 with the HTTP status, or -EIO with err. */
-static int rt_request(rt *r, const char *path, const char *body, const char *err_type,
-                      rt_buf *resp, rt_inv *inv, long *status, char *err)
+static int rt_request(rt *r, const char *path, const char *body, const char *err_type, rt_buf *resp,
+                      rt_inv *inv, long *status, char *err)
 {
     char url[600], hdr[160];
     launch__fmt(url, sizeof url, "%s%s", r->base, path);
@@ -270,8 +282,9 @@ static cJSON *invoke(rt *r, const rt_buf *event, const rt_inv *inv, const char *
     *err_type = "Dagy.Failed";
     if (until <= now_ms()) {
         *err_type = "Dagy.DeadlineExceeded";
-        launch__fmt(msg, sizeof msg, "the invocation's deadline leaves less than %ld ms: nothing "
-                                     "was done",
+        launch__fmt(msg, sizeof msg,
+                    "the invocation's deadline leaves less than %ld ms: nothing "
+                    "was done",
                     r->margin_ms);
         return error_payload(*err_type, msg);
     }
@@ -289,14 +302,17 @@ static cJSON *invoke(rt *r, const rt_buf *event, const rt_inv *inv, const char *
     if (pid == 0) {
         close(fds[0]);
         setpgid(0, 0);
+        signal(SIGTERM, SIG_DFL);
         child_main(event->data ? event->data : "", event->len, inv, fds[1]);
     }
     setpgid(pid, pid);
+    current_child = pid;
     close(fds[1]);
     rt_buf ans = {.max = RT_MAX_ANSWER + 1};
     int rc = read_answer(fds[0], until, &ans);
     close(fds[0]);
     int st = reap(pid, rc < 0);
+    current_child = 0;
     cJSON *out = NULL;
     if (rc == -ETIMEDOUT) {
         *err_type = "Dagy.DeadlineExceeded";
@@ -331,9 +347,10 @@ static int runtime_base(rt *r, char *err)
 {
     const char *api = getenv("AWS_LAMBDA_RUNTIME_API");
     if (!api || !*api) {
-        launch__fmt(err, LAUNCH_ERR_MAX, "AWS_LAMBDA_RUNTIME_API is not set (dagy-launch lambda "
-                                         "runs inside AWS Lambda, or under a Runtime API "
-                                         "emulator)");
+        launch__fmt(err, LAUNCH_ERR_MAX,
+                    "AWS_LAMBDA_RUNTIME_API is not set (dagy-launch lambda "
+                    "runs inside AWS Lambda, or under a Runtime API "
+                    "emulator)");
         return -EINVAL;
     }
     bool ok = strlen(api) < 200;
@@ -373,8 +390,9 @@ static int next_invocation(rt *r, rt_buf *event, rt_inv *inv, char *err)
         rc = -EIO;
     }
     if (rc == 0 && !inv->have_id) {
-        launch__fmt(err, LAUNCH_ERR_MAX, "Runtime API /invocation/next: no valid "
-                                         "Lambda-Runtime-Aws-Request-Id");
+        launch__fmt(err, LAUNCH_ERR_MAX,
+                    "Runtime API /invocation/next: no valid "
+                    "Lambda-Runtime-Aws-Request-Id");
         rc = -EIO;
     }
     return rc;
@@ -394,6 +412,7 @@ int launch_cmd_lambda(void)
         return LAUNCH_EXIT_FAILED;
     }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_term);
     if (runtime_config(&r, err) < 0) {
         fprintf(stderr, "dagy-launch: lambda: %s\n", err);
         cJSON *e = error_payload("Dagy.InvalidConfiguration", err);

@@ -167,7 +167,8 @@ static cJSON *with_defaults(const cJSON *defaults, const cJSON *req)
         for (const char *const *k = size_fields; *k; k++)
             size = size || strcmp(*k, d->string) == 0;
         cJSON *mine = cJSON_GetObjectItemCaseSensitive(m, d->string);
-        bool merge = strcmp(d->string, "parameters") == 0 || strcmp(d->string, "extra_env_vars") == 0;
+        bool merge =
+            strcmp(d->string, "parameters") == 0 || strcmp(d->string, "extra_env_vars") == 0;
         if (merge && cJSON_IsObject(mine) && cJSON_IsObject(d)) {
             const cJSON *e;
             cJSON_ArrayForEach(e, d) if (!cJSON_GetObjectItemCaseSensitive(mine, e->string))
@@ -243,8 +244,9 @@ static answer act_retry(const cJSON *ev)
     cJSON *out = NULL;
     bool launched;
     int rc = launch__retry(id, &o, &out, &launched);
-    int http = rc == LAUNCH__EXIT_NOT_FOUND ? 404 : !launched && rc == LAUNCH_EXIT_INVALID ? 409
-                                                                                  : launch_http(rc);
+    int http = rc == LAUNCH__EXIT_NOT_FOUND             ? 404
+               : !launched && rc == LAUNCH_EXIT_INVALID ? 409
+                                                        : launch_http(rc);
     return (answer){out, http};
 }
 
@@ -257,22 +259,21 @@ static answer do_cancel(const launch_cancel_opts *o)
     if (!out)
         return error_answer(rc == LAUNCH_EXIT_INVALID ? 400 : 502, "%s", err);
     const char *st = o->all_running ? NULL : launch__str(out, "status");
-    int http = rc == LAUNCH_EXIT_OK              ? 200
-               : st && strcmp(st, "unknown") == 0 ? 404
-               : st                               ? 409
-                                                  : 502;
+    int http = rc == LAUNCH_EXIT_OK ? 200 : st && strcmp(st, "unknown") == 0 ? 404 : st ? 409 : 502;
     return (answer){out, http};
 }
 
 /* {"action": "cancel", "run_id" | "all_running": true, "flow_name", "reason"}. */
 static answer act_cancel(const cJSON *ev)
 {
-    static const char *const fields[] = {"action", "run_id", "all_running", "flow_name", "reason",
-                                         NULL};
+    static const char *const fields[] = {"action",    "run_id", "all_running",
+                                         "flow_name", "reason", NULL};
     char err[LAUNCH_ERR_MAX];
     launch_cancel_opts o = {0};
-    if (only_fields(ev, fields, err) < 0 || bool_field(ev, "all_running", &o.all_running, err) < 0 ||
-        str_field(ev, "flow_name", &o.flow, err) < 0 || str_field(ev, "reason", &o.reason, err) < 0 ||
+    if (only_fields(ev, fields, err) < 0 ||
+        bool_field(ev, "all_running", &o.all_running, err) < 0 ||
+        str_field(ev, "flow_name", &o.flow, err) < 0 ||
+        str_field(ev, "reason", &o.reason, err) < 0 ||
         (!o.all_running && run_id_field(ev, &o.run_id, err) < 0))
         return error_answer(400, "%s", err);
     if (o.all_running && cJSON_GetObjectItemCaseSensitive(ev, "run_id"))
@@ -289,8 +290,8 @@ static int reconcile_opts(const cJSON *ev, launch_reconcile_opts *o, char *err)
     return int_field(ev, "max_runs", 1, 100000, &o->max_runs, err) < 0 ||
                    int_field(ev, "stale_threshold_seconds", 0, 100L * 86400, &o->stale_seconds,
                              err) < 0 ||
-                   int_field(ev, "start_timeout_seconds", 0, 100L * 86400, &o->start_timeout,
-                             err) < 0 ||
+                   int_field(ev, "start_timeout_seconds", 0, 100L * 86400, &o->start_timeout, err) <
+                       0 ||
                    int_field(ev, "relaunch_infra", 0, 100, &o->relaunch_infra, err) < 0
                ? -EINVAL
                : 0;
@@ -299,9 +300,9 @@ static int reconcile_opts(const cJSON *ev, launch_reconcile_opts *o, char *err)
 /* {"action": "reconcile", "max_runs", "stale_threshold_seconds", ...}. */
 static answer act_reconcile(const cJSON *ev)
 {
-    static const char *const fields[] = {"action",         "max_runs",
-                                         "stale_threshold_seconds", "start_timeout_seconds",
-                                         "relaunch_infra", NULL};
+    static const char *const fields[] = {
+        "action",         "max_runs", "stale_threshold_seconds", "start_timeout_seconds",
+        "relaunch_infra", NULL};
     char err[LAUNCH_ERR_MAX] = "";
     launch_reconcile_opts o;
     if (only_fields(ev, fields, err) < 0 || reconcile_opts(ev, &o, err) < 0)
@@ -506,7 +507,8 @@ static const char *route_path(const cJSON *ev, const cJSON *http)
     const char *path = launch__str(ev, "rawPath");
     if (!path)
         path = launch__str(http, "path");
-    const char *stage = launch__str(cJSON_GetObjectItemCaseSensitive(ev, "requestContext"), "stage");
+    const char *stage =
+        launch__str(cJSON_GetObjectItemCaseSensitive(ev, "requestContext"), "stage");
     size_t n = stage ? strlen(stage) : 0;
     if (path && n && strcmp(stage, "$default") != 0 && path[0] == '/' &&
         strncmp(path + 1, stage, n) == 0 && (path[n + 1] == '/' || !path[n + 1]))
@@ -624,7 +626,9 @@ static answer ecs_task_event(const cJSON *ev)
         !proto_utf8_valid(arn, strlen(arn)))
         return error_answer(400, "ECS Task State Change without detail.taskArn");
     if (!last || strcmp(last, "STOPPED") != 0)
-        return (answer){ignore("task %s is %s, not STOPPED", arn, last ? "not STOPPED" : "?"),
+        return (answer){ignore("task %s is %.*s, not STOPPED", arn,
+                               last ? (int)proto_utf8_cut(last, strlen(last), 40) : 7,
+                               last ? last : "without lastStatus"),
                         200};
     const char *cn = getenv("DAGY_ECS_CONTAINER_NAME");
     const char *id = task_run_id(task, cn && *cn ? cn : "dagy-worker");
@@ -642,8 +646,16 @@ static answer ecs_task_event(const cJSON *ev)
     const char *ri = getenv("DAGY_LAMBDA_RELAUNCH_INFRA");
     if (ri && *ri && launch_parse_int(ri, 0, 100, &o.relaunch_infra) < 0)
         return error_answer(500, "DAGY_LAMBDA_RELAUNCH_INFRA must be 0-100");
-    cJSON *out = NULL;
-    int rc = launch__reconcile_task(id, task, &o, &out, err);
+    /* EventBridge gives times as ISO 8601 text, DescribeTasks as epoch seconds. */
+    cJSON *t = cJSON_Duplicate(task, true), *out = NULL;
+    const char *at = launch__str(t, "stoppedAt");
+    double when = at ? proto_parse_iso(at) : -1;
+    if (at)
+        cJSON_DeleteItemFromObjectCaseSensitive(t, "stoppedAt");
+    if (when > 0)
+        cJSON_AddNumberToObject(t, "stoppedAt", when);
+    int rc = launch__reconcile_task(id, t, &o, &out, err);
+    cJSON_Delete(t);
     if (!out)
         return error_answer(rc == LAUNCH_EXIT_INVALID ? 500 : 502, "run %s: %s", id, err);
     if (rc != LAUNCH_EXIT_OK)
@@ -663,12 +675,8 @@ static answer eventbridge_event(const cJSON *ev)
     bool launch = !a || (cJSON_IsString(a) && strcmp(a->valuestring, "launch") == 0);
     if (launch && !cJSON_GetObjectItemCaseSensitive(req, "trigger_source"))
         cJSON_AddStringToObject(req, "trigger_source", "schedule");
-    const char *rule = cJSON_IsString(cJSON_GetArrayItem(
-                           cJSON_GetObjectItemCaseSensitive(ev, "resources"), 0))
-                           ? cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ev, "resources"),
-                                                0)
-                                 ->valuestring
-                           : NULL;
+    const cJSON *r0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ev, "resources"), 0);
+    const char *rule = cJSON_IsString(r0) ? r0->valuestring : NULL;
     if (launch && rule && !cJSON_GetObjectItemCaseSensitive(req, "triggered_by") &&
         strlen(rule) <= 256 && proto_utf8_valid(rule, strlen(rule)))
         cJSON_AddStringToObject(req, "triggered_by", rule);
