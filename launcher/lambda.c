@@ -28,7 +28,7 @@
 #include "proto/names.h"
 #include "proto/util.h"
 
-#define RT_MAX_EVENT    (6u << 20) + (64u << 10) /* Lambda's payload limit (6 MB) and a margin */
+#define RT_MAX_EVENT    ((6u << 20) + (64u << 10)) /* Lambda's payload limit (6 MB) and a margin */
 #define RT_MAX_ANSWER   (6u << 20)               /* a larger response is refused by Lambda */
 #define RT_POST_TIMEOUT 10000L                   /* ms for a response/error POST */
 #define RT_MARGIN_MS    500L                     /* default: answer this long before the deadline */
@@ -342,6 +342,18 @@ static cJSON *invoke(rt *r, const rt_buf *event, const rt_inv *inv, const char *
     return out;
 }
 
+/* An event over the payload limit: its invocation is answered, not left to time out. */
+static void answer_too_big(rt *r, const rt_inv *inv)
+{
+    char path[PROTO_NAME_MAX + 40], msg[128];
+    launch__fmt(msg, sizeof msg, "the event is larger than %u bytes", RT_MAX_EVENT);
+    launch__fmt(path, sizeof path, "/invocation/%s/error", inv->request_id);
+    fprintf(stderr, "dagy-launch: lambda: request %s: %s\n", inv->request_id, msg);
+    cJSON *e = error_payload("Dagy.InvalidEvent", msg);
+    rt_post(r, path, e, "Dagy.InvalidEvent");
+    cJSON_Delete(e);
+}
+
 /* The Runtime API's base URL from AWS_LAMBDA_RUNTIME_API (host:port). */
 static int runtime_base(rt *r, char *err)
 {
@@ -389,6 +401,8 @@ static int next_invocation(rt *r, rt_buf *event, rt_inv *inv, char *err)
         launch__fmt(err, LAUNCH_ERR_MAX, "Runtime API /invocation/next: HTTP %ld", status);
         rc = -EIO;
     }
+    if (rc < 0 && event->too_big && inv->have_id)
+        return -EFBIG; /* answerable: the request id came with the headers */
     if (rc == 0 && !inv->have_id) {
         launch__fmt(err, LAUNCH_ERR_MAX,
                     "Runtime API /invocation/next: no valid "
@@ -427,7 +441,13 @@ int launch_cmd_lambda(void)
     while (failures < 5) {
         rt_buf event;
         rt_inv inv;
-        if (next_invocation(&r, &event, &inv, err) < 0) {
+        int rc = next_invocation(&r, &event, &inv, err);
+        if (rc == -EFBIG) {
+            free(event.data);
+            answer_too_big(&r, &inv);
+            continue;
+        }
+        if (rc < 0) {
             fprintf(stderr, "dagy-launch: lambda: %s\n", err);
             free(event.data);
             failures++;

@@ -94,7 +94,8 @@ static const char usage_lambda[] =
     "usage: dagy-launch lambda\n"
     "\n"
     "Serves AWS Lambda invocations through the Runtime API at AWS_LAMBDA_RUNTIME_API: action\n"
-    "events ({\"action\": \"launch\"|\"batch\"|\"status\"|\"retry\"|\"cancel\"|\"reconcile\", ...}),\n"
+    "events ({\"action\": \"launch\"|\"batch\"|\"status\"|\"retry\"|\"cancel\"|\"reconcile\", "
+    "...}),\n"
     "API Gateway HTTP API requests, EventBridge schedules and ECS Task State Change events\n"
     "(docs/lambda.md). Each invocation answers before its deadline.\n";
 

@@ -717,7 +717,8 @@ static cJSON *task_answer(const rec_job *j, const cand *c, const char *arn)
     cJSON_AddStringToObject(out, "run_id", c->run_id);
     cJSON_AddStringToObject(out, "task_arn", arn);
     const char *verdict = c->cleanup ? c->status : c->v.status;
-    verdict ? cJSON_AddStringToObject(out, "status", verdict) : cJSON_AddNullToObject(out, "status");
+    verdict ? cJSON_AddStringToObject(out, "status", verdict)
+            : cJSON_AddNullToObject(out, "status");
     if (c->relaunched)
         cJSON_AddStringToObject(out, "relaunched_as", c->relaunch_id);
     const char *what = j->updated ? "closed" : j->errors ? "not closed (error)" : "skipped";

@@ -167,6 +167,10 @@ class LambdaRuntimeTest(unittest.TestCase):
             kind, a, _ = self.invoke(raw)
             self.assertEqual(kind, "error", raw[:20])
             self.assertEqual(a["errorType"], "Dagy.InvalidEvent", (raw[:20], a))
+        # Over Lambda's 6 MB payload limit: answered, not left to time out.
+        kind, a, _ = self.invoke(b'{"action": "status", "pad": "' + b"x" * (7 << 20) + b'"}')
+        self.assertEqual((kind, a["errorType"]), ("error", "Dagy.InvalidEvent"))
+        self.assertIn("larger than", a["errorMessage"])
         self.assertIsNone(self.proc.poll())
         self.assertEqual(self.proc.pid, pid)
 
