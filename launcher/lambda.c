@@ -29,9 +29,9 @@
 #include "proto/util.h"
 
 #define RT_MAX_EVENT    ((6u << 20) + (64u << 10)) /* Lambda's payload limit (6 MB) and a margin */
-#define RT_MAX_ANSWER   (6u << 20)               /* a larger response is refused by Lambda */
-#define RT_POST_TIMEOUT 10000L                   /* ms for a response/error POST */
-#define RT_MARGIN_MS    500L                     /* default: answer this long before the deadline */
+#define RT_MAX_ANSWER   (6u << 20)                 /* a larger response is refused by Lambda */
+#define RT_POST_TIMEOUT 10000L                     /* ms for a response/error POST */
+#define RT_MARGIN_MS    500L              /* default: answer this long before the deadline */
 #define RT_NO_DEADLINE  (15L * 60 * 1000) /* ms granted when the deadline header is missing */
 
 typedef struct {
@@ -334,6 +334,11 @@ static cJSON *invoke(rt *r, const rt_buf *event, const rt_inv *inv, const char *
     } else {
         *err_type = NULL;
     }
+    if (out && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) /* answered, then failed (a sanitizer) */
+        fprintf(stderr,
+                "dagy-launch: lambda: request %s: the invocation's process ended with %s %d\n",
+                inv->request_id, WIFSIGNALED(st) ? "signal" : "exit status",
+                WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
     free(ans.data);
     if (!out) {
         fprintf(stderr, "dagy-launch: lambda: request %s: %s\n", inv->request_id, msg);

@@ -84,11 +84,16 @@ class LambdaRuntimeTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        log = ""
         if cls.proc is not None:
             cls.api.stop_process(cls.proc)
+            log = cls.logtext(cls)
         if cls.api is not None:
             cls.api.stop()
         cls.L.stop()
+        # A child that answered and then failed (a sanitizer's leak report) is logged.
+        for bad in ("Sanitizer", "runtime error", "process ended with"):
+            assert bad not in log, log[-4000:]
 
     def setUp(self):
         self.assertIsNone(self.proc.poll(), "the runtime process ended: " + self.logtext())
