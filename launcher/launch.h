@@ -416,4 +416,25 @@ int launch_cmd_lambda(void);
  * payload, or -1 with *answer {"errorType", "errorMessage"} for an error answer. */
 int launch__lambda_event(const char *text, size_t len, cJSON **answer);
 
+/* lambda_events.c internals shared with lambda_http.c: an action's answer and the HTTP status
+ * it maps to for API Gateway (2xx, 400 invalid, 404 no such run, 409 wrong state, 500 missing
+ * configuration, 502 an AWS call or launch failed). */
+typedef struct {
+    cJSON *body;
+    int http;
+} launch__reply;
+/* {"error": message} with an HTTP status. */
+launch__reply launch__lambda_error(int http, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* A string field of an event (NULL if absent); -EINVAL with err if not a string. */
+int launch__lambda_str_field(const cJSON *ev, const char *name, const char **out, char *err);
+/* -EINVAL with err naming the first field of `ev` not in `allowed` (NULL-terminated). */
+int launch__lambda_only_fields(const cJSON *ev, const char *const *allowed, char *err);
+/* The actions: launch (a request with org_id), status ({"run_id"}), cancel. */
+launch__reply launch__lambda_launch(const cJSON *ev);
+launch__reply launch__lambda_status(const cJSON *ev);
+launch__reply launch__lambda_cancel(const launch_cancel_opts *o);
+/* The API Gateway response to a payload-2.0 request (lambda_http.c). */
+cJSON *launch__lambda_http(const cJSON *ev, const char *version);
+
 #endif

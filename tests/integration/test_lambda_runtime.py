@@ -165,6 +165,25 @@ class LambdaRuntimeTest(unittest.TestCase):
         self.assertEqual(kind, "error")
         self.assertIn('unknown field "colour"', a["errorMessage"])
 
+    def test_retry_action_relaunches_and_refuses_what_the_cli_refuses(self):
+        self.launch_run("lam-retry-src")
+        self.agent_write("lam-retry-src", "FAILED", 5, terminal=True)
+        kind, a, _ = self.invoke({"action": "retry", "run_id": "lam-retry-src", "new_run_id": "bad/id"})
+        self.assertEqual((kind, a["errorType"]), ("error", "Dagy.InvalidRequest"), a)
+        self.assertIn("new_run_id", a["errorMessage"])
+        kind, a, _ = self.invoke({"action": "retry", "run_id": "lam-retry-src", "new_run_id": "lam-retry-1"})
+        self.assertEqual(kind, "response", a)
+        self.assertTrue(a["success"], a)
+        self.assertEqual(self.item("lam-retry-1")["retry_of"], "lam-retry-src")
+        # A SUCCEEDED run is resumed from nothing: refused (409), as the CLI refuses it.
+        self.launch_run("lam-retry-ok")
+        self.agent_write("lam-retry-ok", "SUCCEEDED", 5, terminal=True)
+        kind, a, _ = self.invoke({"action": "retry", "run_id": "lam-retry-ok"})
+        self.assertEqual((kind, a["errorType"]), ("error", "Dagy.Conflict"), a)
+        self.assertIn("SUCCEEDED", a["errorMessage"])
+        kind, a, _ = self.invoke({"action": "retry", "run_id": "lam-retry-none"})
+        self.assertEqual((kind, a["errorType"]), ("error", "Dagy.NotFound"), a)
+
     def test_bad_events_get_error_answers_and_the_process_goes_on(self):
         pid = self.proc.pid
         for raw in (b"{not json", b"\xff\xfe\x00", b"[1,2]", b'"text"', b"", b'{"a":"\\u0000"}',
