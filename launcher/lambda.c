@@ -260,14 +260,25 @@ static int read_answer(int fd, long long until_ms, rt_buf *b)
     }
 }
 
-/* Stops the child (and anything it started) and reaps it; returns its wait status. */
-static int reap(pid_t pid, bool kill_it)
+/* Reaps the child, killing it (and anything it started) first if `kill_it` or if it has not
+ * exited by `until_ms` (a child that closed the pipe and then hangs must not hold the
+ * invocation past its deadline). Returns its wait status. */
+static int reap(pid_t pid, bool kill_it, long long until_ms)
 {
     int st = 0;
-    if (kill_it) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
+    while (!kill_it) {
+        pid_t w = waitpid(pid, &st, WNOHANG);
+        if (w == pid)
+            return st;
+        if (w < 0 && errno != EINTR)
+            return st;
+        if (now_ms() >= until_ms)
+            kill_it = true;
+        else
+            usleep(2000);
     }
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
     return st;
@@ -311,7 +322,7 @@ static cJSON *invoke(rt *r, const rt_buf *event, const rt_inv *inv, const char *
     rt_buf ans = {.max = RT_MAX_ANSWER + 1};
     int rc = read_answer(fds[0], until, &ans);
     close(fds[0]);
-    int st = reap(pid, rc < 0);
+    int st = reap(pid, rc < 0, until);
     current_child = 0;
     cJSON *out = NULL;
     if (rc == -ETIMEDOUT) {
