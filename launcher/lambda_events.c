@@ -3,7 +3,7 @@
  * API Gateway HTTP API requests (payload 2.0), EventBridge schedules whose detail is a launch
  * request, and ECS Task State Change events (a STOPPED task closes its run at once). Every
  * action runs the same code as the command line (launch__run, launch__status, ...), so both
- * launch__reply the same JSON. Runs in the invocation's child process (lambda.c). */
+ * answer the same JSON. Runs in the invocation's child process (lambda.c). */
 #include "launcher/launch.h"
 
 #include <errno.h>
@@ -177,8 +177,11 @@ static cJSON *with_defaults(const cJSON *defaults, const cJSON *req)
             strcmp(d->string, "parameters") == 0 || strcmp(d->string, "extra_env_vars") == 0;
         if (merge && cJSON_IsObject(mine) && cJSON_IsObject(d)) {
             const cJSON *e;
-            cJSON_ArrayForEach(e, d) if (!cJSON_GetObjectItemCaseSensitive(mine, e->string))
-                cJSON_AddItemToObject(mine, e->string, cJSON_Duplicate(e, true));
+            cJSON_ArrayForEach(e, d)
+            {
+                if (!cJSON_GetObjectItemCaseSensitive(mine, e->string))
+                    cJSON_AddItemToObject(mine, e->string, cJSON_Duplicate(e, true));
+            }
         } else if (!mine && !(size && own_size)) {
             cJSON_AddItemToObject(m, d->string, cJSON_Duplicate(d, true));
         }
@@ -438,9 +441,7 @@ static launch__reply ecs_task_event(const cJSON *ev)
             200};
     if (!proto_name_check(PROTO_NAME_RUN_ID, id, err, sizeof err))
         return (launch__reply){ignore("task %s: %s", arn, err), 200};
-    launch_reconcile_opts o;
-    if (reconcile_opts(cJSON_GetObjectItemCaseSensitive(ev, "dagy"), &o, err) < 0)
-        return launch__lambda_error(400, "%s", err);
+    launch_reconcile_opts o = {50, 300, 600, 2}; /* reconcile's defaults */
     const char *ri = getenv("DAGY_LAMBDA_RELAUNCH_INFRA");
     if (ri && *ri && launch_parse_int(ri, 0, 100, &o.relaunch_infra) < 0)
         return launch__lambda_error(500, "DAGY_LAMBDA_RELAUNCH_INFRA must be 0-100");

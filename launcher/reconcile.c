@@ -109,7 +109,27 @@ static double last_seen(const cJSON *it)
     return best;
 }
 
-static cand *take_cand(rec_job *j, cJSON *it, const char *arn, double age);
+/* Takes the plain item `it` as the next candidate (`arn` its task, NULL if none yet). */
+static cand *take_cand(rec_job *j, cJSON *it, const char *arn, double age)
+{
+    const char *st = launch__str(it, "status");
+    bool queued = strcmp(st, "QUEUED") == 0, running = strcmp(st, "RUNNING") == 0;
+    cand *c = &j->c[j->n++];
+    c->item = it;
+    c->run_id = launch__str(it, "run_id");
+    c->status = st;
+    c->arn = arn;
+    c->queued = queued;
+    c->ended = !queued && !running;
+    c->age = age;
+    if (cJSON_GetObjectItemCaseSensitive(it, "cancel_requested_at")) {
+        const char *why = launch__str(it, "cancel_reason");
+        c->cancel_reason = why ? why : "";
+    }
+    const cJSON *ir = cJSON_GetObjectItemCaseSensitive(it, "infra_retries");
+    c->infra_retries = cJSON_IsNumber(ir) ? ir->valueint : 0;
+    return c;
+}
 
 /* Whether the index entry needs looking at now (takes `it` into a candidate if so). */
 static void consider(rec_job *j, cJSON *it)
@@ -134,28 +154,6 @@ static void consider(rec_job *j, cJSON *it)
     if (!take)
         return cJSON_Delete(it);
     take_cand(j, it, has_arn ? arn : NULL, age);
-}
-
-/* Takes the plain item `it` as the next candidate (`arn` its task, NULL if none yet). */
-static cand *take_cand(rec_job *j, cJSON *it, const char *arn, double age)
-{
-    const char *st = launch__str(it, "status");
-    bool queued = strcmp(st, "QUEUED") == 0, running = strcmp(st, "RUNNING") == 0;
-    cand *c = &j->c[j->n++];
-    c->item = it;
-    c->run_id = launch__str(it, "run_id");
-    c->status = st;
-    c->arn = arn;
-    c->queued = queued;
-    c->ended = !queued && !running;
-    c->age = age;
-    if (cJSON_GetObjectItemCaseSensitive(it, "cancel_requested_at")) {
-        const char *why = launch__str(it, "cancel_reason");
-        c->cancel_reason = why ? why : "";
-    }
-    const cJSON *ir = cJSON_GetObjectItemCaseSensitive(it, "infra_retries");
-    c->infra_retries = cJSON_IsNumber(ir) ? ir->valueint : 0;
-    return c;
 }
 
 static void query(rec_job *j, const cJSON *start_key);
