@@ -235,6 +235,48 @@ class LambdaRuntimeTest(unittest.TestCase):
         self.assertEqual(kind, "response", a)
         self.assertEqual(a["run_id"], "lam-deadline")
 
+    def test_sigterm_stops_the_invocation_in_progress_too(self):
+        api = lambdaenv.RuntimeAPI().start()
+        p = None
+
+        def slow(op, req, resp):
+            if op == "RunTask":
+                time.sleep(3)
+            return None
+        self.L.proxy.rewrite = slow
+        try:
+            p = api.spawn([launchenv.LAUNCH, "lambda"], self.env, self.L.path("lambda-term.log"))
+            api.pending.put(("term-1", json.dumps({"action": "launch", "flow_name": "etl", "org_id": ORG,
+                                                   "run_id": "lam-term"}).encode(),
+                             int((time.time() + 60) * 1000)))
+            child = None
+            for _ in range(200):  # the invocation's child appears once the event is taken
+                try:
+                    with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
+                        kids = f.read().split()
+                except OSError:
+                    kids = []
+                if kids:
+                    child = int(kids[0])
+                    break
+                time.sleep(0.02)
+            self.assertIsNotNone(child, "no invocation child")
+            p.terminate()
+            self.assertEqual(p.wait(timeout=10), 143)
+            for _ in range(100):
+                if not os.path.exists("/proc/%d" % child):
+                    break
+                with open("/proc/%d/stat" % child) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break  # killed, waiting for its reaper (init)
+                time.sleep(0.02)
+            else:
+                self.fail("the invocation's child %d outlived the runtime" % child)
+        finally:
+            self.L.proxy.rewrite = None
+            api.stop_process(p)
+            api.stop()
+
     # ---- API Gateway ----
 
     def test_api_gateway_launch_status_cancel(self):
