@@ -37,7 +37,21 @@ struct task {
     uint8_t trigger;    /* sched_trigger */
     uint8_t skip_cause; /* sched_skip_cause, once SKIPPED */
     bool jitter;
-    bool finishing; /* RUNNING, process ended, slot released (sched_finishing) */
+    bool finishing;  /* RUNNING, process ended, slot released (sched_finishing) */
+    uint32_t parent; /* a map child: its map node; NO_POS otherwise */
+    uint32_t map;    /* a map node: its slot in plan->maps; NO_POS otherwise */
+};
+
+/* A map node's fan-out (sched.h, "dynamic fan-out"). */
+struct map_state {
+    uint32_t node, over;          /* the map node and the upstream it maps over */
+    uint32_t first, n;            /* its children, once expanded */
+    uint32_t next;                /* children released so far (in element order) */
+    uint32_t admitted;            /* released and not yet terminal */
+    uint32_t done, failed, cancelled, first_failed;
+    int max_par, allow_fail, child_attempts;
+    bool expanded;
+    char *names; /* the children's names, NUL-separated */
 };
 
 /* A binary min-heap of task indices. Unkeyed heaps order by index (spec order); keyed ones by
@@ -58,6 +72,11 @@ struct sched_plan {
     uint32_t *work;     /* ring of tasks that just became terminal, awaiting propagation */
     size_t work_head, work_len;
     heap ready, retry, timeout;
+    size_t n_static;          /* tasks from sched_new(); children follow them */
+    struct map_state *maps;   /* one per map node */
+    size_t n_maps;
+    uint32_t *joined;         /* map nodes whose children are all terminal, to complete */
+    size_t n_joined;
     size_t count[SCHED_CANCELLED + 1]; /* tasks per state */
     size_t n_terminal;
     size_t n_finishing; /* RUNNING tasks that no longer hold a max_parallel slot */
@@ -243,6 +262,41 @@ static const char *reasonf(sched_plan *p, const char *fmt, ...)
     return p->msg;
 }
 
+static void heap_push(sched_plan *p, heap *h, uint32_t x);
+
+/* Releases the next children of map m into the ready queue while it has room (map_max_parallel
+ * counts released children that are not terminal, so one waiting out a retry delay keeps its
+ * place and the bound holds exactly). Nothing is released once the drain started. */
+static void map_release(sched_plan *p, struct map_state *m)
+{
+    while (!p->draining && m->next < m->n && (m->max_par <= 0 || m->admitted < (uint32_t)m->max_par)) {
+        uint32_t c = m->first + m->next++;
+        if (p->tasks[c].state != SCHED_PENDING)
+            continue;
+        heap_push(p, &p->ready, c);
+        m->admitted++;
+    }
+}
+
+/* A child of a map became terminal: count it, release the next one, join the map when it was
+ * the last. */
+static void child_done(sched_plan *p, uint32_t i)
+{
+    struct task *t = &p->tasks[i];
+    struct map_state *m = &p->maps[p->tasks[t->parent].map];
+    uint32_t k = i - m->first;
+    if (k < m->next)
+        m->admitted--;
+    m->done++;
+    if (t->state == SCHED_FAILED && m->failed++ == 0)
+        m->first_failed = i;
+    if (t->state == SCHED_CANCELLED)
+        m->cancelled++;
+    map_release(p, m);
+    if (m->done == m->n)
+        p->joined[p->n_joined++] = m->node;
+}
+
 /* The one place a task changes state: checks the move is legal, keeps the counters, tells the
  * driver, and queues terminal tasks so their downstream tasks get re-evaluated. */
 static void set_state(sched_plan *p, uint32_t i, sched_state to, const char *reason)
@@ -261,6 +315,8 @@ static void set_state(sched_plan *p, uint32_t i, sched_state to, const char *rea
     }
     if (p->cb)
         p->cb(p->ud, i, from, to, reason);
+    if (sched_state_terminal(to) && t->parent != NO_POS)
+        child_done(p, i);
 }
 
 typedef enum { DECIDE_WAIT, DECIDE_READY, DECIDE_SKIP } decision;
@@ -351,6 +407,16 @@ static const char *skip_task(sched_plan *p, uint32_t d, uint32_t up)
                    p->tasks[t->cause].name);
 }
 
+/* Why map node d is skipped when the upstream it maps over ended without success (o). */
+static const char *map_skip(sched_plan *p, uint32_t d, uint32_t up, outcome o)
+{
+    if (o == OUT_FAILED || o == OUT_CANCELLED)
+        return skip_task(p, d, up);
+    p->tasks[d].skip_cause = SCHED_SKIP_TRIGGER_RULE;
+    return reasonf(p, "map over \"%s\": it is SKIPPED, so there is no array to map over",
+                   p->tasks[up].name);
+}
+
 /* Counts the outcome of terminal task `up` into downstream task d and acts on the decision. */
 static void notify_downstream(sched_plan *p, uint32_t up, uint32_t d)
 {
@@ -361,11 +427,19 @@ static void notify_downstream(sched_plan *p, uint32_t up, uint32_t d)
     /* Already decided (queued, started, skipped or cancelled): later outcomes change nothing. */
     if (t->state != SCHED_PENDING || t->heap_pos != NO_POS || p->draining)
         return;
+    bool map = t->map != NO_POS;
+    if (map && up == p->maps[t->map].over && o != OUT_SUCCEEDED) {
+        t->cause = up; /* no array to map over, whatever the trigger rule */
+        set_state(p, d, SCHED_SKIPPED, map_skip(p, d, up, o));
+        return;
+    }
     if (o != OUT_SUCCEEDED && (t->cause == NO_POS || o > outcome_of(&p->tasks[t->cause])))
         t->cause = up;
     switch (decide(t)) {
     case DECIDE_READY:
-        heap_push(p, &p->ready, d);
+        /* A map also needs its array: it waits for `over` whatever its rule says. */
+        if (!map || p->tasks[p->maps[t->map].over].state == SCHED_SUCCEEDED)
+            heap_push(p, &p->ready, d);
         break;
     case DECIDE_SKIP:
         set_state(p, d, SCHED_SKIPPED, skip_task(p, d, up));
@@ -383,6 +457,8 @@ static void propagate(sched_plan *p)
         uint32_t up = p->work[p->work_head];
         p->work_head = (p->work_head + 1) % p->n;
         p->work_len--;
+        if (up >= p->n_static)
+            continue; /* a map child: no edges (its map node is told in child_done) */
         for (uint32_t e = p->down_off[up]; e < p->down_off[up + 1]; e++)
             notify_downstream(p, up, p->down[e]);
     }
@@ -452,7 +528,7 @@ static void init_task(struct task *t, const sched_task_def *d, const char *name)
     t->max_delay_s = d->retry_max_delay_seconds;
     t->timeout_s = d->timeout_seconds;
     t->n_up = (uint32_t)d->n_upstream;
-    t->heap_pos = t->cause = t->root = NO_POS;
+    t->heap_pos = t->cause = t->root = t->parent = t->map = NO_POS;
     t->max_attempts = (d->retries > 0 ? d->retries : 0) + 1;
     t->state = SCHED_PENDING;
     t->trigger = (uint8_t)d->trigger;
@@ -488,6 +564,39 @@ static int alloc_plan(sched_plan *p, const sched_task_def *defs)
     return 0;
 }
 
+/* Sets up the map nodes: `over` must be one of the task's upstream tasks. A map node runs one
+ * attempt (its retries and timeout are its children's). */
+static int init_maps(sched_plan *p, const sched_task_def *defs)
+{
+    for (size_t i = 0; i < p->n; i++)
+        p->n_maps += defs[i].map;
+    p->maps = calloc(p->n_maps ? p->n_maps : 1, sizeof *p->maps);
+    p->joined = malloc((p->n_maps ? p->n_maps : 1) * sizeof *p->joined);
+    if (!p->maps || !p->joined)
+        return -ENOMEM;
+    p->footprint += p->n_maps * (sizeof *p->maps + sizeof *p->joined);
+    size_t k = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const sched_task_def *d = &defs[i];
+        bool found = false;
+        for (size_t u = 0; d->map && u < d->n_upstream; u++)
+            found |= d->upstream[u] == d->map_over;
+        if (!d->map)
+            continue;
+        if (!found)
+            return -EINVAL;
+        struct map_state *m = &p->maps[k];
+        m->node = (uint32_t)i;
+        m->over = (uint32_t)d->map_over;
+        m->max_par = d->map_max_parallel;
+        m->allow_fail = d->map_allow_failures;
+        m->child_attempts = p->tasks[i].max_attempts;
+        p->tasks[i].max_attempts = 1;
+        p->tasks[i].map = (uint32_t)k++;
+    }
+    return 0;
+}
+
 int sched_new(const sched_task_def *defs, size_t n, int max_parallel, uint64_t seed,
               sched_transition_cb cb, void *ud, sched_plan **out)
 {
@@ -496,7 +605,7 @@ int sched_new(const sched_task_def *defs, size_t n, int max_parallel, uint64_t s
     sched_plan *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
-    p->n = n;
+    p->n = p->n_static = n;
     p->max_parallel = max_parallel;
     p->rng = seed;
     p->cb = cb;
@@ -512,7 +621,7 @@ int sched_new(const sched_task_def *defs, size_t n, int max_parallel, uint64_t s
         init_task(&p->tasks[i], &defs[i], name);
         name += l;
     }
-    if ((rc = build_edges(p, defs)) || (rc = check_graph(p)))
+    if ((rc = build_edges(p, defs)) || (rc = check_graph(p)) || (rc = init_maps(p, defs)))
         goto fail;
     p->count[SCHED_PENDING] = n;
     for (size_t i = 0; i < n; i++)
@@ -538,6 +647,10 @@ void sched_free(sched_plan *p)
     free(p->retry.a);
     free(p->timeout.a);
     free(p->msg);
+    for (size_t k = 0; p->maps && k < p->n_maps; k++)
+        free(p->maps[k].names);
+    free(p->maps);
+    free(p->joined);
     free(p);
 }
 
@@ -552,7 +665,10 @@ long sched_next(sched_plan *p, uint64_t now_ms)
     struct task *t = &p->tasks[i];
     t->attempt++;
     t->retry_delay_ms = 0;
-    if (t->timeout_s > 0) {
+    if (t->map != NO_POS) { /* expanded by the driver; its children hold the slots */
+        t->finishing = true;
+        p->n_finishing++;
+    } else if (t->timeout_s > 0) {
         uint64_t ms = to_ms(t->timeout_s);
         ms = ms ? ms : 1; /* a sub-millisecond timeout is still a timeout */
         t->due_ms = now_ms > UINT64_MAX - ms ? UINT64_MAX : now_ms + ms;
@@ -608,6 +724,12 @@ void sched_exited(sched_plan *p, size_t task, sched_exit how, const char *error,
     if (task >= p->n || p->tasks[task].state != SCHED_RUNNING)
         return; /* release builds: a misbehaving driver must not corrupt the heaps */
     uint32_t i = (uint32_t)task;
+    const struct task *t = &p->tasks[i];
+    bool open_map = t->map != NO_POS && p->maps[t->map].expanded &&
+                    p->maps[t->map].done < p->maps[t->map].n;
+    assert(!open_map); /* a map ends only once joined */
+    if (open_map)
+        return;
     if (p->tasks[i].heap_pos != NO_POS)
         heap_remove(p, &p->timeout, i);
     if (p->tasks[i].finishing) {
@@ -765,4 +887,147 @@ uint64_t sched_retry_delay_ms(const sched_plan *p, size_t task)
 size_t sched_footprint(const sched_plan *p)
 {
     return p->footprint;
+}
+
+/* ---- dynamic fan-out (map) ---- */
+
+/* Grows an array of `n` elements of `size` bytes to `cap`, zeroing the new part. */
+static int grow(void *pp, size_t n, size_t cap, size_t size)
+{
+    void **ap = pp;
+    char *a = realloc(*ap, cap * size);
+    if (!a)
+        return -ENOMEM;
+    memset(a + n * size, 0, (cap - n) * size);
+    *ap = a;
+    return 0;
+}
+
+/* Makes room for `add` more tasks in every per-task array. Grown arrays stay valid on failure
+ * (only larger): the plan is unchanged but for capacity. */
+static int grow_plan(sched_plan *p, size_t add)
+{
+    size_t n = p->n, cap = n + add;
+    if (grow(&p->tasks, n, cap, sizeof *p->tasks) || grow(&p->ready.a, n, cap, sizeof(uint32_t)) ||
+        grow(&p->retry.a, n, cap, sizeof(uint32_t)) ||
+        grow(&p->timeout.a, n, cap, sizeof(uint32_t)))
+        return -ENOMEM;
+    /* The work ring is indexed modulo p->n: lay it out from 0 before the modulus changes. */
+    uint32_t *w = malloc(cap * sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    for (size_t k = 0; k < p->work_len; k++)
+        w[k] = p->work[(p->work_head + k) % n];
+    free(p->work);
+    p->work = w;
+    p->work_head = 0;
+    p->footprint += add * (sizeof *p->tasks + 5 * sizeof(uint32_t));
+    return 0;
+}
+
+/* "NAME[0]\0NAME[1]\0..." for n children of the map node `name`. */
+static char *child_names(const char *name, size_t n, size_t *len)
+{
+    size_t l = strlen(name), total = 0;
+    for (size_t k = 0; k < n; k++)
+        total += l + 3 + (size_t)snprintf(NULL, 0, "%zu", k);
+    char *names = malloc(total ? total : 1), *q = names;
+    for (size_t k = 0; names && k < n; k++)
+        q += sprintf(q, "%s[%zu]", name, k) + 1;
+    *len = total;
+    return names;
+}
+
+int sched_expand(sched_plan *p, size_t task, size_t n)
+{
+    if (task >= p->n || p->tasks[task].map == NO_POS || p->tasks[task].state != SCHED_RUNNING ||
+        p->maps[p->tasks[task].map].expanded || n > SCHED_MAX_CHILDREN || p->n + n >= UINT32_MAX)
+        return -EINVAL;
+    size_t names_len = 0;
+    char *names = child_names(p->tasks[task].name, n, &names_len);
+    if (!names || grow_plan(p, n)) {
+        free(names);
+        return -ENOMEM;
+    }
+    struct task *node = &p->tasks[task];
+    struct map_state *m = &p->maps[node->map];
+    m->names = names;
+    m->first = (uint32_t)p->n;
+    m->n = (uint32_t)n;
+    m->expanded = true;
+    const char *name = names;
+    for (size_t k = 0; k < n; k++) {
+        struct task *c = &p->tasks[p->n + k];
+        *c = *node; /* the scheduling fields; the rest is reset below */
+        c->name = name;
+        name += strlen(name) + 1;
+        c->due_ms = c->retry_delay_ms = 0;
+        c->n_up = c->n_succ = c->n_fail = c->n_skip = c->n_cancel = 0;
+        c->heap_pos = c->cause = c->root = c->map = NO_POS;
+        c->parent = (uint32_t)task;
+        c->attempt = 0;
+        c->max_attempts = m->child_attempts;
+        c->state = SCHED_PENDING;
+        c->skip_cause = SCHED_SKIP_NONE;
+        c->finishing = false;
+    }
+    p->n += n;
+    p->count[SCHED_PENDING] += n;
+    p->footprint += names_len;
+    if (n == 0)
+        p->joined[p->n_joined++] = (uint32_t)task;
+    map_release(p, m);
+    return 0;
+}
+
+long sched_next_joined(sched_plan *p)
+{
+    return p->n_joined > 0 ? (long)p->joined[--p->n_joined] : -1;
+}
+
+sched_exit sched_map_outcome(sched_plan *p, size_t task, const char **reason)
+{
+    assert(sched_task_is_map(p, task));
+    const struct map_state *m = &p->maps[p->tasks[task].map];
+    *reason = NULL;
+    if (m->cancelled > 0) {
+        *reason = reasonf(p, "%u of %u children were cancelled", m->cancelled, m->n);
+        return SCHED_EXIT_CANCELLED;
+    }
+    if (m->failed > (uint32_t)(m->allow_fail > 0 ? m->allow_fail : 0)) {
+        *reason = reasonf(p, "%u of %u children failed (allow_failures %d); the first was \"%s\"",
+                          m->failed, m->n, m->allow_fail, p->tasks[m->first_failed].name);
+        return SCHED_EXIT_FAILED;
+    }
+    return SCHED_EXIT_OK;
+}
+
+bool sched_task_is_map(const sched_plan *p, size_t task)
+{
+    return task < p->n && p->tasks[task].map != NO_POS;
+}
+
+long sched_task_parent(const sched_plan *p, size_t task)
+{
+    return task < p->n && p->tasks[task].parent != NO_POS ? (long)p->tasks[task].parent : -1;
+}
+
+size_t sched_task_map_index(const sched_plan *p, size_t task)
+{
+    long parent = sched_task_parent(p, task);
+    return parent < 0 ? 0 : task - p->maps[p->tasks[parent].map].first;
+}
+
+bool sched_map_children(const sched_plan *p, size_t task, size_t *first, size_t *n)
+{
+    if (!sched_task_is_map(p, task) || !p->maps[p->tasks[task].map].expanded)
+        return false;
+    *first = p->maps[p->tasks[task].map].first;
+    *n = p->maps[p->tasks[task].map].n;
+    return true;
+}
+
+size_t sched_map_failed(const sched_plan *p, size_t task)
+{
+    return sched_task_is_map(p, task) ? p->maps[p->tasks[task].map].failed : 0;
 }
