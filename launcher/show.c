@@ -240,7 +240,7 @@ int launch_cmd_result(const char *run_id, const char *task)
 {
     char err[LAUNCH_ERR_MAX];
     if (!proto_name_check(PROTO_NAME_RUN_ID, run_id, err, sizeof err) ||
-        !proto_name_check(PROTO_NAME_TASK, task, err, sizeof err)) {
+        !proto_name_check(PROTO_NAME_TASK_INSTANCE, task, err, sizeof err)) {
         fprintf(stderr, "dagy-launch: result: %s\n", err);
         return LAUNCH_EXIT_INVALID;
     }

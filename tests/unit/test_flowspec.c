@@ -170,7 +170,7 @@ static void test_unknown_fields_are_rejected_everywhere(void **state)
                  "retry_backoff, retry_max_delay_seconds, retry_jitter, timeout_seconds)");
     expect_error(SPEC("{'name': 'x', " CMD ", 'upstreams': []}"),
                  "task 'x': unknown field 'upstreams' (allowed: name, description, command, "
-                 "callable, kwargs, env, upstream, trigger_rule, retries, retry_delay_seconds, "
+                 "callable, kwargs, env, upstream, trigger_rule, map, retries, retry_delay_seconds, "
                  "retry_backoff, retry_max_delay_seconds, retry_jitter, timeout_seconds)");
 }
 
