@@ -507,9 +507,9 @@ static int resolve_task(pctx *c, size_t i, size_t *mark)
         long o = flowspec__map_get(c->s->index, t->map->over);
         if (o < 0 || mark[o] != i + 1)
             return flowspec__fail(c->err,
-                                  "%smap: field \"over\": \"%.128s\" is not one of this task's "
-                                  "upstream tasks (map over a direct upstream: add it to "
-                                  "\"upstream\")",
+                                  "%smap: field \"over\": \"%.128s\" is not listed in "
+                                  "\"upstream\" (a map runs over the result of a direct upstream "
+                                  "task)",
                                   prefix, t->map->over);
         t->map->over_index = (size_t)o;
         t->def.map = true;
