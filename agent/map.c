@@ -363,6 +363,11 @@ void agent__map_complete(run_state *r, size_t i)
     char err[AGENT_ERR_MAX];
     sched_exit how = sched_map_outcome(r->plan, i, &why);
     if (how != SCHED_EXIT_OK) {
+        size_t first = 0, n = 0;
+        sched_map_children(r->plan, i, &first, &n);
+        for (size_t k = first; how == SCHED_EXIT_FAILED && k < first + n; k++)
+            if (sched_task_state(r->plan, k) == SCHED_FAILED && r->tasks[k].infra)
+                r->tasks[i].infra = true; /* the map failed for the agent's reasons too: exit 3 */
         snprintf(err, sizeof err, "%s", why ? why : "");
         sched_exited(r->plan, i, how, err, uv_now(&r->loop));
         return;

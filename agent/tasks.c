@@ -283,6 +283,10 @@ static void task_ended(run_state *r, size_t i, sched_state to, const char *reaso
         agent_log_str(l, "error", failed ? reason : NULL);
         agent_log_end(l);
     }
+    /* A map child's failure counts for the run only through its map (allow_failures may
+     * tolerate it): map.c passes infra on, and the map's own failure names the first child. */
+    if (sched_task_parent(r->plan, i) >= 0)
+        return;
     if (failed && t->infra)
         r->infra_failed = true;
     if (failed && !r->error) {
@@ -631,6 +635,16 @@ static void on_timeout(void *ud, size_t i)
     sbx_terminate(t->proc, (uint64_t)(r->cfg->kill_grace_seconds * 1000));
 }
 
+/* Whether a task of the spec FAILED: map children count through their map, which fails unless
+ * allow_failures tolerates them. */
+static bool spec_task_failed(const run_state *r)
+{
+    for (size_t i = 0; i < r->spec->n_tasks; i++)
+        if (sched_task_state(r->plan, i) == SCHED_FAILED)
+            return true;
+    return false;
+}
+
 void agent__tasks_pump(run_state *r)
 {
     if (r->phase != RUN_EXECUTING)
@@ -655,7 +669,7 @@ void agent__tasks_pump(run_state *r)
         }
     }
     if (sched_done(r->plan)) {
-        bool failed = sched_count_in(r->plan, SCHED_FAILED) > 0;
+        bool failed = spec_task_failed(r);
         bool cancelled = sched_count_in(r->plan, SCHED_CANCELLED) > 0;
         if (r->signals && cancelled)
             agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");

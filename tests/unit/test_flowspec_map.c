@@ -188,9 +188,8 @@ static void test_instance_names_follow_the_name_rule_with_an_index(void **state)
 {
     (void)state;
     static const char *const ok[] = {"m[0]", "m[7]", "a.b-c_d[1234567]", "x", ".hidden[3]"};
-    static const char *const bad[] = {"m[]",   "m[01]", "m[12345678]", "m[-1]", "[3]",
-                                      ".[3]",  "..[0]", "m[3]x",       "m[3][4]", "a b[1]",
-                                      "m[3"};
+    static const char *const bad[] = {"m[]",   "m[01]", "m[12345678]", "m[-1]",  "[3]", ".[3]",
+                                      "..[0]", "m[3]x", "m[3][4]",     "a b[1]", "m[3"};
     char err[256];
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
         if (!proto_name_check(PROTO_NAME_TASK_INSTANCE, ok[i], err, sizeof err))
