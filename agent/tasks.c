@@ -95,14 +95,11 @@ static char *find_runner(const agent_config *c)
 /* Variables the agent sets for every task; an inherited value is dropped. */
 static bool reserved_env(const char *kv)
 {
-    static const char *const names[] = {"DAGY_RUN_ID=",      "DAGY_FLOW_NAME=",
-                                        "DAGY_TASK_NAME=",   "DAGY_TASK_RUN_ID=",
-                                        "DAGY_ATTEMPT=",     "DAGY_PARAMETERS=",
-                                        "DAGY_TASK_OUTPUT=", "DAGY_TASK_INPUTS=",
-                                        "DAGY_CALLABLE=",    "DAGY_KWARGS=",
-                                        "PYTHONPATH=",       "DAGY_PARAMETERS_FILE=",
-                                        "DAGY_KWARGS_FILE=", "DAGY_MAP_ITEM=",
-                                        "DAGY_MAP_INDEX=",   NULL};
+    static const char *const names[] = {
+        "DAGY_RUN_ID=",      "DAGY_FLOW_NAME=",  "DAGY_TASK_NAME=",   "DAGY_TASK_RUN_ID=",
+        "DAGY_ATTEMPT=",     "DAGY_PARAMETERS=", "DAGY_TASK_OUTPUT=", "DAGY_TASK_INPUTS=",
+        "DAGY_CALLABLE=",    "DAGY_KWARGS=",     "PYTHONPATH=",       "DAGY_PARAMETERS_FILE=",
+        "DAGY_KWARGS_FILE=", "DAGY_MAP_ITEM=",   "DAGY_MAP_INDEX=",   NULL};
     for (const char *const *n = names; *n; n++)
         if (!strncmp(kv, *n, strlen(*n)))
             return true;
@@ -292,8 +289,7 @@ static void task_ended(run_state *r, size_t i, sched_state to, const char *reaso
     if (failed && !r->error) {
         size_t n = strlen(reason ? reason : "") + strlen(r->tasks[i].ft->name) + 32;
         r->error = malloc(n);
-        snprintf(r->error, n, "task \"%s\" failed: %s", r->tasks[i].ft->name,
-                 reason ? reason : "");
+        snprintf(r->error, n, "task \"%s\" failed: %s", r->tasks[i].ft->name, reason ? reason : "");
     }
 }
 

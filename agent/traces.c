@@ -52,8 +52,7 @@ static void on_put(void *ud, const fetch_aws_result *res)
 }
 
 /* Starts one PutObject of `body` at KEY. */
-static void put(run_state *r, long task, int attempt, const char *key, const char *body,
-                size_t len)
+static void put(run_state *r, long task, int attempt, const char *key, const char *body, size_t len)
 {
     trace_put *tp = calloc(1, sizeof *tp);
     const char *bucket = r->cfg->traces_bucket;

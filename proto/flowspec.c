@@ -27,13 +27,21 @@ static const char *const sched_fields[] = {"retries",       "retry_delay_seconds
 enum { S_RETRIES, S_DELAY, S_BACKOFF, S_MAX_DELAY, S_JITTER, S_TIMEOUT, S_COUNT };
 
 /* Task fields: the scheduling fields come last, at T_SCHED + S_*. */
-static const char *const task_fields[] = {"name",          "description",
-                                          "command",       "callable",
-                                          "kwargs",        "env",
-                                          "upstream",      "trigger_rule",
-                                          "map",           "retries",       "retry_delay_seconds",
-                                          "retry_backoff", "retry_max_delay_seconds",
-                                          "retry_jitter",  "timeout_seconds"};
+static const char *const task_fields[] = {"name",
+                                          "description",
+                                          "command",
+                                          "callable",
+                                          "kwargs",
+                                          "env",
+                                          "upstream",
+                                          "trigger_rule",
+                                          "map",
+                                          "retries",
+                                          "retry_delay_seconds",
+                                          "retry_backoff",
+                                          "retry_max_delay_seconds",
+                                          "retry_jitter",
+                                          "timeout_seconds"};
 enum {
     T_NAME,
     T_DESCRIPTION,
@@ -351,8 +359,9 @@ static int parse_map(flowspec_task *t, const cJSON *v, const char *prefix, char 
     const cJSON *f[COUNT(fields)];
     char pfx[200];
     if (!cJSON_IsObject(v))
-        return flowspec__fail(err, "%sfield \"map\": must be an object like {\"over\": "
-                                   "\"UPSTREAM_TASK\"}",
+        return flowspec__fail(err,
+                              "%sfield \"map\": must be an object like {\"over\": "
+                              "\"UPSTREAM_TASK\"}",
                               prefix);
     snprintf(pfx, sizeof pfx, "%smap: ", prefix);
     int rc = collect(v, fields, COUNT(fields), f, pfx, err);

@@ -230,8 +230,9 @@ void flowspec_write_dot(const flowspec *s, FILE *f)
             fputs("\" -> \"", f);
             dot_escaped(f, t->name, 0);
             /* The edge a map fans out over. */
-            fputs(t->map && t->upstream[k] == t->map->over_index ? "\" [style=bold, label=\"map\"];\n"
-                                                                 : "\";\n",
+            fputs(t->map && t->upstream[k] == t->map->over_index
+                      ? "\" [style=bold, label=\"map\"];\n"
+                      : "\";\n",
                   f);
         }
     }

@@ -26,7 +26,7 @@ static const struct {
     tvar var;
 } plain_vars[] = {
     {"run_id", TV_RUN_ID}, {"flow_name", TV_FLOW_NAME},     {"flow_version", TV_FLOW_VERSION},
-    {"org_id", TV_ORG_ID}, {"environment", TV_ENVIRONMENT},     {"item", TV_ITEM},
+    {"org_id", TV_ORG_ID}, {"environment", TV_ENVIRONMENT}, {"item", TV_ITEM},
 };
 
 /* One recognised template. */
@@ -173,8 +173,7 @@ static int add_item(sbuf *b, const char *item, char *why)
 }
 
 /* Appends the value of one template (vars may be NULL: every plain variable is then ""). */
-static int add_value(sbuf *b, const tmpl *t, const flowspec_vars *vars, const char *item,
-                     char *why)
+static int add_value(sbuf *b, const tmpl *t, const flowspec_vars *vars, const char *item, char *why)
 {
     const char *v = NULL;
     switch (t->var) {
@@ -418,8 +417,8 @@ static int copy_task(const flowspec_task *t, const char *name, size_t extra_env,
     out->kwargs = t->kwargs ? cJSON_Duplicate(t->kwargs, true) : NULL;
     out->upstream = malloc((t->n_upstream ? t->n_upstream : 1) * sizeof *out->upstream);
     out->n_upstream = t->n_upstream;
-    if (!out->name || (t->command && !out->command) || !out->env || (t->callable && !out->callable) ||
-        (t->kwargs && !out->kwargs) || !out->upstream) {
+    if (!out->name || (t->command && !out->command) || !out->env ||
+        (t->callable && !out->callable) || (t->kwargs && !out->kwargs) || !out->upstream) {
         flowspec_task_clear(out);
         return -ENOMEM;
     }

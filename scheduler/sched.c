@@ -2,8 +2,9 @@
  * as the outcome is certain, retries with backoff and jitter, per-attempt timeouts and the drain.
  * Pure data: the driver supplies the time; every transition goes through set_state(). Cost is
  * O((tasks + edges) log tasks) for a whole run: downstream lists are precomputed, readiness is
- * counted, and ready/retry/timeout queues are binary min-heaps. */
-#include "scheduler/sched.h"
+ * counted, and ready/retry/timeout queues are binary min-heaps. Map nodes' fan-out is in
+ * sched_map.c. */
+#include "scheduler/sched_int.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -12,83 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define NO_POS UINT32_MAX
-/* Delays and timeouts are clamped here (about 142 years) so now + delay can never wrap. */
-#define MAX_MS ((uint64_t)1 << 52)
-
-/* One task run. Kept small: a 2000-task plan is ~100 bytes a task plus the edges. */
-struct task {
-    const char *name;        /* points into plan->names */
-    double delay_s;          /* retry_delay_seconds */
-    double backoff;          /* retry_backoff */
-    double max_delay_s;      /* retry_max_delay_seconds */
-    double timeout_s;        /* <= 0: no timeout */
-    uint64_t due_ms;         /* RUNNING: timeout deadline; RETRYING: when eligible again */
-    uint64_t retry_delay_ms; /* delay chosen for the pending retry */
-    uint32_t n_up;           /* upstream count */
-    uint32_t n_succ, n_fail, n_skip, n_cancel; /* finished upstreams by outcome */
-    uint32_t heap_pos; /* index in whichever heap holds the task (at most one), or NO_POS */
-    uint32_t cause;    /* PENDING: the finished upstream with the worst outcome so far;
-                          SKIPPED: the upstream that decided it (NO_POS: none) */
-    uint32_t root;     /* SKIPPED by a failure or cancel: the FAILED/CANCELLED task at its root */
-    int attempt, max_attempts;
-    uint8_t state;      /* sched_state */
-    uint8_t trigger;    /* sched_trigger */
-    uint8_t skip_cause; /* sched_skip_cause, once SKIPPED */
-    bool jitter;
-    bool finishing;  /* RUNNING, process ended, slot released (sched_finishing) */
-    uint32_t parent; /* a map child: its map node; NO_POS otherwise */
-    uint32_t map;    /* a map node: its slot in plan->maps; NO_POS otherwise */
-};
-
-/* A map node's fan-out (sched.h, "dynamic fan-out"). */
-struct map_state {
-    uint32_t node, over;          /* the map node and the upstream it maps over */
-    uint32_t first, n;            /* its children, once expanded */
-    uint32_t next;                /* children released so far (in element order) */
-    uint32_t admitted;            /* released and not yet terminal */
-    uint32_t done, failed, cancelled, first_failed;
-    int max_par, allow_fail, child_attempts;
-    bool expanded;
-    char *names; /* the children's names, NUL-separated */
-};
-
-/* A binary min-heap of task indices. Unkeyed heaps order by index (spec order); keyed ones by
- * (due_ms, index). A task sits in at most one heap at a time (ready: eligible to start; retry:
- * waiting out a delay; timeout: running with a deadline), so one heap_pos per task suffices. */
-typedef struct {
-    uint32_t *a;
-    uint32_t n;
-    bool keyed;
-} heap;
-
-struct sched_plan {
-    struct task *tasks;
-    size_t n;
-    uint32_t *down_off; /* n + 1 offsets into down[] (CSR adjacency) */
-    uint32_t *down;     /* downstream task indices */
-    char *names;        /* all names, NUL-separated */
-    uint32_t *work;     /* ring of tasks that just became terminal, awaiting propagation */
-    size_t work_head, work_len;
-    heap ready, retry, timeout;
-    size_t n_static;          /* tasks from sched_new(); children follow them */
-    struct map_state *maps;   /* one per map node */
-    size_t n_maps;
-    uint32_t *joined;         /* map nodes whose children are all terminal, to complete */
-    size_t n_joined;
-    size_t count[SCHED_CANCELLED + 1]; /* tasks per state */
-    size_t n_terminal;
-    size_t n_finishing; /* RUNNING tasks that no longer hold a max_parallel slot */
-    int max_parallel;
-    bool draining;
-    uint64_t rng; /* splitmix64 state for jitter */
-    char *msg;    /* reason buffer, valid during one callback */
-    size_t msg_cap;
-    size_t footprint;
-    sched_transition_cb cb;
-    void *ud;
-};
 
 static const char *const state_names[] = {"PENDING", "RUNNING", "RETRYING", "SUCCEEDED",
                                           "FAILED",  "SKIPPED", "CANCELLED"};
@@ -204,7 +128,7 @@ static void sift_down(sched_plan *p, heap *h, uint32_t k)
     heap_put(p, h, k, x);
 }
 
-static void heap_push(sched_plan *p, heap *h, uint32_t x)
+void sched__heap_push(sched_plan *p, heap *h, uint32_t x)
 {
     assert(p->tasks[x].heap_pos == NO_POS && h->n < p->n);
     h->a[h->n] = x;
@@ -243,7 +167,7 @@ static void heap_clear(sched_plan *p, heap *h)
 /* ---- transitions ---- */
 
 /* Formats a reason into the plan's buffer, growing it if needed (truncates if it cannot). */
-static const char *reasonf(sched_plan *p, const char *fmt, ...)
+const char *sched__reasonf(sched_plan *p, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -260,41 +184,6 @@ static const char *reasonf(sched_plan *p, const char *fmt, ...)
         }
     }
     return p->msg;
-}
-
-static void heap_push(sched_plan *p, heap *h, uint32_t x);
-
-/* Releases the next children of map m into the ready queue while it has room (map_max_parallel
- * counts released children that are not terminal, so one waiting out a retry delay keeps its
- * place and the bound holds exactly). Nothing is released once the drain started. */
-static void map_release(sched_plan *p, struct map_state *m)
-{
-    while (!p->draining && m->next < m->n && (m->max_par <= 0 || m->admitted < (uint32_t)m->max_par)) {
-        uint32_t c = m->first + m->next++;
-        if (p->tasks[c].state != SCHED_PENDING)
-            continue;
-        heap_push(p, &p->ready, c);
-        m->admitted++;
-    }
-}
-
-/* A child of a map became terminal: count it, release the next one, join the map when it was
- * the last. */
-static void child_done(sched_plan *p, uint32_t i)
-{
-    struct task *t = &p->tasks[i];
-    struct map_state *m = &p->maps[p->tasks[t->parent].map];
-    uint32_t k = i - m->first;
-    if (k < m->next)
-        m->admitted--;
-    m->done++;
-    if (t->state == SCHED_FAILED && m->failed++ == 0)
-        m->first_failed = i;
-    if (t->state == SCHED_CANCELLED)
-        m->cancelled++;
-    map_release(p, m);
-    if (m->done == m->n)
-        p->joined[p->n_joined++] = m->node;
 }
 
 /* The one place a task changes state: checks the move is legal, keeps the counters, tells the
@@ -316,7 +205,7 @@ static void set_state(sched_plan *p, uint32_t i, sched_state to, const char *rea
     if (p->cb)
         p->cb(p->ud, i, from, to, reason);
     if (sched_state_terminal(to) && t->parent != NO_POS)
-        child_done(p, i);
+        sched__child_done(p, i);
 }
 
 typedef enum { DECIDE_WAIT, DECIDE_READY, DECIDE_SKIP } decision;
@@ -388,23 +277,25 @@ static const char *skip_task(sched_plan *p, uint32_t d, uint32_t up)
         t->root = c->state == SCHED_SKIPPED ? c->root : t->cause;
         const char *what = o == OUT_FAILED ? "failed" : "cancelled";
         if (t->root == t->cause)
-            return reasonf(p, "upstream %s: \"%s\" is %s (trigger_rule %s)", what, c->name,
-                           state_names[c->state], rule);
-        return reasonf(p, "upstream %s: \"%s\" was skipped because \"%s\" %s%s (trigger_rule %s)",
-                       what, c->name, p->tasks[t->root].name, o == OUT_FAILED ? "" : "was ",
-                       state_names[p->tasks[t->root].state], rule);
+            return sched__reasonf(p, "upstream %s: \"%s\" is %s (trigger_rule %s)", what, c->name,
+                                  state_names[c->state], rule);
+        return sched__reasonf(
+            p, "upstream %s: \"%s\" was skipped because \"%s\" %s%s (trigger_rule %s)", what,
+            c->name, p->tasks[t->root].name, o == OUT_FAILED ? "" : "was ",
+            state_names[p->tasks[t->root].state], rule);
     }
     t->skip_cause = SCHED_SKIP_TRIGGER_RULE;
     if (t->trigger == SCHED_ONE_FAILED) {
         t->cause = up;
-        return reasonf(p,
-                       "trigger_rule %s not met: no upstream task failed (last finished \"%s\" "
-                       "is %s)",
-                       rule, p->tasks[up].name, state_names[p->tasks[up].state]);
+        return sched__reasonf(
+            p,
+            "trigger_rule %s not met: no upstream task failed (last finished \"%s\" "
+            "is %s)",
+            rule, p->tasks[up].name, state_names[p->tasks[up].state]);
     }
     assert(t->cause != NO_POS); /* all_success skips by rule only after a skipped upstream */
-    return reasonf(p, "trigger_rule %s not met: upstream \"%s\" is SKIPPED", rule,
-                   p->tasks[t->cause].name);
+    return sched__reasonf(p, "trigger_rule %s not met: upstream \"%s\" is SKIPPED", rule,
+                          p->tasks[t->cause].name);
 }
 
 /* Why map node d is skipped when the upstream it maps over ended without success (o). */
@@ -413,8 +304,8 @@ static const char *map_skip(sched_plan *p, uint32_t d, uint32_t up, outcome o)
     if (o == OUT_FAILED || o == OUT_CANCELLED)
         return skip_task(p, d, up);
     p->tasks[d].skip_cause = SCHED_SKIP_TRIGGER_RULE;
-    return reasonf(p, "map over \"%s\": it is SKIPPED, so there is no array to map over",
-                   p->tasks[up].name);
+    return sched__reasonf(p, "map over \"%s\": it is SKIPPED, so there is no array to map over",
+                          p->tasks[up].name);
 }
 
 /* Counts the outcome of terminal task `up` into downstream task d and acts on the decision. */
@@ -439,7 +330,7 @@ static void notify_downstream(sched_plan *p, uint32_t up, uint32_t d)
     case DECIDE_READY:
         /* A map also needs its array: it waits for `over` whatever its rule says. */
         if (!map || p->tasks[p->maps[t->map].over].state == SCHED_SUCCEEDED)
-            heap_push(p, &p->ready, d);
+            sched__heap_push(p, &p->ready, d);
         break;
     case DECIDE_SKIP:
         set_state(p, d, SCHED_SKIPPED, skip_task(p, d, up));
@@ -564,39 +455,6 @@ static int alloc_plan(sched_plan *p, const sched_task_def *defs)
     return 0;
 }
 
-/* Sets up the map nodes: `over` must be one of the task's upstream tasks. A map node runs one
- * attempt (its retries and timeout are its children's). */
-static int init_maps(sched_plan *p, const sched_task_def *defs)
-{
-    for (size_t i = 0; i < p->n; i++)
-        p->n_maps += defs[i].map;
-    p->maps = calloc(p->n_maps ? p->n_maps : 1, sizeof *p->maps);
-    p->joined = malloc((p->n_maps ? p->n_maps : 1) * sizeof *p->joined);
-    if (!p->maps || !p->joined)
-        return -ENOMEM;
-    p->footprint += p->n_maps * (sizeof *p->maps + sizeof *p->joined);
-    size_t k = 0;
-    for (size_t i = 0; i < p->n; i++) {
-        const sched_task_def *d = &defs[i];
-        bool found = false;
-        for (size_t u = 0; d->map && u < d->n_upstream; u++)
-            found |= d->upstream[u] == d->map_over;
-        if (!d->map)
-            continue;
-        if (!found)
-            return -EINVAL;
-        struct map_state *m = &p->maps[k];
-        m->node = (uint32_t)i;
-        m->over = (uint32_t)d->map_over;
-        m->max_par = d->map_max_parallel;
-        m->allow_fail = d->map_allow_failures;
-        m->child_attempts = p->tasks[i].max_attempts;
-        p->tasks[i].max_attempts = 1;
-        p->tasks[i].map = (uint32_t)k++;
-    }
-    return 0;
-}
-
 int sched_new(const sched_task_def *defs, size_t n, int max_parallel, uint64_t seed,
               sched_transition_cb cb, void *ud, sched_plan **out)
 {
@@ -621,12 +479,12 @@ int sched_new(const sched_task_def *defs, size_t n, int max_parallel, uint64_t s
         init_task(&p->tasks[i], &defs[i], name);
         name += l;
     }
-    if ((rc = build_edges(p, defs)) || (rc = check_graph(p)) || (rc = init_maps(p, defs)))
+    if ((rc = build_edges(p, defs)) || (rc = check_graph(p)) || (rc = sched__init_maps(p, defs)))
         goto fail;
     p->count[SCHED_PENDING] = n;
     for (size_t i = 0; i < n; i++)
         if (p->tasks[i].n_up == 0)
-            heap_push(p, &p->ready, (uint32_t)i);
+            sched__heap_push(p, &p->ready, (uint32_t)i);
     *out = p;
     return 0;
 fail:
@@ -672,7 +530,7 @@ long sched_next(sched_plan *p, uint64_t now_ms)
         uint64_t ms = to_ms(t->timeout_s);
         ms = ms ? ms : 1; /* a sub-millisecond timeout is still a timeout */
         t->due_ms = now_ms > UINT64_MAX - ms ? UINT64_MAX : now_ms + ms;
-        heap_push(p, &p->timeout, i);
+        sched__heap_push(p, &p->timeout, i);
     }
     set_state(p, i, SCHED_RUNNING, NULL);
     return (long)i;
@@ -697,11 +555,11 @@ static void exit_failed(sched_plan *p, uint32_t i, const char *reason, uint64_t 
     }
     t->retry_delay_ms = retry_delay_ms(p, t, t->attempt);
     if (t->retry_delay_ms == 0) {
-        heap_push(p, &p->ready, i);
+        sched__heap_push(p, &p->ready, i);
     } else {
         t->due_ms =
             now_ms > UINT64_MAX - t->retry_delay_ms ? UINT64_MAX : now_ms + t->retry_delay_ms;
-        heap_push(p, &p->retry, i);
+        sched__heap_push(p, &p->retry, i);
     }
     set_state(p, i, SCHED_RETRYING, reason);
 }
@@ -715,7 +573,8 @@ static const char *timeout_reason(sched_plan *p, uint32_t i, const char *error)
         snprintf(num, sizeof num, "%.0f", s);
     else
         snprintf(num, sizeof num, "%g", s);
-    return reasonf(p, "exceeded timeout of %s s%s%s", num, error ? ": " : "", error ? error : "");
+    return sched__reasonf(p, "exceeded timeout of %s s%s%s", num, error ? ": " : "",
+                          error ? error : "");
 }
 
 void sched_exited(sched_plan *p, size_t task, sched_exit how, const char *error, uint64_t now_ms)
@@ -725,8 +584,8 @@ void sched_exited(sched_plan *p, size_t task, sched_exit how, const char *error,
         return; /* release builds: a misbehaving driver must not corrupt the heaps */
     uint32_t i = (uint32_t)task;
     const struct task *t = &p->tasks[i];
-    bool open_map = t->map != NO_POS && p->maps[t->map].expanded &&
-                    p->maps[t->map].done < p->maps[t->map].n;
+    bool open_map =
+        t->map != NO_POS && p->maps[t->map].expanded && p->maps[t->map].done < p->maps[t->map].n;
     assert(!open_map); /* a map ends only once joined */
     if (open_map)
         return;
@@ -769,7 +628,7 @@ uint64_t sched_next_deadline(const sched_plan *p)
 void sched_tick(sched_plan *p, uint64_t now_ms, void (*on_timeout)(void *ud, size_t task), void *ud)
 {
     while (p->retry.n > 0 && p->tasks[p->retry.a[0]].due_ms <= now_ms)
-        heap_push(p, &p->ready, heap_pop(p, &p->retry));
+        sched__heap_push(p, &p->ready, heap_pop(p, &p->retry));
     /* Pop before calling out: the attempt leaves the heap, so it times out exactly once even if
      * the callback reports the exit synchronously. */
     while (p->timeout.n > 0 && p->tasks[p->timeout.a[0]].due_ms <= now_ms) {
@@ -887,147 +746,4 @@ uint64_t sched_retry_delay_ms(const sched_plan *p, size_t task)
 size_t sched_footprint(const sched_plan *p)
 {
     return p->footprint;
-}
-
-/* ---- dynamic fan-out (map) ---- */
-
-/* Grows an array of `n` elements of `size` bytes to `cap`, zeroing the new part. */
-static int grow(void *pp, size_t n, size_t cap, size_t size)
-{
-    void **ap = pp;
-    char *a = realloc(*ap, cap * size);
-    if (!a)
-        return -ENOMEM;
-    memset(a + n * size, 0, (cap - n) * size);
-    *ap = a;
-    return 0;
-}
-
-/* Makes room for `add` more tasks in every per-task array. Grown arrays stay valid on failure
- * (only larger): the plan is unchanged but for capacity. */
-static int grow_plan(sched_plan *p, size_t add)
-{
-    size_t n = p->n, cap = n + add;
-    if (grow(&p->tasks, n, cap, sizeof *p->tasks) || grow(&p->ready.a, n, cap, sizeof(uint32_t)) ||
-        grow(&p->retry.a, n, cap, sizeof(uint32_t)) ||
-        grow(&p->timeout.a, n, cap, sizeof(uint32_t)))
-        return -ENOMEM;
-    /* The work ring is indexed modulo p->n: lay it out from 0 before the modulus changes. */
-    uint32_t *w = malloc(cap * sizeof *w);
-    if (!w)
-        return -ENOMEM;
-    for (size_t k = 0; k < p->work_len; k++)
-        w[k] = p->work[(p->work_head + k) % n];
-    free(p->work);
-    p->work = w;
-    p->work_head = 0;
-    p->footprint += add * (sizeof *p->tasks + 5 * sizeof(uint32_t));
-    return 0;
-}
-
-/* "NAME[0]\0NAME[1]\0..." for n children of the map node `name`. */
-static char *child_names(const char *name, size_t n, size_t *len)
-{
-    size_t l = strlen(name), total = 0;
-    for (size_t k = 0; k < n; k++)
-        total += l + 3 + (size_t)snprintf(NULL, 0, "%zu", k);
-    char *names = malloc(total ? total : 1), *q = names;
-    for (size_t k = 0; names && k < n; k++)
-        q += sprintf(q, "%s[%zu]", name, k) + 1;
-    *len = total;
-    return names;
-}
-
-int sched_expand(sched_plan *p, size_t task, size_t n)
-{
-    if (task >= p->n || p->tasks[task].map == NO_POS || p->tasks[task].state != SCHED_RUNNING ||
-        p->maps[p->tasks[task].map].expanded || n > SCHED_MAX_CHILDREN || p->n + n >= UINT32_MAX)
-        return -EINVAL;
-    size_t names_len = 0;
-    char *names = child_names(p->tasks[task].name, n, &names_len);
-    if (!names || grow_plan(p, n)) {
-        free(names);
-        return -ENOMEM;
-    }
-    struct task *node = &p->tasks[task];
-    struct map_state *m = &p->maps[node->map];
-    m->names = names;
-    m->first = (uint32_t)p->n;
-    m->n = (uint32_t)n;
-    m->expanded = true;
-    const char *name = names;
-    for (size_t k = 0; k < n; k++) {
-        struct task *c = &p->tasks[p->n + k];
-        *c = *node; /* the scheduling fields; the rest is reset below */
-        c->name = name;
-        name += strlen(name) + 1;
-        c->due_ms = c->retry_delay_ms = 0;
-        c->n_up = c->n_succ = c->n_fail = c->n_skip = c->n_cancel = 0;
-        c->heap_pos = c->cause = c->root = c->map = NO_POS;
-        c->parent = (uint32_t)task;
-        c->attempt = 0;
-        c->max_attempts = m->child_attempts;
-        c->state = SCHED_PENDING;
-        c->skip_cause = SCHED_SKIP_NONE;
-        c->finishing = false;
-    }
-    p->n += n;
-    p->count[SCHED_PENDING] += n;
-    p->footprint += names_len;
-    if (n == 0)
-        p->joined[p->n_joined++] = (uint32_t)task;
-    map_release(p, m);
-    return 0;
-}
-
-long sched_next_joined(sched_plan *p)
-{
-    return p->n_joined > 0 ? (long)p->joined[--p->n_joined] : -1;
-}
-
-sched_exit sched_map_outcome(sched_plan *p, size_t task, const char **reason)
-{
-    assert(sched_task_is_map(p, task));
-    const struct map_state *m = &p->maps[p->tasks[task].map];
-    *reason = NULL;
-    if (m->cancelled > 0) {
-        *reason = reasonf(p, "%u of %u children were cancelled", m->cancelled, m->n);
-        return SCHED_EXIT_CANCELLED;
-    }
-    if (m->failed > (uint32_t)(m->allow_fail > 0 ? m->allow_fail : 0)) {
-        *reason = reasonf(p, "%u of %u children failed (allow_failures %d); the first was \"%s\"",
-                          m->failed, m->n, m->allow_fail, p->tasks[m->first_failed].name);
-        return SCHED_EXIT_FAILED;
-    }
-    return SCHED_EXIT_OK;
-}
-
-bool sched_task_is_map(const sched_plan *p, size_t task)
-{
-    return task < p->n && p->tasks[task].map != NO_POS;
-}
-
-long sched_task_parent(const sched_plan *p, size_t task)
-{
-    return task < p->n && p->tasks[task].parent != NO_POS ? (long)p->tasks[task].parent : -1;
-}
-
-size_t sched_task_map_index(const sched_plan *p, size_t task)
-{
-    long parent = sched_task_parent(p, task);
-    return parent < 0 ? 0 : task - p->maps[p->tasks[parent].map].first;
-}
-
-bool sched_map_children(const sched_plan *p, size_t task, size_t *first, size_t *n)
-{
-    if (!sched_task_is_map(p, task) || !p->maps[p->tasks[task].map].expanded)
-        return false;
-    *first = p->maps[p->tasks[task].map].first;
-    *n = p->maps[p->tasks[task].map].n;
-    return true;
-}
-
-size_t sched_map_failed(const sched_plan *p, size_t task)
-{
-    return sched_task_is_map(p, task) ? p->maps[p->tasks[task].map].failed : 0;
 }
