@@ -159,6 +159,27 @@ class MapLocalTest(unittest.TestCase):
                          'map over "src": it stored no result (null), and a map needs a JSON '
                          'array')
 
+    def test_the_timeout_applies_to_each_child(self):
+        child = ["sh", "-c", "[ $DAGY_MAP_ITEM = 1 ] && sleep 5; echo $DAGY_MAP_ITEM > "
+                 "\"$DAGY_TASK_OUTPUT\""]
+        f = self.flow(spec([src([0, 1, 2]), dict(mapped(child, allow_failures=1),
+                                                 timeout_seconds=0.5), collect()]))
+        res = f.run(env={"DAGY_KILL_GRACE_SECONDS": "0.2"})
+        self.assertEqual(res.code, 0, res)
+        self.assertIn("exceeded timeout of 0.5 s", res.task_item("m[1]")["error_message"])
+        self.assertEqual(self.inputs_of(res), {"m": [0, None, 2]})
+
+    def test_elements_are_split_on_top_level_commas_only(self):
+        items = ["a,]b\\\"", [1, [2, {"x": "],["}]], {}, [], " spaced "]
+        child = ["sh", "-c", "printf '%s' \"$DAGY_MAP_ITEM\" > \"$DAGY_TASK_OUTPUT\""]
+        f = self.flow(spec([{"name": "src", "command": ["sh", "-c", "cat items.json > "
+                                                                    "\"$DAGY_TASK_OUTPUT\""]},
+                            mapped(child), collect()]),
+                      files={"items.json": json.dumps(items, indent=2)})
+        res = f.run()
+        self.assertEqual(res.code, 0, res)
+        self.assertEqual(self.inputs_of(res), {"m": items})
+
     def test_an_empty_array_succeeds_with_an_empty_result(self):
         f = self.flow(spec([src([]), mapped(["false"]), collect()]))
         res = f.run()
