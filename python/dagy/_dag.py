@@ -532,10 +532,12 @@ class DAG:
             node.upstream.append(up.name)
 
     def command(self, name, argv, *, upstream=None, env=None, trigger_rule=None,
-                description=None, **sched):
+                description=None, map_over=None, map_max_parallel=None, map_allow_failures=None,
+                **sched):
         """Records a command task (argv run directly, no shell) and returns its result's
         reference. See dagy.command."""
         where = "command %s" % name
+        map_ = self._command_map(where, map_over, map_max_parallel, map_allow_failures)
         unknown = [k for k in sched if k not in _spec.SCHED_FIELDS]
         if unknown:
             raise DagyError("%s: unknown option %r (allowed: upstream, env, trigger_rule, "
@@ -561,8 +563,27 @@ class DAG:
         name = self._unique_name(name, True, where) if isinstance(name, str) else None
         if name is None:
             raise DagyError("command(%r, ...): the name must be a string" % (name,))
-        return self._add_node(name, None, list(argv), None, opts,
-                              self._resolve_upstream(upstream, where))
+        ups = self._resolve_upstream(upstream, where)
+        if map_ is not None and map_["over"] not in ups:
+            ups.insert(0, map_["over"])
+        return self._add_node(name, None, list(argv), None, opts, ups, map_)
+
+    def _command_map(self, where, over, max_parallel, allow_failures):
+        """The "map" of a command task (map_over=, map_max_parallel=, map_allow_failures=)."""
+        if over is None:
+            if max_parallel is not None or allow_failures is not None:
+                raise DagyError("%s: map_max_parallel and map_allow_failures need map_over=" % where)
+            return None
+        if not isinstance(over, TaskRef) or over.dag is not self:
+            raise DagyError("%s: map_over=%r: must be the result of an earlier task call of this "
+                            "DAG" % (where, over))
+        m = {"over": over.name}
+        for key, v, lo in (("max_parallel", max_parallel, 1), ("allow_failures", allow_failures, 0)):
+            if v is not None:
+                if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                    raise DagyError("%s: map_%s=%r: must be an integer >= %d" % (where, key, v, lo))
+                m[key] = v
+        return m
 
     # ---- output ----
 
@@ -617,16 +638,19 @@ class DAG:
 
 
 def command(name, argv, *, upstream=None, env=None, trigger_rule=None, description=None,
-            **sched):
+            map_over=None, map_max_parallel=None, map_allow_failures=None, **sched):
     """A command task in the current DAG: `command("report", ["python3", "-m", "flows.report"],
     upstream=[load])`. argv runs directly (no shell); its elements may hold templates. Returns
     a reference usable in `>>`, `upstream=` and as a task argument (the command's result is what
-    it writes to $DAGY_TASK_OUTPUT)."""
+    it writes to $DAGY_TASK_OUTPUT). With map_over=RESULT it is a map task: it runs once per
+    element of that result, each run seeing its element as {{ item }} and $DAGY_MAP_ITEM."""
     dag = current_dag()
     if dag is None:
         raise DagyError("command(%r, ...) must be called inside `with DAG(...):`" % (name,))
     return dag.command(name, argv, upstream=upstream, env=env, trigger_rule=trigger_rule,
-                       description=description, **sched)
+                       description=description, map_over=map_over,
+                       map_max_parallel=map_max_parallel, map_allow_failures=map_allow_failures,
+                       **sched)
 
 
 def module_for_file(path, root):

@@ -94,6 +94,23 @@ class MapSdkTest(unittest.TestCase):
                 f(x={"map_item": True}, y=1)
             f.map(a, dagy.unmapped(b), allow_failures=1)
 
+    def test_command_map_over(self):
+        with dagy.DAG("m3") as d:
+            files = dagy.command("files", ["sh", "-c", "echo '[\"a\", \"b\"]' > $DAGY_TASK_OUTPUT"])
+            dagy.command("each", ["echo", "{{ item }}"], map_over=files, map_max_parallel=4)
+            with self.assertRaisesRegex(dagy.DagyError, r"need map_over="):
+                dagy.command("bad", ["true"], map_allow_failures=1)
+        s = d.to_spec()
+        each = s["tasks"][1]
+        self.assertEqual(each["map"], {"over": "files", "max_parallel": 4})
+        self.assertEqual(each["upstream"], ["files"])
+        dspec.validate(s)
+        f = agentenv.Flow(s)
+        self.addCleanup(f.cleanup)
+        res = f.run()
+        self.assertEqual(res.code, 0, res)
+        self.assertEqual(res.output("each[1]"), ["b"])
+
     def test_python_checks_give_the_agents_messages(self):
         base = {"spec_version": 1, "name": "f", "tasks": [{"name": "src", "command": ["true"]}]}
         cases = [
