@@ -58,12 +58,16 @@ fresh() { echo "if [ -d $WORK/$1 ]; then mv $WORK/$1 $WORK/trash/\$\$; fi; rm -r
 
 # One checked run of each first: a failing run must not be timed as a fast one, and both must
 # do the same work (N children / tasks that ran).
-for f in map static; do
-    eval "cmd=\$${f}_cmd"
-    $cmd >"$WORK/$f.log" 2>&1 || die "$f run failed (exit $?); log: $(tail -n 3 "$WORK/$f.log")"
-    ends=$(grep -c '"event_type":"task_end"' "$WORK/$f.log" || true)
-    echo "$f: $ends task_end lines" >&2
-done
+check_run() { # NAME CMD...
+    _name=$1
+    shift
+    "$@" >"$WORK/$_name.log" 2>&1 || die "$_name run failed (exit $?); log: $(tail -n 3 "$WORK/$_name.log")"
+    echo "$_name: $(grep -c '"event_type":"task_end"' "$WORK/$_name.log" || true) task_end lines" >&2
+}
+# shellcheck disable=SC2086 # the command lines are split into their words on purpose
+check_run map $map_cmd
+# shellcheck disable=SC2086
+check_run static $static_cmd
 
 python3 "$BENCH_DIR/paired.py" --runs "$RUNS" --warmup 1 \
     map "$(fresh mstate)" "$map_cmd" \
