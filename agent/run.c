@@ -194,7 +194,7 @@ static void print_summary(run_state *r)
         if (st == SCHED_SUCCEEDED || st == SCHED_FAILED)
             snprintf(dur, sizeof dur, "%.2fs", r->tasks[i].duration);
         len += (size_t)snprintf(
-            out + len, cap - len, "%-32.32s %-10s %8d %10s\n", r->spec->tasks[i].name,
+            out + len, cap - len, "%-32.32s %-10s %8d %10s\n", r->tasks[i].ft->name,
             sched_state_name(sched_task_state(r->plan, i)), sched_task_attempt(r->plan, i), dur);
     }
     agent_log_raw(out);

@@ -27,9 +27,14 @@ typedef enum {
 typedef struct run_state run_state;
 typedef struct agent_durable agent_durable; /* durable runs: agent/durable.h */
 
+/* r->tasks is indexed like the plan: the spec's tasks first, then map children as they are
+ * created (map.c). The array is reallocated when a map expands: keep an index, never an
+ * `agent_task *`, across a callback or a pump. */
 typedef struct {
     run_state *run;
-    size_t index;   /* in the spec and the plan */
+    size_t index;            /* in the plan (and in the spec for the spec's own tasks) */
+    const flowspec_task *ft; /* what it runs: &spec->tasks[index], or a map child's `own` */
+    flowspec_task *own;      /* a map child's rendered task (map.c), freed with the tasks */
     cJSON *item;    /* the task-run status item, created at first start or terminal */
     sbx_proc *proc; /* the running attempt, or NULL */
     uint64_t first_start_ms, attempt_start_ms;
@@ -124,12 +129,24 @@ const char *agent__unwritable_hint(int err, const char *what, char *buf, size_t 
  * code with err set. */
 int agent__load_spec(run_state *r, char *err);
 
+/* map.c: dynamic fan-out. expand: the map node i was started by the plan: split its `over`
+ * upstream's result into children (or fail it). complete: the plan joined map node i (every
+ * child ended): store the array of their results and end it. */
+void agent__map_expand(run_state *r, size_t i);
+void agent__map_complete(run_state *r, size_t i);
+
 /* tasks.c: the DAG driver. */
 int agent__tasks_init(run_state *r, char *err);
 void agent__tasks_pump(run_state *r);  /* start what may start, re-arm the deadline timer */
 void agent__tasks_drain(run_state *r); /* SIGTERM: stop starting, cancel pending */
 void agent__tasks_kill(run_state *r);  /* drain expired: terminate running groups */
 void agent__tasks_free(run_state *r);
+/* Grows r->tasks (and the durable per-task arrays) to n entries, the new ones zeroed. 0 or
+ * -ENOMEM (nothing changed but capacity). */
+int agent__tasks_grow(run_state *r, size_t n);
+/* Writes DAGY_KWARGS_FILE of a callable task whose kwargs do not fit the environment. 0 or an
+ * exit code with err. */
+int agent__write_kwargs_file(run_state *r, const flowspec_task *ft, char *err);
 /* Uploads a failure trace of task `i` to the traces bucket (if set); sets trace_s3_uri on the
  * task's item (and on the run item for the run's first failure). */
 void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace, size_t len);

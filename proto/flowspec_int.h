@@ -32,4 +32,10 @@ int flowspec__check_acyclic(const flowspec *s, char *err);
 typedef int (*flowspec__kw_fn)(cJSON *str, const char *path, void *ud);
 int flowspec__walk_kwargs(cJSON *kwargs, flowspec__kw_fn fn, void *ud);
 
+/* True if the string holds a well-formed {{ item }} template. */
+bool flowspec__uses_item(const char *in);
+/* A kwargs walker (flowspec__walk_kwargs): 1 (and the path copied into ud, 300 bytes) at the
+ * first string that uses {{ item }}. */
+int flowspec__kw_uses_item(cJSON *str, const char *path, void *ud);
+
 #endif
