@@ -293,6 +293,13 @@ static void start_job(prep *p, prep_job *j)
 static void on_metadata(void *ud, const fetch_aws_result *res)
 {
     prep *p = ud;
+    /* Teardown cancels a fetch still out when a signal ended the run: run_end is written and
+     * the store is gone, so nothing is said or stored (a warning used to follow run_end). */
+    if (p->r->phase == RUN_DONE || res->err == -ECANCELED) {
+        p->outstanding--;
+        settle(p);
+        return;
+    }
     const cJSON *arn = res->json ? cJSON_GetObjectItem(res->json, "TaskARN") : NULL;
     if (!res->err && cJSON_IsString(arn)) {
         p->r->external_id = strdup(arn->valuestring);

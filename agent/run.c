@@ -80,18 +80,21 @@ void agent__cost_metadata(run_state *r, const cJSON *task, const char *why)
 {
     char err[256];
     struct utsname u;
-    if (!r->cfg->container_mode)
-        return; /* local runs record no cost (docs/operations.md) */
+    if (!r->cfg->container_mode || r->phase >= RUN_FINISHING)
+        return; /* local runs record no cost (docs/operations.md); a late answer is too late */
     const char *machine = uname(&u) == 0 ? u.machine : NULL;
-    if (task && !agent_cost_profile_parse(task, getenv("DAGY_CAPACITY_PROVIDER"), machine, &r->cost,
-                                          err, sizeof err) &&
+    if (task &&
+        !agent_cost_profile_parse(task, getenv("DAGY_CAPACITY_PROVIDER"), machine, &r->cost, err,
+                                  sizeof err) &&
         !agent_cost_rates_for(&r->cost, env_get, &r->rates, err, sizeof err)) {
         r->cost_known = true;
         return;
     }
-    log_line *l = agent_log_begin(LOG_WARNING, "cost_unavailable",
-                                  "no estimated_cost_usd for this run: %s",
-                                  task ? err : why ? why : "no task metadata");
+    log_line *l =
+        agent_log_begin(LOG_WARNING, "cost_unavailable", "no estimated_cost_usd for this run: %s",
+                        task  ? err
+                        : why ? why
+                              : "no task metadata");
     agent_log_str(l, "error", task ? err : why);
     agent_log_end(l);
 }

@@ -431,7 +431,7 @@ cJSON *launch_container_env(const launch_config *c, const launch_request *r,
                 c->results_bucket ? c->results_bucket : c->traces_bucket);
     if (r->resume_from)
         add_env(env, "DAGY_RESUME_FROM", r->resume_from);
-    /* The agent's cost estimate needs it: the task metadata does not say Spot (docs/operations.md). */
+    /* The agent's cost estimate needs it: the task metadata does not say Spot. */
     if (r->capacity_provider)
         add_env(env, "DAGY_CAPACITY_PROVIDER", r->capacity_provider);
     if (c->runs_table_set)

@@ -11,7 +11,10 @@ import json
 import os
 import shutil
 import sys
+import signal
+import subprocess
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,10 +46,12 @@ def expected_cost(vcpu, mem_mib, storage_gib, spot, seconds):
 
 
 class Metadata(LoopbackServer):
-    """A loopback task metadata v4 endpoint answering GET .../task with `body` (bytes)."""
+    """A loopback task metadata v4 endpoint answering GET .../task with `body` (bytes), after
+    `delay` seconds."""
 
-    def __init__(self, body):
+    def __init__(self, body, delay=0):
         self.body = body
+        self.delay = delay
         self.hits = 0
 
     def handler_class(self):
@@ -55,6 +60,7 @@ class Metadata(LoopbackServer):
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 outer.hits += 1
+                time.sleep(outer.delay)
                 self.send_response(200 if self.path.endswith("/task") else 404)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(outer.body)))
@@ -110,9 +116,7 @@ class AgentMetricsTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="dagy-metrics-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
 
-    def run_agent(self, run_id, metadata_body, **extra):
-        meta = Metadata(metadata_body).start()
-        self.addCleanup(meta.stop)
+    def agent_env(self, run_id, meta, **extra):
         base = {k: v for k, v in os.environ.items() if not k.startswith("DAGY_")}
         env = self.moto.env(base)
         env.update({"DAGY_RUN_ID": run_id, "DAGY_FLOW_NAME": "metered_flow",
@@ -120,6 +124,12 @@ class AgentMetricsTest(unittest.TestCase):
                     "DAGY_ORG_ID": "org-1", "DAGY_WORK_DIR": os.path.join(self.tmp, run_id),
                     "ECS_CONTAINER_METADATA_URI_V4": meta.endpoint + "/v4/abc"})
         env.update(extra)
+        return env
+
+    def run_agent(self, run_id, metadata_body, **extra):
+        meta = Metadata(metadata_body).start()
+        self.addCleanup(meta.stop)
+        env = self.agent_env(run_id, meta, **extra)
         p = awsenv.run([AGENT, "--log-format", "json"], env=env, timeout=120, cwd=self.tmp)
         res = Result(p.returncode, p.stdout, p.stderr)
         self.assertNotRegex(res.err, r"Sanitizer|runtime error:")
@@ -220,6 +230,30 @@ class AgentMetricsTest(unittest.TestCase):
                 self.assertEqual(warn[0]["level"], "WARNING")
                 self.assertIn(says, warn[0]["message"])
                 self.assertNotIn("EstimatedCostUSD", self.check_emf(res))
+
+    def test_sigterm_while_the_metadata_is_slow_leaves_run_end_last(self):
+        """A stop during preparation with the metadata answer still out: the run ends (no cost,
+        the answer never came) and nothing is logged after run_end when teardown cancels the
+        fetch (its callback used to log `ecs_metadata` after run_end)."""
+        meta = Metadata(task_metadata(), delay=8).start()
+        self.addCleanup(meta.stop)
+        env = self.agent_env("slow-meta", meta)
+        p = subprocess.Popen([AGENT, "--log-format", "json"], env=env, cwd=self.tmp,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while meta.hits == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=30)
+        finally:
+            awsenv.stop_process(p)
+        res = Result(p.returncode, out.decode(), err.decode())
+        self.assertEqual(res.code, 143, res)
+        self.assertEqual(res.lines[-1]["event_type"], "run_end", res)
+        self.assertNotIn("estimated_cost_usd", self.run_item("slow-meta"))
+        self.assertNotRegex(res.err, r"Sanitizer|runtime error:")
 
     def test_metrics_ignore_the_log_level_and_turn_off(self):
         res = self.run_agent("lvl-error", task_metadata(), DAGY_LOG_LEVEL="ERROR")
