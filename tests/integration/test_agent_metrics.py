@@ -255,6 +255,44 @@ class AgentMetricsTest(unittest.TestCase):
         self.assertNotIn("estimated_cost_usd", self.run_item("slow-meta"))
         self.assertNotRegex(res.err, r"Sanitizer|runtime error:")
 
+    def test_a_run_stopped_by_sigterm_is_costed_too(self):
+        """Fargate bills a stopped task as any other: the FAILED (143) run item has its cost."""
+        body = zip_bytes({"flow_spec.json": json.dumps(
+            {"spec_version": 1, "name": "metered_flow", "version": "1.0.0",
+             "tasks": [{"name": "long", "command": ["sleep", "30"]}]})})
+        self.moto.client("s3").put_object(Bucket=ARTIFACTS, Key="long.zip", Body=body)
+        meta = Metadata(task_metadata(cpu=1, memory=2048, reserved_mib=20496)).start()
+        self.addCleanup(meta.stop)
+        env = self.agent_env("stopped-1", meta, DAGY_DRAIN_SECONDS="0",
+                             DAGY_ARTIFACT_S3_URI="s3://%s/long.zip" % ARTIFACTS)
+        p = subprocess.Popen([AGENT, "--log-format", "json"], env=env, cwd=self.tmp,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                item = self.moto.client("dynamodb").get_item(
+                    TableName=TASK_RUNS, ConsistentRead=True,
+                    Key={"run_id": {"S": "stopped-1"}, "task_name": {"S": "long"}}).get("Item")
+                if item and item["status"]["S"] == "RUNNING":
+                    break
+                time.sleep(0.1)
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=30)
+        finally:
+            awsenv.stop_process(p)
+        res = Result(p.returncode, out.decode(), err.decode())
+        self.assertEqual(res.code, 143, res)
+        item = self.run_item("stopped-1")
+        self.assertEqual(item["status"], "FAILED")
+        self.assertAlmostEqual(item["estimated_cost_usd"],
+                               expected_cost(1, 2048, 20, False, item["duration_seconds"]),
+                               places=6)
+        run = res.lines[-2]
+        self.assertEqual(run["EstimatedCostUSD"], item["estimated_cost_usd"])
+        # The cancelled attempt ended too: one TaskDuration.
+        self.assertEqual([d["task_name"] for d, _ in emf.documents(res.out)
+                          if "TaskDuration" in d], ["long"])
+
     def test_metrics_ignore_the_log_level_and_turn_off(self):
         res = self.run_agent("lvl-error", task_metadata(), DAGY_LOG_LEVEL="ERROR")
         self.assertEqual(res.code, 0, res)
