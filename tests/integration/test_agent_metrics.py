@@ -8,6 +8,7 @@ turns the lines off and DAGY_LOG_LEVEL does not."""
 
 import http.server
 import json
+import math
 import os
 import shutil
 import sys
@@ -39,7 +40,6 @@ ALL_METRICS = RUN_METRICS | {"TaskDuration", "DownloadDuration", "UnpackDuration
 
 def expected_cost(vcpu, mem_mib, storage_gib, spot, seconds):
     """The table's price of a run of `seconds` (billed: whole seconds, one minute at least)."""
-    import math
     rate = TABLE[(os.uname().machine, spot)]
     per_hour = vcpu * rate[0] + mem_mib / 1024 * rate[1] + max(0, storage_gib - 20) * rate[2]
     return round(per_hour * max(60, math.ceil(seconds)) / 3600, 6)
