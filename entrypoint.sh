@@ -6,6 +6,8 @@
 #   docker run IMAGE                      container mode: everything from DAGY_* (contract section 5)
 #   docker run IMAGE --flow s3://b/k ...  arguments go to dagy-agent unchanged
 #   docker run IMAGE dagy-launch status X run another program of the image (or sh, for debugging)
+#   AWS Lambda (AWS_LAMBDA_RUNTIME_API set, no arguments): `dagy-launch lambda`, the control
+#                                         plane's custom runtime (docs/lambda.md)
 #
 # DAGY_AGENT_BIN overrides the agent's path (tests). Exit 2 when required environment is missing.
 set -eu
@@ -38,6 +40,11 @@ has_local_mode_arg() {
     done
     return 1
 }
+
+# The worker image is the Lambda image too: Lambda sets the Runtime API address.
+if [ -n "${AWS_LAMBDA_RUNTIME_API:-}" ] && [ $# -eq 0 ]; then
+    exec "$(dirname "$AGENT")/dagy-launch" lambda
+fi
 
 case "${1:-}" in
 dagy-agent)

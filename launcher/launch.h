@@ -320,6 +320,8 @@ int launch__call_sync(launch__ctx *c, const char *service, const char *op, cJSON
 /* The plain run item, read consistently; NULL with err "run "X" not found (TABLE)" or the
  * read's failure. */
 cJSON *launch__read_run(launch__ctx *c, const char *run_id, char *err);
+/* launch__read_run that tells the two apart: 0 with *out, -ENOENT (no such run) or -EIO. */
+int launch__get_run(launch__ctx *c, const char *run_id, cJSON **out, char *err);
 /* The AWS message of a failed result, "CODE: message" without the client's label. */
 void launch__aws_reason(const fetch_aws_result *r, char *buf, size_t n);
 /* Prints a JSON value on stdout (pretty when stdout is a terminal, where DEL and C1 controls are
@@ -378,5 +380,61 @@ void launch__spec_clear(launch__spec *s);
 /* The task ARN of a RunTask answer (pointing into `answer`), or NULL with `why` (n bytes) saying
  * what ECS reported instead (the first failure, or no task). Buffer-in for tests/fuzz too. */
 const char *launch__runtask_arn(const cJSON *answer, char *why, size_t n);
+
+/* ---- the commands as answers (CLI and `dagy-launch lambda` answer the same) ----
+ * Each returns the exit code and sets *answer to the JSON the command prints (caller frees;
+ * NULL where the command prints nothing); messages go to stderr as the CLI's do. */
+
+/* `run` with the options and, optionally, one request object of the batch-file shape. */
+int launch__run(const launch_opts *o, const cJSON *item, cJSON **answer);
+/* `batch` of the requests in `items` (a non-empty array). */
+int launch__batch(const launch_opts *o, const cJSON *items, cJSON **answer);
+/* `status`: 0 with the answer, -EINVAL (bad id, configuration), -ENOENT (no such run) or -EIO,
+ * with err set. */
+int launch__status(const char *run_id, cJSON **answer, char *err);
+/* `retry`: a refusal is answered {success false, run_id null, retry_of, error_message} with
+ * *launched false (the CLI prints it on stderr only). */
+#define LAUNCH__EXIT_NOT_FOUND 4 /* launch__retry: the source does not exist (the CLI exits 1) */
+int launch__retry(const char *run_id, const launch_retry_opts *o, cJSON **answer, bool *launched);
+/* `cancel`: err holds the failure (of the one run, or the configuration). */
+int launch__cancel(const launch_cancel_opts *o, cJSON **answer, char *err);
+/* `reconcile`: the summary; err says why the exit code is not 0. */
+int launch__reconcile(const launch_reconcile_opts *o, cJSON **answer, char *err);
+/* Closes one run from its stopped task (an ECS Task State Change event's detail, shaped like a
+ * DescribeTasks task) with the reconciler's rules: the verdict, a relaunch of an
+ * infrastructure failure within o->relaunch_infra, and the conditional terminal write (only
+ * while the run is QUEUED/RUNNING and the task is the run's; a run the agent already ended is
+ * skipped). No staleness test. The answer is reconcile's summary plus run_id, task_arn,
+ * status, outcome (closed|skipped|...) and relaunched_as, or {"ignored": why, ...} for a run
+ * that is not this task's. */
+int launch__reconcile_task(const char *run_id, const cJSON *task, const launch_reconcile_opts *o,
+                           cJSON **answer, char *err);
+
+/* `dagy-launch lambda`: the Lambda custom runtime loop (lambda.c). Returns the exit code. */
+int launch_cmd_lambda(void);
+/* One invocation's answer for the event text (lambda_events.c): 0 with *answer the response
+ * payload, or -1 with *answer {"errorType", "errorMessage"} for an error answer. */
+int launch__lambda_event(const char *text, size_t len, cJSON **answer);
+
+/* lambda_events.c internals shared with lambda_http.c: an action's answer and the HTTP status
+ * it maps to for API Gateway (2xx, 400 invalid, 404 no such run, 409 wrong state, 500 missing
+ * configuration, 502 an AWS call or launch failed). */
+typedef struct {
+    cJSON *body;
+    int http;
+} launch__reply;
+/* {"error": message} with an HTTP status. */
+launch__reply launch__lambda_error(int http, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* A string field of an event (NULL if absent); -EINVAL with err if not a string. */
+int launch__lambda_str_field(const cJSON *ev, const char *name, const char **out, char *err);
+/* -EINVAL with err naming the first field of `ev` not in `allowed` (NULL-terminated). */
+int launch__lambda_only_fields(const cJSON *ev, const char *const *allowed, char *err);
+/* The actions: launch (a request with org_id), status ({"run_id"}), cancel. */
+launch__reply launch__lambda_launch(const cJSON *ev);
+launch__reply launch__lambda_status(const cJSON *ev);
+launch__reply launch__lambda_cancel(const launch_cancel_opts *o);
+/* The API Gateway response to a payload-2.0 request (lambda_http.c). */
+cJSON *launch__lambda_http(const cJSON *ev, const char *version);
 
 #endif

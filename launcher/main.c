@@ -23,6 +23,7 @@ static const char usage_main[] =
     "  register-flow  upload a flow artifact and register its version\n"
     "  register-package     upload a dependency package and register it\n"
     "  register-deployment  register a deployment: an environment and its packages\n"
+    "  lambda         serve AWS Lambda invocations (docs/lambda.md)\n"
     "\n"
     "`dagy-launch COMMAND --help` describes each command; docs/launch.md has the rest.\n"
     "Results are JSON on stdout. Exit codes: 0 success, 1 failure, 2 invalid input.\n";
@@ -88,6 +89,15 @@ static const char usage_result[] =
     "Prints the task's stored result (its result_s3_uri) on stdout, byte for byte, after\n"
     "checking it against the task item's result_sha256. Exit 1 if there is none or it does\n"
     "not match.\n";
+
+static const char usage_lambda[] =
+    "usage: dagy-launch lambda\n"
+    "\n"
+    "Serves AWS Lambda invocations through the Runtime API at AWS_LAMBDA_RUNTIME_API: action\n"
+    "events ({\"action\": \"launch\"|\"batch\"|\"status\"|\"retry\"|\"cancel\"|\"reconcile\", "
+    "...}),\n"
+    "API Gateway HTTP API requests, EventBridge schedules and ECS Task State Change events\n"
+    "(docs/lambda.md). Each invocation answers before its deadline.\n";
 
 static const char usage_retry[] =
     "usage: dagy-launch retry RUN_ID [--all] [--run-id NEW] [--correlation-id ID]\n"
@@ -547,6 +557,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "status") == 0)
         return (rc = no_options(argc, argv, cmd, usage_status, 1)) ? (rc < 0 ? 0 : rc)
                                                                    : launch_cmd_status(argv[1]);
+    if (strcmp(cmd, "lambda") == 0)
+        return (rc = no_options(argc, argv, cmd, usage_lambda, 0)) ? (rc < 0 ? 0 : rc)
+                                                                   : launch_cmd_lambda();
     if (strcmp(cmd, "init-tables") == 0)
         return (rc = no_options(argc, argv, cmd, usage_init, 0)) ? (rc < 0 ? 0 : rc)
                                                                  : launch_cmd_init_tables();

@@ -109,6 +109,28 @@ static double last_seen(const cJSON *it)
     return best;
 }
 
+/* Takes the plain item `it` as the next candidate (`arn` its task, NULL if none yet). */
+static cand *take_cand(rec_job *j, cJSON *it, const char *arn, double age)
+{
+    const char *st = launch__str(it, "status");
+    bool queued = strcmp(st, "QUEUED") == 0, running = strcmp(st, "RUNNING") == 0;
+    cand *c = &j->c[j->n++];
+    c->item = it;
+    c->run_id = launch__str(it, "run_id");
+    c->status = st;
+    c->arn = arn;
+    c->queued = queued;
+    c->ended = !queued && !running;
+    c->age = age;
+    if (cJSON_GetObjectItemCaseSensitive(it, "cancel_requested_at")) {
+        const char *why = launch__str(it, "cancel_reason");
+        c->cancel_reason = why ? why : "";
+    }
+    const cJSON *ir = cJSON_GetObjectItemCaseSensitive(it, "infra_retries");
+    c->infra_retries = cJSON_IsNumber(ir) ? ir->valueint : 0;
+    return c;
+}
+
 /* Whether the index entry needs looking at now (takes `it` into a candidate if so). */
 static void consider(rec_job *j, cJSON *it)
 {
@@ -131,20 +153,7 @@ static void consider(rec_job *j, cJSON *it)
                          : true; /* ended, marker left behind */
     if (!take)
         return cJSON_Delete(it);
-    cand *c = &j->c[j->n++];
-    c->item = it;
-    c->run_id = id;
-    c->status = st;
-    c->arn = has_arn ? arn : NULL;
-    c->queued = queued;
-    c->ended = !queued && !running;
-    c->age = age;
-    if (cJSON_GetObjectItemCaseSensitive(it, "cancel_requested_at")) {
-        const char *why = launch__str(it, "cancel_reason");
-        c->cancel_reason = why ? why : "";
-    }
-    const cJSON *ir = cJSON_GetObjectItemCaseSensitive(it, "infra_retries");
-    c->infra_retries = cJSON_IsNumber(ir) ? ir->valueint : 0;
+    take_cand(j, it, has_arn ? arn : NULL, age);
 }
 
 static void query(rec_job *j, const cJSON *start_key);
@@ -532,9 +541,15 @@ static cJSON *update_body(rec_job *j, const cand *c)
     cJSON_AddStringToObject(q, "TableName", j->ctx.cfg.runs_table);
     cJSON_AddItemToObject(q, "Key", launch__key("run_id", c->run_id, NULL, NULL));
     cJSON_AddStringToObject(q, "UpdateExpression", expr);
-    cJSON_AddStringToObject(q, "ConditionExpression", "#s IN (:q, :r)");
+    /* The verdict is about task c->arn: it closes the run only if that is the run's task. */
+    cJSON_AddStringToObject(q, "ConditionExpression",
+                            c->arn ? "#s IN (:q, :r) AND (attribute_not_exists(external_id) OR "
+                                     "external_id = :arn)"
+                                   : "#s IN (:q, :r)");
     cJSON_AddStringToObject(cJSON_AddObjectToObject(q, "ExpressionAttributeNames"), "#s", "status");
     cJSON *vals = cJSON_AddObjectToObject(q, "ExpressionAttributeValues");
+    if (c->arn)
+        add_val(vals, ":arn", "S", c->arn);
     add_val(vals, ":st", "S", c->v.status);
     add_val(vals, ":sr", "S", c->v.stop_reason);
     add_val(vals, ":ca", "S", done);
@@ -589,7 +604,7 @@ static void start_updates(rec_job *j)
     uv_run(&j->ctx.loop, UV_RUN_DEFAULT);
 }
 
-static void print_summary(const rec_job *j)
+static cJSON *summary_json(const rec_job *j)
 {
     cJSON *out = cJSON_CreateObject();
     cJSON_AddNumberToObject(out, "checked", (double)j->n);
@@ -598,17 +613,28 @@ static void print_summary(const rec_job *j)
     cJSON_AddNumberToObject(out, "relaunched", (double)j->relaunched);
     if (j->errors)
         cJSON_AddNumberToObject(out, "errors", (double)j->errors);
-    launch__print_json(out);
-    cJSON_Delete(out);
+    return out;
 }
 
-int launch_cmd_reconcile(const launch_reconcile_opts *o)
+static void job_free(rec_job *j)
+{
+    for (size_t i = 0; j && i < j->n; i++)
+        cJSON_Delete(j->c[i].item);
+    if (j)
+        free(j->c);
+    free(j);
+}
+
+/* A job with room for `slots` candidates and its context open; NULL with err set (*exit the
+ * exit code: invalid configuration, or out of memory). */
+static rec_job *job_open(const launch_reconcile_opts *o, size_t slots, char *err, int *exit)
 {
     rec_job *j = calloc(1, sizeof *j);
-    if (!j || !(j->c = calloc((size_t)o->max_runs, sizeof *j->c))) {
+    if (!j || !(j->c = calloc(slots, sizeof *j->c))) {
         free(j);
-        fprintf(stderr, "dagy-launch: out of memory\n");
-        return LAUNCH_EXIT_FAILED;
+        launch__fmt(err, LAUNCH_ERR_MAX, "out of memory");
+        *exit = LAUNCH_EXIT_FAILED;
+        return NULL;
     }
     j->max_runs = o->max_runs;
     j->stale = o->stale_seconds;
@@ -619,29 +645,139 @@ int launch_cmd_reconcile(const launch_reconcile_opts *o)
     /* A relaunch is a launch: its configuration must be there before anything is closed. */
     if ((o->relaunch_infra > 0 && launch_config_from_env(&probe, LAUNCH_NEED_RUN, j->error) < 0) ||
         launch__ctx_open(&j->ctx, LAUNCH_NEED_CLUSTER, j->error) < 0) {
-        fprintf(stderr, "dagy-launch: %s%s\n", j->error,
-                o->relaunch_infra > 0 ? " (relaunching needs the launch configuration; "
-                                        "--relaunch-infra 0 closes runs without relaunching)"
-                                      : "");
-        free(j->c);
-        free(j);
-        return LAUNCH_EXIT_INVALID;
+        launch__fmt(err, LAUNCH_ERR_MAX, "%s%s", j->error,
+                    o->relaunch_infra > 0 ? " (relaunching needs the launch configuration; "
+                                            "--relaunch-infra 0 closes runs without relaunching)"
+                                          : "");
+        job_free(j);
+        *exit = LAUNCH_EXIT_INVALID;
+        return NULL;
     }
-    query(j, NULL);
-    uv_run(&j->ctx.loop, UV_RUN_DEFAULT);
+    return j;
+}
+
+/* Relaunches, terminal writes, then the context closed; the exit code. */
+static int job_finish(rec_job *j, char *err)
+{
     pick_relaunches(j);
     relaunch_all(j);
     start_updates(j);
     launch__ctx_close(&j->ctx);
-    print_summary(j);
-    int rc = LAUNCH_EXIT_OK;
-    if (j->errors) {
-        fprintf(stderr, "dagy-launch: reconcile: %zu error(s); first: %s\n", j->errors, j->error);
-        rc = LAUNCH_EXIT_FAILED;
+    if (!j->errors)
+        return LAUNCH_EXIT_OK;
+    launch__fmt(err, LAUNCH_ERR_MAX, "reconcile: %zu error(s); first: %s", j->errors, j->error);
+    return LAUNCH_EXIT_FAILED;
+}
+
+int launch__reconcile(const launch_reconcile_opts *o, cJSON **answer, char *err)
+{
+    int rc;
+    *answer = NULL;
+    rec_job *j = job_open(o, (size_t)o->max_runs, err, &rc);
+    if (!j)
+        return rc;
+    query(j, NULL);
+    uv_run(&j->ctx.loop, UV_RUN_DEFAULT);
+    rc = job_finish(j, err);
+    *answer = summary_json(j);
+    job_free(j);
+    return rc;
+}
+
+int launch_cmd_reconcile(const launch_reconcile_opts *o)
+{
+    char err[LAUNCH_ERR_MAX];
+    cJSON *answer = NULL;
+    int rc = launch__reconcile(o, &answer, err);
+    if (answer)
+        launch__print_json(answer);
+    if (rc != LAUNCH_EXIT_OK)
+        fprintf(stderr, "dagy-launch: %s\n", err);
+    cJSON_Delete(answer);
+    return rc;
+}
+
+/* {"ignored": why, "run_id": id, "task_arn": arn}, logged. */
+static cJSON *ignored(const char *run_id, const char *arn, const char *why)
+{
+    fprintf(stderr, "dagy-launch: task %s: ignored: %s\n", arn, why);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "ignored", why);
+    cJSON_AddStringToObject(out, "run_id", run_id);
+    cJSON_AddStringToObject(out, "task_arn", arn);
+    return out;
+}
+
+/* The answer for the one candidate of a task event, logged. */
+static cJSON *task_answer(const rec_job *j, const cand *c, const char *arn)
+{
+    cJSON *out = summary_json(j);
+    cJSON_AddStringToObject(out, "run_id", c->run_id);
+    cJSON_AddStringToObject(out, "task_arn", arn);
+    const char *verdict = c->cleanup ? c->status : c->v.status;
+    verdict ? cJSON_AddStringToObject(out, "status", verdict)
+            : cJSON_AddNullToObject(out, "status");
+    if (c->relaunched)
+        cJSON_AddStringToObject(out, "relaunched_as", c->relaunch_id);
+    const char *what = j->updated ? "closed" : j->errors ? "not closed (error)" : "skipped";
+    char why[200];
+    launch__fmt(why, sizeof why, "%s", c->ended ? "the run had already ended " : "");
+    if (c->ended)
+        launch__fmt(why + strlen(why), sizeof why - strlen(why), "%s", c->status);
+    else if (!j->updated && !j->errors)
+        launch__fmt(why, sizeof why, "%s",
+                    c->act ? "the run ended or changed task meanwhile (conditional write)"
+                           : "the task has not stopped");
+    cJSON_AddStringToObject(out, "outcome", what);
+    fprintf(stderr, "dagy-launch: run %s: task %s stopped: %s%s%s%s%s\n", c->run_id, arn, what,
+            verdict && j->updated ? " " : "", verdict && j->updated ? verdict : "",
+            why[0] ? ": " : "", why);
+    return out;
+}
+
+int launch__reconcile_task(const char *run_id, const cJSON *task, const launch_reconcile_opts *o,
+                           cJSON **answer, char *err)
+{
+    int rc;
+    const char *arn = launch__str(task, "taskArn");
+    *answer = NULL;
+    if (!arn || !*arn) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "the task has no taskArn");
+        return LAUNCH_EXIT_INVALID;
     }
-    for (size_t i = 0; i < j->n; i++)
-        cJSON_Delete(j->c[i].item);
-    free(j->c);
-    free(j);
+    rec_job *j = job_open(o, 1, err, &rc);
+    if (!j)
+        return rc;
+    cJSON *it = NULL;
+    int grc = launch__get_run(&j->ctx, run_id, &it, err);
+    const char *st = launch__str(it, "status"), *ex = launch__str(it, "executor");
+    const char *rec = launch__str(it, "external_id");
+    char why[LAUNCH_ERR_MAX + 64];
+    rc = LAUNCH_EXIT_OK;
+    if (grc == -ENOENT || (it && !st)) {
+        launch__fmt(why, sizeof why, "run \"%s\" has no item with a status", run_id);
+        *answer = ignored(run_id, arn, why);
+    } else if (grc < 0) {
+        rc = LAUNCH_EXIT_FAILED;
+    } else if (ex && strcmp(ex, "ecs") != 0) {
+        *answer = ignored(run_id, arn, "the run is not an ECS run");
+    } else if (rec && *rec && strcmp(rec, arn) != 0) {
+        launch__fmt(why, sizeof why, "run \"%s\" belongs to task %s", run_id, rec);
+        *answer = ignored(run_id, arn, why);
+    } else {
+        /* No staleness test: a STOPPED task is final, and the agent's own last write came before
+         * its container exited. The write stays conditional all the same. */
+        cand *c = take_cand(j, it, arn, 0);
+        it = NULL;
+        c->described = true;
+        decide(j, c, task);
+        rc = job_finish(j, err);
+        *answer = task_answer(j, c, arn);
+        job_free(j);
+        return rc;
+    }
+    cJSON_Delete(it);
+    launch__ctx_close(&j->ctx);
+    job_free(j);
     return rc;
 }

@@ -76,34 +76,57 @@ static const char *retry_refusal(const cJSON *src, bool all, char *buf, size_t n
     return NULL;
 }
 
-int launch_cmd_retry(const char *run_id, const launch_retry_opts *o)
+/* A refusal as `run` prints a failed launch: {success false, run_id, task_arn null, error}. */
+static cJSON *refused(const char *run_id, const char *msg)
 {
-    char err[LAUNCH_ERR_MAX], why[LAUNCH_ERR_MAX];
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "success", false);
+    cJSON_AddNullToObject(j, "run_id");
+    cJSON_AddStringToObject(j, "retry_of", run_id);
+    cJSON_AddNullToObject(j, "task_arn");
+    cJSON_AddStringToObject(j, "error_message", msg);
+    return j;
+}
+
+int launch__retry(const char *run_id, const launch_retry_opts *o, cJSON **answer, bool *launched)
+{
+    char err[LAUNCH_ERR_MAX], why[LAUNCH_ERR_MAX], msg[LAUNCH_ERR_MAX + 64];
+    *answer = NULL;
+    *launched = false;
     if (!proto_name_check(PROTO_NAME_RUN_ID, run_id, err, sizeof err)) {
         fprintf(stderr, "dagy-launch: retry: %s\n", err);
+        *answer = refused(run_id, err);
         return LAUNCH_EXIT_INVALID;
     }
     launch__ctx ctx;
     if (launch__ctx_open(&ctx, 0, err) < 0) {
         fprintf(stderr, "dagy-launch: %s\n", err);
+        *answer = refused(run_id, err);
         return LAUNCH_EXIT_INVALID;
     }
-    cJSON *src = launch__read_run(&ctx, run_id, err);
+    cJSON *src = NULL;
+    int grc = launch__get_run(&ctx, run_id, &src, err);
     launch__ctx_close(&ctx);
     if (!src) {
         fprintf(stderr, "dagy-launch: retry: %s\n", err);
-        return LAUNCH_EXIT_FAILED;
+        *answer = refused(run_id, err);
+        return grc == -ENOENT ? LAUNCH__EXIT_NOT_FOUND : LAUNCH_EXIT_FAILED;
     }
     int rc = LAUNCH_EXIT_INVALID;
     launch__spec spec;
     const char *no = retry_refusal(src, o->all, why, sizeof why);
     if (no) {
         fprintf(stderr, "dagy-launch: retry: %s\n", no);
+        *answer = refused(run_id, no);
     } else if (launch__spec_from_item(&spec, src, o, err) < 0) {
-        fprintf(stderr, "dagy-launch: retry: run \"%s\": %s\n", run_id, err);
+        launch__fmt(msg, sizeof msg, "run \"%s\": %s", run_id, err);
+        fprintf(stderr, "dagy-launch: retry: %s\n", msg);
+        *answer = refused(run_id, msg);
     } else {
         int lrc = launch__launch(&spec, 1);
-        launch__print_json(spec.result);
+        *answer = spec.result;
+        spec.result = NULL;
+        *launched = true;
         if (!spec.success)
             fprintf(stderr, "dagy-launch: %s\n", spec.error);
         rc = lrc == LAUNCH_EXIT_INVALID ? lrc : lrc < 0 ? LAUNCH_EXIT_FAILED : spec.exit;
@@ -111,6 +134,17 @@ int launch_cmd_retry(const char *run_id, const launch_retry_opts *o)
     }
     cJSON_Delete(src);
     return rc;
+}
+
+int launch_cmd_retry(const char *run_id, const launch_retry_opts *o)
+{
+    cJSON *answer = NULL;
+    bool launched = false;
+    int rc = launch__retry(run_id, o, &answer, &launched);
+    if (launched) /* a refusal is a message on stderr only, as before */
+        launch__print_json(answer);
+    cJSON_Delete(answer);
+    return rc == LAUNCH__EXIT_NOT_FOUND ? LAUNCH_EXIT_FAILED : rc;
 }
 
 /* ---- cancel ---- */
@@ -312,29 +346,24 @@ static int cancel_check(const launch_cancel_opts *o, char *err)
     return 0;
 }
 
-int launch_cmd_cancel(const launch_cancel_opts *o)
+int launch__cancel(const launch_cancel_opts *o, cJSON **answer, char *err)
 {
-    char err[LAUNCH_ERR_MAX];
     cancel_job j = {.reason = o->reason ? o->reason : ""};
-    if (cancel_check(o, err) < 0 || launch__ctx_open(&j.ctx, LAUNCH_NEED_CLUSTER, err) < 0) {
-        fprintf(stderr, "dagy-launch: cancel: %s\n", err);
+    *answer = NULL;
+    if (cancel_check(o, err) < 0 || launch__ctx_open(&j.ctx, LAUNCH_NEED_CLUSTER, err) < 0)
         return LAUNCH_EXIT_INVALID;
-    }
     proto_iso_time(proto_now(), j.now);
     int rc = LAUNCH_EXIT_OK;
     if (!o->all_running) {
         cJSON *out = cJSON_CreateObject();
         rc = cancel_one(&j, o->run_id, out);
-        launch__print_json(out);
         if (rc != LAUNCH_EXIT_OK)
-            fprintf(stderr, "dagy-launch: cancel: %s\n", launch__str(out, "message"));
-        cJSON_Delete(out);
+            launch__fmt(err, LAUNCH_ERR_MAX, "%s", launch__str(out, "message"));
+        *answer = out;
     } else {
         cJSON *ids = active_runs(&j, o->flow, err), *e, *arr = cJSON_CreateArray();
-        if (!ids) {
-            fprintf(stderr, "dagy-launch: cancel: %s\n", err);
+        if (!ids)
             rc = LAUNCH_EXIT_FAILED;
-        }
         cJSON_ArrayForEach(e, ids)
         {
             cJSON *out = cJSON_CreateObject();
@@ -346,10 +375,25 @@ int launch_cmd_cancel(const launch_cancel_opts *o)
             cJSON_AddItemToArray(arr, out);
         }
         if (ids)
-            launch__print_json(arr);
-        cJSON_Delete(arr);
+            *answer = arr;
+        else
+            cJSON_Delete(arr);
         cJSON_Delete(ids);
     }
     launch__ctx_close(&j.ctx);
+    return rc;
+}
+
+int launch_cmd_cancel(const launch_cancel_opts *o)
+{
+    char err[LAUNCH_ERR_MAX] = "";
+    cJSON *answer = NULL;
+    int rc = launch__cancel(o, &answer, err);
+    if (answer)
+        launch__print_json(answer);
+    /* With --all-running each failure was named as it happened. */
+    if (rc != LAUNCH_EXIT_OK && (!answer || !o->all_running))
+        fprintf(stderr, "dagy-launch: cancel: %s\n", err);
+    cJSON_Delete(answer);
     return rc;
 }

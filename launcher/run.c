@@ -763,8 +763,8 @@ static cJSON *result_json(const one *o)
     return j;
 }
 
-/* An error before any launch started: message on stderr, result on stdout. */
-static int invalid(const char *msg, const launch_request *r)
+/* An error before any launch started: the message on stderr, the result as `run` prints it. */
+static cJSON *invalid(const char *msg, const launch_request *r)
 {
     fprintf(stderr, "dagy-launch: %s\n", msg);
     cJSON *j = cJSON_CreateObject();
@@ -773,9 +773,7 @@ static int invalid(const char *msg, const launch_request *r)
                    : cJSON_AddNullToObject(j, "run_id");
     cJSON_AddNullToObject(j, "task_arn");
     cJSON_AddStringToObject(j, "error_message", msg);
-    launch__print_json(j);
-    cJSON_Delete(j);
-    return LAUNCH_EXIT_INVALID;
+    return j;
 }
 
 static void one_clear(one *o)
@@ -794,12 +792,15 @@ static void one_clear(one *o)
     free(o->task_arn);
 }
 
-/* Runs every launch of the batch to completion on one loop. */
-static int run_all(batch *b)
+/* Runs every launch of the batch to completion on one loop. Returns -1 when they ran, or
+ * LAUNCH_EXIT_INVALID with *answer the error result when the configuration is missing. */
+static int run_all(batch *b, cJSON **answer)
 {
     char err[LAUNCH_ERR_MAX];
-    if (launch__ctx_open(&b->ctx, LAUNCH_NEED_RUN, err) < 0)
-        return invalid(err, b->n == 1 ? &b->runs[0].req : NULL);
+    if (launch__ctx_open(&b->ctx, LAUNCH_NEED_RUN, err) < 0) {
+        *answer = invalid(err, b->n == 1 ? &b->runs[0].req : NULL);
+        return LAUNCH_EXIT_INVALID;
+    }
     b->managed = b->ctx.cfg.task_definition == NULL;
     if (!b->managed) {
         b->taskdef = strdup(b->ctx.cfg.task_definition);
@@ -813,20 +814,42 @@ static int run_all(batch *b)
     return -1;
 }
 
-int launch_cmd_run(const launch_opts *o)
+/* Validates every request of `items` (a non-empty array; each element may be NULL-like only
+ * for a single run from the options); any invalid request: nothing is launched. */
+static int load_requests(batch *b, const launch_opts *o, const cJSON *items, char *err)
+{
+    int n = cJSON_GetArraySize(items);
+    b->runs = calloc((size_t)n, sizeof *b->runs);
+    int rc = b->runs ? 0 : -ENOMEM;
+    for (int i = 0; rc == 0 && i < n; i++, b->n++)
+        rc = launch_request_init(&b->runs[i].req, o, cJSON_GetArrayItem(items, i), i, err);
+    for (size_t i = 0; rc == 0 && i < b->n; i++)
+        for (size_t k = 0; rc == 0 && k < i; k++)
+            if (strcmp(b->runs[i].req.run_id, b->runs[k].req.run_id) == 0) {
+                launch__fmt(err, LAUNCH_ERR_MAX, "request %zu: run_id \"%s\" repeats request %zu",
+                            i, b->runs[i].req.run_id, k);
+                rc = -EINVAL;
+            }
+    if (rc == -ENOMEM)
+        launch__fmt(err, LAUNCH_ERR_MAX, "out of memory");
+    return rc;
+}
+
+int launch__run(const launch_opts *o, const cJSON *item, cJSON **answer)
 {
     char err[LAUNCH_ERR_MAX];
     batch b = {0};
     one run = {0};
-    if (launch_request_init(&run.req, o, NULL, -1, err) < 0)
-        return invalid(err, NULL);
+    *answer = NULL;
+    if (launch_request_init(&run.req, o, item, -1, err) < 0) {
+        *answer = invalid(err, NULL);
+        return LAUNCH_EXIT_INVALID;
+    }
     b.runs = &run;
     b.n = 1;
-    int rc = run_all(&b);
+    int rc = run_all(&b, answer);
     if (rc < 0) {
-        cJSON *j = result_json(&run);
-        launch__print_json(j);
-        cJSON_Delete(j);
+        *answer = result_json(&run);
         if (!run.success)
             fprintf(stderr, "dagy-launch: %s\n", run.error);
         rc = run.exit;
@@ -836,51 +859,27 @@ int launch_cmd_run(const launch_opts *o)
     return rc;
 }
 
-/* Reads and validates every request of the file; any invalid request: nothing is launched. */
-static int load_batch(batch *b, const launch_opts *o, char *err)
+int launch_cmd_run(const launch_opts *o)
 {
-    char *text = launch__read_file(o->file, "--file", err);
-    if (!text)
-        return -EINVAL;
-    if (launch__refuse_nul(text, "--file", err) < 0) {
-        free(text);
-        return -EINVAL;
-    }
-    cJSON *arr = cJSON_Parse(text);
-    free(text);
-    int n = cJSON_GetArraySize(arr);
-    if (!cJSON_IsArray(arr) || n == 0) {
-        launch__fmt(err, LAUNCH_ERR_MAX, "--file %s: expected a non-empty JSON array of requests",
-                    o->file);
-        cJSON_Delete(arr);
-        return -EINVAL;
-    }
-    b->runs = calloc((size_t)n, sizeof *b->runs);
-    int rc = b->runs ? 0 : -ENOMEM;
-    for (int i = 0; rc == 0 && i < n; i++, b->n++)
-        rc = launch_request_init(&b->runs[i].req, o, cJSON_GetArrayItem(arr, i), i, err);
-    for (size_t i = 0; rc == 0 && i < b->n; i++)
-        for (size_t k = 0; rc == 0 && k < i; k++)
-            if (strcmp(b->runs[i].req.run_id, b->runs[k].req.run_id) == 0) {
-                launch__fmt(err, LAUNCH_ERR_MAX, "request %zu: run_id \"%s\" repeats request %zu",
-                            i, b->runs[i].req.run_id, k);
-                rc = -EINVAL;
-            }
-    cJSON_Delete(arr);
+    cJSON *answer = NULL;
+    int rc = launch__run(o, NULL, &answer);
+    launch__print_json(answer);
+    cJSON_Delete(answer);
     return rc;
 }
 
-int launch_cmd_batch(const launch_opts *o)
+int launch__batch(const launch_opts *o, const cJSON *items, cJSON **answer)
 {
     char err[LAUNCH_ERR_MAX], parent[40];
     launch_opts opts = *o;
     batch b = {0};
+    *answer = NULL;
     if (!opts.correlation_id || !*opts.correlation_id) {
         launch_uuid4(parent); /* one parent for the whole batch */
         opts.correlation_id = parent;
     }
-    int rc = load_batch(&b, &opts, err);
-    if (rc == 0 && (rc = run_all(&b)) < 0) {
+    int rc = load_requests(&b, &opts, items, err);
+    if (rc == 0 && (rc = run_all(&b, answer)) < 0) {
         cJSON *arr = cJSON_CreateArray();
         rc = LAUNCH_EXIT_OK;
         for (size_t i = 0; i < b.n; i++) {
@@ -890,15 +889,51 @@ int launch_cmd_batch(const launch_opts *o)
                 rc = LAUNCH_EXIT_FAILED;
             }
         }
-        launch__print_json(arr);
-        cJSON_Delete(arr);
+        *answer = arr;
     } else if (rc < 0) {
-        rc = invalid(err, NULL);
+        *answer = invalid(err, NULL);
+        rc = LAUNCH_EXIT_INVALID;
     }
     for (size_t i = 0; i < b.n; i++)
         one_clear(&b.runs[i]);
     free(b.runs);
     free(b.taskdef);
+    return rc;
+}
+
+/* Reads the requests file: a non-empty JSON array. */
+static cJSON *read_requests(const launch_opts *o, char *err)
+{
+    char *text = launch__read_file(o->file, "--file", err);
+    if (!text)
+        return NULL;
+    if (launch__refuse_nul(text, "--file", err) < 0) {
+        free(text);
+        return NULL;
+    }
+    cJSON *arr = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) {
+        launch__fmt(err, LAUNCH_ERR_MAX, "--file %s: expected a non-empty JSON array of requests",
+                    o->file);
+        cJSON_Delete(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+int launch_cmd_batch(const launch_opts *o)
+{
+    char err[LAUNCH_ERR_MAX];
+    cJSON *answer = NULL, *items = read_requests(o, err);
+    int rc = LAUNCH_EXIT_INVALID;
+    if (!items)
+        answer = invalid(err, NULL);
+    else
+        rc = launch__batch(o, items, &answer);
+    launch__print_json(answer);
+    cJSON_Delete(answer);
+    cJSON_Delete(items);
     return rc;
 }
 

@@ -15,9 +15,10 @@
 
 #define CHAIN_MAX 32 /* retry_of hops followed by status (a chain is a handful in practice) */
 
-cJSON *launch__read_run(launch__ctx *c, const char *run_id, char *err)
+int launch__get_run(launch__ctx *c, const char *run_id, cJSON **out, char *err)
 {
     cJSON *q = cJSON_CreateObject(), *ans = NULL;
+    *out = NULL;
     cJSON_AddStringToObject(q, "TableName", c->cfg.runs_table);
     cJSON_AddItemToObject(q, "Key", launch__key("run_id", run_id, NULL, NULL));
     cJSON_AddBoolToObject(q, "ConsistentRead", true);
@@ -25,14 +26,23 @@ cJSON *launch__read_run(launch__ctx *c, const char *run_id, char *err)
     if (launch__call_sync(c, "dynamodb", "GetItem", q, &ans, NULL, why) < 0) {
         launch__fmt(err, LAUNCH_ERR_MAX, "cannot read %s: %s", c->cfg.runs_table, why);
         cJSON_Delete(ans);
-        return NULL;
+        return -EIO;
     }
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(ans, "Item");
-    cJSON *plain = cJSON_IsObject(it) ? proto_ddb_unmarshal(it) : NULL;
+    *out = cJSON_IsObject(it) ? proto_ddb_unmarshal(it) : NULL;
     cJSON_Delete(ans);
-    if (!plain)
+    if (!*out) {
         launch__fmt(err, LAUNCH_ERR_MAX, "run \"%s\" not found (%s)", run_id, c->cfg.runs_table);
-    return plain;
+        return -ENOENT;
+    }
+    return 0;
+}
+
+cJSON *launch__read_run(launch__ctx *c, const char *run_id, char *err)
+{
+    cJSON *it = NULL;
+    launch__get_run(c, run_id, &it, err);
+    return it;
 }
 
 /* [{run_id, status}, ...]: the runs `run` retries, nearest first. */
@@ -89,35 +99,44 @@ static cJSON *task_items(launch__ctx *c, const char *run_id, char *err)
     return tasks;
 }
 
-int launch_cmd_status(const char *run_id)
+int launch__status(const char *run_id, cJSON **answer, char *err)
 {
-    char err[LAUNCH_ERR_MAX];
-    if (!proto_name_check(PROTO_NAME_RUN_ID, run_id, err, sizeof err)) {
-        fprintf(stderr, "dagy-launch: %s\n", err);
-        return LAUNCH_EXIT_INVALID;
-    }
+    *answer = NULL;
+    if (!proto_name_check(PROTO_NAME_RUN_ID, run_id, err, LAUNCH_ERR_MAX))
+        return -EINVAL;
     launch__ctx c;
-    if (launch__ctx_open(&c, 0, err) < 0) {
-        fprintf(stderr, "dagy-launch: %s\n", err);
-        return LAUNCH_EXIT_INVALID;
-    }
-    int rc = LAUNCH_EXIT_FAILED;
-    cJSON *run = launch__read_run(&c, run_id, err), *tasks = NULL;
-    if (run && (tasks = task_items(&c, run_id, err))) {
+    if (launch__ctx_open(&c, 0, err) < 0)
+        return -EINVAL;
+    cJSON *run = NULL, *tasks = NULL;
+    int rc = launch__get_run(&c, run_id, &run, err);
+    if (rc == 0 && !(tasks = task_items(&c, run_id, err)))
+        rc = -EIO;
+    if (rc == 0) {
         int reused = 0;
         const cJSON *t;
         cJSON_ArrayForEach(t, tasks) reused += launch__str(t, "reused_from") != NULL;
         cJSON_AddItemToObject(run, "retry_chain", retry_chain(&c, run));
         cJSON_AddNumberToObject(run, "tasks_reused", reused);
         cJSON_AddItemToObject(run, "tasks", tasks);
-        launch__print_json(run);
-        rc = LAUNCH_EXIT_OK;
+        *answer = run;
+        run = NULL;
     }
     launch__ctx_close(&c);
-    if (rc != LAUNCH_EXIT_OK)
-        fprintf(stderr, "dagy-launch: %s\n", err);
     cJSON_Delete(run);
     return rc;
+}
+
+int launch_cmd_status(const char *run_id)
+{
+    char err[LAUNCH_ERR_MAX];
+    cJSON *run = NULL;
+    int rc = launch__status(run_id, &run, err);
+    if (rc == 0)
+        launch__print_json(run);
+    else
+        fprintf(stderr, "dagy-launch: %s\n", err);
+    cJSON_Delete(run);
+    return rc == 0 ? LAUNCH_EXIT_OK : rc == -EINVAL ? LAUNCH_EXIT_INVALID : LAUNCH_EXIT_FAILED;
 }
 
 /* ---- result ---- */

@@ -6,6 +6,9 @@ set -eu
 BUILD_PKGS="build-essential cmake ninja-build pkg-config libuv1-dev libcurl4-openssl-dev
 libcjson-dev libarchive-dev zlib1g-dev libssl-dev libcmocka-dev python3 ca-certificates"
 TEST_PKGS="libarchive-tools shellcheck util-linux binutils valgrind procps"
+# tests/integration/test_deploy_*: the AWS CLI deploys deploy/dagy.yaml into moto (Debian's
+# awscli is v2 with its own botocore, so it leaves pip's boto3 alone); PyYAML reads the template.
+TEST_PKGS="$TEST_PKGS awscli python3-yaml"
 # The libFuzzer runtime of clang 14 (scripts/fuzz.sh, -DDAGY_FUZZ=ON).
 FUZZ_PKGS="clang libclang-rt-14-dev"
 
@@ -38,6 +41,28 @@ if [ "${1:-}" = "--test" ] && ! python3 -c "import moto.server, boto3, botocore"
     echo "deps: installing moto[server] with pip" >&2
     python3 -m pip install --quiet 'moto[server]>=5' boto3 ||
         python3 -m pip install --quiet --break-system-packages 'moto[server]>=5' boto3
+fi
+
+# tests/integration/test_deploy_*: the aws command deploys deploy/dagy.yaml into moto. Debian's
+# awscli (apt, above) is v2 with its own botocore, but it breaks when a urllib3 2 from pip
+# shadows Debian's python3-urllib3 ("cannot import name 'DEFAULT_CIPHERS'"). So the command is
+# tried for real - a refused loopback port must be its only complaint - and pip's awscli (v1,
+# resolved together with boto3) is installed when it fails.
+aws_cli_works() {
+    command -v aws >/dev/null 2>&1 || return 1
+    AWS_ACCESS_KEY_ID=probe AWS_SECRET_ACCESS_KEY=probe AWS_CONFIG_FILE=/dev/null \
+        AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_MAX_ATTEMPTS=1 \
+        aws --endpoint-url http://127.0.0.1:9 --region us-east-1 cloudformation list-stacks 2>&1 |
+        grep -q 'Could not connect to the endpoint URL'
+}
+if [ "${1:-}" = "--test" ] && ! aws_cli_works; then
+    echo "deps: installing awscli with pip (the aws command is missing or does not work)" >&2
+    python3 -m pip install --quiet awscli boto3 ||
+        python3 -m pip install --quiet --break-system-packages awscli boto3
+    if ! aws_cli_works; then
+        echo "deps: the aws command still does not work: aws --version; aws cloudformation help" >&2
+        exit 1
+    fi
 fi
 
 # dynalite: a second DynamoDB implementation (node) for the fault tests, kept in a cache

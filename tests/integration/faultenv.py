@@ -359,6 +359,34 @@ def start_store(kind):
         raise
     return s
 
+class StoreClass:
+    """Mixin for a test class whose tests share one DynamoDB store: the class's `store_kind`
+    ("moto" or "dynalite") is started once (cls.store, cls.ddb client) and stopped after."""
+    store_kind = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.store = start_store(cls.store_kind)
+        cls.ddb = cls.store.client("dynamodb")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.store.stop()
+        super().tearDownClass()
+
+
+def scratch(tc):
+    """Gives test case `tc` a scratch directory (tc.tmp, with tc.work and tc.state paths in it) and
+    a process mark (tc.mark); the directory and every process carrying the mark go after it."""
+    import shutil
+    tc.tmp = tempfile.mkdtemp(prefix="dagy-fault-")
+    tc.addCleanup(shutil.rmtree, tc.tmp, True)
+    tc.mark = new_mark()
+    tc.addCleanup(lambda: kill_pids(marked_pids(tc.mark)))
+    tc.work = os.path.join(tc.tmp, "work")
+    tc.state = os.path.join(tc.tmp, "state")
+
 
 def _plain(v):
     import decimal

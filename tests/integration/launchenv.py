@@ -58,6 +58,19 @@ def make_artifact(path, name, version, tasks=None, extra=None):
     return hashlib.sha256(data).hexdigest()
 
 
+def manual_ecs_tasks(moto):
+    """moto moves a task one state toward STOPPED on every DescribeTasks; keep tasks RUNNING
+    until a test stops them, as ECS does."""
+    req = urllib.request.Request(
+        moto.endpoint + "/moto-api/state-manager/set-transition",
+        data=json.dumps(
+            {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 10**9}}
+        ).encode(),
+        method="POST",
+    )
+    urllib.request.urlopen(req, timeout=10).read()
+
+
 class LaunchEnv:
     """Moto + ECS cluster, VPC subnet and security group, buckets, recording proxy for ECS."""
 
@@ -85,16 +98,7 @@ class LaunchEnv:
 
     def _setup(self):
         m = self.moto
-        # moto moves a task one state toward STOPPED on every DescribeTasks; keep tasks RUNNING
-        # until a test stops them, as ECS does.
-        req = urllib.request.Request(
-            m.endpoint + "/moto-api/state-manager/set-transition",
-            data=json.dumps(
-                {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 10**9}}
-            ).encode(),
-            method="POST",
-        )
-        urllib.request.urlopen(req, timeout=10).read()
+        manual_ecs_tasks(m)
         ec2 = m.client("ec2")
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         # moto's Fargate RunTask names the task's ENI by DNS name: needs DNS hostnames on.

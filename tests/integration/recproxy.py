@@ -2,7 +2,9 @@
 and records the AWS JSON 1.0 calls that pass through it.
 
 The Host header is forwarded as received, so SigV4 signatures made for the proxy's address still
-verify upstream. `records` is a list of (operation, request_json) in arrival order; `rewrite`, if
+verify upstream. `records` is a list of (operation, request_json) in arrival order; `requests`
+lists every request of any protocol (S3 too) as (method, path, service, operation, request_json),
+the service taken from the SigV4 credential scope; `rewrite`, if
 set, is called as rewrite(operation, request_json, response_json) and may return a replacement
 response (to simulate what the emulator cannot, e.g. ECS stop codes). Stop it by calling stop().
 
@@ -16,6 +18,7 @@ Usage:
 import http.server
 import json
 import os
+import re
 import sys
 import threading
 import urllib.parse
@@ -30,6 +33,7 @@ class RecProxy(LoopbackServer):
         self.upstream_host = u.hostname
         self.upstream_port = u.port
         self.records = []
+        self.requests = []
         self.rewrite = None
         self._lock = threading.Lock()
 
@@ -61,6 +65,11 @@ class RecProxy(LoopbackServer):
                         req_json = None
                     with outer._lock:
                         outer.records.append((op, req_json))
+                scope = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/",
+                                  self.headers.get("Authorization") or "")
+                with outer._lock:
+                    outer.requests.append((self.command, self.path, scope and scope.group(1), op,
+                                           req_json))
                 status, _, headers, data = forward(self, outer.upstream_host, outer.upstream_port,
                                                    body)
                 if op and outer.rewrite is not None and req_json is not None:

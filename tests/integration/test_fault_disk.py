@@ -14,10 +14,8 @@ otherwise) and unmounted in teardown.
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 import zipfile
@@ -44,12 +42,7 @@ class DiskFaultTest(unittest.TestCase):
     def setUp(self):
         if os.geteuid() != 0:
             self.skipTest("tmpfs mounts need root")
-        self.tmp = tempfile.mkdtemp(prefix="dagy-fault-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.mark = faultenv.new_mark()
-        self.addCleanup(lambda: faultenv.kill_pids(faultenv.marked_pids(self.mark)))
-        self.work = os.path.join(self.tmp, "work")
-        self.state = os.path.join(self.tmp, "state")
+        faultenv.scratch(self)
 
     def flow_dir(self, tasks):
         d = os.path.join(self.tmp, "flow")

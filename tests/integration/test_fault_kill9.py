@@ -12,10 +12,8 @@ and 5, issue 8 defect 9).
 
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import unittest
 
@@ -38,13 +36,8 @@ def dag(mark):
 
 class _Kill9Base:
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="dagy-fault-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.mark = faultenv.new_mark()
-        self.addCleanup(lambda: faultenv.kill_pids(faultenv.marked_pids(self.mark)))
+        faultenv.scratch(self)
         self.flow = os.path.join(self.tmp, "flow")
-        self.work = os.path.join(self.tmp, "work")
-        self.state = os.path.join(self.tmp, "state")
         os.makedirs(self.flow)
         with open(os.path.join(self.flow, "flow_spec.json"), "w") as f:
             json.dump(dag(self.mark), f)
@@ -103,18 +96,7 @@ class Kill9LocalTest(_Kill9Base, unittest.TestCase):
     pass
 
 
-class _Kill9DdbBase(_Kill9Base):
-    store_kind = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.store = faultenv.start_store(cls.store_kind)
-        cls.ddb = cls.store.client("dynamodb")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.store.stop()
-
+class _Kill9DdbBase(_Kill9Base, faultenv.StoreClass):
     def env(self):
         return faultenv.ddb_env(self.store, faultenv.agent_env(self.work))
 

@@ -10,10 +10,8 @@ After every run (contract sections 3, 4, 6, 7; issue 9 defects 5 and 8):
 
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import unittest
 
@@ -41,23 +39,9 @@ def dag(mark):
 NAMES = ["ignore_term", "daemon", "a", "b", "c", "d", "e"]
 
 
-class _SigtermBase:
-    store_kind = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.store = faultenv.start_store(cls.store_kind)
-        cls.ddb = cls.store.client("dynamodb")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.store.stop()
-
+class _SigtermBase(faultenv.StoreClass):
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="dagy-fault-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.mark = faultenv.new_mark()
-        self.addCleanup(lambda: faultenv.kill_pids(faultenv.marked_pids(self.mark)))
+        faultenv.scratch(self)
         self.flow = os.path.join(self.tmp, "flow")
         os.makedirs(self.flow)
         with open(os.path.join(self.flow, "flow_spec.json"), "w") as f:
@@ -65,8 +49,8 @@ class _SigtermBase:
 
     def start(self, run_id):
         env = faultenv.ddb_env(self.store, faultenv.agent_env(
-            os.path.join(self.tmp, "work"), {"DAGY_KILL_GRACE_SECONDS": "1"}))
-        a = faultenv.Agent(["--flow", self.flow, "--state-dir", os.path.join(self.tmp, "state"),
+            self.work, {"DAGY_KILL_GRACE_SECONDS": "1"}))
+        a = faultenv.Agent(["--flow", self.flow, "--state-dir", self.state,
                             "--log-format", "json", "--run-id", run_id, "--drain-seconds", "1"],
                            env)
         self.addCleanup(a.cleanup)

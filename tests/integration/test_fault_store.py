@@ -10,9 +10,7 @@ tests/integration/faultproxy.py in front of moto and dynalite:
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import unittest
 
@@ -26,23 +24,9 @@ DEGRADED_WITHIN_S = 10     # "reported within seconds"
 FLUSH_BUDGET_S = 30        # the whole shutdown fits ECS's stopTimeout
 
 
-class _StoreFaultBase:
-    store_kind = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.store = faultenv.start_store(cls.store_kind)
-        cls.ddb = cls.store.client("dynamodb")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.store.stop()
-
+class _StoreFaultBase(faultenv.StoreClass):
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="dagy-fault-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.mark = faultenv.new_mark()
-        self.addCleanup(lambda: faultenv.kill_pids(faultenv.marked_pids(self.mark)))
+        faultenv.scratch(self)
         self.flow = os.path.join(self.tmp, "flow")
         os.makedirs(self.flow)
         self.started = os.path.join(self.tmp, "started")

@@ -10,10 +10,8 @@
 
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import unittest
 
@@ -30,12 +28,7 @@ BAD_STDERR = {
 
 class _TaskFaults:
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="dagy-fault-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.mark = faultenv.new_mark()
-        self.addCleanup(lambda: faultenv.kill_pids(faultenv.marked_pids(self.mark)))
-        self.state = os.path.join(self.tmp, "state")
-        self.work = os.path.join(self.tmp, "work")
+        faultenv.scratch(self)
 
     def flow(self, tasks):
         d = os.path.join(self.tmp, "flow-%s" % faultenv.new_mark()[-6:])
@@ -99,18 +92,7 @@ class LocalTaskFaultsTest(_TaskFaults, unittest.TestCase):
                     faultenv.valid_utf8(self, f.read(), os.path.join(root, n))
 
 
-class _InvalidUtf8Base(_TaskFaults):
-    store_kind = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.store = faultenv.start_store(cls.store_kind)
-        cls.ddb = cls.store.client("dynamodb")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.store.stop()
-
+class _InvalidUtf8Base(_TaskFaults, faultenv.StoreClass):
     def test_bad_stderr_reaches_the_store_as_valid_utf8(self):
         for label, script in BAD_STDERR.items():
             with self.subTest(stderr=label):

@@ -2,7 +2,7 @@
 then dagy-agent in container mode with exactly the launched container's environment and a
 loopback task metadata endpoint answering the profile's Limits (as Fargate would): `dagy-launch
 status` shows estimated_cost_usd at the Fargate price of the documented table (docs/operations.md
-section 8), to the cent and to the millionth.
+section 9), to the cent and to the millionth.
 
 Spot cannot be launched on moto (its RunTask with a capacityProviderStrategy wants EC2 container
 instances: HTTP 500): that the launcher passes DAGY_CAPACITY_PROVIDER is tested in
