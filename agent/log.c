@@ -320,6 +320,20 @@ log_line *agent_log_begin(log_level level, const char *event_type, const char *f
     return agent_log_begin_text(level, event_type, msg, len);
 }
 
+/* Metrics lines are data, not diagnostics: DAGY_LOG_LEVEL does not filter them (the minimum
+ * level is lifted for this one line). JSON format only, and only with a flow name, the value of
+ * their dimension (agent/metrics.h). */
+log_line *agent_log_begin_metrics(const char *msg)
+{
+    if (L.fmt != LOG_FORMAT_JSON || !L.flow_name || !*L.flow_name)
+        return NULL;
+    log_level min = L.min;
+    L.min = LOG_DEBUG;
+    log_line *l = agent_log_begin_text(LOG_INFO, "metrics", msg, strlen(msg));
+    L.min = min;
+    return l;
+}
+
 void agent_log_strn(log_line *l, const char *key, const char *val, size_t len)
 {
     if (!l || !val)

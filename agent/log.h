@@ -33,6 +33,9 @@ log_line *agent_log_begin(log_level level, const char *event_type, const char *f
  * "abc\u0000def"), for lines a task printed. */
 log_line *agent_log_begin_text(log_level level, const char *event_type, const char *msg,
                                size_t len);
+/* A `metrics` line (event_type "metrics", level INFO) for agent/metrics.c: printed whatever the
+ * minimum level, in the JSON format only, once a flow name is set; NULL otherwise. */
+log_line *agent_log_begin_metrics(const char *msg);
 void agent_log_str(log_line *l, const char *key, const char *val); /* NULL val: omitted */
 void agent_log_strn(log_line *l, const char *key, const char *val, size_t len);
 void agent_log_int(log_line *l, const char *key, int64_t val);

@@ -9,6 +9,7 @@
  * and teardown waits for whatever is still on the thread pool. */
 #include "agent/run.h"
 #include "agent/log.h"
+#include "agent/metrics.h"
 #include "fetch/unpack.h"
 #include "proto/names.h"
 #include "proto/util.h"
@@ -101,6 +102,7 @@ static void log_unpack_end(prep_job *j)
     agent_log_str(l, "format", j->stats.format);
     agent_log_num(l, "duration_seconds", dur);
     agent_log_end(l);
+    agent_metrics_phase("UnpackDuration", j->uri, dur);
 }
 
 /* A streamed job whose download and unpack have both ended: the staging directory becomes
@@ -218,6 +220,7 @@ static void on_downloaded(void *ud, const fetch_aws_result *res)
     agent_log_int(l, "bytes", stat(j->archive, &st) == 0 ? (int64_t)st.st_size : 0);
     agent_log_num(l, "duration_seconds", dur);
     agent_log_end(l);
+    agent_metrics_phase("DownloadDuration", j->uri, dur);
     if (j->streaming) {
         stream_settle(j);
         return;
@@ -290,6 +293,13 @@ static void start_job(prep *p, prep_job *j)
 static void on_metadata(void *ud, const fetch_aws_result *res)
 {
     prep *p = ud;
+    /* Teardown cancels a fetch still out when a signal ended the run: run_end is written and
+     * the store is gone, so nothing is said or stored (a warning used to follow run_end). */
+    if (p->r->phase == RUN_DONE || res->err == -ECANCELED) {
+        p->outstanding--;
+        settle(p);
+        return;
+    }
     const cJSON *arn = res->json ? cJSON_GetObjectItem(res->json, "TaskARN") : NULL;
     if (!res->err && cJSON_IsString(arn)) {
         p->r->external_id = strdup(arn->valuestring);
@@ -298,11 +308,14 @@ static void on_metadata(void *ud, const fetch_aws_result *res)
         agent_log(LOG_WARNING, "ecs_metadata", "could not read the ECS task ARN: %s",
                   res->message ? res->message : "no TaskARN in the task metadata");
     }
+    agent__cost_metadata(p->r, res->err || res->http_status / 100 != 2 ? NULL : res->json,
+                         res->message ? res->message : "the task metadata is not JSON");
     p->outstanding--;
     settle(p);
 }
 
-/* ECS task metadata v4: the task ARN becomes the run's external_id. */
+/* ECS task metadata v4: the task ARN becomes the run's external_id; Limits and the rest give
+ * the cost profile (agent__cost_metadata). Fetched while the artifacts download. */
 static void start_metadata(prep *p)
 {
     const char *base = getenv("ECS_CONTAINER_METADATA_URI_V4");

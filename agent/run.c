@@ -10,6 +10,7 @@
 #include "agent/run.h"
 #include "agent/durable.h"
 #include "agent/log.h"
+#include "agent/metrics.h"
 #include "proto/ddb.h"
 #include "proto/util.h"
 
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "fetch/unpack.h"
@@ -67,6 +69,58 @@ void agent__run_set(run_state *r, const char *key, const char *val)
 {
     status_set_str(r->run_item, key, val);
     status_touch(r->status, r->run_item);
+}
+
+static const char *env_get(const char *name)
+{
+    return getenv(name);
+}
+
+void agent__cost_metadata(run_state *r, const cJSON *task, const char *why)
+{
+    char err[256];
+    struct utsname u;
+    if (!r->cfg->container_mode || r->phase >= RUN_FINISHING)
+        return; /* local runs record no cost (docs/operations.md); a late answer is too late */
+    const char *machine = uname(&u) == 0 ? u.machine : NULL;
+    if (task &&
+        !agent_cost_profile_parse(task, getenv("DAGY_CAPACITY_PROVIDER"), machine, &r->cost, err,
+                                  sizeof err) &&
+        !agent_cost_rates_for(&r->cost, env_get, &r->rates, err, sizeof err)) {
+        r->cost_known = true;
+        return;
+    }
+    log_line *l =
+        agent_log_begin(LOG_WARNING, "cost_unavailable", "no estimated_cost_usd for this run: %s",
+                        task  ? err
+                        : why ? why
+                              : "no task metadata");
+    agent_log_str(l, "error", task ? err : why);
+    agent_log_end(l);
+}
+
+/* Tasks that needed more than one attempt. */
+static int tasks_retried(run_state *r)
+{
+    int n = 0;
+    for (size_t i = 0; r->plan && i < sched_count(r->plan); i++)
+        n += sched_task_attempt(r->plan, i) > 1 ? 1 : 0;
+    return n;
+}
+
+/* The run's end metrics (agent/metrics.h), just before run_end. */
+static void emit_run_metrics(run_state *r)
+{
+    status_store_lag_flush(r->status);
+    int failed = r->plan ? (int)sched_count_in(r->plan, SCHED_FAILED) : 0;
+    int skipped = r->plan ? (int)sched_count_in(r->plan, SCHED_SKIPPED) : 0;
+    agent_metrics_run(r->duration, failed, tasks_retried(r), skipped, r->cost_usd);
+}
+
+static void on_status_lag(void *ud, const double *lag_ms, size_t n)
+{
+    (void)ud;
+    agent_metrics_status_lag(lag_ms, n);
 }
 
 /* The run's identity fields on the run item. */
@@ -226,6 +280,11 @@ static void log_run_end(run_state *r, bool recorded)
         agent_log_str(l, "status_error", store_err);
     if (r->unwritten)
         agent_log_int(l, "status_items_unwritten", r->unwritten);
+    if (r->cost_usd >= 0) { /* all 6 decimals (agent_log_num keeps 3) */
+        cJSON *cost = cJSON_CreateNumber(r->cost_usd);
+        agent_log_json(l, "estimated_cost_usd", cost);
+        cJSON_Delete(cost);
+    }
     if (r->plan) {
         agent_log_int(l, "tasks_total", (int64_t)sched_count(r->plan));
         agent_log_int(l, "tasks_succeeded", (int64_t)sched_count_in(r->plan, SCHED_SUCCEEDED));
@@ -248,6 +307,7 @@ static void on_flushed(void *ud, bool failed_run, int n_failed)
     r->unwritten = n_failed; /* each was logged as status_write_failed */
     agent__prune_runs(r);
     print_summary(r);
+    emit_run_metrics(r);
     agent__set_phase(r, RUN_DONE); /* before run_end: nothing is logged after it */
     log_run_end(r, !failed_run);
     uv_stop(&r->loop);
@@ -293,6 +353,10 @@ void agent__finish(run_state *r, int exit_code, const char *error)
     status_set_str(r->run_item, "completed_at", ts);
     status_set_num(r->run_item, "duration_seconds", r->duration);
     status_set_str(r->run_item, "error_message", r->error);
+    if (r->cost_known) {
+        r->cost_usd = agent_cost_usd(&r->cost, &r->rates, r->duration);
+        status_set_num(r->run_item, "estimated_cost_usd", r->cost_usd);
+    }
     if (exit_code == AGENT_EXIT_SIGTERM)
         status_set_str(r->run_item, "stop_reason",
                        cancel           ? cancel
@@ -354,6 +418,13 @@ static int setup(run_state *r, char *err)
         return AGENT_EXIT_INFRA;
     }
     r->started_ms = uv_now(&r->loop);
+    char why[256];
+    agent_cost_rates rates;
+    if (agent_metrics_configure(getenv("DAGY_METRICS"), why, sizeof why) ||
+        agent_cost_rates_for(NULL, env_get, &rates, why, sizeof why)) {
+        snprintf(err, AGENT_ERR_MAX, "%s", why);
+        return AGENT_EXIT_INVALID;
+    }
     uv_timer_init(&r->loop, &r->sched_timer);
     uv_timer_init(&r->loop, &r->drain_timer);
     uv_timer_init(&r->loop, &r->heartbeat_timer);
@@ -396,6 +467,7 @@ static int setup(run_state *r, char *err)
                  local ? " " : "", local ? c->state_dir : "", strerror(-rc), hint);
         return AGENT_EXIT_INFRA;
     }
+    status_store_on_lag(r->status, on_status_lag, r);
     r->run_item = status_item(r->status, STATUS_RUN, c->run_id, NULL);
     return 0;
 }
@@ -581,6 +653,7 @@ int agent_run(agent_config *c)
     r->cfg = c;
     r->exit_code = AGENT_EXIT_INFRA;
     r->run_dir_lock = -1;
+    r->cost_usd = -1;
     agent_log_context(c->run_id, c->flow_name, c->flow_version, c->org_id, c->correlation_id);
     int rc = setup(r, err);
     if (rc) {

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "agent/agent.h"
+#include "agent/cost.h"
 #include "agent/status.h"
 #include "fetch/aws.h"
 #include "proto/flowspec.h"
@@ -92,6 +93,10 @@ struct run_state {
     uv_timer_t start_timer;   /* bounds RUN_STARTING */
     bool first_trace_sent;
     agent_durable *durable; /* task hashes, resume, result stores, cancel (durable.h) */
+    agent_cost_profile cost; /* from the ECS task metadata (agent__cost_metadata) */
+    agent_cost_rates rates;
+    bool cost_known;
+    double cost_usd; /* estimated_cost_usd, fixed when the run finished; < 0: none */
 };
 
 /* run.c */
@@ -101,6 +106,9 @@ void agent__set_phase(run_state *r, run_phase p);
 void agent__finish(run_state *r, int exit_code, const char *error);
 /* Starts the DAG once preparation is done (called by prepare.c). */
 void agent__execute(run_state *r);
+/* The ECS task metadata answer (NULL if the fetch failed: `why`) gives the cost profile;
+ * container mode only. A missing or wrong field: a warning, no cost (never a failed run). */
+void agent__cost_metadata(run_state *r, const cJSON *task, const char *why);
 /* Marks the run item with a key=value and schedules a write. */
 void agent__run_set(run_state *r, const char *key, const char *val);
 

@@ -50,6 +50,7 @@ struct st_item {
     bool released;     /* the caller is done with it: free once clean (status_release) */
     bool reported;     /* its current failure was logged as status_write_failed */
     uint64_t sent_ms;  /* loop time the write in flight was sent */
+    uint64_t change_ms, next_change_ms; /* oldest unconfirmed change; one made while in flight */
     size_t idx;        /* position in status_store.items */
     uint64_t hash;
     st_item *hnext;       /* hash chain */
@@ -86,6 +87,10 @@ struct status_store {
     bool flushing;
     void (*flush_done)(void *ud, bool failed_run, int n_failed);
     void *flush_ud;
+    status_lag_cb lag_cb; /* status-write lag samples (status_store_on_lag) */
+    void *lag_ud;
+    size_t n_lag;
+    double lag[STATUS_LAG_BATCH];
 };
 
 #define BACKOFF_FIRST_MS 1000
@@ -332,6 +337,9 @@ void status_touch(status_store *s, cJSON *item)
     if (!it)
         return;
     it->reported = false; /* a new state: a failure to write it is news again */
+    uint64_t *since = it->state == IT_INFLIGHT ? &it->next_change_ms : &it->change_ms;
+    if (!*since)
+        *since = uv_now(s->loop);
     switch (it->state) {
     case IT_CLEAN:
     case IT_GAVE_UP:
@@ -500,9 +508,22 @@ static void write_failed(status_store *s, st_item *it, int rc, const char *err)
     arm_retry(s);
 }
 
+/* One status-write lag sample: the write just confirmed carried changes since change_ms. */
+static void lag_sample(status_store *s, st_item *it)
+{
+    if (it->change_ms && s->lag_cb) {
+        s->lag[s->n_lag++] = (double)(uv_now(s->loop) - it->change_ms);
+        if (s->n_lag == STATUS_LAG_BATCH)
+            status_store_lag_flush(s);
+    }
+    it->change_ms = it->next_change_ms; /* made in flight: confirmed by the next write */
+    it->next_change_ms = 0;
+}
+
 /* A write confirmed (applied, or refused because our own newer write is stored). */
 static void write_ok(status_store *s, st_item *it)
 {
+    lag_sample(s, it);
     free(it->err);
     it->err = NULL;
     it->fails = 0;
@@ -673,6 +694,9 @@ static void send_item(status_store *s, st_item *it)
     status_set_str(it->obj, "updated_at", proto_iso_time(proto_now(), ts));
     fit_item(s, it);
     it->dirty = false;
+    if (!it->change_ms) /* a retry carries the changes made while the failed write flew */
+        it->change_ms = it->next_change_ms;
+    it->next_change_ms = 0;
     it->sent_ms = uv_now(s->loop);
     set_state(s, it, IT_INFLIGHT);
     st_write *w = malloc(sizeof *w);
@@ -856,6 +880,20 @@ const char *status_run_error(status_store *s, const cJSON *run_item)
 {
     st_item *it = run_item ? find(s, run_item) : NULL;
     return it ? it->err : NULL;
+}
+
+void status_store_on_lag(status_store *s, status_lag_cb cb, void *ud)
+{
+    s->lag_cb = cb;
+    s->lag_ud = ud;
+}
+
+void status_store_lag_flush(status_store *s)
+{
+    size_t n = s->n_lag;
+    s->n_lag = 0;
+    if (n && s->lag_cb)
+        s->lag_cb(s->lag_ud, s->lag, n);
 }
 
 bool status_store_degraded(const status_store *s)

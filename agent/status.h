@@ -115,6 +115,15 @@ const char *status_run_error(status_store *s, const cJSON *run_item);
 /* True while the store is degraded (a failure and no success since). */
 bool status_store_degraded(const status_store *s);
 
+/* Status-write lag: for each write the backend confirms, the time from the oldest change it
+ * carries (the status_touch that made the item due) to the confirmation, in milliseconds of loop
+ * time. Samples go to `cb` in batches of STATUS_LAG_BATCH (from inside the write's completion);
+ * status_store_lag_flush hands over the rest. No callback: samples are not kept. */
+#define STATUS_LAG_BATCH 100
+typedef void (*status_lag_cb)(void *ud, const double *lag_ms, size_t n);
+void status_store_on_lag(status_store *s, status_lag_cb cb, void *ud);
+void status_store_lag_flush(status_store *s);
+
 /* Frees the store and its backend; call after status_flush completed. The loop must run once
  * more to close the store's handles. */
 void status_store_free(status_store *s);

@@ -7,6 +7,7 @@
 #include "agent/run.h"
 #include "agent/durable.h"
 #include "agent/log.h"
+#include "agent/metrics.h"
 #include "proto/names.h"
 #include "proto/util.h"
 
@@ -351,6 +352,9 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
         break;
     }
     agent_log_end(l);
+    if (from == SCHED_RUNNING && to != SCHED_RUNNING) /* an attempt ended */
+        agent_metrics_task_attempt(r->spec->tasks[i].name, sched_task_attempt(r->plan, i),
+                                   (double)(now - t->attempt_start_ms) / 1000.0);
     status_touch(r->status, it);
     if (sched_state_terminal(to))
         agent__release_task(r, i);

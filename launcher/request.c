@@ -431,6 +431,9 @@ cJSON *launch_container_env(const launch_config *c, const launch_request *r,
                 c->results_bucket ? c->results_bucket : c->traces_bucket);
     if (r->resume_from)
         add_env(env, "DAGY_RESUME_FROM", r->resume_from);
+    /* The agent's cost estimate needs it: the task metadata does not say Spot. */
+    if (r->capacity_provider)
+        add_env(env, "DAGY_CAPACITY_PROVIDER", r->capacity_provider);
     if (c->runs_table_set)
         add_env(env, "DAGY_RUNS_TABLE", c->runs_table);
     if (c->task_runs_table_set)

@@ -643,6 +643,7 @@ static void test_request_from_item(void **state)
     assert_int_equal(launch_config_from_env(&c, LAUNCH_NEED_RUN, err), 0);
     cJSON *env = launch_container_env(&c, &r, &v);
     assert_string_equal(env_value(env, "DAGY_RESUME_FROM"), "src-1");
+    assert_string_equal(env_value(env, "DAGY_CAPACITY_PROVIDER"), "FARGATE_SPOT");
     cJSON_Delete(env);
     launch_request_clear(&r);
     ro.all = true;
