@@ -353,7 +353,7 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
     }
     agent_log_end(l);
     if (from == SCHED_RUNNING && to != SCHED_RUNNING) /* an attempt ended */
-        agent_metrics_task_attempt(r->spec->tasks[i].name, sched_task_attempt(r->plan, i),
+        agent_metrics_task_attempt(r->tasks[i].ft->name, sched_task_attempt(r->plan, i),
                                    (double)(now - t->attempt_start_ms) / 1000.0);
     status_touch(r->status, it);
     if (sched_state_terminal(to))
