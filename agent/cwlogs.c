@@ -40,6 +40,7 @@ static struct {
     ev *head, *tail;
     size_t queued_bytes, queued_n;
     size_t batch_n; /* the first batch_n queued events are in flight */
+    ev *batch_last; /* the last of them */
     bool inflight, finishing, timer_on, closed;
     uv_timer_t timer;
     int64_t last_ts;
@@ -205,6 +206,12 @@ char *cwlogs_fit_line(const char *json, size_t len, size_t max, size_t *out_len)
     return text;
 }
 
+bool cwlogs_batch_fits(size_t n, size_t bytes, int64_t span_ms, size_t len)
+{
+    return n < CWLOGS_BATCH_EVENTS && bytes + len + CWLOGS_EVENT_OVERHEAD <= CWLOGS_BATCH_BYTES &&
+           span_ms < CWLOGS_SPAN_MS;
+}
+
 /* ---- the queue ---- */
 
 static void ev_pop(void)
@@ -241,6 +248,28 @@ static void queue_to_stdout(void)
         ev_pop();
     }
     S.batch_n = 0;
+    S.batch_last = NULL;
+}
+
+/* Makes room by sending the oldest queued line that is not in flight to stdout (so stdout
+ * keeps the lines in their order). Returns false if there is none. */
+static bool evict_one(void)
+{
+    ev *prev = S.batch_n ? S.batch_last : NULL, *v = prev ? prev->next : S.head;
+    if (!v)
+        return false;
+    if (prev)
+        prev->next = v->next;
+    else
+        S.head = v->next;
+    if (S.tail == v)
+        S.tail = prev;
+    S.queued_bytes -= v->len + CWLOGS_EVENT_OVERHEAD;
+    S.queued_n--;
+    ev_to_stdout(v);
+    S.diverted++;
+    free(v);
+    return true;
 }
 
 static void schedule(uint64_t ms);
@@ -262,10 +291,14 @@ static bool sink(void *ud, const char *json, size_t len, double ts, log_level le
             S.truncated++;
         }
     }
+    /* Over the cap (CloudWatch slower than the log, or down): the oldest lines go to stdout. */
+    while (len <= CWLOGS_EVENT_MAX && S.queued_bytes + len + CWLOGS_EVENT_OVERHEAD > S.cap &&
+           evict_one())
+        ;
     ev *e = len <= CWLOGS_EVENT_MAX && S.queued_bytes + len + CWLOGS_EVENT_OVERHEAD <= S.cap
                 ? malloc(sizeof *e + len)
                 : NULL;
-    if (!e) { /* over the cap (CloudWatch slower than the log) or unfit: stdout keeps it */
+    if (!e) { /* still no room (all in flight), unfit, or no memory: stdout keeps it */
         S.diverted++;
         cJSON_free(fitted);
         return true;
@@ -338,7 +371,7 @@ static void sb_target(sbuf *b)
 
 /* The next PutLogEvents body: queued events from the head within the batch limits (bytes,
  * count, 24 h span). *n = how many. NULL when out of memory. */
-static char *batch_body(size_t *n)
+static char *batch_body(size_t *n, ev **last)
 {
     sbuf b = {0};
     size_t bytes = 0;
@@ -346,10 +379,12 @@ static char *batch_body(size_t *n)
     sb_target(&b);
     sb_add(&b, ",\"logEvents\":[", 14);
     int64_t first = S.head ? S.head->ts_ms : 0;
-    for (ev *e = S.head; e && *n < CWLOGS_BATCH_EVENTS; e = e->next) {
-        size_t add = e->len + CWLOGS_EVENT_OVERHEAD;
-        if (bytes + add > CWLOGS_BATCH_BYTES || e->ts_ms - first >= CWLOGS_SPAN_MS)
+    *last = NULL;
+    for (ev *e = S.head; e; e = e->next) {
+        if (!cwlogs_batch_fits(*n, bytes, e->ts_ms - first, e->len))
             break;
+        *last = e;
+        size_t add = e->len + CWLOGS_EVENT_OVERHEAD;
         char ts[48];
         int tl = snprintf(ts, sizeof ts, "%s{\"timestamp\":%lld,\"message\":", *n ? "," : "",
                           (long long)e->ts_ms);
@@ -502,6 +537,7 @@ static void on_put(void *ud, const fetch_aws_result *r)
     const char *code = r->error_code ? r->error_code : "";
     size_t n = S.batch_n;
     S.batch_n = 0;
+    S.batch_last = NULL;
     if (answered_ok(r) || !strcmp(code, "DataAlreadyAcceptedException")) {
         recovered();
         if (answered_ok(r))
@@ -555,7 +591,8 @@ static void create_stream(void)
 static void send_batch(void)
 {
     size_t n;
-    char *body = batch_body(&n);
+    ev *last;
+    char *body = batch_body(&n, &last);
     fetch_json_opts o = {.retry = &RETRY, .json11 = true, .header = "x-amzn-logs-format: json/emf"};
     int rc = !body ? -ENOMEM
                    : fetch_aws_json_opts(S.aws, "logs", "Logs_20140328.PutLogEvents", body, &o,
@@ -566,6 +603,7 @@ static void send_batch(void)
         return;
     }
     S.batch_n = n;
+    S.batch_last = last;
     S.inflight = true;
 }
 

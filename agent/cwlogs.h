@@ -62,6 +62,9 @@ bool cwlogs_lifecycle_line(int level, const char *event_type);
  * "log_original_bytes": len added, at most `max` bytes (malloc'd, *out_len set), or NULL if it
  * cannot be made to fit. */
 char *cwlogs_fit_line(const char *json, size_t len, size_t max, size_t *out_len);
+/* Whether one more event of `len` bytes, `span_ms` after the batch's first, fits a batch that
+ * holds n events of `bytes` (messages + 26 each) already. */
+bool cwlogs_batch_fits(size_t n, size_t bytes, int64_t span_ms, size_t len);
 /* Appends `s` (n bytes, valid UTF-8) as a JSON string literal to out (capacity grows). Returns
  * 0 or -ENOMEM. */
 int cwlogs_json_escape(char **out, size_t *out_len, size_t *out_cap, const char *s, size_t n);
