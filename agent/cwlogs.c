@@ -169,8 +169,8 @@ char *cwlogs_fit_line(const char *json, size_t len, size_t max, size_t *out_len)
     cJSON_AddTrueToObject(obj, "log_truncated");
     cJSON_AddNumberToObject(obj, "log_original_bytes", (double)len);
     char *text = NULL;
-    /* Each round cuts the longest string by what the line is over (escapes make the printed
-     * form longer than the value, so a few rounds may be needed); bounded. */
+    /* Each round cuts the longest string in proportion to what the line is over (escapes make
+     * the printed form longer than the value; uneven content may need a few rounds); bounded. */
     for (int round = 0; round < 64; round++) {
         text = cJSON_PrintUnformatted(obj);
         size_t n = text ? strlen(text) : 0;
@@ -183,8 +183,9 @@ char *cwlogs_fit_line(const char *json, size_t len, size_t max, size_t *out_len)
             text = NULL;
             break;
         }
-        size_t over = n - max + 16, keep = over < sl ? sl - over : 0;
-        if (keep > sl / 2 && round > 4)
+        /* In proportion to the printed size, less a margin for the marker and rounding. */
+        size_t keep = (size_t)((double)sl * (double)(max > 64 ? max - 64 : 0) / (double)n);
+        if (keep >= sl)
             keep = sl / 2;
         keep = proto_utf8_cut(s->valuestring, sl, keep);
         char *cut = malloc(keep + 16);
