@@ -1,8 +1,11 @@
-/* test_launch_logs.c - `dagy-launch logs --since DURATION`: the accepted forms and bounds. */
+/* test_launch_logs.c - `dagy-launch logs --since DURATION`: the accepted forms and bounds; the
+ * launcher's DAGY_LOG_GROUP is passed on to the agent (and nothing when unset). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "launcher/launch.h"
@@ -28,8 +31,49 @@ static void test_durations(void **state)
     assert_int_equal(launch_parse_duration(NULL, &ms), -22);
 }
 
+/* The value of variable `name` in an ECS environment list, or NULL. */
+static const char *env_value(const cJSON *list, const char *name)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, list)
+    {
+        if (strcmp(cJSON_GetObjectItem(e, "name")->valuestring, name) == 0)
+            return cJSON_GetObjectItem(e, "value")->valuestring;
+    }
+    return NULL;
+}
+
+static void test_log_group_passed_on(void **state)
+{
+    (void)state;
+    char err[LAUNCH_ERR_MAX];
+    launch_opts o = {.flow = "etl",
+                     .org = "acme",
+                     .parameters = cJSON_CreateObject(),
+                     .env = cJSON_CreateObject()};
+    launch_request r;
+    assert_int_equal(launch_request_init(&r, &o, NULL, -1, err), 0);
+    launch_resolved v = {"1.0.0", "s3://b/a.zip#sha256=ff", NULL, 0, NULL};
+    launch_config c;
+    unsetenv("DAGY_LOG_GROUP");
+    assert_int_equal(launch_config_from_env(&c, 0, err), 0);
+    cJSON *env = launch_container_env(&c, &r, &v);
+    assert_null(env_value(env, "DAGY_LOG_GROUP"));
+    cJSON_Delete(env);
+    setenv("DAGY_LOG_GROUP", "/ecs/dagy-worker", 1);
+    assert_int_equal(launch_config_from_env(&c, 0, err), 0);
+    env = launch_container_env(&c, &r, &v);
+    assert_string_equal(env_value(env, "DAGY_LOG_GROUP"), "/ecs/dagy-worker");
+    cJSON_Delete(env);
+    unsetenv("DAGY_LOG_GROUP");
+    launch_request_clear(&r);
+    cJSON_Delete(o.parameters);
+    cJSON_Delete(o.env);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_durations)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_durations),
+                                       cmocka_unit_test(test_log_group_passed_on)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
