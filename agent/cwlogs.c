@@ -183,7 +183,10 @@ char *cwlogs_fit_line(const char *json, size_t len, size_t max, size_t *out_len)
             text = NULL;
             break;
         }
-        /* In proportion to the printed size, less a margin for the marker and rounding. */
+        /* In proportion to the printed size, less a margin for the marker and rounding; a
+         * marker from an earlier round is not content (cutting it would gain nothing). */
+        if (sl >= 11 && !strcmp(s->valuestring + sl - 11, "[truncated]"))
+            sl -= 11;
         size_t keep = (size_t)((double)sl * (double)(max > 64 ? max - 64 : 0) / (double)n);
         if (keep >= sl)
             keep = sl / 2;

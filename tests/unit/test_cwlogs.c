@@ -32,15 +32,19 @@ static void test_batch_limits(void **state)
     assert_int_equal(CWLOGS_EVENT_MAX + CWLOGS_EVENT_OVERHEAD, 262144);
 }
 
-/* A task_output line of `n` bytes of `c` in "line" (as the logger writes it). */
-static char *long_line(size_t n, const char *unit, size_t *len)
+/* A task_output line with `m` units in "message" ("short" if 0) and `n` in "line" (as the
+ * logger writes it). */
+static char *long_line_msg(size_t m, size_t n, const char *unit, size_t *len)
 {
-    size_t ul = strlen(unit), cap = n * ul + 512;
+    size_t ul = strlen(unit), cap = (n + m) * ul + 512;
     char *s = malloc(cap);
     size_t at = (size_t)snprintf(s, cap,
                                  "{\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"level\":"
-                                 "\"INFO\",\"event_type\":\"task_output\",\"message\":"
-                                 "\"short\",\"task_name\":\"t\",\"line\":\"");
+                                 "\"INFO\",\"event_type\":\"task_output\",\"message\":\"%s",
+                                 m ? "" : "short");
+    for (size_t i = 0; i < m; i++, at += ul)
+        memcpy(s + at, unit, ul);
+    at += (size_t)snprintf(s + at, cap - at, "\",\"task_name\":\"t\",\"line\":\"");
     for (size_t i = 0; i < n; i++, at += ul)
         memcpy(s + at, unit, ul);
     at += (size_t)snprintf(s + at, cap - at, "\"}");
@@ -48,10 +52,10 @@ static char *long_line(size_t n, const char *unit, size_t *len)
     return s;
 }
 
-static void check_fit(const char *unit, size_t n, size_t max)
+static void check_fit_msg(const char *unit, size_t m, size_t n, size_t max)
 {
     size_t len, out_len = 0;
-    char *in = long_line(n, unit, &len);
+    char *in = long_line_msg(m, n, unit, &len);
     assert_true(len > max);
     char *out = cwlogs_fit_line(in, len, max, &out_len);
     assert_non_null(out);
@@ -65,17 +69,25 @@ static void check_fit(const char *unit, size_t n, size_t max)
     const char *line = cJSON_GetObjectItem(j, "line")->valuestring;
     assert_true(strlen(line) > 11 && !strcmp(line + strlen(line) - 11, "[truncated]"));
     assert_string_equal(cJSON_GetObjectItem(j, "event_type")->valuestring, "task_output");
-    assert_string_equal(cJSON_GetObjectItem(j, "message")->valuestring, "short");
+    if (!m)
+        assert_string_equal(cJSON_GetObjectItem(j, "message")->valuestring, "short");
     cJSON_Delete(j);
     cJSON_free(out);
     free(in);
+}
+
+static void check_fit(const char *unit, size_t n, size_t max)
+{
+    check_fit_msg(unit, 0, n, max);
 }
 
 static void test_fit_line(void **state)
 {
     (void)state;
     check_fit("y", 300000, CWLOGS_EVENT_MAX);
-    check_fit("\\u0001", 100000, CWLOGS_EVENT_MAX);  /* escapes: the printed form is longer */
+    check_fit("\\u0001", 100000, CWLOGS_EVENT_MAX); /* escapes: the printed form is longer */
+    /* The message's 1900 escaped bytes as well, which the cut of "line" does not shrink. */
+    check_fit_msg("\\u0001", 1900, 102400, CWLOGS_EVENT_MAX);
     check_fit("\xc3\xa9", 200000, CWLOGS_EVENT_MAX); /* cut on a character boundary */
     check_fit("\xf0\x9f\x98\x80", 5000, 4096);
     size_t n;
