@@ -177,6 +177,27 @@ class CloudWatchLogsAgentTest(unittest.TestCase):
         self.assertEqual(json.loads(printed[-1])["event_type"], "run_end")
         self.assertEqual(self.stream("cwl-sigterm"), printed)
 
+    def test_cloudwatch_never_answering_bounds_the_exit_and_loses_nothing(self):
+        # Every PutLogEvents hangs: after SIGTERM the agent gives the final flush 10 s, then
+        # writes the unshipped lines to stdout, says so, and run_end comes last.
+        p = self.proxy(match=is_put, rates={"blackhole": 1.0})
+        f = self.flow(sh("a", "seq 1 20; sleep 30"))
+        proc = f.start("--run-id", "cwl-hang", "--drain-seconds", "0", env=self.env(p.url))
+        self.addCleanup(agentenv.stop, proc)
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+        self.assertEqual(proc.returncode, 143, err)
+        self.assertLess(took, 25)
+        lines = [json.loads(l) for l in out.decode().splitlines()]
+        self.assertEqual(lines[-1]["event_type"], "run_end")
+        self.assertEqual(lines[-2]["event_type"], "log_shipping_incomplete")
+        self.assertGreater(lines[-2]["lines_unshipped_at_exit"], 0)
+        outs = [l["message"] for l in lines if l["event_type"] == "task_output"]
+        self.assertEqual(outs, [str(i) for i in range(1, 21)])
+
     def test_a_full_queue_sends_lines_to_stdout_and_says_so(self):
         # CloudWatch refuses every batch while the task prints ~1.5 MiB: the 256 KiB queue
         # fills, later lines go to stdout; the shipper reports before run_end.
