@@ -690,7 +690,8 @@ void cwlogs_finish(uint64_t budget_ms)
     uv_timer_init(S.loop, &deadline);
     uv_timer_start(&deadline, on_deadline, budget_ms, 0);
     uint64_t end = uv_now(S.loop) + budget_ms;
-    if (S.state == ST_READY && !S.inflight && S.head)
+    /* A backoff may have up to 30 s to go: the end does not wait for it. */
+    if (!S.inflight && (S.state == ST_CREATING || (S.state == ST_READY && S.head)))
         schedule(0);
     while (S.state != ST_DEAD && (S.head || S.inflight) && uv_now(S.loop) < end)
         if (!uv_run(S.loop, UV_RUN_ONCE))

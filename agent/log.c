@@ -44,8 +44,8 @@ static struct {
     char *progress; /* pretty mode: the live progress line, redrawn under the log */
     agent_log_sink sink; /* also receives every JSON line (CloudWatch Logs shipper) */
     void *sink_ud;
-    bool hold_run_end;           /* keep run_end's stdout bytes until agent_log_release */
-    struct buf held;             /* those bytes */
+    bool hold_run_end; /* keep run_end's stdout bytes until agent_log_release */
+    struct buf held;   /* those bytes */
     struct log_line line;
 } L = {.fmt = LOG_FORMAT_JSON, .min = LOG_INFO, .fd = 1};
 

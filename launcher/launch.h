@@ -279,8 +279,8 @@ int launch_cmd_cancel(const launch_cancel_opts *o);
  * CloudWatch Logs stream named RUN_ID in DAGY_LOG_GROUP (else DAGY_ECS_LOG_GROUP). */
 typedef struct {
     const char *run_id;
-    const char *task;   /* NULL = every line */
-    int64_t since_ms;   /* 0 = from the start */
+    const char *task; /* NULL = every line */
+    int64_t since_ms; /* 0 = from the start */
     bool follow;
 } launch_logs_opts;
 int launch_cmd_logs(const launch_logs_opts *o);
@@ -322,7 +322,8 @@ int launch__ctx_open(launch__ctx *c, unsigned need, char *err);
 /* Frees the client, runs the loop until every handle closed, closes the loop. */
 void launch__ctx_close(launch__ctx *c);
 /* One JSON call: service "dynamodb" or "ecs" (JSON 1.0), or "logs" (CloudWatch Logs, JSON 1.1),
- * op "PutItem", "RunTask", "GetLogEvents", ...; `body` is consumed. Returns 0 or -errno (callback not invoked). */
+ * op "PutItem", "RunTask", "GetLogEvents", ...; `body` is consumed. Returns 0 or -errno (callback
+ * not invoked). */
 int launch__call(launch__ctx *c, const char *service, const char *op, cJSON *body, fetch_aws_cb cb,
                  void *ud);
 /* One call run to completion on the context's loop (for commands that do one thing after

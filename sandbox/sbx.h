@@ -47,7 +47,8 @@ typedef struct {
 
 typedef struct {
     /* One line of output, without its newline, valid only during the call. Invalid UTF-8 is
-     * passed as is; the logger escapes it. Lines over SBX_LINE_MAX (sbx_set_line_max) arrive in pieces. */
+     * passed as is; the logger escapes it. Lines over SBX_LINE_MAX (sbx_set_line_max) arrive in
+     * pieces. */
     void (*on_line)(void *ud, sbx_proc *p, int stream, const char *line, size_t len);
     /* The leader exited and both pipes reached EOF (or were cut SBX_OUTPUT_GRACE_MS after the
      * leader's exit because something still holds them). When the leader exits, the rest of its
