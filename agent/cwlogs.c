@@ -39,8 +39,9 @@ static struct {
     size_t cap;
     ev *head, *tail;
     size_t queued_bytes, queued_n;
-    size_t batch_n; /* the first batch_n queued events are in flight */
-    ev *batch_last; /* the last of them */
+    size_t batch_n;     /* the first batch_n queued events are in flight */
+    ev *batch_last;     /* the last of them */
+    bool batch_spilled; /* spill_inflight wrote them to stdout already */
     bool inflight, finishing, timer_on, closed;
     uv_timer_t timer;
     int64_t last_ts;
@@ -276,6 +277,21 @@ static bool evict_one(void)
     return true;
 }
 
+/* No room even with every other line gone: the batch in flight is written to stdout now (it
+ * stays queued; if CloudWatch takes it, it is in both places), so the line that comes next and
+ * goes to stdout follows it there, in order. */
+static void spill_inflight(void)
+{
+    size_t i = 0;
+    if (S.batch_spilled)
+        return;
+    S.batch_spilled = true;
+    for (ev *e = S.head; e && i < S.batch_n; e = e->next, i++) {
+        ev_to_stdout(e);
+        e->on_stdout = true;
+    }
+}
+
 static void schedule(uint64_t ms);
 
 /* The logger's sink: queue the line (a copy), say whether stdout gets it too. */
@@ -303,6 +319,7 @@ static bool sink(void *ud, const char *json, size_t len, double ts, log_level le
                 ? malloc(sizeof *e + len)
                 : NULL;
     if (!e) { /* still no room (all in flight), unfit, or no memory: stdout keeps it */
+        spill_inflight();
         S.diverted++;
         cJSON_free(fitted);
         return true;
@@ -608,6 +625,7 @@ static void send_batch(void)
     }
     S.batch_n = n;
     S.batch_last = last;
+    S.batch_spilled = false;
     S.inflight = true;
 }
 

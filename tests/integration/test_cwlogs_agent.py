@@ -79,7 +79,12 @@ class CloudWatchLogsAgentTest(unittest.TestCase):
 
     def check_bodies(self, proxy):
         """Every PutLogEvents request: botocore-valid, JSON 1.1, EMF header, within limits."""
-        puts = [b for b in proxy.bodies if b[2].get("x-amz-target", "").endswith("PutLogEvents")]
+        ops = [b[2].get("x-amz-target", "").rsplit(".", 1)[-1] for b in proxy.bodies]
+        self.assertEqual(ops[0], "CreateLogStream")
+        for op, b in zip(ops, proxy.bodies):  # every call fits botocore's model of its input
+            self.assertEqual(b[2]["x-amz-target"], "Logs_20140328." + op)
+            recproxy.validate_request("logs", op, json.loads(b[3]))
+        puts = [b for op, b in zip(ops, proxy.bodies) if op == "PutLogEvents"]
         self.assertTrue(puts)
         for _, _, headers, body in puts:
             self.assertEqual(headers["content-type"], "application/x-amz-json-1.1")
