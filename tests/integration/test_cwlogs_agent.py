@@ -168,6 +168,40 @@ class CloudWatchLogsAgentTest(unittest.TestCase):
         self.assertIn("log_shipping_degraded", kinds)
         self.assertEqual(kinds[-1], "run_end")
 
+    def test_sequence_token_answers_are_handled(self):
+        # The first PutLogEvents "was already accepted" (moto took it; the answer says so), the
+        # second "needs" a sequence token: the agent counts the first as shipped (no duplicate)
+        # and sends the second again with the expected token.
+        seen = []
+
+        def rewrite(op, req, resp):
+            if op != "PutLogEvents":
+                return None
+            seen.append(req)
+            if len(seen) == 1:
+                return 400, {"__type": "DataAlreadyAcceptedException", "message": "accepted",
+                             "expectedSequenceToken": "tok-1"}
+            if len(seen) == 2:
+                return 400, {"__type": "InvalidSequenceTokenException", "message": "token",
+                             "expectedSequenceToken": "tok-2"}
+            return None
+
+        f = self.flow(sh("a", "echo one; sleep 1; echo two; sleep 1; echo three"))
+        with recproxy.RecProxy(self.moto.endpoint) as rp:
+            rp.rewrite = rewrite
+            r = f.run("--run-id", "cwl-seq", env=self.env(rp.endpoint, DAGY_LOG_STDOUT="all"))
+        self.assertEqual(r.code, 0, r)
+        self.assertGreaterEqual(len(seen), 3)
+        self.assertEqual(seen[2].get("sequenceToken"), "tok-2")
+        self.assertEqual(seen[2]["logEvents"], seen[1]["logEvents"])
+        got = self.stream("cwl-seq")
+        n2 = len(seen[1]["logEvents"])  # the refused batch was applied by moto, then resent
+        want = r.out.splitlines()
+        first = len(seen[0]["logEvents"])
+        self.assertEqual(got[:first + n2], want[:first + n2])
+        self.assertEqual(got[first + n2:first + 2 * n2], want[first:first + n2])
+        self.assertEqual(got[first + 2 * n2:], want[first + n2:])
+
     def test_sigterm_mid_run_ships_everything_up_to_run_end(self):
         f = self.flow(sh("long", "echo started; i=0; while [ $i -lt 600 ]; do echo t $i; "
                                  "i=$((i+1)); sleep 0.05; done"))
