@@ -277,9 +277,9 @@ static bool evict_one(void)
     return true;
 }
 
-/* No room even with every other line gone: the batch in flight is written to stdout now (it
- * stays queued; if CloudWatch takes it, it is in both places), so the line that comes next and
- * goes to stdout follows it there, in order. */
+/* The queue is full: the batch in flight is written to stdout now, before any newer line goes
+ * there (it stays queued; if CloudWatch takes it, it is in both places), so stdout keeps the
+ * order. */
 static void spill_inflight(void)
 {
     size_t i = 0;
@@ -302,6 +302,8 @@ static bool sink(void *ud, const char *json, size_t len, double ts, log_level le
     bool out = S.pretty || S.stdout_all || cwlogs_lifecycle_line(level, event_type);
     if (S.state == ST_DEAD || S.closed)
         return true;
+    if (!strcmp(event_type, "run_end"))
+        S.finishing = true; /* the shipper logs nothing of its own after run_end */
     char *fitted = NULL;
     if (len > CWLOGS_EVENT_MAX) {
         size_t fl;
@@ -311,7 +313,10 @@ static bool sink(void *ud, const char *json, size_t len, double ts, log_level le
             S.truncated++;
         }
     }
-    /* Over the cap (CloudWatch slower than the log, or down): the oldest lines go to stdout. */
+    /* Over the cap (CloudWatch slower than the log, or down): the oldest lines go to stdout,
+     * the batch in flight first. */
+    if (len <= CWLOGS_EVENT_MAX && S.queued_bytes + len + CWLOGS_EVENT_OVERHEAD > S.cap)
+        spill_inflight();
     while (len <= CWLOGS_EVENT_MAX && S.queued_bytes + len + CWLOGS_EVENT_OVERHEAD > S.cap &&
            evict_one())
         ;
@@ -319,7 +324,6 @@ static bool sink(void *ud, const char *json, size_t len, double ts, log_level le
                 ? malloc(sizeof *e + len)
                 : NULL;
     if (!e) { /* still no room (all in flight), unfit, or no memory: stdout keeps it */
-        spill_inflight();
         S.diverted++;
         cJSON_free(fitted);
         return true;

@@ -45,6 +45,7 @@ static struct {
     agent_log_sink sink; /* also receives every JSON line (CloudWatch Logs shipper) */
     void *sink_ud;
     bool hold_run_end; /* keep run_end's stdout bytes until agent_log_release */
+    bool capture;      /* writing the run_end line itself now: its bytes go to `held` */
     struct buf held;   /* those bytes */
     struct log_line line;
 } L = {.fmt = LOG_FORMAT_JSON, .min = LOG_INFO, .fd = 1};
@@ -389,7 +390,7 @@ void agent_log_json(log_line *l, const char *key, const cJSON *val)
  * never stop the run. A held run_end line collects the bytes instead. */
 static void write_all(const char *p, size_t n)
 {
-    if (L.line.in_use && L.hold_run_end && !strcmp(L.line.event, "run_end")) {
+    if (L.capture) {
         buf_add(&L.held, p, n);
         return;
     }
@@ -441,12 +442,15 @@ void agent_log_end(log_line *l)
     bool to_stdout = true;
     if (L.sink) /* the JSON object as is, without its newline */
         to_stdout = L.sink(L.sink_ud, l->json.p, l->json.len, l->ts, l->level, l->event);
+    /* Only the run_end line's own bytes are held (what the sink wrote meanwhile is older). */
+    L.capture = L.hold_run_end && !strcmp(l->event, "run_end");
     if (to_stdout && L.fmt == LOG_FORMAT_PRETTY) {
         write_pretty(l);
     } else if (to_stdout) {
         buf_add(&l->json, "\n", 1);
         write_all(l->json.p, l->json.len);
     }
+    L.capture = false;
     l->in_use = false;
 }
 

@@ -9,7 +9,9 @@ default."""
 import json
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -219,23 +221,35 @@ class CloudWatchLogsAgentTest(unittest.TestCase):
     def test_cloudwatch_never_answering_bounds_the_exit_and_loses_nothing(self):
         # Every PutLogEvents hangs: after SIGTERM the agent gives the final flush 10 s, then
         # writes the unshipped lines to stdout, says so, and run_end comes last.
+        # The first batch hangs in flight while the 256 KiB queue overflows: stdout must still
+        # get every line in order (the batch in flight first).
         p = self.proxy(match=is_put, rates={"blackhole": 1.0})
-        f = self.flow(sh("a", "seq 1 20; sleep 30"))
-        proc = f.start("--run-id", "cwl-hang", "--drain-seconds", "0", env=self.env(p.url))
+        f = self.flow(sh("a", "echo 1; sleep 1; seq 2 3000 | sed 's/$/ %s/'; sleep 30"
+                         % ("z" * 200)))
+        out_file = tempfile.TemporaryFile()  # read only at the end: a pipe would fill up
+        self.addCleanup(out_file.close)
+        proc = subprocess.Popen(
+            [agentenv.AGENT, "--flow", f.dir, "--state-dir", f.state, "--log-format", "json",
+             "--run-id", "cwl-hang", "--drain-seconds", "0"],
+            env=f.env(self.env(p.url, DAGY_LOG_BUFFER_BYTES="262144")), stdout=out_file,
+            stderr=subprocess.PIPE)
         self.addCleanup(agentenv.stop, proc)
-        time.sleep(1.5)
+        time.sleep(3)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
         took = time.monotonic() - t0
         self.assertEqual(proc.returncode, 143, err)
+        out_file.seek(0)
+        out = out_file.read()
         self.assertLess(took, 25)
         lines = [json.loads(l) for l in out.decode().splitlines()]
         self.assertEqual(lines[-1]["event_type"], "run_end")
         self.assertEqual(lines[-2]["event_type"], "log_shipping_incomplete")
         self.assertGreater(lines[-2]["lines_unshipped_at_exit"], 0)
-        outs = [l["message"] for l in lines if l["event_type"] == "task_output"]
-        self.assertEqual(outs, [str(i) for i in range(1, 21)])
+        self.assertGreater(lines[-2]["lines_over_queue_cap"], 0)
+        outs = [l["message"].split()[0] for l in lines if l["event_type"] == "task_output"]
+        self.assertEqual(outs, [str(i) for i in range(1, 3001)])
 
     def test_a_full_queue_sends_lines_to_stdout_and_says_so(self):
         # CloudWatch refuses every batch while the task prints ~1.5 MiB: the 256 KiB queue
