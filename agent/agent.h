@@ -3,6 +3,7 @@
 #ifndef DAGY_AGENT_H
 #define DAGY_AGENT_H
 
+#include "agent/cwlogs.h"
 #include <stdbool.h>
 #include <stdint.h>
 #include <cjson/cJSON.h>
@@ -45,6 +46,7 @@ typedef struct {
     char *pip_command;    /* DAGY_PIP_COMMAND, default "python3 -m pip" */
     int log_format;       /* log_format, or -1 = decide by isatty */
     int log_level;        /* log_level */
+    cwlogs_config cwlogs; /* DAGY_LOG_GROUP, DAGY_LOG_STDOUT, DAGY_LOG_BUFFER_BYTES */
     bool graph, version, help;
 } agent_config;
 

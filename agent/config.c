@@ -170,6 +170,8 @@ static int load_env(agent_config *c, char *err)
 
     if (check_bucket_var("DAGY_TRACES_BUCKET", err) || check_bucket_var("DAGY_RESULTS_BUCKET", err))
         return -EINVAL;
+    if (cwlogs_config_from_env(&c->cwlogs, err, AGENT_ERR_MAX))
+        return -EINVAL;
     if ((v = getenv("DAGY_PARAMETERS")) && *v && merge_params_json(c, v, "DAGY_PARAMETERS", err))
         return -EINVAL;
     if ((v = getenv("DAGY_LOG_LEVEL")) && *v) {
@@ -443,6 +445,7 @@ void agent_config_free(agent_config *c)
     c->results_bucket = c->resume_from = NULL;
     proto_list_free(c->dep_uris);
     c->dep_uris = NULL;
+    cwlogs_config_free(&c->cwlogs);
     cJSON_Delete(c->parameters);
     c->parameters = NULL;
 }
@@ -487,8 +490,10 @@ void agent_print_help(void)
           "  DAGY_METRICS (CloudWatch EMF lines, default 1),\n"
           "  DAGY_CAPACITY_PROVIDER, DAGY_PRICE_VCPU_HOUR, DAGY_PRICE_GB_HOUR,\n"
           "  DAGY_PRICE_STORAGE_GB_HOUR (estimated_cost_usd, see docs/operations.md),\n"
+          "  DAGY_LOG_GROUP (also ship the lines to CloudWatch Logs, stream = run id),\n"
+          "  DAGY_LOG_STDOUT (all|lifecycle, default lifecycle), DAGY_LOG_BUFFER_BYTES,\n"
           "  DAGY_UNPACK_MAX_BYTES, DAGY_UNPACK_MAX_ENTRIES, DAGY_UNPACK_MAX_RATIO,\n"
-          "  AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL[_S3|_DYNAMODB|_ECS],\n"
+          "  AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL[_S3|_DYNAMODB|_ECS|_LOGS],\n"
           "  AWS credentials (environment, ECS container endpoint, shared credentials file).\n"
           "\n"
           "Exit codes: 0 run succeeded; 1 a task failed; 2 invalid input; 3 infrastructure\n"

@@ -32,6 +32,7 @@ struct log_line {
     char status[24];
     char stream[8];
     size_t msg_len; /* the message's length at the start of `pretty` */
+    double ts;      /* the line's timestamp (UNIX seconds) */
     bool in_use;
 };
 
@@ -41,6 +42,11 @@ static struct {
     int fd;
     char *run_id, *flow_name, *flow_version, *org_id, *correlation_id;
     char *progress; /* pretty mode: the live progress line, redrawn under the log */
+    agent_log_sink sink; /* also receives every JSON line (CloudWatch Logs shipper) */
+    void *sink_ud;
+    bool hold_run_end; /* keep run_end's stdout bytes until agent_log_release */
+    bool capture;      /* writing the run_end line itself now: its bytes go to `held` */
+    struct buf held;   /* those bytes */
     struct log_line line;
 } L = {.fmt = LOG_FORMAT_JSON, .min = LOG_INFO, .fd = 1};
 
@@ -288,8 +294,9 @@ log_line *agent_log_begin_text(log_level level, const char *event_type, const ch
     snprintf(l->event, sizeof l->event, "%s", event_type);
 
     char ts[PROTO_ISO_LEN];
+    l->ts = proto_now();
     buf_adds(&l->json, "{\"timestamp\":\"");
-    buf_adds(&l->json, proto_iso_time(proto_now(), ts));
+    buf_adds(&l->json, proto_iso_time(l->ts, ts));
     buf_adds(&l->json, "\",\"level\":\"");
     buf_adds(&l->json, level_names[level]);
     buf_adds(&l->json, "\"");
@@ -394,9 +401,13 @@ void agent_log_json(log_line *l, const char *key, const cJSON *val)
 }
 
 /* Writes all of p (retrying on EINTR and short writes). A failed stdout is ignored: logging must
- * never stop the run. */
+ * never stop the run. A held run_end line collects the bytes instead. */
 static void write_all(const char *p, size_t n)
 {
+    if (L.capture) {
+        buf_add(&L.held, p, n);
+        return;
+    }
     while (n > 0) {
         ssize_t w = write(L.fd, p, n);
         if (w < 0 && errno == EINTR)
@@ -441,12 +452,19 @@ void agent_log_end(log_line *l)
 {
     if (!l)
         return;
-    if (L.fmt == LOG_FORMAT_PRETTY) {
+    buf_add(&l->json, "}", 1);
+    bool to_stdout = true;
+    if (L.sink) /* the JSON object as is, without its newline */
+        to_stdout = L.sink(L.sink_ud, l->json.p, l->json.len, l->ts, l->level, l->event);
+    /* Only the run_end line's own bytes are held (what the sink wrote meanwhile is older). */
+    L.capture = L.hold_run_end && !strcmp(l->event, "run_end");
+    if (to_stdout && L.fmt == LOG_FORMAT_PRETTY) {
         write_pretty(l);
-    } else {
-        buf_add(&l->json, "}\n", 2);
+    } else if (to_stdout) {
+        buf_add(&l->json, "\n", 1);
         write_all(l->json.p, l->json.len);
     }
+    L.capture = false;
     l->in_use = false;
 }
 
@@ -460,6 +478,26 @@ void agent_log(log_level level, const char *event_type, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     agent_log_end(agent_log_begin(level, event_type, "%s", msg));
+}
+
+void agent_log_set_sink(agent_log_sink sink, void *ud)
+{
+    L.sink = sink;
+    L.sink_ud = ud;
+}
+
+void agent_log_hold_run_end(bool hold)
+{
+    L.hold_run_end = hold;
+}
+
+void agent_log_release(void)
+{
+    L.hold_run_end = false;
+    if (L.held.len)
+        write_all(L.held.p, L.held.len);
+    free(L.held.p);
+    L.held = (struct buf){0};
 }
 
 bool agent_log_is_pretty(void)

@@ -44,6 +44,19 @@ void agent_log_bool(log_line *l, const char *key, bool val);
 void agent_log_json(log_line *l, const char *key, const cJSON *val); /* embedded as JSON */
 void agent_log_end(log_line *l);
 
+/* A second destination for every line (the CloudWatch Logs shipper, agent/cwlogs.c): called
+ * from agent_log_end with the JSON object (without newline, not NUL-terminated: len bytes),
+ * its timestamp (UNIX seconds), level and event type, before stdout; returns whether the line
+ * goes to stdout too. NULL detaches it. */
+typedef bool (*agent_log_sink)(void *ud, const char *json, size_t len, double ts, log_level level,
+                               const char *event_type);
+void agent_log_set_sink(agent_log_sink sink, void *ud);
+/* While held, the run_end line's stdout bytes are kept instead of written; agent_log_release
+ * writes them (and stops holding), so lines written after the run ended (the shipper's report)
+ * still come before it on stdout: run_end stays the last line. */
+void agent_log_hold_run_end(bool hold);
+void agent_log_release(void);
+
 /* Pretty view only (no-ops in JSON mode): whether it is on, the live progress line kept under
  * the log, and raw text (the end-of-run table). */
 bool agent_log_is_pretty(void);

@@ -40,6 +40,10 @@ static const char *const phase_names[] = {"STARTING", "PREPARING", "EXECUTING", 
 #define FLUSH_BUDGET_SIGNAL_MS 8000
 #define TRACE_WAIT_MS          5000
 #define TRACE_WAIT_SIGNAL_MS   2000
+/* After run_end, the lines still queued for CloudWatch Logs (DAGY_LOG_GROUP): 15 + 3 + 2 + 8 +
+ * 10 = 38 s after a signal, inside the 60 s stopTimeout of dagy-launch's task definition. */
+#define LOG_FLUSH_BUDGET_MS        20000
+#define LOG_FLUSH_BUDGET_SIGNAL_MS 10000
 
 void agent__set_phase(run_state *r, run_phase p)
 {
@@ -392,7 +396,7 @@ static void finish_unrecorded(run_state *r, int exit_code, const char *error)
 static bool needs_aws(const agent_config *c)
 {
     if (c->container_mode || !strcmp(c->status_backend, "dynamodb") || c->traces_bucket ||
-        c->results_bucket)
+        c->results_bucket || c->cwlogs.group)
         return true;
     if (c->flow && !strncmp(c->flow, "s3://", 5))
         return true;
@@ -451,6 +455,13 @@ static int setup(run_state *r, char *err)
     }
     if (needs_aws(c) && fetch_aws_new(&r->loop, &r->aws, err))
         return AGENT_EXIT_INVALID;
+    if (c->cwlogs.group) { /* from here on the lines also go to CloudWatch Logs */
+        if ((rc = cwlogs_start(&r->loop, r->aws, &c->cwlogs, c->run_id, agent_log_is_pretty()))) {
+            snprintf(err, AGENT_ERR_MAX, "cannot start shipping logs: %s", strerror(-rc));
+            return AGENT_EXIT_INFRA;
+        }
+        sbx_set_line_max(r->sbx, CWLOGS_TASK_LINE_MAX);
+    }
     status_backend *be = NULL;
     if (!strcmp(c->status_backend, "dynamodb"))
         rc = status_ddb_new(r->aws, c->runs_table, c->task_runs_table, &be);
@@ -662,6 +673,7 @@ int agent_run(agent_config *c)
         agent_log_str(l, "error", err);
         agent_log_bool(l, "status_recorded", false);
         agent_log_end(l);
+        cwlogs_finish(LOG_FLUSH_BUDGET_SIGNAL_MS);
         teardown(r);
         free(r);
         return rc;
@@ -669,6 +681,8 @@ int agent_run(agent_config *c)
     start_gate(r);
     while (r->phase != RUN_DONE && uv_run(&r->loop, UV_RUN_DEFAULT))
         ;
+    /* run_end is logged: what is still queued for CloudWatch Logs goes now, run_end with it. */
+    cwlogs_finish(r->signals ? LOG_FLUSH_BUDGET_SIGNAL_MS : LOG_FLUSH_BUDGET_MS);
     rc = r->phase == RUN_DONE ? r->exit_code : AGENT_EXIT_INFRA;
     teardown(r);
     free(r);

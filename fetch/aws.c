@@ -22,7 +22,7 @@ struct fetch_aws {
     fetch_http *http;
     fetch_credsrc *creds;
     char region[64];
-    fetch_endpoint s3, dynamodb, ecs;
+    fetch_endpoint s3, dynamodb, ecs, logs;
     fetch__op *ops;
     bool closing;
 };
@@ -42,7 +42,8 @@ int fetch_aws_new(uv_loop_t *loop, fetch_aws **out, char *err)
         goto fail;
     if ((rc = fetch_endpoint_from_env("s3", a->region, &a->s3, err)) < 0 ||
         (rc = fetch_endpoint_from_env("dynamodb", a->region, &a->dynamodb, err)) < 0 ||
-        (rc = fetch_endpoint_from_env("ecs", a->region, &a->ecs, err)) < 0)
+        (rc = fetch_endpoint_from_env("ecs", a->region, &a->ecs, err)) < 0 ||
+        (rc = fetch_endpoint_from_env("logs", a->region, &a->logs, err)) < 0)
         goto fail;
     /* Configuration errors come first, before any libuv handle exists, so a failed call
      * leaves nothing behind on the loop. */
@@ -60,6 +61,7 @@ fail:
     fetch_endpoint_clear(&a->s3);
     fetch_endpoint_clear(&a->dynamodb);
     fetch_endpoint_clear(&a->ecs);
+    fetch_endpoint_clear(&a->logs);
     free(a);
     return rc;
 }
@@ -76,6 +78,7 @@ void fetch_aws_free(fetch_aws *a)
     fetch_endpoint_clear(&a->s3);
     fetch_endpoint_clear(&a->dynamodb);
     fetch_endpoint_clear(&a->ecs);
+    fetch_endpoint_clear(&a->logs);
     free(a);
 }
 
@@ -127,6 +130,8 @@ const fetch_endpoint *fetch__aws_endpoint(fetch_aws *a, const char *service)
         return &a->dynamodb;
     if (strcmp(service, "ecs") == 0)
         return &a->ecs;
+    if (strcmp(service, "logs") == 0)
+        return &a->logs;
     return NULL;
 }
 
@@ -509,6 +514,8 @@ typedef struct {
     uv_timer_t timer;
     bool is_get; /* unsigned GET of `url` instead of a signed JSON call */
     char *service, *target, *body, *url;
+    char *extra_hdr; /* one more signed header ("name: value") or NULL */
+    bool json11;     /* application/x-amz-json-1.1 (CloudWatch Logs) instead of 1.0 */
     char label[160]; /* "DynamoDB UpdateItem" or "GET URL" */
     fetch_retry retry;
     int attempt;
@@ -526,6 +533,7 @@ static void api_op_closed(uv_handle_t *h)
     free(o->target);
     free(o->body);
     free(o->url);
+    free(o->extra_hdr);
     free(o);
 }
 
@@ -647,7 +655,9 @@ static void api_attempt(api_op *o)
     } else {
         char tgt[300];
         snprintf(tgt, sizeof tgt, "x-amz-target: %s", o->target);
-        const char *hdrs[] = {"content-type: application/x-amz-json-1.0", tgt, NULL};
+        const char *hdrs[] = {o->json11 ? "content-type: application/x-amz-json-1.1"
+                                        : "content-type: application/x-amz-json-1.0",
+                              tgt, o->extra_hdr, NULL};
         fetch__sreq s = {.service = o->service,
                          .method = "POST",
                          .ep = fetch__aws_endpoint(o->a, o->service),
@@ -686,16 +696,26 @@ static const char *service_label(const char *service)
         return "DynamoDB";
     if (strcmp(service, "ecs") == 0)
         return "ECS";
+    if (strcmp(service, "logs") == 0)
+        return "CloudWatch Logs";
     return service;
 }
 
 int fetch_aws_json(fetch_aws *a, const char *service, const char *target, const char *body,
                    const fetch_retry *retry, fetch_aws_cb cb, void *ud)
 {
+    fetch_json_opts o = {.retry = retry};
+    return fetch_aws_json_opts(a, service, target, body, &o, cb, ud);
+}
+
+int fetch_aws_json_opts(fetch_aws *a, const char *service, const char *target, const char *body,
+                        const fetch_json_opts *opts, fetch_aws_cb cb, void *ud)
+{
     if (a->closing)
         return -ECANCELED;
     if (!service || !target || !body || !cb || !fetch__aws_endpoint(a, service) ||
-        strcmp(service, "s3") == 0 || strlen(target) > 256)
+        strcmp(service, "s3") == 0 || strlen(target) > 256 ||
+        (opts->header && (!strchr(opts->header, ':') || strpbrk(opts->header, "\r\n"))))
         return -EINVAL;
     api_op *o = api_new(a, cb, ud);
     if (!o)
@@ -703,10 +723,12 @@ int fetch_aws_json(fetch_aws *a, const char *service, const char *target, const 
     o->service = strdup(service);
     o->target = strdup(target);
     o->body = strdup(body);
-    o->retry = fetch__retry_or_default(retry);
+    o->json11 = opts->json11;
+    o->extra_hdr = opts->header ? strdup(opts->header) : NULL;
+    o->retry = fetch__retry_or_default(opts->retry);
     const char *dot = strrchr(target, '.');
     snprintf(o->label, sizeof o->label, "%s %s", service_label(service), dot ? dot + 1 : target);
-    if (!o->service || !o->target || !o->body) {
+    if (!o->service || !o->target || !o->body || (opts->header && !o->extra_hdr)) {
         uv_close((uv_handle_t *)&o->timer, api_op_closed);
         return -ENOMEM;
     }

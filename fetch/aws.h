@@ -68,6 +68,20 @@ const char *fetch_aws_region(const fetch_aws *a);
 int fetch_aws_json(fetch_aws *a, const char *service, const char *target, const char *body,
                    const fetch_retry *retry, fetch_aws_cb cb, void *ud);
 
+/* Options of fetch_aws_json_opts: the retry policy (NULL = defaults), the JSON protocol
+ * version (CloudWatch Logs speaks JSON 1.1: content type application/x-amz-json-1.1) and one
+ * more signed header ("x-amzn-logs-format: json/emf"), or NULL. */
+typedef struct {
+    const fetch_retry *retry;
+    bool json11;
+    const char *header;
+} fetch_json_opts;
+
+/* fetch_aws_json with options; service may also be "logs" (CloudWatch Logs, target
+ * "Logs_20140328.PutLogEvents", endpoint AWS_ENDPOINT_URL_LOGS or AWS_ENDPOINT_URL). */
+int fetch_aws_json_opts(fetch_aws *a, const char *service, const char *target, const char *body,
+                        const fetch_json_opts *opts, fetch_aws_cb cb, void *ud);
+
 /* Why `name` is not a valid S3 bucket name (a phrase such as "it must be 3 to 63 characters
  * long"), or NULL if it is one: 3-63 of [a-z0-9.-], starting and ending with a letter or digit,
  * no "..", not an IPv4 address, not xn--/sthree-. The one rule for bucket names: URIs, uploads

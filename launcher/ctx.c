@@ -64,14 +64,18 @@ int launch__call(launch__ctx *c, const char *service, const char *op, cJSON *bod
                  void *ud)
 {
     char target[128];
-    bool ddb = strcmp(service, "dynamodb") == 0;
+    bool ddb = strcmp(service, "dynamodb") == 0, logs = strcmp(service, "logs") == 0;
     launch__fmt(target, sizeof target, "%s.%s",
-                ddb ? "DynamoDB_20120810" : "AmazonEC2ContainerServiceV20141113", op);
+                ddb    ? "DynamoDB_20120810"
+                : logs ? "Logs_20140328"
+                       : "AmazonEC2ContainerServiceV20141113",
+                op);
     char *text = body ? cJSON_PrintUnformatted(body) : NULL;
     cJSON_Delete(body);
     if (!text)
         return -ENOMEM;
-    int rc = fetch_aws_json(c->aws, service, target, text, NULL, cb, ud);
+    fetch_json_opts o = {.json11 = logs}; /* CloudWatch Logs speaks JSON 1.1 */
+    int rc = fetch_aws_json_opts(c->aws, service, target, text, &o, cb, ud);
     free(text);
     return rc;
 }

@@ -47,6 +47,7 @@ typedef struct {
     const char *subnets;          /* DAGY_ECS_SUBNETS, comma-separated */
     const char *security_groups;  /* DAGY_ECS_SECURITY_GROUPS, comma-separated */
     const char *log_group;        /* DAGY_ECS_LOG_GROUP */
+    const char *agent_log_group;  /* DAGY_LOG_GROUP (optional): passed on to the agent */
     const char *artifact_bucket;  /* DAGY_ARTIFACT_BUCKET */
     const char *traces_bucket;    /* DAGY_TRACES_BUCKET (optional) */
     const char *results_bucket;   /* DAGY_RESULTS_BUCKET (optional; default traces_bucket) */
@@ -274,6 +275,20 @@ typedef struct {
 } launch_cancel_opts;
 /* `cancel RUN_ID` / `cancel --all-running [--flow NAME]`. */
 int launch_cmd_cancel(const launch_cancel_opts *o);
+/* `logs RUN_ID [--follow] [--task NAME] [--since DURATION]` (logs.c): the run's lines from the
+ * CloudWatch Logs stream named RUN_ID in DAGY_LOG_GROUP (else DAGY_ECS_LOG_GROUP). */
+typedef struct {
+    const char *run_id;
+    const char *task; /* NULL = every line */
+    int64_t since_ms; /* 0 = from the start */
+    bool follow;
+} launch_logs_opts;
+int launch_cmd_logs(const launch_logs_opts *o);
+/* `dagy-launch logs ARGS` (argv[0] is "logs"): options, --help, then launch_cmd_logs. */
+int launch_logs_main(int argc, char **argv);
+/* "30s", "10m", "2h", "1d" -> milliseconds (1 s to 366 d). Returns 0 or -EINVAL. */
+int launch_parse_duration(const char *s, int64_t *ms);
+
 /* `result RUN_ID TASK`: the task's stored result on stdout, its result_sha256 verified. */
 int launch_cmd_result(const char *run_id, const char *task);
 int launch_cmd_init_tables(void);
@@ -306,8 +321,9 @@ typedef struct {
 int launch__ctx_open(launch__ctx *c, unsigned need, char *err);
 /* Frees the client, runs the loop until every handle closed, closes the loop. */
 void launch__ctx_close(launch__ctx *c);
-/* One JSON 1.0 call: service "dynamodb" or "ecs", op "PutItem", "RunTask", ...; `body` is
- * consumed. Returns 0 or -errno (callback not invoked). */
+/* One JSON call: service "dynamodb" or "ecs" (JSON 1.0), or "logs" (CloudWatch Logs, JSON 1.1),
+ * op "PutItem", "RunTask", "GetLogEvents", ...; `body` is consumed. Returns 0 or -errno (callback
+ * not invoked). */
 int launch__call(launch__ctx *c, const char *service, const char *op, cJSON *body, fetch_aws_cb cb,
                  void *ud);
 /* One call run to completion on the context's loop (for commands that do one thing after

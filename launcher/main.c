@@ -18,6 +18,7 @@ static const char usage_main[] =
     "  result RUN_ID TASK  print a task's stored result\n"
     "  retry RUN_ID   launch a run again (resuming from its failure by default)\n"
     "  cancel RUN_ID  cancel a run (--all-running: every active run)\n"
+    "  logs RUN_ID    print a run's log lines from CloudWatch Logs (--follow, --task, --since)\n"
     "  reconcile      close stale runs whose ECS task has stopped; relaunch infra failures\n"
     "  init-tables    create the DynamoDB tables where absent\n"
     "  register-flow  upload a flow artifact and register its version\n"
@@ -552,6 +553,8 @@ int main(int argc, char **argv)
                    : launch_cmd_result(argv[1], argv[2]);
     if (strcmp(cmd, "register-flow") == 0)
         return cmd_register(argc, argv);
+    if (strcmp(cmd, "logs") == 0)
+        return launch_logs_main(argc, argv);
     if (strcmp(cmd, "register-package") == 0 || strcmp(cmd, "register-deployment") == 0)
         return launch_register_main(argc, argv, cmd);
     if (strcmp(cmd, "status") == 0)

@@ -438,6 +438,8 @@ cJSON *launch_container_env(const launch_config *c, const launch_request *r,
         add_env(env, "DAGY_RUNS_TABLE", c->runs_table);
     if (c->task_runs_table_set)
         add_env(env, "DAGY_TASK_RUNS_TABLE", c->task_runs_table);
+    if (c->agent_log_group) /* the agent ships its lines to stream RUN_ID there (logs.c reads it) */
+        add_env(env, "DAGY_LOG_GROUP", c->agent_log_group);
     const cJSON *e;
     cJSON_ArrayForEach(e, r->env)
     {

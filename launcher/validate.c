@@ -61,6 +61,7 @@ int launch_config_from_env(launch_config *c, unsigned need, char *err)
     c->subnets = env_or_null("DAGY_ECS_SUBNETS");
     c->security_groups = env_or_null("DAGY_ECS_SECURITY_GROUPS");
     c->log_group = env_or_null("DAGY_ECS_LOG_GROUP");
+    c->agent_log_group = env_or_null("DAGY_LOG_GROUP");
     c->artifact_bucket = env_or_null("DAGY_ARTIFACT_BUCKET");
     c->traces_bucket = env_or_null("DAGY_TRACES_BUCKET");
     c->results_bucket = env_or_null("DAGY_RESULTS_BUCKET");

@@ -82,6 +82,7 @@ struct sbx_ctx {
     pid_t watchdog;
     int wd_fd;
     size_t active;
+    size_t line_max; /* sbx_set_line_max; 0 = SBX_LINE_MAX */
     uint64_t orphans, escaped;
     sbx_proc *procs;
     sbx_proc *buckets[PID_BUCKETS];
@@ -481,6 +482,11 @@ static void on_failed_report(uv_timer_t *h)
     finish(h->data);
 }
 
+void sbx_set_line_max(sbx_ctx *ctx, size_t max)
+{
+    ctx->line_max = max > SBX_LINE_MAX_LIMIT ? SBX_LINE_MAX_LIMIT : max;
+}
+
 int sbx_spawn(sbx_ctx *ctx, const sbx_spec *spec, const sbx_callbacks *cb, void *ud, sbx_proc **out)
 {
     assert(spec && spec->argv && spec->argv[0] && cb && cb->on_exit);
@@ -498,6 +504,7 @@ int sbx_spawn(sbx_ctx *ctx, const sbx_spec *spec, const sbx_callbacks *cb, void 
     p->ctx = ctx;
     p->cb = *cb;
     p->ud = ud;
+    p->out.lines.max = p->err.lines.max = ctx->line_max;
     /* From here on `p` owns handles, so a failure frees it through release(). */
     uv_timer_init(ctx->loop, &p->timer);
     p->timer.data = p;

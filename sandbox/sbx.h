@@ -20,6 +20,7 @@
 
 #define SBX_TRACE_MAX (64 * 1024) /* tail of stderr kept per attempt */
 #define SBX_LINE_MAX  (16 * 1024) /* longer lines are split into pieces of this size */
+#define SBX_LINE_MAX_LIMIT (1024 * 1024) /* the most sbx_set_line_max accepts */
 /* After the leader exits, how long its output may stay open (held by a process that escaped
  * the attempt and could not be found) before the pipes are cut and the attempt is reported. */
 #define SBX_OUTPUT_GRACE_MS 1000
@@ -46,7 +47,8 @@ typedef struct {
 
 typedef struct {
     /* One line of output, without its newline, valid only during the call. Invalid UTF-8 is
-     * passed as is; the logger escapes it. Lines over SBX_LINE_MAX arrive in pieces. */
+     * passed as is; the logger escapes it. Lines over SBX_LINE_MAX (sbx_set_line_max) arrive in
+     * pieces. */
     void (*on_line)(void *ud, sbx_proc *p, int stream, const char *line, size_t len);
     /* The leader exited and both pipes reached EOF (or were cut SBX_OUTPUT_GRACE_MS after the
      * leader's exit because something still holds them). When the leader exits, the rest of its
@@ -73,6 +75,11 @@ int sbx_init(uv_loop_t *loop, sbx_ctx **out);
  * descendants) is killed too, and reaped (waiting at most 0.5 s), then the watchdog
  * is told to exit. */
 void sbx_close(sbx_ctx *ctx);
+
+/* Lines of the processes spawned from now on are emitted whole up to `max` bytes (1 ..
+ * SBX_LINE_MAX_LIMIT; 0 = SBX_LINE_MAX), in pieces beyond. The agent raises it when its lines
+ * go to CloudWatch Logs directly, where an event may hold 256 KiB (docs/agent.md). */
+void sbx_set_line_max(sbx_ctx *ctx, size_t max);
 
 /* Starts a process in a new session (pgid = pid), stdin /dev/null, stdout/stderr piped, no
  * descriptor of the agent but those (all others are closed in the child, whatever their

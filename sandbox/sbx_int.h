@@ -16,11 +16,12 @@ typedef void (*sbx__emit_fn)(void *ud, const char *line, size_t len);
 typedef struct {
     char *buf;
     size_t len, cap;
+    size_t max; /* longest line emitted whole; 0 means SBX_LINE_MAX */
 } sbx__linebuf;
 
 /* Splits `data` at '\n' (a trailing '\r' is dropped) and emits every complete line; the rest is
- * kept in `lb` for the next call. Lines longer than SBX_LINE_MAX are emitted in pieces of
- * SBX_LINE_MAX bytes. Complete lines are emitted straight from `data` without copying. */
+ * kept in `lb` for the next call. Lines longer than lb->max (SBX_LINE_MAX) are emitted in pieces of
+ * that many bytes. Complete lines are emitted straight from `data` without copying. */
 void sbx__lines_feed(sbx__linebuf *lb, const char *data, size_t n, sbx__emit_fn emit, void *ud);
 /* At end of stream: emits the unfinished last line, if any. */
 void sbx__lines_flush(sbx__linebuf *lb, sbx__emit_fn emit, void *ud);

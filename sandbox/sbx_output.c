@@ -7,7 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Makes room for `need` (<= SBX_LINE_MAX + 1) bytes of pending line; false if out of memory. */
+/* The longest line lb emits whole. */
+static size_t lb_max(const sbx__linebuf *lb)
+{
+    return lb->max ? lb->max : SBX_LINE_MAX;
+}
+
+/* Makes room for `need` (<= lb_max + 1) bytes of pending line; false if out of memory. */
 static bool lb_reserve(sbx__linebuf *lb, size_t need)
 {
     if (need <= lb->cap)
@@ -15,8 +21,8 @@ static bool lb_reserve(sbx__linebuf *lb, size_t need)
     size_t cap = lb->cap ? lb->cap : 256;
     while (cap < need)
         cap *= 2;
-    if (cap > SBX_LINE_MAX + 1)
-        cap = SBX_LINE_MAX + 1;
+    if (cap > lb_max(lb) + 1)
+        cap = lb_max(lb) + 1;
     char *b = realloc(lb->buf, cap);
     if (!b)
         return false;
@@ -65,8 +71,8 @@ static void finish_line(sbx__linebuf *lb, const char *data, size_t n, bool strip
         else if (n == 0 && lb->len > 0 && lb->buf[lb->len - 1] == '\r')
             lb->len--;
     }
-    while (lb->len + n > SBX_LINE_MAX)
-        emit_head(lb, &data, &n, SBX_LINE_MAX, emit, ud);
+    while (lb->len + n > lb_max(lb))
+        emit_head(lb, &data, &n, lb_max(lb), emit, ud);
     emit_head(lb, &data, &n, lb->len + n, emit, ud);
 }
 
@@ -74,10 +80,10 @@ static void finish_line(sbx__linebuf *lb, const char *data, size_t n, bool strip
 static void keep_partial(sbx__linebuf *lb, const char *data, size_t n, sbx__emit_fn emit, void *ud)
 {
     /* Hold one byte more when it is '\r': it may be the first half of a "\r\n" split by a read,
-     * and a line of exactly SBX_LINE_MAX bytes must not come out as a piece plus an empty line. */
-    size_t keep = data[n - 1] == '\r' ? SBX_LINE_MAX + 1 : SBX_LINE_MAX;
+     * and a line of exactly lb_max bytes must not come out as a piece plus an empty line. */
+    size_t keep = data[n - 1] == '\r' ? lb_max(lb) + 1 : lb_max(lb);
     while (lb->len + n > keep)
-        emit_head(lb, &data, &n, SBX_LINE_MAX, emit, ud);
+        emit_head(lb, &data, &n, lb_max(lb), emit, ud);
     if (n == 0)
         return;
     if (!lb_reserve(lb, lb->len + n)) {
@@ -115,7 +121,7 @@ void sbx__lines_flush(sbx__linebuf *lb, sbx__emit_fn emit, void *ud)
 void sbx__lines_free(sbx__linebuf *lb)
 {
     free(lb->buf);
-    *lb = (sbx__linebuf){0};
+    *lb = (sbx__linebuf){.max = lb->max};
 }
 
 /* Grows the ring towards `max` to hold `need` bytes, only while its content is linear. */

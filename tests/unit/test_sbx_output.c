@@ -191,6 +191,39 @@ static void check_ring(size_t max, size_t total, size_t maxchunk, unsigned seed)
     free(all);
 }
 
+/* Records line lengths: got[0] = count, got[1..7] = lengths. */
+static void collect_len(void *ud, const char *line, size_t len)
+{
+    size_t *got = ud;
+    (void)line;
+    if (got[0] < 7)
+        got[1 + got[0]] = len;
+    got[0]++;
+}
+
+/* A raised limit (sbx_set_line_max, when the agent ships to CloudWatch Logs): a 40 KiB line is
+ * one line, a longer one than the limit comes in pieces of the limit, memory stays bounded. */
+static void test_lines_raised_max(void **state)
+{
+    size_t max = 64 * 1024, n = 40 * 1024 + 1 + 150 * 1024 + 1;
+    char *in = malloc(n);
+    memset(in, 'x', n);
+    in[40 * 1024] = '\n';
+    in[n - 1] = '\n';
+    size_t got[8] = {0};
+    sbx__linebuf lb = {.max = max};
+    for (size_t off = 0; off < n; off += 4096)
+        sbx__lines_feed(&lb, in + off, n - off < 4096 ? n - off : 4096, collect_len, got);
+    sbx__lines_flush(&lb, collect_len, got);
+    assert_int_equal(got[0], 4);
+    size_t lens[] = {40 * 1024, max, max, 150 * 1024 - 2 * max};
+    assert_memory_equal(got + 1, lens, sizeof lens);
+    assert_true(lb.cap <= max + 1);
+    sbx__lines_free(&lb);
+    assert_int_equal(lb.max, max); /* free keeps the limit for the next stream */
+    free(in);
+}
+
 static void test_ring_keeps_tail(void **state)
 {
     check_ring(100, 1000, 7, 1);
@@ -220,6 +253,7 @@ int main(void)
         cmocka_unit_test(test_lines_simple),
         cmocka_unit_test(test_lines_boundaries_any_chunking),
         cmocka_unit_test(test_lines_exact_max_is_one_line),
+        cmocka_unit_test(test_lines_raised_max),
         cmocka_unit_test(test_ring_keeps_tail),
         cmocka_unit_test(test_ring_small_output_small_memory),
     };

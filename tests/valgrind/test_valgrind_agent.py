@@ -1,7 +1,8 @@
 """dagy-agent end to end under valgrind memcheck (ctest label valgrind, release build only):
 a normal local run (a retried failure, a skipped and an all_done task), a run SIGTERMed mid-DAG
 (a task that ignores TERM, drained then killed) and a SIGTERM while the artifact is being
-unpacked by the libuv worker thread. Each must exit as the contract says with no memcheck error
+unpacked by the libuv worker thread, and a run shipping its lines to CloudWatch Logs (moto behind
+a proxy that fails a third of the PutLogEvents, a line cut to fit an event). Each must exit as the contract says with no memcheck error
 and no definite or indirect leak (suppressions: tests/valgrind.supp, libraries only)."""
 
 import os
@@ -140,6 +141,50 @@ class ValgrindAgentTest(unittest.TestCase):
         self.assertEqual(a.events("unpack_end"), [], "the unpack ended before the signal: "
                          "make the archive bigger\n" + a.report())
         self.check_clean(a, 143)
+
+    def test_cloudwatch_logs_shipping_is_memcheck_clean(self):
+        import awsenv
+        import faultproxy
+
+        moto = awsenv.Moto().start()
+        self.addCleanup(moto.stop)
+        moto.client("logs").create_log_group(logGroupName="/vg")
+        p = faultproxy.FaultProxy(moto.endpoint, seed=3, rates={"503": 0.33},
+                                  match=lambda m, path, h: "PutLogEvents" in
+                                  h.get("X-Amz-Target", ""))
+        p.start()
+        self.addCleanup(p.stop)
+        d = self.flow_dir([
+            faultenv.sh("a", "seq 1 3000"),
+            faultenv.sh("b", "head -c 60000 /dev/zero | tr '\\0' '\\001'; echo",
+                        upstream=["a"]),
+        ])
+        a = self.start(d, "--run-id", "vg-cwlogs",
+                       env=moto.env({}, DAGY_LOG_GROUP="/vg", AWS_ENDPOINT_URL_LOGS=p.url,
+                                    DAGY_LOG_STDOUT="all", DAGY_WORK_DIR=self.work,
+                                    DAGY_KILL_GRACE_SECONDS="1"))
+        a.wait(300)
+        self.check_clean(a, 0)
+        logs = moto.client("logs")
+        got, token = [], None
+        for _ in range(1000):
+            kw = {"logGroupName": "/vg", "logStreamName": "vg-cwlogs", "startFromHead": True}
+            if token:
+                kw["nextToken"] = token
+            page = logs.get_log_events(**kw)
+            got += [e["message"] for e in page["events"]]
+            if page["nextForwardToken"] == token:
+                break
+            token = page["nextForwardToken"]
+        with open(a.out_path) as f:
+            printed = f.read().splitlines()
+        # stdout adds the shipper's report (one line was cut to fit an event) before run_end.
+        self.assertIn('"event_type":"log_shipping_incomplete"', printed[-2])
+        del printed[-2]
+        self.assertEqual(len(got), len(printed))
+        self.assertEqual([m for m in got if "log_truncated" not in m],
+                         [m for m in printed if len(m) < 262144])
+        self.assertEqual(got[-1], printed[-1])
 
 
 if __name__ == "__main__":
