@@ -299,7 +299,11 @@ static bool sink(void *ud, const char *json, size_t len, double ts, log_level le
                  const char *event_type)
 {
     (void)ud;
-    bool out = S.pretty || S.stdout_all || cwlogs_lifecycle_line(level, event_type);
+    /* EMF lines are ingested once: shipped, not printed too, even with DAGY_LOG_STDOUT=all
+     * (both paths would count every metric twice); they reach stdout only when shipping has
+     * given up (below) or cannot take them. */
+    bool emf = !strcmp(event_type, "metrics");
+    bool out = S.pretty || (S.stdout_all && !emf) || cwlogs_lifecycle_line(level, event_type);
     if (S.state == ST_DEAD || S.closed)
         return true;
     if (!strcmp(event_type, "run_end"))

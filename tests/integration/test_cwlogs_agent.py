@@ -112,12 +112,23 @@ class CloudWatchLogsAgentTest(unittest.TestCase):
         r = f.run("--run-id", "cwl-order", env=self.env(p.url, DAGY_LOG_STDOUT="all"))
         self.assertEqual(r.code, 0, r)
         printed = r.out.splitlines()
-        self.assertEqual(self.stream("cwl-order"), printed)
+        shipped = self.stream("cwl-order")
+        # metrics lines are the one exception to "all": ingested once (the stream), never twice
+        self.assertEqual([m for m in shipped if json.loads(m)["event_type"] != "metrics"], printed)
         self.assertEqual(json.loads(printed[-1])["event_type"], "run_end")
         big = [l for l in r.lines if l["event_type"] == "task_output" and l["task_name"] == "big"]
         self.assertEqual(len(big), 1)  # whole, not in 16 KiB pieces
         self.assertEqual(big[0]["line"], "x" * 40960)
         self.check_bodies(p)
+
+    def test_metrics_lines_are_ingested_once_even_with_stdout_all(self):
+        f = self.flow(sh("a", "echo one"))
+        r = f.run("--run-id", "cwl-emf-once", env=self.env(DAGY_LOG_STDOUT="all"))
+        self.assertEqual(r.code, 0, r)
+        shipped = [json.loads(m) for m in self.stream("cwl-emf-once")]
+        self.assertIn("metrics", [l["event_type"] for l in shipped])
+        self.assertIn("task_output", [l["event_type"] for l in r.lines])
+        self.assertNotIn("metrics", [l["event_type"] for l in r.lines])
 
     def test_stdout_keeps_only_lifecycle_lines_by_default(self):
         f = self.flow(sh("a", "echo hello"), sh("b", "echo oops >&2; exit 1", upstream=["a"]))
@@ -142,7 +153,8 @@ class CloudWatchLogsAgentTest(unittest.TestCase):
         pad = "p" * 100
         f = self.flow(sh("many", "seq 1 25000 | sed 's/$/ %s/'" % pad))
         p = self.proxy(record_bodies=True, match=is_put, rates={"delay": 1.0}, delay_s=0.5)
-        r = f.run("--run-id", "cwl-batches", env=self.env(p.url, DAGY_LOG_STDOUT="all"),
+        r = f.run("--run-id", "cwl-batches", env=self.env(p.url, DAGY_LOG_STDOUT="all",
+                                                           DAGY_METRICS="0"),
                   timeout=120)
         self.assertEqual(r.code, 0, r)
         self.assertEqual(self.stream("cwl-batches"), r.out.splitlines())
@@ -156,7 +168,8 @@ class CloudWatchLogsAgentTest(unittest.TestCase):
         p = self.proxy(seed=5, match=is_put, rates={"503": 1.0})
         f = self.flow(sh("slow", "i=0; while [ $i -lt 40 ]; do echo tick $i; i=$((i+1)); "
                                  "sleep 0.1; done"))
-        proc = f.start("--run-id", "cwl-outage", env=self.env(p.url, DAGY_LOG_STDOUT="all"))
+        proc = f.start("--run-id", "cwl-outage", env=self.env(p.url, DAGY_LOG_STDOUT="all",
+                                                           DAGY_METRICS="0"))
         self.addCleanup(agentenv.stop, proc)
         time.sleep(2.5)  # every PutLogEvents fails meanwhile (retries, then backoff)
         p.rates.clear()
@@ -191,7 +204,8 @@ class CloudWatchLogsAgentTest(unittest.TestCase):
         f = self.flow(sh("a", "echo one; sleep 1; echo two; sleep 1; echo three"))
         with recproxy.RecProxy(self.moto.endpoint) as rp:
             rp.rewrite = rewrite
-            r = f.run("--run-id", "cwl-seq", env=self.env(rp.endpoint, DAGY_LOG_STDOUT="all"))
+            r = f.run("--run-id", "cwl-seq", env=self.env(rp.endpoint, DAGY_LOG_STDOUT="all",
+                                                           DAGY_METRICS="0"))
         self.assertEqual(r.code, 0, r)
         self.assertGreaterEqual(len(seen), 3)
         self.assertEqual(seen[2].get("sequenceToken"), "tok-2")
@@ -208,7 +222,8 @@ class CloudWatchLogsAgentTest(unittest.TestCase):
         f = self.flow(sh("long", "echo started; i=0; while [ $i -lt 600 ]; do echo t $i; "
                                  "i=$((i+1)); sleep 0.05; done"))
         proc = f.start("--run-id", "cwl-sigterm", "--drain-seconds", "1",
-                       env=self.env(DAGY_LOG_STDOUT="all"))
+                       env=self.env(DAGY_LOG_STDOUT="all",
+                                                           DAGY_METRICS="0"))
         self.addCleanup(agentenv.stop, proc)
         time.sleep(1.5)
         proc.send_signal(signal.SIGTERM)
