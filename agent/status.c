@@ -1,9 +1,12 @@
 /* status.c - the status store: one cJSON item per run / task run, written through a backend with
  * at most one write in flight per item. Changes are coalesced: a touch only marks the item, and
- * a 0 ms timer sends every marked item once per loop turn, so several changes made in one
- * callback (or while a write is in flight) leave as one write carrying the latest state.
+ * a timer sends the marked items that are due, so several changes made in one callback (or
+ * while a write is in flight) leave as one write carrying the latest state.
  *
- * Backends may ask for a longer coalescing window (status_backend.coalesce_ms).
+ * Backends may ask for a coalescing window (status_backend.coalesce_ms: a task item is due that
+ * long after it became ready) and bound the task-item writes in flight (max_inflight): the
+ * rest wait in the ready list, FIFO, with the run item always first, and a write's snapshot is
+ * taken when it is sent, so an item that waited leaves with every change made meanwhile.
  *
  * Each write is a snapshot stamped with the item's next status_seq and updated_at; the backends'
  * conditions (newer seq, no terminal overwrite) make late or repeated writes harmless. A write
@@ -50,6 +53,7 @@ struct st_item {
     bool released;     /* the caller is done with it: free once clean (status_release) */
     bool reported;     /* its current failure was logged as status_write_failed */
     uint64_t sent_ms;  /* loop time the write in flight was sent */
+    uint64_t due_ms;   /* loop time it may be sent (IT_READY): after the coalescing window */
     size_t idx;        /* position in status_store.items */
     uint64_t hash;
     st_item *hnext;       /* hash chain */
@@ -80,9 +84,10 @@ struct status_store {
     st_item **items; /* every item, in creation order */
     size_t n, cap;
     st_list ready, backoff;
-    size_t n_pending;  /* items READY, INFLIGHT or BACKOFF */
-    bool failing;      /* a write failed and none succeeded since (log once per outage) */
-    uint64_t seq_base; /* this agent's status_seq range starts above it */
+    size_t n_pending;        /* items READY, INFLIGHT or BACKOFF */
+    uint32_t inflight_tasks; /* task items INFLIGHT (bounded by backend.max_inflight) */
+    bool failing;            /* a write failed and none succeeded since (log once per outage) */
+    uint64_t seq_base;       /* this agent's status_seq range starts above it */
     bool flushing;
     void (*flush_done)(void *ud, bool failed_run, int n_failed);
     void *flush_ud;
@@ -103,6 +108,18 @@ static void list_push(st_list *l, st_item *it)
     l->tail = it;
 }
 
+/* Puts an item first (the run item: it never waits behind task items). */
+static void list_push_front(st_list *l, st_item *it)
+{
+    it->prev = NULL;
+    it->next = l->head;
+    if (l->head)
+        l->head->prev = it;
+    else
+        l->tail = it;
+    l->head = it;
+}
+
 static void list_del(st_list *l, st_item *it)
 {
     if (it->prev)
@@ -121,31 +138,58 @@ static bool is_pending(it_state st)
     return st == IT_READY || st == IT_INFLIGHT || st == IT_BACKOFF;
 }
 
-/* The one place an item changes state: keeps the lists and the pending count in step. */
+/* The one place an item changes state: keeps the lists, the pending count and the count of
+ * task writes in flight in step. A ready item is due after the backend's coalescing window
+ * (the run item, and every item during a flush, at once); the run item goes first. */
 static void set_state(status_store *s, st_item *it, it_state to)
 {
+    bool task = it->kind == STATUS_TASK;
     if (it->state == IT_READY)
         list_del(&s->ready, it);
     else if (it->state == IT_BACKOFF)
         list_del(&s->backoff, it);
     s->n_pending += (size_t)is_pending(to) - (size_t)is_pending(it->state);
+    s->inflight_tasks += (uint32_t)(task && to == IT_INFLIGHT);
+    s->inflight_tasks -= (uint32_t)(task && it->state == IT_INFLIGHT);
     it->state = to;
-    if (to == IT_READY)
-        list_push(&s->ready, it);
-    else if (to == IT_BACKOFF)
+    if (to == IT_READY) {
+        it->due_ms = uv_now(s->loop) + (task && !s->flushing ? s->be->coalesce_ms : 0);
+        if (task)
+            list_push(&s->ready, it);
+        else
+            list_push_front(&s->ready, it);
+    } else if (to == IT_BACKOFF) {
         list_push(&s->backoff, it);
+    }
+}
+
+/* True when no further task-item write may start (backend.max_inflight reached). */
+static bool slots_full(const status_store *s)
+{
+    return s->be->max_inflight && s->inflight_tasks >= s->be->max_inflight;
 }
 
 static void on_kick(uv_timer_t *t);
 static void on_retry(uv_timer_t *t);
 static void on_deadline(uv_timer_t *t);
 
-/* Schedules a batch: on the next turn, or after the backend's coalescing window (not while
- * flushing). A batch already scheduled takes the new change along. */
+/* (Re)arms the send timer for the first ready item's due time (at once while flushing: the
+ * kick also completes a flush). Items are due in the order they became ready, so the head's
+ * time is the earliest. Nothing to arm when nothing is ready, or when every slot is taken and
+ * only task items wait: the next completion kicks again. */
 static void kick(status_store *s)
 {
-    if (!uv_is_active((uv_handle_t *)&s->kick))
-        uv_timer_start(&s->kick, on_kick, s->flushing ? 0 : s->be->coalesce_ms, 0);
+    st_item *head = s->ready.head;
+    uint64_t now = uv_now(s->loop);
+    if (!head) {
+        if (s->flushing && s->n_pending == 0)
+            uv_timer_start(&s->kick, on_kick, 0, 0);
+        return;
+    }
+    if (head->kind == STATUS_TASK && slots_full(s))
+        return;
+    uv_timer_start(&s->kick, on_kick, !s->flushing && head->due_ms > now ? head->due_ms - now : 0,
+                   0);
 }
 
 /* ---- items: hash table by kind + run_id + task_name ---- */
@@ -335,13 +379,10 @@ void status_touch(status_store *s, cJSON *item)
     switch (it->state) {
     case IT_CLEAN:
     case IT_GAVE_UP:
+        /* The run item never waits for the coalescing window nor for a slot: RUNNING must
+         * replace the launcher's QUEUED at once, and the end of a run is news too. */
         set_state(s, it, IT_READY);
-        /* The run item never waits for the coalescing window: RUNNING must replace the
-         * launcher's QUEUED at once, and the end of a run is news too. */
-        if (it->kind == STATUS_RUN)
-            uv_timer_start(&s->kick, on_kick, 0, 0);
-        else
-            kick(s);
+        kick(s);
         break;
     case IT_INFLIGHT:
         it->dirty = true; /* the completion sends the latest state */
@@ -517,11 +558,9 @@ static void write_ok(status_store *s, st_item *it)
 static void write_settled(status_store *s, st_item *it)
 {
     it->dirty = false;
-    bool ready = it->state == IT_READY;
     if (it->released && it->state == IT_CLEAN)
         item_remove(s, it); /* `it` is gone from here on */
-    if (ready || (s->flushing && s->n_pending == 0))
-        kick(s); /* the kick callback also completes a flush */
+    kick(s); /* a slot is free for what waits; the kick callback also completes a flush */
 }
 
 /* Is the stored item this agent's own write of this item, at least as new as the last one
@@ -730,23 +769,47 @@ static void finish_flush(status_store *s)
     done(s->flush_ud, failed_run, n_failed);
 }
 
-/* Sends every ready item (one write each), then completes a flush that has nothing left. */
+/* Puts the items of `batch` back first in the ready list, before the task items queued
+ * meanwhile, but after a run item queued meanwhile (it goes first). */
+static void requeue_front(status_store *s, st_list *batch)
+{
+    st_item *run = s->ready.head && s->ready.head->kind == STATUS_RUN ? s->ready.head : NULL;
+    if (run)
+        list_del(&s->ready, run);
+    batch->tail->next = s->ready.head;
+    if (s->ready.head)
+        s->ready.head->prev = batch->tail;
+    else
+        s->ready.tail = batch->tail;
+    s->ready.head = batch->head;
+    if (run)
+        list_push_front(&s->ready, run);
+}
+
+/* Sends the ready items that are due (one write each), as far as the backend's bound on writes
+ * in flight allows; the rest keep their place. Then completes a flush that has nothing left. */
 static void on_kick(uv_timer_t *t)
 {
     status_store *s = t->data;
+    uint64_t now = uv_now(s->loop);
     /* Detach first: completions of synchronous backends may queue items again. */
     st_list batch = s->ready;
     s->ready = (st_list){NULL, NULL};
     while (batch.head) {
         st_item *it = batch.head;
-        batch.head = it->next;
-        it->prev = it->next = NULL;
+        if (it->kind == STATUS_TASK && (slots_full(s) || (!s->flushing && it->due_ms > now)))
+            break;
+        list_del(&batch, it);
         it->state = IT_CLEAN; /* off the list; set_state moves it on */
         s->n_pending--;
         send_item(s, it);
     }
+    if (batch.head)
+        requeue_front(s, &batch);
     if (s->flushing && s->n_pending == 0)
         finish_flush(s);
+    else
+        kick(s);
 }
 
 /* Moves every backoff item whose time has come to the ready list. */

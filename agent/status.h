@@ -5,8 +5,10 @@
  * Items are cJSON objects whose members are the item's attributes: strings are DynamoDB S,
  * numbers N, JSON null means "remove". The store stamps `status_seq` (base+1, base+2, ... per
  * item; see status_store_set_seq_base) and `updated_at` on each write it sends. At most one write
- * per item is in flight; changes made while one is in flight are coalesced into the next. Nothing
- * here blocks the loop but the local backend's small file writes. */
+ * per item is in flight; changes made while one is in flight are coalesced into the next. At most
+ * backend.max_inflight task-item writes are in flight in all; the rest wait as ready items (the
+ * run item never waits) and each leaves with its state at the time it is sent. Nothing here
+ * blocks the loop but the local backend's small file writes. */
 #ifndef DAGY_STATUS_H
 #define DAGY_STATUS_H
 
@@ -49,6 +51,9 @@ struct status_backend {
     void (*close)(status_backend *b);
     uint32_t coalesce_ms;
     uint32_t max_item_bytes; /* larger items lose their largest attributes (0: no limit) */
+    /* At most this many task-item writes in flight at once (0: no bound); the rest wait in
+     * the store as ready items, with no request built, and are sent as writes complete. */
+    uint32_t max_inflight;
 };
 
 /* The local state directory backend: DIR/runs/RUN_ID.json and DIR/runs/RUN_ID/tasks/TASK.json,

@@ -5,7 +5,7 @@ set -eu
 
 BUILD_PKGS="build-essential cmake ninja-build pkg-config libuv1-dev libcurl4-openssl-dev
 libcjson-dev libarchive-dev zlib1g-dev libssl-dev libcmocka-dev python3 ca-certificates"
-TEST_PKGS="libarchive-tools shellcheck util-linux binutils valgrind procps"
+TEST_PKGS="libarchive-tools shellcheck util-linux binutils valgrind procps time"
 # The libFuzzer runtime of clang 14 (scripts/fuzz.sh, -DDAGY_FUZZ=ON).
 FUZZ_PKGS="clang libclang-rt-14-dev"
 
