@@ -23,6 +23,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,8 @@ typedef struct st_item st_item;
 typedef struct st_write st_write;
 
 struct st_item {
-    cJSON *obj;
+    cJSON *obj;   /* the item; NULL while parked */
+    char *parked; /* a parked item: "run_id\0task_name\0json" (see park()) */
     status_kind kind;
     it_state state;
     bool dirty;        /* touched while in flight */
@@ -194,15 +196,78 @@ static void kick(status_store *s)
 
 /* ---- items: hash table by kind + run_id + task_name ---- */
 
-/* The key attributes are the item's first members (status_item adds them first). */
+/* The key attributes are the item's first members (status_item adds them first), or the first
+ * strings of a parked item's text. */
 static const char *item_run(const st_item *it)
 {
-    return it->obj->child->valuestring;
+    return it->obj ? it->obj->child->valuestring : it->parked;
 }
 
 static const char *item_task(const st_item *it)
 {
-    return it->kind == STATUS_TASK ? it->obj->child->next->valuestring : NULL;
+    if (it->kind != STATUS_TASK)
+        return NULL;
+    return it->obj ? it->obj->child->next->valuestring : it->parked + strlen(it->parked) + 1;
+}
+
+/* A released item that still waits for its write (for a slot, the coalescing window, a retry)
+ * is parked: kept as text instead of a cJSON tree, about a quarter of the memory. Behind a slow
+ * store a thousand of them may wait (bench/ddb_dag.sh, peak RSS). Layout: run_id NUL task_name
+ * NUL json NUL, then the exact doubles of the number members in member order (cJSON prints a
+ * number only to within an ulp). Every member comes back as it was, JSON null included (the
+ * backends REMOVE it). An item with a non-finite number, or no memory: stays a tree. */
+static void park(st_item *it)
+{
+    if (!it->obj || !it->released || it->state == IT_INFLIGHT || it->state == IT_CLEAN)
+        return;
+    size_t nn = 0;
+    for (const cJSON *m = it->obj->child; m; m = m->next) {
+        if (cJSON_IsNumber(m) && !isfinite(m->valuedouble))
+            return;
+        nn += cJSON_IsNumber(m);
+    }
+    char *json = cJSON_PrintUnformatted(it->obj);
+    const char *task = item_task(it) ? item_task(it) : "";
+    size_t rl = strlen(item_run(it)) + 1, tl = strlen(task) + 1, jl = json ? strlen(json) + 1 : 0;
+    char *p = json ? malloc(rl + tl + jl + nn * sizeof(double)) : NULL;
+    if (p) {
+        memcpy(p, item_run(it), rl);
+        memcpy(p + rl, task, tl);
+        memcpy(p + rl + tl, json, jl);
+        char *d = p + rl + tl + jl;
+        for (const cJSON *m = it->obj->child; m; m = m->next)
+            if (cJSON_IsNumber(m)) {
+                memcpy(d, &m->valuedouble, sizeof(double));
+                d += sizeof(double);
+            }
+        cJSON_Delete(it->obj);
+        it->obj = NULL;
+        it->parked = p;
+    }
+    cJSON_free(json);
+}
+
+/* The item's tree, parsed back from its text if it is parked; NULL when out of memory. */
+static cJSON *item_obj(st_item *it)
+{
+    if (it->obj || !it->parked)
+        return it->obj;
+    const char *task = it->parked + strlen(it->parked) + 1;
+    const char *json = task + strlen(task) + 1, *d = json + strlen(json) + 1;
+    cJSON *obj = cJSON_Parse(json);
+    if (!obj)
+        return NULL;
+    for (cJSON *m = obj->child; m; m = m->next)
+        if (cJSON_IsNumber(m)) {
+            double v;
+            memcpy(&v, d, sizeof v);
+            d += sizeof v;
+            cJSON_SetNumberValue(m, v);
+        }
+    it->obj = obj;
+    free(it->parked);
+    it->parked = NULL;
+    return obj;
 }
 
 /* FNV-1a over kind, run id, NUL, task name. */
@@ -284,6 +349,7 @@ static void item_remove(status_store *s, st_item *it)
 static void item_free(st_item *it)
 {
     cJSON_Delete(it->obj);
+    free(it->parked);
     free(it->err);
     free(it);
 }
@@ -337,8 +403,11 @@ cJSON *status_item(status_store *s, status_kind kind, const char *run_id, const 
 {
     assert(run_id && (kind == STATUS_RUN) == (task_name == NULL));
     st_item *it = lookup(s, kind, run_id, task_name);
-    if (it)
-        return it->obj;
+    if (it) { /* asked for again: the caller holds it again, so it is no longer released */
+        cJSON *obj = item_obj(it);
+        it->released = it->released && !obj;
+        return obj;
+    }
     if (!(it = calloc(1, sizeof *it)) || !(it->obj = cJSON_CreateObject())) {
         free(it);
         return NULL;
@@ -402,6 +471,8 @@ void status_release(status_store *s, cJSON *item)
     it->released = true;
     if (it->state == IT_CLEAN)
         item_remove(s, it);
+    else
+        park(it);
 }
 
 /* A cJSON-allocated copy of val that is valid UTF-8 (proto_utf8_clean's repair), or NULL. */
@@ -454,12 +525,10 @@ static bool is_permanent(int rc)
 
 static const char *item_desc(const st_item *it, char *buf, size_t n)
 {
-    const cJSON *run = cJSON_GetObjectItemCaseSensitive(it->obj, "run_id");
-    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
     if (it->kind == STATUS_RUN)
-        snprintf(buf, n, "run %s", run->valuestring);
+        snprintf(buf, n, "run %s", item_run(it));
     else
-        snprintf(buf, n, "task run %s/%s", run->valuestring, task->valuestring);
+        snprintf(buf, n, "task run %s/%s", item_run(it), item_task(it));
     return buf;
 }
 
@@ -474,10 +543,9 @@ static void log_unwritten(st_item *it)
     log_line *l = agent_log_begin(LOG_ERROR, "status_write_failed",
                                   "the status of %s could not be written: %s",
                                   item_desc(it, desc, sizeof desc), err);
-    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
-    if (cJSON_IsString(task))
-        agent_log_str(l, "task_name", task->valuestring);
-    agent_log_json(l, "item", it->obj);
+    if (item_task(it))
+        agent_log_str(l, "task_name", item_task(it));
+    agent_log_json(l, "item", item_obj(it));
     agent_log_str(l, "error", err);
     agent_log_end(l);
     it->reported = true;
@@ -560,6 +628,8 @@ static void write_settled(status_store *s, st_item *it)
     it->dirty = false;
     if (it->released && it->state == IT_CLEAN)
         item_remove(s, it); /* `it` is gone from here on */
+    else
+        park(it);
     kick(s); /* a slot is free for what waits; the kick callback also completes a flush */
 }
 
@@ -609,7 +679,6 @@ static void on_checked(void *ctx, int rc, const cJSON *stored, const char *err)
 static void check_refused(status_store *s, st_item *it)
 {
     st_write *w = malloc(sizeof *w);
-    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
     int rc = -ENOMEM;
     if (!s->be->read) { /* a backend that cannot read: trust the refusal */
         free(w);
@@ -620,8 +689,7 @@ static void check_refused(status_store *s, st_item *it)
     if (w) {
         *w = (st_write){s, it};
         it->w = w;
-        rc = s->be->read(s->be, it->kind, item_run(it),
-                         cJSON_IsString(task) ? task->valuestring : NULL, on_checked, w);
+        rc = s->be->read(s->be, it->kind, item_run(it), item_task(it), on_checked, w);
     }
     if (rc < 0) {
         free(w);
@@ -707,6 +775,11 @@ static void fit_item(status_store *s, st_item *it)
 static void send_item(status_store *s, st_item *it)
 {
     char ts[32];
+    if (!item_obj(it)) { /* a parked item that cannot be parsed back now: retried later */
+        set_state(s, it, IT_INFLIGHT);
+        write_failed(s, it, -ENOMEM, "out of memory");
+        return;
+    }
     it->seq++;
     status_set_num(it->obj, "status_seq", (double)it->seq);
     status_set_str(it->obj, "updated_at", proto_iso_time(proto_now(), ts));
