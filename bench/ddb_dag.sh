@@ -101,16 +101,17 @@ counts=$(python3 "$BENCH_DIR/ddb_moto.py" counts "$PROXY_URL")
 items_ok=yes
 check=$(python3 "$BENCH_DIR/ddb_moto.py" verify "$SERVER_URL" bench-checked "$TASKS") || items_ok=NO
 failed_lines=$(grep -c '"status_write_failed"' "$WORK/ddb.log" || true)
-# Where the time goes in the checked runs: the DAG (run_start to run_end) and the tail after
-# run_end (the final status flush: every write still queued must land before the agent exits).
+# Where the time goes in the checked runs: the DAG (run_start to the run phase FINISHING, when
+# the last task ended) and the final status flush (FINISHING to run_end, the last line: every
+# write still queued must land before the agent exits).
 phases() {
     python3 -c 'import datetime, json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
 ts = lambda l: datetime.datetime.strptime(l["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
 start = [l for l in lines if l["event_type"] == "run_start"][0]
+fin = [l for l in lines if l["event_type"] == "run_phase" and "-> FINISHING" in l["message"]][0]
 end = [l for l in lines if l["event_type"] == "run_end"][0]
-last = max(ts(l) for l in lines)
-print("dag %.3f s, flush %.3f s" % (ts(end) - ts(start), last - ts(end)))' "$1"
+print("dag %.3f s, flush %.3f s" % (ts(fin) - ts(start), ts(end) - ts(fin)))' "$1"
 }
 local_phases=$(phases "$WORK/local.log")
 ddb_phases=$(phases "$WORK/ddb.log")
