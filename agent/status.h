@@ -84,14 +84,17 @@ int status_store_read(status_store *s, status_kind kind, const char *run_id, con
                       status_read_cb done, void *ctx);
 
 /* Items. The store owns them; callers change attributes with the setters below, then call
- * status_touch() to schedule a write. `task_name` is NULL for the run item. */
+ * status_touch() to schedule a write. `task_name` is NULL for the run item. Asking again for an
+ * item that was released and is not yet written takes it back (no longer released); the
+ * pointer may then differ from the one released (see status_release). */
 cJSON *status_item(status_store *s, status_kind kind, const char *run_id, const char *task_name);
 void status_touch(status_store *s, cJSON *item);
 
 /* The caller is done with `item`: the store frees it as soon as its latest state is written
  * (at once if it already is). The pointer must not be used after this call. Keeps the agent's
- * memory flat on large DAGs: a finished task's item leaves memory once it is stored. An item
- * that cannot be written stays until a flush reports it. */
+ * memory flat on large DAGs: a finished task's item leaves memory once it is stored, and while
+ * it waits for its write it is kept as compact text. An item that cannot be written stays until
+ * a flush reports it. */
 void status_release(status_store *s, cJSON *item);
 
 /* Attribute setters (replace the member). The one door for strings into an item: every string
