@@ -5,9 +5,11 @@ set -eu
 
 BUILD_PKGS="build-essential cmake ninja-build pkg-config libuv1-dev libcurl4-openssl-dev
 libcjson-dev libarchive-dev zlib1g-dev libssl-dev libcmocka-dev python3 ca-certificates"
-TEST_PKGS="libarchive-tools shellcheck util-linux binutils valgrind procps time"
+TEST_PKGS="libarchive-tools shellcheck util-linux binutils valgrind procps"
 # The libFuzzer runtime of clang 14 (scripts/fuzz.sh, -DDAGY_FUZZ=ON).
 FUZZ_PKGS="clang libclang-rt-14-dev"
+# GNU time (/usr/bin/time): peak RSS in tests/integration/test_agent_ddb_memory.py and bench/.
+TEST_PKGS="$TEST_PKGS time"
 
 want="$BUILD_PKGS"
 [ "${1:-}" = "--test" ] && want="$want $TEST_PKGS $FUZZ_PKGS"
