@@ -1,9 +1,12 @@
 /* status.c - the status store: one cJSON item per run / task run, written through a backend with
  * at most one write in flight per item. Changes are coalesced: a touch only marks the item, and
- * a 0 ms timer sends every marked item once per loop turn, so several changes made in one
- * callback (or while a write is in flight) leave as one write carrying the latest state.
+ * a timer sends the marked items that are due, so several changes made in one callback (or
+ * while a write is in flight) leave as one write carrying the latest state.
  *
- * Backends may ask for a longer coalescing window (status_backend.coalesce_ms).
+ * Backends may ask for a coalescing window (status_backend.coalesce_ms: a task item is due that
+ * long after it became ready) and bound the task-item writes in flight (max_inflight): the
+ * rest wait in the ready list, FIFO, with the run item always first, and a write's snapshot is
+ * taken when it is sent, so an item that waited leaves with every change made meanwhile.
  *
  * Each write is a snapshot stamped with the item's next status_seq and updated_at; the backends'
  * conditions (newer seq, no terminal overwrite) make late or repeated writes harmless. A write
@@ -20,6 +23,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +42,8 @@ typedef struct st_item st_item;
 typedef struct st_write st_write;
 
 struct st_item {
-    cJSON *obj;
+    cJSON *obj;   /* the item; NULL while parked */
+    char *parked; /* a parked item: "run_id\0task_name\0json" (see park()) */
     status_kind kind;
     it_state state;
     bool dirty;        /* touched while in flight */
@@ -51,6 +56,7 @@ struct st_item {
     bool reported;     /* its current failure was logged as status_write_failed */
     uint64_t sent_ms;  /* loop time the write in flight was sent */
     uint64_t change_ms, next_change_ms; /* oldest unconfirmed change; one made while in flight */
+    uint64_t due_ms;   /* loop time it may be sent (IT_READY): after the coalescing window */
     size_t idx;        /* position in status_store.items */
     uint64_t hash;
     st_item *hnext;       /* hash chain */
@@ -81,9 +87,10 @@ struct status_store {
     st_item **items; /* every item, in creation order */
     size_t n, cap;
     st_list ready, backoff;
-    size_t n_pending;  /* items READY, INFLIGHT or BACKOFF */
-    bool failing;      /* a write failed and none succeeded since (log once per outage) */
-    uint64_t seq_base; /* this agent's status_seq range starts above it */
+    size_t n_pending;        /* items READY, INFLIGHT or BACKOFF */
+    uint32_t inflight_tasks; /* task items INFLIGHT (bounded by backend.max_inflight) */
+    bool failing;            /* a write failed and none succeeded since (log once per outage) */
+    uint64_t seq_base;       /* this agent's status_seq range starts above it */
     bool flushing;
     void (*flush_done)(void *ud, bool failed_run, int n_failed);
     void *flush_ud;
@@ -108,6 +115,18 @@ static void list_push(st_list *l, st_item *it)
     l->tail = it;
 }
 
+/* Puts an item first (the run item: it never waits behind task items). */
+static void list_push_front(st_list *l, st_item *it)
+{
+    it->prev = NULL;
+    it->next = l->head;
+    if (l->head)
+        l->head->prev = it;
+    else
+        l->tail = it;
+    l->head = it;
+}
+
 static void list_del(st_list *l, st_item *it)
 {
     if (it->prev)
@@ -126,44 +145,134 @@ static bool is_pending(it_state st)
     return st == IT_READY || st == IT_INFLIGHT || st == IT_BACKOFF;
 }
 
-/* The one place an item changes state: keeps the lists and the pending count in step. */
+/* The one place an item changes state: keeps the lists, the pending count and the count of
+ * task writes in flight in step. A ready item is due after the backend's coalescing window
+ * (the run item, and every item during a flush, at once); the run item goes first. */
 static void set_state(status_store *s, st_item *it, it_state to)
 {
+    bool task = it->kind == STATUS_TASK;
     if (it->state == IT_READY)
         list_del(&s->ready, it);
     else if (it->state == IT_BACKOFF)
         list_del(&s->backoff, it);
     s->n_pending += (size_t)is_pending(to) - (size_t)is_pending(it->state);
+    s->inflight_tasks += (uint32_t)(task && to == IT_INFLIGHT);
+    s->inflight_tasks -= (uint32_t)(task && it->state == IT_INFLIGHT);
     it->state = to;
-    if (to == IT_READY)
-        list_push(&s->ready, it);
-    else if (to == IT_BACKOFF)
+    if (to == IT_READY) {
+        it->due_ms = uv_now(s->loop) + (task && !s->flushing ? s->be->coalesce_ms : 0);
+        if (task)
+            list_push(&s->ready, it);
+        else
+            list_push_front(&s->ready, it);
+    } else if (to == IT_BACKOFF) {
         list_push(&s->backoff, it);
+    }
+}
+
+/* True when no further task-item write may start (backend.max_inflight reached). */
+static bool slots_full(const status_store *s)
+{
+    return s->be->max_inflight && s->inflight_tasks >= s->be->max_inflight;
 }
 
 static void on_kick(uv_timer_t *t);
 static void on_retry(uv_timer_t *t);
 static void on_deadline(uv_timer_t *t);
 
-/* Schedules a batch: on the next turn, or after the backend's coalescing window (not while
- * flushing). A batch already scheduled takes the new change along. */
+/* (Re)arms the send timer for the first ready item's due time (at once while flushing: the
+ * kick also completes a flush). Items are due in the order they became ready, so the head's
+ * time is the earliest. Nothing to arm when nothing is ready, or when every slot is taken and
+ * only task items wait: the next completion kicks again. */
 static void kick(status_store *s)
 {
-    if (!uv_is_active((uv_handle_t *)&s->kick))
-        uv_timer_start(&s->kick, on_kick, s->flushing ? 0 : s->be->coalesce_ms, 0);
+    st_item *head = s->ready.head;
+    uint64_t now = uv_now(s->loop);
+    if (!head) {
+        if (s->flushing && s->n_pending == 0)
+            uv_timer_start(&s->kick, on_kick, 0, 0);
+        return;
+    }
+    if (head->kind == STATUS_TASK && slots_full(s))
+        return;
+    uv_timer_start(&s->kick, on_kick, !s->flushing && head->due_ms > now ? head->due_ms - now : 0,
+                   0);
 }
 
 /* ---- items: hash table by kind + run_id + task_name ---- */
 
-/* The key attributes are the item's first members (status_item adds them first). */
+/* The key attributes are the item's first members (status_item adds them first), or the first
+ * strings of a parked item's text. */
 static const char *item_run(const st_item *it)
 {
-    return it->obj->child->valuestring;
+    return it->obj ? it->obj->child->valuestring : it->parked;
 }
 
 static const char *item_task(const st_item *it)
 {
-    return it->kind == STATUS_TASK ? it->obj->child->next->valuestring : NULL;
+    if (it->kind != STATUS_TASK)
+        return NULL;
+    return it->obj ? it->obj->child->next->valuestring : it->parked + strlen(it->parked) + 1;
+}
+
+/* A released item that still waits for its write (for a slot, the coalescing window, a retry)
+ * is parked: kept as text instead of a cJSON tree, about a quarter of the memory. Behind a slow
+ * store a thousand of them may wait (bench/ddb_dag.sh, peak RSS). Layout: run_id NUL task_name
+ * NUL json NUL, then the exact doubles of the number members in member order (cJSON prints a
+ * number only to within an ulp). Every member comes back as it was, JSON null included (the
+ * backends REMOVE it). An item with a non-finite number, or no memory: stays a tree. */
+static void park(st_item *it)
+{
+    if (!it->obj || !it->released || it->state == IT_INFLIGHT || it->state == IT_CLEAN)
+        return;
+    size_t nn = 0;
+    for (const cJSON *m = it->obj->child; m; m = m->next) {
+        if (cJSON_IsNumber(m) && !isfinite(m->valuedouble))
+            return;
+        nn += cJSON_IsNumber(m);
+    }
+    char *json = cJSON_PrintUnformatted(it->obj);
+    const char *task = item_task(it) ? item_task(it) : "";
+    size_t rl = strlen(item_run(it)) + 1, tl = strlen(task) + 1, jl = json ? strlen(json) + 1 : 0;
+    char *p = json ? malloc(rl + tl + jl + nn * sizeof(double)) : NULL;
+    if (p) {
+        memcpy(p, item_run(it), rl);
+        memcpy(p + rl, task, tl);
+        memcpy(p + rl + tl, json, jl);
+        char *d = p + rl + tl + jl;
+        for (const cJSON *m = it->obj->child; m; m = m->next)
+            if (cJSON_IsNumber(m)) {
+                memcpy(d, &m->valuedouble, sizeof(double));
+                d += sizeof(double);
+            }
+        cJSON_Delete(it->obj);
+        it->obj = NULL;
+        it->parked = p;
+    }
+    cJSON_free(json);
+}
+
+/* The item's tree, parsed back from its text if it is parked; NULL when out of memory. */
+static cJSON *item_obj(st_item *it)
+{
+    if (it->obj || !it->parked)
+        return it->obj;
+    const char *task = it->parked + strlen(it->parked) + 1;
+    const char *json = task + strlen(task) + 1, *d = json + strlen(json) + 1;
+    cJSON *obj = cJSON_Parse(json);
+    if (!obj)
+        return NULL;
+    for (cJSON *m = obj->child; m; m = m->next)
+        if (cJSON_IsNumber(m)) {
+            double v;
+            memcpy(&v, d, sizeof v);
+            d += sizeof v;
+            cJSON_SetNumberValue(m, v);
+        }
+    it->obj = obj;
+    free(it->parked);
+    it->parked = NULL;
+    return obj;
 }
 
 /* FNV-1a over kind, run id, NUL, task name. */
@@ -245,6 +354,7 @@ static void item_remove(status_store *s, st_item *it)
 static void item_free(st_item *it)
 {
     cJSON_Delete(it->obj);
+    free(it->parked);
     free(it->err);
     free(it);
 }
@@ -298,8 +408,11 @@ cJSON *status_item(status_store *s, status_kind kind, const char *run_id, const 
 {
     assert(run_id && (kind == STATUS_RUN) == (task_name == NULL));
     st_item *it = lookup(s, kind, run_id, task_name);
-    if (it)
-        return it->obj;
+    if (it) { /* asked for again: the caller holds it again, so it is no longer released */
+        cJSON *obj = item_obj(it);
+        it->released = it->released && !obj;
+        return obj;
+    }
     if (!(it = calloc(1, sizeof *it)) || !(it->obj = cJSON_CreateObject())) {
         free(it);
         return NULL;
@@ -343,13 +456,10 @@ void status_touch(status_store *s, cJSON *item)
     switch (it->state) {
     case IT_CLEAN:
     case IT_GAVE_UP:
+        /* The run item never waits for the coalescing window nor for a slot: RUNNING must
+         * replace the launcher's QUEUED at once, and the end of a run is news too. */
         set_state(s, it, IT_READY);
-        /* The run item never waits for the coalescing window: RUNNING must replace the
-         * launcher's QUEUED at once, and the end of a run is news too. */
-        if (it->kind == STATUS_RUN)
-            uv_timer_start(&s->kick, on_kick, 0, 0);
-        else
-            kick(s);
+        kick(s);
         break;
     case IT_INFLIGHT:
         it->dirty = true; /* the completion sends the latest state */
@@ -369,6 +479,8 @@ void status_release(status_store *s, cJSON *item)
     it->released = true;
     if (it->state == IT_CLEAN)
         item_remove(s, it);
+    else
+        park(it);
 }
 
 /* A cJSON-allocated copy of val that is valid UTF-8 (proto_utf8_clean's repair), or NULL. */
@@ -421,12 +533,10 @@ static bool is_permanent(int rc)
 
 static const char *item_desc(const st_item *it, char *buf, size_t n)
 {
-    const cJSON *run = cJSON_GetObjectItemCaseSensitive(it->obj, "run_id");
-    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
     if (it->kind == STATUS_RUN)
-        snprintf(buf, n, "run %s", run->valuestring);
+        snprintf(buf, n, "run %s", item_run(it));
     else
-        snprintf(buf, n, "task run %s/%s", run->valuestring, task->valuestring);
+        snprintf(buf, n, "task run %s/%s", item_run(it), item_task(it));
     return buf;
 }
 
@@ -441,10 +551,9 @@ static void log_unwritten(st_item *it)
     log_line *l = agent_log_begin(LOG_ERROR, "status_write_failed",
                                   "the status of %s could not be written: %s",
                                   item_desc(it, desc, sizeof desc), err);
-    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
-    if (cJSON_IsString(task))
-        agent_log_str(l, "task_name", task->valuestring);
-    agent_log_json(l, "item", it->obj);
+    if (item_task(it))
+        agent_log_str(l, "task_name", item_task(it));
+    agent_log_json(l, "item", item_obj(it));
     agent_log_str(l, "error", err);
     agent_log_end(l);
     it->reported = true;
@@ -538,11 +647,11 @@ static void write_ok(status_store *s, st_item *it)
 static void write_settled(status_store *s, st_item *it)
 {
     it->dirty = false;
-    bool ready = it->state == IT_READY;
     if (it->released && it->state == IT_CLEAN)
         item_remove(s, it); /* `it` is gone from here on */
-    if (ready || (s->flushing && s->n_pending == 0))
-        kick(s); /* the kick callback also completes a flush */
+    else
+        park(it);
+    kick(s); /* a slot is free for what waits; the kick callback also completes a flush */
 }
 
 /* Is the stored item this agent's own write of this item, at least as new as the last one
@@ -591,7 +700,6 @@ static void on_checked(void *ctx, int rc, const cJSON *stored, const char *err)
 static void check_refused(status_store *s, st_item *it)
 {
     st_write *w = malloc(sizeof *w);
-    const cJSON *task = cJSON_GetObjectItemCaseSensitive(it->obj, "task_name");
     int rc = -ENOMEM;
     if (!s->be->read) { /* a backend that cannot read: trust the refusal */
         free(w);
@@ -602,8 +710,7 @@ static void check_refused(status_store *s, st_item *it)
     if (w) {
         *w = (st_write){s, it};
         it->w = w;
-        rc = s->be->read(s->be, it->kind, item_run(it),
-                         cJSON_IsString(task) ? task->valuestring : NULL, on_checked, w);
+        rc = s->be->read(s->be, it->kind, item_run(it), item_task(it), on_checked, w);
     }
     if (rc < 0) {
         free(w);
@@ -689,6 +796,11 @@ static void fit_item(status_store *s, st_item *it)
 static void send_item(status_store *s, st_item *it)
 {
     char ts[32];
+    if (!item_obj(it)) { /* a parked item that cannot be parsed back now: retried later */
+        set_state(s, it, IT_INFLIGHT);
+        write_failed(s, it, -ENOMEM, "out of memory");
+        return;
+    }
     it->seq++;
     status_set_num(it->obj, "status_seq", (double)it->seq);
     status_set_str(it->obj, "updated_at", proto_iso_time(proto_now(), ts));
@@ -754,23 +866,47 @@ static void finish_flush(status_store *s)
     done(s->flush_ud, failed_run, n_failed);
 }
 
-/* Sends every ready item (one write each), then completes a flush that has nothing left. */
+/* Puts the items of `batch` back first in the ready list, before the task items queued
+ * meanwhile, but after a run item queued meanwhile (it goes first). */
+static void requeue_front(status_store *s, st_list *batch)
+{
+    st_item *run = s->ready.head && s->ready.head->kind == STATUS_RUN ? s->ready.head : NULL;
+    if (run)
+        list_del(&s->ready, run);
+    batch->tail->next = s->ready.head;
+    if (s->ready.head)
+        s->ready.head->prev = batch->tail;
+    else
+        s->ready.tail = batch->tail;
+    s->ready.head = batch->head;
+    if (run)
+        list_push_front(&s->ready, run);
+}
+
+/* Sends the ready items that are due (one write each), as far as the backend's bound on writes
+ * in flight allows; the rest keep their place. Then completes a flush that has nothing left. */
 static void on_kick(uv_timer_t *t)
 {
     status_store *s = t->data;
+    uint64_t now = uv_now(s->loop);
     /* Detach first: completions of synchronous backends may queue items again. */
     st_list batch = s->ready;
     s->ready = (st_list){NULL, NULL};
     while (batch.head) {
         st_item *it = batch.head;
-        batch.head = it->next;
-        it->prev = it->next = NULL;
+        if (it->kind == STATUS_TASK && (slots_full(s) || (!s->flushing && it->due_ms > now)))
+            break;
+        list_del(&batch, it);
         it->state = IT_CLEAN; /* off the list; set_state moves it on */
         s->n_pending--;
         send_item(s, it);
     }
+    if (batch.head)
+        requeue_front(s, &batch);
     if (s->flushing && s->n_pending == 0)
         finish_flush(s);
+    else
+        kick(s);
 }
 
 /* Moves every backoff item whose time has come to the ready list. */

@@ -5,8 +5,10 @@
  * Items are cJSON objects whose members are the item's attributes: strings are DynamoDB S,
  * numbers N, JSON null means "remove". The store stamps `status_seq` (base+1, base+2, ... per
  * item; see status_store_set_seq_base) and `updated_at` on each write it sends. At most one write
- * per item is in flight; changes made while one is in flight are coalesced into the next. Nothing
- * here blocks the loop but the local backend's small file writes. */
+ * per item is in flight; changes made while one is in flight are coalesced into the next. At most
+ * backend.max_inflight task-item writes are in flight in all; the rest wait as ready items (the
+ * run item never waits) and each leaves with its state at the time it is sent. Nothing here
+ * blocks the loop but the local backend's small file writes. */
 #ifndef DAGY_STATUS_H
 #define DAGY_STATUS_H
 
@@ -49,6 +51,9 @@ struct status_backend {
     void (*close)(status_backend *b);
     uint32_t coalesce_ms;
     uint32_t max_item_bytes; /* larger items lose their largest attributes (0: no limit) */
+    /* At most this many task-item writes in flight at once (0: no bound); the rest wait in
+     * the store as ready items, with no request built, and are sent as writes complete. */
+    uint32_t max_inflight;
 };
 
 /* The local state directory backend: DIR/runs/RUN_ID.json and DIR/runs/RUN_ID/tasks/TASK.json,
@@ -79,14 +84,17 @@ int status_store_read(status_store *s, status_kind kind, const char *run_id, con
                       status_read_cb done, void *ctx);
 
 /* Items. The store owns them; callers change attributes with the setters below, then call
- * status_touch() to schedule a write. `task_name` is NULL for the run item. */
+ * status_touch() to schedule a write. `task_name` is NULL for the run item. Asking again for an
+ * item that was released and is not yet written takes it back (no longer released); the
+ * pointer may then differ from the one released (see status_release). */
 cJSON *status_item(status_store *s, status_kind kind, const char *run_id, const char *task_name);
 void status_touch(status_store *s, cJSON *item);
 
 /* The caller is done with `item`: the store frees it as soon as its latest state is written
  * (at once if it already is). The pointer must not be used after this call. Keeps the agent's
- * memory flat on large DAGs: a finished task's item leaves memory once it is stored. An item
- * that cannot be written stays until a flush reports it. */
+ * memory flat on large DAGs: a finished task's item leaves memory once it is stored, and while
+ * it waits for its write it is kept as compact text. An item that cannot be written stays until
+ * a flush reports it. */
 void status_release(status_store *s, cJSON *item);
 
 /* Attribute setters (replace the member). The one door for strings into an item: every string

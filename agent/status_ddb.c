@@ -19,6 +19,14 @@
  * tasks. Half a second is invisible next to the 30 s heartbeat; a flush writes at once. */
 #define DDB_COALESCE_MS 500
 
+/* Task-item writes in flight at once; the store keeps the rest as ready items (no request
+ * built), so a burst of a thousand task ends costs 16 requests' memory, not a thousand, and an
+ * item still waiting when its task ends leaves as one write. Why 16 (docs/agent.md "DynamoDB
+ * status"): at DynamoDB's ~5-10 ms per UpdateItem that is 1600-3200 writes/s, above the 1000
+ * WCU/s one partition takes (a run's task items share the partition key run_id) and above
+ * what the agent's tasks produce; 16 descriptors and connections, each kept alive and reused. */
+#define DDB_MAX_INFLIGHT 16
+
 /* DynamoDB refuses items over 400 KB (names and values); the store drops the largest attributes
  * of an item above this, which leaves room for the size estimate's error. */
 #define DDB_MAX_ITEM_BYTES 390000
@@ -202,6 +210,7 @@ int status_ddb_new(fetch_aws *aws, const char *runs_table, const char *task_runs
     b->base.close = ddb_close;
     b->base.coalesce_ms = DDB_COALESCE_MS;
     b->base.max_item_bytes = DDB_MAX_ITEM_BYTES;
+    b->base.max_inflight = DDB_MAX_INFLIGHT;
     *out = &b->base;
     return 0;
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""ddb_moto.py - the DynamoDB side of bench/ddb_dag.sh: a moto server with the runs and task-runs
-tables, a counting pass-through proxy in front of it, and the end-of-run checks.
+"""ddb_moto.py - the DynamoDB side of bench/ddb_dag.sh: a DynamoDB server (moto, or dynalite) with
+the runs and task-runs tables, a counting pass-through proxy in front of it, and the end-of-run
+checks.
 
-  ddb_moto.py serve DIR        start moto (signatures not checked) and the proxy; write
-                               DIR/endpoints ("MOTO_URL PROXY_URL"); run until SIGTERM/SIGINT,
-                               then stop moto by its pid
+  ddb_moto.py serve DIR [moto|dynalite]
+                               start the server (moto by default; signatures not checked) and
+                               the proxy; write DIR/endpoints ("SERVER_URL PROXY_URL SERVER_PID");
+                               run until SIGTERM/SIGINT, then stop the server by its pid
   ddb_moto.py counts URL       print the proxy's request counts as JSON and reset them
   ddb_moto.py capacity URL N   send N conditional UpdateItems (like the agent's: SET of a dozen
                                attributes, status_seq condition) from 16 threads; print the rate
@@ -138,27 +140,28 @@ def create_tables(moto):
                                            {"AttributeName": "task_name", "AttributeType": "S"}])
 
 
-def serve(out_dir):
+def serve(out_dir, kind="moto"):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
-    moto = awsenv.Moto(auth=False).start()
+    srv = awsenv.Moto(auth=False) if kind == "moto" else awsenv.DynaliteServer()
+    srv.start()
     try:
-        moto.access_key, moto.secret_key = "AKIDBENCH", "bench-secret"
-        create_tables(moto)
-        proxy = CountingProxy(moto.endpoint).start()
+        srv.access_key, srv.secret_key = "AKIDBENCH", "bench-secret"
+        create_tables(srv)
+        proxy = CountingProxy(srv.endpoint).start()
         tmp = os.path.join(out_dir, "endpoints.tmp")
         with open(tmp, "w") as f:
-            f.write("%s %s\n" % (moto.endpoint, proxy.url))
+            f.write("%s %s %d\n" % (srv.endpoint, proxy.url, srv.proc.pid))
         os.rename(tmp, os.path.join(out_dir, "endpoints"))
         while not stop.wait(1):
-            if moto.proc.poll() is not None:
-                print("moto_server exited:\n" + moto.log(), file=sys.stderr)
+            if srv.proc.poll() is not None:
+                print("%s exited:\n%s" % (kind, srv.log()), file=sys.stderr)
                 return 1
         proxy.server.shutdown()
         return 0
     finally:
-        moto.stop()
+        srv.stop()
 
 
 def counts(proxy_url):
@@ -228,8 +231,8 @@ def capacity(endpoint, n):
 
 
 def main(argv):
-    if len(argv) == 3 and argv[1] == "serve":
-        return serve(argv[2])
+    if len(argv) in (3, 4) and argv[1] == "serve" and argv[3:] in ([], ["moto"], ["dynalite"]):
+        return serve(argv[2], *argv[3:])
     if len(argv) == 3 and argv[1] == "counts":
         return counts(argv[2])
     if len(argv) == 4 and argv[1] == "capacity":

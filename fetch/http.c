@@ -33,6 +33,9 @@
 #define MAX_REQUEUES     1000 /* EMFILE requeues of one request before it fails */
 #define RAISE_AFTER_OK   16   /* successes before a lowered bound goes up by one */
 #define MAX_HEADER_VALUE 1024 /* longer ETag, Content-Range... values are dropped */
+/* curl's receive buffer per transfer: streamed bodies, and in-memory ones (curl's default). */
+#define STREAM_BUFFER (256L * 1024)
+#define SMALL_BUFFER  (16L * 1024)
 
 /* One watched socket: curl's socket is polled by a uv_poll handle. */
 typedef struct sock_ctx {
@@ -735,7 +738,12 @@ static int setup_method(fetch_http_req *r, const fetch_http_opts *o)
 {
     CURL *e = r->easy;
     bool has_body = o->body || o->body_fd >= 0;
-    if (has_body) {
+    /* A POST from memory is handed to curl as it is: a small one leaves with the headers, with
+     * no 64 KiB upload buffer allocated per transfer (curl rewinds it itself on a resend). */
+    bool fields = o->body && strcmp(o->method, "POST") == 0;
+    if (fields) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
+    } else if (has_body) {
         curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
         curl_easy_setopt(e, CURLOPT_READDATA, r);
         curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
@@ -792,7 +800,9 @@ static void setup_transport(fetch_http_req *r, const fetch_http_opts *o)
      * per connection), so no HTTP/2 multiplexing. */
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
+    /* A large receive buffer only where bodies stream (S3 downloads: fewer, larger writes);
+     * an API call's answer is small, and every transfer in flight holds its buffer. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, o->on_data ? STREAM_BUFFER : SMALL_BUFFER);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (r->h->ca_bundle)

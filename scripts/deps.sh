@@ -11,6 +11,8 @@ TEST_PKGS="libarchive-tools shellcheck util-linux binutils valgrind procps"
 TEST_PKGS="$TEST_PKGS awscli python3-yaml"
 # The libFuzzer runtime of clang 14 (scripts/fuzz.sh, -DDAGY_FUZZ=ON).
 FUZZ_PKGS="clang libclang-rt-14-dev"
+# GNU time (/usr/bin/time): peak RSS in tests/integration/test_agent_ddb_memory.py and bench/.
+TEST_PKGS="$TEST_PKGS time"
 
 want="$BUILD_PKGS"
 [ "${1:-}" = "--test" ] && want="$want $TEST_PKGS $FUZZ_PKGS"

@@ -44,10 +44,12 @@ def spec(n_parallel=12):
             "tasks": tasks}
 
 
-class AgentDynamoDBTest(unittest.TestCase):
+class _Base:
+    server = None  # awsenv.Moto or awsenv.DynaliteServer, set by the subclasses below
+
     @classmethod
     def setUpClass(cls):
-        cls.moto = awsenv.Moto().start()
+        cls.moto = cls.server().start()
         cls.moto.create_status_tables(RUNS, TASK_RUNS)
 
     @classmethod
@@ -74,6 +76,7 @@ class AgentDynamoDBTest(unittest.TestCase):
 
     def run_agent(self, run_id, endpoint, access_key=None, secret=None, timeout=120):
         env = self.moto.env(self.flow.env(), AWS_ENDPOINT_URL=endpoint,
+                            AWS_ENDPOINT_URL_DYNAMODB=endpoint,
                             DAGY_STATUS_BACKEND="dynamodb", DAGY_LOG_LEVEL="DEBUG")
         if access_key:
             env["AWS_ACCESS_KEY_ID"] = access_key
@@ -145,6 +148,8 @@ class AgentDynamoDBTest(unittest.TestCase):
         self.assertEqual(res.events("status_write_failed"), [])
 
     def test_refused_credentials_exit_3_before_anything_runs(self):
+        if not self.checks_signatures:
+            self.skipTest("%s does not check signatures" % self.server.__name__)
         bad_secret = "wrong-secret-0123456789abcdefghijklmnopqrstuv"
         res = self.run_agent("ddb-denied", self.moto.endpoint, secret=bad_secret, timeout=90)
         self.assertEqual(res.code, 3, res)
@@ -157,6 +162,17 @@ class AgentDynamoDBTest(unittest.TestCase):
         self.assertIn("DynamoDB GetItem", last["error"])
         self.assertNotIn(bad_secret, res.out + res.err)
         self.assertIsNone(self.get("ddb-denied"))
+
+
+class MotoAgentDynamoDBTest(_Base, unittest.TestCase):
+    server = awsenv.Moto
+    checks_signatures = True
+
+
+@unittest.skipUnless(awsenv.dynalite_cli(), "dynalite not installed (scripts/deps.sh --test)")
+class DynaliteAgentDynamoDBTest(_Base, unittest.TestCase):
+    server = awsenv.DynaliteServer
+    checks_signatures = False
 
 
 if __name__ == "__main__":

@@ -33,12 +33,14 @@ def plain(v):
     return v
 
 
-class DdbStatusTest(unittest.TestCase):
+class _Base:
+    server = None  # awsenv.Moto or awsenv.DynaliteServer, set by the subclasses below
+
     @classmethod
     def setUpClass(cls):
         if not os.path.exists(probe_path()):
             raise unittest.SkipTest("status_probe not built at %s" % probe_path())
-        cls.moto = awsenv.Moto().start()
+        cls.moto = cls.server().start()
         cls.moto.create_status_tables(RUNS, TASK_RUNS)
 
     @classmethod
@@ -64,7 +66,7 @@ class DdbStatusTest(unittest.TestCase):
         return plain({k: self.deser.deserialize(v) for k, v in item.items()})
 
     def probe(self, args, endpoint, timeout=180):
-        env = self.moto.env(AWS_ENDPOINT_URL=endpoint)
+        env = self.moto.env(AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_DYNAMODB=endpoint)
         return awsenv.run([probe_path()] + args, env=env, timeout=timeout)
 
     def put(self, kind, item, endpoint=None, runs=RUNS):
@@ -186,6 +188,15 @@ class DdbStatusTest(unittest.TestCase):
             self.assertTrue(line["error"])
             self.assertNotIn(self.moto.secret_key, json.dumps(line))
         self.assertIsNone(self.get("run-dead"))
+
+
+class MotoDdbStatusTest(_Base, unittest.TestCase):
+    server = awsenv.Moto
+
+
+@unittest.skipUnless(awsenv.dynalite_cli(), "dynalite not installed (scripts/deps.sh --test)")
+class DynaliteDdbStatusTest(_Base, unittest.TestCase):
+    server = awsenv.DynaliteServer
 
 
 if __name__ == "__main__":

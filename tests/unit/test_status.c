@@ -559,7 +559,9 @@ static void released_item_is_freed_once_written(void **state)
     assert_int_equal(fx->fake->n, 1);
     status_release(fx->store, it); /* in flight: kept for now */
     complete(fx->fake, 0, -EIO, "fake failure");
-    assert_ptr_equal(status_item(fx->store, STATUS_TASK, "run-1", "t"), it); /* kept */
+    /* Kept (parked while it backs off: asked for again, it comes back whole, maybe elsewhere). */
+    it = status_item(fx->store, STATUS_TASK, "run-1", "t");
+    assert_string_equal(cJSON_GetObjectItem(it, "status")->valuestring, "FAILED");
 
     cJSON *b = status_item(fx->store, STATUS_TASK, "run-1", "u");
     status_set_str(b, "status", "SUCCEEDED");
@@ -753,6 +755,132 @@ static void oversized_item_loses_its_largest_attribute(void **state)
     complete(fx->fake, 0, 0, NULL);
 }
 
+/* The backend's bound on writes in flight holds whatever the number of ready items; items past
+ * the bound wait in the store (no request is built for them) and leave as slots free, the run
+ * item never waits behind task items, and a flush writes them all. */
+static void writes_in_flight_never_exceed_the_backend_bound(void **state)
+{
+    fixture *fx = *state;
+    enum { N = 100, BOUND = 4 };
+    fx->fake->base.max_inflight = BOUND;
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "task_%d", i);
+        cJSON *it = status_item(fx->store, STATUS_TASK, "run-1", name);
+        status_set_str(it, "status", "SUCCEEDED");
+        status_touch(fx->store, it);
+        status_release(fx->store, it);
+    }
+    turn(fx);
+    assert_int_equal(fx->fake->n, BOUND);
+    cJSON *run = status_item(fx->store, STATUS_RUN, "run-1", NULL);
+    status_set_str(run, "status", "RUNNING");
+    status_touch(fx->store, run);
+    turn(fx);
+    assert_int_equal(fx->fake->n, BOUND + 1); /* the run item does not queue */
+    assert_int_equal(fx->fake->w[BOUND].kind, STATUS_RUN);
+    complete(fx->fake, BOUND, 0, NULL);
+    status_flush(fx->store, 10000, on_flush, fx);
+    for (int done = 0; done < N; done++) {
+        int inflight = 0, next = -1;
+        for (int i = 0; i < fx->fake->n; i++)
+            if (!fx->fake->w[i].completed) {
+                inflight++;
+                next = next < 0 ? i : next;
+            }
+        assert_true(inflight >= 1 && inflight <= BOUND);
+        complete(fx->fake, next, 0, NULL);
+        turn(fx);
+    }
+    run_until_flushed(fx);
+    assert_int_equal(fx->n_failed, 0);
+    assert_int_equal(fx->fake->n, N + 1); /* one write per item */
+}
+
+/* A task's RUNNING and SUCCEEDED become one write when the item is still waiting for a slot
+ * when it ends: the snapshot is taken when the write is sent, not when it was queued. */
+static void item_waiting_for_a_slot_leaves_with_its_latest_state(void **state)
+{
+    fixture *fx = *state;
+    fx->fake->base.max_inflight = 1;
+    cJSON *a = status_item(fx->store, STATUS_TASK, "run-1", "a");
+    cJSON *b = status_item(fx->store, STATUS_TASK, "run-1", "b");
+    status_set_str(a, "status", "RUNNING");
+    status_touch(fx->store, a);
+    status_set_str(b, "status", "RUNNING");
+    status_touch(fx->store, b);
+    turn(fx);
+    assert_int_equal(fx->fake->n, 1);
+    status_set_str(b, "status", "SUCCEEDED");
+    status_set_num(b, "exit_code", 0);
+    status_touch(fx->store, b);
+    turn(fx);
+    assert_int_equal(fx->fake->n, 1);
+    complete(fx->fake, 0, 0, NULL);
+    turn(fx);
+    assert_int_equal(fx->fake->n, 2);
+    assert_string_equal(snap_str(&fx->fake->w[1], "task_name"), "b");
+    assert_string_equal(snap_str(&fx->fake->w[1], "status"), "SUCCEEDED");
+    assert_int_equal(snap_num(&fx->fake->w[1], "status_seq"), 1);
+    assert_int_equal(snap_num(&fx->fake->w[1], "exit_code"), 0);
+    complete(fx->fake, 1, 0, NULL);
+    turn(fx);
+    assert_int_equal(fx->fake->n, 2);
+}
+
+/* A released item waiting for a slot is parked as text and parsed back when sent: the write
+ * carries every member exactly (fractions, JSON null = REMOVE, escapes, UTF-8), a failed write
+ * of a parked item is retried with the same content, and asking for the item again gives it
+ * back whole. */
+static void parked_item_is_written_exactly_as_it_was(void **state)
+{
+    fixture *fx = *state;
+    fx->fake->base.max_inflight = 1;
+    cJSON *a = status_item(fx->store, STATUS_TASK, "run-1", "a");
+    cJSON *b = status_item(fx->store, STATUS_TASK, "run-1", "b \"q\"\n\xc3\xa9");
+    status_set_str(a, "status", "RUNNING");
+    status_touch(fx->store, a);
+    turn(fx);
+    status_set_str(b, "status", "FAILED");
+    status_set_num(b, "duration_seconds", 0.1 + 0.2);
+    status_set_num(b, "exit_code", -1);
+    status_set_str(b, "error_message", "line 1\nline \"2\" \xe2\x82\xac\t\\");
+    status_set_str(b, "trace_s3_uri", "x");
+    status_set_str(b, "trace_s3_uri", NULL); /* JSON null: the backend REMOVEs it */
+    status_set_str(b, "custom_attr", "kept");
+    status_touch(fx->store, b);
+    cJSON *want = cJSON_Duplicate(b, true);
+    status_release(fx->store, b);
+    turn(fx);
+    assert_int_equal(fx->fake->n, 1);
+    complete(fx->fake, 0, 0, NULL);
+    turn(fx);
+    assert_int_equal(fx->fake->n, 2);
+    for (int k = 1; k <= 2; k++) {
+        cJSON *got = cJSON_Duplicate(fx->fake->w[k].snap, true);
+        cJSON_DeleteItemFromObject(got, "status_seq");
+        cJSON_DeleteItemFromObject(got, "updated_at");
+        assert_true(cJSON_Compare(got, want, true));
+        assert_true(cJSON_IsNull(cJSON_GetObjectItem(fx->fake->w[k].snap, "trace_s3_uri")));
+        assert_true(snap_num(&fx->fake->w[k], "duration_seconds") == 0.1 + 0.2);
+        cJSON_Delete(got);
+        if (k == 1) { /* fails: parked again while it backs off, then retried whole */
+            complete(fx->fake, 1, -EAGAIN, "fake failure");
+            for (int i = 0; i < 3000 && fx->fake->n == 2; i++)
+                uv_run(&fx->loop, UV_RUN_ONCE);
+            assert_int_equal(fx->fake->n, 3);
+            assert_int_equal(snap_num(&fx->fake->w[2], "status_seq"), 2);
+        }
+    }
+    complete(fx->fake, 2, -EAGAIN, "fake failure");
+    turn(fx);
+    cJSON *again = status_item(fx->store, STATUS_TASK, "run-1", "b \"q\"\n\xc3\xa9");
+    assert_non_null(again);
+    assert_string_equal(cJSON_GetObjectItem(again, "error_message")->valuestring,
+                        cJSON_GetObjectItem(want, "error_message")->valuestring);
+    cJSON_Delete(want);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -779,6 +907,9 @@ int main(void)
         T(refused_write_is_success_only_when_the_stored_item_is_ours),
         T(unanswered_write_reports_degraded_within_seconds),
         T(oversized_item_loses_its_largest_attribute),
+        T(writes_in_flight_never_exceed_the_backend_bound),
+        T(item_waiting_for_a_slot_leaves_with_its_latest_state),
+        T(parked_item_is_written_exactly_as_it_was),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
