@@ -378,8 +378,9 @@ static int setup(run_state *r, char *err)
         snprintf(err, AGENT_ERR_MAX, "cannot set up task processes: %s", strerror(-rc));
         return AGENT_EXIT_INFRA;
     }
-    if (needs_aws(c) && fetch_aws_new(&r->loop, &r->aws, err))
-        return AGENT_EXIT_INVALID;
+    /* -ELIBACC: the AWS module is missing or from another build (fetch/module/lazy.c). */
+    if (needs_aws(c) && (rc = fetch_aws_new(&r->loop, &r->aws, err)))
+        return rc == -ELIBACC ? AGENT_EXIT_INFRA : AGENT_EXIT_INVALID;
     status_backend *be = NULL;
     if (!strcmp(c->status_backend, "dynamodb"))
         rc = status_ddb_new(r->aws, c->runs_table, c->task_runs_table, &be);
