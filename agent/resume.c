@@ -22,10 +22,10 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "fetch/unpack.h"
 #include "proto/names.h"
+#include "proto/sha256.h"
 #include "proto/sigv4.h"
 #include "proto/util.h"
 
@@ -79,10 +79,10 @@ static const char *str_attr(const cJSON *o, const char *k)
 /* SHA-256 of everything read from fd (and a copy to out_fd if >= 0); hex into hex. */
 static int hash_fd(int fd, int out_fd, char hex[PROTO_HASH_HEX])
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    proto_sha256 h;
     unsigned char *buf = malloc(COPY_BUFSZ), md[32];
-    unsigned int mdlen = 0;
-    int rc = ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+    int rc = buf ? 0 : -ENOMEM;
+    proto_sha256_init(&h);
     while (!rc) {
         ssize_t n = read(fd, buf, COPY_BUFSZ);
         if (n < 0 && errno == EINTR)
@@ -91,7 +91,7 @@ static int hash_fd(int fd, int out_fd, char hex[PROTO_HASH_HEX])
             rc = n < 0 ? -errno : 0;
             break;
         }
-        EVP_DigestUpdate(ctx, buf, (size_t)n);
+        proto_sha256_update(&h, buf, (size_t)n);
         for (ssize_t off = 0; out_fd >= 0 && off < n && !rc;) {
             ssize_t w = write(out_fd, buf + off, (size_t)(n - off));
             if (w < 0 && errno != EINTR)
@@ -100,10 +100,9 @@ static int hash_fd(int fd, int out_fd, char hex[PROTO_HASH_HEX])
         }
     }
     if (!rc) {
-        EVP_DigestFinal_ex(ctx, md, &mdlen);
+        proto_sha256_final(&h, md);
         sigv4_hex(md, 32, hex);
     }
-    EVP_MD_CTX_free(ctx);
     free(buf);
     return rc;
 }

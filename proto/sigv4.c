@@ -4,6 +4,7 @@
  * curl_easy_perform with the wall clock, so it can be neither checked against AWS's published
  * vectors nor reused for the headers we must control (payload hash of file uploads). */
 #include "proto/sigv4.h"
+#include "proto/sha256.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -99,7 +100,10 @@ void sigv4_hex(const unsigned char *in, size_t n, char *out)
 void sigv4_sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256(data, len, md);
+    proto_sha256 h;
+    proto_sha256_init(&h);
+    proto_sha256_update(&h, data, len);
+    proto_sha256_final(&h, md);
     sigv4_hex(md, sizeof md, out);
 }
 

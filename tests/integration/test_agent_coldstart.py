@@ -44,6 +44,16 @@ class ColdStart(unittest.TestCase):
             for lib in HEAVY:
                 self.assertNotIn(lib, o, "a local run loaded %s" % o)
 
+    def test_a_local_run_does_not_start_openssl(self):
+        # OpenSSL's EVP layer reads its configuration (OPENSSL_CONF) on first use: a FIFO
+        # nobody writes blocks that read forever. A local run hashes without EVP.
+        f = self.flow()
+        fifo = os.path.join(f.tmp, "openssl.cnf")
+        os.mkfifo(fifo)
+        r = f.run(env={"OPENSSL_CONF": fifo}, timeout=20)
+        self.assertEqual(r.code, 0, r.err[-2000:])
+        self.assertEqual(r.output("a"), ["payload"])
+
     def test_an_archive_run_loads_the_module_on_first_need(self):
         f = self.flow()
         r = f.run(flow=f.zip(), env={"LD_DEBUG": "files"})
