@@ -21,12 +21,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
 
 #include "fetch/unpack.h"
 #include "proto/names.h"
 #include "proto/sha256.h"
-#include "proto/sigv4.h"
 #include "proto/util.h"
 
 #define CHAIN_MAX  32 /* source runs followed at most */
@@ -101,7 +99,7 @@ static int hash_fd(int fd, int out_fd, char hex[PROTO_HASH_HEX])
     }
     if (!rc) {
         proto_sha256_final(&h, md);
-        sigv4_hex(md, 32, hex);
+        proto_hex(md, 32, hex);
     }
     free(buf);
     return rc;
@@ -143,7 +141,7 @@ static int walk_one(const char *path, const struct stat *st, int type, struct FT
     } else if (type == FTW_SL) {
         ssize_t n = readlink(path, target, sizeof target);
         if (n >= 0) {
-            sigv4_sha256_hex(target, (size_t)n, hex);
+            proto_sha256_hex(target, (size_t)n, hex);
             char *name = NULL;
             if (asprintf(&name, "%s -> (link)", rel) >= 0)
                 proto_code_digest_add(walk_digest, name, hex);
@@ -168,7 +166,6 @@ static void digest_work(uv_work_t *w)
     j->err = walk_err;
     proto_code_digest_finish(walk_digest, j->digest);
     walk_digest = NULL;
-    OPENSSL_thread_stop(); /* OpenSSL's state of this worker thread (never joined) */
 }
 
 static void digest_done(uv_work_t *w, int status)
@@ -395,7 +392,6 @@ static void copy_work(uv_work_t *w)
         j->err = -errno;
     if (!j->err && strcmp(got, j->want))
         j->err = -EBADMSG;
-    OPENSSL_thread_stop(); /* OpenSSL's state of this worker thread (never joined) */
 }
 
 static void copy_done(uv_work_t *w, int status)

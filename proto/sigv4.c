@@ -89,22 +89,12 @@ char *sigv4_uri_encode(const char *s, size_t len, bool keep_slash)
 
 void sigv4_hex(const unsigned char *in, size_t n, char *out)
 {
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[in[i] >> 4];
-        out[2 * i + 1] = hex[in[i] & 15];
-    }
-    out[2 * n] = '\0';
+    proto_hex(in, n, out);
 }
 
 void sigv4_sha256_hex(const void *data, size_t len, char out[65])
 {
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    proto_sha256 h;
-    proto_sha256_init(&h);
-    proto_sha256_update(&h, data, len);
-    proto_sha256_final(&h, md);
-    sigv4_hex(md, sizeof md, out);
+    proto_sha256_hex(data, len, out);
 }
 
 static void hmac(const void *key, size_t klen, const char *msg, unsigned char out[32])

@@ -13,7 +13,6 @@
 
 
 #include "proto/sha256.h"
-#include "proto/sigv4.h"
 
 /* ---- canonical JSON ---- */
 
@@ -230,7 +229,7 @@ static void sb_upstream(sbuf *b, size_t n, const char *const *names, const char 
 
 static void sha256_hex(const void *data, size_t len, char out[PROTO_HASH_HEX])
 {
-    sigv4_sha256_hex(data, len, out);
+    proto_sha256_hex(data, len, out);
 }
 
 int proto_task_hash(const flowspec_task *t, const char *const *up_names,
@@ -402,7 +401,7 @@ void proto_code_digest_finish(proto_code_digest *d, char out[PROTO_HASH_HEX])
     if (d->oom) /* an incomplete digest must never match a complete one */
         proto_sha256_update(&h, "oom", 3);
     proto_sha256_final(&h, md);
-    sigv4_hex(md, 32, out);
+    proto_hex(md, 32, out);
     for (size_t i = 0; i < d->n; i++)
         free(d->entries[i]);
     free(d->entries);

@@ -12,7 +12,7 @@ import agentenv  # noqa: E402
 from agentenv import Flow  # noqa: E402
 
 # Libraries a run that neither unpacks nor talks to AWS must not load.
-HEAVY = ("libcurl", "libarchive", "libssl", "libgnutls", "libp11-kit", "libxml2",
+HEAVY = ("libcurl", "libarchive", "libcrypto", "libssl", "libgnutls", "libp11-kit", "libxml2",
          "libkrb5", "libldap", "dagy-agent-aws.so")
 
 
