@@ -222,6 +222,11 @@ static void hash_done(uv_work_t *w, int status)
 
 int agent__result_store(run_state *r, size_t i)
 {
+    /* No result stored by this attempt (tasks.c stores the one it read and validated): nothing
+     * to hash or upload, and no worker-thread round trip between the exit and the next spawn.
+     * A file found in results/ anyway is not this task's result (a task can write there). */
+    if (!r->tasks[i].has_result)
+        return 0;
     result_job *j = calloc(1, sizeof *j);
     if (!j)
         return 0; /* out of memory: tasks.c's own checks still apply */

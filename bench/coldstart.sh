@@ -59,7 +59,7 @@ measure agent "$RUNS" "$(fresh "$WORK")" "$cmd"
 SHM=
 if [ -d /dev/shm ] && [ -w /dev/shm ] && [ "$(fstype /dev/shm)" = tmpfs ]; then
     SHM=$(mktemp -d /dev/shm/dagy-coldstart.XXXXXX)
-    trap 'rm -rf "$WORK" "$SHM"' EXIT
+    [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK" "$SHM"' EXIT
     cmd=$(agent_on "$SHM") && DAGY_WORK_DIR=$SHM/work
     measure agent_tmpfs "$RUNS" "$(fresh "$SHM")" "$cmd"
 fi
