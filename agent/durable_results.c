@@ -18,7 +18,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 #include "proto/names.h"
 #include "proto/sha256.h"
 

@@ -21,7 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 #include "fetch/unpack.h"
 #include "proto/names.h"
 #include "proto/sha256.h"

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "proto/sha256.h"
 
 /* ---- canonical JSON ---- */
