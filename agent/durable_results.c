@@ -18,11 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-
 #include "proto/names.h"
-#include "proto/sigv4.h"
+#include "proto/sha256.h"
 
 struct result_job {
     run_state *r;
@@ -83,11 +80,11 @@ static void hash_work(uv_work_t *w)
         j->err = -EINVAL;
         return;
     }
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    proto_sha256 h;
     unsigned char *buf = malloc(1 << 20), md[32];
-    unsigned int mdlen = 0;
     uint64_t off = 0;
-    if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+    proto_sha256_init(&h);
+    if (!buf)
         j->err = -ENOMEM;
     while (!j->err) {
         ssize_t n = pread(j->fd, buf, 1 << 20, (off_t)off);
@@ -97,17 +94,15 @@ static void hash_work(uv_work_t *w)
             j->err = -errno;
         if (n <= 0)
             break;
-        EVP_DigestUpdate(ctx, buf, (size_t)n);
+        proto_sha256_update(&h, buf, (size_t)n);
         off += (uint64_t)n;
     }
     if (!j->err) {
-        EVP_DigestFinal_ex(ctx, md, &mdlen);
-        sigv4_hex(md, 32, j->sha);
+        proto_sha256_final(&h, md);
+        proto_hex(md, 32, j->sha);
         j->bytes = off;
     }
-    EVP_MD_CTX_free(ctx);
     free(buf);
-    OPENSSL_thread_stop(); /* OpenSSL's state of this worker thread (never joined) */
 }
 
 /* The attempt ends: SUCCEEDED (the item already carries the result) or FAILED with why. */
@@ -226,6 +221,11 @@ static void hash_done(uv_work_t *w, int status)
 
 int agent__result_store(run_state *r, size_t i)
 {
+    /* No result stored by this attempt (tasks.c stores the one it read and validated): nothing
+     * to hash or upload, and no worker-thread round trip between the exit and the next spawn.
+     * A file found in results/ anyway is not this task's result (a task can write there). */
+    if (!r->tasks[i].has_result)
+        return 0;
     result_job *j = calloc(1, sizeof *j);
     if (!j)
         return 0; /* out of memory: tasks.c's own checks still apply */

@@ -21,12 +21,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-
 #include "fetch/unpack.h"
 #include "proto/names.h"
-#include "proto/sigv4.h"
+#include "proto/sha256.h"
 #include "proto/util.h"
 
 #define CHAIN_MAX  32 /* source runs followed at most */
@@ -79,10 +76,10 @@ static const char *str_attr(const cJSON *o, const char *k)
 /* SHA-256 of everything read from fd (and a copy to out_fd if >= 0); hex into hex. */
 static int hash_fd(int fd, int out_fd, char hex[PROTO_HASH_HEX])
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    proto_sha256 h;
     unsigned char *buf = malloc(COPY_BUFSZ), md[32];
-    unsigned int mdlen = 0;
-    int rc = ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+    int rc = buf ? 0 : -ENOMEM;
+    proto_sha256_init(&h);
     while (!rc) {
         ssize_t n = read(fd, buf, COPY_BUFSZ);
         if (n < 0 && errno == EINTR)
@@ -91,7 +88,7 @@ static int hash_fd(int fd, int out_fd, char hex[PROTO_HASH_HEX])
             rc = n < 0 ? -errno : 0;
             break;
         }
-        EVP_DigestUpdate(ctx, buf, (size_t)n);
+        proto_sha256_update(&h, buf, (size_t)n);
         for (ssize_t off = 0; out_fd >= 0 && off < n && !rc;) {
             ssize_t w = write(out_fd, buf + off, (size_t)(n - off));
             if (w < 0 && errno != EINTR)
@@ -100,10 +97,9 @@ static int hash_fd(int fd, int out_fd, char hex[PROTO_HASH_HEX])
         }
     }
     if (!rc) {
-        EVP_DigestFinal_ex(ctx, md, &mdlen);
-        sigv4_hex(md, 32, hex);
+        proto_sha256_final(&h, md);
+        proto_hex(md, 32, hex);
     }
-    EVP_MD_CTX_free(ctx);
     free(buf);
     return rc;
 }
@@ -144,7 +140,7 @@ static int walk_one(const char *path, const struct stat *st, int type, struct FT
     } else if (type == FTW_SL) {
         ssize_t n = readlink(path, target, sizeof target);
         if (n >= 0) {
-            sigv4_sha256_hex(target, (size_t)n, hex);
+            proto_sha256_hex(target, (size_t)n, hex);
             char *name = NULL;
             if (asprintf(&name, "%s -> (link)", rel) >= 0)
                 proto_code_digest_add(walk_digest, name, hex);
@@ -169,7 +165,6 @@ static void digest_work(uv_work_t *w)
     j->err = walk_err;
     proto_code_digest_finish(walk_digest, j->digest);
     walk_digest = NULL;
-    OPENSSL_thread_stop(); /* OpenSSL's state of this worker thread (never joined) */
 }
 
 static void digest_done(uv_work_t *w, int status)
@@ -398,7 +393,6 @@ static void copy_work(uv_work_t *w)
         j->err = -errno;
     if (!j->err && strcmp(got, j->want))
         j->err = -EBADMSG;
-    OPENSSL_thread_stop(); /* OpenSSL's state of this worker thread (never joined) */
 }
 
 static void copy_done(uv_work_t *w, int status)

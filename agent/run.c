@@ -453,8 +453,9 @@ static int setup(run_state *r, char *err)
         snprintf(err, AGENT_ERR_MAX, "cannot set up task processes: %s", strerror(-rc));
         return AGENT_EXIT_INFRA;
     }
-    if (needs_aws(c) && fetch_aws_new(&r->loop, &r->aws, err))
-        return AGENT_EXIT_INVALID;
+    /* -ELIBACC: the AWS module is missing or from another build (fetch/module/lazy.c). */
+    if (needs_aws(c) && (rc = fetch_aws_new(&r->loop, &r->aws, err)))
+        return rc == -ELIBACC ? AGENT_EXIT_INFRA : AGENT_EXIT_INVALID;
     if (c->cwlogs.group) { /* from here on the lines also go to CloudWatch Logs */
         if ((rc = cwlogs_start(&r->loop, r->aws, &c->cwlogs, c->run_id, agent_log_is_pretty()))) {
             snprintf(err, AGENT_ERR_MAX, "cannot start shipping logs: %s", strerror(-rc));

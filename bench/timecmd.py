@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Minimal hyperfine stand-in for the bench scripts: runs a shell command N times (an optional
-prepare command before each run, untimed) and prints as JSON the wall-clock median, min and max
-and the mean user and system CPU time per run (command and children, through the shell), in
-seconds. A run that exits non-zero aborts the measurement.
+"""Minimal hyperfine stand-in for the bench scripts: runs a command N times (an optional prepare
+command before each run, untimed, through the shell) and prints as JSON the wall-clock median, min
+and max and the mean user and system CPU time per run (command and children), in seconds. A run
+that exits non-zero aborts the measurement. The command is split as the shell would (shlex) and
+run without a shell, as lib.sh runs hyperfine (-N): a shell's own start-up (~0.5 ms) is not the
+command's, and it matters to a cold-start figure of a few milliseconds.
 
 Usage: timecmd.py --runs N [--prepare CMD] [--warmup N] -- CMD"""
 
 import argparse
 import json
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -17,7 +20,7 @@ import time
 
 def once(cmd):
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd, shell=True, stdout=subprocess.DEVNULL)
+    rc = subprocess.call(shlex.split(cmd), stdout=subprocess.DEVNULL)
     dt = time.perf_counter() - t0
     if rc != 0:
         sys.exit("timecmd: command exited %d: %s" % (rc, cmd))

@@ -4,6 +4,7 @@
  * curl_easy_perform with the wall clock, so it can be neither checked against AWS's published
  * vectors nor reused for the headers we must control (payload hash of file uploads). */
 #include "proto/sigv4.h"
+#include "proto/sha256.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -88,19 +89,12 @@ char *sigv4_uri_encode(const char *s, size_t len, bool keep_slash)
 
 void sigv4_hex(const unsigned char *in, size_t n, char *out)
 {
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[in[i] >> 4];
-        out[2 * i + 1] = hex[in[i] & 15];
-    }
-    out[2 * n] = '\0';
+    proto_hex(in, n, out);
 }
 
 void sigv4_sha256_hex(const void *data, size_t len, char out[65])
 {
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256(data, len, md);
-    sigv4_hex(md, sizeof md, out);
+    proto_sha256_hex(data, len, out);
 }
 
 static void hmac(const void *key, size_t klen, const char *msg, unsigned char out[32])

@@ -11,9 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
-#include "proto/sigv4.h"
+#include "proto/sha256.h"
 
 /* ---- canonical JSON ---- */
 
@@ -230,7 +228,7 @@ static void sb_upstream(sbuf *b, size_t n, const char *const *names, const char 
 
 static void sha256_hex(const void *data, size_t len, char out[PROTO_HASH_HEX])
 {
-    sigv4_sha256_hex(data, len, out);
+    proto_sha256_hex(data, len, out);
 }
 
 int proto_task_hash(const flowspec_task *t, const char *const *up_names,
@@ -392,22 +390,17 @@ void proto_code_digest_finish(proto_code_digest *d, char out[PROTO_HASH_HEX])
 {
     if (d->n)
         qsort(d->entries, d->n, sizeof *d->entries, cmp_str);
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    proto_sha256 h;
     unsigned char md[32];
-    unsigned int mdlen = 0;
     static const char head[] = "dagy-code-digest 1\n";
-    if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1) {
-        EVP_DigestUpdate(ctx, head, sizeof head - 1);
-        for (size_t i = 0; i < d->n; i++)
-            EVP_DigestUpdate(ctx, d->entries[i], strlen(d->entries[i]));
-        if (d->oom) /* an incomplete digest must never match a complete one */
-            EVP_DigestUpdate(ctx, "oom", 3);
-        EVP_DigestFinal_ex(ctx, md, &mdlen);
-        sigv4_hex(md, 32, out);
-    } else {
-        snprintf(out, PROTO_HASH_HEX, "%s", "");
-    }
-    EVP_MD_CTX_free(ctx);
+    proto_sha256_init(&h);
+    proto_sha256_update(&h, head, sizeof head - 1);
+    for (size_t i = 0; i < d->n; i++)
+        proto_sha256_update(&h, d->entries[i], strlen(d->entries[i]));
+    if (d->oom) /* an incomplete digest must never match a complete one */
+        proto_sha256_update(&h, "oom", 3);
+    proto_sha256_final(&h, md);
+    proto_hex(md, 32, out);
     for (size_t i = 0; i < d->n; i++)
         free(d->entries[i]);
     free(d->entries);
