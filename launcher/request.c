@@ -2,6 +2,7 @@
  * container environment, RunTask, the dagy-worker task definition, and the reconcile verdict
  * for a described task. Pure: plain data in, cJSON out, so every body is unit-tested. */
 #include "launcher/launch.h"
+#include "proto/fargate.h"
 #include "proto/names.h"
 #include "proto/util.h"
 
@@ -193,7 +194,7 @@ static int pick_identity(launch_request *r, const launch_opts *o, const cJSON *i
     if (run && strlen(run) > LAUNCH_MAX_RUN_ID)
         FAIL("run id \"%s\" is longer than %d characters (it is the ECS clientToken)", run,
              LAUNCH_MAX_RUN_ID);
-    if (cap && strcmp(cap, "FARGATE") != 0 && strcmp(cap, "FARGATE_SPOT") != 0)
+    if (cap && !proto_capacity_provider_valid(cap))
         FAIL("capacity provider \"%s\" must be FARGATE or FARGATE_SPOT", cap);
     const char *lambda = getenv("AWS_LAMBDA_FUNCTION_NAME");
     if (!src)
@@ -258,7 +259,7 @@ static int pick_size(launch_request *r, const launch_opts *o, const cJSON *item,
         resolve_size(r, profile, cpu, mem, item_size, index, err) < 0)
         return -EINVAL;
     long gib = 21;
-    if (eph && launch_parse_int(eph, 21, 200, &gib) < 0)
+    if (eph && launch_parse_int(eph, PROTO_EPHEMERAL_MIN_GIB, PROTO_EPHEMERAL_MAX_GIB, &gib) < 0)
         FAIL("%s \"%s\" must be 21-200 GiB",
              item_eph ? "ephemeral_storage_gib" : "--ephemeral-storage", eph);
     r->ephemeral_gib = (int)gib;

@@ -31,7 +31,7 @@ static const char *const task_fields[] = {"name",          "description",
                                           "command",       "callable",
                                           "kwargs",        "env",
                                           "upstream",      "trigger_rule",
-                                          "retries",       "retry_delay_seconds",
+                                          "executor",      "retries",       "retry_delay_seconds",
                                           "retry_backoff", "retry_max_delay_seconds",
                                           "retry_jitter",  "timeout_seconds"};
 enum {
@@ -43,6 +43,7 @@ enum {
     T_ENV,
     T_UPSTREAM,
     T_TRIGGER,
+    T_EXECUTOR,
     T_SCHED
 };
 
@@ -390,6 +391,8 @@ static int parse_task(pctx *c, size_t i, cJSON *t)
         (f[T_ENV] && (rc = parse_env(task, f[T_ENV], prefix, c->err))) ||
         (f[T_UPSTREAM] && (rc = parse_upstream(c, i, f[T_UPSTREAM], prefix))) ||
         (f[T_TRIGGER] && (rc = parse_trigger(&task->def.trigger, f[T_TRIGGER], prefix, c->err))) ||
+        (f[T_EXECUTOR] && (rc = flowspec__parse_executor(f[T_EXECUTOR], &task->executor, prefix,
+                                                         c->err))) ||
         (rc = apply_sched_fields(f + T_SCHED, &task->def, prefix, c->err)))
         return rc;
     if (f[T_CALLABLE]) {
@@ -703,6 +706,7 @@ void flowspec_free(flowspec *s)
         free(t->description);
         free(t->upstream);
         cJSON_Delete(t->kwargs);
+        flowspec__executor_free(t->executor);
     }
     if (s->index)
         flowspec__map_free(s->index);

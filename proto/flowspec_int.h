@@ -32,4 +32,10 @@ int flowspec__check_acyclic(const flowspec *s, char *err);
 typedef int (*flowspec__kw_fn)(cJSON *str, const char *path, void *ud);
 int flowspec__walk_kwargs(cJSON *kwargs, flowspec__kw_fn fn, void *ud);
 
+/* flowspec_executor.c: a task's "executor" object, validated with the one Fargate size rule
+ * (proto/fargate.h). *out is NULL for {"type": "local"}. */
+int flowspec__parse_executor(const cJSON *v, flowspec_executor **out, const char *prefix,
+                             char *err);
+void flowspec__executor_free(flowspec_executor *e);
+
 #endif
