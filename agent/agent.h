@@ -44,6 +44,11 @@ typedef struct {
     char *pip_command;    /* DAGY_PIP_COMMAND, default "python3 -m pip" */
     int log_format;       /* log_format, or -1 = decide by isatty */
     int log_level;        /* log_level */
+    /* the per-task ECS executor (agent/ecs_exec.c, docs/agent.md "Tasks on their own ECS task") */
+    char *only_task;         /* DAGY_ONLY_TASK: run just this task's attempt (an ECS child) */
+    int only_attempt;        /* DAGY_ATTEMPT with DAGY_ONLY_TASK: the attempt number, >= 1 */
+    char *only_task_run_id;  /* DAGY_TASK_RUN_ID with DAGY_ONLY_TASK: the parent's task_run_id */
+    double ecs_poll_seconds; /* DAGY_ECS_POLL_SECONDS, default 5: how often children are polled */
     bool graph, version, help;
 } agent_config;
 

@@ -134,6 +134,8 @@ static int check_bucket_var(const char *var, char *err)
 }
 
 /* The environment layer (contract section 5). */
+static int ecs_config(agent_config *c, char *err);
+
 static int load_env(agent_config *c, char *err)
 {
     const char *v;
@@ -220,6 +222,39 @@ static int load_env(agent_config *c, char *err)
     }
     if (c->heartbeat_seconds < 1)
         c->heartbeat_seconds = 1;
+    return ecs_config(c, err);
+}
+
+/* The ECS executor's variables: DAGY_ECS_POLL_SECONDS, and the child mode (DAGY_ONLY_TASK with
+ * DAGY_ATTEMPT and DAGY_TASK_RUN_ID, set by the parent in the child's RunTask overrides). */
+static int ecs_config(agent_config *c, char *err)
+{
+    const char *v;
+    c->ecs_poll_seconds = 5;
+    if ((v = getenv("DAGY_ECS_POLL_SECONDS")) && *v &&
+        (parse_seconds(v, 300, &c->ecs_poll_seconds) || c->ecs_poll_seconds < 0.05)) {
+        snprintf(err, AGENT_ERR_MAX, "DAGY_ECS_POLL_SECONDS=%.40s: expected 0.05-300 seconds", v);
+        return -EINVAL;
+    }
+    if (!(v = getenv("DAGY_ONLY_TASK")) || !*v)
+        return 0;
+    c->only_task = strdup(v);
+    const char *att = getenv("DAGY_ATTEMPT"), *trid = getenv("DAGY_TASK_RUN_ID");
+    if (!att || parse_int(att, 1, 1000, &c->only_attempt)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "DAGY_ONLY_TASK is set, so DAGY_ATTEMPT must be the attempt number 1-1000, not "
+                 "\"%.40s\"",
+                 att ? att : "(unset)");
+        return -EINVAL;
+    }
+    if (!trid || !*trid || strlen(trid) > 36 || strspn(trid, "0123456789abcdef-") != strlen(trid)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "DAGY_ONLY_TASK is set, so DAGY_TASK_RUN_ID must be the task run's UUID, not "
+                 "\"%.40s\"",
+                 trid ? trid : "(unset)");
+        return -EINVAL;
+    }
+    c->only_task_run_id = strdup(trid);
     return 0;
 }
 
@@ -435,7 +470,9 @@ void agent_config_free(agent_config *c)
     }
     free(c->results_bucket);
     free(c->resume_from);
-    c->results_bucket = c->resume_from = NULL;
+    free(c->only_task);
+    free(c->only_task_run_id);
+    c->results_bucket = c->resume_from = c->only_task = c->only_task_run_id = NULL;
     proto_list_free(c->dep_uris);
     c->dep_uris = NULL;
     cJSON_Delete(c->parameters);

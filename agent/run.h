@@ -43,6 +43,9 @@ typedef struct {
     bool cancelled;    /* the drain killed the running attempt */
     bool has_result;   /* its result is stored in results/ (never probed on disk for) */
     char task_run_id[40];
+    struct ecs_child *ecs; /* the attempt running as its own ECS task (ecs_exec.c), or NULL */
+    bool adopted; /* an ECS child wrote this task's terminal item: the parent writes it no more */
+    bool ran;     /* child mode: the one attempt was started */
 } agent_task;
 
 struct run_state {
@@ -87,6 +90,9 @@ struct run_state {
     uv_timer_t start_timer;   /* bounds RUN_STARTING */
     bool first_trace_sent;
     agent_durable *durable; /* task hashes, resume, result stores, cancel (durable.h) */
+    struct agent_ecs *ecs;  /* the per-task ECS executor (ecs_exec.c), NULL until used */
+    uv_timer_t ecs_poll_timer, ecs_launch_timer;
+    long only_index; /* child mode (DAGY_ONLY_TASK): the one task to run, else -1 */
 };
 
 /* run.c */
@@ -135,6 +141,49 @@ void agent__tasks_free(run_state *r);
 void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace, size_t len);
 /* Hands a terminal task's item back to the status store once nothing will change it again. */
 void agent__release_task(run_state *r, size_t i);
+
+/* tasks.c: the DAG starts (phase EXECUTING, run_start, first pump) once everything before it
+ * is ready; agent__execute() calls it, or the ECS child's preparation does. */
+void agent__execute_dag(run_state *r);
+/* run.c: the start gate passed (a child read its own task item): writes continue above `base`. */
+void agent__gate_passed(run_state *r, uint64_t base);
+/* run.c: ends the run before its record exists (the gate refused it): run_end, no write. */
+void agent__finish_unrecorded(run_state *r, int exit_code, const char *error);
+
+/* ecs_exec.c: the per-task ECS executor (docs/agent.md "Tasks on their own ECS task").
+ * Parent side: an attempt of a task whose spec says "executor": {"type": "ecs"} is started as
+ * its own ECS task (RunTask, rate- and concurrency-bounded), followed (its task-run item, then
+ * DescribeTasks in batches of 100), stopped on timeout and drain (StopTask), and ended through
+ * agent__attempt_end(). Child side: DAGY_ONLY_TASK runs one attempt of one task. */
+/* At tasks_init: checks what the executor needs (an s3:// artifact, DynamoDB status, a results
+ * bucket) for every ECS task, and finds the child's task. 0 or an exit code with err set. */
+int agent__ecs_init(run_state *r, char *err);
+/* True if attempts of task i run on their own ECS task (never in child mode). */
+bool agent__ecs_task(const run_state *r, size_t i);
+/* Starts the attempt the plan just marked RUNNING as an ECS task. `instance` is the name the
+ * child runs (DAGY_ONLY_TASK; NULL: the task's name) and `extra_env` (NULL-terminated
+ * NAME=VALUE, may be NULL) goes into its environment: the seam for a map instance
+ * (NAME[7], DAGY_MAP_ITEM). */
+void agent__ecs_start(run_state *r, size_t i, const char *instance, char *const *extra_env);
+/* The plan says task i's attempt timed out: StopTask, the attempt ends TIMED_OUT once ECS says
+ * STOPPED (unless the child recorded its own end first). */
+void agent__ecs_timeout(run_state *r, size_t i);
+/* Drain started: attempts still waiting for RunTask end CANCELLED at once. */
+void agent__ecs_drain(run_state *r);
+/* Drain expired: StopTask every running child; each ends CANCELLED once StopTask answered. */
+void agent__ecs_kill(run_state *r);
+void agent__ecs_free(run_state *r);
+/* Child mode: the status backend that leaves the run item alone (the parent owns it). Takes
+ * ownership of `inner`. */
+status_backend *agent__ecs_child_backend(status_backend *inner);
+/* Child mode, at the start gate: reads the task's own item, refuses a stale attempt, and
+ * passes the gate with a status_seq base above the parent's writes. */
+void agent__ecs_child_gate(run_state *r);
+/* Child mode, before the DAG starts: fetches the upstream tasks' stored results from S3 and
+ * marks every other task done; calls agent__execute_dag() (or agent__finish()). */
+void agent__ecs_child_begin(run_state *r);
+/* Child mode: true once the one attempt has ended (the child then finishes). */
+bool agent__ecs_child_done(run_state *r, int *exit_code);
 
 /* results.c: the files of task attempts (layout in results.c's header comment). */
 typedef enum {

@@ -388,12 +388,36 @@ cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const 
     return it;
 }
 
+
 static void add_env(cJSON *list, const char *name, const char *value)
 {
     cJSON *e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "name", name);
     cJSON_AddStringToObject(e, "value", value);
     cJSON_AddItemToArray(list, e);
+}
+
+/* What the agent's per-task ECS executor needs to start tasks like this one and that ECS task
+ * metadata does not say (docs/agent.md, "Tasks on their own ECS task"): the network
+ * configuration, a container name and roles other than the defaults. An --env of the same
+ * name is the operator's choice and wins. */
+static void ecs_exec_env(cJSON *env, const launch_config *c, const launch_request *r)
+{
+    const char *kv[][2] = {
+        {"DAGY_ECS_SUBNETS", c->subnets},
+        {"DAGY_ECS_SECURITY_GROUPS", c->security_groups},
+        {"DAGY_ECS_ASSIGN_PUBLIC_IP",
+         c->assign_public_ip && strcmp(c->assign_public_ip, "DISABLED") ? c->assign_public_ip
+                                                                        : NULL},
+        {"DAGY_ECS_CONTAINER_NAME",
+         c->container_name && strcmp(c->container_name, "dagy-worker") ? c->container_name : NULL},
+        /* With an operator's definition the roles are per-run overrides: children get them too. */
+        {"DAGY_ECS_TASK_ROLE_ARN", c->task_definition ? c->task_role : NULL},
+        {"DAGY_ECS_EXECUTION_ROLE_ARN", c->task_definition ? c->execution_role : NULL},
+    };
+    for (size_t k = 0; k < sizeof kv / sizeof kv[0]; k++)
+        if (kv[k][1] && !cJSON_GetObjectItemCaseSensitive(r->env, kv[k][0]))
+            add_env(env, kv[k][0], kv[k][1]);
 }
 
 cJSON *launch_container_env(const launch_config *c, const launch_request *r,
@@ -436,6 +460,7 @@ cJSON *launch_container_env(const launch_config *c, const launch_request *r,
         add_env(env, "DAGY_RUNS_TABLE", c->runs_table);
     if (c->task_runs_table_set)
         add_env(env, "DAGY_TASK_RUNS_TABLE", c->task_runs_table);
+    ecs_exec_env(env, c, r);
     const cJSON *e;
     cJSON_ArrayForEach(e, r->env)
     {
