@@ -136,8 +136,16 @@ typedef struct {
 
 typedef struct {
     child_prep *p;
-    size_t u; /* the upstream task */
+    size_t u;       /* the upstream task */
+    int tries;      /* reads so far */
+    uv_timer_t *timer;
 } upstream_job;
+
+/* The parent writes an item up to half a second after the change (the DynamoDB backend's
+ * coalescing) and may start this child before the upstream task's end is stored: an upstream
+ * item that is absent or not yet ended is read again, every UPSTREAM_WAIT_MS, this many times. */
+#define UPSTREAM_WAIT_MS 250
+#define UPSTREAM_TRIES   240
 
 static void prep_fail(child_prep *p, int code, const char *fmt, const char *a, const char *b)
 {
@@ -196,9 +204,25 @@ static void on_upstream_result(void *ud, const fetch_aws_result *res)
     prep_settle(p);
 }
 
+static void read_upstream(upstream_job *j);
+
+static void on_wait_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_upstream_wait(uv_timer_t *h)
+{
+    upstream_job *j = h->data;
+    uv_close((uv_handle_t *)h, on_wait_closed);
+    j->timer = NULL;
+    read_upstream(j);
+}
+
 /* The upstream task's item: SUCCEEDED with a stored result is fetched into results/ (verified
  * against its result_sha256); SUCCEEDED without one, or not SUCCEEDED (an all_done rule), gives
- * null as in the parent. An absent item is an error: the parent started this task after it. */
+ * null as in the parent. An item still absent or not ended after UPSTREAM_TRIES reads is an
+ * error (exit 3): the parent starts this task only after its upstream tasks ended. */
 static void on_upstream_item(void *ctx, int rc, const cJSON *stored, const char *err)
 {
     upstream_job *j = ctx;
@@ -207,9 +231,17 @@ static void on_upstream_item(void *ctx, int rc, const cJSON *stored, const char 
     const char *name = r->spec->tasks[j->u].name;
     const char *st = str_attr(stored, "status"), *uri = str_attr(stored, "result_s3_uri");
     const char *sha = str_attr(stored, "result_sha256");
-    if (rc < 0 || !stored) {
+    bool ended = st && proto_status_terminal(st);
+    if (rc == 0 && !ended && ++j->tries < UPSTREAM_TRIES && r->phase == RUN_PREPARING &&
+        (j->timer = malloc(sizeof *j->timer))) {
+        uv_timer_init(&r->loop, j->timer);
+        j->timer->data = j;
+        uv_timer_start(j->timer, on_upstream_wait, UPSTREAM_WAIT_MS, 0);
+        return;
+    }
+    if (rc < 0 || !ended) {
         prep_fail(p, AGENT_EXIT_INFRA, "cannot read the item of upstream task \"%s\": %s", name,
-                  rc < 0 ? (err ? err : strerror(-rc)) : "no such item");
+                  rc < 0 ? (err ? err : strerror(-rc)) : stored ? "it has not ended" : "no such item");
     } else if (st && !strcmp(st, "SUCCEEDED") && uri && sha && r->aws) {
         size_t n = strlen(uri) + strlen(sha) + 16;
         char *full = malloc(n);
@@ -238,12 +270,18 @@ void agent__ecs_child_begin(run_state *r)
         j->p = p;
         j->u = ft->upstream[k];
         p->outstanding++;
-        int rc = status_store_read(r->status, STATUS_TASK, r->cfg->run_id,
-                                   r->spec->tasks[j->u].name, on_upstream_item, j);
-        if (rc < 0)
-            on_upstream_item(j, rc, NULL, NULL);
+        read_upstream(j);
     }
     prep_settle(p);
+}
+
+static void read_upstream(upstream_job *j)
+{
+    run_state *r = j->p->r;
+    int rc = status_store_read(r->status, STATUS_TASK, r->cfg->run_id, r->spec->tasks[j->u].name,
+                               on_upstream_item, j);
+    if (rc < 0)
+        on_upstream_item(j, rc, NULL, NULL);
 }
 
 bool agent__ecs_child_done(run_state *r, int *exit_code)
