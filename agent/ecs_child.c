@@ -27,8 +27,8 @@ typedef struct {
     status_backend *in;
 } child_backend;
 
-static int child_write(status_backend *b, status_kind kind, const cJSON *item,
-                       status_write_cb done, void *ctx)
+static int child_write(status_backend *b, status_kind kind, const cJSON *item, status_write_cb done,
+                       void *ctx)
 {
     child_backend *c = (child_backend *)b;
     if (kind == STATUS_RUN) { /* the parent's item: applied, as far as this agent cares */
@@ -85,8 +85,7 @@ static const char *stale_reason(const agent_config *c, const cJSON *stored, char
     const char *st = str_attr(stored, "status");
     int attempt = (int)num_attr(stored, "attempt");
     if (st && proto_status_terminal(st))
-        snprintf(buf, n, "task \"%s\" of run \"%s\" already ended %s", c->only_task, c->run_id,
-                 st);
+        snprintf(buf, n, "task \"%s\" of run \"%s\" already ended %s", c->only_task, c->run_id, st);
     else if (attempt > c->only_attempt)
         snprintf(buf, n, "task \"%s\" of run \"%s\" is at attempt %d, after this child's %d",
                  c->only_task, c->run_id, attempt, c->only_attempt);
@@ -136,8 +135,8 @@ typedef struct {
 
 typedef struct {
     child_prep *p;
-    size_t u;       /* the upstream task */
-    int tries;      /* reads so far */
+    size_t u;  /* the upstream task */
+    int tries; /* reads so far */
     uv_timer_t *timer;
 } upstream_job;
 
@@ -241,7 +240,9 @@ static void on_upstream_item(void *ctx, int rc, const cJSON *stored, const char 
     }
     if (rc < 0 || !ended) {
         prep_fail(p, AGENT_EXIT_INFRA, "cannot read the item of upstream task \"%s\": %s", name,
-                  rc < 0 ? (err ? err : strerror(-rc)) : stored ? "it has not ended" : "no such item");
+                  rc < 0   ? (err ? err : strerror(-rc))
+                  : stored ? "it has not ended"
+                           : "no such item");
     } else if (st && !strcmp(st, "SUCCEEDED") && uri && sha && r->aws) {
         size_t n = strlen(uri) + strlen(sha) + 16;
         char *full = malloc(n);
@@ -252,8 +253,8 @@ static void on_upstream_item(void *ctx, int rc, const cJSON *stored, const char 
         free(path);
         if (!frc)
             return; /* on_upstream_result settles */
-        prep_fail(p, AGENT_EXIT_INFRA, "cannot fetch the result of upstream task \"%s\": %s",
-                  name, strerror(-frc));
+        prep_fail(p, AGENT_EXIT_INFRA, "cannot fetch the result of upstream task \"%s\": %s", name,
+                  strerror(-frc));
     }
     free(j);
     prep_settle(p);

@@ -42,16 +42,16 @@ struct ecs_child {
     size_t i;
     int attempt;
     ch_state state;
-    char *instance;  /* what the child runs (DAGY_ONLY_TASK) */
-    char **env;      /* extra NAME=VALUE for the child (a map instance), owned */
-    char token[65];  /* RunTask clientToken */
-    char *arn;       /* the ECS task, once RunTask answered */
-    bool timed_out;  /* the plan's timeout fired: StopTask */
-    bool cancelled;  /* the drain expired: StopTask, CANCELLED */
+    char *instance; /* what the child runs (DAGY_ONLY_TASK) */
+    char **env;     /* extra NAME=VALUE for the child (a map instance), owned */
+    char token[65]; /* RunTask clientToken */
+    char *arn;      /* the ECS task, once RunTask answered */
+    bool timed_out; /* the plan's timeout fired: StopTask */
+    bool cancelled; /* the drain expired: StopTask, CANCELLED */
     bool stop_sent, stopped, reading, reread;
-    int ecs_exit;    /* the container's exit code, -1 unknown */
+    int ecs_exit; /* the container's exit code, -1 unknown */
     char *ecs_reason;
-    uint64_t seq0;   /* the item's status_seq when the child was launched */
+    uint64_t seq0; /* the item's status_seq when the child was launched */
     uint64_t stop_ms;
     int refs;        /* callbacks still to come */
     bool detached;   /* ended: freed when refs reaches 0 */
@@ -71,8 +71,8 @@ struct agent_ecs {
     uint64_t refill_ms;
     int launching;
     /* polling */
-    int tick_pending;    /* reads and describes of the current poll */
-    uint64_t poll_ms;    /* the interval now (grows under throttling) */
+    int tick_pending; /* reads and describes of the current poll */
+    uint64_t poll_ms; /* the interval now (grows under throttling) */
     bool poll_armed;
     bool describe_failing;
 };
@@ -723,8 +723,8 @@ static void on_item(void *ctx, int rc, const cJSON *stored, const char *err)
     const cJSON *att = cJSON_GetObjectItemCaseSensitive(stored, "attempt");
     bool mine = rc == 0 && st && cJSON_IsNumber(att) && att->valueint == ch->attempt &&
                 item_seq(stored) > (double)ch->seq0 + 0.5 * ECS_CHILD_SEQ_GAP;
-    bool ended = mine && (!strcmp(st, "SUCCEEDED") || !strcmp(st, "FAILED") ||
-                          !strcmp(st, "RETRYING"));
+    bool ended =
+        mine && (!strcmp(st, "SUCCEEDED") || !strcmp(st, "FAILED") || !strcmp(st, "RETRYING"));
     if (ended)
         end_from_item(ch, stored, st);
     else if (ch->stopped && !ch->reread)
@@ -746,8 +746,8 @@ static void read_item(ecs_child *ch)
     ch->reading = true;
     ch->refs++;
     r->ecs->tick_pending++;
-    int rc = status_store_read(r->status, STATUS_TASK, r->cfg->run_id,
-                               r->spec->tasks[ch->i].name, on_item, ch);
+    int rc = status_store_read(r->status, STATUS_TASK, r->cfg->run_id, r->spec->tasks[ch->i].name,
+                               on_item, ch);
     if (rc < 0)
         on_item(ch, rc, NULL, NULL);
 }
@@ -781,8 +781,8 @@ static void mark_stopped(ecs_child *ch, const cJSON *task)
              code && why ? ": " : "", why ? why : "");
     free(ch->ecs_reason);
     ch->ecs_reason = *buf ? strdup(buf) : NULL;
-    log_line *l = agent_log_begin(LOG_INFO, "ecs_task_stopped", "ECS task %s STOPPED%s%s",
-                                  ch->arn, *buf ? ": " : "", buf);
+    log_line *l = agent_log_begin(LOG_INFO, "ecs_task_stopped", "ECS task %s STOPPED%s%s", ch->arn,
+                                  *buf ? ": " : "", buf);
     agent_log_str(l, "task_name", ch->r->spec->tasks[ch->i].name);
     agent_log_int(l, "attempt", ch->attempt);
     agent_log_str(l, "task_arn", ch->arn);
@@ -937,9 +937,9 @@ static void on_stop(void *ud, const fetch_aws_result *res)
     if (live(r) && !ch->detached) {
         bool ok = !res->err && res->http_status / 100 == 2;
         if (!ok) {
-            log_line *l = agent_log_begin(LOG_WARNING, "ecs_stop_failed",
-                                          "StopTask of %s failed: %s", ch->arn,
-                                          res->message ? res->message : "no answer");
+            log_line *l =
+                agent_log_begin(LOG_WARNING, "ecs_stop_failed", "StopTask of %s failed: %s",
+                                ch->arn, res->message ? res->message : "no answer");
             agent_log_str(l, "task_arn", ch->arn);
             agent_log_str(l, "error", res->message);
             agent_log_end(l);
@@ -966,8 +966,8 @@ static void send_stop(ecs_child *ch, const char *why)
     cJSON_AddStringToObject(b, "reason", why);
     char *text = cJSON_PrintUnformatted(b);
     cJSON_Delete(b);
-    log_line *l = agent_log_begin(LOG_INFO, "ecs_stop_requested", "stopping ECS task %s: %s",
-                                  ch->arn, why);
+    log_line *l =
+        agent_log_begin(LOG_INFO, "ecs_stop_requested", "stopping ECS task %s: %s", ch->arn, why);
     agent_log_str(l, "task_name", r->spec->tasks[ch->i].name);
     agent_log_int(l, "attempt", ch->attempt);
     agent_log_str(l, "task_arn", ch->arn);
@@ -1041,7 +1041,7 @@ void agent__ecs_free(run_state *r)
         free(ch->ecs_reason);
         free(ch);
     }
-    char *strs[] = {e->conf_error, e->cluster,   e->taskdef,   e->subnets, e->sgs,
+    char *strs[] = {e->conf_error, e->cluster,   e->taskdef,    e->subnets,   e->sgs,
                     e->assign_ip,  e->container, e->parent_arn, e->task_role, e->exec_role};
     for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++)
         free(strs[k]);

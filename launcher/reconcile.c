@@ -47,6 +47,7 @@ struct rec_job {
     size_t n_with_arn; /* candidates [0, n_with_arn) have a task ARN (after sorting) */
     void (*phase_done)(rec_job *j);
     size_t checked, updated, skipped, relaunched, errors;
+    size_t children_stopped; /* orphaned ECS children of agents (reconcile_children.c) */
     char error[LAUNCH_ERR_MAX];
 };
 
@@ -596,6 +597,8 @@ static void print_summary(const rec_job *j)
     cJSON_AddNumberToObject(out, "updated", (double)j->updated);
     cJSON_AddNumberToObject(out, "skipped", (double)j->skipped);
     cJSON_AddNumberToObject(out, "relaunched", (double)j->relaunched);
+    if (j->children_stopped) /* only then: the summary's keys stay as they were */
+        cJSON_AddNumberToObject(out, "children_stopped", (double)j->children_stopped);
     if (j->errors)
         cJSON_AddNumberToObject(out, "errors", (double)j->errors);
     launch__print_json(out);
@@ -632,6 +635,12 @@ int launch_cmd_reconcile(const launch_reconcile_opts *o)
     pick_relaunches(j);
     relaunch_all(j);
     start_updates(j);
+    char why[LAUNCH_ERR_MAX];
+    if (launch__reconcile_children(&j->ctx, &j->children_stopped, &j->errors, why)) {
+        j->errors++;
+        if (!j->error[0])
+            launch__fmt(j->error, sizeof j->error, "listing the agents' ECS children: %s", why);
+    }
     launch__ctx_close(&j->ctx);
     print_summary(j);
     int rc = LAUNCH_EXIT_OK;

@@ -31,6 +31,7 @@ RUNS, TASK_RUNS, ARTIFACTS, TRACES, ORG = (base.RUNS, base.TASK_RUNS, base.ARTIF
                                            base.ORG)
 RESULTS = "dagy-results"
 PARENT_ARN = base.TASK_ARN
+LAUNCH = os.environ.get("DAGY_LAUNCH") or os.path.join(os.path.dirname(base.AGENT), "dagy-launch")
 
 
 class ChildMetadata:
@@ -129,7 +130,10 @@ class EcsExecTest(unittest.TestCase):
                                  {"progression": "manual", "times": 10**9}}).encode(),
                 method="POST")
             urllib.request.urlopen(req, timeout=10).read()
-            m.create_status_tables(RUNS, TASK_RUNS)
+            # The launcher's tables (with the active-runs index reconcile queries).
+            r = awsenv.run([LAUNCH, "init-tables"], env=m.env(), timeout=60)
+            if r.returncode != 0:
+                raise RuntimeError("init-tables failed: " + r.stderr)
             s3 = m.client("s3")
             for b in (ARTIFACTS, TRACES, RESULTS):
                 s3.create_bucket(Bucket=b)
@@ -176,7 +180,7 @@ class EcsExecTest(unittest.TestCase):
         self.children = []  # (arn, env, CompletedProcess)
 
     def tearDown(self):
-        for op in ("RunTask", "DescribeTasks", "StopTask"):
+        for op in ("RunTask", "DescribeTasks", "StopTask", "ListTasks"):
             for body in self.proxy.calls(op):
                 recproxy.validate_ecs_request(op, body)
         for _, _, headers, body in self.child_ddb.bodies:
@@ -359,6 +363,32 @@ class EcsExecTest(unittest.TestCase):
         self.assertEqual(self.get(run_id)["status"], "FAILED")
         tasks_left = self.ecs.list_tasks(cluster="dagy-cluster", desiredStatus="RUNNING")
         self.assertFalse(set(tasks_left["taskArns"]) & set(stopped))
+
+    def test_reconcile_stops_the_children_of_a_killed_parent(self):
+        tasks = [{"name": "b%d" % i, "executor": {"type": "ecs"}, "command": ["sleep", "30"]}
+                 for i in range(2)]
+        run_id = "ecs-kill9-1"
+        env = self.parent_env(run_id, self.artifact(tasks))
+        p, player = self.start_parent(env, lambda test, arn, body: None)
+        self.assertTrue(agentenv.wait_for(lambda: len(player.started) == 2, timeout=30))
+        os.kill(p.pid, signal.SIGKILL)
+        p.communicate(timeout=30)
+        arns = sorted(arn for arn, _ in player.started)
+        running = self.ecs.list_tasks(cluster="dagy-cluster", desiredStatus="RUNNING")["taskArns"]
+        self.assertTrue(set(arns) <= set(running))
+        lenv = self.moto.env(DAGY_ECS_CLUSTER_ARN="dagy-cluster",
+                             AWS_ENDPOINT_URL_ECS=self.proxy.endpoint)
+        r = awsenv.run([LAUNCH, "reconcile", "--relaunch-infra", "0"], env=lenv, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["children_stopped"], 2, r.stdout)
+        self.assertEqual(sorted(s["task"] for s in self.proxy.calls("StopTask")), arns)
+        self.assertTrue(all(s["reason"].startswith("dagy reconcile: parent ")
+                            for s in self.proxy.calls("StopTask")))
+        running = self.ecs.list_tasks(cluster="dagy-cluster", desiredStatus="RUNNING")["taskArns"]
+        self.assertFalse(set(arns) & set(running))
+        # Idempotent: nothing left to stop.
+        r = awsenv.run([LAUNCH, "reconcile", "--relaunch-infra", "0"], env=lenv, timeout=60)
+        self.assertNotIn("children_stopped", json.loads(r.stdout))
 
     def test_runtask_throttling_is_answered_with_backoff(self):
         tasks = [{"name": "b", "executor": {"type": "ecs"},
