@@ -94,12 +94,35 @@ static const char *stale_reason(const agent_config *c, const cJSON *stored, char
     return buf;
 }
 
+static void on_own_item(void *ctx, int rc, const cJSON *stored, const char *err);
+
+static void read_own_item(run_state *r)
+{
+    int rc = status_store_read(r->status, STATUS_TASK, r->cfg->run_id, r->cfg->only_task,
+                               on_own_item, r);
+    if (rc < 0)
+        on_own_item(r, rc, NULL, NULL);
+}
+
+static void on_own_wait(uv_timer_t *h)
+{
+    read_own_item(h->data);
+}
+
+/* The parent's RUNNING for this attempt must be stored first: the child's writes go above it
+ * (a parent that took its run over writes far above 0). The parent writes it at the latest half
+ * a second after RunTask; the start gate's own deadline (15 s, exit 3) bounds the wait. */
 static void on_own_item(void *ctx, int rc, const cJSON *stored, const char *err)
 {
     run_state *r = ctx;
     char msg[AGENT_ERR_MAX];
     if (r->phase != RUN_STARTING || !r->status)
         return;
+    if (rc == 0 && (int)num_attr(stored, "attempt") < r->cfg->only_attempt &&
+        !stale_reason(r->cfg, stored, msg, sizeof msg)) {
+        uv_timer_start(&r->ecs_launch_timer, on_own_wait, 250, 0);
+        return;
+    }
     uv_timer_stop(&r->start_timer);
     if (rc < 0) {
         snprintf(msg, sizeof msg, "cannot read task \"%s\" of run \"%s\": %s", r->cfg->only_task,
@@ -118,10 +141,7 @@ static void on_own_item(void *ctx, int rc, const cJSON *stored, const char *err)
 
 void agent__ecs_child_gate(run_state *r)
 {
-    int rc = status_store_read(r->status, STATUS_TASK, r->cfg->run_id, r->cfg->only_task,
-                               on_own_item, r);
-    if (rc < 0)
-        on_own_item(r, rc, NULL, NULL);
+    read_own_item(r);
 }
 
 /* ---- before the DAG: the upstream results ---- */

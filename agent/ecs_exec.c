@@ -467,7 +467,7 @@ static void on_runtask(void *ud, const fetch_aws_result *res)
         agent_task *t = &r->tasks[ch->i];
         ch->arn = strdup(arn->valuestring);
         ch->state = CH_FOLLOWING;
-        ch->seq0 = (uint64_t)item_seq(t->item);
+        ch->seq0 = status_item_seq(r->status, t->item);
         status_set_str(t->item, "external_id", ch->arn);
         status_touch(r->status, t->item);
         log_line *l = agent_log_begin(LOG_INFO, "ecs_task_started",
@@ -713,7 +713,9 @@ static void on_item(void *ctx, int rc, const cJSON *stored, const char *err)
     ecs_child *ch = ctx;
     run_state *r = ch->r;
     ch->reading = false;
-    if (!live(r) || ch->detached) {
+    /* ENDING: an earlier read already decided (a second read, started when ECS said STOPPED,
+     * must not fetch the result into the same file again). */
+    if (!live(r) || ch->detached || ch->state == CH_ENDING) {
         child_unref(ch);
         if (live(r))
             tick_done(r->ecs);
@@ -763,7 +765,7 @@ static ecs_child *by_arn(agent_ecs *e, const char *arn)
 /* A task ECS says is STOPPED (or MISSING): its exit code, then one more read of its item. */
 static void mark_stopped(ecs_child *ch, const cJSON *task)
 {
-    if (ch->stopped)
+    if (ch->stopped || ch->state != CH_FOLLOWING)
         return;
     ch->stopped = true;
     const cJSON *c, *cs = cJSON_GetObjectItemCaseSensitive(task, "containers");

@@ -844,6 +844,12 @@ void status_store_set_seq_base(status_store *s, uint64_t base)
             s->items[i]->seq = base;
 }
 
+uint64_t status_item_seq(status_store *s, const cJSON *item)
+{
+    st_item *it = item ? find(s, item) : NULL;
+    return it ? it->seq : s->seq_base;
+}
+
 void status_seq_floor(status_store *s, cJSON *item, uint64_t seq)
 {
     st_item *it = item ? find(s, item) : NULL;

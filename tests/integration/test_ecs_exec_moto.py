@@ -216,6 +216,7 @@ class EcsExecTest(unittest.TestCase):
         p = awsenv.run([base.AGENT, "--log-format", "json"], env=env, timeout=timeout,
                        cwd=self.tmp)
         self.children.append((arn, env, p))
+        self.assertNotRegex(p.stderr, r"Sanitizer|runtime error:")
         return p
 
     def stop_task(self, arn, reason="Essential container in task exited"):
@@ -301,6 +302,25 @@ class EcsExecTest(unittest.TestCase):
         self.assertFalse([e for e in res.lines if e["event_type"] == "task_output"
                           and e.get("task_name") == "b"])
         self.assertTrue(self.proxy.calls("DescribeTasks"))
+
+    def test_a_taken_over_run_still_hears_its_children(self):
+        # An earlier agent of the run died: this one writes above 2^20, and so must its child
+        # (it waits for the parent's RUNNING of its attempt before it writes anything).
+        tasks = [{"name": "b", "executor": {"type": "ecs"},
+                  "command": ["sh", "-c", "echo 7 > \"$DAGY_TASK_OUTPUT\""]}]
+        run_id = "ecs-takeover-1"
+        self.ddb.put_item(TableName=RUNS, Item={"run_id": {"S": run_id},
+                                                "status": {"S": "RUNNING"},
+                                                "status_seq": {"N": "5"}})
+        env = self.parent_env(run_id, self.artifact(tasks))
+        res, player = self.run_parent(env, self.run_and_stop)
+        self.assertEqual(res.code, 0, [e for e in res.lines if e.get("task_name") == "b"])
+        self.assertTrue([e for e in res.lines if e["event_type"] == "status_takeover"])
+        child = base.Result(self.children[0][2].returncode, self.children[0][2].stdout, "")
+        self.assertFalse([e for e in child.lines if e["event_type"] == "status_write_failed"])
+        b = self.get(run_id, "b")
+        self.assertEqual((b["status"], b["external_id"]), ("SUCCEEDED", player.started[0][0]))
+        self.assertGreater(b["status_seq"], 2 ** 20)
 
     def test_a_child_that_exits_1_is_retried_as_a_new_ecs_task(self):
         tasks = [{"name": "b", "retries": 1, "retry_delay_seconds": 0,
