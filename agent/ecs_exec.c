@@ -104,6 +104,18 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/* The spec task of plan task i, and the name its item and logs carry (a map instance's plan
+ * task has its own name, NAME[7]: the one seam to change when plan and spec indices differ). */
+static const flowspec_task *spec_task(const run_state *r, size_t i)
+{
+    return &r->spec->tasks[i];
+}
+
+static const char *item_name(const run_state *r, size_t i)
+{
+    return sched_task_name(r->plan, i);
+}
+
 static bool live(const run_state *r)
 {
     return r->phase < RUN_DONE && r->status && r->aws;
@@ -113,7 +125,7 @@ static bool live(const run_state *r)
 
 bool agent__ecs_task(const run_state *r, size_t i)
 {
-    return r->only_index < 0 && r->spec->tasks[i].executor != NULL;
+    return r->only_index < 0 && spec_task(r, i)->executor != NULL;
 }
 
 int agent__ecs_init(run_state *r, char *err)
@@ -368,7 +380,7 @@ static void add_tag(cJSON *tags, const char *key, const char *value)
 static cJSON *runtask_overrides(ecs_child *ch)
 {
     agent_ecs *e = ch->r->ecs;
-    const flowspec_executor *x = ch->r->spec->tasks[ch->i].executor;
+    const flowspec_executor *x = spec_task(ch->r, ch->i)->executor;
     cJSON *ov = cJSON_CreateObject();
     char num[16];
     if (x->cpu) {
@@ -399,7 +411,7 @@ static cJSON *runtask_overrides(ecs_child *ch)
 static cJSON *runtask_body(ecs_child *ch)
 {
     agent_ecs *e = ch->r->ecs;
-    const flowspec_executor *x = ch->r->spec->tasks[ch->i].executor;
+    const flowspec_executor *x = spec_task(ch->r, ch->i)->executor;
     cJSON *b = cJSON_CreateObject();
     char att[16];
     snprintf(att, sizeof att, "%d", ch->attempt);
@@ -422,7 +434,7 @@ static cJSON *runtask_body(ecs_child *ch)
     cJSON_AddItemToObject(b, "overrides", runtask_overrides(ch));
     cJSON *tags = cJSON_AddArrayToObject(b, "tags");
     add_tag(tags, "dagy:run_id", ch->r->cfg->run_id);
-    add_tag(tags, "dagy:task", ch->r->spec->tasks[ch->i].name);
+    add_tag(tags, "dagy:task", spec_task(ch->r, ch->i)->name);
     add_tag(tags, "dagy:attempt", att);
     add_tag(tags, "dagy:parent", e->parent_arn ? e->parent_arn : "none");
     if (ch->r->cfg->flow_name)
@@ -472,8 +484,8 @@ static void on_runtask(void *ud, const fetch_aws_result *res)
         status_touch(r->status, t->item);
         log_line *l = agent_log_begin(LOG_INFO, "ecs_task_started",
                                       "task \"%s\" attempt %d runs on ECS task %s",
-                                      r->spec->tasks[ch->i].name, ch->attempt, ch->arn);
-        agent_log_str(l, "task_name", r->spec->tasks[ch->i].name);
+                                      item_name(r, ch->i), ch->attempt, ch->arn);
+        agent_log_str(l, "task_name", item_name(r, ch->i));
         agent_log_str(l, "task_run_id", t->task_run_id);
         agent_log_int(l, "attempt", ch->attempt);
         agent_log_str(l, "task_arn", ch->arn);
@@ -587,7 +599,7 @@ void agent__ecs_start(run_state *r, size_t i, const char *instance, char *const 
     ch->r = r;
     ch->i = i;
     ch->attempt = sched_task_attempt(r->plan, i);
-    ch->instance = strdup(instance ? instance : r->spec->tasks[i].name);
+    ch->instance = strdup(instance ? instance : item_name(r, i));
     ch->env = calloc(n + 1, sizeof *ch->env);
     for (size_t k = 0; k < n; k++)
         ch->env[k] = strdup(extra_env[k]);
@@ -748,8 +760,8 @@ static void read_item(ecs_child *ch)
     ch->reading = true;
     ch->refs++;
     r->ecs->tick_pending++;
-    int rc = status_store_read(r->status, STATUS_TASK, r->cfg->run_id, r->spec->tasks[ch->i].name,
-                               on_item, ch);
+    int rc =
+        status_store_read(r->status, STATUS_TASK, r->cfg->run_id, item_name(r, ch->i), on_item, ch);
     if (rc < 0)
         on_item(ch, rc, NULL, NULL);
 }
@@ -785,7 +797,7 @@ static void mark_stopped(ecs_child *ch, const cJSON *task)
     ch->ecs_reason = *buf ? strdup(buf) : NULL;
     log_line *l = agent_log_begin(LOG_INFO, "ecs_task_stopped", "ECS task %s STOPPED%s%s", ch->arn,
                                   *buf ? ": " : "", buf);
-    agent_log_str(l, "task_name", ch->r->spec->tasks[ch->i].name);
+    agent_log_str(l, "task_name", item_name(ch->r, ch->i));
     agent_log_int(l, "attempt", ch->attempt);
     agent_log_str(l, "task_arn", ch->arn);
     if (ch->ecs_exit >= 0)
@@ -970,7 +982,7 @@ static void send_stop(ecs_child *ch, const char *why)
     cJSON_Delete(b);
     log_line *l =
         agent_log_begin(LOG_INFO, "ecs_stop_requested", "stopping ECS task %s: %s", ch->arn, why);
-    agent_log_str(l, "task_name", r->spec->tasks[ch->i].name);
+    agent_log_str(l, "task_name", item_name(r, ch->i));
     agent_log_int(l, "attempt", ch->attempt);
     agent_log_str(l, "task_arn", ch->arn);
     agent_log_end(l);
