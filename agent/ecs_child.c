@@ -146,19 +146,24 @@ void agent__ecs_child_gate(run_state *r)
 
 /* ---- before the DAG: the upstream results ---- */
 
+typedef struct child_prep child_prep;
+
 typedef struct {
+    child_prep *p;
+    size_t u;     /* the upstream task */
+    int tries;    /* reads so far */
+    bool waiting; /* read again at the next tick */
+} upstream_job;
+
+/* Counted in run_state.pending while it lives, so a finish meanwhile waits for it. */
+struct child_prep {
     run_state *r;
     int outstanding;
     int exit_code; /* the first failure, 0 while none */
     char error[AGENT_ERR_MAX];
-} child_prep;
-
-typedef struct {
-    child_prep *p;
-    size_t u;  /* the upstream task */
-    int tries; /* reads so far */
-    uv_timer_t *timer;
-} upstream_job;
+    upstream_job *jobs;
+    size_t n_jobs;
+};
 
 /* The parent writes an item up to half a second after the change (the DynamoDB backend's
  * coalescing) and may start this child before the upstream task's end is stored: an upstream
@@ -198,7 +203,10 @@ static void prep_settle(child_prep *p)
     int code = p->exit_code;
     char err[AGENT_ERR_MAX];
     snprintf(err, sizeof err, "%s", p->error);
+    uv_timer_stop(&r->ecs_poll_timer);
+    free(p->jobs);
     free(p);
+    r->pending--;
     if (r->phase != RUN_PREPARING)
         return;
     if (!code)
@@ -219,23 +227,23 @@ static void on_upstream_result(void *ud, const fetch_aws_result *res)
                   r->spec->tasks[j->u].name, res->message ? res->message : "no answer");
     else
         r->tasks[j->u].has_result = true;
-    free(j);
     prep_settle(p);
 }
 
 static void read_upstream(upstream_job *j);
 
-static void on_wait_closed(uv_handle_t *h)
-{
-    free(h);
-}
-
+/* Every UPSTREAM_WAIT_MS while some upstream item is not yet ended: read those again. */
 static void on_upstream_wait(uv_timer_t *h)
 {
-    upstream_job *j = h->data;
-    uv_close((uv_handle_t *)h, on_wait_closed);
-    j->timer = NULL;
-    read_upstream(j);
+    child_prep *p = h->data;
+    size_t n = p->n_jobs;
+    p->outstanding++; /* p outlives the loop below even if every read settles at once */
+    for (size_t k = 0; k < n; k++)
+        if (p->jobs[k].waiting) {
+            p->jobs[k].waiting = false;
+            read_upstream(&p->jobs[k]);
+        }
+    prep_settle(p);
 }
 
 /* The upstream task's item: SUCCEEDED with a stored result is fetched into results/ (verified
@@ -251,13 +259,15 @@ static void on_upstream_item(void *ctx, int rc, const cJSON *stored, const char 
     const char *st = str_attr(stored, "status"), *uri = str_attr(stored, "result_s3_uri");
     const char *sha = str_attr(stored, "result_sha256");
     bool ended = st && proto_status_terminal(st);
-    if (rc == 0 && !ended && ++j->tries < UPSTREAM_TRIES && r->phase == RUN_PREPARING &&
-        (j->timer = malloc(sizeof *j->timer))) {
-        uv_timer_init(&r->loop, j->timer);
-        j->timer->data = j;
-        uv_timer_start(j->timer, on_upstream_wait, UPSTREAM_WAIT_MS, 0);
+    if (rc == 0 && !ended && ++j->tries < UPSTREAM_TRIES && r->phase == RUN_PREPARING) {
+        j->waiting = true; /* the child launches nothing: its poll timer is free */
+        r->ecs_poll_timer.data = p;
+        if (!uv_is_active((uv_handle_t *)&r->ecs_poll_timer))
+            uv_timer_start(&r->ecs_poll_timer, on_upstream_wait, UPSTREAM_WAIT_MS, 0);
         return;
     }
+    if (rc == 0 && !ended && r->phase != RUN_PREPARING)
+        rc = -ECANCELED; /* a signal meanwhile: the run is ending */
     if (rc < 0 || !ended) {
         prep_fail(p, AGENT_EXIT_INFRA, "cannot read the item of upstream task \"%s\": %s", name,
                   rc < 0   ? (err ? err : strerror(-rc))
@@ -276,7 +286,6 @@ static void on_upstream_item(void *ctx, int rc, const cJSON *stored, const char 
         prep_fail(p, AGENT_EXIT_INFRA, "cannot fetch the result of upstream task \"%s\": %s", name,
                   strerror(-frc));
     }
-    free(j);
     prep_settle(p);
 }
 
@@ -286,8 +295,11 @@ void agent__ecs_child_begin(run_state *r)
     const flowspec_task *ft = &r->spec->tasks[r->only_index];
     p->r = r;
     p->outstanding = 1;
+    p->jobs = calloc(ft->n_upstream + 1, sizeof *p->jobs);
+    p->n_jobs = ft->n_upstream;
+    r->pending++;
     for (size_t k = 0; k < ft->n_upstream; k++) {
-        upstream_job *j = calloc(1, sizeof *j);
+        upstream_job *j = &p->jobs[k];
         j->p = p;
         j->u = ft->upstream[k];
         p->outstanding++;
