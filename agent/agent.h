@@ -49,6 +49,7 @@ typedef struct {
     int only_attempt;        /* DAGY_ATTEMPT with DAGY_ONLY_TASK: the attempt number, >= 1 */
     char *only_task_run_id;  /* DAGY_TASK_RUN_ID with DAGY_ONLY_TASK: the parent's task_run_id */
     double ecs_poll_seconds; /* DAGY_ECS_POLL_SECONDS, default 5: how often children are polled */
+    double ecs_runtask_rate, ecs_runtask_burst; /* DAGY_ECS_RUNTASK_RATE/_BURST (0: 20, 100) */
     bool graph, version, help;
 } agent_config;
 

@@ -236,6 +236,18 @@ static int ecs_config(agent_config *c, char *err)
         snprintf(err, AGENT_ERR_MAX, "DAGY_ECS_POLL_SECONDS=%.40s: expected 0.05-300 seconds", v);
         return -EINVAL;
     }
+    static const struct {
+        const char *var;
+        size_t off;
+    } rates[] = {{"DAGY_ECS_RUNTASK_RATE", offsetof(agent_config, ecs_runtask_rate)},
+                 {"DAGY_ECS_RUNTASK_BURST", offsetof(agent_config, ecs_runtask_burst)}};
+    for (size_t i = 0; i < sizeof rates / sizeof rates[0]; i++) {
+        double *d = (double *)((char *)c + rates[i].off);
+        if ((v = getenv(rates[i].var)) && *v && (parse_seconds(v, 1000, d) || *d < 1)) {
+            snprintf(err, AGENT_ERR_MAX, "%s=%.40s: expected a number 1-1000", rates[i].var, v);
+            return -EINVAL;
+        }
+    }
     if (!(v = getenv("DAGY_ONLY_TASK")) || !*v)
         return 0;
     c->only_task = strdup(v);

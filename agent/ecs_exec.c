@@ -27,8 +27,8 @@
 
 #define ECS_TARGET          "AmazonEC2ContainerServiceV20141113."
 #define ECS_LAUNCH_INFLIGHT 8      /* RunTask calls at once */
-#define ECS_RATE_PER_S      20.0   /* Fargate's sustained RunTask rate */
-#define ECS_BURST           100.0  /* and its burst */
+#define ECS_RATE_PER_S      20.0   /* Fargate's sustained RunTask rate (DAGY_ECS_RUNTASK_RATE) */
+#define ECS_BURST           100.0  /* and its burst (DAGY_ECS_RUNTASK_BURST) */
 #define ECS_DESCRIBE_MAX    100    /* ARNs per DescribeTasks (the API's limit) */
 #define ECS_POLL_MAX_MS     60000  /* the poll interval's cap under throttling */
 #define ECS_STOP_WAIT_MS    150000 /* after StopTask: stopTimeout (120 s at most) and margin */
@@ -67,6 +67,7 @@ struct agent_ecs {
     char *cluster, *taskdef, *subnets, *sgs, *assign_ip, *container, *parent_arn;
     char *task_role, *exec_role;
     /* launches */
+    double rate, burst; /* the token bucket: RunTask calls a second, and at once */
     double tokens;
     uint64_t refill_ms;
     int launching;
@@ -86,7 +87,9 @@ static agent_ecs *ecs_state(run_state *r)
     if (!r->ecs) {
         r->ecs = calloc(1, sizeof *r->ecs);
         r->ecs->r = r;
-        r->ecs->tokens = ECS_BURST;
+        r->ecs->rate = r->cfg->ecs_runtask_rate > 0 ? r->cfg->ecs_runtask_rate : ECS_RATE_PER_S;
+        r->ecs->burst = r->cfg->ecs_runtask_burst > 0 ? r->cfg->ecs_runtask_burst : ECS_BURST;
+        r->ecs->tokens = r->ecs->burst;
         r->ecs->refill_ms = uv_now(&r->loop);
         r->ecs->poll_ms = (uint64_t)(r->cfg->ecs_poll_seconds * 1000);
     }
@@ -550,9 +553,9 @@ static void launch_pump(agent_ecs *e)
     if (!live(r) || e->conf_state == 1)
         return;
     uint64_t now = uv_now(&r->loop);
-    e->tokens += (double)(now - e->refill_ms) * ECS_RATE_PER_S / 1000.0;
-    if (e->tokens > ECS_BURST)
-        e->tokens = ECS_BURST;
+    e->tokens += (double)(now - e->refill_ms) * e->rate / 1000.0;
+    if (e->tokens > e->burst)
+        e->tokens = e->burst;
     e->refill_ms = now;
     for (ecs_child *ch = e->all, *next; ch; ch = next) {
         next = ch->next;
@@ -569,7 +572,7 @@ static void launch_pump(agent_ecs *e)
         if (e->launching >= ECS_LAUNCH_INFLIGHT)
             return; /* on_runtask pumps again */
         if (e->tokens < 1.0) {
-            uint64_t wait = (uint64_t)((1.0 - e->tokens) * 1000.0 / ECS_RATE_PER_S) + 1;
+            uint64_t wait = (uint64_t)((1.0 - e->tokens) * 1000.0 / e->rate) + 1;
             uv_timer_start(&r->ecs_launch_timer, on_launch_timer, wait, 0);
             return;
         }

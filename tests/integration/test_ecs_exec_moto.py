@@ -96,7 +96,12 @@ class EcsPlayer:
         self.threads, self.started = [], []
         self._lock = threading.Lock()
 
+    describe_hook = None  # describe_hook(resp) may change a DescribeTasks answer in place
+
     def rewrite(self, op, req, resp):
+        if op == "DescribeTasks" and self.describe_hook is not None:
+            self.describe_hook(resp)
+            return resp
         if op == "RunTask" and resp.get("tasks"):
             arn = resp["tasks"][0]["taskArn"]
             t = threading.Thread(target=self.behave, args=(self.test, arn, req), daemon=True)
@@ -409,6 +414,57 @@ class EcsExecTest(unittest.TestCase):
         # Idempotent: nothing left to stop.
         r = awsenv.run([LAUNCH, "reconcile", "--relaunch-infra", "0"], env=lenv, timeout=60)
         self.assertNotIn("children_stopped", json.loads(r.stdout))
+
+    def test_a_child_that_died_without_writing_fails_with_the_ecs_exit_code(self):
+        # The container was OOM-killed before it recorded anything: ECS's stop decides.
+        tasks = [{"name": "b", "executor": {"type": "ecs"}, "command": ["true"]}]
+        run_id = "ecs-died-1"
+        env = self.parent_env(run_id, self.artifact(tasks))
+
+        def oom(resp):
+            for t in resp.get("tasks", []):
+                if t.get("lastStatus") == "STOPPED":
+                    t["stopCode"] = "EssentialContainerExited"
+                    t["stoppedReason"] = "Essential container in task exited"
+                    t["containers"] = [{"name": "dagy-worker", "exitCode": 137,
+                                        "reason": "OutOfMemoryError: Container killed"}]
+
+        p, player = self.start_parent(env, lambda test, arn, body: test.stop_task(arn))
+        player.describe_hook = oom
+        res = self.finish_parent(p, player, env)
+        self.assertEqual(res.code, 1, res.err)
+        b = self.get(run_id, "b")
+        self.assertEqual((b["status"], b["exit_code"]), ("FAILED", 137))
+        self.assertIn("stopped without recording attempt 1 (exit code 137; "
+                      "EssentialContainerExited: Essential container in task exited)",
+                      b["error_message"])
+
+    def test_children_are_launched_at_the_bucket_rate_and_described_in_batches(self):
+        # The token bucket at a test's scale (Fargate's is 20/s, bursts of 100): a burst of 4,
+        # then 10 a second; DescribeTasks carries every unsettled child in one call.
+        n = 16
+        tasks = [{"name": "t%02d" % i, "executor": {"type": "ecs"}, "command": ["true"]}
+                 for i in range(n)]
+        run_id = "ecs-many-1"
+        env = self.parent_env(run_id, self.artifact(tasks), DAGY_MAX_PARALLEL=str(n),
+                              DAGY_ECS_RUNTASK_RATE="10", DAGY_ECS_RUNTASK_BURST="4")
+        times = {}
+
+        def stop_when_all_started(test, arn, body):
+            times[arn] = time.monotonic()
+            agentenv.wait_for(lambda: len(times) == n, timeout=60)
+            time.sleep(0.5)
+            test.stop_task(arn)
+
+        res, player = self.run_parent(env, stop_when_all_started, timeout=120)
+        self.assertEqual(res.code, 1, res.err)  # nobody recorded anything: all FAILED
+        self.assertEqual(len(player.started), n)
+        sizes = [len(d["tasks"]) for d in self.proxy.calls("DescribeTasks")]
+        self.assertLessEqual(max(sizes), 100)
+        self.assertIn(n, sizes)  # one call for all of them, not one per child
+        t = sorted(times.values())
+        self.assertGreater(t[-1] - t[3], 1.0)  # the 12 after the burst: at least 1.1 s
+        self.assertLess(t[3] - t[0], 0.8)  # the burst: at once
 
     def test_runtask_throttling_is_answered_with_backoff(self):
         tasks = [{"name": "b", "executor": {"type": "ecs"},
