@@ -492,6 +492,17 @@ class EcsExecTest(unittest.TestCase):
         self.assertIn('task "b": executor "ecs" runs the task on its own ECS task, which needs',
                       end["error"])
 
+    def test_child_mode_needs_its_attempt_and_task_run(self):
+        env = self.parent_env("ecs-child-cfg", "s3://%s/x.zip" % ARTIFACTS, DAGY_ONLY_TASK="b")
+        r = awsenv.run([base.AGENT, "--log-format", "json"], env=env, timeout=30, cwd=self.tmp)
+        self.assertEqual(r.returncode, 2, r.stdout)
+        self.assertIn("DAGY_ONLY_TASK is set, so DAGY_ATTEMPT must be the attempt number",
+                      r.stdout + r.stderr)
+        env.update(DAGY_ATTEMPT="1", DAGY_TASK_RUN_ID="../etc")
+        r = awsenv.run([base.AGENT, "--log-format", "json"], env=env, timeout=30, cwd=self.tmp)
+        self.assertEqual(r.returncode, 2, r.stdout)
+        self.assertIn("DAGY_TASK_RUN_ID must be the task run's UUID", r.stdout + r.stderr)
+
     def test_a_stale_child_runs_nothing(self):
         # A child started for a task that already ended (a duplicate, a late start) refuses.
         tasks = [{"name": "b", "executor": {"type": "ecs"}, "command": ["true"]}]
