@@ -32,6 +32,7 @@ typedef struct {
     double heartbeat_seconds;  /* DAGY_HEARTBEAT_SECONDS, default 30 */
     double kill_grace_seconds; /* DAGY_KILL_GRACE_SECONDS, default 3: SIGTERM -> SIGKILL */
     size_t max_result_bytes;   /* DAGY_MAX_RESULT_BYTES, default 16 MiB: largest task result */
+    int max_map_items;         /* DAGY_MAX_MAP_ITEMS, default 10000: most children of one map */
     char *state_dir;           /* --state-dir, default ./.dagy */
     char *work_dir;            /* DAGY_WORK_DIR, default /tmp/dagy */
     int keep_runs;             /* DAGY_KEEP_RUNS, default 20 (0: keep every run directory) */

@@ -166,6 +166,7 @@ static int load_env(agent_config *c, char *err)
     c->heartbeat_seconds = 30;
     c->kill_grace_seconds = 3;
     c->max_result_bytes = 16u << 20;
+    c->max_map_items = 10000;
     c->log_format = -1;
     c->log_level = LOG_INFO;
 
@@ -192,6 +193,10 @@ static int load_env(agent_config *c, char *err)
     }
     if ((v = getenv("DAGY_MAX_PARALLEL")) && *v && parse_int(v, 1, 10000, &c->max_parallel)) {
         snprintf(err, AGENT_ERR_MAX, "DAGY_MAX_PARALLEL=%.40s: expected an integer 1-10000", v);
+        return -EINVAL;
+    }
+    if ((v = getenv("DAGY_MAX_MAP_ITEMS")) && *v && parse_int(v, 0, 1000000, &c->max_map_items)) {
+        snprintf(err, AGENT_ERR_MAX, "DAGY_MAX_MAP_ITEMS=%.40s: expected an integer 0-1000000", v);
         return -EINVAL;
     }
     int max_result;
@@ -526,7 +531,8 @@ void agent_print_help(void)
           "  DAGY_RESUME_FROM, DAGY_WORK_DIR (default /tmp/dagy), DAGY_MAX_PARALLEL,\n"
           "  DAGY_DRAIN_SECONDS, DAGY_HEARTBEAT_SECONDS (default 30), DAGY_KILL_GRACE_SECONDS\n"
           "  (default 3), DAGY_KEEP_RUNS (run directories kept, default 20; 0 keeps all),\n"
-          "  DAGY_MAX_RESULT_BYTES (default 16777216), DAGY_PIP_COMMAND,\n"
+          "  DAGY_MAX_RESULT_BYTES (default 16777216), DAGY_MAX_MAP_ITEMS (default 10000),\n"
+          "  DAGY_PIP_COMMAND,\n"
           "  DAGY_PYTHON, DAGY_PYTHON_RUNNER,\n"
           "  DAGY_UNPACK_MAX_BYTES, DAGY_UNPACK_MAX_ENTRIES, DAGY_UNPACK_MAX_RATIO,\n"
           "  tasks with \"executor\": {\"type\": \"ecs\"}: DAGY_ECS_SUBNETS,\n"

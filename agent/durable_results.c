@@ -166,7 +166,7 @@ static char *result_key(run_state *r, size_t i)
     const char *o = r->cfg->org_id ? r->cfg->org_id : "none";
     proto_name_encode(o, org, sizeof org);
     proto_name_encode(r->cfg->run_id, run, sizeof run);
-    proto_name_encode(r->spec->tasks[i].name, task, sizeof task);
+    proto_name_encode(r->tasks[i].ft->name, task, sizeof task);
     char *key = NULL;
     if (asprintf(&key, "results/%s/%s/%s.json", org, run, task) < 0)
         return NULL;

@@ -181,18 +181,86 @@ static void prep_fail(child_prep *p, int code, const char *fmt, const char *a, c
 
 /* Every other task counts as done (not recorded: on_transition skips them in a child), and the
  * task starts as attempt N. */
-static int mark_plan(run_state *r, char *err)
+static int set_attempts(run_state *r, size_t only, char *err)
 {
-    size_t only = (size_t)r->only_index;
     if (sched_set_attempts(r->plan, only, r->cfg->only_attempt - 1)) {
         snprintf(err, AGENT_ERR_MAX, "DAGY_ATTEMPT=%d: task \"%s\" has only %d attempts",
                  r->cfg->only_attempt, r->cfg->only_task, sched_task_max_attempts(r->plan, only));
         return AGENT_EXIT_INVALID;
     }
-    for (size_t j = 0; j < sched_count(r->plan); j++)
-        if (j != only && sched_task_state(r->plan, j) == SCHED_PENDING)
-            sched_mark_reused(r->plan, j);
     return 0;
+}
+
+/* Marks every PENDING task but `keep` done (not recorded: on_transition skips them). */
+static void mark_others(run_state *r, size_t keep)
+{
+    for (size_t j = 0; j < sched_count(r->plan); j++)
+        if (j != keep && sched_task_state(r->plan, j) == SCHED_PENDING)
+            sched_mark_reused(r->plan, j);
+}
+
+/* A plain task starts as attempt N; a map instance's map runs (it expands into its instances
+ * from the stored upstream result, agent__ecs_child_expanded). */
+static int mark_plan(run_state *r, char *err)
+{
+    if (r->only_index < 0) {
+        mark_others(r, (size_t)r->only_spec);
+        return 0;
+    }
+    int rc = set_attempts(r, (size_t)r->only_index, err);
+    if (!rc)
+        mark_others(r, (size_t)r->only_index);
+    return rc;
+}
+
+int agent__ecs_child_find(run_state *r, char *err)
+{
+    const char *name = r->cfg->only_task, *br = strchr(name, '[');
+    r->only_index = r->only_spec = flowspec_find(r->spec, name);
+    if (r->only_spec >= 0)
+        return 0;
+    size_t n = br ? (size_t)(br - name) : 0, len = strlen(name);
+    char base[160];
+    if (br && n < sizeof base && len > n + 2 && name[len - 1] == ']' &&
+        strspn(br + 1, "0123456789") == len - n - 2) {
+        snprintf(base, sizeof base, "%.*s", (int)n, name);
+        long m = flowspec_find(r->spec, base);
+        if (m >= 0 && r->spec->tasks[m].map) {
+            r->only_spec = m;
+            r->only_index = -1; /* known once the map expanded */
+            return 0;
+        }
+    }
+    snprintf(err, AGENT_ERR_MAX,
+             "DAGY_ONLY_TASK=%.128s: the flow has no such task (nor a map of "
+             "that name)",
+             name);
+    return AGENT_EXIT_INVALID;
+}
+
+void agent__ecs_child_expanded(run_state *r, size_t i)
+{
+    char err[AGENT_ERR_MAX];
+    if (!r->cfg->only_task || r->only_index >= 0 || (long)i != r->only_spec)
+        return;
+    for (size_t j = 0; j < sched_count(r->plan); j++)
+        if (sched_task_parent(r->plan, j) == (long)i &&
+            !strcmp(sched_task_name(r->plan, j), r->cfg->only_task))
+            r->only_index = (long)j;
+    if (r->only_index < 0) {
+        snprintf(err, sizeof err, "DAGY_ONLY_TASK=%.128s: the map has no such element",
+                 r->cfg->only_task);
+        agent__finish(r, AGENT_EXIT_INVALID, err);
+        return;
+    }
+    if (set_attempts(r, (size_t)r->only_index, err)) {
+        agent__finish(r, AGENT_EXIT_INVALID, err);
+        return;
+    }
+    for (size_t j = 0; j < sched_count(r->plan); j++) /* the siblings */
+        if ((long)j != r->only_index && sched_task_parent(r->plan, j) == (long)i &&
+            sched_task_state(r->plan, j) == SCHED_PENDING)
+            sched_mark_reused(r->plan, j);
 }
 
 static void prep_settle(child_prep *p)
@@ -292,7 +360,7 @@ static void on_upstream_item(void *ctx, int rc, const cJSON *stored, const char 
 void agent__ecs_child_begin(run_state *r)
 {
     child_prep *p = calloc(1, sizeof *p);
-    const flowspec_task *ft = &r->spec->tasks[r->only_index];
+    const flowspec_task *ft = &r->spec->tasks[r->only_spec];
     p->r = r;
     p->outstanding = 1;
     p->jobs = calloc(ft->n_upstream + 1, sizeof *p->jobs);
@@ -319,7 +387,7 @@ static void read_upstream(upstream_job *j)
 
 bool agent__ecs_child_done(run_state *r, int *exit_code)
 {
-    if (r->only_index < 0)
+    if (!r->cfg->only_task || r->only_index < 0)
         return false;
     agent_task *t = &r->tasks[r->only_index];
     sched_state st = sched_task_state(r->plan, (size_t)r->only_index);

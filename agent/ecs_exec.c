@@ -55,7 +55,7 @@ static char *dup_or_null(const char *s)
  * task has its own name, NAME[7]: the one seam to change when plan and spec indices differ). */
 const flowspec_task *agent__ecs_spec_task(const run_state *r, size_t i)
 {
-    return &r->spec->tasks[i];
+    return r->tasks[i].ft;
 }
 
 const char *agent__ecs_item_name(const run_state *r, size_t i)
@@ -72,21 +72,14 @@ bool agent__ecs_live(const run_state *r)
 
 bool agent__ecs_task(const run_state *r, size_t i)
 {
-    return r->only_index < 0 && agent__ecs_spec_task(r, i)->executor != NULL;
+    return !r->cfg->only_task && agent__ecs_spec_task(r, i)->executor != NULL;
 }
 
 int agent__ecs_init(run_state *r, char *err)
 {
     agent_config *c = r->cfg;
-    if (c->only_task) {
-        r->only_index = flowspec_find(r->spec, c->only_task);
-        if (r->only_index < 0) {
-            snprintf(err, AGENT_ERR_MAX, "DAGY_ONLY_TASK=%.128s: the flow has no such task",
-                     c->only_task);
-            return AGENT_EXIT_INVALID;
-        }
-        return 0;
-    }
+    if (c->only_task)
+        return agent__ecs_child_find(r, err);
     for (size_t i = 0; i < r->spec->n_tasks; i++) {
         if (!r->spec->tasks[i].executor)
             continue;

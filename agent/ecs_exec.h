@@ -78,6 +78,11 @@ void agent__ecs_child_unref(ecs_child *ch);
 void agent__ecs_launch_pump(agent_ecs *e);
 void agent__ecs_send_stop(ecs_child *ch, const char *why);
 
+/* ---- ecs_child.c ---- */
+/* Child mode at tasks_init: the spec task of DAGY_ONLY_TASK (NAME, or NAME[k] for an instance
+ * of map NAME), r->only_spec and, for a plain task, r->only_index. 0 or exit 2 with err. */
+int agent__ecs_child_find(run_state *r, char *err);
+
 /* ---- ecs_request.c ---- */
 /* The RunTask body of the child's attempt (caller frees). */
 cJSON *agent__ecs_runtask_body(ecs_child *ch);

@@ -61,7 +61,7 @@ int agent__results_init(run_state *r, char *err)
 char *agent__task_file(const run_state *r, agent_dir dir, size_t i, int attempt)
 {
     char enc[PROTO_NAME_ENCODED_MAX], num[16] = "";
-    proto_name_encode(r->spec->tasks[i].name, enc, sizeof enc);
+    proto_name_encode(r->tasks[i].ft->name, enc, sizeof enc);
     if (attempt > 0)
         snprintf(num, sizeof num, ".%d", attempt);
     size_t n = strlen(r->exec_dir) + strlen(enc) + strlen(num) + 16;
@@ -201,7 +201,7 @@ int agent__task_result_read(run_state *r, size_t i, int attempt, char **text, si
         free(buf);
         *len = 0;
         snprintf(err, errlen, "the result of task \"%s\" (attempt %d) in DAGY_TASK_OUTPUT %s",
-                 r->spec->tasks[i].name, attempt, why);
+                 r->tasks[i].ft->name, attempt, why);
         return -EBADMSG;
     }
     *text = buf;
@@ -265,7 +265,7 @@ static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 static int inputs_text(run_state *r, size_t i, char **out, size_t *out_len, char *err,
                        size_t errlen)
 {
-    const flowspec_task *ft = &r->spec->tasks[i];
+    const flowspec_task *ft = r->tasks[i].ft;
     size_t len = 0, cap = 64;
     char *buf = malloc(cap);
     int rc = buf ? append(&buf, &len, &cap, "{", 1) : -ENOMEM;

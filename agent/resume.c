@@ -254,7 +254,9 @@ static void take_matches(resume_ctx *c, const char *run_id, const cJSON *items)
         const char *name = str_attr(it, "task_name"), *st = str_attr(it, "status");
         const char *hash = str_attr(it, "task_hash");
         long i = name ? flowspec_find(r->spec, name) : -1;
-        if (i < 0 || !st || strcmp(st, "SUCCEEDED") || !hash)
+        /* A map is never reused (its children are not yet either: the map runs again whole,
+         * docs/agent.md "Resume"), nor, therefore, anything downstream of it. */
+        if (i < 0 || !st || strcmp(st, "SUCCEEDED") || !hash || r->spec->tasks[i].map)
             continue;
         durable_task *t = &r->durable->tasks[i];
         if (t->src_item || strcmp(hash, r->durable->hashes[i]))

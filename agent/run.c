@@ -194,7 +194,7 @@ static void print_summary(run_state *r)
         if (st == SCHED_SUCCEEDED || st == SCHED_FAILED)
             snprintf(dur, sizeof dur, "%.2fs", r->tasks[i].duration);
         len += (size_t)snprintf(
-            out + len, cap - len, "%-32.32s %-10s %8d %10s\n", r->spec->tasks[i].name,
+            out + len, cap - len, "%-32.32s %-10s %8d %10s\n", r->tasks[i].ft->name,
             sched_state_name(sched_task_state(r->plan, i)), sched_task_attempt(r->plan, i), dur);
     }
     agent_log_raw(out);
@@ -366,7 +366,7 @@ static int setup(run_state *r, char *err)
     uv_timer_init(&r->loop, &r->ecs_poll_timer);
     uv_timer_init(&r->loop, &r->ecs_launch_timer);
     r->start_timer.data = r->ecs_poll_timer.data = r->ecs_launch_timer.data = r;
-    r->only_index = -1;
+    r->only_index = r->only_spec = -1;
     uv_signal_init(&r->loop, &r->sigterm);
     uv_signal_init(&r->loop, &r->sigint);
     r->sched_timer.data = r->drain_timer.data = r->heartbeat_timer.data = r;

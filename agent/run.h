@@ -27,9 +27,14 @@ typedef enum {
 typedef struct run_state run_state;
 typedef struct agent_durable agent_durable; /* durable runs: agent/durable.h */
 
+/* r->tasks is indexed like the plan: the spec's tasks first, then map children as they are
+ * created (map.c). The array is reallocated when a map expands: keep an index, never an
+ * `agent_task *`, across a callback or a pump. */
 typedef struct {
     run_state *run;
-    size_t index;   /* in the spec and the plan */
+    size_t index;            /* in the plan (and in the spec for the spec's own tasks) */
+    const flowspec_task *ft; /* what it runs: &spec->tasks[index], or a map child's `own` */
+    flowspec_task *own;      /* a map child's rendered task (map.c), freed with the tasks */
     cJSON *item;    /* the task-run status item, created at first start or terminal */
     sbx_proc *proc; /* the running attempt, or NULL */
     uint64_t first_start_ms, attempt_start_ms;
@@ -92,7 +97,9 @@ struct run_state {
     agent_durable *durable; /* task hashes, resume, result stores, cancel (durable.h) */
     struct agent_ecs *ecs;  /* the per-task ECS executor (ecs_exec.c), NULL until used */
     uv_timer_t ecs_poll_timer, ecs_launch_timer;
-    long only_index; /* child mode (DAGY_ONLY_TASK): the one task to run, else -1 */
+    long only_index; /* child mode (DAGY_ONLY_TASK): the plan task to run (-1 until known: a
+                        map instance exists once its map expanded), else -1 */
+    long only_spec;  /* child mode: the spec task (the map, for an instance NAME[k]) */
 };
 
 /* run.c */
@@ -130,12 +137,24 @@ const char *agent__unwritable_hint(int err, const char *what, char *buf, size_t 
  * code with err set. */
 int agent__load_spec(run_state *r, char *err);
 
+/* map.c: dynamic fan-out. expand: the map node i was started by the plan: split its `over`
+ * upstream's result into children (or fail it). complete: the plan joined map node i (every
+ * child ended): store the array of their results and end it. */
+void agent__map_expand(run_state *r, size_t i);
+void agent__map_complete(run_state *r, size_t i);
+
 /* tasks.c: the DAG driver. */
 int agent__tasks_init(run_state *r, char *err);
 void agent__tasks_pump(run_state *r);  /* start what may start, re-arm the deadline timer */
 void agent__tasks_drain(run_state *r); /* SIGTERM: stop starting, cancel pending */
 void agent__tasks_kill(run_state *r);  /* drain expired: terminate running groups */
 void agent__tasks_free(run_state *r);
+/* Grows r->tasks (and the durable per-task arrays) to n entries, the new ones zeroed. 0 or
+ * -ENOMEM (nothing changed but capacity). */
+int agent__tasks_grow(run_state *r, size_t n);
+/* Writes DAGY_KWARGS_FILE of a callable task whose kwargs do not fit the environment. 0 or an
+ * exit code with err. */
+int agent__write_kwargs_file(run_state *r, const flowspec_task *ft, char *err);
 /* Uploads a failure trace of task `i` to the traces bucket (if set); sets trace_s3_uri on the
  * task's item (and on the run item for the run's first failure). */
 void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace, size_t len);
@@ -182,6 +201,9 @@ void agent__ecs_child_gate(run_state *r);
 /* Child mode, before the DAG starts: fetches the upstream tasks' stored results from S3 and
  * marks every other task done; calls agent__execute_dag() (or agent__finish()). */
 void agent__ecs_child_begin(run_state *r);
+/* Child mode: map node i expanded; if it is the map of DAGY_ONLY_TASK=NAME[k], that instance
+ * becomes the task to run and its siblings count as done. */
+void agent__ecs_child_expanded(run_state *r, size_t i);
 /* Child mode: true once the one attempt has ended (the child then finishes). */
 bool agent__ecs_child_done(run_state *r, int *exit_code);
 

@@ -295,7 +295,8 @@ static int item_paths(local_backend *b, status_kind kind, const cJSON *item, loc
     const char *t = cJSON_IsString(task) ? task->valuestring : NULL;
     char re[PROTO_NAME_ENCODED_MAX], te[PROTO_NAME_ENCODED_MAX];
     if (!proto_name_check(PROTO_NAME_RUN_ID, r, j->err, sizeof j->err) ||
-        (kind == STATUS_TASK && !proto_name_check(PROTO_NAME_TASK, t, j->err, sizeof j->err)))
+        (kind == STATUS_TASK &&
+         !proto_name_check(PROTO_NAME_TASK_INSTANCE, t, j->err, sizeof j->err)))
         return -EINVAL;
     proto_name_encode(r, re, sizeof re);
     if (kind == STATUS_RUN) {

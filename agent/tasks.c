@@ -95,13 +95,22 @@ static char *find_runner(const agent_config *c)
 /* Variables the agent sets for every task; an inherited value is dropped. */
 static bool reserved_env(const char *kv)
 {
-    static const char *const names[] = {"DAGY_RUN_ID=",      "DAGY_FLOW_NAME=",
-                                        "DAGY_TASK_NAME=",   "DAGY_TASK_RUN_ID=",
-                                        "DAGY_ATTEMPT=",     "DAGY_PARAMETERS=",
-                                        "DAGY_TASK_OUTPUT=", "DAGY_TASK_INPUTS=",
-                                        "DAGY_CALLABLE=",    "DAGY_KWARGS=",
-                                        "PYTHONPATH=",       "DAGY_PARAMETERS_FILE=",
-                                        "DAGY_KWARGS_FILE=", "DAGY_ONLY_TASK=",
+    static const char *const names[] = {"DAGY_RUN_ID=",
+                                        "DAGY_FLOW_NAME=",
+                                        "DAGY_TASK_NAME=",
+                                        "DAGY_TASK_RUN_ID=",
+                                        "DAGY_ATTEMPT=",
+                                        "DAGY_PARAMETERS=",
+                                        "DAGY_TASK_OUTPUT=",
+                                        "DAGY_TASK_INPUTS=",
+                                        "DAGY_CALLABLE=",
+                                        "DAGY_KWARGS=",
+                                        "PYTHONPATH=",
+                                        "DAGY_PARAMETERS_FILE=",
+                                        "DAGY_KWARGS_FILE=",
+                                        "DAGY_MAP_ITEM=",
+                                        "DAGY_MAP_INDEX=",
+                                        "DAGY_ONLY_TASK=",
                                         NULL};
     for (const char *const *n = names; *n; n++)
         if (!strncmp(kv, *n, strlen(*n)))
@@ -199,6 +208,7 @@ int agent__tasks_init(run_state *r, char *err)
         r->tasks[i].run = r;
         r->tasks[i].index = i;
         r->tasks[i].exit_code = -1;
+        r->tasks[i].ft = &s->tasks[i];
     }
     if ((rc = agent__results_init(r, err)))
         return AGENT_EXIT_INFRA;
@@ -235,11 +245,16 @@ static cJSON *task_item(run_state *r, size_t i)
             snprintf(t->task_run_id, sizeof t->task_run_id, "%s", r->cfg->only_task_run_id);
         else
             agent_uuid(t->task_run_id);
-        t->item = status_item(r->status, STATUS_TASK, r->cfg->run_id, r->spec->tasks[i].name);
+        t->item = status_item(r->status, STATUS_TASK, r->cfg->run_id, r->tasks[i].ft->name);
         status_set_str(t->item, "task_run_id", t->task_run_id);
         status_set_num(t->item, "max_attempts", sched_task_max_attempts(r->plan, i));
-        if (r->only_index >= 0 && r->external_id) /* an ECS child: its own task ARN */
+        if (r->cfg->only_task && r->external_id) /* an ECS child: its own task ARN */
             status_set_str(t->item, "external_id", r->external_id);
+        long parent = sched_task_parent(r->plan, i);
+        if (parent >= 0) { /* a map child: which map, which element */
+            status_set_str(t->item, "map_parent", r->tasks[parent].ft->name);
+            status_set_num(t->item, "map_index", (double)sched_task_map_index(r->plan, i));
+        }
         agent__durable_item(r, i, t->item);
     }
     return t->item;
@@ -249,8 +264,8 @@ static cJSON *task_item(run_state *r, size_t i)
 static log_line *task_line(run_state *r, size_t i, log_level lv, const char *event,
                            const char *status, const char *fmt, const char *a, const char *b)
 {
-    log_line *l = agent_log_begin(lv, event, fmt, r->spec->tasks[i].name, a ? a : "", b ? b : "");
-    agent_log_str(l, "task_name", r->spec->tasks[i].name);
+    log_line *l = agent_log_begin(lv, event, fmt, r->tasks[i].ft->name, a ? a : "", b ? b : "");
+    agent_log_str(l, "task_name", r->tasks[i].ft->name);
     agent_log_str(l, "task_run_id", r->tasks[i].task_run_id);
     agent_log_int(l, "attempt", sched_task_attempt(r->plan, i));
     agent_log_str(l, "status", status);
@@ -284,13 +299,16 @@ static void task_ended(run_state *r, size_t i, sched_state to, const char *reaso
         agent_log_str(l, "error", failed ? reason : NULL);
         agent_log_end(l);
     }
+    /* A map child's failure counts for the run only through its map (allow_failures may
+     * tolerate it): map.c passes infra on, and the map's own failure names the first child. */
+    if (sched_task_parent(r->plan, i) >= 0)
+        return;
     if (failed && t->infra)
         r->infra_failed = true;
     if (failed && !r->error) {
-        size_t n = strlen(reason ? reason : "") + strlen(r->spec->tasks[i].name) + 32;
+        size_t n = strlen(reason ? reason : "") + strlen(r->tasks[i].ft->name) + 32;
         r->error = malloc(n);
-        snprintf(r->error, n, "task \"%s\" failed: %s", r->spec->tasks[i].name,
-                 reason ? reason : "");
+        snprintf(r->error, n, "task \"%s\" failed: %s", r->tasks[i].ft->name, reason ? reason : "");
     }
 }
 
@@ -300,7 +318,7 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
     agent_task *t = &r->tasks[i];
     /* An ECS child records its one task only, and never CANCELLED: a stopped child's attempt
      * is the parent's to record (retried, timed out or cancelled). */
-    bool child = r->only_index >= 0;
+    bool child = r->cfg->only_task != NULL;
     if (child && ((long)i != r->only_index || to == SCHED_CANCELLED))
         return;
     cJSON *it = task_item(r, i);
@@ -375,18 +393,24 @@ void agent__release_task(run_state *r, size_t i)
     t->item = NULL;
 }
 
+/* What a running attempt's callbacks are given: an index, since r->tasks may move (map.c). */
+typedef struct {
+    run_state *r;
+    size_t i;
+} attempt_ref;
+
 static void on_task_line(void *ud, sbx_proc *p, int stream, const char *line, size_t len)
 {
-    agent_task *t = ud;
-    run_state *r = t->run;
-    size_t i = t->index;
+    attempt_ref *ref = ud;
+    run_state *r = ref->r;
+    size_t i = ref->i;
     /* The line's bytes as they came (a NUL does not end it), cut on a character for the
      * message; a longer line also goes whole into "line". */
     log_line *l = agent_log_begin_text(LOG_INFO, "task_output", line,
                                        len > 1900 ? proto_utf8_cut(line, len, 1900) : len);
     if (!l)
         return;
-    agent_log_str(l, "task_name", r->spec->tasks[i].name);
+    agent_log_str(l, "task_name", r->tasks[i].ft->name);
     agent_log_str(l, "task_run_id", r->tasks[i].task_run_id);
     agent_log_int(l, "attempt", sched_task_attempt(r->plan, i));
     agent_log_str(l, "stream", stream == SBX_STDERR ? "stderr" : "stdout");
@@ -411,7 +435,7 @@ static char **task_argv(run_state *r, const flowspec_task *ft, char **tmp)
  * caller through `owned`). */
 static char **task_envp(run_state *r, size_t i, const char *inputs, char **owned)
 {
-    const flowspec_task *ft = &r->spec->tasks[i];
+    const flowspec_task *ft = r->tasks[i].ft;
     char **envp = calloc(r->n_base_env + ft->env_len + 10, sizeof *envp);
     size_t k = 0, o = 0;
     for (size_t b = 0; b < r->n_base_env; b++) {
@@ -465,7 +489,7 @@ static void attempt_infra_failed(run_state *r, size_t i, const char *why)
 /* Starts the attempt the plan just marked RUNNING. A failure to start fails the attempt. */
 static void spawn_task(run_state *r, size_t i)
 {
-    const flowspec_task *ft = &r->spec->tasks[i];
+    const flowspec_task *ft = r->tasks[i].ft;
     agent_task *t = &r->tasks[i];
     t->timed_out = t->cancelled = t->infra = false;
     t->exit_code = -1;
@@ -484,12 +508,18 @@ static void spawn_task(run_state *r, size_t i)
     char **envp = task_envp(r, i, inputs, owned);
     sbx_spec spec = {.argv = task_argv(r, ft, tmp), .envp = envp, .cwd = r->flow_dir};
     static const sbx_callbacks cb = {.on_line = on_task_line, .on_exit = on_task_exit};
-    int rc = sbx_spawn(r->sbx, &spec, &cb, t, &t->proc);
+    attempt_ref *ref = malloc(sizeof *ref);
+    int rc = ref ? 0 : -ENOMEM;
+    if (ref) {
+        *ref = (attempt_ref){r, i};
+        rc = sbx_spawn(r->sbx, &spec, &cb, ref, &t->proc);
+    }
     for (char **o = owned; *o; o++)
         free(*o);
     free(envp);
     t->inputs = inputs;
     if (rc) {
+        free(ref);
         char why[160];
         snprintf(why, sizeof why, "cannot start the task's process: %s%s", strerror(-rc),
                  rc == -E2BIG ? " (command and environment over exec()'s limit; not retried)" : "");
@@ -504,6 +534,25 @@ static void spawn_task(run_state *r, size_t i)
 
 /* ---- values over exec()'s limits (issue 8 defect 10) ---- */
 
+int agent__write_kwargs_file(run_state *r, const flowspec_task *ft, char *err)
+{
+    char *kw = ft->callable && ft->kwargs ? cJSON_PrintUnformatted(ft->kwargs) : NULL;
+    int rc = 0;
+    if (kw && too_big_for_env("DAGY_KWARGS", strlen(kw))) {
+        char *path = kwargs_path(r, ft->name);
+        char *dir = fmt_path(r->run_dir, NULL, KWARGS_DIR, "");
+        rc = mkdir(dir, 0700) && errno != EEXIST ? -errno : 0;
+        free(dir);
+        if (!rc)
+            rc = proto_write_file_atomic(path, kw, strlen(kw), 0600, false);
+        if (rc)
+            snprintf(err, AGENT_ERR_MAX, "cannot write %s: %s", path, strerror(-rc));
+        free(path);
+    }
+    cJSON_free(kw);
+    return rc ? AGENT_EXIT_INFRA : 0;
+}
+
 /* Writes the parameters to DAGY_PARAMETERS_FILE (always: a task may rely on the file), and the
  * kwargs of every callable task that do not fit DAGY_KWARGS to its DAGY_KWARGS_FILE. 0600. */
 static int write_large_values(run_state *r, char *err)
@@ -512,24 +561,39 @@ static int write_large_values(run_state *r, char *err)
     char *path = fmt_path(r->run_dir, NULL, PARAMETERS_FILE, "");
     int rc = params ? proto_write_file_atomic(path, params, strlen(params), 0600, false) : -ENOMEM;
     cJSON_free(params);
-    for (size_t i = 0; !rc && i < r->spec->n_tasks; i++) {
-        const flowspec_task *ft = &r->spec->tasks[i];
-        char *kw = ft->callable && ft->kwargs ? cJSON_PrintUnformatted(ft->kwargs) : NULL;
-        if (kw && too_big_for_env("DAGY_KWARGS", strlen(kw))) {
-            free(path);
-            path = kwargs_path(r, ft->name);
-            char *dir = fmt_path(r->run_dir, NULL, KWARGS_DIR, "");
-            rc = mkdir(dir, 0700) && errno != EEXIST ? -errno : 0;
-            free(dir);
-            if (!rc)
-                rc = proto_write_file_atomic(path, kw, strlen(kw), 0600, false);
-        }
-        cJSON_free(kw);
-    }
     if (rc)
         snprintf(err, AGENT_ERR_MAX, "cannot write %s: %s", path, strerror(-rc));
     free(path);
-    return rc ? AGENT_EXIT_INFRA : 0;
+    if (rc)
+        return AGENT_EXIT_INFRA;
+    for (size_t i = 0; i < r->spec->n_tasks; i++)
+        if ((rc = agent__write_kwargs_file(r, r->tasks[i].ft, err)))
+            return rc;
+    return 0;
+}
+
+int agent__tasks_grow(run_state *r, size_t n)
+{
+    size_t old = sched_count(r->plan);
+    agent_task *t = realloc(r->tasks, n * sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    memset(t + old, 0, (n - old) * sizeof *t);
+    r->tasks = t;
+    agent_durable *d = r->durable;
+    if (!d || !d->tasks)
+        return 0;
+    durable_task *dt = realloc(d->tasks, n * sizeof *dt);
+    if (!dt)
+        return -ENOMEM;
+    memset(dt + old, 0, (n - old) * sizeof *dt);
+    d->tasks = dt;
+    char(*h)[PROTO_HASH_HEX] = realloc(d->hashes, n * sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    memset(h + old, 0, (n - old) * sizeof *h);
+    d->hashes = h;
+    return 0;
 }
 
 /* "command[N]", or "env \"NAME\"" for an environment string (cut at its '='). */
@@ -553,7 +617,7 @@ static void exec_field(const flowspec_task *ft, const sbx_size_error *e, char *c
 static int check_exec_sizes(run_state *r, char *err)
 {
     for (size_t i = 0; i < r->spec->n_tasks; i++) {
-        const flowspec_task *ft = &r->spec->tasks[i];
+        const flowspec_task *ft = r->tasks[i].ft;
         char *owned[12], *tmp[3], field[200];
         char **argv = task_argv(r, ft, tmp);
         /* An inputs path at least as long as any attempt's. */
@@ -600,6 +664,16 @@ static void on_timeout(void *ud, size_t i)
     sbx_terminate(t->proc, (uint64_t)(r->cfg->kill_grace_seconds * 1000));
 }
 
+/* Whether a task of the spec FAILED: map children count through their map, which fails unless
+ * allow_failures tolerates them. */
+static bool spec_task_failed(const run_state *r)
+{
+    for (size_t i = 0; i < r->spec->n_tasks; i++)
+        if (sched_task_state(r->plan, i) == SCHED_FAILED)
+            return true;
+    return false;
+}
+
 void agent__tasks_pump(run_state *r)
 {
     if (r->phase != RUN_EXECUTING)
@@ -612,10 +686,25 @@ void agent__tasks_pump(run_state *r)
     }
     sched_tick(r->plan, now, on_timeout, r);
     long i;
-    while ((i = sched_next(r->plan, now)) >= 0)
-        spawn_task(r, (size_t)i);
+    /* Joined maps first (their results free downstream tasks), then whatever may start; a map
+     * node started is expanded rather than spawned; an empty map joins at once, so loop. */
+    for (bool again = true; again;) {
+        again = false;
+        while ((i = sched_next_joined(r->plan)) >= 0) {
+            again = true;
+            agent__map_complete(r, (size_t)i);
+        }
+        while ((i = sched_next(r->plan, now)) >= 0) {
+            again = true;
+            if (sched_task_is_map(r->plan, (size_t)i)) {
+                agent__map_expand(r, (size_t)i);
+                agent__ecs_child_expanded(r, (size_t)i);
+            } else
+                spawn_task(r, (size_t)i);
+        }
+    }
     if (sched_done(r->plan)) {
-        bool failed = sched_count_in(r->plan, SCHED_FAILED) > 0;
+        bool failed = spec_task_failed(r);
         bool cancelled = sched_count_in(r->plan, SCHED_CANCELLED) > 0;
         if (r->signals && cancelled)
             agent__finish(r, AGENT_EXIT_SIGTERM, "Worker shutdown requested via SIGTERM");
@@ -641,7 +730,7 @@ static void on_sched_timer(uv_timer_t *h)
 static void attempt_error(run_state *r, size_t i, const sbx_result *res, const char *trace,
                           size_t tlen, char *out, size_t outlen)
 {
-    const flowspec_task *ft = &r->spec->tasks[i];
+    const flowspec_task *ft = r->tasks[i].ft;
     const char *prog = ft->command ? ft->command[0] : r->cfg->python;
     int n;
     if (res->spawn_error == -ENOENT)
@@ -691,9 +780,11 @@ static sched_exit attempt_result(run_state *r, size_t i, char *err, size_t errle
 
 static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
 {
-    agent_task *t = ud;
-    run_state *r = t->run;
-    size_t i = t->index;
+    attempt_ref *ref = ud;
+    run_state *r = ref->r;
+    size_t i = ref->i;
+    agent_task *t = &r->tasks[i];
+    free(ref);
     size_t tlen = 0;
     const char *trace = sbx_trace(p, &tlen);
     char err[1024] = "";
@@ -767,7 +858,7 @@ void agent__execute(run_state *r)
         agent__finish(r, code, err);
         return;
     }
-    if (r->only_index >= 0) {
+    if (r->cfg->only_task) {
         agent__ecs_child_begin(r); /* upstream results from S3 first */
         return;
     }
@@ -809,8 +900,12 @@ void agent__tasks_free(run_state *r)
     free(r->exec_dir);
     r->exec_dir = NULL;
     agent__inputs_free(r);
-    for (size_t i = 0; r->tasks && r->plan && i < sched_count(r->plan); i++)
+    for (size_t i = 0; r->tasks && r->plan && i < sched_count(r->plan); i++) {
         free(r->tasks[i].inputs);
+        if (r->tasks[i].own)
+            flowspec_task_clear(r->tasks[i].own);
+        free(r->tasks[i].own);
+    }
     for (size_t i = 0; i < r->n_base_env; i++)
         free(r->base_env[i]);
     free(r->base_env);

@@ -14,7 +14,7 @@
 
 typedef struct {
     run_state *r;
-    agent_task *task; /* whose item gets trace_s3_uri, or NULL for the run item */
+    long task; /* whose item gets trace_s3_uri (an index: r->tasks may move), or -1: the run's */
     int attempt;
     char *uri;
 } trace_put;
@@ -31,28 +31,28 @@ static void on_put(void *ud, const fetch_aws_result *res)
         agent_log_str(l, "error", res->message);
         agent_log_end(l);
     } else if (r->status) {
-        cJSON *item = tp->task ? tp->task->item : r->run_item;
+        agent_task *t = tp->task >= 0 ? &r->tasks[tp->task] : NULL;
+        cJSON *item = t ? t->item : r->run_item;
         /* Uploads of successive attempts can finish out of order (retry_delay_seconds 0): the
          * task item keeps the latest attempt's trace, not the last upload to finish. */
-        if (!tp->task || tp->task->trace_attempt < tp->attempt) {
-            if (tp->task)
-                tp->task->trace_attempt = tp->attempt;
+        if (!t || t->trace_attempt < tp->attempt) {
+            if (t)
+                t->trace_attempt = tp->attempt;
             status_set_str(item, "trace_s3_uri", tp->uri);
             status_touch(r->status, item);
         }
     }
     r->pending--;
-    if (tp->task) {
-        tp->task->uploads--;
-        agent__release_task(r, tp->task->index);
+    if (tp->task >= 0 && r->tasks) {
+        r->tasks[tp->task].uploads--;
+        agent__release_task(r, (size_t)tp->task);
     }
     free(tp->uri);
     free(tp);
 }
 
 /* Starts one PutObject of `body` at KEY. */
-static void put(run_state *r, agent_task *task, int attempt, const char *key, const char *body,
-                size_t len)
+static void put(run_state *r, long task, int attempt, const char *key, const char *body, size_t len)
 {
     trace_put *tp = calloc(1, sizeof *tp);
     const char *bucket = r->cfg->traces_bucket;
@@ -62,12 +62,12 @@ static void put(run_state *r, agent_task *task, int attempt, const char *key, co
     tp->uri = malloc(strlen(bucket) + strlen(key) + 8);
     sprintf(tp->uri, "s3://%s/%s", bucket, key);
     r->pending++;
-    if (task)
-        task->uploads++;
+    if (task >= 0)
+        r->tasks[task].uploads++;
     if (fetch_s3_put(r->aws, bucket, key, body, len, "text/plain; charset=utf-8", on_put, tp)) {
         r->pending--;
-        if (task)
-            task->uploads--;
+        if (task >= 0)
+            r->tasks[task].uploads--;
         free(tp->uri);
         free(tp);
     }
@@ -76,7 +76,7 @@ static void put(run_state *r, agent_task *task, int attempt, const char *key, co
 void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace, size_t len)
 {
     agent_config *c = r->cfg;
-    const char *task = r->spec->tasks[i].name;
+    const char *task = r->tasks[i].ft->name;
     if (!c->traces_bucket || !r->aws)
         return;
     const char *org = c->org_id ? c->org_id : "none";
@@ -94,11 +94,11 @@ void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace,
     proto_name_encode(c->run_id, er, sizeof er);
     proto_name_encode(task, et, sizeof et);
     snprintf(key, sizeof key, "exceptions/%s/%s/%s/%d.txt", eo, er, et, attempt);
-    put(r, &r->tasks[i], attempt, key, body, blen);
+    put(r, (long)i, attempt, key, body, blen);
     if (!r->first_trace_sent) {
         r->first_trace_sent = true;
         snprintf(key, sizeof key, "exceptions/%s/%s/traceback.txt", eo, er);
-        put(r, NULL, attempt, key, body, blen);
+        put(r, -1, attempt, key, body, blen);
     }
     free(body);
 }

@@ -89,6 +89,64 @@ static cJSON *task_items(launch__ctx *c, const char *run_id, char *err)
     return tasks;
 }
 
+/* Orders map children by map then element index; items by task name. */
+static int by_map_index(const void *a, const void *b)
+{
+    const cJSON *x = *(cJSON *const *)a, *y = *(cJSON *const *)b;
+    int c = strcmp(launch__str(x, "map_parent"), launch__str(y, "map_parent"));
+    const cJSON *ix = cJSON_GetObjectItemCaseSensitive(x, "map_index");
+    const cJSON *iy = cJSON_GetObjectItemCaseSensitive(y, "map_index");
+    double dx = cJSON_IsNumber(ix) ? ix->valuedouble : 0,
+           dy = cJSON_IsNumber(iy) ? iy->valuedouble : 0;
+    return c ? c : (dx > dy) - (dx < dy);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const char *x = launch__str(*(cJSON *const *)a, "task_name");
+    const char *y = launch__str(*(cJSON *const *)b, "task_name");
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+/* bsearch: the name `key` against an item's task_name. */
+static int name_is(const void *key, const void *item)
+{
+    const char *y = launch__str(*(cJSON *const *)item, "task_name");
+    return strcmp(key, y ? y : "");
+}
+
+/* Moves every map child's item (one with map_parent) from `tasks` into its map task's
+ * "children", in element order: a map of 10,000 children reads as one task with a list, each
+ * child with its status, attempt and external_id (an ECS task ARN when it ran on ECS). A
+ * child whose map item is missing stays in `tasks`. O(n log n). */
+static void nest_children(cJSON *tasks)
+{
+    size_t n = (size_t)cJSON_GetArraySize(tasks), nk = 0, nm = 0;
+    cJSON **kids = calloc(n ? n : 1, sizeof *kids), **maps = calloc(n ? n : 1, sizeof *maps);
+    for (cJSON *t = tasks->child; kids && maps && t; t = t->next)
+        if (launch__str(t, "map_parent"))
+            kids[nk++] = t;
+        else
+            maps[nm++] = t;
+    if (!kids || !maps) {
+        free(kids), free(maps);
+        return;
+    }
+    qsort(kids, nk, sizeof *kids, by_map_index);
+    qsort(maps, nm, sizeof *maps, by_name);
+    for (size_t j = 0; j < nk; j++) {
+        cJSON **m = bsearch(launch__str(kids[j], "map_parent"), maps, nm, sizeof *maps, name_is);
+        if (!m)
+            continue;
+        cJSON *list = cJSON_GetObjectItemCaseSensitive(*m, "children");
+        if (!list)
+            list = cJSON_AddArrayToObject(*m, "children");
+        cJSON_AddItemToArray(list, cJSON_DetachItemViaPointer(tasks, kids[j]));
+    }
+    free(kids);
+    free(maps);
+}
+
 int launch_cmd_status(const char *run_id)
 {
     char err[LAUNCH_ERR_MAX];
@@ -109,6 +167,7 @@ int launch_cmd_status(const char *run_id)
         cJSON_ArrayForEach(t, tasks) reused += launch__str(t, "reused_from") != NULL;
         cJSON_AddItemToObject(run, "retry_chain", retry_chain(&c, run));
         cJSON_AddNumberToObject(run, "tasks_reused", reused);
+        nest_children(tasks);
         cJSON_AddItemToObject(run, "tasks", tasks);
         launch__print_json(run);
         rc = LAUNCH_EXIT_OK;
@@ -240,7 +299,7 @@ int launch_cmd_result(const char *run_id, const char *task)
 {
     char err[LAUNCH_ERR_MAX];
     if (!proto_name_check(PROTO_NAME_RUN_ID, run_id, err, sizeof err) ||
-        !proto_name_check(PROTO_NAME_TASK, task, err, sizeof err)) {
+        !proto_name_check(PROTO_NAME_TASK_INSTANCE, task, err, sizeof err)) {
         fprintf(stderr, "dagy-launch: result: %s\n", err);
         return LAUNCH_EXIT_INVALID;
     }

@@ -27,13 +27,22 @@ static const char *const sched_fields[] = {"retries",       "retry_delay_seconds
 enum { S_RETRIES, S_DELAY, S_BACKOFF, S_MAX_DELAY, S_JITTER, S_TIMEOUT, S_COUNT };
 
 /* Task fields: the scheduling fields come last, at T_SCHED + S_*. */
-static const char *const task_fields[] = {"name",          "description",
-                                          "command",       "callable",
-                                          "kwargs",        "env",
-                                          "upstream",      "trigger_rule",
-                                          "executor",      "retries",       "retry_delay_seconds",
-                                          "retry_backoff", "retry_max_delay_seconds",
-                                          "retry_jitter",  "timeout_seconds"};
+static const char *const task_fields[] = {"name",
+                                          "description",
+                                          "command",
+                                          "callable",
+                                          "kwargs",
+                                          "env",
+                                          "upstream",
+                                          "trigger_rule",
+                                          "executor",
+                                          "map",
+                                          "retries",
+                                          "retry_delay_seconds",
+                                          "retry_backoff",
+                                          "retry_max_delay_seconds",
+                                          "retry_jitter",
+                                          "timeout_seconds"};
 enum {
     T_NAME,
     T_DESCRIPTION,
@@ -44,6 +53,7 @@ enum {
     T_UPSTREAM,
     T_TRIGGER,
     T_EXECUTOR,
+    T_MAP,
     T_SCHED
 };
 
@@ -343,6 +353,58 @@ static int parse_trigger(sched_trigger *out, const cJSON *v, const char *prefix,
                           prefix);
 }
 
+/* "map": {"over": NAME, "max_parallel": N >= 1, "allow_failures": K >= 0}; `over` is resolved
+ * (and checked to be an upstream task) in resolve_task. */
+static int parse_map(flowspec_task *t, const cJSON *v, const char *prefix, char *err)
+{
+    static const char *const fields[] = {"over", "max_parallel", "allow_failures"};
+    const cJSON *f[COUNT(fields)];
+    char pfx[200];
+    if (!cJSON_IsObject(v))
+        return flowspec__fail(err,
+                              "%sfield \"map\": must be an object like {\"over\": "
+                              "\"UPSTREAM_TASK\"}",
+                              prefix);
+    snprintf(pfx, sizeof pfx, "%smap: ", prefix);
+    int rc = collect(v, fields, COUNT(fields), f, pfx, err);
+    if (rc < 0)
+        return rc;
+    if (!f[0] || !cJSON_IsString(f[0]))
+        return flowspec__fail(err, "%sfield \"over\": must name an upstream task (a string)", pfx);
+    if (!(t->map = calloc(1, sizeof *t->map)) || !(t->map->over = strdup(f[0]->valuestring)))
+        return -ENOMEM;
+    if (f[1] && !json_int(f[1], 1, INT_MAX, &t->map->max_parallel))
+        return flowspec__fail(err, "%sfield \"max_parallel\": must be an integer >= 1", pfx);
+    if (f[2] && !json_int(f[2], 0, INT_MAX, &t->map->allow_failures))
+        return flowspec__fail(err, "%sfield \"allow_failures\": must be an integer >= 0", pfx);
+    return 0;
+}
+
+/* {{ item }} is an element of a map task's array: anywhere else it is an error. */
+static int check_no_item(const flowspec_task *t, const char *prefix, char *err)
+{
+    char where[300];
+    for (size_t i = 0; i < t->command_len; i++)
+        if (flowspec__uses_item(t->command[i])) {
+            snprintf(where, sizeof where, "command[%zu]", i);
+            goto fail;
+        }
+    for (size_t i = 0; i < t->env_len; i++)
+        if (flowspec__uses_item(strchr(t->env[i], '=') + 1)) {
+            snprintf(where, sizeof where, "env \"%.*s\"", (int)(strchr(t->env[i], '=') - t->env[i]),
+                     t->env[i]);
+            goto fail;
+        }
+    if (t->kwargs && flowspec__walk_kwargs(t->kwargs, flowspec__kw_uses_item, where) > 0)
+        goto fail;
+    return 0;
+fail:
+    return flowspec__fail(err,
+                          "%s%s: {{ item }} is only defined in a task with \"map\" (it is one "
+                          "element of the array mapped over)",
+                          prefix, where);
+}
+
 /* Validates the task's name (reported by position, since the name is what is wrong) and
  * registers it in the name table. */
 static int task_name(pctx *c, size_t i, const cJSON *t)
@@ -393,6 +455,7 @@ static int parse_task(pctx *c, size_t i, cJSON *t)
         (f[T_TRIGGER] && (rc = parse_trigger(&task->def.trigger, f[T_TRIGGER], prefix, c->err))) ||
         (f[T_EXECUTOR] && (rc = flowspec__parse_executor(f[T_EXECUTOR], &task->executor, prefix,
                                                          c->err))) ||
+        (f[T_MAP] && (rc = parse_map(task, f[T_MAP], prefix, c->err))) ||
         (rc = apply_sched_fields(f + T_SCHED, &task->def, prefix, c->err)))
         return rc;
     if (f[T_CALLABLE]) {
@@ -405,9 +468,9 @@ static int parse_task(pctx *c, size_t i, cJSON *t)
         if (!(task->callable = strdup(v->valuestring)))
             return -ENOMEM;
     }
-    if (f[T_KWARGS])
-        return parse_kwargs(task, t, (cJSON *)f[T_KWARGS], prefix, c->err);
-    return 0;
+    if (f[T_KWARGS] && (rc = parse_kwargs(task, t, (cJSON *)f[T_KWARGS], prefix, c->err)))
+        return rc;
+    return task->map ? 0 : check_no_item(task, prefix, c->err);
 }
 
 /* A kwargs value {"upstream": "NAME"} (an object with exactly that one member, at any depth
@@ -453,6 +516,20 @@ static int resolve_task(pctx *c, size_t i, size_t *mark)
     }
     t->def.upstream = t->upstream;
     t->def.n_upstream = t->n_upstream;
+    if (t->map) {
+        long o = flowspec__map_get(c->s->index, t->map->over);
+        if (o < 0 || mark[o] != i + 1)
+            return flowspec__fail(c->err,
+                                  "%smap: field \"over\": \"%.128s\" is not listed in "
+                                  "\"upstream\" (a map runs over the result of a direct upstream "
+                                  "task)",
+                                  prefix, t->map->over);
+        t->map->over_index = (size_t)o;
+        t->def.map = true;
+        t->def.map_over = (size_t)o;
+        t->def.map_max_parallel = t->map->max_parallel;
+        t->def.map_allow_failures = t->map->allow_failures;
+    }
     kw_ctx k = {
         .prefix = prefix, .err = c->err, .names = c->s->index, .mark = mark, .stamp = i + 1};
     return flowspec__walk_kwargs(t->kwargs, check_kw_ref, &k);
@@ -689,25 +766,32 @@ int flowspec_load(const char *path, flowspec **out, char *err)
     return rc;
 }
 
+void flowspec_task_clear(flowspec_task *t)
+{
+    for (size_t k = 0; t->command && t->command[k]; k++)
+        free(t->command[k]);
+    for (size_t k = 0; t->env && t->env[k]; k++)
+        free(t->env[k]);
+    free(t->command);
+    free(t->env);
+    free(t->name);
+    free(t->callable);
+    free(t->description);
+    free(t->upstream);
+    cJSON_Delete(t->kwargs);
+    if (t->map)
+        free(t->map->over);
+    free(t->map);
+    flowspec__executor_free(t->executor);
+    memset(t, 0, sizeof *t);
+}
+
 void flowspec_free(flowspec *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < s->n_tasks; i++) {
-        flowspec_task *t = &s->tasks[i];
-        for (size_t k = 0; t->command && t->command[k]; k++)
-            free(t->command[k]);
-        for (size_t k = 0; t->env && t->env[k]; k++)
-            free(t->env[k]);
-        free(t->command);
-        free(t->env);
-        free(t->name);
-        free(t->callable);
-        free(t->description);
-        free(t->upstream);
-        cJSON_Delete(t->kwargs);
-        flowspec__executor_free(t->executor);
-    }
+    for (size_t i = 0; i < s->n_tasks; i++)
+        flowspec_task_clear(&s->tasks[i]);
     if (s->index)
         flowspec__map_free(s->index);
     free(s->index);

@@ -22,6 +22,14 @@ typedef struct {
     char *capacity_provider; /* FARGATE, FARGATE_SPOT, or NULL: launch type FARGATE */
 } flowspec_executor;
 
+/* "map": {"over": "UPSTREAM", "max_parallel": N, "allow_failures": K} (docs/flow-spec.md). */
+typedef struct {
+    char *over;         /* the upstream task whose result (a JSON array) is mapped over */
+    size_t over_index;  /* its index in flowspec.tasks */
+    int max_parallel;   /* 0: no bound of its own */
+    int allow_failures; /* 0 by default */
+} flowspec_map;
+
 typedef struct {
     char *name;
     char **command; /* NULL-terminated argv, or NULL for a callable task */
@@ -36,6 +44,9 @@ typedef struct {
                            the fields above */
     char *description;  /* or NULL */
     flowspec_executor *executor; /* or NULL: run in the agent's container */
+    flowspec_map *map;  /* a map task, or NULL. Its templates stay unexpanded after
+                           flowspec_render (checked there): flowspec_render_child expands them
+                           once per element, with {{ item }} */
 } flowspec_task;
 
 typedef struct {
@@ -79,6 +90,16 @@ void flowspec_free(flowspec *s); /* NULL is fine */
  * `vars` (or vars == NULL) expand to "". Inserted values are not expanded again. After a failure
  * the spec may be partly expanded: free it rather than run it. */
 int flowspec_render(flowspec *s, const flowspec_vars *vars, char *err);
+
+/* The task of one element of a map task: a deep copy of `map` rendered with vars and `item`
+ * (the element as compact JSON text: {{ item }} inserts a string element as it is, any other
+ * as that JSON), named "NAME[index]", its env extended with DAGY_MAP_ITEM (the element) and
+ * DAGY_MAP_INDEX, no `map`. Returns 0, or -EINVAL/-ENOMEM with err (a value over the template
+ * size limit); *out is then cleared. Free with flowspec_task_clear(). */
+int flowspec_render_child(const flowspec_task *map, const flowspec_vars *vars, const char *item,
+                          size_t index, flowspec_task *out, char *err);
+/* Frees what one task owns (not the struct itself). */
+void flowspec_task_clear(flowspec_task *t);
 
 /* Expands templates in one string; returns a malloc'd string or NULL with err set. `where` is
  * used as the prefix of the message ("task \"x\": command[2]"; may be NULL). */

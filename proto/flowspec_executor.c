@@ -143,3 +143,16 @@ void flowspec__executor_free(flowspec_executor *e)
     free(e->capacity_provider);
     free(e);
 }
+
+flowspec_executor *flowspec__executor_dup(const flowspec_executor *e)
+{
+    flowspec_executor *d = e ? malloc(sizeof *d) : NULL;
+    if (!d)
+        return NULL;
+    *d = *e;
+    if (e->capacity_provider && !(d->capacity_provider = strdup(e->capacity_provider))) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}

@@ -186,6 +186,14 @@ static void dot_label(FILE *f, const flowspec_task *t)
     static const char *const rules[] = {"all_success", "all_done", "one_failed", "none_failed"};
     enum { SHOW = 40 };
     dot_escaped(f, t->name, 0);
+    if (t->map) { /* one box stands for every child: NAME[*] */
+        fputs("[*] over ", f);
+        dot_escaped(f, t->map->over, 0);
+        if (t->map->max_parallel)
+            fprintf(f, "\\nmax_parallel %d", t->map->max_parallel);
+        if (t->map->allow_failures)
+            fprintf(f, "\\nallow_failures %d", t->map->allow_failures);
+    }
     if (t->callable) {
         fputs("\\n", f);
         dot_escaped(f, t->callable, SHOW);
@@ -212,7 +220,7 @@ void flowspec_write_dot(const flowspec *s, FILE *f)
         dot_escaped(f, s->tasks[i].name, 0);
         fputs("\" [label=\"", f);
         dot_label(f, &s->tasks[i]);
-        fputs("\"];\n", f);
+        fputs(s->tasks[i].map ? "\", style=\"rounded,bold\", peripheries=2];\n" : "\"];\n", f);
     }
     for (size_t i = 0; i < s->n_tasks; i++) {
         const flowspec_task *t = &s->tasks[i];
@@ -221,7 +229,11 @@ void flowspec_write_dot(const flowspec *s, FILE *f)
             dot_escaped(f, s->tasks[t->upstream[k]].name, 0);
             fputs("\" -> \"", f);
             dot_escaped(f, t->name, 0);
-            fputs("\";\n", f);
+            /* The edge a map fans out over. */
+            fputs(t->map && t->upstream[k] == t->map->over_index
+                      ? "\" [style=bold, label=\"map\"];\n"
+                      : "\";\n",
+                  f);
         }
     }
     fputs("}\n", f);

@@ -18,6 +18,7 @@ typedef enum {
     TV_FLOW_VERSION,
     TV_ORG_ID,
     TV_ENVIRONMENT,
+    TV_ITEM, /* a map child's element (parse_task refuses it outside a map task) */
 } tvar;
 
 static const struct {
@@ -25,7 +26,7 @@ static const struct {
     tvar var;
 } plain_vars[] = {
     {"run_id", TV_RUN_ID}, {"flow_name", TV_FLOW_NAME},     {"flow_version", TV_FLOW_VERSION},
-    {"org_id", TV_ORG_ID}, {"environment", TV_ENVIRONMENT},
+    {"org_id", TV_ORG_ID}, {"environment", TV_ENVIRONMENT}, {"item", TV_ITEM},
 };
 
 /* One recognised template. */
@@ -96,7 +97,7 @@ static int classify(const char *body, size_t n, tmpl *t, char *why)
         }
     snprintf(why, WHY_MAX,
              "unknown template variable \"%s\" (known: parameters.NAME, run_id, flow_name, "
-             "flow_version, org_id, environment)",
+             "flow_version, org_id, environment, item)",
              shown);
     return -EINVAL;
 }
@@ -159,8 +160,20 @@ static int add_param(sbuf *b, const flowspec_vars *vars, const char *name, char 
     return rc;
 }
 
+/* Appends a map child's element: a string as it is, anything else as its compact JSON. */
+static int add_item(sbuf *b, const char *item, char *why)
+{
+    if (item[0] != '"')
+        return sbuf_add(b, item, strlen(item), why);
+    cJSON *v = cJSON_Parse(item);
+    int rc = cJSON_IsString(v) ? sbuf_add(b, v->valuestring, strlen(v->valuestring), why)
+                               : (snprintf(why, WHY_MAX, "out of memory"), -ENOMEM);
+    cJSON_Delete(v);
+    return rc;
+}
+
 /* Appends the value of one template (vars may be NULL: every plain variable is then ""). */
-static int add_value(sbuf *b, const tmpl *t, const flowspec_vars *vars, char *why)
+static int add_value(sbuf *b, const tmpl *t, const flowspec_vars *vars, const char *item, char *why)
 {
     const char *v = NULL;
     switch (t->var) {
@@ -181,12 +194,14 @@ static int add_value(sbuf *b, const tmpl *t, const flowspec_vars *vars, char *wh
     case TV_ENVIRONMENT:
         v = vars ? vars->environment : NULL;
         break;
+    case TV_ITEM:
+        return item ? add_item(b, item, why) : 0;
     }
     return v ? sbuf_add(b, v, strlen(v), why) : 0;
 }
 
 /* Scans `in`; with out == NULL only checks syntax, otherwise expands into out. */
-static int scan(const char *in, const flowspec_vars *vars, sbuf *out, char *why)
+static int scan(const char *in, const flowspec_vars *vars, const char *item, sbuf *out, char *why)
 {
     const char *p = in, *q;
     int rc;
@@ -195,11 +210,34 @@ static int scan(const char *in, const flowspec_vars *vars, sbuf *out, char *why)
         if ((rc = parse_one(q, &t, why)) < 0)
             return rc;
         if (out && ((rc = sbuf_add(out, p, (size_t)(q - p), why)) < 0 ||
-                    (rc = add_value(out, &t, vars, why)) < 0))
+                    (rc = add_value(out, &t, vars, item, why)) < 0))
             return rc;
         p = t.end;
     }
     return out ? sbuf_add(out, p, strlen(p), why) : 0;
+}
+
+bool flowspec__uses_item(const char *in)
+{
+    const char *p = in, *q;
+    char why[WHY_MAX];
+    while ((q = strstr(p, "{{")) != NULL) {
+        tmpl t;
+        if (parse_one(q, &t, why) < 0)
+            return false;
+        if (t.var == TV_ITEM)
+            return true;
+        p = t.end;
+    }
+    return false;
+}
+
+int flowspec__kw_uses_item(cJSON *str, const char *path, void *ud)
+{
+    if (!flowspec__uses_item(str->valuestring))
+        return 0;
+    snprintf(ud, 300, "%s", path);
+    return 1;
 }
 
 static void report(char *err, const char *where, const char *why)
@@ -213,17 +251,19 @@ static void report(char *err, const char *where, const char *why)
 int flowspec_check_templates(const char *in, const char *where, char *err)
 {
     char why[WHY_MAX];
-    int rc = scan(in, NULL, NULL, why);
+    int rc = scan(in, NULL, NULL, NULL, why);
     if (rc < 0)
         report(err, where, why);
     return rc;
 }
 
-char *flowspec_expand(const char *in, const flowspec_vars *vars, const char *where, char *err)
+/* flowspec_expand, with a map child's element for {{ item }} (NULL: expands to ""). */
+static char *expand(const char *in, const flowspec_vars *vars, const char *item, const char *where,
+                    char *err)
 {
     char why[WHY_MAX];
     sbuf b = {0};
-    if (scan(in, vars, &b, why) < 0) {
+    if (scan(in, vars, item, &b, why) < 0) {
         free(b.p);
         report(err, where, why);
         return NULL;
@@ -273,8 +313,14 @@ int flowspec__walk_kwargs(cJSON *kwargs, flowspec__kw_fn fn, void *ud)
     return kwargs ? walk(kwargs, path, strlen(path), sizeof(path), fn, ud) : 0;
 }
 
+char *flowspec_expand(const char *in, const flowspec_vars *vars, const char *where, char *err)
+{
+    return expand(in, vars, NULL, where, err);
+}
+
 typedef struct {
     const flowspec_vars *vars;
+    const char *item;
     const char *task;
     char *err;
 } render_ctx;
@@ -285,7 +331,7 @@ static int render_kw(cJSON *str, const char *path, void *ud)
     render_ctx *c = ud;
     char where[320];
     snprintf(where, sizeof(where), "task \"%s\": %s", c->task, path);
-    char *v = flowspec_expand(str->valuestring, c->vars, where, c->err);
+    char *v = expand(str->valuestring, c->vars, c->item, where, c->err);
     if (!v)
         return -EINVAL;
     char *set = cJSON_SetValuestring(str, v);
@@ -298,13 +344,14 @@ static int render_kw(cJSON *str, const char *path, void *ud)
 }
 
 /* Expands one "NAME=VALUE" env entry in place; the name never holds a template. */
-static int render_env(char **entry, const char *task, const flowspec_vars *vars, char *err)
+static int render_env(char **entry, const char *task, const flowspec_vars *vars, const char *item,
+                      char *err)
 {
     char where[320];
     const char *eq = strchr(*entry, '=');
     size_t nlen = (size_t)(eq - *entry);
     snprintf(where, sizeof(where), "task \"%s\": env \"%.*s\"", task, (int)nlen, *entry);
-    char *v = flowspec_expand(eq + 1, vars, where, err);
+    char *v = expand(eq + 1, vars, item, where, err);
     if (!v)
         return -EINVAL;
     char *pair = malloc(nlen + strlen(v) + 2);
@@ -322,30 +369,115 @@ static int render_env(char **entry, const char *task, const flowspec_vars *vars,
 }
 
 /* Expands every templated field of one task. */
-static int render_task(flowspec_task *t, const flowspec_vars *vars, char *err)
+static int render_task(flowspec_task *t, const flowspec_vars *vars, const char *item, char *err)
 {
     char where[320];
     for (size_t i = 0; i < t->command_len; i++) {
         snprintf(where, sizeof(where), "task \"%s\": command[%zu]", t->name, i);
-        char *v = flowspec_expand(t->command[i], vars, where, err);
+        char *v = expand(t->command[i], vars, item, where, err);
         if (!v)
             return -EINVAL;
         free(t->command[i]);
         t->command[i] = v;
     }
     for (size_t i = 0; i < t->env_len; i++) {
-        int rc = render_env(&t->env[i], t->name, vars, err);
+        int rc = render_env(&t->env[i], t->name, vars, item, err);
         if (rc < 0)
             return rc;
     }
-    render_ctx c = {vars, t->name, err};
+    render_ctx c = {vars, item, t->name, err};
     return flowspec__walk_kwargs(t->kwargs, render_kw, &c);
+}
+
+/* Copies a NULL-terminated string array of n entries with `extra` more slots. */
+static char **dup_strv(char *const *v, size_t n, size_t extra)
+{
+    char **out = calloc(n + extra + 1, sizeof *out);
+    for (size_t i = 0; out && i < n; i++)
+        if (!(out[i] = strdup(v[i]))) {
+            for (size_t k = 0; k < i; k++)
+                free(out[k]);
+            free(out);
+            return NULL;
+        }
+    return out;
+}
+
+/* A deep copy of t's definition (no map, no description), named `name`, with `extra_env` free
+ * env slots. 0 or -ENOMEM (out cleared). */
+static int copy_task(const flowspec_task *t, const char *name, size_t extra_env, flowspec_task *out)
+{
+    memset(out, 0, sizeof *out);
+    out->name = strdup(name);
+    out->command = t->command ? dup_strv(t->command, t->command_len, 0) : NULL;
+    out->command_len = t->command_len;
+    out->env = dup_strv(t->env ? t->env : (char *[]){NULL}, t->env_len, extra_env);
+    out->env_len = t->env_len;
+    out->callable = t->callable ? strdup(t->callable) : NULL;
+    out->kwargs = t->kwargs ? cJSON_Duplicate(t->kwargs, true) : NULL;
+    out->upstream = malloc((t->n_upstream ? t->n_upstream : 1) * sizeof *out->upstream);
+    out->n_upstream = t->n_upstream;
+    out->executor = flowspec__executor_dup(t->executor); /* a map child runs where its map says */
+    if (!out->name || (t->command && !out->command) || !out->env ||
+        (t->callable && !out->callable) || (t->kwargs && !out->kwargs) || !out->upstream ||
+        (t->executor && !out->executor)) {
+        flowspec_task_clear(out);
+        return -ENOMEM;
+    }
+    memcpy(out->upstream, t->upstream, t->n_upstream * sizeof *out->upstream);
+    out->def = t->def;
+    out->def.name = out->name;
+    out->def.upstream = out->upstream;
+    out->def.map = false;
+    return 0;
+}
+
+int flowspec_render_child(const flowspec_task *map, const flowspec_vars *vars, const char *item,
+                          size_t index, flowspec_task *out, char *err)
+{
+    char name[160], num[24];
+    snprintf(name, sizeof name, "%s[%zu]", map->name, index);
+    snprintf(num, sizeof num, "%zu", index);
+    item = item ? item : "null";
+    int rc = copy_task(map, name, 2, out);
+    if (rc < 0)
+        return flowspec__fail(err, "task \"%s\": out of memory", name), rc;
+    if ((rc = render_task(out, vars, item, err)) < 0) {
+        flowspec_task_clear(out);
+        return rc;
+    }
+    size_t il = strlen(item);
+    char *e1 = malloc(il + sizeof "DAGY_MAP_ITEM="), *e2 = malloc(strlen(num) + 16);
+    if (!e1 || !e2) {
+        free(e1), free(e2);
+        flowspec_task_clear(out);
+        return flowspec__fail(err, "task \"%s\": out of memory", name), -ENOMEM;
+    }
+    sprintf(e1, "DAGY_MAP_ITEM=%s", item);
+    sprintf(e2, "DAGY_MAP_INDEX=%s", num);
+    out->env[out->env_len++] = e1;
+    out->env[out->env_len++] = e2;
+    return 0;
+}
+
+/* A map task's templates are expanded per element (flowspec_render_child); here they are only
+ * tried, with a null element, so an unset parameter is still reported before anything runs. */
+static int check_map_task(const flowspec_task *t, const flowspec_vars *vars, char *err)
+{
+    flowspec_task trial;
+    int rc = copy_task(t, t->name, 0, &trial);
+    if (rc < 0)
+        return flowspec__fail(err, "task \"%s\": out of memory", t->name), rc;
+    rc = render_task(&trial, vars, "null", err);
+    flowspec_task_clear(&trial);
+    return rc;
 }
 
 int flowspec_render(flowspec *s, const flowspec_vars *vars, char *err)
 {
     for (size_t i = 0; i < s->n_tasks; i++) {
-        int rc = render_task(&s->tasks[i], vars, err);
+        flowspec_task *t = &s->tasks[i];
+        int rc = t->map ? check_map_task(t, vars, err) : render_task(t, vars, NULL, err);
         if (rc < 0)
             return rc;
     }

@@ -13,6 +13,7 @@ static const char *const nouns[] = {
     [PROTO_NAME_SLUG] = "package slug",
     [PROTO_NAME_DEPLOYMENT] = "deployment name",
     [PROTO_NAME_ENVIRONMENT] = "environment",
+    [PROTO_NAME_TASK_INSTANCE] = "task name",
 };
 
 const char *proto_name_noun(proto_name_kind kind)
@@ -44,15 +45,32 @@ static void quote(const char *s, char *out, size_t n)
     out[k < n ? k : n - 1] = '\0';
 }
 
+/* Length of the "[INDEX]" suffix of a map child's id (INDEX: 1-7 digits, no leading zero), or
+ * 0 when s has none. */
+static size_t instance_suffix(const char *s, size_t len)
+{
+    if (len < 3 || s[len - 1] != ']')
+        return 0;
+    size_t d = len - 1;
+    while (d > 0 && s[d - 1] >= '0' && s[d - 1] <= '9')
+        d--;
+    size_t digits = len - 1 - d;
+    if (d == 0 || s[d - 1] != '[' || digits == 0 || digits > 7 || (digits > 1 && s[d] == '0'))
+        return 0;
+    return digits + 2;
+}
+
 bool proto_name_check(proto_name_kind kind, const char *s, char *err, size_t errlen)
 {
     const char *why = NULL;
     size_t len = s ? strlen(s) : 0;
+    if (kind == PROTO_NAME_TASK_INSTANCE && s)
+        len -= instance_suffix(s, len); /* the name part follows the rule of every name */
     if (!s || !len)
         why = "is empty";
     else if (len > PROTO_NAME_MAX)
         why = "is longer than 128 characters";
-    else if (!strcmp(s, ".") || !strcmp(s, ".."))
+    else if ((len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
         why = "may not be \".\" or \"..\"";
     else
         for (size_t i = 0; i < len && !why; i++)

@@ -19,6 +19,9 @@ typedef enum {
     PROTO_NAME_SLUG,
     PROTO_NAME_DEPLOYMENT,
     PROTO_NAME_ENVIRONMENT,
+    PROTO_NAME_TASK_INSTANCE, /* a task name, or a map child's derived id "NAME[INDEX]" (INDEX
+                                 decimal, no leading zero, at most 7 digits): status items,
+                                 result keys; never a spec's task name */
 } proto_name_kind;
 
 /* The noun for `kind`, e.g. "run id". Static storage. */

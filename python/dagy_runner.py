@@ -98,8 +98,29 @@ def is_upstream_ref(value):
     )
 
 
+def is_map_item_ref(value):
+    """True for exactly {"map_item": true}: "the element of the array this map child runs for"
+    (the Python SDK's Task.map writes it for the mapped argument)."""
+    return isinstance(value, dict) and len(value) == 1 and value.get("map_item") is True
+
+
+def map_item(where):
+    """The element this map child runs for (DAGY_MAP_ITEM, compact JSON)."""
+    text = os.environ.get("DAGY_MAP_ITEM")
+    if text is None:
+        raise RunnerError("%s refers to the map item, but this task is not a child of a map "
+                          "(DAGY_MAP_ITEM is not set)" % where, EXIT_USAGE)
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise RunnerError("DAGY_MAP_ITEM is not valid JSON: %s" % e, EXIT_USAGE)
+
+
 def substitute(value, inputs, where="kwargs"):
-    """Returns `value` with every upstream reference, at any depth, replaced by its result."""
+    """Returns `value` with every upstream reference and map-item reference, at any depth,
+    replaced by its value (which is not scanned again)."""
+    if is_map_item_ref(value):
+        return map_item(where)
     if is_upstream_ref(value):
         name = value["upstream"]
         if name not in inputs:

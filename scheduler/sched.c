@@ -2,8 +2,9 @@
  * as the outcome is certain, retries with backoff and jitter, per-attempt timeouts and the drain.
  * Pure data: the driver supplies the time; every transition goes through set_state(). Cost is
  * O((tasks + edges) log tasks) for a whole run: downstream lists are precomputed, readiness is
- * counted, and ready/retry/timeout queues are binary min-heaps. */
-#include "scheduler/sched.h"
+ * counted, and ready/retry/timeout queues are binary min-heaps. Map nodes' fan-out is in
+ * sched_map.c. */
+#include "scheduler/sched_int.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -12,64 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define NO_POS UINT32_MAX
-/* Delays and timeouts are clamped here (about 142 years) so now + delay can never wrap. */
-#define MAX_MS ((uint64_t)1 << 52)
-
-/* One task run. Kept small: a 2000-task plan is ~100 bytes a task plus the edges. */
-struct task {
-    const char *name;        /* points into plan->names */
-    double delay_s;          /* retry_delay_seconds */
-    double backoff;          /* retry_backoff */
-    double max_delay_s;      /* retry_max_delay_seconds */
-    double timeout_s;        /* <= 0: no timeout */
-    uint64_t due_ms;         /* RUNNING: timeout deadline; RETRYING: when eligible again */
-    uint64_t retry_delay_ms; /* delay chosen for the pending retry */
-    uint32_t n_up;           /* upstream count */
-    uint32_t n_succ, n_fail, n_skip, n_cancel; /* finished upstreams by outcome */
-    uint32_t heap_pos; /* index in whichever heap holds the task (at most one), or NO_POS */
-    uint32_t cause;    /* PENDING: the finished upstream with the worst outcome so far;
-                          SKIPPED: the upstream that decided it (NO_POS: none) */
-    uint32_t root;     /* SKIPPED by a failure or cancel: the FAILED/CANCELLED task at its root */
-    int attempt, max_attempts;
-    uint8_t state;      /* sched_state */
-    uint8_t trigger;    /* sched_trigger */
-    uint8_t skip_cause; /* sched_skip_cause, once SKIPPED */
-    bool jitter;
-    bool finishing; /* RUNNING, process ended, slot released (sched_finishing) */
-};
-
-/* A binary min-heap of task indices. Unkeyed heaps order by index (spec order); keyed ones by
- * (due_ms, index). A task sits in at most one heap at a time (ready: eligible to start; retry:
- * waiting out a delay; timeout: running with a deadline), so one heap_pos per task suffices. */
-typedef struct {
-    uint32_t *a;
-    uint32_t n;
-    bool keyed;
-} heap;
-
-struct sched_plan {
-    struct task *tasks;
-    size_t n;
-    uint32_t *down_off; /* n + 1 offsets into down[] (CSR adjacency) */
-    uint32_t *down;     /* downstream task indices */
-    char *names;        /* all names, NUL-separated */
-    uint32_t *work;     /* ring of tasks that just became terminal, awaiting propagation */
-    size_t work_head, work_len;
-    heap ready, retry, timeout;
-    size_t count[SCHED_CANCELLED + 1]; /* tasks per state */
-    size_t n_terminal;
-    size_t n_finishing; /* RUNNING tasks that no longer hold a max_parallel slot */
-    int max_parallel;
-    bool draining;
-    uint64_t rng; /* splitmix64 state for jitter */
-    char *msg;    /* reason buffer, valid during one callback */
-    size_t msg_cap;
-    size_t footprint;
-    sched_transition_cb cb;
-    void *ud;
-};
 
 static const char *const state_names[] = {"PENDING", "RUNNING", "RETRYING", "SUCCEEDED",
                                           "FAILED",  "SKIPPED", "CANCELLED"};
@@ -185,7 +128,7 @@ static void sift_down(sched_plan *p, heap *h, uint32_t k)
     heap_put(p, h, k, x);
 }
 
-static void heap_push(sched_plan *p, heap *h, uint32_t x)
+void sched__heap_push(sched_plan *p, heap *h, uint32_t x)
 {
     assert(p->tasks[x].heap_pos == NO_POS && h->n < p->n);
     h->a[h->n] = x;
@@ -224,7 +167,7 @@ static void heap_clear(sched_plan *p, heap *h)
 /* ---- transitions ---- */
 
 /* Formats a reason into the plan's buffer, growing it if needed (truncates if it cannot). */
-static const char *reasonf(sched_plan *p, const char *fmt, ...)
+const char *sched__reasonf(sched_plan *p, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -261,6 +204,8 @@ static void set_state(sched_plan *p, uint32_t i, sched_state to, const char *rea
     }
     if (p->cb)
         p->cb(p->ud, i, from, to, reason);
+    if (sched_state_terminal(to) && t->parent != NO_POS)
+        sched__child_done(p, i);
 }
 
 typedef enum { DECIDE_WAIT, DECIDE_READY, DECIDE_SKIP } decision;
@@ -332,23 +277,35 @@ static const char *skip_task(sched_plan *p, uint32_t d, uint32_t up)
         t->root = c->state == SCHED_SKIPPED ? c->root : t->cause;
         const char *what = o == OUT_FAILED ? "failed" : "cancelled";
         if (t->root == t->cause)
-            return reasonf(p, "upstream %s: \"%s\" is %s (trigger_rule %s)", what, c->name,
-                           state_names[c->state], rule);
-        return reasonf(p, "upstream %s: \"%s\" was skipped because \"%s\" %s%s (trigger_rule %s)",
-                       what, c->name, p->tasks[t->root].name, o == OUT_FAILED ? "" : "was ",
-                       state_names[p->tasks[t->root].state], rule);
+            return sched__reasonf(p, "upstream %s: \"%s\" is %s (trigger_rule %s)", what, c->name,
+                                  state_names[c->state], rule);
+        return sched__reasonf(
+            p, "upstream %s: \"%s\" was skipped because \"%s\" %s%s (trigger_rule %s)", what,
+            c->name, p->tasks[t->root].name, o == OUT_FAILED ? "" : "was ",
+            state_names[p->tasks[t->root].state], rule);
     }
     t->skip_cause = SCHED_SKIP_TRIGGER_RULE;
     if (t->trigger == SCHED_ONE_FAILED) {
         t->cause = up;
-        return reasonf(p,
-                       "trigger_rule %s not met: no upstream task failed (last finished \"%s\" "
-                       "is %s)",
-                       rule, p->tasks[up].name, state_names[p->tasks[up].state]);
+        return sched__reasonf(
+            p,
+            "trigger_rule %s not met: no upstream task failed (last finished \"%s\" "
+            "is %s)",
+            rule, p->tasks[up].name, state_names[p->tasks[up].state]);
     }
     assert(t->cause != NO_POS); /* all_success skips by rule only after a skipped upstream */
-    return reasonf(p, "trigger_rule %s not met: upstream \"%s\" is SKIPPED", rule,
-                   p->tasks[t->cause].name);
+    return sched__reasonf(p, "trigger_rule %s not met: upstream \"%s\" is SKIPPED", rule,
+                          p->tasks[t->cause].name);
+}
+
+/* Why map node d is skipped when the upstream it maps over ended without success (o). */
+static const char *map_skip(sched_plan *p, uint32_t d, uint32_t up, outcome o)
+{
+    if (o == OUT_FAILED || o == OUT_CANCELLED)
+        return skip_task(p, d, up);
+    p->tasks[d].skip_cause = SCHED_SKIP_TRIGGER_RULE;
+    return sched__reasonf(p, "map over \"%s\": it is SKIPPED, so there is no array to map over",
+                          p->tasks[up].name);
 }
 
 /* Counts the outcome of terminal task `up` into downstream task d and acts on the decision. */
@@ -361,11 +318,19 @@ static void notify_downstream(sched_plan *p, uint32_t up, uint32_t d)
     /* Already decided (queued, started, skipped or cancelled): later outcomes change nothing. */
     if (t->state != SCHED_PENDING || t->heap_pos != NO_POS || p->draining)
         return;
+    bool map = t->map != NO_POS;
+    if (map && up == p->maps[t->map].over && o != OUT_SUCCEEDED) {
+        t->cause = up; /* no array to map over, whatever the trigger rule */
+        set_state(p, d, SCHED_SKIPPED, map_skip(p, d, up, o));
+        return;
+    }
     if (o != OUT_SUCCEEDED && (t->cause == NO_POS || o > outcome_of(&p->tasks[t->cause])))
         t->cause = up;
     switch (decide(t)) {
     case DECIDE_READY:
-        heap_push(p, &p->ready, d);
+        /* A map also needs its array: it waits for `over` whatever its rule says. */
+        if (!map || p->tasks[p->maps[t->map].over].state == SCHED_SUCCEEDED)
+            sched__heap_push(p, &p->ready, d);
         break;
     case DECIDE_SKIP:
         set_state(p, d, SCHED_SKIPPED, skip_task(p, d, up));
@@ -383,6 +348,8 @@ static void propagate(sched_plan *p)
         uint32_t up = p->work[p->work_head];
         p->work_head = (p->work_head + 1) % p->n;
         p->work_len--;
+        if (up >= p->n_static)
+            continue; /* a map child: no edges (its map node is told in child_done) */
         for (uint32_t e = p->down_off[up]; e < p->down_off[up + 1]; e++)
             notify_downstream(p, up, p->down[e]);
     }
@@ -452,7 +419,7 @@ static void init_task(struct task *t, const sched_task_def *d, const char *name)
     t->max_delay_s = d->retry_max_delay_seconds;
     t->timeout_s = d->timeout_seconds;
     t->n_up = (uint32_t)d->n_upstream;
-    t->heap_pos = t->cause = t->root = NO_POS;
+    t->heap_pos = t->cause = t->root = t->parent = t->map = NO_POS;
     t->max_attempts = (d->retries > 0 ? d->retries : 0) + 1;
     t->state = SCHED_PENDING;
     t->trigger = (uint8_t)d->trigger;
@@ -496,7 +463,7 @@ int sched_new(const sched_task_def *defs, size_t n, int max_parallel, uint64_t s
     sched_plan *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
-    p->n = n;
+    p->n = p->n_static = n;
     p->max_parallel = max_parallel;
     p->rng = seed;
     p->cb = cb;
@@ -512,12 +479,12 @@ int sched_new(const sched_task_def *defs, size_t n, int max_parallel, uint64_t s
         init_task(&p->tasks[i], &defs[i], name);
         name += l;
     }
-    if ((rc = build_edges(p, defs)) || (rc = check_graph(p)))
+    if ((rc = build_edges(p, defs)) || (rc = check_graph(p)) || (rc = sched__init_maps(p, defs)))
         goto fail;
     p->count[SCHED_PENDING] = n;
     for (size_t i = 0; i < n; i++)
         if (p->tasks[i].n_up == 0)
-            heap_push(p, &p->ready, (uint32_t)i);
+            sched__heap_push(p, &p->ready, (uint32_t)i);
     *out = p;
     return 0;
 fail:
@@ -538,6 +505,10 @@ void sched_free(sched_plan *p)
     free(p->retry.a);
     free(p->timeout.a);
     free(p->msg);
+    for (size_t k = 0; p->maps && k < p->n_maps; k++)
+        free(p->maps[k].names);
+    free(p->maps);
+    free(p->joined);
     free(p);
 }
 
@@ -552,11 +523,14 @@ long sched_next(sched_plan *p, uint64_t now_ms)
     struct task *t = &p->tasks[i];
     t->attempt++;
     t->retry_delay_ms = 0;
-    if (t->timeout_s > 0) {
+    if (t->map != NO_POS) { /* expanded by the driver; its children hold the slots */
+        t->finishing = true;
+        p->n_finishing++;
+    } else if (t->timeout_s > 0) {
         uint64_t ms = to_ms(t->timeout_s);
         ms = ms ? ms : 1; /* a sub-millisecond timeout is still a timeout */
         t->due_ms = now_ms > UINT64_MAX - ms ? UINT64_MAX : now_ms + ms;
-        heap_push(p, &p->timeout, i);
+        sched__heap_push(p, &p->timeout, i);
     }
     set_state(p, i, SCHED_RUNNING, NULL);
     return (long)i;
@@ -581,11 +555,11 @@ static void exit_failed(sched_plan *p, uint32_t i, const char *reason, uint64_t 
     }
     t->retry_delay_ms = retry_delay_ms(p, t, t->attempt);
     if (t->retry_delay_ms == 0) {
-        heap_push(p, &p->ready, i);
+        sched__heap_push(p, &p->ready, i);
     } else {
         t->due_ms =
             now_ms > UINT64_MAX - t->retry_delay_ms ? UINT64_MAX : now_ms + t->retry_delay_ms;
-        heap_push(p, &p->retry, i);
+        sched__heap_push(p, &p->retry, i);
     }
     set_state(p, i, SCHED_RETRYING, reason);
 }
@@ -599,7 +573,8 @@ static const char *timeout_reason(sched_plan *p, uint32_t i, const char *error)
         snprintf(num, sizeof num, "%.0f", s);
     else
         snprintf(num, sizeof num, "%g", s);
-    return reasonf(p, "exceeded timeout of %s s%s%s", num, error ? ": " : "", error ? error : "");
+    return sched__reasonf(p, "exceeded timeout of %s s%s%s", num, error ? ": " : "",
+                          error ? error : "");
 }
 
 void sched_exited(sched_plan *p, size_t task, sched_exit how, const char *error, uint64_t now_ms)
@@ -608,6 +583,12 @@ void sched_exited(sched_plan *p, size_t task, sched_exit how, const char *error,
     if (task >= p->n || p->tasks[task].state != SCHED_RUNNING)
         return; /* release builds: a misbehaving driver must not corrupt the heaps */
     uint32_t i = (uint32_t)task;
+    const struct task *t = &p->tasks[i];
+    bool open_map =
+        t->map != NO_POS && p->maps[t->map].expanded && p->maps[t->map].done < p->maps[t->map].n;
+    assert(!open_map); /* a map ends only once joined */
+    if (open_map)
+        return;
     if (p->tasks[i].heap_pos != NO_POS)
         heap_remove(p, &p->timeout, i);
     if (p->tasks[i].finishing) {
@@ -647,7 +628,7 @@ uint64_t sched_next_deadline(const sched_plan *p)
 void sched_tick(sched_plan *p, uint64_t now_ms, void (*on_timeout)(void *ud, size_t task), void *ud)
 {
     while (p->retry.n > 0 && p->tasks[p->retry.a[0]].due_ms <= now_ms)
-        heap_push(p, &p->ready, heap_pop(p, &p->retry));
+        sched__heap_push(p, &p->ready, heap_pop(p, &p->retry));
     /* Pop before calling out: the attempt leaves the heap, so it times out exactly once even if
      * the callback reports the exit synchronously. */
     while (p->timeout.n > 0 && p->tasks[p->timeout.a[0]].due_ms <= now_ms) {

@@ -60,6 +60,13 @@ typedef struct {
     double retry_max_delay_seconds; /* cap */
     bool retry_jitter;              /* full jitter: uniform in [0, delay] */
     double timeout_seconds;         /* per attempt; <= 0 means none */
+    /* Dynamic fan-out ("map"): the task runs once per element of its upstream `map_over`'s
+     * result, as children the driver creates with sched_expand(). The scheduling fields above
+     * apply to each child; the map node itself has no timeout and one attempt. */
+    bool map;
+    size_t map_over;        /* index of a direct upstream task (one of `upstream`) */
+    int map_max_parallel;   /* children running at once; <= 0: no bound of its own */
+    int map_allow_failures; /* failed children tolerated; the map fails with one more */
 } sched_task_def;
 
 typedef struct sched_plan sched_plan;
@@ -122,6 +129,47 @@ int sched_set_attempts(sched_plan *p, size_t task, int attempts);
  * result): the task stays RUNNING until sched_exited(), but no longer counts against
  * max_parallel and can no longer time out. Idempotent. */
 void sched_finishing(sched_plan *p, size_t task);
+
+/* ---- dynamic fan-out (map) ----
+ *
+ * A map node becomes ready like any task, except that it also waits for its `map_over` upstream
+ * to SUCCEEDED whatever its trigger rule (a map needs the array), and is SKIPPED when that
+ * upstream ends otherwise. sched_next() returns it like any task (RUNNING, attempt 1, holding
+ * no max_parallel slot and no timeout); the driver then reads the upstream's result and calls
+ * sched_expand() with the number of elements (or sched_exited() FAILED/FATAL for a bad one).
+ * Children get indices sched_count() .. sched_count() + n - 1, names "NAME[k]", the map's
+ * scheduling fields, no upstream or downstream edges; at most map_max_parallel of them are
+ * released into the ready queue at a time (a child waiting out a retry delay keeps its place),
+ * and they count against the global max_parallel like any task. When every child is terminal,
+ * the map node is "joined": sched_next_joined() returns it, and the driver completes it (result
+ * of the children, then sched_exited() with sched_map_outcome()'s verdict). The drain cancels
+ * children that have not started; a map whose children were cancelled ends CANCELLED. */
+
+/* Expands the RUNNING, not yet expanded map node `task` into n children (n may be 0: the node
+ * is joined at once). Grows the plan (the one allocation after sched_new(); indices of existing
+ * tasks do not change). Must not be called from the transition callback. Returns 0, -EINVAL
+ * (not a map node, not RUNNING, already expanded, too many tasks) or -ENOMEM (the plan is
+ * unchanged). */
+int sched_expand(sched_plan *p, size_t task, size_t n);
+/* Pops a joined map node (every child terminal, not yet completed), or -1. */
+long sched_next_joined(sched_plan *p);
+/* The verdict on a joined map node: SCHED_EXIT_CANCELLED if a child was cancelled, else
+ * SCHED_EXIT_FAILED if more than map_allow_failures children failed, else SCHED_EXIT_OK.
+ * *reason (valid until the next call into the plan) says why for the first two, e.g. "3 of 50
+ * children failed (allow_failures 2); the first was \"m[7]\"" (that child's own item holds
+ * its error); NULL for OK. */
+sched_exit sched_map_outcome(sched_plan *p, size_t task, const char **reason);
+/* Map structure accessors. sched_task_is_map: the task is a map node. sched_task_parent: the
+ * map node of a child, or -1. sched_task_map_index: a child's element index (0-based).
+ * sched_map_children: first child index and count once expanded (false before). */
+bool sched_task_is_map(const sched_plan *p, size_t task);
+long sched_task_parent(const sched_plan *p, size_t task);
+size_t sched_task_map_index(const sched_plan *p, size_t task);
+bool sched_map_children(const sched_plan *p, size_t task, size_t *first, size_t *n);
+/* Counts of a map node's children that FAILED so far (for messages and tests). */
+size_t sched_map_failed(const sched_plan *p, size_t task);
+/* Most children one map may have (the plan's indices are 32-bit). */
+#define SCHED_MAX_CHILDREN 1000000u
 
 /* True when every task is in a terminal state. */
 bool sched_done(const sched_plan *p);

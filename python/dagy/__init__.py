@@ -15,8 +15,9 @@ result; outside, a task is its plain function, which is how dagy's runner calls 
 library only, Python 3.9+. See docs/flow-spec.md, "Authoring in Python".
 """
 
-from ._dag import DAG, DagyError, Task, TaskCallError, TaskRef, command, current_dag, task
+from ._dag import (DAG, DagyError, Task, TaskCallError, TaskRef, command, current_dag, task,
+                   unmapped)
 
 __version__ = "0.1.0"
 __all__ = ["DAG", "DagyError", "Task", "TaskCallError", "TaskRef", "command", "current_dag",
-           "task", "__version__"]
+           "task", "unmapped", "__version__"]

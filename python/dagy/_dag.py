@@ -79,7 +79,22 @@ def _check_options(opts, where):
         raise DagyError("%s: description must be a string" % where)
 
 
-_OPTION_NAMES = ("name", "description", "env", "trigger_rule", "upstream") + _spec.SCHED_FIELDS
+_OPTION_NAMES = ("name", "description", "env", "trigger_rule", "upstream",
+                 "executor") + _spec.SCHED_FIELDS
+
+MAP_ITEM = {"map_item": True}  # what dagy_runner.py replaces with a map child's element
+
+
+class unmapped:
+    """Wraps a task's result passed whole to every child of `.map(...)` (only one argument is
+    mapped over): `process.map(files, config=unmapped(load_config()))`."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref):
+        if not isinstance(ref, TaskRef):
+            raise DagyError("unmapped(%r): wraps the result of a task call" % (ref,))
+        self.ref = ref
 
 
 class Task:
@@ -109,6 +124,10 @@ class Task:
             if why:
                 raise DagyError("@task %s: name=: %s" % (fn.__qualname__, why))
         _check_options(options, "@task %s" % fn.__qualname__)
+        executor = options.get("executor")
+        if executor is not None and not isinstance(executor, dict):
+            raise DagyError("@task %s: executor must be a dict such as {\"type\": \"ecs\", "
+                            "\"profile\": \"xlarge\"}" % fn.__qualname__)
         self.options_ = dict(options)
 
     def __call__(self, *args, **kwargs):
@@ -116,6 +135,23 @@ class Task:
         if dag is None:
             return self.fn(*args, **kwargs)
         return dag._add_call(self, args, kwargs)
+
+    def map(self, *args, max_parallel=None, allow_failures=None, **kwargs):
+        """Inside `with DAG(...)`: one run of the task per element of an upstream task's result
+        (a JSON array), as a "map" task: `process.map(files, mode="fast", max_parallel=8)`. The
+        one argument given a task's result directly is mapped over: each child gets one element
+        there; wrap other results in `unmapped(...)` to pass them whole. Returns a reference to
+        the map's result, the list of the children's results in order."""
+        dag = current_dag()
+        if dag is None:
+            raise DagyError("%s.map(...) must be called inside `with DAG(...):`" % self.__name__)
+        for opt, v, lo in (("max_parallel", max_parallel, 1), ("allow_failures", allow_failures, 0)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
+                raise DagyError("%s.map(...): %s=%r: must be an integer >= %d"
+                                % (self.__name__, opt, v, lo))
+        mapopts = {k: v for k, v in (("max_parallel", max_parallel),
+                                     ("allow_failures", allow_failures)) if v is not None}
+        return dag._add_call(self, args, kwargs, mapopts)
 
     def options(self, **overrides):
         """A copy of this task with some options changed, for one call:
@@ -138,14 +174,16 @@ class Task:
 
 def task(fn=None, *, name=None, retries=None, retry_delay_seconds=None, retry_backoff=None,
          retry_max_delay_seconds=None, retry_jitter=None, timeout_seconds=None,
-         trigger_rule=None, env=None, description=None):
+         trigger_rule=None, env=None, description=None, executor=None):
     """Makes a function a dagy task: `@task` or `@task(name=..., retries=3, ...)`. Options left
-    as None come from the DAG's defaults (or the agent's built-in values)."""
+    as None come from the DAG's defaults (or the agent's built-in values). `executor` (a dict,
+    e.g. {"type": "ecs", "profile": "xlarge"}) goes into the spec as it is; the agent checks
+    it."""
     opts = {k: v for k, v in dict(
         name=name, retries=retries, retry_delay_seconds=retry_delay_seconds,
         retry_backoff=retry_backoff, retry_max_delay_seconds=retry_max_delay_seconds,
         retry_jitter=retry_jitter, timeout_seconds=timeout_seconds, trigger_rule=trigger_rule,
-        env=env, description=description).items() if v is not None}
+        env=env, description=description, executor=executor).items() if v is not None}
     if fn is not None:
         if not callable(fn) or isinstance(fn, str):
             raise DagyError("@task takes options by keyword: @task(name=%r)" % (fn,))
@@ -206,7 +244,8 @@ class TaskRef:
 class _Node:
     """One task of a DAG as recorded: what it runs, its kwargs (JSON-ready) and its upstreams."""
 
-    def __init__(self, name, task, command, kwargs, options):
+    def __init__(self, name, task, command, kwargs, options, map_=None):
+        self.map = map_  # {"over": NAME, ...} for a map task, else None
         self.name = name
         self.task = task  # a Task, or None for a command
         self.command = command
@@ -318,6 +357,8 @@ class DAG:
         refs). Raises DagyError naming `where` for anything JSON cannot carry."""
         if depth > _spec.MAX_DEPTH:
             raise DagyError("%s: nested more than %d levels deep" % (where, _spec.MAX_DEPTH))
+        if isinstance(value, unmapped):
+            value = value.ref
         if isinstance(value, TaskRef):
             if value.dag is not self:
                 raise DagyError("%s: refers to task %r of another DAG (%s)"
@@ -363,6 +404,9 @@ class DAG:
                 raise DagyError("%s: key %r contains a NUL character or is not valid UTF-8"
                                 % (where, k))
             out[k] = self._encode(v, "%s.%s" % (where, k), refs, depth + 1)
+        if len(out) == 1 and out.get("map_item") is True:
+            raise DagyError("%s: a literal {\"map_item\": true} would be read as a map child's "
+                            "element; use Task.map(...) instead" % where)
         if len(out) == 1 and isinstance(out.get("upstream"), str) and not isinstance(
                 value.get("upstream"), TaskRef):
             raise DagyError("%s: a literal {\"upstream\": %r} would be read as a reference to that "
@@ -412,7 +456,17 @@ class DAG:
                 out[pname] = value
         return out
 
-    def _add_call(self, t, args, kwargs):
+    def _mapped_argument(self, values, where):
+        """The one argument of a .map(...) call given a task's result directly (the one mapped
+        over): (parameter, TaskRef)."""
+        direct = [(k, v) for k, v in values.items() if isinstance(v, TaskRef)]
+        if len(direct) != 1:
+            raise DagyError("%s: .map(...) maps over exactly one argument given a task's result "
+                            "directly (found %s); wrap the others in unmapped(...)"
+                            % (where, ", ".join(k for k, _ in direct) or "none"))
+        return direct[0]
+
+    def _add_call(self, t, args, kwargs, mapopts=None):
         opts = t.options_
         base = opts.get("name") or t.__name__
         explicit = getattr(t, "_explicit_name", False)
@@ -423,15 +477,23 @@ class DAG:
         values = self._bind(t, args, kwargs, where)
         name = self._unique_name(base, explicit, where)
         where = "task %s" % name
-        refs = []
+        refs, map_ = [], None
+        if mapopts is not None:
+            param, over = self._mapped_argument(values, where)
+            self._encode(over, "%s: argument %r" % (where, param), refs)
+            map_ = dict({"over": over.name}, **mapopts)
+            values = dict(values)
+            del values[param]
         encoded = {k: self._encode(v, "%s: argument %r" % (where, k), refs)
                    for k, v in values.items()}
+        if map_ is not None:
+            encoded[param] = dict(MAP_ITEM)
         node_opts = {k: v for k, v in opts.items() if k not in ("name", "upstream")}
         return self._add_node(name, t, None, encoded, node_opts,
-                              refs + self._resolve_upstream(upstream, where))
+                              refs + self._resolve_upstream(upstream, where), map_)
 
-    def _add_node(self, name, t, command, kwargs, options, upstream):
-        node = _Node(name, t, command, kwargs, options)
+    def _add_node(self, name, t, command, kwargs, options, upstream, map_=None):
+        node = _Node(name, t, command, kwargs, options, map_)
         for u in upstream:
             if u not in node.upstream:
                 node.upstream.append(u)
@@ -470,10 +532,12 @@ class DAG:
             node.upstream.append(up.name)
 
     def command(self, name, argv, *, upstream=None, env=None, trigger_rule=None,
-                description=None, **sched):
+                description=None, map_over=None, map_max_parallel=None, map_allow_failures=None,
+                **sched):
         """Records a command task (argv run directly, no shell) and returns its result's
         reference. See dagy.command."""
         where = "command %s" % name
+        map_ = self._command_map(where, map_over, map_max_parallel, map_allow_failures)
         unknown = [k for k in sched if k not in _spec.SCHED_FIELDS]
         if unknown:
             raise DagyError("%s: unknown option %r (allowed: upstream, env, trigger_rule, "
@@ -499,8 +563,27 @@ class DAG:
         name = self._unique_name(name, True, where) if isinstance(name, str) else None
         if name is None:
             raise DagyError("command(%r, ...): the name must be a string" % (name,))
-        return self._add_node(name, None, list(argv), None, opts,
-                              self._resolve_upstream(upstream, where))
+        ups = self._resolve_upstream(upstream, where)
+        if map_ is not None and map_["over"] not in ups:
+            ups.insert(0, map_["over"])
+        return self._add_node(name, None, list(argv), None, opts, ups, map_)
+
+    def _command_map(self, where, over, max_parallel, allow_failures):
+        """The "map" of a command task (map_over=, map_max_parallel=, map_allow_failures=)."""
+        if over is None:
+            if max_parallel is not None or allow_failures is not None:
+                raise DagyError("%s: map_max_parallel and map_allow_failures need map_over=" % where)
+            return None
+        if not isinstance(over, TaskRef) or over.dag is not self:
+            raise DagyError("%s: map_over=%r: must be the result of an earlier task call of this "
+                            "DAG" % (where, over))
+        m = {"over": over.name}
+        for key, v, lo in (("max_parallel", max_parallel, 1), ("allow_failures", allow_failures, 0)):
+            if v is not None:
+                if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                    raise DagyError("%s: map_%s=%r: must be an integer >= %d" % (where, key, v, lo))
+                m[key] = v
+        return m
 
     # ---- output ----
 
@@ -524,6 +607,10 @@ class DAG:
                 t["upstream"] = list(node.upstream)
             if node.options.get("trigger_rule") is not None:
                 t["trigger_rule"] = node.options["trigger_rule"]
+            if node.map is not None:
+                t["map"] = dict(node.map)
+            if node.options.get("executor") is not None:
+                t["executor"] = node.options["executor"]
             for f in _spec.SCHED_FIELDS:
                 if node.options.get(f) is not None:
                     t[f] = node.options[f]
@@ -551,16 +638,19 @@ class DAG:
 
 
 def command(name, argv, *, upstream=None, env=None, trigger_rule=None, description=None,
-            **sched):
+            map_over=None, map_max_parallel=None, map_allow_failures=None, **sched):
     """A command task in the current DAG: `command("report", ["python3", "-m", "flows.report"],
     upstream=[load])`. argv runs directly (no shell); its elements may hold templates. Returns
     a reference usable in `>>`, `upstream=` and as a task argument (the command's result is what
-    it writes to $DAGY_TASK_OUTPUT)."""
+    it writes to $DAGY_TASK_OUTPUT). With map_over=RESULT it is a map task: it runs once per
+    element of that result, each run seeing its element as {{ item }} and $DAGY_MAP_ITEM."""
     dag = current_dag()
     if dag is None:
         raise DagyError("command(%r, ...) must be called inside `with DAG(...):`" % (name,))
     return dag.command(name, argv, upstream=upstream, env=env, trigger_rule=trigger_rule,
-                       description=description, **sched)
+                       description=description, map_over=map_over,
+                       map_max_parallel=map_max_parallel, map_allow_failures=map_allow_failures,
+                       **sched)
 
 
 def module_for_file(path, root):

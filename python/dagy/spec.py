@@ -15,9 +15,10 @@ TOP_FIELDS = ("spec_version", "name", "version", "description", "max_parallel", 
 SCHED_FIELDS = ("retries", "retry_delay_seconds", "retry_backoff", "retry_max_delay_seconds",
                 "retry_jitter", "timeout_seconds")
 TASK_FIELDS = ("name", "description", "command", "callable", "kwargs", "env", "upstream",
-               "trigger_rule") + SCHED_FIELDS
+               "trigger_rule", "map") + SCHED_FIELDS
+MAP_FIELDS = ("over", "max_parallel", "allow_failures")
 TRIGGER_RULES = ("all_success", "all_done", "one_failed", "none_failed")
-TEMPLATE_VARS = ("run_id", "flow_name", "flow_version", "org_id", "environment")
+TEMPLATE_VARS = ("run_id", "flow_name", "flow_version", "org_id", "environment", "item")
 
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]+\Z")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -92,7 +93,22 @@ def template_problem(s):
                         % shown)
         elif body not in TEMPLATE_VARS:
             return ('unknown template variable "%s" (known: parameters.NAME, run_id, flow_name, '
-                    "flow_version, org_id, environment)" % shown)
+                    "flow_version, org_id, environment, item)" % shown)
+        p = close + 2
+
+
+def uses_item(s):
+    """True if the well-formed templates of s include {{ item }} (a map child's element)."""
+    p = 0
+    while True:
+        q = s.find("{{", p)
+        if q < 0:
+            return False
+        close = s.find("}}", q + 2)
+        if close < 0:
+            return False
+        if s[q + 2:close].strip(" \t\n\r") == "item":
+            return True
         p = close + 2
 
 
@@ -103,6 +119,11 @@ def _is_int(v):
 def _is_num(v):
     return (isinstance(v, (int, float)) and not isinstance(v, bool)
             and math.isfinite(float(v)))
+
+
+def _is_integral(v):
+    """An integer, or a float with an integral value (as the agent reads JSON numbers)."""
+    return _is_int(v) or (_is_num(v) and float(v).is_integer())
 
 
 def sched_problem(field, v):
@@ -231,6 +252,8 @@ def _check_task_body(t, prefix):
     if "trigger_rule" in t and t["trigger_rule"] not in TRIGGER_RULES:
         _fail('%sfield "trigger_rule": must be one of all_success, all_done, one_failed, '
               "none_failed" % prefix)
+    if "map" in t:
+        _check_map(t["map"], prefix)
     _check_sched(t, prefix)
     if "callable" in t and not callable_valid(t["callable"]):
         _fail('%sfield "callable": must be "module.path:function" (dotted Python identifiers, '
@@ -244,6 +267,43 @@ def _check_task_body(t, prefix):
             if why:
                 _fail("%s%s: %s" % (prefix, path, why))
         _walk_strings(t["kwargs"], "kwargs", check)
+    if "map" not in t:
+        _check_no_item(t, prefix)
+
+
+def _check_map(m, prefix):
+    """The "map" object (flowspec.c parse_map); `over` is checked against upstream later."""
+    if not isinstance(m, dict):
+        _fail('%sfield "map": must be an object like {"over": "UPSTREAM_TASK"}' % prefix)
+    pfx = prefix + "map: "
+    _collect(m, MAP_FIELDS, pfx)
+    if not isinstance(m.get("over"), str):
+        _fail('%sfield "over": must name an upstream task (a string)' % pfx)
+    mp = m.get("max_parallel", 1)
+    if not _is_integral(mp) or not 1 <= mp <= 2**31 - 1:
+        _fail('%sfield "max_parallel": must be an integer >= 1' % pfx)
+    af = m.get("allow_failures", 0)
+    if not _is_integral(af) or not 0 <= af <= 2**31 - 1:
+        _fail('%sfield "allow_failures": must be an integer >= 0' % pfx)
+
+
+def _check_no_item(t, prefix):
+    """{{ item }} outside a map task (flowspec.c check_no_item)."""
+    where = None
+    for i, e in enumerate(t.get("command", [])):
+        if where is None and uses_item(e):
+            where = "command[%d]" % i
+    for k, v in t.get("env", {}).items():
+        if where is None and uses_item(v):
+            where = 'env "%s"' % k[:64]
+    found = []
+    if where is None and "kwargs" in t:
+        _walk_strings(t["kwargs"], "kwargs", lambda s, path: found.append(path) if uses_item(s)
+                      else None)
+        where = found[0] if found else None
+    if where is not None:
+        _fail('%s%s: {{ item }} is only defined in a task with "map" (it is one element of the '
+              "array mapped over)" % (prefix, where))
 
 
 def _check_task_names(tasks):
@@ -278,6 +338,9 @@ def _check_upstream(tasks, index):
             if u in seen:
                 _fail('%supstream "%s" is listed twice' % (prefix, u))
             seen.add(u)
+        if "map" in t and t["map"]["over"] not in seen:
+            _fail('%smap: field "over": "%s" is not listed in "upstream" (a map runs over the '
+                  "result of a direct upstream task)" % (prefix, t["map"]["over"][:128]))
         refs = []
         _refs(t.get("kwargs", {}), "kwargs", refs)
         for path, name in refs:
@@ -386,6 +449,13 @@ def _dot_escaped(s, limit=0):
 
 def _dot_label(t):
     label = _dot_escaped(t["name"])
+    m = t.get("map")
+    if m:
+        label += "[*] over " + _dot_escaped(m["over"])
+        if m.get("max_parallel"):
+            label += "\\nmax_parallel %d" % m["max_parallel"]
+        if m.get("allow_failures"):
+            label += "\\nallow_failures %d" % m["allow_failures"]
     if "callable" in t:
         label += "\\n" + _dot_escaped(t["callable"], 40)
     elif t.get("command"):
@@ -403,9 +473,12 @@ def to_dot(spec):
     lines = ['digraph "%s" {' % _dot_escaped(spec.get("name", "")), "  rankdir=LR;",
              "  node [shape=box];"]
     for t in spec["tasks"]:
-        lines.append('  "%s" [label="%s"];' % (_dot_escaped(t["name"]), _dot_label(t)))
+        style = ', style="rounded,bold", peripheries=2' if t.get("map") else ""
+        lines.append('  "%s" [label="%s"%s];' % (_dot_escaped(t["name"]), _dot_label(t), style))
     for t in spec["tasks"]:
+        over = t["map"]["over"] if t.get("map") else None
         for u in t.get("upstream", []):
-            lines.append('  "%s" -> "%s";' % (_dot_escaped(u), _dot_escaped(t["name"])))
+            lines.append('  "%s" -> "%s"%s;' % (_dot_escaped(u), _dot_escaped(t["name"]),
+                                                 ' [style=bold, label="map"]' if u == over else ""))
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -16,8 +16,13 @@ AGENT = os.environ.get("DAGY_AGENT") or os.path.join(
 
 def encode_name(name):
     """proto_name_encode of a valid name (file names of the state directory): a leading '.'
-    becomes %2E, nothing else changes."""
-    return "%2E" + name[1:] if name.startswith(".") else name
+    becomes %2E, and so does any byte outside [A-Za-z0-9_.-] (the "[" and "]" of a map child's
+    "NAME[7]": %5B, %5D); nothing else changes."""
+    out = []
+    for i, c in enumerate(name):
+        plain = (c.isascii() and (c.isalnum() or c in "_-.")) and not (c == "." and i == 0)
+        out.append(c if plain else "".join("%%%02X" % b for b in c.encode()))
+    return "".join(out)
 
 
 class Flow:

@@ -168,10 +168,11 @@ static void test_unknown_fields_are_rejected_everywhere(void **state)
                  "'a', " CMD "}]}",
                  "defaults: unknown field 'retry' (allowed: retries, retry_delay_seconds, "
                  "retry_backoff, retry_max_delay_seconds, retry_jitter, timeout_seconds)");
-    expect_error(SPEC("{'name': 'x', " CMD ", 'upstreams': []}"),
-                 "task 'x': unknown field 'upstreams' (allowed: name, description, command, "
-                 "callable, kwargs, env, upstream, trigger_rule, executor, retries, retry_delay_seconds, "
-                 "retry_backoff, retry_max_delay_seconds, retry_jitter, timeout_seconds)");
+    expect_error(
+        SPEC("{'name': 'x', " CMD ", 'upstreams': []}"),
+        "task 'x': unknown field 'upstreams' (allowed: name, description, command, "
+        "callable, kwargs, env, upstream, trigger_rule, executor, map, retries, retry_delay_seconds, "
+        "retry_backoff, retry_max_delay_seconds, retry_jitter, timeout_seconds)");
 }
 
 static void test_repeated_json_keys_are_rejected(void **state)

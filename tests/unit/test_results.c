@@ -49,6 +49,7 @@ static fx *fx_new(const char *const *names, size_t n, bool chain)
         for (size_t u = 0; chain && u < k; u++)
             f->ups[k][f->tasks[k].n_upstream++] = u;
         f->tasks[k].upstream = f->ups[k];
+        f->atasks[k].ft = &f->tasks[k]; /* what the driver sets in agent__tasks_init */
         defs[k] = (sched_task_def){.name = names[k],
                                    .upstream = f->ups[k],
                                    .n_upstream = f->tasks[k].n_upstream,

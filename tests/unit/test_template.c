@@ -131,14 +131,15 @@ static void test_malformed_templates(void **state)
                         "\"}}\")");
     expect_expand_error("{{ foo }}", "task \"t\": command[1]: unknown template variable \"foo\" "
                                      "(known: parameters.NAME, run_id, flow_name, flow_version, "
-                                     "org_id, environment)");
+                                     "org_id, environment, item)");
     expect_expand_error("{{ parameters }}",
                         "task \"t\": command[1]: unknown template variable \"parameters\" "
                         "(known: parameters.NAME, run_id, flow_name, flow_version, org_id, "
-                        "environment)");
-    expect_expand_error("{{ RUN_ID }}",
-                        "task \"t\": command[1]: unknown template variable \"RUN_ID\" (known: "
-                        "parameters.NAME, run_id, flow_name, flow_version, org_id, environment)");
+                        "environment, item)");
+    expect_expand_error(
+        "{{ RUN_ID }}",
+        "task \"t\": command[1]: unknown template variable \"RUN_ID\" (known: "
+        "parameters.NAME, run_id, flow_name, flow_version, org_id, environment, item)");
     expect_expand_error("{{ parameters. }}",
                         "task \"t\": command[1]: empty parameter name in \"{{ parameters. }}\"");
     expect_expand_error("{{  }}", "task \"t\": command[1]: empty template \"{{ }}\"");
@@ -167,9 +168,10 @@ static void expect_parse_error(const char *json, const char *want)
 
 static void test_parse_checks_template_syntax_per_field(void **state)
 {
-    expect_parse_error(TASKS("{\"name\": \"x\", \"command\": [\"a\", \"b\", \"{{ foo }}\"]}"),
-                       "task \"x\": command[2]: unknown template variable \"foo\" (known: "
-                       "parameters.NAME, run_id, flow_name, flow_version, org_id, environment)");
+    expect_parse_error(
+        TASKS("{\"name\": \"x\", \"command\": [\"a\", \"b\", \"{{ foo }}\"]}"),
+        "task \"x\": command[2]: unknown template variable \"foo\" (known: "
+        "parameters.NAME, run_id, flow_name, flow_version, org_id, environment, item)");
     expect_parse_error(TASKS("{\"name\": \"x\", \"command\": [\"a\"], \"env\": {\"SOURCE\": "
                              "\"{{ parameters.src\"}}"),
                        "task \"x\": env \"SOURCE\": unterminated template \"{{ parameters.src\" "
@@ -177,10 +179,11 @@ static void test_parse_checks_template_syntax_per_field(void **state)
     expect_parse_error(TASKS("{\"name\": \"x\", \"callable\": \"m:f\", \"kwargs\": {\"mode\": "
                              "\"{{ parameters. }}\"}}"),
                        "task \"x\": kwargs.mode: empty parameter name in \"{{ parameters. }}\"");
-    expect_parse_error(TASKS("{\"name\": \"x\", \"callable\": \"m:f\", \"kwargs\": {\"a\": "
-                             "{\"b\": [1, \"ok\", \"{{ bad }}\"]}}}"),
-                       "task \"x\": kwargs.a.b[2]: unknown template variable \"bad\" (known: "
-                       "parameters.NAME, run_id, flow_name, flow_version, org_id, environment)");
+    expect_parse_error(
+        TASKS("{\"name\": \"x\", \"callable\": \"m:f\", \"kwargs\": {\"a\": "
+              "{\"b\": [1, \"ok\", \"{{ bad }}\"]}}}"),
+        "task \"x\": kwargs.a.b[2]: unknown template variable \"bad\" (known: "
+        "parameters.NAME, run_id, flow_name, flow_version, org_id, environment, item)");
     /* Unknown parameters are fine at parse time: they are only known at run time. */
     char err[FLOWSPEC_ERR_MAX];
     flowspec *s = NULL;
