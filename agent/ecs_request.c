@@ -151,7 +151,15 @@ cJSON *agent__ecs_runtask_body(ecs_child *ch)
     cJSON_AddItemToObject(b, "overrides", runtask_overrides(ch));
     cJSON *tags = cJSON_AddArrayToObject(b, "tags");
     add_tag(tags, "dagy:run_id", ch->r->cfg->run_id);
-    add_tag(tags, "dagy:task", agent__ecs_spec_task(ch->r, ch->i)->name);
+    /* A map instance's name (NAME[7]) has brackets, which ECS tag values refuse: the map's name
+     * and the element's index instead. */
+    long parent = sched_task_parent(ch->r->plan, ch->i);
+    add_tag(tags, "dagy:task", ch->r->tasks[parent >= 0 ? (size_t)parent : ch->i].ft->name);
+    if (parent >= 0) {
+        char k[24];
+        snprintf(k, sizeof k, "%zu", sched_task_map_index(ch->r->plan, ch->i));
+        add_tag(tags, "dagy:map_index", k);
+    }
     add_tag(tags, "dagy:attempt", att);
     add_tag(tags, "dagy:parent", e->parent_arn ? e->parent_arn : "none");
     if (ch->r->cfg->flow_name)

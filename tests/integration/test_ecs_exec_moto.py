@@ -192,6 +192,12 @@ class EcsExecBase(unittest.TestCase):
         for op in ("RunTask", "DescribeTasks", "StopTask", "ListTasks"):
             for body in self.proxy.calls(op):
                 recproxy.validate_ecs_request(op, body)
+        # ECS's tag rules (botocore's model does not carry the pattern): 1-128 key, <= 256 value
+        # of letters, digits, spaces and _ . : / = + - @.
+        for body in self.proxy.calls("RunTask"):
+            for t in body.get("tags", []):
+                self.assertRegex(t["key"], r"^[A-Za-z0-9 _.:/=+\-@]{1,128}$")
+                self.assertRegex(t["value"], r"^[A-Za-z0-9 _.:/=+\-@]{0,256}$")
         for _, _, headers, body in self.child_ddb.bodies:
             if headers.get("x-amz-target", "").endswith("UpdateItem"):
                 self.assertNotEqual(json.loads(body)["TableName"], RUNS, "a child wrote the run")
