@@ -651,6 +651,20 @@ static void test_dot_diamond(void **state)
     flowspec_free(s);
 }
 
+/* --graph shows where a task runs: its own ECS task, with its size. */
+static void test_dot_shows_the_ecs_executor(void **state)
+{
+    (void)state;
+    flowspec *s = parse_ok(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'profile': "
+                                "'xlarge', 'capacity_provider': 'FARGATE_SPOT'}}, {'name': 'y', " CMD
+                                ", 'executor': {'type': 'ecs'}}"));
+    char *dot = dot_of(s);
+    assert_non_null(strstr(dot, "\"x\" [label=\"x\\n$ true\\necs 4096/8192 FARGATE_SPOT\"];"));
+    assert_non_null(strstr(dot, "\"y\" [label=\"y\\n$ true\\necs\"];"));
+    free(dot);
+    flowspec_free(s);
+}
+
 static void test_dot_escapes_and_shortens_commands(void **state)
 {
     flowspec *s = parse_ok(SPEC("{'name': 'q', 'command': ['sh', '-c', "
@@ -760,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_long_cycle_message_is_truncated),
         cmocka_unit_test(test_2000_tasks_parse_fast),
         cmocka_unit_test(test_dot_diamond),
+        cmocka_unit_test(test_dot_shows_the_ecs_executor),
         cmocka_unit_test(test_dot_escapes_and_shortens_commands),
         cmocka_unit_test(test_load_prefixes_errors_with_the_path),
         cmocka_unit_test(test_dot_names_are_valid_task_names),
