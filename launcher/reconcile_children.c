@@ -123,10 +123,35 @@ static int stop_child(launch__ctx *c, const child *ch, char *err)
     return rc;
 }
 
+/* Parents already looked up in this reconcile (a parent has many children: one call each). */
+typedef struct {
+    char *key; /* the parent ARN, or "none:RUN_ID" */
+    bool gone;
+} parent_seen;
+
+static bool parent_gone_cached(launch__ctx *c, parent_seen **seen, size_t *n_seen,
+                               const char *parent, const char *run_id, char *err)
+{
+    char key[600];
+    launch__fmt(key, sizeof key, "%s%s", parent && strcmp(parent, "none") ? parent : "none:",
+                parent && strcmp(parent, "none") ? "" : run_id);
+    for (size_t k = 0; k < *n_seen; k++)
+        if (!strcmp((*seen)[k].key, key))
+            return (*seen)[k].gone;
+    bool gone = parent_gone(c, parent, run_id, err);
+    parent_seen *grown = realloc(*seen, (*n_seen + 1) * sizeof **seen);
+    if (grown) {
+        *seen = grown;
+        (*seen)[(*n_seen)++] = (parent_seen){strdup(key), gone};
+    }
+    return gone;
+}
+
 int launch__reconcile_children(launch__ctx *c, size_t *stopped, size_t *errors, char *err)
 {
     char **arns = NULL;
-    size_t n = 0;
+    size_t n = 0, n_seen = 0;
+    parent_seen *seen = NULL;
     int rc = list_children(c, &arns, &n, err);
     for (size_t k = 0; !rc && k < n; k += CHUNK) {
         cJSON *out = NULL;
@@ -145,7 +170,7 @@ int launch__reconcile_children(launch__ctx *c, size_t *stopped, size_t *errors, 
             const char *last = launch__str(t, "lastStatus");
             if (!ch.arn || !ch.run_id || (last && !strcmp(last, "STOPPED")))
                 continue;
-            if (parent_gone(c, ch.parent, ch.run_id, err)) {
+            if (parent_gone_cached(c, &seen, &n_seen, ch.parent, ch.run_id, err)) {
                 if (stop_child(c, &ch, err))
                     (*errors)++;
                 else
@@ -157,5 +182,8 @@ int launch__reconcile_children(launch__ctx *c, size_t *stopped, size_t *errors, 
     for (size_t k = 0; k < n; k++)
         free(arns[k]);
     free(arns);
+    for (size_t k = 0; k < n_seen; k++)
+        free(seen[k].key);
+    free(seen);
     return rc;
 }
