@@ -47,6 +47,12 @@ typedef struct {
     int log_format;       /* log_format, or -1 = decide by isatty */
     int log_level;        /* log_level */
     cwlogs_config cwlogs; /* DAGY_LOG_GROUP, DAGY_LOG_STDOUT, DAGY_LOG_BUFFER_BYTES */
+    /* the per-task ECS executor (agent/ecs_exec.c, docs/agent.md "Tasks on their own ECS task") */
+    char *only_task;         /* DAGY_ONLY_TASK: run just this task's attempt (an ECS child) */
+    int only_attempt;        /* DAGY_ATTEMPT with DAGY_ONLY_TASK: the attempt number, >= 1 */
+    char *only_task_run_id;  /* DAGY_TASK_RUN_ID with DAGY_ONLY_TASK: the parent's task_run_id */
+    double ecs_poll_seconds; /* DAGY_ECS_POLL_SECONDS, default 5: how often children are polled */
+    double ecs_runtask_rate, ecs_runtask_burst; /* DAGY_ECS_RUNTASK_RATE/_BURST (0: 20, 100) */
     bool graph, version, help;
 } agent_config;
 

@@ -134,6 +134,8 @@ static int check_bucket_var(const char *var, char *err)
 }
 
 /* The environment layer (contract section 5). */
+static int ecs_config(agent_config *c, char *err);
+
 static int load_env(agent_config *c, char *err)
 {
     const char *v;
@@ -227,6 +229,51 @@ static int load_env(agent_config *c, char *err)
     }
     if (c->heartbeat_seconds < 1)
         c->heartbeat_seconds = 1;
+    return ecs_config(c, err);
+}
+
+/* The ECS executor's variables: DAGY_ECS_POLL_SECONDS, and the child mode (DAGY_ONLY_TASK with
+ * DAGY_ATTEMPT and DAGY_TASK_RUN_ID, set by the parent in the child's RunTask overrides). */
+static int ecs_config(agent_config *c, char *err)
+{
+    const char *v;
+    c->ecs_poll_seconds = 5;
+    if ((v = getenv("DAGY_ECS_POLL_SECONDS")) && *v &&
+        (parse_seconds(v, 300, &c->ecs_poll_seconds) || c->ecs_poll_seconds < 0.05)) {
+        snprintf(err, AGENT_ERR_MAX, "DAGY_ECS_POLL_SECONDS=%.40s: expected 0.05-300 seconds", v);
+        return -EINVAL;
+    }
+    static const struct {
+        const char *var;
+        size_t off;
+    } rates[] = {{"DAGY_ECS_RUNTASK_RATE", offsetof(agent_config, ecs_runtask_rate)},
+                 {"DAGY_ECS_RUNTASK_BURST", offsetof(agent_config, ecs_runtask_burst)}};
+    for (size_t i = 0; i < sizeof rates / sizeof rates[0]; i++) {
+        double *d = (double *)((char *)c + rates[i].off);
+        if ((v = getenv(rates[i].var)) && *v && (parse_seconds(v, 1000, d) || *d < 1)) {
+            snprintf(err, AGENT_ERR_MAX, "%s=%.40s: expected a number 1-1000", rates[i].var, v);
+            return -EINVAL;
+        }
+    }
+    if (!(v = getenv("DAGY_ONLY_TASK")) || !*v)
+        return 0;
+    c->only_task = strdup(v);
+    const char *att = getenv("DAGY_ATTEMPT"), *trid = getenv("DAGY_TASK_RUN_ID");
+    if (!att || parse_int(att, 1, 1000, &c->only_attempt)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "DAGY_ONLY_TASK is set, so DAGY_ATTEMPT must be the attempt number 1-1000, not "
+                 "\"%.40s\"",
+                 att ? att : "(unset)");
+        return -EINVAL;
+    }
+    if (!trid || !*trid || strlen(trid) > 36 || strspn(trid, "0123456789abcdef-") != strlen(trid)) {
+        snprintf(err, AGENT_ERR_MAX,
+                 "DAGY_ONLY_TASK is set, so DAGY_TASK_RUN_ID must be the task run's UUID, not "
+                 "\"%.40s\"",
+                 trid ? trid : "(unset)");
+        return -EINVAL;
+    }
+    c->only_task_run_id = strdup(trid);
     return 0;
 }
 
@@ -442,7 +489,9 @@ void agent_config_free(agent_config *c)
     }
     free(c->results_bucket);
     free(c->resume_from);
-    c->results_bucket = c->resume_from = NULL;
+    free(c->only_task);
+    free(c->only_task_run_id);
+    c->results_bucket = c->resume_from = c->only_task = c->only_task_run_id = NULL;
     proto_list_free(c->dep_uris);
     c->dep_uris = NULL;
     cwlogs_config_free(&c->cwlogs);
@@ -493,6 +542,11 @@ void agent_print_help(void)
           "  DAGY_LOG_GROUP (also ship the lines to CloudWatch Logs, stream = run id),\n"
           "  DAGY_LOG_STDOUT (all|lifecycle, default lifecycle), DAGY_LOG_BUFFER_BYTES,\n"
           "  DAGY_UNPACK_MAX_BYTES, DAGY_UNPACK_MAX_ENTRIES, DAGY_UNPACK_MAX_RATIO,\n"
+          "  tasks with \"executor\": {\"type\": \"ecs\"}: DAGY_ECS_SUBNETS,\n"
+          "  DAGY_ECS_SECURITY_GROUPS, DAGY_ECS_ASSIGN_PUBLIC_IP, DAGY_ECS_CLUSTER_ARN,\n"
+          "  DAGY_ECS_TASK_DEFINITION (default: the ECS task metadata's), DAGY_ECS_CONTAINER_NAME,\n"
+          "  DAGY_ECS_POLL_SECONDS (default 5), DAGY_ECS_RUNTASK_RATE (20), _BURST (100);\n"
+          "  an ECS child: DAGY_ONLY_TASK with DAGY_ATTEMPT and DAGY_TASK_RUN_ID,\n"
           "  AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL[_S3|_DYNAMODB|_ECS|_LOGS],\n"
           "  AWS credentials (environment, ECS container endpoint, shared credentials file).\n"
           "\n"

@@ -311,7 +311,8 @@ static void on_flushed(void *ud, bool failed_run, int n_failed)
     r->unwritten = n_failed; /* each was logged as status_write_failed */
     agent__prune_runs(r);
     print_summary(r);
-    emit_run_metrics(r);
+    if (!r->cfg->only_task) /* an ECS child's run is its parent's: one RunDuration a run */
+        emit_run_metrics(r);
     agent__set_phase(r, RUN_DONE); /* before run_end: nothing is logged after it */
     log_run_end(r, !failed_run);
     uv_stop(&r->loop);
@@ -392,6 +393,11 @@ static void finish_unrecorded(run_state *r, int exit_code, const char *error)
     uv_stop(&r->loop);
 }
 
+void agent__finish_unrecorded(run_state *r, int exit_code, const char *error)
+{
+    finish_unrecorded(r, exit_code, error);
+}
+
 /* Does this run need the AWS client at all? */
 static bool needs_aws(const agent_config *c)
 {
@@ -433,7 +439,10 @@ static int setup(run_state *r, char *err)
     uv_timer_init(&r->loop, &r->drain_timer);
     uv_timer_init(&r->loop, &r->heartbeat_timer);
     uv_timer_init(&r->loop, &r->start_timer);
-    r->start_timer.data = r;
+    uv_timer_init(&r->loop, &r->ecs_poll_timer);
+    uv_timer_init(&r->loop, &r->ecs_launch_timer);
+    r->start_timer.data = r->ecs_poll_timer.data = r->ecs_launch_timer.data = r;
+    r->only_index = r->only_spec = -1;
     uv_signal_init(&r->loop, &r->sigterm);
     uv_signal_init(&r->loop, &r->sigint);
     r->sched_timer.data = r->drain_timer.data = r->heartbeat_timer.data = r;
@@ -468,6 +477,8 @@ static int setup(run_state *r, char *err)
         rc = status_ddb_new(r->aws, c->runs_table, c->task_runs_table, &be);
     else
         rc = status_local_new(c->state_dir, &be);
+    if (!rc && c->only_task) /* an ECS child: the parent owns the run item */
+        be = agent__ecs_child_backend(be);
     if (rc || (rc = status_store_new(&r->loop, be, &r->status))) {
         bool local = strcmp(c->status_backend, "dynamodb") != 0;
         char what[256], hint[640] = "";
@@ -615,6 +626,11 @@ static void on_run_read(void *ctx, int rc, const cJSON *stored, const char *err)
         finish_unrecorded(r, code, msg);
         return;
     }
+    agent__gate_passed(r, base);
+}
+
+void agent__gate_passed(run_state *r, uint64_t base)
+{
     status_store_set_seq_base(r->status, base);
     write_running(r);
     uint64_t used = uv_now(&r->loop) - r->started_ms;
@@ -653,6 +669,10 @@ static void on_start_timeout(uv_timer_t *t)
 static void start_gate(run_state *r)
 {
     uv_timer_start(&r->start_timer, on_start_timeout, STATUS_DEGRADED_MS, STATUS_DEGRADED_MS);
+    if (r->cfg->only_task) {
+        agent__ecs_child_gate(r);
+        return;
+    }
     int rc = status_store_read(r->status, STATUS_RUN, r->cfg->run_id, NULL, on_run_read, r);
     if (rc < 0)
         on_run_read(r, rc, NULL, NULL);

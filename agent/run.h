@@ -49,6 +49,9 @@ typedef struct {
     bool cancelled;    /* the drain killed the running attempt */
     bool has_result;   /* its result is stored in results/ (never probed on disk for) */
     char task_run_id[40];
+    struct ecs_child *ecs; /* the attempt running as its own ECS task (ecs_exec.c), or NULL */
+    bool adopted; /* an ECS child wrote this task's terminal item: the parent writes it no more */
+    bool ran;     /* child mode: the one attempt was started */
 } agent_task;
 
 struct run_state {
@@ -97,6 +100,11 @@ struct run_state {
     agent_cost_rates rates;
     bool cost_known;
     double cost_usd; /* estimated_cost_usd, fixed when the run finished; < 0: none */
+    struct agent_ecs *ecs;  /* the per-task ECS executor (ecs_exec.c), NULL until used */
+    uv_timer_t ecs_poll_timer, ecs_launch_timer;
+    long only_index; /* child mode (DAGY_ONLY_TASK): the plan task to run (-1 until known: a
+                        map instance exists once its map expanded), else -1 */
+    long only_spec;  /* child mode: the spec task (the map, for an instance NAME[k]) */
 };
 
 /* run.c */
@@ -160,6 +168,52 @@ int agent__write_kwargs_file(run_state *r, const flowspec_task *ft, char *err);
 void agent__upload_trace(run_state *r, size_t i, int attempt, const char *trace, size_t len);
 /* Hands a terminal task's item back to the status store once nothing will change it again. */
 void agent__release_task(run_state *r, size_t i);
+
+/* tasks.c: the DAG starts (phase EXECUTING, run_start, first pump) once everything before it
+ * is ready; agent__execute() calls it, or the ECS child's preparation does. */
+void agent__execute_dag(run_state *r);
+/* run.c: the start gate passed (a child read its own task item): writes continue above `base`. */
+void agent__gate_passed(run_state *r, uint64_t base);
+/* run.c: ends the run before its record exists (the gate refused it): run_end, no write. */
+void agent__finish_unrecorded(run_state *r, int exit_code, const char *error);
+
+/* ecs_exec.c: the per-task ECS executor (docs/agent.md "Tasks on their own ECS task").
+ * Parent side: an attempt of a task whose spec says "executor": {"type": "ecs"} is started as
+ * its own ECS task (RunTask, rate- and concurrency-bounded), followed (its task-run item, then
+ * DescribeTasks in batches of 100), stopped on timeout and drain (StopTask), and ended through
+ * agent__attempt_end(). Child side: DAGY_ONLY_TASK runs one attempt of one task. */
+/* At tasks_init: checks what the executor needs (an s3:// artifact, DynamoDB status, a results
+ * bucket) for every ECS task, and finds the child's task. 0 or an exit code with err set. */
+int agent__ecs_init(run_state *r, char *err);
+/* True if attempts of task i run on their own ECS task (never in child mode). */
+bool agent__ecs_task(const run_state *r, size_t i);
+/* Starts the attempt the plan just marked RUNNING as an ECS task. `instance` is the name the
+ * child runs (DAGY_ONLY_TASK; NULL: the task's name) and `extra_env` (NULL-terminated
+ * NAME=VALUE, may be NULL) goes into its environment: the seam for a map instance
+ * (NAME[7], DAGY_MAP_ITEM). */
+void agent__ecs_start(run_state *r, size_t i, const char *instance, char *const *extra_env);
+/* The plan says task i's attempt timed out: StopTask, the attempt ends TIMED_OUT once ECS says
+ * STOPPED (unless the child recorded its own end first). */
+void agent__ecs_timeout(run_state *r, size_t i);
+/* Drain started: attempts still waiting for RunTask end CANCELLED at once. */
+void agent__ecs_drain(run_state *r);
+/* Drain expired: StopTask every running child; each ends CANCELLED once StopTask answered. */
+void agent__ecs_kill(run_state *r);
+void agent__ecs_free(run_state *r);
+/* Child mode: the status backend that leaves the run item alone (the parent owns it). Takes
+ * ownership of `inner`. */
+status_backend *agent__ecs_child_backend(status_backend *inner);
+/* Child mode, at the start gate: reads the task's own item, refuses a stale attempt, and
+ * passes the gate with a status_seq base above the parent's writes. */
+void agent__ecs_child_gate(run_state *r);
+/* Child mode, before the DAG starts: fetches the upstream tasks' stored results from S3 and
+ * marks every other task done; calls agent__execute_dag() (or agent__finish()). */
+void agent__ecs_child_begin(run_state *r);
+/* Child mode: map node i expanded; if it is the map of DAGY_ONLY_TASK=NAME[k], that instance
+ * becomes the task to run and its siblings count as done. */
+void agent__ecs_child_expanded(run_state *r, size_t i);
+/* Child mode: true once the one attempt has ended (the child then finishes). */
+bool agent__ecs_child_done(run_state *r, int *exit_code);
 
 /* results.c: the files of task attempts (layout in results.c's header comment). */
 typedef enum {

@@ -1004,6 +1004,19 @@ void status_store_set_seq_base(status_store *s, uint64_t base)
             s->items[i]->seq = base;
 }
 
+uint64_t status_item_seq(status_store *s, const cJSON *item)
+{
+    st_item *it = item ? find(s, item) : NULL;
+    return it ? it->seq : s->seq_base;
+}
+
+void status_seq_floor(status_store *s, cJSON *item, uint64_t seq)
+{
+    st_item *it = item ? find(s, item) : NULL;
+    if (it && it->seq < seq)
+        it->seq = seq;
+}
+
 int status_store_read(status_store *s, status_kind kind, const char *run_id, const char *task_name,
                       status_read_cb done, void *ctx)
 {

@@ -78,6 +78,11 @@ int status_store_new(uv_loop_t *loop, status_backend *backend, status_store **ou
 #define STATUS_SEQ_STRIDE 1048576ULL
 #define STATUS_SEQ_MAX    (1000000000000ULL - 2 * STATUS_SEQ_STRIDE)
 void status_store_set_seq_base(status_store *s, uint64_t base);
+/* The next write of `item` carries a status_seq above `seq`: another writer of the same item
+ * (an ECS child writing its own attempt, agent/ecs_exec.c) has written up to there. */
+void status_seq_floor(status_store *s, cJSON *item, uint64_t seq);
+/* The status_seq of the item's latest write sent (the seq base while none was). */
+uint64_t status_item_seq(status_store *s, const cJSON *item);
 
 /* Reads a stored item through the backend (see status_backend.read). */
 int status_store_read(status_store *s, status_kind kind, const char *run_id, const char *task_name,

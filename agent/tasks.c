@@ -96,11 +96,23 @@ static char *find_runner(const agent_config *c)
 /* Variables the agent sets for every task; an inherited value is dropped. */
 static bool reserved_env(const char *kv)
 {
-    static const char *const names[] = {
-        "DAGY_RUN_ID=",      "DAGY_FLOW_NAME=",  "DAGY_TASK_NAME=",   "DAGY_TASK_RUN_ID=",
-        "DAGY_ATTEMPT=",     "DAGY_PARAMETERS=", "DAGY_TASK_OUTPUT=", "DAGY_TASK_INPUTS=",
-        "DAGY_CALLABLE=",    "DAGY_KWARGS=",     "PYTHONPATH=",       "DAGY_PARAMETERS_FILE=",
-        "DAGY_KWARGS_FILE=", "DAGY_MAP_ITEM=",   "DAGY_MAP_INDEX=",   NULL};
+    static const char *const names[] = {"DAGY_RUN_ID=",
+                                        "DAGY_FLOW_NAME=",
+                                        "DAGY_TASK_NAME=",
+                                        "DAGY_TASK_RUN_ID=",
+                                        "DAGY_ATTEMPT=",
+                                        "DAGY_PARAMETERS=",
+                                        "DAGY_TASK_OUTPUT=",
+                                        "DAGY_TASK_INPUTS=",
+                                        "DAGY_CALLABLE=",
+                                        "DAGY_KWARGS=",
+                                        "PYTHONPATH=",
+                                        "DAGY_PARAMETERS_FILE=",
+                                        "DAGY_KWARGS_FILE=",
+                                        "DAGY_MAP_ITEM=",
+                                        "DAGY_MAP_INDEX=",
+                                        "DAGY_ONLY_TASK=",
+                                        NULL};
     for (const char *const *n = names; *n; n++)
         if (!strncmp(kv, *n, strlen(*n)))
             return true;
@@ -201,6 +213,8 @@ int agent__tasks_init(run_state *r, char *err)
     }
     if ((rc = agent__results_init(r, err)))
         return AGENT_EXIT_INFRA;
+    if ((rc = agent__ecs_init(r, err)))
+        return rc;
     r->runner = find_runner(c);
     if ((rc = write_large_values(r, err)))
         return rc;
@@ -228,10 +242,15 @@ static cJSON *task_item(run_state *r, size_t i)
 {
     agent_task *t = &r->tasks[i];
     if (!t->item) {
-        agent_uuid(t->task_run_id);
+        if (r->cfg->only_task) /* an ECS child: the parent's task run */
+            snprintf(t->task_run_id, sizeof t->task_run_id, "%s", r->cfg->only_task_run_id);
+        else
+            agent_uuid(t->task_run_id);
         t->item = status_item(r->status, STATUS_TASK, r->cfg->run_id, r->tasks[i].ft->name);
         status_set_str(t->item, "task_run_id", t->task_run_id);
         status_set_num(t->item, "max_attempts", sched_task_max_attempts(r->plan, i));
+        if (r->cfg->only_task && r->external_id) /* an ECS child: its own task ARN */
+            status_set_str(t->item, "external_id", r->external_id);
         long parent = sched_task_parent(r->plan, i);
         if (parent >= 0) { /* a map child: which map, which element */
             status_set_str(t->item, "map_parent", r->tasks[parent].ft->name);
@@ -298,6 +317,11 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
 {
     run_state *r = ud;
     agent_task *t = &r->tasks[i];
+    /* An ECS child records its one task only, and never CANCELLED: a stopped child's attempt
+     * is the parent's to record (retried, timed out or cancelled). */
+    bool child = r->cfg->only_task != NULL;
+    if (child && ((long)i != r->only_index || to == SCHED_CANCELLED))
+        return;
     cJSON *it = task_item(r, i);
     const char *st = sched_state_name(to);
     char ts[32];
@@ -311,7 +335,8 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
         t->attempt_start_ms = now;
         if (from == SCHED_PENDING) {
             t->first_start_ms = now;
-            status_set_str(it, "started_at", ts);
+            if (!child) /* the parent recorded the first attempt's start */
+                status_set_str(it, "started_at", ts);
         }
         l = task_line(r, i, LOG_INFO, "task_start", st, "task \"%s\" started%s%s", NULL, NULL);
         break;
@@ -352,10 +377,13 @@ static void on_transition(void *ud, size_t i, sched_state from, sched_state to, 
         break;
     }
     agent_log_end(l);
-    if (from == SCHED_RUNNING && to != SCHED_RUNNING) /* an attempt ended */
+    /* An attempt's TaskDuration: an attempt on its own ECS task reports its own, from the child
+     * agent (one figure per attempt: CloudWatch would sum both). */
+    if (from == SCHED_RUNNING && to != SCHED_RUNNING && !r->tasks[i].ft->executor)
         agent_metrics_task_attempt(r->tasks[i].ft->name, sched_task_attempt(r->plan, i),
                                    (double)(now - t->attempt_start_ms) / 1000.0);
-    status_touch(r->status, it);
+    if (!t->adopted) /* else the ECS child's terminal write stands (ecs_exec.c) */
+        status_touch(r->status, it);
     if (sched_state_terminal(to))
         agent__release_task(r, i);
     log_progress(r);
@@ -471,6 +499,11 @@ static void spawn_task(run_state *r, size_t i)
     agent_task *t = &r->tasks[i];
     t->timed_out = t->cancelled = t->infra = false;
     t->exit_code = -1;
+    if (agent__ecs_task(r, i)) {
+        agent__ecs_start(r, i, NULL, NULL);
+        return;
+    }
+    t->ran = true;
     char *inputs = NULL, err[AGENT_ERR_MAX];
     int attempt = sched_task_attempt(r->plan, i);
     if (agent__inputs_build(r, i, attempt, &inputs, err, sizeof err)) {
@@ -629,6 +662,8 @@ static void on_timeout(void *ud, size_t i)
 {
     run_state *r = ud;
     agent_task *t = &r->tasks[i];
+    if (t->ecs)
+        agent__ecs_timeout(r, i);
     if (!t->proc)
         return;
     t->timed_out = true;
@@ -650,6 +685,11 @@ void agent__tasks_pump(run_state *r)
     if (r->phase != RUN_EXECUTING)
         return;
     uint64_t now = uv_now(&r->loop);
+    int child_exit;
+    if (agent__ecs_child_done(r, &child_exit)) {
+        agent__finish(r, child_exit, r->error);
+        return;
+    }
     sched_tick(r->plan, now, on_timeout, r);
     long i;
     /* Joined maps first (their results free downstream tasks), then whatever may start; a map
@@ -662,9 +702,10 @@ void agent__tasks_pump(run_state *r)
         }
         while ((i = sched_next(r->plan, now)) >= 0) {
             again = true;
-            if (sched_task_is_map(r->plan, (size_t)i))
+            if (sched_task_is_map(r->plan, (size_t)i)) {
                 agent__map_expand(r, (size_t)i);
-            else
+                agent__ecs_child_expanded(r, (size_t)i);
+            } else
                 spawn_task(r, (size_t)i);
         }
     }
@@ -795,6 +836,7 @@ void agent__tasks_drain(run_state *r)
     snprintf(reason, sizeof reason, "Worker shutdown requested via %s",
              r->stop_signal ? r->stop_signal : "SIGTERM");
     sched_drain(r->plan, reason);
+    agent__ecs_drain(r);
 }
 
 void agent__tasks_kill(run_state *r)
@@ -808,6 +850,7 @@ void agent__tasks_kill(run_state *r)
         t->cancelled = true;
         sbx_terminate(t->proc, (uint64_t)(r->cfg->kill_grace_seconds * 1000));
     }
+    agent__ecs_kill(r);
     agent__results_abandon(r);
 }
 
@@ -821,6 +864,15 @@ void agent__execute(run_state *r)
         agent__finish(r, code, err);
         return;
     }
+    if (r->cfg->only_task) {
+        agent__ecs_child_begin(r); /* upstream results from S3 first */
+        return;
+    }
+    agent__execute_dag(r);
+}
+
+void agent__execute_dag(run_state *r)
+{
     agent__set_phase(r, RUN_EXECUTING);
     uv_update_time(&r->loop);
     status_set_num(r->run_item, "tasks_total", (double)r->spec->n_tasks);
@@ -849,6 +901,7 @@ void agent__execute(run_state *r)
 
 void agent__tasks_free(run_state *r)
 {
+    agent__ecs_free(r);
     agent__durable_free(r);
     free(r->exec_dir);
     r->exec_dir = NULL;

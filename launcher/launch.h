@@ -333,6 +333,10 @@ int launch__call(launch__ctx *c, const char *service, const char *op, cJSON *bod
 #define LAUNCH_CODE_MAX 96
 int launch__call_sync(launch__ctx *c, const char *service, const char *op, cJSON *body, cJSON **out,
                       char *code, char *err);
+/* reconcile_children.c: stops the running ECS tasks an agent started for one task of its run
+ * (startedBy dagy-agent) whose parent task is gone; counts them in *stopped, failed calls in
+ * *errors. Returns 0, or -EIO with err set if the children could not be listed. */
+int launch__reconcile_children(launch__ctx *c, size_t *stopped, size_t *errors, char *err);
 /* The plain run item, read consistently; NULL with err "run "X" not found (TABLE)" or the
  * read's failure. */
 cJSON *launch__read_run(launch__ctx *c, const char *run_id, char *err);

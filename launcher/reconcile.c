@@ -47,6 +47,7 @@ struct rec_job {
     size_t n_with_arn; /* candidates [0, n_with_arn) have a task ARN (after sorting) */
     void (*phase_done)(rec_job *j);
     size_t checked, updated, skipped, relaunched, errors;
+    size_t children_stopped; /* orphaned ECS children of agents (reconcile_children.c) */
     char error[LAUNCH_ERR_MAX];
 };
 
@@ -611,6 +612,8 @@ static cJSON *summary_json(const rec_job *j)
     cJSON_AddNumberToObject(out, "updated", (double)j->updated);
     cJSON_AddNumberToObject(out, "skipped", (double)j->skipped);
     cJSON_AddNumberToObject(out, "relaunched", (double)j->relaunched);
+    if (j->children_stopped) /* only then: the summary's keys stay as they were */
+        cJSON_AddNumberToObject(out, "children_stopped", (double)j->children_stopped);
     if (j->errors)
         cJSON_AddNumberToObject(out, "errors", (double)j->errors);
     return out;
@@ -662,6 +665,12 @@ static int job_finish(rec_job *j, char *err)
     pick_relaunches(j);
     relaunch_all(j);
     start_updates(j);
+    char why[LAUNCH_ERR_MAX];
+    if (launch__reconcile_children(&j->ctx, &j->children_stopped, &j->errors, why)) {
+        j->errors++;
+        if (!j->error[0])
+            launch__fmt(j->error, sizeof j->error, "listing the agents' ECS children: %s", why);
+    }
     launch__ctx_close(&j->ctx);
     if (!j->errors)
         return LAUNCH_EXIT_OK;

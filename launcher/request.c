@@ -2,6 +2,7 @@
  * container environment, RunTask, the dagy-worker task definition, and the reconcile verdict
  * for a described task. Pure: plain data in, cJSON out, so every body is unit-tested. */
 #include "launcher/launch.h"
+#include "proto/fargate.h"
 #include "proto/names.h"
 #include "proto/util.h"
 
@@ -193,7 +194,7 @@ static int pick_identity(launch_request *r, const launch_opts *o, const cJSON *i
     if (run && strlen(run) > LAUNCH_MAX_RUN_ID)
         FAIL("run id \"%s\" is longer than %d characters (it is the ECS clientToken)", run,
              LAUNCH_MAX_RUN_ID);
-    if (cap && strcmp(cap, "FARGATE") != 0 && strcmp(cap, "FARGATE_SPOT") != 0)
+    if (cap && !proto_capacity_provider_valid(cap))
         FAIL("capacity provider \"%s\" must be FARGATE or FARGATE_SPOT", cap);
     const char *lambda = getenv("AWS_LAMBDA_FUNCTION_NAME");
     if (!src)
@@ -258,7 +259,7 @@ static int pick_size(launch_request *r, const launch_opts *o, const cJSON *item,
         resolve_size(r, profile, cpu, mem, item_size, index, err) < 0)
         return -EINVAL;
     long gib = 21;
-    if (eph && launch_parse_int(eph, 21, 200, &gib) < 0)
+    if (eph && launch_parse_int(eph, PROTO_EPHEMERAL_MIN_GIB, PROTO_EPHEMERAL_MAX_GIB, &gib) < 0)
         FAIL("%s \"%s\" must be 21-200 GiB",
              item_eph ? "ephemeral_storage_gib" : "--ephemeral-storage", eph);
     r->ephemeral_gib = (int)gib;
@@ -387,12 +388,36 @@ cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const 
     return it;
 }
 
+
 static void add_env(cJSON *list, const char *name, const char *value)
 {
     cJSON *e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "name", name);
     cJSON_AddStringToObject(e, "value", value);
     cJSON_AddItemToArray(list, e);
+}
+
+/* What the agent's per-task ECS executor needs to start tasks like this one and that ECS task
+ * metadata does not say (docs/agent.md, "Tasks on their own ECS task"): the network
+ * configuration, a container name and roles other than the defaults. An --env of the same
+ * name is the operator's choice and wins. */
+static void ecs_exec_env(cJSON *env, const launch_config *c, const launch_request *r)
+{
+    const char *kv[][2] = {
+        {"DAGY_ECS_SUBNETS", c->subnets},
+        {"DAGY_ECS_SECURITY_GROUPS", c->security_groups},
+        {"DAGY_ECS_ASSIGN_PUBLIC_IP",
+         c->assign_public_ip && strcmp(c->assign_public_ip, "DISABLED") ? c->assign_public_ip
+                                                                        : NULL},
+        {"DAGY_ECS_CONTAINER_NAME",
+         c->container_name && strcmp(c->container_name, "dagy-worker") ? c->container_name : NULL},
+        /* With an operator's definition the roles are per-run overrides: children get them too. */
+        {"DAGY_ECS_TASK_ROLE_ARN", c->task_definition ? c->task_role : NULL},
+        {"DAGY_ECS_EXECUTION_ROLE_ARN", c->task_definition ? c->execution_role : NULL},
+    };
+    for (size_t k = 0; k < sizeof kv / sizeof kv[0]; k++)
+        if (kv[k][1] && !cJSON_GetObjectItemCaseSensitive(r->env, kv[k][0]))
+            add_env(env, kv[k][0], kv[k][1]);
 }
 
 cJSON *launch_container_env(const launch_config *c, const launch_request *r,
@@ -440,6 +465,7 @@ cJSON *launch_container_env(const launch_config *c, const launch_request *r,
         add_env(env, "DAGY_TASK_RUNS_TABLE", c->task_runs_table);
     if (c->agent_log_group) /* the agent ships its lines to stream RUN_ID there (logs.c reads it) */
         add_env(env, "DAGY_LOG_GROUP", c->agent_log_group);
+    ecs_exec_env(env, c, r);
     const cJSON *e;
     cJSON_ArrayForEach(e, r->env)
     {

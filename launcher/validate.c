@@ -3,6 +3,7 @@
  * and UUIDs (names and times: proto/names.h, proto/util.h). Nothing here talks to AWS, so every
  * rule is unit-tested directly. */
 #include "launcher/launch.h"
+#include "proto/fargate.h"
 #include "proto/jsonnul.h"
 #include "proto/names.h"
 #include "proto/util.h"
@@ -111,61 +112,21 @@ int launch_config_from_env(launch_config *c, unsigned need, char *err)
     return 0;
 }
 
-/* ---- profiles and the Fargate table ---- */
-
-static const struct {
-    const char *name;
-    int cpu, memory;
-} profiles[] = {
-    {"small", 256, 512},    {"medium", 1024, 2048}, {"large", 2048, 4096},
-    {"xlarge", 4096, 8192}, {"heavy", 8192, 16384}, {"max", 16384, 32768},
-};
+/* ---- profiles and the Fargate table: the one rule is proto/fargate.c ---- */
 
 int launch_profile(const char *name, int *cpu, int *memory)
 {
-    for (size_t i = 0; i < sizeof profiles / sizeof profiles[0]; i++) {
-        if (strcmp(profiles[i].name, name) == 0) {
-            *cpu = profiles[i].cpu;
-            *memory = profiles[i].memory;
-            return 0;
-        }
-    }
-    return -EINVAL;
+    return proto_profile(name, cpu, memory);
 }
-
-/* Fargate task sizes (AWS ECS developer guide, "Task CPU and memory"). */
-static const struct {
-    int cpu, min, max, step;
-    const char *hint;
-} fargate[] = {
-    {256, 512, 2048, 0, "512, 1024 or 2048"},
-    {512, 1024, 4096, 1024, "1024-4096 in steps of 1024"},
-    {1024, 2048, 8192, 1024, "2048-8192 in steps of 1024"},
-    {2048, 4096, 16384, 1024, "4096-16384 in steps of 1024"},
-    {4096, 8192, 30720, 1024, "8192-30720 in steps of 1024"},
-    {8192, 16384, 61440, 4096, "16384-61440 in steps of 4096"},
-    {16384, 32768, 122880, 8192, "32768-122880 in steps of 8192"},
-};
 
 bool launch_fargate_valid(int cpu, int memory)
 {
-    for (size_t i = 0; i < sizeof fargate / sizeof fargate[0]; i++) {
-        if (fargate[i].cpu != cpu)
-            continue;
-        if (cpu == 256)
-            return memory == 512 || memory == 1024 || memory == 2048;
-        return memory >= fargate[i].min && memory <= fargate[i].max &&
-               (memory - fargate[i].min) % fargate[i].step == 0;
-    }
-    return false;
+    return proto_fargate_valid(cpu, memory);
 }
 
 const char *launch_fargate_memory_hint(int cpu)
 {
-    for (size_t i = 0; i < sizeof fargate / sizeof fargate[0]; i++)
-        if (fargate[i].cpu == cpu)
-            return fargate[i].hint;
-    return NULL;
+    return proto_fargate_memory_hint(cpu);
 }
 
 /* ---- semantic versions ---- */

@@ -35,6 +35,7 @@ static const char *const task_fields[] = {"name",
                                           "env",
                                           "upstream",
                                           "trigger_rule",
+                                          "executor",
                                           "map",
                                           "retries",
                                           "retry_delay_seconds",
@@ -51,6 +52,7 @@ enum {
     T_ENV,
     T_UPSTREAM,
     T_TRIGGER,
+    T_EXECUTOR,
     T_MAP,
     T_SCHED
 };
@@ -451,6 +453,8 @@ static int parse_task(pctx *c, size_t i, cJSON *t)
         (f[T_ENV] && (rc = parse_env(task, f[T_ENV], prefix, c->err))) ||
         (f[T_UPSTREAM] && (rc = parse_upstream(c, i, f[T_UPSTREAM], prefix))) ||
         (f[T_TRIGGER] && (rc = parse_trigger(&task->def.trigger, f[T_TRIGGER], prefix, c->err))) ||
+        (f[T_EXECUTOR] && (rc = flowspec__parse_executor(f[T_EXECUTOR], &task->executor, prefix,
+                                                         c->err))) ||
         (f[T_MAP] && (rc = parse_map(task, f[T_MAP], prefix, c->err))) ||
         (rc = apply_sched_fields(f + T_SCHED, &task->def, prefix, c->err)))
         return rc;
@@ -778,6 +782,7 @@ void flowspec_task_clear(flowspec_task *t)
     if (t->map)
         free(t->map->over);
     free(t->map);
+    flowspec__executor_free(t->executor);
     memset(t, 0, sizeof *t);
 }
 

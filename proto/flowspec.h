@@ -14,6 +14,14 @@
 
 #define FLOWSPEC_ERR_MAX 512
 
+/* Where a task's attempts run (the task's "executor"; NULL: in the agent's own container).
+ * "ecs": each attempt is its own ECS task (agent/ecs_exec.c), sized like `dagy-launch run`. */
+typedef struct {
+    int cpu, memory;         /* task size (CPU units, MiB); 0: the task definition's */
+    int ephemeral_gib;       /* 21-200; 0: not overridden */
+    char *capacity_provider; /* FARGATE, FARGATE_SPOT, or NULL: launch type FARGATE */
+} flowspec_executor;
+
 /* "map": {"over": "UPSTREAM", "max_parallel": N, "allow_failures": K} (docs/flow-spec.md). */
 typedef struct {
     char *over;         /* the upstream task whose result (a JSON array) is mapped over */
@@ -35,6 +43,7 @@ typedef struct {
     sched_task_def def; /* scheduling parameters with defaults applied; def.name/upstream alias
                            the fields above */
     char *description;  /* or NULL */
+    flowspec_executor *executor; /* or NULL: run in the agent's container */
     flowspec_map *map;  /* a map task, or NULL. Its templates stay unexpanded after
                            flowspec_render (checked there): flowspec_render_child expands them
                            once per element, with {{ item }} */

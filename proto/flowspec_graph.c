@@ -208,6 +208,13 @@ static void dot_label(FILE *f, const flowspec_task *t)
     }
     if (t->def.trigger != SCHED_ALL_SUCCESS && (unsigned)t->def.trigger < 4)
         fprintf(f, "\\ntrigger: %s", rules[t->def.trigger]);
+    if (t->executor) { /* its own ECS task per attempt */
+        fputs("\\necs", f);
+        if (t->executor->cpu)
+            fprintf(f, " %d/%d", t->executor->cpu, t->executor->memory);
+        if (t->executor->capacity_provider)
+            fprintf(f, " %s", t->executor->capacity_provider);
+    }
 }
 
 void flowspec_write_dot(const flowspec *s, FILE *f)

@@ -32,6 +32,13 @@ int flowspec__check_acyclic(const flowspec *s, char *err);
 typedef int (*flowspec__kw_fn)(cJSON *str, const char *path, void *ud);
 int flowspec__walk_kwargs(cJSON *kwargs, flowspec__kw_fn fn, void *ud);
 
+/* flowspec_executor.c: a task's "executor" object, validated with the one Fargate size rule
+ * (proto/fargate.h). *out is NULL for {"type": "local"}. */
+int flowspec__parse_executor(const cJSON *v, flowspec_executor **out, const char *prefix,
+                             char *err);
+void flowspec__executor_free(flowspec_executor *e);
+/* A deep copy (NULL for NULL or out of memory). */
+flowspec_executor *flowspec__executor_dup(const flowspec_executor *e);
 /* True if the string holds a well-formed {{ item }} template. */
 bool flowspec__uses_item(const char *in);
 /* A kwargs walker (flowspec__walk_kwargs): 1 (and the path copied into ud, 300 bytes) at the

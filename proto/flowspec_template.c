@@ -417,8 +417,10 @@ static int copy_task(const flowspec_task *t, const char *name, size_t extra_env,
     out->kwargs = t->kwargs ? cJSON_Duplicate(t->kwargs, true) : NULL;
     out->upstream = malloc((t->n_upstream ? t->n_upstream : 1) * sizeof *out->upstream);
     out->n_upstream = t->n_upstream;
+    out->executor = flowspec__executor_dup(t->executor); /* a map child runs where its map says */
     if (!out->name || (t->command && !out->command) || !out->env ||
-        (t->callable && !out->callable) || (t->kwargs && !out->kwargs) || !out->upstream) {
+        (t->callable && !out->callable) || (t->kwargs && !out->kwargs) || !out->upstream ||
+        (t->executor && !out->executor)) {
         flowspec_task_clear(out);
         return -ENOMEM;
     }

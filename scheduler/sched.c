@@ -667,6 +667,15 @@ int sched_mark_reused(sched_plan *p, size_t task)
     return 0;
 }
 
+int sched_set_attempts(sched_plan *p, size_t task, int attempts)
+{
+    if (task >= p->n || p->tasks[task].state != SCHED_PENDING || attempts < 0 ||
+        attempts >= sched_task_max_attempts(p, task))
+        return -EINVAL;
+    p->tasks[task].attempt = attempts;
+    return 0;
+}
+
 void sched_finishing(sched_plan *p, size_t task)
 {
     assert(task < p->n && p->tasks[task].state == SCHED_RUNNING);

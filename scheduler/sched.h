@@ -120,6 +120,11 @@ void sched_drain(sched_plan *p, const char *reason);
  * the task is not PENDING. */
 int sched_mark_reused(sched_plan *p, size_t task);
 
+/* Counts `attempts` attempts of a PENDING task as already made elsewhere, so that its next start
+ * is attempt attempts+1 (an ECS child running attempt N of its parent's task: agent/ecs_exec.c).
+ * Returns 0, or -EINVAL if the task is not PENDING or no attempt would be left. */
+int sched_set_attempts(sched_plan *p, size_t task, int attempts);
+
 /* The running attempt's process ended and the driver is completing it (e.g. storing its
  * result): the task stays RUNNING until sched_exited(), but no longer counts against
  * max_parallel and can no longer time out. Idempotent. */

@@ -56,6 +56,9 @@ class FaultProxy(LoopbackServer):
         self.delay_s = delay_s
         self.match = match
         self.record_bodies = record_bodies
+        # The "throttle" answer's __type: DynamoDB's by default; ECS says "ThrottlingException".
+        self.throttle_type = ("com.amazonaws.dynamodb.v20120810#"
+                              "ProvisionedThroughputExceededException")
         self.bodies = []
         self.stats = {k: 0 for k in FAULTS + ("forwarded",)}
         self._rng = random.Random(seed)
@@ -149,8 +152,7 @@ class FaultProxy(LoopbackServer):
                         400,
                         json.dumps(
                             {
-                                "__type": "com.amazonaws.dynamodb.v20120810#"
-                                "ProvisionedThroughputExceededException",
+                                "__type": outer.throttle_type,
                                 "message": "The level of configured provisioned throughput for "
                                 "the table was exceeded (injected)",
                             }

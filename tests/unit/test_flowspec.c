@@ -171,7 +171,7 @@ static void test_unknown_fields_are_rejected_everywhere(void **state)
     expect_error(
         SPEC("{'name': 'x', " CMD ", 'upstreams': []}"),
         "task 'x': unknown field 'upstreams' (allowed: name, description, command, "
-        "callable, kwargs, env, upstream, trigger_rule, map, retries, retry_delay_seconds, "
+        "callable, kwargs, env, upstream, trigger_rule, executor, map, retries, retry_delay_seconds, "
         "retry_backoff, retry_max_delay_seconds, retry_jitter, timeout_seconds)");
 }
 
@@ -352,6 +352,66 @@ static void test_env_errors(void **state)
     assert_string_equal(s->tasks[0].env[0], "_A1=x=y");
     assert_string_equal(s->tasks[0].env[1], "dagy_ok=");
     flowspec_free(s);
+}
+
+/* "executor": the size rule of `dagy-launch run` (proto/fargate.h), one message per mistake. */
+static void test_executor_field(void **state)
+{
+    (void)state;
+    flowspec *s = parse_ok(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'profile': "
+                                "'xlarge', 'ephemeral_storage_gib': 50, 'capacity_provider': "
+                                "'FARGATE_SPOT'}}, {'name': 'y', " CMD
+                                ", 'executor': {'type': 'local'}}, {'name': 'z', " CMD
+                                ", 'executor': {'type': 'ecs', 'cpu': 512, 'memory': 3072}}"));
+    const flowspec_executor *e = s->tasks[0].executor;
+    assert_non_null(e);
+    assert_int_equal(e->cpu, 4096);
+    assert_int_equal(e->memory, 8192);
+    assert_int_equal(e->ephemeral_gib, 50);
+    assert_string_equal(e->capacity_provider, "FARGATE_SPOT");
+    assert_null(s->tasks[1].executor);
+    assert_int_equal(s->tasks[2].executor->cpu, 512);
+    assert_int_equal(s->tasks[2].executor->memory, 3072);
+    assert_null(s->tasks[2].executor->capacity_provider);
+    flowspec_free(s);
+    s = parse_ok(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs'}}"));
+    assert_int_equal(s->tasks[0].executor->cpu, 0); /* the task definition's size */
+    flowspec_free(s);
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': 'ecs'}"),
+                 "task 'x': field 'executor': must be an object such as {'type': 'ecs', "
+                 "'profile': 'xlarge'}");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'lambda'}}"),
+                 "task 'x': field 'executor': 'type' must be 'ecs' or 'local'");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'profle': 'max'}}"),
+                 "task 'x': field 'executor': unknown field 'profle' (allowed: type, profile, "
+                 "cpu, memory, ephemeral_storage_gib, capacity_provider)");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'profile': 'huge'}}"),
+                 "task 'x': field 'executor': profile 'huge' is unknown (small, medium, large, "
+                 "xlarge, heavy, max)");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'profile': 'max', "
+                      "'cpu': 256, 'memory': 512}}"),
+                 "task 'x': field 'executor': give either 'profile' or 'cpu'/'memory', not both");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'cpu': 256}}"),
+                 "task 'x': field 'executor': 'cpu' and 'memory' go together");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'cpu': 300, "
+                      "'memory': 512}}"),
+                 "task 'x': field 'executor': cpu must be a Fargate CPU size (256, 512, 1024, "
+                 "2048, 4096, 8192, 16384)");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'cpu': 256, "
+                      "'memory': 8192}}"),
+                 "task 'x': field 'executor': cpu 256 with memory 8192 is not a valid Fargate "
+                 "size: CPU 256 takes memory 512, 1024 or 2048");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', "
+                      "'ephemeral_storage_gib': 20}}"),
+                 "task 'x': field 'executor': ephemeral_storage_gib must be an integer of 21-200 "
+                 "GiB");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', "
+                      "'capacity_provider': 'EC2'}}"),
+                 "task 'x': field 'executor': capacity_provider must be FARGATE or FARGATE_SPOT");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'local', 'cpu': 256, "
+                      "'memory': 512}}"),
+                 "task 'x': field 'executor': a 'local' executor takes no size or capacity "
+                 "provider");
 }
 
 static void test_upstream_and_trigger_errors(void **state)
@@ -591,6 +651,20 @@ static void test_dot_diamond(void **state)
     flowspec_free(s);
 }
 
+/* --graph shows where a task runs: its own ECS task, with its size. */
+static void test_dot_shows_the_ecs_executor(void **state)
+{
+    (void)state;
+    flowspec *s = parse_ok(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'profile': "
+                                "'xlarge', 'capacity_provider': 'FARGATE_SPOT'}}, {'name': 'y', " CMD
+                                ", 'executor': {'type': 'ecs'}}"));
+    char *dot = dot_of(s);
+    assert_non_null(strstr(dot, "\"x\" [label=\"x\\n$ true\\necs 4096/8192 FARGATE_SPOT\"];"));
+    assert_non_null(strstr(dot, "\"y\" [label=\"y\\n$ true\\necs\"];"));
+    free(dot);
+    flowspec_free(s);
+}
+
 static void test_dot_escapes_and_shortens_commands(void **state)
 {
     flowspec *s = parse_ok(SPEC("{'name': 'q', 'command': ['sh', '-c', "
@@ -691,6 +765,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_task_names),
         cmocka_unit_test(test_command_and_callable_errors),
         cmocka_unit_test(test_env_errors),
+        cmocka_unit_test(test_executor_field),
         cmocka_unit_test(test_upstream_and_trigger_errors),
         cmocka_unit_test(test_cycles_print_the_path),
         cmocka_unit_test(test_kwargs_upstream_references),
@@ -699,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_long_cycle_message_is_truncated),
         cmocka_unit_test(test_2000_tasks_parse_fast),
         cmocka_unit_test(test_dot_diamond),
+        cmocka_unit_test(test_dot_shows_the_ecs_executor),
         cmocka_unit_test(test_dot_escapes_and_shortens_commands),
         cmocka_unit_test(test_load_prefixes_errors_with_the_path),
         cmocka_unit_test(test_dot_names_are_valid_task_names),

@@ -644,6 +644,13 @@ static void test_request_from_item(void **state)
     cJSON *env = launch_container_env(&c, &r, &v);
     assert_string_equal(env_value(env, "DAGY_RESUME_FROM"), "src-1");
     assert_string_equal(env_value(env, "DAGY_CAPACITY_PROVIDER"), "FARGATE_SPOT");
+    /* What the agent's ECS executor needs and task metadata lacks; managed definition: no
+     * role overrides, defaults not repeated. */
+    assert_string_equal(env_value(env, "DAGY_ECS_SUBNETS"), "subnet-1, subnet-2");
+    assert_string_equal(env_value(env, "DAGY_ECS_SECURITY_GROUPS"), "sg-1");
+    assert_null(env_value(env, "DAGY_ECS_ASSIGN_PUBLIC_IP"));
+    assert_null(env_value(env, "DAGY_ECS_CONTAINER_NAME"));
+    assert_null(env_value(env, "DAGY_ECS_TASK_ROLE_ARN"));
     cJSON_Delete(env);
     launch_request_clear(&r);
     ro.all = true;
