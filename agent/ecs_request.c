@@ -3,7 +3,7 @@
  * the reconciler, an idempotent clientToken, and the container environment that makes the
  * child's dagy-agent run just that attempt (ecs_child.c). */
 #include "agent/ecs_exec.h"
-#include "proto/sigv4.h"
+#include "proto/sha256.h"
 #include "proto/util.h"
 
 #include <stdio.h>
@@ -187,6 +187,6 @@ void agent__ecs_client_token(const char *run_id, const char *instance, int attem
     size_t n = strlen(run_id) + strlen(instance) + 32;
     char *s = malloc(n);
     int len = snprintf(s, n, "%s\n%s\n%d", run_id, instance, attempt);
-    sigv4_sha256_hex(s, (size_t)len, out);
+    proto_sha256_hex(s, (size_t)len, out);
     free(s);
 }
