@@ -279,7 +279,10 @@ class TemplateTest(unittest.TestCase):
                     arns.update((logical, st["Sid"], r) for r in res)
         stars = {(lg, sid) for lg, sid, r in arns if r == "*"}
         # ECR's GetAuthorizationToken has no resource; the pull is bounded by the repository.
-        self.assertEqual(stars, {("ExecutionRole", "PullWorkerImage")})
+        # ListTasks names no task (its resource is a container instance, none on Fargate): it is
+        # bounded by its ecs:cluster condition.
+        self.assertEqual(stars, {("ExecutionRole", "PullWorkerImage"),
+                                 ("ControlRole", "FindOrphanedTaskAttempts")})
         for _, sid, r in arns:
             if r != "*":
                 self.assertRegex(r, r"(dagy|DAGY)", sid)
