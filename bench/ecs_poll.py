@@ -7,7 +7,7 @@ tests/integration/test_ecs_exec_moto.py does (its EcsExecBase is reused here, no
 flow whose map of N elements runs every child as its own ECS task (`"executor": {"type":
 "ecs"}`, map max_parallel N). ECS and DynamoDB go through the suite's recording proxy
 (recproxy.py), which stamps every call's answer with the time. Nobody plays the children: moto
-keeps them RUNNING. Once the last RunTask answered, the calls of a window of WINDOW seconds are
+keeps them RUNNING. From the first poll that follows every child on, the calls of a window of WINDOW seconds are
 grouped into polls (a poll is a burst of reads; polls are at least DAGY_ECS_POLL_SECONDS apart,
 the next armed after the last answer), then the parent is SIGTERMed and must have StopTask'ed
 every child and recorded each CANCELLED. The peer figure, a naive poller making one
@@ -53,6 +53,10 @@ class Timeline:
         with self._lock:
             self.calls.append((time.monotonic(), op, req))
         return self.inner(op, req, resp)
+
+    def last(self):
+        with self._lock:
+            return self.calls[-1][0] if self.calls else 0.0
 
     def between(self, t0, t1):
         with self._lock:
@@ -106,10 +110,13 @@ class Bench(EcsExecBase):
         t_start = time.monotonic()
         if not agentenv.wait_for(lambda: len(player.started) == n, timeout=120):
             raise SystemExit("only %d of %d children were launched" % (len(player.started), n))
-        t0 = time.monotonic()
-        launch_s = t0 - t_start
-        time.sleep(window)
-        t1 = time.monotonic()
+        launch_s = time.monotonic() - t_start
+        t0 = self.first_full_poll(out_path, n, tl, poll)
+        t1 = t0 + window
+        time.sleep(max(0.0, t1 - time.monotonic()))
+        # The poll under way at t1 is counted whole: wait for its last answer.
+        agentenv.wait_for(lambda: time.monotonic() - tl.last() > poll / 2, timeout=60 + poll)
+        t_quiet = time.monotonic()
         arns = sorted(arn for arn, _ in player.started)
         states = {t["lastStatus"] for k in range(0, n, 100) for t in self.ecs.describe_tasks(
             cluster="dagy-cluster", tasks=arns[k:k + 100])["tasks"]}
@@ -118,15 +125,35 @@ class Bench(EcsExecBase):
         with open(out_path) as f:
             res = base.Result(p.returncode, f.read(), err)
         self.assert_no_secrets(res, env)
-        return self.figures(n, window, poll, tl.between(t0, t1), res, arns, states, run_id,
-                            launch_s)
+        return self.figures(n, window, poll, tl.between(t0, t_quiet), t1, res, arns, states,
+                            run_id, launch_s)
 
-    def figures(self, n, window, poll, calls, res, arns, states, run_id, launch_s):
-        polls = polls_of(calls, poll / 2)
+    @staticmethod
+    def first_full_poll(out_path, n, tl, poll):
+        """When the window starts: the parent logged every child's ecs_task_started, then a
+        poll answered (it may have been sent before the last child was followed), and the next
+        one began: that one follows all n."""
+        def started():
+            with open(out_path) as f:
+                return sum('"ecs_task_started"' in line for line in f)
+        if not agentenv.wait_for(lambda: started() >= n, timeout=60):
+            raise SystemExit("the parent logged ecs_task_started for fewer than %d children" % n)
+        t_log = time.monotonic()
+        if not agentenv.wait_for(lambda: len(polls_of(tl.between(t_log, 1e18), poll / 2)) >= 2,
+                                 timeout=10 * poll + 60, interval=0.01):
+            raise SystemExit("the parent did not poll twice after launching every child")
+        return polls_of(tl.between(t_log, 1e18), poll / 2)[1][0][0] - 1e-6
+
+    def figures(self, n, window, poll, calls, t1, res, arns, states, run_id, launch_s):
+        polls = [pl for pl in polls_of(calls, poll / 2) if pl[0][0] < t1]
+        calls = [c for pl in polls for c in pl] + [c for c in calls
+                                                   if c[0] < t1 and c[1] in WRITES]
         describes = [c for c in calls if c[1] == "DescribeTasks"]
         per_poll = [sum(c[1] == "DescribeTasks" for c in pl) for pl in polls]
         reads = {op: sum(c[1] == op for c in calls) for op in READS}
-        writes = sum(c[1] in WRITES for c in calls)
+        writes = [c for c in calls if c[1] in WRITES]
+        late = [c for c in writes if c[0] >= polls[0][0][0] + 2 * poll] if polls else []
+        starts = [pl[0][0] for pl in polls]
         stopped = sorted(s["task"] for s in self.proxy.calls("StopTask"))
         items = [self.get(run_id, "child[%d]" % k) for k in range(n)]
         cancelled = sum(1 for it in items if it and it["status"] == "CANCELLED"
@@ -146,8 +173,12 @@ class Bench(EcsExecBase):
             "calls_per_child_minute": len(describes) / child_minutes,
             "goal_calls_per_poll": math.ceil(n / 100),
             "naive_calls": n * npolls, "naive_per_child_minute": n * npolls / child_minutes,
-            "reads": reads, "reads_per_poll": sum(reads.values()) / npolls if npolls else 0.0,
-            "writes_in_window": writes,
+            "reads": reads, "read_tables": sorted({c[2].get("TableName", "?") for c in calls
+                                                   if c[1] in READS}), "reads_per_poll": sum(reads.values()) / npolls if npolls else 0.0,
+            "poll_interval_s": ((starts[-1] - starts[0]) / (npolls - 1) if npolls > 1 else 0.0),
+            "poll_answer_s": (sum(pl[-1][0] - pl[0][0] for pl in polls) / npolls
+                              if npolls else 0.0),
+            "writes_in_window": len(writes), "writes_after_2_polls": len(late),
             "exit_code": res.code, "stoptask_arns": len(set(stopped) & set(arns)),
             "stoptask_calls": len(stopped), "cancelled": cancelled, "still_running": len(left),
         }
