@@ -41,7 +41,7 @@ echo
 echo "ECS children followed by one parent: map of $(fig children) on ECS (moto), poll $(fig poll_s) s"
 printf '  %-44s %s (%s RunTask, all answered in %s s; ECS says %s)\n' "children running" \
     "$(fig children)" "$(fig runtasks)" "$(fig launch_s)" "$(fig ecs_states)"
-printf '  %-44s %s s\n' "window (from the first poll of all children)" "$(fig window_s)"
+printf '  %-44s %s s\n' "window (from the first poll of all)" "$(fig window_s)"
 printf '  %-44s %s (one every %s s; a poll answered in %s s)\n' "polls in the window" \
     "$(fig polls)" "$(fig poll_interval_s)" "$(fig poll_answer_s)"
 printf '  %-44s %s\n' "DescribeTasks calls" "$(fig describe_calls)"
@@ -50,7 +50,7 @@ printf '  %-44s %s (most in one poll: %s)\n' "DescribeTasks calls per poll" \
 printf '  %-44s %s\n' "ARNs per DescribeTasks call" "$(fig arns_per_call)"
 printf '  %-44s %s\n' "DescribeTasks calls per child-minute" "$(fig calls_per_child_minute)"
 printf '  %-44s %s per poll (GetItem %s, Query %s, BatchGetItem %s; %s writes in the window, %s after its first %s s)\n' \
-    "item reads per poll ($(fig read_tables))" "$(fig reads_per_poll)" "$(fig reads.GetItem)" \
+    "item reads, fast path ($(fig read_tables))" "$(fig reads_per_poll)" "$(fig reads.GetItem)" \
     "$(fig reads.Query)" "$(fig reads.BatchGetItem)" "$(fig writes_in_window)" \
     "$(fig writes_after_2_polls)" "$(python3 -c 'import sys; print(2 * float(sys.argv[1]))' "$POLL")"
 printf '  %-44s %s calls, %s per child-minute (computed from the polls above, not run)\n' \
