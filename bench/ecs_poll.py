@@ -108,8 +108,13 @@ class Bench(EcsExecBase):
                                  text=True, start_new_session=True)
         self.addCleanup(awsenv.stop_process, p)
         t_start = time.monotonic()
-        if not agentenv.wait_for(lambda: len(player.started) == n, timeout=120):
-            raise SystemExit("only %d of %d children were launched" % (len(player.started), n))
+        if not agentenv.wait_for(lambda: len(player.started) == n or p.poll() is not None,
+                                 timeout=120) or p.poll() is not None:
+            _, err = p.communicate(timeout=60)
+            with open(out_path) as f:
+                tail = (f.read() + err)[-2000:]
+            raise SystemExit("only %d of %d children were launched (parent: exit %s)\n%s"
+                             % (len(player.started), n, p.returncode, tail))
         launch_s = time.monotonic() - t_start
         t0 = self.first_full_poll(out_path, n, tl, poll)
         t1 = t0 + window

@@ -28,9 +28,10 @@ python3 -c 'import moto, boto3' 2>/dev/null || die "python3 with moto and boto3 
 DAGY_AGENT=$AGENT
 export DAGY_AGENT
 rc=0
-out=$(python3 "$BENCH_DIR/ecs_poll.py" --children "$CHILDREN" --window "$WINDOW" --poll "$POLL" |
-    tail -n 1) || rc=$?
-[ -n "$out" ] || die "the benchmark could not run"
+out=$(python3 "$BENCH_DIR/ecs_poll.py" --children "$CHILDREN" --window "$WINDOW" --poll "$POLL") ||
+    rc=$?
+out=$(printf '%s\n' "$out" | tail -n 1)
+case $out in "{"*) ;; *) die "the benchmark could not run" ;; esac
 fig() { python3 -c 'import json, sys
 d = json.loads(sys.argv[1])
 for k in sys.argv[2].split("."):
