@@ -6,9 +6,9 @@ The parent runs in container mode against moto (signatures enforced), set up exa
 tests/integration/test_ecs_exec_moto.py does (its EcsExecBase is reused here, not copied): a
 flow whose map of N elements runs every child as its own ECS task (`"executor": {"type":
 "ecs"}`, map max_parallel N). ECS and DynamoDB go through the suite's recording proxy
-(recproxy.py), which stamps every call's answer with the time. Nobody plays the children: moto
-keeps them RUNNING. From the first poll that follows every child on, the calls of a window of WINDOW seconds are
-grouped into polls (a poll is a burst of reads; polls are at least DAGY_ECS_POLL_SECONDS apart,
+(recproxy.py), whose rewrite hook stamps every call's answer with the time here. Nobody plays
+the children: moto keeps them RUNNING. From the first poll that follows every child on, the
+calls of a window of WINDOW seconds are grouped into polls (a poll is a burst of reads; polls are at least DAGY_ECS_POLL_SECONDS apart,
 the next armed after the last answer), then the parent is SIGTERMed and must have StopTask'ed
 every child and recorded each CANCELLED. The peer figure, a naive poller making one
 DescribeTasks per child per poll (Airflow's EcsRunTaskOperator: one sensor per task), is
@@ -178,8 +178,9 @@ class Bench(EcsExecBase):
             "calls_per_child_minute": len(describes) / child_minutes,
             "goal_calls_per_poll": math.ceil(n / 100),
             "naive_calls": n * npolls, "naive_per_child_minute": n * npolls / child_minutes,
-            "reads": reads, "read_tables": sorted({c[2].get("TableName", "?") for c in calls
-                                                   if c[1] in READS}), "reads_per_poll": sum(reads.values()) / npolls if npolls else 0.0,
+            "reads": reads,
+            "read_tables": sorted({c[2].get("TableName", "?") for c in calls if c[1] in READS}),
+            "reads_per_poll": sum(reads.values()) / npolls if npolls else 0.0,
             "poll_interval_s": ((starts[-1] - starts[0]) / (npolls - 1) if npolls > 1 else 0.0),
             "poll_answer_s": (sum(pl[-1][0] - pl[0][0] for pl in polls) / npolls
                               if npolls else 0.0),
