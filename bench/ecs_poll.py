@@ -11,8 +11,8 @@ the children: moto keeps them RUNNING. From the first poll that follows every ch
 calls of a window of WINDOW seconds are grouped into polls (a poll is a burst of reads; polls
 are at least DAGY_ECS_POLL_SECONDS apart, the next armed after the last answer), then the
 parent is SIGTERMed and must have StopTask'ed every child and recorded each CANCELLED. The peer
-figure, a naive poller making one DescribeTasks per child per poll (Airflow's EcsRunTaskOperator: one sensor per task), is
-computed from the same polls, not run.
+figure, a naive poller making one DescribeTasks per child per poll (Airflow's
+EcsRunTaskOperator: one sensor per task), is computed from the same polls, not run.
 
 Usage: ecs_poll.py [--children N] [--window S] [--poll S]. Prints one JSON object with the
 figures on the last line of stdout (the shell script formats it); exit 1 when the run itself
