@@ -169,7 +169,8 @@ static void test_ecs_events_of_no_dagy_run_are_ignored(void **state)
     const char *cases[] = {
         "{\"taskArn\":\"arn:t/1\",\"lastStatus\":\"RUNNING\"}",
         "{\"taskArn\":\"arn:t/1\",\"lastStatus\":\"STOPPED\",\"group\":\"family:x\"}",
-        ("{\"taskArn\":\"arn:t/1\",\"lastStatus\":\"STOPPED\",\"overrides\":{\"containerOverrides\":"
+        ("{\"taskArn\":\"arn:t/"
+         "1\",\"lastStatus\":\"STOPPED\",\"overrides\":{\"containerOverrides\":"
          "[{\"name\":\"other\",\"environment\":[{\"name\":\"DAGY_RUN_ID\",\"value\":\"r1\"}]}]}}"),
         "{\"taskArn\":\"arn:t/1\",\"lastStatus\":\"STOPPED\",\"group\":\"dagy:../x\"}",
     };
