@@ -578,12 +578,21 @@ static int dispatch(const cJSON *ev, cJSON **out)
     return plain_answer(action_event(ev), out);
 }
 
-int launch__lambda_event(const char *text, size_t len, cJSON **result)
+int launch__lambda_event(const char *event, size_t len, cJSON **result)
 {
     char err[LAUNCH_ERR_MAX] = "";
     cJSON *ev = NULL;
     int rc = -1;
-    if (!proto_utf8_valid(text, len) || strlen(text) != len)
+    /* The event is `len` bytes, not a C string: a terminated copy for the string checks. */
+    char *text = malloc(len + 1);
+    if (text) {
+        memcpy(text, event, len);
+        text[len] = '\0';
+    }
+    *result = NULL;
+    if (!text)
+        ; /* the answer below */
+    else if (!proto_utf8_valid(text, len) || strlen(text) != len)
         *result = invocation_error("Dagy.InvalidEvent", "the event is not UTF-8 text");
     else if (launch__refuse_nul(text, "the event", err) < 0)
         *result = invocation_error("Dagy.InvalidEvent", err);
@@ -592,6 +601,7 @@ int launch__lambda_event(const char *text, size_t len, cJSON **result)
     else
         rc = dispatch(ev, result);
     cJSON_Delete(ev);
+    free(text);
     if (!*result) {
         *result = invocation_error("Dagy.Failed", "no launch__reply (out of memory?)");
         rc = -1;

@@ -163,6 +163,21 @@ static cJSON *ecs(const char *detail, int *rc)
     return answer_of(ev, (size_t)n, rc);
 }
 
+/* An event is `len` bytes, not a C string: nothing past them is read (ASan: a heap overflow in
+ * strlen before the fix, found by fuzz_lambda). */
+static void test_an_event_is_read_within_its_length(void **state)
+{
+    (void)state;
+    const char ev[] = "{\"action\":\"nope\"}";
+    char *exact = malloc(sizeof ev - 1); /* no NUL after the event */
+    assert_non_null(exact);
+    memcpy(exact, ev, sizeof ev - 1);
+    cJSON *a = answer_of(exact, sizeof ev - 1, &(int){0});
+    assert_string_equal(launch__str(a, "errorType"), "Dagy.InvalidRequest");
+    cJSON_Delete(a);
+    free(exact);
+}
+
 static void test_ecs_events_of_no_dagy_run_are_ignored(void **state)
 {
     (void)state;
@@ -210,6 +225,7 @@ int main(void)
     setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_events_are_error_answers),
+        cmocka_unit_test(test_an_event_is_read_within_its_length),
         cmocka_unit_test(test_answers_stay_utf8_when_messages_are_cut),
         cmocka_unit_test(test_api_gateway_routes_and_bad_input),
         cmocka_unit_test(test_ecs_events_of_no_dagy_run_are_ignored),
