@@ -122,6 +122,23 @@ class DdbStatusLargeDag(unittest.TestCase):
                                  "peak RSS %d KiB with DynamoDB status, %d KiB with local status"
                                  % (ddb_kib, local_kib))
 
+    def test_a_dynamodb_run_from_a_directory_maps_no_archive_library(self):
+        # libarchive and what it pulls (libxml2, ICU, libstdc++, compressors) were ~2.7 MiB of
+        # the DynamoDB run's peak RSS: they live in dagy-agent-unpack.so, loaded only to unpack.
+        flow = agentenv.Flow({"spec_version": 1, "name": "ddb_libs", "version": "1.0.0",
+                              "tasks": [{"name": "a", "command": ["true"]}]})
+        self.addCleanup(flow.cleanup)
+        r = flow.run("--run-id", "ddb-libs",
+                     env=self.srv.env(DAGY_STATUS_BACKEND="dynamodb", LD_DEBUG="files"))
+        self.assertEqual(r.code, 0, r.err[-2000:])
+        objs = [l.split("file=", 1)[1].split(";")[0].split(" [")[0].strip()
+                for l in r.err.splitlines()
+                if "file=" in l and ("needed by" in l or "dynamically loaded by" in l)]
+        self.assertTrue(any("dagy-agent-aws.so" in o for o in objs), objs)
+        for o in objs:
+            for lib in ("dagy-agent-unpack.so", "libarchive", "libxml2", "libicu", "libstdc++"):
+                self.assertNotIn(lib, o, "a DynamoDB-status run from a directory loaded %s" % o)
+
 
 if __name__ == "__main__":
     unittest.main()
