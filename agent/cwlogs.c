@@ -356,45 +356,21 @@ static bool sink(void *ud, const char *json, size_t len, double ts, log_level le
 
 /* ---- requests ---- */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
+typedef proto_sbuf sbuf;
 
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
+/* Appends s[0..n) as the body of a JSON string (cwlogs_json_escape). */
 static void sb_str(sbuf *b, const char *s, size_t n)
 {
-    if (!b->oom && cwlogs_json_escape(&b->p, &b->len, &b->cap, s, n) < 0)
+    if (!b->oom && cwlogs_json_escape(&b->s, &b->len, &b->cap, s, n) < 0)
         b->oom = true;
 }
 
 /* {"logGroupName":G,"logStreamName":S — the start of every request body. */
 static void sb_target(sbuf *b)
 {
-    sb_add(b, "{\"logGroupName\":", 16);
+    proto_sbuf_put(b, "{\"logGroupName\":", 16);
     sb_str(b, S.group, strlen(S.group));
-    sb_add(b, ",\"logStreamName\":", 17);
+    proto_sbuf_put(b, ",\"logStreamName\":", 17);
     sb_str(b, S.stream, strlen(S.stream));
 }
 
@@ -406,7 +382,7 @@ static char *batch_body(size_t *n, ev **last)
     size_t bytes = 0;
     *n = 0;
     sb_target(&b);
-    sb_add(&b, ",\"logEvents\":[", 14);
+    proto_sbuf_put(&b, ",\"logEvents\":[", 14);
     int64_t first = S.head ? S.head->ts_ms : 0;
     *last = NULL;
     for (ev *e = S.head; e; e = e->next) {
@@ -417,23 +393,23 @@ static char *batch_body(size_t *n, ev **last)
         char ts[48];
         int tl = snprintf(ts, sizeof ts, "%s{\"timestamp\":%lld,\"message\":", *n ? "," : "",
                           (long long)e->ts_ms);
-        sb_add(&b, ts, (size_t)tl);
+        proto_sbuf_put(&b, ts, (size_t)tl);
         sb_str(&b, e->data, e->len);
-        sb_add(&b, "}", 1);
+        proto_sbuf_put(&b, "}", 1);
         bytes += add;
         (*n)++;
     }
-    sb_add(&b, "]", 1);
+    proto_sbuf_put(&b, "]", 1);
     if (S.seq_token) {
-        sb_add(&b, ",\"sequenceToken\":", 17);
+        proto_sbuf_put(&b, ",\"sequenceToken\":", 17);
         sb_str(&b, S.seq_token, strlen(S.seq_token));
     }
-    sb_add(&b, "}", 1);
+    proto_sbuf_put(&b, "}", 1);
     if (b.oom) {
-        free(b.p);
+        free(b.s);
         return NULL;
     }
-    return b.p;
+    return b.s;
 }
 
 static void on_timer(uv_timer_t *t);
@@ -604,12 +580,12 @@ static void create_stream(void)
 {
     sbuf b = {0};
     sb_target(&b);
-    sb_add(&b, "}", 1);
+    proto_sbuf_put(&b, "}", 1);
     fetch_json_opts o = {.retry = &RETRY, .json11 = true};
     int rc = b.oom ? -ENOMEM
-                   : fetch_aws_json_opts(S.aws, "logs", "Logs_20140328.CreateLogStream", b.p, &o,
+                   : fetch_aws_json_opts(S.aws, "logs", "Logs_20140328.CreateLogStream", b.s, &o,
                                          on_created, NULL);
-    free(b.p);
+    free(b.s);
     if (rc < 0) {
         backoff(strerror(-rc));
         return;

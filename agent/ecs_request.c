@@ -3,6 +3,7 @@
  * the reconciler, an idempotent clientToken, and the container environment that makes the
  * child's dagy-agent run just that attempt (ecs_child.c). */
 #include "agent/ecs_exec.h"
+#include "proto/ecsreq.h"
 #include "proto/sha256.h"
 #include "proto/util.h"
 
@@ -75,24 +76,6 @@ static cJSON *child_env(ecs_child *ch)
     return env;
 }
 
-static cJSON *str_list(const char *csv)
-{
-    cJSON *a = cJSON_CreateArray();
-    char **l = proto_split_list(csv, ',');
-    for (size_t k = 0; l && l[k]; k++)
-        cJSON_AddItemToArray(a, cJSON_CreateString(l[k]));
-    proto_list_free(l);
-    return a;
-}
-
-static void add_tag(cJSON *tags, const char *key, const char *value)
-{
-    cJSON *t = cJSON_CreateObject();
-    cJSON_AddStringToObject(t, "key", key);
-    cJSON_AddStringToObject(t, "value", value);
-    cJSON_AddItemToArray(tags, t);
-}
-
 /* overrides: the executor's size, the roles, the worker container's environment. */
 static cJSON *runtask_overrides(ecs_child *ch)
 {
@@ -129,41 +112,28 @@ cJSON *agent__ecs_runtask_body(ecs_child *ch)
 {
     agent_ecs *e = ch->r->ecs;
     const flowspec_executor *x = agent__ecs_spec_task(ch->r, ch->i)->executor;
-    cJSON *b = cJSON_CreateObject();
+    cJSON *tags, *b = proto_ecs_runtask_body(e->cluster, e->taskdef, x->capacity_provider,
+                                             e->subnets, e->sgs, e->assign_ip, &tags);
+    if (!b)
+        return NULL;
     char att[16];
     snprintf(att, sizeof att, "%d", ch->attempt);
-    cJSON_AddStringToObject(b, "cluster", e->cluster);
-    cJSON_AddStringToObject(b, "taskDefinition", e->taskdef);
-    cJSON_AddNumberToObject(b, "count", 1);
-    if (x->capacity_provider) {
-        cJSON *cp = cJSON_CreateObject();
-        cJSON_AddStringToObject(cp, "capacityProvider", x->capacity_provider);
-        cJSON_AddNumberToObject(cp, "weight", 1);
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(b, "capacityProviderStrategy"), cp);
-    } else {
-        cJSON_AddStringToObject(b, "launchType", "FARGATE");
-    }
-    cJSON *vpc = cJSON_AddObjectToObject(cJSON_AddObjectToObject(b, "networkConfiguration"),
-                                         "awsvpcConfiguration");
-    cJSON_AddItemToObject(vpc, "subnets", str_list(e->subnets));
-    cJSON_AddItemToObject(vpc, "securityGroups", str_list(e->sgs));
-    cJSON_AddStringToObject(vpc, "assignPublicIp", e->assign_ip);
     cJSON_AddItemToObject(b, "overrides", runtask_overrides(ch));
-    cJSON *tags = cJSON_AddArrayToObject(b, "tags");
-    add_tag(tags, "dagy:run_id", ch->r->cfg->run_id);
+    proto_ecs_add_tag(tags, "dagy:run_id", ch->r->cfg->run_id);
     /* A map instance's name (NAME[7]) has brackets, which ECS tag values refuse: the map's name
      * and the element's index instead. */
     long parent = sched_task_parent(ch->r->plan, ch->i);
-    add_tag(tags, "dagy:task", ch->r->tasks[parent >= 0 ? (size_t)parent : ch->i].ft->name);
+    proto_ecs_add_tag(tags, "dagy:task",
+                      ch->r->tasks[parent >= 0 ? (size_t)parent : ch->i].ft->name);
     if (parent >= 0) {
         char k[24];
         snprintf(k, sizeof k, "%zu", sched_task_map_index(ch->r->plan, ch->i));
-        add_tag(tags, "dagy:map_index", k);
+        proto_ecs_add_tag(tags, "dagy:map_index", k);
     }
-    add_tag(tags, "dagy:attempt", att);
-    add_tag(tags, "dagy:parent", e->parent_arn ? e->parent_arn : "none");
+    proto_ecs_add_tag(tags, "dagy:attempt", att);
+    proto_ecs_add_tag(tags, "dagy:parent", e->parent_arn ? e->parent_arn : "none");
     if (ch->r->cfg->flow_name)
-        add_tag(tags, "dagy:flow_name", ch->r->cfg->flow_name);
+        proto_ecs_add_tag(tags, "dagy:flow_name", ch->r->cfg->flow_name);
     cJSON_AddStringToObject(b, "startedBy", "dagy-agent");
     cJSON_AddStringToObject(b, "clientToken", ch->token);
     return b;

@@ -2,6 +2,7 @@
  * container environment, RunTask, the dagy-worker task definition, and the reconcile verdict
  * for a described task. Pure: plain data in, cJSON out, so every body is unit-tested. */
 #include "launcher/launch.h"
+#include "proto/ecsreq.h"
 #include "proto/fargate.h"
 #include "proto/names.h"
 #include "proto/util.h"
@@ -388,7 +389,6 @@ cJSON *launch_run_item(const launch_request *r, const launch_resolved *v, const 
     return it;
 }
 
-
 static void add_env(cJSON *list, const char *name, const char *value)
 {
     cJSON *e = cJSON_CreateObject();
@@ -406,9 +406,9 @@ static void ecs_exec_env(cJSON *env, const launch_config *c, const launch_reques
     const char *kv[][2] = {
         {"DAGY_ECS_SUBNETS", c->subnets},
         {"DAGY_ECS_SECURITY_GROUPS", c->security_groups},
-        {"DAGY_ECS_ASSIGN_PUBLIC_IP",
-         c->assign_public_ip && strcmp(c->assign_public_ip, "DISABLED") ? c->assign_public_ip
-                                                                        : NULL},
+        {"DAGY_ECS_ASSIGN_PUBLIC_IP", c->assign_public_ip && strcmp(c->assign_public_ip, "DISABLED")
+                                          ? c->assign_public_ip
+                                          : NULL},
         {"DAGY_ECS_CONTAINER_NAME",
          c->container_name && strcmp(c->container_name, "dagy-worker") ? c->container_name : NULL},
         /* With an operator's definition the roles are per-run overrides: children get them too. */
@@ -475,25 +475,6 @@ cJSON *launch_container_env(const launch_config *c, const launch_request *r,
     return env;
 }
 
-/* "a,b , c" -> ["a","b","c"] (items trimmed; proto_split_list). */
-static cJSON *split_list(const char *s)
-{
-    char **list = proto_split_list(s, ',');
-    cJSON *arr = list ? cJSON_CreateArray() : NULL;
-    for (size_t n = 0; arr && list[n]; n++)
-        cJSON_AddItemToArray(arr, cJSON_CreateString(list[n]));
-    proto_list_free(list);
-    return arr;
-}
-
-static void add_tag(cJSON *tags, const char *key, const char *value)
-{
-    cJSON *t = cJSON_CreateObject();
-    cJSON_AddStringToObject(t, "key", key);
-    cJSON_AddStringToObject(t, "value", value);
-    cJSON_AddItemToArray(tags, t);
-}
-
 /* overrides: task size, ephemeral storage, the worker container's environment. */
 static cJSON *runtask_overrides(const launch_config *c, bool managed, const launch_request *r,
                                 const launch_resolved *v)
@@ -526,31 +507,17 @@ static cJSON *runtask_overrides(const launch_config *c, bool managed, const laun
 cJSON *launch_runtask_body(const launch_config *c, const char *task_definition, bool managed,
                            const launch_request *r, const launch_resolved *v)
 {
-    cJSON *b = cJSON_CreateObject();
-    cJSON_AddStringToObject(b, "cluster", c->cluster);
-    cJSON_AddStringToObject(b, "taskDefinition", task_definition);
-    cJSON_AddNumberToObject(b, "count", 1);
-    if (r->capacity_provider) {
-        cJSON *cps = cJSON_AddArrayToObject(b, "capacityProviderStrategy");
-        cJSON *cp = cJSON_CreateObject();
-        cJSON_AddStringToObject(cp, "capacityProvider", r->capacity_provider);
-        cJSON_AddNumberToObject(cp, "weight", 1);
-        cJSON_AddItemToArray(cps, cp);
-    } else {
-        cJSON_AddStringToObject(b, "launchType", "FARGATE");
-    }
-    cJSON *net = cJSON_AddObjectToObject(b, "networkConfiguration");
-    cJSON *vpc = cJSON_AddObjectToObject(net, "awsvpcConfiguration");
-    cJSON_AddItemToObject(vpc, "subnets", split_list(c->subnets));
-    cJSON_AddItemToObject(vpc, "securityGroups", split_list(c->security_groups));
-    cJSON_AddStringToObject(vpc, "assignPublicIp", c->assign_public_ip);
+    cJSON *tags,
+        *b = proto_ecs_runtask_body(c->cluster, task_definition, r->capacity_provider, c->subnets,
+                                    c->security_groups, c->assign_public_ip, &tags);
+    if (!b)
+        return NULL;
     cJSON_AddItemToObject(b, "overrides", runtask_overrides(c, managed, r, v));
-    cJSON *tags = cJSON_AddArrayToObject(b, "tags");
-    add_tag(tags, "dagy:run_id", r->run_id);
-    add_tag(tags, "dagy:flow_name", r->flow_name);
-    add_tag(tags, "dagy:flow_version", v->flow_version);
-    add_tag(tags, "dagy:org_id", r->org_id);
-    add_tag(tags, "dagy:correlation_id", r->correlation_id);
+    proto_ecs_add_tag(tags, "dagy:run_id", r->run_id);
+    proto_ecs_add_tag(tags, "dagy:flow_name", r->flow_name);
+    proto_ecs_add_tag(tags, "dagy:flow_version", v->flow_version);
+    proto_ecs_add_tag(tags, "dagy:org_id", r->org_id);
+    proto_ecs_add_tag(tags, "dagy:correlation_id", r->correlation_id);
     cJSON_AddStringToObject(b, "startedBy", "dagy-launch");
     /* ECS's idempotency token: a retried RunTask with the same token starts no second task. */
     cJSON_AddStringToObject(b, "clientToken", r->run_id);
@@ -606,7 +573,7 @@ cJSON *launch_taskdef_body(const launch_config *c, const char *region)
     cJSON_AddItemToObject(cd, "logConfiguration", log_configuration(c, region));
     cJSON_AddItemToArray(cds, cd);
     cJSON *tags = cJSON_AddArrayToObject(b, "tags");
-    add_tag(tags, "dagy:managed-by", "dagy-launch");
+    proto_ecs_add_tag(tags, "dagy:managed-by", "dagy-launch");
     return b;
 }
 

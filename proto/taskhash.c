@@ -12,56 +12,29 @@
 #include <string.h>
 
 #include "proto/sha256.h"
+#include "proto/util.h"
 
 /* ---- canonical JSON ---- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
+typedef proto_sbuf sbuf;
 
 /* A JSON string with the minimal escapes: " \ and control characters. */
 static void sb_json_string(sbuf *b, const char *s)
 {
-    sb_put(b, "\"", 1);
+    proto_sbuf_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\', esc[1] = (char)*p;
-            sb_put(b, esc, 2);
+            proto_sbuf_put(b, esc, 2);
         } else if (*p < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
-            sb_put(b, esc, 6);
+            proto_sbuf_put(b, esc, 6);
         } else {
-            sb_put(b, (const char *)p, 1);
+            proto_sbuf_put(b, (const char *)p, 1);
         }
     }
-    sb_put(b, "\"", 1);
+    proto_sbuf_put(b, "\"", 1);
 }
 
 /* Shortest text that reads back as the same double; integers below 2^53 without exponent. */
@@ -69,7 +42,7 @@ static void sb_number(sbuf *b, double v)
 {
     char num[64];
     if (!isfinite(v)) {
-        sb_str(b, "null");
+        proto_sbuf_puts(b, "null");
         return;
     }
     if (v == floor(v) && fabs(v) < 9007199254740992.0) {
@@ -81,7 +54,7 @@ static void sb_number(sbuf *b, double v)
                 break;
         }
     }
-    sb_str(b, num);
+    proto_sbuf_puts(b, num);
 }
 
 static int cmp_member(const void *a, const void *b)
@@ -106,42 +79,42 @@ static void sb_object(sbuf *b, const cJSON *v)
     for (const cJSON *m = v->child; m; m = m->next)
         ms[k++] = m;
     qsort(ms, n, sizeof *ms, cmp_member);
-    sb_put(b, "{", 1);
+    proto_sbuf_put(b, "{", 1);
     for (size_t i = 0; i < n; i++) {
         if (i)
-            sb_put(b, ",", 1);
+            proto_sbuf_put(b, ",", 1);
         sb_json_string(b, ms[i]->string ? ms[i]->string : "");
-        sb_put(b, ":", 1);
+        proto_sbuf_put(b, ":", 1);
         sb_value(b, ms[i]);
     }
-    sb_put(b, "}", 1);
+    proto_sbuf_put(b, "}", 1);
     free(ms);
 }
 
 static void sb_value(sbuf *b, const cJSON *v)
 {
     if (!v || cJSON_IsNull(v) || cJSON_IsInvalid(v))
-        sb_str(b, "null");
+        proto_sbuf_puts(b, "null");
     else if (cJSON_IsTrue(v))
-        sb_str(b, "true");
+        proto_sbuf_puts(b, "true");
     else if (cJSON_IsFalse(v))
-        sb_str(b, "false");
+        proto_sbuf_puts(b, "false");
     else if (cJSON_IsNumber(v))
         sb_number(b, v->valuedouble);
     else if (cJSON_IsString(v))
         sb_json_string(b, v->valuestring ? v->valuestring : "");
     else if (cJSON_IsArray(v)) {
-        sb_put(b, "[", 1);
+        proto_sbuf_put(b, "[", 1);
         for (const cJSON *e = v->child; e; e = e->next) {
             if (e != v->child)
-                sb_put(b, ",", 1);
+                proto_sbuf_put(b, ",", 1);
             sb_value(b, e);
         }
-        sb_put(b, "]", 1);
+        proto_sbuf_put(b, "]", 1);
     } else if (cJSON_IsObject(v))
         sb_object(b, v);
     else
-        sb_str(b, "null"); /* raw values never occur in parsed specs */
+        proto_sbuf_puts(b, "null"); /* raw values never occur in parsed specs */
 }
 
 char *proto_canonical_json(const cJSON *v)
@@ -163,9 +136,9 @@ static void sb_field(sbuf *b, const char *tag, const char *val, size_t len)
 {
     char head[64];
     snprintf(head, sizeof head, "%s %zu:", tag, len);
-    sb_str(b, head);
-    sb_put(b, val, len);
-    sb_put(b, "\n", 1);
+    proto_sbuf_puts(b, head);
+    proto_sbuf_put(b, val, len);
+    proto_sbuf_put(b, "\n", 1);
 }
 
 static void sb_field_str(sbuf *b, const char *tag, const char *val)
@@ -177,7 +150,7 @@ static void sb_count(sbuf *b, const char *tag, size_t n)
 {
     char line[64];
     snprintf(line, sizeof line, "%s %zu\n", tag, n);
-    sb_str(b, line);
+    proto_sbuf_puts(b, line);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -236,7 +209,7 @@ int proto_task_hash(const flowspec_task *t, const char *const *up_names,
                     char out[PROTO_HASH_HEX])
 {
     sbuf b = {0};
-    sb_str(&b, "dagy-task-hash 1\n");
+    proto_sbuf_puts(&b, "dagy-task-hash 1\n");
     sb_field_str(&b, "name", t->name);
     if (t->command) {
         sb_count(&b, "command", t->command_len);

@@ -395,3 +395,31 @@ int proto_write_file_atomic(const char *path, const void *data, size_t len, mode
     }
     return durable ? sync_dir(path) : 0;
 }
+
+/* ---- growable strings ---- */
+
+void proto_sbuf_put(proto_sbuf *b, const void *data, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, data, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+void proto_sbuf_puts(proto_sbuf *b, const char *s)
+{
+    proto_sbuf_put(b, s, strlen(s));
+}

@@ -41,6 +41,21 @@ const char *proto_iso_time(double epoch, char *buf);
  * digits, "Z" or "+00:00"; fields in range, a real date); returns epoch seconds, or -1. */
 double proto_parse_iso(const char *s);
 
+/* ---- growable strings ---- */
+
+/* A growable NUL-terminated string for request and hash builders. Zero-initialise; `oom` sticks
+ * once an allocation failed, so a builder appends freely and checks once at the end; free(s). */
+typedef struct {
+    char *s;
+    size_t len, cap;
+    bool oom;
+} proto_sbuf;
+
+/* Appends n bytes (doubling the capacity, from 256). */
+void proto_sbuf_put(proto_sbuf *b, const void *data, size_t n);
+/* Appends a NUL-terminated string. */
+void proto_sbuf_puts(proto_sbuf *b, const char *s);
+
 /* ---- lists and statuses ---- */
 
 /* Splits "a,b , c" at `sep` into a NULL-terminated array of trimmed, non-empty strings (an

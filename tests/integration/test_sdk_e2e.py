@@ -76,7 +76,9 @@ def package_zip(path, gross_factor):
     """A dependency package: a `pricing` module at the archive root."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("pricing/__init__.py",
+        # A fixed entry time: the same factor gives the same bytes (writestr with a name stamps
+        # the current second, so "the same content again" differed across a second boundary).
+        z.writestr(zipfile.ZipInfo("pricing/__init__.py", date_time=(2026, 1, 1, 0, 0, 0)),
                    "def gross(net):\n    return round(net * %r, 2)\n" % gross_factor)
     with open(path, "wb") as f:
         f.write(buf.getvalue())
@@ -177,7 +179,8 @@ class SdkLaunchWithDeployment(unittest.TestCase):
         self.assertEqual(hashlib.sha256(obj).hexdigest(), uri.split("#sha256=")[1])
         # the same content again: a no-op; other content under the same version: refused
         again = self.register_package("rules_pkg", "1.0.0", 2)
-        self.assertEqual((again.returncode, again.json["package_s3_uri"]), (0, uri))
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(again.json["package_s3_uri"], uri)
         other = self.register_package("rules_pkg", "1.0.0", 3)
         self.assertEqual(other.returncode, 2)
         self.assertIn("already registered with different content", other.stderr)

@@ -483,6 +483,32 @@ static void write_atomic_leaves_no_temp_on_failure(void **state)
     assert_int_equal(count_temps(t->dir), 0);
 }
 
+/* proto_sbuf: appends of every size grow it, keep it NUL-terminated, and keep embedded bytes. */
+static void sbuf_grows_and_keeps_every_byte(void **state)
+{
+    (void)state;
+    proto_sbuf b = {0};
+    char want[5000];
+    size_t n = 0;
+    for (size_t k = 0; k < 60; k++) { /* pieces of 0..118 bytes, some with a NUL inside */
+        char piece[120];
+        for (size_t j = 0; j < 2 * k; j++)
+            piece[j] = (char)(j % 7 == 3 ? '\0' : 'a' + (k + j) % 26);
+        proto_sbuf_put(&b, piece, 2 * k);
+        memcpy(want + n, piece, 2 * k);
+        n += 2 * k;
+    }
+    proto_sbuf_puts(&b, "end");
+    memcpy(want + n, "end", 3);
+    n += 3;
+    assert_false(b.oom);
+    assert_int_equal(b.len, n);
+    assert_true(b.cap > b.len);
+    assert_memory_equal(b.s, want, n);
+    assert_int_equal(b.s[b.len], '\0');
+    free(b.s);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
 
 int main(void)
@@ -498,6 +524,7 @@ int main(void)
         cmocka_unit_test(parse_iso_is_strict),
         cmocka_unit_test(split_list_trims_and_drops_empty_items),
         cmocka_unit_test(terminal_statuses_are_the_contracts_four),
+        cmocka_unit_test(sbuf_grows_and_keeps_every_byte),
         T(mkdirs_creates_parents_and_refuses_files),
         T(read_file_reads_regular_files_whole),
         T(read_file_refuses_too_large_missing_and_directories),

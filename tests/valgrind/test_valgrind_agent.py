@@ -181,6 +181,11 @@ class ValgrindAgentTest(unittest.TestCase):
         # stdout adds the shipper's report (one line was cut to fit an event) before run_end.
         self.assertIn('"event_type":"log_shipping_incomplete"', printed[-2])
         del printed[-2]
+        # the metrics (EMF) lines are shipped only, even with DAGY_LOG_STDOUT=all
+        emf = [m for m in got if '"event_type":"metrics"' in m]
+        self.assertTrue(emf)
+        self.assertFalse([m for m in printed if '"event_type":"metrics"' in m])
+        got = [m for m in got if m not in emf]
         self.assertEqual(len(got), len(printed))
         self.assertEqual([m for m in got if "log_truncated" not in m],
                          [m for m in printed if len(m) < 262144])
