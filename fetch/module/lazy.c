@@ -1,9 +1,10 @@
-/* lazy.c - dagy-agent-core's side of its AWS module: the functions of fetch/module/table.h,
- * defined here so that the core links neither libcurl nor libarchive, each loading
- * dagy-agent-aws.so (beside the executable, found through /proc/self/exe) on its first call and
- * then calling the module's own. A local run that unpacks nothing never loads it.
+/* lazy.c - dagy-agent-core's side of its two modules: the functions of fetch/module/table.h,
+ * defined here so that the core links neither libcurl nor libarchive, each loading its module
+ * (dagy-agent-aws.so or dagy-agent-unpack.so, beside the executable, found through
+ * /proc/self/exe) on its first call and then calling the module's own. A local run that unpacks
+ * nothing loads neither; a DynamoDB-status run that unpacks nothing, only the AWS module.
  *
- * Thread-safe (the unpackers run in libuv's worker threads): the module is loaded once, under
+ * Thread-safe (the unpackers run in libuv's worker threads): each module is loaded once, under
  * pthread_once, and never unloaded. A module that is missing, unreadable, or from another build
  * is an installation fault: the first call fails with -ELIBACC and a message naming the path
  * and the reason, and so does every later one. */
@@ -19,127 +20,162 @@
 
 #define LOAD_ERR_MAX 400
 
-static pthread_once_t load_once = PTHREAD_ONCE_INIT;
-static const dagy_fetch_module *mod;
-static char load_err[LOAD_ERR_MAX];
+/* One module: what to load, and what loading it gave (table, or the reason in err). */
+typedef struct {
+    pthread_once_t once;
+    const char *file;   /* DAGY_*_MODULE_NAME */
+    const char *what;   /* "AWS", "unpack": for messages */
+    const char *symbol; /* DAGY_*_TABLE_SYMBOL */
+    int version;        /* DAGY_*_TABLE_VERSION */
+    size_t size;        /* sizeof the table */
+    const void *table;
+    char err[LOAD_ERR_MAX];
+} lazy_module;
 
-/* The module's path: the executable's directory + DAGY_FETCH_MODULE_NAME; false if the
- * executable cannot be found (no /proc) or the path does not fit. */
-static bool module_path(char *out, size_t cap)
+static lazy_module aws_mod = {.once = PTHREAD_ONCE_INIT,
+                              .file = DAGY_FETCH_MODULE_NAME,
+                              .what = "AWS",
+                              .symbol = DAGY_FETCH_TABLE_SYMBOL,
+                              .version = DAGY_FETCH_TABLE_VERSION,
+                              .size = sizeof(dagy_fetch_module)};
+static lazy_module unpack_mod = {.once = PTHREAD_ONCE_INIT,
+                                 .file = DAGY_UNPACK_MODULE_NAME,
+                                 .what = "unpack",
+                                 .symbol = DAGY_UNPACK_TABLE_SYMBOL,
+                                 .version = DAGY_UNPACK_TABLE_VERSION,
+                                 .size = sizeof(dagy_unpack_module)};
+
+/* The module's path: the executable's directory + `file`; false if the executable cannot be
+ * found (no /proc) or the path does not fit. */
+static bool module_path(const char *file, char *out, size_t cap)
 {
     ssize_t n = readlink("/proc/self/exe", out, cap - 1);
     if (n <= 0)
         return false;
     out[n] = '\0';
     char *slash = strrchr(out, '/');
-    if (!slash || (size_t)(slash + 1 - out) + sizeof DAGY_FETCH_MODULE_NAME > cap)
+    if (!slash || (size_t)(slash + 1 - out) + strlen(file) + 1 > cap)
         return false;
-    memcpy(slash + 1, DAGY_FETCH_MODULE_NAME, sizeof DAGY_FETCH_MODULE_NAME);
+    memcpy(slash + 1, file, strlen(file) + 1);
     return true;
 }
 
-/* Loads the module and checks that it is this build's (pthread_once routine). */
-static void load(void)
+/* Loads a module and checks that it is this build's. */
+static void load(lazy_module *m)
 {
     char path[PATH_MAX];
-    if (!module_path(path, sizeof path)) {
-        snprintf(load_err, sizeof load_err,
-                 "cannot find the AWS module " DAGY_FETCH_MODULE_NAME
-                 " (/proc/self/exe unreadable: %s)",
+    if (!module_path(m->file, path, sizeof path)) {
+        snprintf(m->err, sizeof m->err,
+                 "cannot find the %s module %s (/proc/self/exe unreadable: %s)", m->what, m->file,
                  strerror(errno));
         return;
     }
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    const dagy_fetch_module *t = h ? dlsym(h, DAGY_FETCH_TABLE_SYMBOL) : NULL;
+    const dagy_module_head *t = h ? dlsym(h, m->symbol) : NULL;
     if (!t) {
         const char *why = dlerror();
-        snprintf(load_err, sizeof load_err, "cannot load the AWS module %.200s: %.160s", path,
-                 why ? why : "no " DAGY_FETCH_TABLE_SYMBOL);
-    } else if (t->version != DAGY_FETCH_TABLE_VERSION || t->size != sizeof *t || !t->build ||
+        snprintf(m->err, sizeof m->err, "cannot load the %s module %.200s: %.160s", m->what, path,
+                 why ? why : m->symbol);
+    } else if (t->version != m->version || t->size != m->size || !t->build ||
                strcmp(t->build, DAGY_VERSION) != 0) {
-        snprintf(load_err, sizeof load_err,
-                 "the AWS module %.200s is from another build (interface %d, version %.32s; this "
-                 "agent has interface %d, version %s): install both from one build",
-                 path, t->version,
-                 t->version == DAGY_FETCH_TABLE_VERSION && t->build ? t->build : "?",
-                 DAGY_FETCH_TABLE_VERSION, DAGY_VERSION);
+        snprintf(m->err, sizeof m->err,
+                 "the %s module %.200s is from another build (interface %d, version %.32s; this "
+                 "agent has interface %d, version %s): install the agent's files from one build",
+                 m->what, path, t->version, t->version == m->version && t->build ? t->build : "?",
+                 m->version, DAGY_VERSION);
     } else {
-        mod = t;
+        m->table = t;
     }
+}
+
+/* pthread_once routines (they take no argument). */
+static void load_aws(void)
+{
+    load(&aws_mod);
+}
+
+static void load_unpack(void)
+{
+    load(&unpack_mod);
 }
 
 /* The module's table, loading it on the first call; NULL (with err filled, if given, in
  * cap bytes) if it cannot be loaded. */
-static const dagy_fetch_module *module(char *err, size_t cap)
+static const void *module(lazy_module *m, void (*once)(void), char *err, size_t cap)
 {
-    pthread_once(&load_once, load);
-    if (!mod && err)
-        snprintf(err, cap, "%s", load_err);
-    return mod;
+    pthread_once(&m->once, once);
+    if (!m->table && err)
+        snprintf(err, cap, "%s", m->err);
+    return m->table;
+}
+
+/* The AWS table, for functions that take a fetch_aws: only the loaded module makes one. */
+static const dagy_fetch_module *aws(void)
+{
+    return aws_mod.table;
 }
 
 int fetch_aws_new(uv_loop_t *loop, fetch_aws **out, char *err)
 {
-    const dagy_fetch_module *m = module(err, FETCH_ERR_MAX);
+    const dagy_fetch_module *m = module(&aws_mod, load_aws, err, FETCH_ERR_MAX);
     *out = NULL;
     return m ? m->aws_new(loop, out, err) : -ELIBACC;
 }
 
-/* The rest take a fetch_aws, which only the loaded module makes: mod is set. */
 void fetch_aws_free(fetch_aws *a)
 {
     if (a)
-        mod->aws_free(a);
+        aws()->aws_free(a);
 }
 
 int fetch_aws_json(fetch_aws *a, const char *service, const char *target, const char *body,
                    const fetch_retry *retry, fetch_aws_cb cb, void *ud)
 {
     fetch_json_opts o = {.retry = retry};
-    return mod->aws_json_opts(a, service, target, body, &o, cb, ud);
+    return aws()->aws_json_opts(a, service, target, body, &o, cb, ud);
 }
 
 int fetch_aws_json_opts(fetch_aws *a, const char *service, const char *target, const char *body,
                         const fetch_json_opts *opts, fetch_aws_cb cb, void *ud)
 {
-    return mod->aws_json_opts(a, service, target, body, opts, cb, ud);
+    return aws()->aws_json_opts(a, service, target, body, opts, cb, ud);
 }
 
 int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_progress_cb progress,
                       fetch_aws_cb cb, void *ud)
 {
-    return mod->s3_get_file(a, uri, path, progress, cb, ud);
+    return aws()->s3_get_file(a, uri, path, progress, cb, ud);
 }
 
 int fetch_s3_get_file_streaming(fetch_aws *a, const char *uri, const char *path,
                                 fetch_progress_cb progress, fetch_progress_cb prefix,
                                 fetch_aws_cb cb, void *ud)
 {
-    return mod->s3_get_file_streaming(a, uri, path, progress, prefix, cb, ud);
+    return aws()->s3_get_file_streaming(a, uri, path, progress, prefix, cb, ud);
 }
 
 int fetch_s3_put(fetch_aws *a, const char *bucket, const char *key, const void *data, size_t len,
                  const char *content_type, fetch_aws_cb cb, void *ud)
 {
-    return mod->s3_put(a, bucket, key, data, len, content_type, cb, ud);
+    return aws()->s3_put(a, bucket, key, data, len, content_type, cb, ud);
 }
 
 int fetch_s3_put_fd(fetch_aws *a, const char *bucket, const char *key, int fd, uint64_t len,
                     const char *sha256_hex, const char *content_type, fetch_aws_cb cb, void *ud)
 {
-    return mod->s3_put_fd(a, bucket, key, fd, len, sha256_hex, content_type, cb, ud);
+    return aws()->s3_put_fd(a, bucket, key, fd, len, sha256_hex, content_type, cb, ud);
 }
 
 int fetch_http_get(fetch_aws *a, const char *url, fetch_aws_cb cb, void *ud)
 {
-    return mod->http_get(a, url, cb, ud);
+    return aws()->http_get(a, url, cb, ud);
 }
 
 int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
                                const unpack_limits *lim, const atomic_bool *cancel,
                                unpack_stats *stats, char *err)
 {
-    const dagy_fetch_module *m = module(err, UNPACK_ERR_MAX);
+    const dagy_unpack_module *m = module(&unpack_mod, load_unpack, err, UNPACK_ERR_MAX);
     return m ? m->unpack_cancellable(archive_path, dest_dir, lim, cancel, stats, err) : -ELIBACC;
 }
 
@@ -153,6 +189,6 @@ int unpack_archive_growing(const char *archive_path, const char *dest_dir, const
                            const atomic_bool *cancel, unpack_source *src, unpack_stats *stats,
                            char *err)
 {
-    const dagy_fetch_module *m = module(err, UNPACK_ERR_MAX);
+    const dagy_unpack_module *m = module(&unpack_mod, load_unpack, err, UNPACK_ERR_MAX);
     return m ? m->unpack_growing(archive_path, dest_dir, lim, cancel, src, stats, err) : -ELIBACC;
 }

@@ -199,9 +199,11 @@ class LibrariesAndSizeTest(ImageTest):
         # dagy-agent is a static shim that execs dagy-agent-core (agent/shim/shim.c).
         r = self.c.run(["sh", "-c", "ldd /opt/dagy/bin/dagy-agent; echo"])
         self.assertRegex(r.stdout + r.stderr, r"not a dynamic executable|statically linked")
-        # dagy-agent-aws.so: the agent's libcurl/libarchive side, loaded on first need.
+        # dagy-agent-aws.so / dagy-agent-unpack.so: the agent's libcurl / libarchive side, each
+        # loaded on first need.
         r = self.c.run(["sh", "-c", "ldd /opt/dagy/bin/dagy-agent-core /opt/dagy/bin/dagy-launch"
-                        " /opt/dagy/bin/dagy-agent-aws.so && ls /usr/lib/$(uname -m)-linux-gnu"])
+                        " /opt/dagy/bin/dagy-agent-aws.so /opt/dagy/bin/dagy-agent-unpack.so"
+                        " && ls /usr/lib/$(uname -m)-linux-gnu"])
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotIn("not found", r.stdout)
         for lib in ("libxml2", "libicu", "libarchive"):

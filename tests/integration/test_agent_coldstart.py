@@ -1,7 +1,8 @@
 """test_agent_coldstart.py - the agent's start-up loads only what the run needs (issue 12 part 4):
 a local run from a flow directory maps no network or archive library; the AWS module
-(dagy-agent-aws.so, libcurl + libarchive) is loaded beside the executable on first need; without
-it a local run still works and a run that needs it fails, saying which file is missing."""
+(dagy-agent-aws.so, libcurl) and the unpack module (dagy-agent-unpack.so, libarchive) are loaded
+beside the executable on first need, each only by a run that needs it; without them a local run
+still works and a run that needs one fails, saying which file is missing."""
 import os
 import shutil
 import sys
@@ -13,7 +14,7 @@ from agentenv import Flow  # noqa: E402
 
 # Libraries a run that neither unpacks nor talks to AWS must not load.
 HEAVY = ("libcurl", "libarchive", "libcrypto", "libssl", "libgnutls", "libp11-kit", "libxml2",
-         "libkrb5", "libldap", "dagy-agent-aws.so")
+         "libkrb5", "libldap", "dagy-agent-aws.so", "dagy-agent-unpack.so")
 
 
 def spec(tasks):
@@ -54,18 +55,21 @@ class ColdStart(unittest.TestCase):
         self.assertEqual(r.code, 0, r.err[-2000:])
         self.assertEqual(r.output("a"), ["payload"])
 
-    def test_an_archive_run_loads_the_module_on_first_need(self):
+    def test_an_archive_run_loads_the_unpack_module_on_first_need_and_no_libcurl(self):
         f = self.flow()
         r = f.run(flow=f.zip(), env={"LD_DEBUG": "files"})
         self.assertEqual(r.code, 0, r.err[-2000:])
         self.assertEqual(r.output("a"), ["payload"])
         objs = loaded(r.err)
         here = os.path.dirname(os.path.realpath(agentenv.AGENT))
-        self.assertIn(os.path.join(here, "dagy-agent-aws.so"), objs)
+        self.assertIn(os.path.join(here, "dagy-agent-unpack.so"), objs)
         self.assertTrue(any("libarchive" in o for o in objs), objs)
+        for o in objs:
+            for lib in ("dagy-agent-aws.so", "libcurl", "libssl", "libgnutls"):
+                self.assertNotIn(lib, o, "a local archive run loaded %s" % o)
 
     def agent_without_module(self, f):
-        """A copy of the shim and the core alone in a directory: no dagy-agent-aws.so."""
+        """A copy of the shim and the core alone in a directory: neither module."""
         bindir = os.path.join(f.tmp, "bin")
         os.makedirs(bindir)
         here = os.path.dirname(os.path.realpath(agentenv.AGENT))
@@ -87,7 +91,8 @@ class ColdStart(unittest.TestCase):
         self.assertEqual(r.code, 3, r)  # an installation fault, not a bad flow
         end = r.events("run_end")
         self.assertTrue(end, r.out)
-        self.assertIn("dagy-agent-aws.so", end[-1].get("error", "") + r.out)
+        self.assertIn("cannot load the unpack module", r.out)
+        self.assertIn("dagy-agent-unpack.so", end[-1].get("error", "") + r.out)
         self.assertEqual(r.run_item()["status"], "FAILED")
 
     def test_without_the_module_an_s3_run_fails_as_infra_naming_it(self):

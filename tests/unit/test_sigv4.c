@@ -111,6 +111,24 @@ static void signing_key_derivation_example(void **state)
     assert_string_equal(hex, "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d");
 }
 
+/* "AWS4" + a 100-character secret is longer than SHA-256's block: HMAC hashes the key first;
+ * "AWS4" + 60 characters fills the block exactly (values from Python's hmac module). */
+static void signing_key_with_a_key_of_a_block_or_longer(void **state)
+{
+    unsigned char k[32];
+    char hex[65], secret[101];
+    memset(secret, 'x', 100);
+    secret[100] = '\0';
+    sigv4_signing_key(secret, "20120215", "us-east-1", "iam", k);
+    sigv4_hex(k, 32, hex);
+    assert_string_equal(hex, "5ee5f84bf29dda1063275e2d5d65348c46cee95c29e51945e45c407bffe67f61");
+    memset(secret, 'y', 60);
+    secret[60] = '\0';
+    sigv4_signing_key(secret, "20120215", "us-east-1", "iam", k);
+    sigv4_hex(k, 32, hex);
+    assert_string_equal(hex, "77514b9bcf0e1a1010ece04082b1f53558692ed994aac8931c071946f5167b04");
+}
+
 static void iam_list_users_example(void **state)
 {
     sigv4_header h[] = {{"Content-Type", "application/x-www-form-urlencoded; charset=utf-8"},
@@ -186,6 +204,7 @@ int main(void)
         cmocka_unit_test(s3_get_bucket_lifecycle_example),
         cmocka_unit_test(s3_list_objects_example_sorts_query),
         cmocka_unit_test(signing_key_derivation_example),
+        cmocka_unit_test(signing_key_with_a_key_of_a_block_or_longer),
         cmocka_unit_test(iam_list_users_example),
         cmocka_unit_test(header_values_are_trimmed_and_collapsed),
         cmocka_unit_test(uri_encoding_of_tricky_s3_keys),
