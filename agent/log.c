@@ -41,7 +41,7 @@ static struct {
     log_level min;
     int fd;
     char *run_id, *flow_name, *flow_version, *org_id, *correlation_id;
-    char *progress; /* pretty mode: the live progress line, redrawn under the log */
+    char *progress;      /* pretty mode: the live progress line, redrawn under the log */
     agent_log_sink sink; /* also receives every JSON line (CloudWatch Logs shipper) */
     void *sink_ud;
     bool hold_run_end; /* keep run_end's stdout bytes until agent_log_release */

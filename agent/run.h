@@ -36,8 +36,8 @@ typedef struct {
     size_t index;            /* in the plan (and in the spec for the spec's own tasks) */
     const flowspec_task *ft; /* what it runs: &spec->tasks[index], or a map child's `own` */
     flowspec_task *own;      /* a map child's rendered task (map.c), freed with the tasks */
-    cJSON *item;    /* the task-run status item, created at first start or terminal */
-    sbx_proc *proc; /* the running attempt, or NULL */
+    cJSON *item;             /* the task-run status item, created at first start or terminal */
+    sbx_proc *proc;          /* the running attempt, or NULL */
     uint64_t first_start_ms, attempt_start_ms;
     int exit_code;     /* of the last attempt, -1 if none */
     int uploads;       /* trace uploads in flight (they add trace_s3_uri to the item) */
@@ -95,12 +95,12 @@ struct run_state {
     int unwritten;            /* items the final flush could not write */
     uv_timer_t start_timer;   /* bounds RUN_STARTING */
     bool first_trace_sent;
-    agent_durable *durable; /* task hashes, resume, result stores, cancel (durable.h) */
+    agent_durable *durable;  /* task hashes, resume, result stores, cancel (durable.h) */
     agent_cost_profile cost; /* from the ECS task metadata (agent__cost_metadata) */
     agent_cost_rates rates;
     bool cost_known;
-    double cost_usd; /* estimated_cost_usd, fixed when the run finished; < 0: none */
-    struct agent_ecs *ecs;  /* the per-task ECS executor (ecs_exec.c), NULL until used */
+    double cost_usd;       /* estimated_cost_usd, fixed when the run finished; < 0: none */
+    struct agent_ecs *ecs; /* the per-task ECS executor (ecs_exec.c), NULL until used */
     uv_timer_t ecs_poll_timer, ecs_launch_timer;
     long only_index; /* child mode (DAGY_ONLY_TASK): the plan task to run (-1 until known: a
                         map instance exists once its map expanded), else -1 */

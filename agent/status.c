@@ -56,8 +56,8 @@ struct st_item {
     bool reported;     /* its current failure was logged as status_write_failed */
     uint64_t sent_ms;  /* loop time the write in flight was sent */
     uint64_t change_ms, next_change_ms; /* oldest unconfirmed change; one made while in flight */
-    uint64_t due_ms;   /* loop time it may be sent (IT_READY): after the coalescing window */
-    size_t idx;        /* position in status_store.items */
+    uint64_t due_ms; /* loop time it may be sent (IT_READY): after the coalescing window */
+    size_t idx;      /* position in status_store.items */
     uint64_t hash;
     st_item *hnext;       /* hash chain */
     st_item *prev, *next; /* ready or backoff list */

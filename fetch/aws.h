@@ -35,7 +35,7 @@ typedef struct {
                                the code and AWS's message; NULL on success */
     const char *body;       /* response body (NUL-terminated), may be empty */
     size_t body_len;
-    cJSON *json; /* parsed JSON body for JSON APIs, or NULL */
+    cJSON *json;    /* parsed JSON body for JSON APIs, or NULL */
     bool transient; /* a failure that may pass with time (network, timeout, 5xx, throttling:
                        still failing after the retries); false for a request refused as it is
                        (ValidationException, SerializationException, AccessDenied, NoSuchKey,

@@ -153,5 +153,4 @@ fetch_retry fetch__retry_or_default(const fetch_retry *r);
  * and throttling error codes. */
 bool fetch__retryable(const fetch_http_resp *r, const char *error_code);
 
-
 #endif

@@ -26,9 +26,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RATIO_FLOOR         (1ULL << 20) /* the ratio limit applies above 1 MiB of output */
-#define QUOTE_MAX           160          /* bytes of an entry name shown in a message */
-#define READ_BLOCK          65536
+#define RATIO_FLOOR (1ULL << 20) /* the ratio limit applies above 1 MiB of output */
+#define QUOTE_MAX   160          /* bytes of an entry name shown in a message */
+#define READ_BLOCK  65536
 /* libarchive's ARCHIVE_ERRNO_FILE_FORMAT ("unrecognized archive format") on Linux; the name
  * itself is in a private header. */
 #define LA_ERRNO_FILE_FORMAT EILSEQ

@@ -27,22 +27,14 @@ static const char *const sched_fields[] = {"retries",       "retry_delay_seconds
 enum { S_RETRIES, S_DELAY, S_BACKOFF, S_MAX_DELAY, S_JITTER, S_TIMEOUT, S_COUNT };
 
 /* Task fields: the scheduling fields come last, at T_SCHED + S_*. */
-static const char *const task_fields[] = {"name",
-                                          "description",
-                                          "command",
-                                          "callable",
-                                          "kwargs",
-                                          "env",
-                                          "upstream",
-                                          "trigger_rule",
-                                          "executor",
-                                          "map",
-                                          "retries",
-                                          "retry_delay_seconds",
-                                          "retry_backoff",
-                                          "retry_max_delay_seconds",
-                                          "retry_jitter",
-                                          "timeout_seconds"};
+static const char *const task_fields[] = {"name",          "description",
+                                          "command",       "callable",
+                                          "kwargs",        "env",
+                                          "upstream",      "trigger_rule",
+                                          "executor",      "map",
+                                          "retries",       "retry_delay_seconds",
+                                          "retry_backoff", "retry_max_delay_seconds",
+                                          "retry_jitter",  "timeout_seconds"};
 enum {
     T_NAME,
     T_DESCRIPTION,
@@ -453,8 +445,8 @@ static int parse_task(pctx *c, size_t i, cJSON *t)
         (f[T_ENV] && (rc = parse_env(task, f[T_ENV], prefix, c->err))) ||
         (f[T_UPSTREAM] && (rc = parse_upstream(c, i, f[T_UPSTREAM], prefix))) ||
         (f[T_TRIGGER] && (rc = parse_trigger(&task->def.trigger, f[T_TRIGGER], prefix, c->err))) ||
-        (f[T_EXECUTOR] && (rc = flowspec__parse_executor(f[T_EXECUTOR], &task->executor, prefix,
-                                                         c->err))) ||
+        (f[T_EXECUTOR] &&
+         (rc = flowspec__parse_executor(f[T_EXECUTOR], &task->executor, prefix, c->err))) ||
         (f[T_MAP] && (rc = parse_map(task, f[T_MAP], prefix, c->err))) ||
         (rc = apply_sched_fields(f + T_SCHED, &task->def, prefix, c->err)))
         return rc;
