@@ -590,8 +590,8 @@ int launch__lambda_event(const char *event, size_t len, cJSON **result)
         text[len] = '\0';
     }
     *result = NULL;
-    if (!text)
-        ; /* the answer below */
+    if (!text) /* out of memory: the Dagy.Failed answer below */
+        rc = -1;
     else if (!proto_utf8_valid(text, len) || strlen(text) != len)
         *result = invocation_error("Dagy.InvalidEvent", "the event is not UTF-8 text");
     else if (launch__refuse_nul(text, "the event", err) < 0)
