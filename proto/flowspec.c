@@ -654,9 +654,12 @@ static int nul_task(const cJSON *tasks, const char *marker, char *err)
     cJSON_ArrayForEach(t, tasks)
     {
         i++;
-        const cJSON *m = proto_json_holds(t, marker) ? marked_member(t, marker) : NULL;
-        if (!m)
+        if (!proto_json_holds(t, marker))
             continue;
+        /* A task that is not an object (an array, say) has no field names to report. */
+        const cJSON *m = cJSON_IsObject(t) ? marked_member(t, marker) : NULL;
+        if (!m)
+            return flowspec__fail(err, "task #%zu: " NUL_WHY, i);
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name");
         char prefix[200];
         if (cJSON_IsString(name) && !strstr(name->valuestring, marker) &&

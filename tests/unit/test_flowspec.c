@@ -733,6 +733,10 @@ static void test_nul_escapes_are_refused_naming_task_and_field(void **state)
         "defaults: field 'retries': " NUL_WHY);
     expect_error("{'spec_version': 1, 'na\\u0000me': 'f', 'tasks': []}",
                  "the name of a field " NUL_WHY);
+    /* A task that is not an object has no field names to give: its position is named (the
+     * fuzzer found this crash: an array task holding a NUL read a member name that is NULL). */
+    expect_error(SPEC("{'name': 'ok', " CMD "}, ['\\u0000']"), "task #2: " NUL_WHY);
+    expect_error(SPEC("[[{'a': '\\u0000'}]]"), "task #1: " NUL_WHY);
     /* An escaped backslash before "u0000" is not a NUL: the command keeps the six characters. */
     flowspec *s = parse_ok(SPEC("{'name': 'x', 'command': ['echo', 'a\\\\u0000b']}"));
     assert_string_equal(s->tasks[0].command[1], "a\\u0000b");
