@@ -59,6 +59,7 @@ struct sbx_proc {
     bool term_sent;
     int closing; /* handles whose close callback is pending */
     int wstatus; /* the leader's wait status, between its reap and leader_exited() */
+    int wd_slot; /* its group's slot in the watchdog's table, or -1 */
     stream out, err;
     uv_timer_t timer; /* exec failure report, or SIGKILL after grace, or the EOF wait */
     sbx__ring trace;
@@ -79,8 +80,7 @@ struct sbx_ctx {
     char id[40];                 /* "<pid>-<nonce>": this context's prefix of SBX_ID_ENV values */
     char marker[SBX_ID_ENV_MAX]; /* "SBX_ID_ENV=<id>-" */
     uint64_t seq;
-    pid_t watchdog;
-    int wd_fd;
+    sbx__wd wd; /* the watchdog and its table of the running attempts' groups */
     size_t active;
     size_t line_max; /* sbx_set_line_max; 0 = SBX_LINE_MAX */
     uint64_t orphans, escaped;
@@ -123,9 +123,7 @@ static int open_devnull(int *out)
 /* What sbx_close() and a failed sbx_init() release besides the SIGCHLD handle. */
 static void free_resources(sbx_ctx *ctx)
 {
-    sbx__watchdog_stop(ctx->watchdog, ctx->wd_fd);
-    ctx->watchdog = 0;
-    ctx->wd_fd = -1;
+    sbx__watchdog_stop(&ctx->wd);
     if (ctx->stack)
         munmap(ctx->stack, CHILD_STACK);
     ctx->stack = NULL;
@@ -138,7 +136,7 @@ int sbx_init(uv_loop_t *loop, sbx_ctx **out)
     if (!ctx)
         return -ENOMEM;
     ctx->loop = loop;
-    ctx->wd_fd = -1;
+    ctx->wd.fd = -1;
     ctx->thread = pthread_self();
     ctx->tid = gettid();
     snprintf(ctx->id, sizeof ctx->id, "%d-%" PRIx64, (int)getpid(), uv_hrtime());
@@ -159,7 +157,7 @@ int sbx_init(uv_loop_t *loop, sbx_ctx **out)
         goto fail_fd;
     }
     snprintf(ctx->marker, sizeof ctx->marker, "%s=%s-", SBX_ID_ENV, ctx->id);
-    if ((rc = sbx__watchdog_start(ctx->marker, &ctx->watchdog, &ctx->wd_fd)))
+    if ((rc = sbx__watchdog_start(ctx->marker, &ctx->wd)))
         goto fail_res;
     /* Started before any spawn so no SIGCHLD is missed. Unreferenced while nothing runs: the
      * reaper alone must not keep the loop alive. */
@@ -495,6 +493,7 @@ int sbx_spawn(sbx_ctx *ctx, const sbx_spec *spec, const sbx_callbacks *cb, void 
     sbx_proc *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
+    p->wd_slot = -1;
     int rd[2] = {-1, -1}, wr[2] = {-1, -1};
     int rc = make_pipes(rd, wr);
     if (rc) {
@@ -528,7 +527,7 @@ int sbx_spawn(sbx_ctx *ctx, const sbx_spec *spec, const sbx_callbacks *cb, void 
     } else {
         p->state = PROC_RUNNING;
         table_add(ctx, p);
-        sbx__watchdog_send(ctx->wd_fd, SBX__WD_ADD, p->pid);
+        p->wd_slot = sbx__watchdog_add(&ctx->wd, p->pid);
         uv_read_start((uv_stream_t *)&p->out.pipe, on_alloc, on_read);
         uv_read_start((uv_stream_t *)&p->err.pipe, on_alloc, on_read);
     }
@@ -593,7 +592,7 @@ static void sweep_one(void *ud, pid_t pid)
     sweep_state *w = ud;
     sbx_ctx *ctx = w->ctx;
     sbx__stat st;
-    if (pid == ctx->watchdog || table_find(ctx, pid) || sbx__read_stat(pid, &st))
+    if (pid == ctx->wd.pid || table_find(ctx, pid) || sbx__read_stat(pid, &st))
         return;
     if (st.state == 'Z' || st.state == 'X') {
         w->zombies++; /* dead already; reaped by the SIGCHLD handler or kill_leftovers() */
@@ -653,15 +652,16 @@ static sbx_proc *reap(sbx_ctx *ctx, pid_t pid, int *status)
      * because its zombie keeps the pid (= pgid) from being reused, so -pid names only its group. */
     if (p) {
         kill_group(pid, SIGKILL);
-        sbx__watchdog_send(ctx->wd_fd, SBX__WD_DEL, pid);
+        sbx__watchdog_del(&ctx->wd, p->wd_slot);
+        p->wd_slot = -1;
     }
     *status = 0;
     while (waitpid(pid, status, 0) < 0 && errno == EINTR)
         ;
     if (p)
         p->state = PROC_DRAINING;
-    else if (pid == ctx->watchdog)
-        ctx->watchdog = 0; /* it should never die first; the leaders still die with us */
+    else if (pid == ctx->wd.pid)
+        ctx->wd.pid = 0; /* it should never die first; the leaders still die with us */
     else
         ctx->orphans++; /* an orphan re-parented to us (subreaper or PID 1): just reaped */
     return p;
@@ -769,8 +769,8 @@ static void kill_leftovers(sbx_ctx *ctx)
     for (int i = 0; i < CLOSE_WAIT_MS; i++) {
         pid_t w;
         while ((w = waitpid(-1, NULL, WNOHANG)) > 0)
-            if (w == ctx->watchdog)
-                ctx->watchdog = 0;
+            if (w == ctx->wd.pid)
+                ctx->wd.pid = 0;
         if (sweep(ctx, true) == 0)
             return;
         nanosleep(&(struct timespec){0, 1000000}, NULL);

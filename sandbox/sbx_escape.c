@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -32,7 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define WD_GROUPS_MAX   16384 /* registered groups the watchdog remembers; more are not tracked */
+#define SBX__WD_BYE     3     /* the one message on the socket: the agent stops cleanly */
 #define WD_SCAN_PASSES  10    /* /proc scans after the agent died, while one still finds some */
 #define WD_STOP_WAIT_MS 200   /* sbx_close(): the watchdog exits at once; then SIGKILL */
 
@@ -216,9 +217,6 @@ int sbx__list_children(pid_t loop_tid, void (*fn)(void *ud, pid_t pid), void *ud
 
 /* ---- the watchdog ------------------------------------------------------------------------- */
 
-static pid_t wd_groups[WD_GROUPS_MAX]; /* touched only in the watchdog (its copy of memory) */
-static size_t wd_n;
-
 typedef struct {
     const char *marker;
     pid_t self;
@@ -234,23 +232,8 @@ static void wd_kill_marked(void *ud, pid_t pid)
         s->killed++;
 }
 
-static void wd_apply(int op, pid_t pgid, bool *bye)
-{
-    if (op == SBX__WD_BYE) {
-        *bye = true;
-    } else if (op == SBX__WD_ADD && wd_n < WD_GROUPS_MAX) {
-        wd_groups[wd_n++] = pgid;
-    } else if (op == SBX__WD_DEL) {
-        for (size_t i = 0; i < wd_n; i++)
-            if (wd_groups[i] == pgid) {
-                wd_groups[i] = wd_groups[--wd_n];
-                break;
-            }
-    }
-}
-
 /* The watchdog's whole life, in the forked child: only async-signal-safe calls. */
-static _Noreturn void wd_main(int rfd, const char *marker)
+static _Noreturn void wd_main(int rfd, const char *marker, const int32_t *groups)
 {
     static const int ignore[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGTERM, SIGPIPE, SIGALRM,
                                  SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU};
@@ -270,7 +253,8 @@ static _Noreturn void wd_main(int rfd, const char *marker)
     if (rfd != 3)
         dup2(rfd, 3);
     sbx__close_from(4, -1, SBX__CLOSE_ANY);
-    int32_t msg[256][2];
+    /* Blocks until the agent says BYE or is gone: nothing else comes on the socket. */
+    int32_t msg[2];
     bool bye = false;
     for (;;) {
         ssize_t n = read(3, msg, sizeof msg);
@@ -278,15 +262,19 @@ static _Noreturn void wd_main(int rfd, const char *marker)
             continue;
         if (n <= 0)
             break;
-        for (ssize_t i = 0; i + 8 <= n; i += 8)
-            wd_apply(msg[i / 8][0], msg[i / 8][1], &bye);
+        if (n == (ssize_t)sizeof msg && msg[0] == SBX__WD_BYE)
+            bye = true;
     }
     if (bye)
         _exit(0);
-    /* The agent is gone without saying goodbye: its attempts' groups, then every process that
-     * carries its marker, scanning again while a pass still finds some (they may fork). */
-    for (size_t i = 0; i < wd_n; i++)
-        kill(-wd_groups[i], SIGKILL);
+    /* The agent is gone without saying goodbye: its attempts' groups (every store it made is
+     * visible: it has exited), then every process that carries its marker, scanning again
+     * while a pass still finds some (they may fork). */
+    for (size_t i = 0; i < SBX__WD_SLOTS; i++) {
+        int32_t g = __atomic_load_n(&groups[i], __ATOMIC_ACQUIRE);
+        if (g > 1)
+            kill(-g, SIGKILL);
+    }
     wd_scan s = {marker, getpid(), 0};
     for (int pass = 0; pass < WD_SCAN_PASSES; pass++) {
         s.killed = 0;
@@ -297,13 +285,25 @@ static _Noreturn void wd_main(int rfd, const char *marker)
     _exit(0);
 }
 
-int sbx__watchdog_start(const char *marker, pid_t *pid, int *fd)
+int sbx__watchdog_start(const char *marker, sbx__wd *wd)
 {
+    wd->pid = 0;
+    wd->fd = -1;
+    wd->next_free = 0;
+    wd->groups = mmap(NULL, SBX__WD_SLOTS * sizeof *wd->groups, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (wd->groups == MAP_FAILED) {
+        wd->groups = NULL;
+        return -errno;
+    }
     int p[2];
     /* A socket, not a pipe: send(MSG_NOSIGNAL) to a dead watchdog must not raise SIGPIPE in a
-     * program that does not ignore it, and SEQPACKET keeps each 8-byte message whole. */
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p))
-        return -errno;
+     * program that does not ignore it, and SEQPACKET keeps the 8-byte BYE whole. */
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p)) {
+        int rc = -errno;
+        sbx__watchdog_stop(wd);
+        return rc;
+    }
     /* Blocked across fork(): no handler of the agent may run in the watchdog before it resets
      * its dispositions (libuv's would write to the agent's signal pipe). */
     sigset_t all, old;
@@ -316,23 +316,40 @@ int sbx__watchdog_start(const char *marker, pid_t *pid, int *fd)
         int rc = -errno;
         close(p[0]);
         close(p[1]);
+        sbx__watchdog_stop(wd);
         return rc;
     }
     if (child == 0) {
         close(p[1]);
-        wd_main(p[0], marker);
+        wd_main(p[0], marker, wd->groups);
     }
     close(p[0]);
-    *pid = child;
-    *fd = p[1];
+    wd->pid = child;
+    wd->fd = p[1];
     return 0;
 }
 
-void sbx__watchdog_send(int fd, int op, pid_t pgid)
+int sbx__watchdog_add(sbx__wd *wd, pid_t pgid)
 {
-    int32_t msg[2] = {op, (int32_t)pgid};
-    if (fd >= 0)
-        (void)!send(fd, msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (!wd->groups || pgid <= 1)
+        return -1;
+    /* A slot is freed when its attempt ends, so at most the running attempts hold one: the
+     * search from the last free slot found ends at once in practice. */
+    for (size_t k = 0; k < SBX__WD_SLOTS; k++) {
+        size_t i = (wd->next_free + k) % SBX__WD_SLOTS;
+        if (wd->groups[i] == 0) {
+            __atomic_store_n(&wd->groups[i], (int32_t)pgid, __ATOMIC_RELEASE);
+            wd->next_free = (i + 1) % SBX__WD_SLOTS;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+void sbx__watchdog_del(sbx__wd *wd, int slot)
+{
+    if (wd->groups && slot >= 0 && slot < SBX__WD_SLOTS)
+        __atomic_store_n(&wd->groups[slot], 0, __ATOMIC_RELEASE);
 }
 
 /* CLOCK_MONOTONIC in milliseconds. */
@@ -364,17 +381,21 @@ static bool reap_within(pid_t pid, int ms)
     return w == pid || (w < 0 && err != EINTR);
 }
 
-void sbx__watchdog_stop(pid_t pid, int fd)
+void sbx__watchdog_stop(sbx__wd *wd)
 {
-    if (fd >= 0) {
-        sbx__watchdog_send(fd, SBX__WD_BYE, 0);
-        close(fd);
+    if (wd->fd >= 0) {
+        int32_t bye[2] = {SBX__WD_BYE, 0};
+        (void)!send(wd->fd, bye, sizeof bye, MSG_NOSIGNAL | MSG_DONTWAIT);
+        close(wd->fd);
+        wd->fd = -1;
     }
-    if (pid <= 0)
-        return;
     /* It exits as soon as it reads BYE; never wait on it for more than WD_STOP_WAIT_MS. */
-    if (reap_within(pid, WD_STOP_WAIT_MS))
-        return;
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
+    if (wd->pid > 0 && !reap_within(wd->pid, WD_STOP_WAIT_MS)) {
+        kill(wd->pid, SIGKILL);
+        waitpid(wd->pid, NULL, 0);
+    }
+    wd->pid = 0;
+    if (wd->groups)
+        munmap(wd->groups, SBX__WD_SLOTS * sizeof *wd->groups);
+    wd->groups = NULL;
 }

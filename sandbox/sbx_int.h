@@ -63,18 +63,31 @@ int sbx__environ_find(pid_t pid, const char *prefix, char *out, size_t out_len);
  * processes whose parent we are. Returns 0 or -errno. */
 int sbx__list_children(pid_t loop_tid, void (*fn)(void *ud, pid_t pid), void *ud);
 
-/* Watchdog messages (8 bytes, one SEQPACKET message each). */
-enum { SBX__WD_ADD = 1, SBX__WD_DEL = 2, SBX__WD_BYE = 3 };
-/* Forks the watchdog: it reads group ids from a socket, and when it ends without BYE (the
- * agent died, even by SIGKILL) it sends SIGKILL to every registered process group and to every
- * process whose environment has `marker` (SBX_ID_ENV=ID-, the agent's prefix), then exits.
- * Returns 0 with its pid and the agent's end of the socket (O_CLOEXEC), or -errno. */
-int sbx__watchdog_start(const char *marker, pid_t *pid, int *fd);
-/* Sends one message without blocking; a full socket drops it (rare: the watchdog reads at
- * once). Never raises SIGPIPE. */
-void sbx__watchdog_send(int fd, int op, pid_t pgid);
-/* Sends BYE, closes the socket and reaps the watchdog (SIGKILL after 0.2 s). */
-void sbx__watchdog_stop(pid_t pid, int fd);
+/* The watchdog. Which process groups it must kill is not sent to it task by task: the agent
+ * writes them into a table in memory shared with the watchdog (MAP_SHARED, made before the
+ * fork), which the watchdog reads only once the agent is gone. A socket tells it that (EOF) or
+ * that the agent stopped cleanly (BYE): a DAG of 2000 short tasks woke it 4000 times before,
+ * about 6 % of the agent's CPU (bench/dag_bench.sh), and a full socket dropped registrations. */
+typedef struct {
+    pid_t pid;        /* the watchdog's; 0 when there is none */
+    int fd;           /* the agent's end of the socket (O_CLOEXEC); -1 when none */
+    int32_t *groups;  /* SBX__WD_SLOTS slots, shared: a process group id, or 0 for free */
+    size_t next_free; /* agent side: where the search for a free slot starts */
+} sbx__wd;
+
+#define SBX__WD_SLOTS 16384 /* live groups remembered; more are not tracked (never seen) */
+
+/* Forks the watchdog: when its socket ends without BYE (the agent died, even by SIGKILL) it
+ * sends SIGKILL to every process group in the table and to every process whose environment
+ * has `marker` (SBX_ID_ENV=ID-, the agent's prefix), then exits. 0 or -errno. */
+int sbx__watchdog_start(const char *marker, sbx__wd *wd);
+/* Records process group pgid in the table (no system call). Returns its slot, or -1 when the
+ * table is full (the group is then found by the marker scan only). */
+int sbx__watchdog_add(sbx__wd *wd, pid_t pgid);
+/* Frees a slot sbx__watchdog_add() returned (a negative slot is ignored). */
+void sbx__watchdog_del(sbx__wd *wd, int slot);
+/* Sends BYE, closes the socket, reaps the watchdog (SIGKILL after 0.2 s), unmaps the table. */
+void sbx__watchdog_stop(sbx__wd *wd);
 
 /* ---- sbx_child.c: the child between clone() and execve() ---- */
 

@@ -876,8 +876,10 @@ static _Noreturn void agent_with_task(const char *script, const char *dir)
 }
 
 /* Issue 9 defect 5: kill -9 of the agent. Within a second the leader (PR_SET_PDEATHSIG), a
- * child in its group (the watchdog's group kill) and a descendant that left the group with
- * setsid (the watchdog's marker scan) are all dead, and none writes the file it was about to. */
+ * child in its group, one in its group that dropped its environment (only the group kill, from
+ * the table the agent shares with the watchdog, can find it) and a descendant that left the
+ * group with setsid (the watchdog's marker scan) are all dead, and none writes the file it was
+ * about to. */
 static void test_tasks_die_with_the_agent_kill_9(void **state)
 {
     env *e = *state;
@@ -886,6 +888,7 @@ static void test_tasks_die_with_the_agent_kill_9(void **state)
     snprintf(script, sizeof script,
              "(sleep 1.5; echo x > m_group) & echo $! >> pids.tmp;"
              " setsid sh -c 'sleep 1.5; echo x > m_escaped' & echo $! >> pids.tmp;"
+             " env -i /bin/sh -c 'sleep 1.5; echo x > m_scrubbed' & echo $! >> pids.tmp;"
              " echo $$ >> pids.tmp; mv pids.tmp pids; sleep 1.5; echo x > m_leader");
     pid_t agent = fork();
     assert_true(agent >= 0);
@@ -893,20 +896,21 @@ static void test_tasks_die_with_the_agent_kill_9(void **state)
         agent_with_task(script, e->dir);
     for (int i = 0; i < 500 && access(pids, F_OK) != 0; i++)
         usleep(10000);
-    pid_t p[3];
-    assert_int_equal(read_pids(pids, p, 3), 3);
+    pid_t p[4];
+    assert_int_equal(read_pids(pids, p, 4), 4);
     assert_int_equal(kill(agent, SIGKILL), 0);
     assert_int_equal(waitpid(agent, NULL, 0), agent);
     uint64_t t0 = now_ms();
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         while (!pid_dead(p[i]) && now_ms() - t0 < 1000)
             usleep(5000);
     print_message("all gone %llu ms after the kill\n", (unsigned long long)(now_ms() - t0));
-    for (int i = 0; i < 3; i++)
-        assert_true(pid_dead(p[i]));
+    for (int i = 0; i < 4; i++)
+        if (!pid_dead(p[i]))
+            fail_msg("process %d (#%d in pids) outlived the agent", (int)p[i], i + 1);
     usleep(2000 * 1000); /* past the moment they would have written */
-    static const char *const files[] = {"m_group", "m_escaped", "m_leader"};
-    for (int i = 0; i < 3; i++) {
+    static const char *const files[] = {"m_group", "m_escaped", "m_scrubbed", "m_leader"};
+    for (int i = 0; i < 4; i++) {
         char path[160];
         snprintf(path, sizeof path, "%s/%s", e->dir, files[i]);
         if (access(path, F_OK) == 0)
