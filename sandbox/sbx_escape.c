@@ -33,9 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SBX__WD_BYE     3     /* the one message on the socket: the agent stops cleanly */
-#define WD_SCAN_PASSES  10    /* /proc scans after the agent died, while one still finds some */
-#define WD_STOP_WAIT_MS 200   /* sbx_close(): the watchdog exits at once; then SIGKILL */
+#define SBX__WD_BYE     3   /* the one message on the socket: the agent stops cleanly */
+#define WD_SCAN_PASSES  10  /* /proc scans after the agent died, while one still finds some */
+#define WD_STOP_WAIT_MS 200 /* sbx_close(): the watchdog exits at once; then SIGKILL */
 
 /* ---- /proc readers (no allocation: the watchdog uses them after fork) ---------------------- */
 
