@@ -107,6 +107,13 @@ double proto_now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Writes v (0 <= v < 10^n) as exactly n decimal digits at p. */
+static void put_digits(char *p, int v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v /= 10)
+        p[i] = (char)('0' + v % 10);
+}
+
 const char *proto_iso_time(double epoch, char *buf)
 {
     /* Round to whole milliseconds first, so that a time parsed from "...:00.123Z" prints back
@@ -114,17 +121,40 @@ const char *proto_iso_time(double epoch, char *buf)
     double total = floor(epoch * 1000.0 + 0.5);
     time_t sec = (time_t)floor(total / 1000.0);
     int ms = (int)(total - (double)sec * 1000.0);
-    struct tm tm;
     if (ms < 0 || ms > 999)
         ms = 0;
-    if (!gmtime_r(&sec, &tm))
-        memset(&tm, 0, sizeof tm), tm.tm_year = 70, tm.tm_mday = 1;
-    char full[96]; /* room for any int the compiler imagines; a real time takes 24 bytes */
-    snprintf(full, sizeof full, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-    size_t n = strnlen(full, PROTO_ISO_LEN - 1);
-    memcpy(buf, full, n);
-    buf[n] = '\0';
+    /* Every log line and status item takes a time: the date and time of the last second asked
+     * for are kept (per thread), so most calls only write the milliseconds. */
+    static _Thread_local time_t last_sec = -1;
+    static _Thread_local char last[PROTO_ISO_LEN]; /* "YYYY-MM-DDTHH:MM:SS" of last_sec */
+    if (sec != last_sec || last_sec < 0) {
+        struct tm tm;
+        if (!gmtime_r(&sec, &tm))
+            memset(&tm, 0, sizeof tm), tm.tm_year = 70, tm.tm_mday = 1;
+        int year = tm.tm_year + 1900;
+        if (year < 0 || year > 9999) { /* not a time of a run: the slow, general way */
+            char full[96];
+            snprintf(full, sizeof full, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", year, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+            size_t n = strnlen(full, PROTO_ISO_LEN - 1);
+            memcpy(buf, full, n);
+            buf[n] = '\0';
+            return buf;
+        }
+        memcpy(last, "0000-00-00T00:00:00", 20);
+        put_digits(last, year, 4);
+        put_digits(last + 5, tm.tm_mon + 1, 2);
+        put_digits(last + 8, tm.tm_mday, 2);
+        put_digits(last + 11, tm.tm_hour, 2);
+        put_digits(last + 14, tm.tm_min, 2);
+        put_digits(last + 17, tm.tm_sec, 2);
+        last_sec = sec;
+    }
+    memcpy(buf, last, 19);
+    buf[19] = '.';
+    put_digits(buf + 20, ms, 3);
+    buf[23] = 'Z';
+    buf[24] = '\0';
     return buf;
 }
 

@@ -160,6 +160,15 @@ static void iso_time_round_trips_milliseconds(void **state)
     /* .9996 carries into the next second instead of printing .1000 or going back. */
     assert_string_equal(proto_iso_time(1700000000.9996, buf), "2023-11-14T22:13:21.000Z");
     assert_string_equal(proto_iso_time(0, buf), "1970-01-01T00:00:00.000Z");
+    /* The date of the last second is cached: alternating seconds, and times outside years
+     * 0..9999 or before 1970, still print their own date. */
+    for (int i = 0; i < 4; i++) {
+        assert_string_equal(proto_iso_time(1700000000.25, buf), "2023-11-14T22:13:20.250Z");
+        assert_string_equal(proto_iso_time(1700000001.75, buf), "2023-11-14T22:13:21.750Z");
+        assert_string_equal(proto_iso_time(-0.5, buf), "1969-12-31T23:59:59.500Z");
+    }
+    assert_string_equal(proto_iso_time(253402300800.0, buf), "10000-01-01T00:00:00.000Z");
+    assert_string_equal(proto_iso_time(253402300799.0, buf), "9999-12-31T23:59:59.000Z");
     double now = proto_now();
     proto_iso_time(now, buf);
     assert_int_equal(strlen(buf), 24);
