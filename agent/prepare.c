@@ -508,6 +508,8 @@ static int make_run_dir(run_state *r, char *err)
         return rc;
     }
     agent__hold_run_dir(r); /* DAGY_KEEP_RUNS pruning by other agents skips it */
+    if (!r->cfg->dep_uris || !r->cfg->dep_uris[0])
+        return 0; /* no package: no deps/ (a file system object less for every local run) */
     char *deps = path_join(r->run_dir, "deps");
     rc = mkdir(deps, 0700) ? -errno : 0;
     free(deps);
