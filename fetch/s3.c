@@ -25,7 +25,7 @@
 /* A streamed zip's last bytes, fetched right after the probe: its end-of-central-directory
  * record and (for up to ~10000 entries) its central directory, so the reader can start on the
  * entries while the rest downloads. */
-#define TAIL_SIZE (1ull << 20)
+#define TAIL_SIZE      (1ull << 20)
 #define MAX_INFLIGHT   8
 #define PROGRESS_STEP  (1ull << 20)
 #define S3_ERRBODY_MAX (64u << 10)
