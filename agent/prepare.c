@@ -459,6 +459,8 @@ static void settle(prep *p)
     }
     r->flow_dir = p->jobs[0].dest;
     p->jobs[0].dest = NULL;
+    /* Nothing writes into the flow directory between its unpack and the code digest. */
+    snprintf(r->flow_code_digest, sizeof r->flow_code_digest, "%s", p->jobs[0].stats.code_digest);
     r->dep_dirs = calloc(p->n_jobs * 2, sizeof *r->dep_dirs);
     size_t k = 0;
     for (size_t i = 1; i < p->n_jobs; i++) {

@@ -5,6 +5,8 @@
  * duplicates, limits) against the tree extracted so far, so that a hostile archive can write
  * nothing outside the destination and leaves nothing behind when it is refused. */
 #include "fetch/unpack.h"
+#include "proto/sha256.h"
+#include "proto/taskhash.h"
 #include "proto/util.h"
 
 #include <archive.h>
@@ -16,6 +18,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <nettle/sha2.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -67,6 +70,11 @@ typedef struct {
     int src_rc; /* why reading the growing archive stopped (-errno), 0 if it did not */
     bool src_seekable; /* a zip read through source_seek too, not in order from its start */
     unsigned char *src_buf;
+    /* The code digest of the tree, from the bytes as they are written (unpack_stats). */
+    proto_code_digest *digest; /* NULL once something made it unknowable (a hardlink, say) */
+    bool file_hashed;          /* the current entry is a regular file that counts */
+    uint64_t file_off;         /* bytes of it hashed so far */
+    struct sha256_ctx file_sha;
 } unpacker;
 
 /* Formats an error message into err (UNPACK_ERR_MAX bytes). */
@@ -477,6 +485,75 @@ static bool cancelled(unpacker *u)
     return true;
 }
 
+/* Gives up on the code digest: the tree will have to be walked (agent/resume.c). */
+static void digest_drop(unpacker *u)
+{
+    if (!u->digest)
+        return;
+    char scratch[PROTO_HASH_HEX];
+    proto_code_digest_finish(u->digest, scratch);
+    u->digest = NULL;
+    u->file_hashed = false;
+}
+
+/* Starts the current entry's part of the code digest: a regular file is hashed as its data
+ * is written, a symlink by its target text; a hardlink (a second name for content that the
+ * digest would count twice) gives up on the digest. Names proto_code_digest_skip leaves out
+ * are not hashed. */
+static void digest_entry_begin(unpacker *u, struct archive_entry *e)
+{
+    u->file_hashed = false;
+    if (!u->digest || proto_code_digest_skip(u->rel))
+        return;
+    const char *symlink = archive_entry_symlink(e);
+    if (archive_entry_hardlink(e)) {
+        digest_drop(u);
+    } else if (symlink || archive_entry_filetype(e) == AE_IFLNK) {
+        char hex[PROTO_HASH_HEX], *name = NULL;
+        proto_sha256_hex(symlink ? symlink : "", symlink ? strlen(symlink) : 0, hex);
+        if (asprintf(&name, "%s -> (link)", u->rel) < 0 ||
+            proto_code_digest_add(u->digest, name, hex))
+            digest_drop(u);
+        free(name);
+    } else if (archive_entry_filetype(e) == AE_IFREG) {
+        u->file_hashed = true;
+        u->file_off = 0;
+        sha256_init(&u->file_sha);
+    }
+}
+
+/* Hashes one data block of the current file; a hole (a sparse tar entry) gives up. */
+static void digest_block(unpacker *u, const void *buf, size_t size, uint64_t off)
+{
+    if (!u->file_hashed)
+        return;
+    if (off != u->file_off) {
+        digest_drop(u);
+        return;
+    }
+    sha256_update(&u->file_sha, size, buf);
+    u->file_off += size;
+}
+
+/* Adds the finished file; one shorter than its declared size (which the writer pads with
+ * zeros) gives up. */
+static void digest_entry_end(unpacker *u)
+{
+    if (!u->file_hashed)
+        return;
+    u->file_hashed = false;
+    if (u->declared >= 0 && u->file_off != (uint64_t)u->declared) {
+        digest_drop(u);
+        return;
+    }
+    unsigned char md[SHA256_DIGEST_SIZE];
+    char hex[PROTO_HASH_HEX];
+    sha256_digest(&u->file_sha, sizeof md, md);
+    proto_hex(md, sizeof md, hex);
+    if (proto_code_digest_add(u->digest, u->rel, hex))
+        digest_drop(u);
+}
+
 /* Streams the current entry's data from reader to writer, charging every block (never the
  * header's claimed size alone) against the limits. Memory: one libarchive block at a time. */
 static int copy_data(unpacker *u)
@@ -517,6 +594,7 @@ static int copy_data(unpacker *u)
          * write, which would leave the file zero-filled by the finishing truncate. */
         if (archive_write_data_block(u->aw, buf, size, off) != ARCHIVE_OK)
             return write_failed(u, "write");
+        digest_block(u, buf, size, (uint64_t)off);
     }
 }
 
@@ -587,11 +665,15 @@ static int extract_entry(unpacker *u, struct archive_entry *e)
     if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0 &&
         (rc = charge_to(u, (uint64_t)archive_entry_size(e))))
         return rc;
+    digest_entry_begin(u, e);
     if ((rc = write_step(u, archive_write_header(u->aw, e), "extract")))
         return rc;
     if ((rc = copy_data(u)))
         return rc;
-    return write_step(u, archive_write_finish_entry(u->aw), "finish");
+    if ((rc = write_step(u, archive_write_finish_entry(u->aw), "finish")))
+        return rc;
+    digest_entry_end(u);
+    return 0;
 }
 
 /* Little-endian field readers for the zip pre-scan. */
@@ -929,6 +1011,7 @@ static int unpack_from(const char *archive_path, const char *dest_dir, const unp
     u->root_fd = -1;
     u->src = src;
     u->src_seekable = seekable;
+    u->digest = stats ? proto_code_digest_new() : NULL;
     if ((fd = open(archive_path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st)) {
         rc = -errno;
         set_err(err, "cannot open archive: %s", strerror(-rc));
@@ -984,7 +1067,12 @@ out:
         stats->entries = u->entries;
         stats->bytes = u->bytes;
         snprintf(stats->format, sizeof stats->format, "%s", u->format);
+        stats->code_digest[0] = '\0';
     }
+    if (stats && !rc && u->digest)
+        proto_code_digest_finish(u->digest, stats->code_digest);
+    else
+        digest_drop(u);
     if (u->ar)
         archive_read_free(u->ar);
     if (u->aw)

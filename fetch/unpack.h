@@ -29,6 +29,11 @@ typedef struct {
     uint64_t entries;
     uint64_t bytes;  /* uncompressed bytes written */
     char format[32]; /* "zip", "tar", "tar.gz" (the detected format) */
+    /* The code digest (proto/taskhash.h, proto_code_digest_*) of the extracted tree, from the
+     * bytes as they were written: the same as walking the tree afterwards would give. ""
+     * when it is not known: on failure, or when the archive has a hardlink, a sparse entry or
+     * a file shorter than it declares (the tree must then be walked). */
+    char code_digest[65];
 } unpack_stats;
 
 /* Defaults, overridden by the environment variables above. Bad values in the environment are

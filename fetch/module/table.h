@@ -21,7 +21,7 @@
 #define DAGY_FETCH_TABLE_VERSION  4 /* raise on any change to the struct below */
 #define DAGY_UNPACK_MODULE_NAME   "dagy-agent-unpack.so"
 #define DAGY_UNPACK_TABLE_SYMBOL  "dagy_unpack_table"
-#define DAGY_UNPACK_TABLE_VERSION 1 /* raise on any change to the struct below */
+#define DAGY_UNPACK_TABLE_VERSION 2 /* raise on any change to the struct below */
 
 /* The first member of each table: what the core checks before using the rest. */
 typedef struct {
