@@ -797,31 +797,6 @@ static int make_root(unpacker *u, const char *dest_dir)
 
 /* ---- growing archives ----------------------------------------------------------------------- */
 
-/* Waits until more than `off` bytes are final, the file is whole, it failed, or *cancel: 0 with
- * *avail set, or -errno. Wakes every 100 ms to look at *cancel (an atomic, not signalled). */
-static int source_wait(unpacker *u, uint64_t need, uint64_t *avail, uint64_t *size)
-{
-    unpack_source *src = u->src;
-    int rc = 0;
-    pthread_mutex_lock(&src->mu);
-    for (;;) {
-        bool whole = src->done || (src->size && src->avail >= src->size);
-        if (src->failed || (u->cancel && atomic_load(u->cancel)) || whole || src->avail >= need)
-            break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L)
-            ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-        pthread_cond_timedwait(&src->cv, &src->mu, &ts);
-    }
-    rc = src->failed ? src->failed : (u->cancel && atomic_load(u->cancel)) ? -ECANCELED : 0;
-    *avail = src->avail;
-    *size = src->size;
-    pthread_mutex_unlock(&src->mu);
-    return rc;
-}
-
 /* End of the run of final bytes that starts at `off` (off itself when that byte is not final
  * yet): the prefix, the tail, or both once they meet. Under src->mu. */
 static uint64_t final_end(const unpack_source *s, uint64_t off)
@@ -859,6 +834,18 @@ static int source_wait_range(unpacker *u, uint64_t off, uint64_t n, uint64_t *en
     int rc = src->failed ? src->failed : (u->cancel && atomic_load(u->cancel)) ? -ECANCELED : 0;
     *end = final_end(src, off);
     pthread_mutex_unlock(&src->mu);
+    return rc;
+}
+
+/* Waits until the first `need` bytes are final (the prefix, or the prefix and the tail once
+ * they meet), the file is whole, it failed, or *cancel: 0 with *avail (the final bytes from
+ * the start) and *size set, or -errno. */
+static int source_wait(unpacker *u, uint64_t need, uint64_t *avail, uint64_t *size)
+{
+    int rc = source_wait_range(u, 0, need, avail);
+    pthread_mutex_lock(&u->src->mu);
+    *size = u->src->size;
+    pthread_mutex_unlock(&u->src->mu);
     return rc;
 }
 
