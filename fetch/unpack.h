@@ -95,9 +95,10 @@ void unpack_source_tail(unpack_source *src, uint64_t from, uint64_t size);
  * central directory first (waiting for the tail, or for the prefix to reach them), then its
  * entries in the order of their offsets, each as soon as its bytes are in the prefix; with the
  * tail early, the entries come out while the rest downloads. A file of unknown length is
- * extracted once whole. The file counts as whole once avail reaches a known size, without
- * waiting for `done`: the caller decides whether the result may be used (it extracts into a
- * staging directory it renames only once the download is verified). */
+ * extracted once whole. The file counts as whole once the final bytes (the prefix, with the
+ * tail once they meet) reach a known size, without waiting for `done`: the caller decides
+ * whether the result may be used (it extracts into a staging directory it renames only once
+ * the download is verified). */
 int unpack_archive_growing(const char *archive_path, const char *dest_dir,
                            const unpack_limits *lim, const atomic_bool *cancel, unpack_source *src,
                            unpack_stats *stats, char *err);
