@@ -190,6 +190,13 @@ static void on_prefix(void *ud, uint64_t written, uint64_t total)
     unpack_source_update(&j->src, written, total, false, 0);
 }
 
+/* Streaming: the end of a zip (its central directory) is final; the unpack may read it. */
+static void on_tail(void *ud, uint64_t from, uint64_t total)
+{
+    prep_job *j = ud;
+    unpack_source_tail(&j->src, from, total);
+}
+
 static void on_downloaded(void *ud, const fetch_aws_result *res)
 {
     prep_job *j = ud;
@@ -244,15 +251,17 @@ static void start_job(prep *p, prep_job *j)
         agent_log_str(l, "uri", j->uri);
         agent_log_end(l);
         j->t0 = uv_now(&r->loop);
-        /* Unpacked while it downloads (tar, tar.gz; a zip once whole) into a staging directory
-         * that becomes `dest` only once the download is verified (stream_settle). */
+        /* Unpacked while it downloads (tar, tar.gz in order; a zip from its early-fetched tail
+         * and then its entries as the prefix reaches them) into a staging directory that
+         * becomes `dest` only once the download is verified (stream_settle). */
         j->staging = malloc(strlen(j->dest) + 9);
         if (j->staging && !unpack_source_init(&j->src)) {
             sprintf(j->staging, "%s.staging", j->dest);
             j->streaming = true;
         }
         int rc = fetch_s3_get_file_streaming(r->aws, j->uri, j->archive, on_progress,
-                                             j->streaming ? on_prefix : NULL, on_downloaded, j);
+                                             j->streaming ? on_prefix : NULL,
+                                             j->streaming ? on_tail : NULL, on_downloaded, j);
         if (rc) {
             prep_fail(p, rc == -EINVAL ? AGENT_EXIT_INVALID : AGENT_EXIT_INFRA,
                       "cannot download %s: %s", j->uri, strerror(-rc));
@@ -450,6 +459,8 @@ static void settle(prep *p)
     }
     r->flow_dir = p->jobs[0].dest;
     p->jobs[0].dest = NULL;
+    /* Nothing writes into the flow directory between its unpack and the code digest. */
+    snprintf(r->flow_code_digest, sizeof r->flow_code_digest, "%s", p->jobs[0].stats.code_digest);
     r->dep_dirs = calloc(p->n_jobs * 2, sizeof *r->dep_dirs);
     size_t k = 0;
     for (size_t i = 1; i < p->n_jobs; i++) {

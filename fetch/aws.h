@@ -105,10 +105,14 @@ int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_pro
 /* fetch_s3_get_file that also calls `prefix` (on the loop thread) each time the written prefix
  * grows: bytes [0, written) of the file are final as received, not yet verified (the result
  * says that); total is the object's size. For a reader that consumes the file while it
- * downloads (unpack_archive_growing). */
+ * downloads (unpack_archive_growing). With `tail` (which needs `prefix`), an object that starts
+ * with "PK" (a zip) and is larger than the first part plus 1 MiB has its last 1 MiB fetched
+ * first, beside the parts in order, and `tail` is called once with (from, total) when bytes
+ * [from, total) are final: a zip's central directory is at its end. The checksum is computed
+ * in order all the same. */
 int fetch_s3_get_file_streaming(fetch_aws *a, const char *uri, const char *path,
                                 fetch_progress_cb progress, fetch_progress_cb prefix,
-                                fetch_aws_cb cb, void *ud);
+                                fetch_progress_cb tail, fetch_aws_cb cb, void *ud);
 
 /* PutObject of a memory buffer (copied) or of a file. The file must be a regular file and not
  * a symlink (-ELOOP; -EINVAL for a FIFO, device or directory): it is opened without blocking

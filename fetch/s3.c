@@ -22,6 +22,10 @@
 #include "proto/util.h"
 
 #define PART_SIZE      (8ull << 20)
+/* A streamed zip's last bytes, fetched right after the probe: its end-of-central-directory
+ * record and (for up to ~10000 entries) its central directory, so the reader can start on the
+ * entries while the rest downloads. */
+#define TAIL_SIZE      (1ull << 20)
 #define MAX_INFLIGHT   8
 #define PROGRESS_STEP  (1ull << 20)
 #define S3_ERRBODY_MAX (64u << 10)
@@ -160,6 +164,7 @@ typedef struct {
     uv_timer_t timer; /* retry backoff */
     bool active;
     bool first; /* the size-and-ETag probing request */
+    bool tail;  /* the early tail [tail_from, total) of a streamed zip */
     uint64_t start, end, got;
     uint64_t from; /* first byte asked for by the current attempt */
     int attempt;
@@ -191,7 +196,12 @@ struct s3get {
     int write_err; /* errno of a failed pwrite to `file` (a full disk, say), 0 if none */
     fetch_progress_cb progress;
     fetch_progress_cb prefix_cb; /* fetch_s3_get_file_streaming's reader, or NULL */
+    fetch_progress_cb tail_cb;   /* told once the early tail is written, or NULL */
     uint64_t prefix_told;        /* the written prefix last given to it */
+    unsigned char head[2];       /* the object's first two bytes ("PK": a zip) */
+    bool tail_planned;           /* tail_from is decided (once the size is known) */
+    bool tail_sent;
+    uint64_t tail_from; /* the early tail's start; total when there is none */
     fetch_aws_cb cb;
     void *ud;
 };
@@ -304,6 +314,8 @@ static int part_on_data(void *ud, const void *data, size_t len)
     if (!p->first && off + len > p->end + 1)
         return -EIO;
     const char *d = data;
+    for (uint64_t i = off; i < sizeof g->head && i < off + len; i++)
+        g->head[i] = (unsigned char)d[i - off];
     size_t left = len;
     while (left) {
         ssize_t w = pwrite(g->fd, d, left, (off_t)off);
@@ -440,6 +452,8 @@ static void part_on_done(void *ud, const fetch_http_resp *r)
     }
     p->active = false;
     g->inflight--;
+    if (p->tail && g->tail_cb)
+        g->tail_cb(g->ud, g->tail_from, g->total);
     get_schedule(g);
     if (!g->finished)
         hash_kick(g);
@@ -477,10 +491,11 @@ static void part_send(part *p)
     }
 }
 
-/* Lowest offset not yet written: every active part has written [start, start + got). */
+/* Lowest offset not yet written: every active part has written [start, start + got), parts
+ * below next_off and the tail (sent before them) were started. */
 static uint64_t written_prefix(const s3get *g)
 {
-    uint64_t low = g->total_known ? g->next_off : 0;
+    uint64_t low = !g->total_known ? 0 : g->next_off < g->tail_from ? g->next_off : g->total;
     for (int i = 0; i < MAX_INFLIGHT; i++) {
         const part *p = &g->parts[i];
         if (p->active && p->start + p->got < low)
@@ -596,26 +611,57 @@ static void get_verify(s3get *g)
     hash_kick(g);
 }
 
-/* Starts parts while slots are free and bytes remain; verifies when everything arrived. */
+/* Starts the request for bytes [start, end] in the free slot p. */
+static void part_start(s3get *g, part *p, uint64_t start, uint64_t end, bool tail)
+{
+    p->active = true;
+    p->first = p->refreshed = false;
+    p->tail = tail;
+    p->start = start;
+    p->end = end;
+    p->got = 0;
+    p->attempt = 0;
+    g->inflight++;
+    part_send(p);
+}
+
+/* Once the size is known: a streamed zip larger than the probe plus a tail gets its tail
+ * fetched first, in parallel with the parts in order. The hashing still goes in order (the
+ * tail is hashed when the prefix reaches it). */
+static void plan_tail(s3get *g)
+{
+    g->tail_planned = true;
+    g->tail_from = g->total;
+    bool zip = g->head[0] == 'P' && g->head[1] == 'K';
+    if (g->tail_cb && zip && g->total > g->next_off && g->total - g->next_off > TAIL_SIZE)
+        g->tail_from = g->total - TAIL_SIZE;
+}
+
+/* Starts parts while slots are free and bytes remain (the tail first, then in order up to
+ * it); verifies when everything arrived. */
 static void get_schedule(s3get *g)
 {
-    for (int i = 0; i < MAX_INFLIGHT && g->next_off < g->total && !g->finished; i++) {
+    if (!g->tail_planned && g->total_known)
+        plan_tail(g);
+    for (int i = 0; i < MAX_INFLIGHT && !g->finished; i++) {
         part *p = &g->parts[i];
         if (p->active)
             continue;
+        if (!g->tail_sent && g->tail_from < g->total) {
+            g->tail_sent = true;
+            part_start(g, p, g->tail_from, g->total - 1, true);
+            continue;
+        }
+        if (g->next_off >= g->tail_from)
+            break;
         uint64_t end = g->next_off + PART_SIZE - 1;
-        p->active = true;
-        p->first = p->refreshed = false;
-        p->start = g->next_off;
-        p->end = end < g->total ? end : g->total - 1;
-        p->got = 0;
-        p->attempt = 0;
-        g->next_off = p->end + 1;
-        g->inflight++;
-        part_send(p);
+        end = end < g->tail_from ? end : g->tail_from - 1;
+        uint64_t start = g->next_off;
+        g->next_off = end + 1;
+        part_start(g, p, start, end, false);
     }
     report_prefix(g);
-    if (!g->finished && g->inflight == 0 && g->next_off >= g->total)
+    if (!g->finished && g->inflight == 0 && g->next_off >= g->tail_from)
         get_verify(g);
 }
 
@@ -660,14 +706,14 @@ static int get_prepare(s3get *g, const char *uri, const char *path)
 int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_progress_cb progress,
                       fetch_aws_cb cb, void *ud)
 {
-    return fetch_s3_get_file_streaming(a, uri, path, progress, NULL, cb, ud);
+    return fetch_s3_get_file_streaming(a, uri, path, progress, NULL, NULL, cb, ud);
 }
 
 int fetch_s3_get_file_streaming(fetch_aws *a, const char *uri, const char *path,
                                 fetch_progress_cb progress, fetch_progress_cb prefix,
-                                fetch_aws_cb cb, void *ud)
+                                fetch_progress_cb tail, fetch_aws_cb cb, void *ud)
 {
-    if (!uri || !path || !cb)
+    if (!uri || !path || !cb || (tail && !prefix))
         return -EINVAL;
     if (fetch__aws_closing(a))
         return -ECANCELED;
@@ -680,6 +726,8 @@ int fetch_s3_get_file_streaming(fetch_aws *a, const char *uri, const char *path,
     g->ud = ud;
     g->progress = progress;
     g->prefix_cb = prefix;
+    g->tail_cb = tail;
+    g->tail_from = UINT64_MAX; /* planned once the size is known */
     g->retry = fetch__retry_or_default(NULL);
     g->op.cancel = get_cancel;
     int rc = get_prepare(g, uri, path);

@@ -5,6 +5,8 @@
  * duplicates, limits) against the tree extracted so far, so that a hostile archive can write
  * nothing outside the destination and leaves nothing behind when it is refused. */
 #include "fetch/unpack.h"
+#include "proto/sha256.h"
+#include "proto/taskhash.h"
 #include "proto/util.h"
 
 #include <archive.h>
@@ -16,6 +18,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <nettle/sha2.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -65,7 +68,13 @@ typedef struct {
     int src_fd;
     uint64_t src_off;
     int src_rc; /* why reading the growing archive stopped (-errno), 0 if it did not */
+    bool src_seekable; /* a zip read through source_seek too, not in order from its start */
     unsigned char *src_buf;
+    /* The code digest of the tree, from the bytes as they are written (unpack_stats). */
+    proto_code_digest *digest; /* NULL once something made it unknowable (a hardlink, say) */
+    bool file_hashed;          /* the current entry is a regular file that counts */
+    uint64_t file_off;         /* bytes of it hashed so far */
+    struct sha256_ctx file_sha;
 } unpacker;
 
 /* Formats an error message into err (UNPACK_ERR_MAX bytes). */
@@ -476,6 +485,75 @@ static bool cancelled(unpacker *u)
     return true;
 }
 
+/* Gives up on the code digest: the tree will have to be walked (agent/resume.c). */
+static void digest_drop(unpacker *u)
+{
+    if (!u->digest)
+        return;
+    char scratch[PROTO_HASH_HEX];
+    proto_code_digest_finish(u->digest, scratch);
+    u->digest = NULL;
+    u->file_hashed = false;
+}
+
+/* Starts the current entry's part of the code digest: a regular file is hashed as its data
+ * is written, a symlink by its target text; a hardlink (a second name for content that the
+ * digest would count twice) gives up on the digest. Names proto_code_digest_skip leaves out
+ * are not hashed. */
+static void digest_entry_begin(unpacker *u, struct archive_entry *e)
+{
+    u->file_hashed = false;
+    if (!u->digest || proto_code_digest_skip(u->rel))
+        return;
+    const char *symlink = archive_entry_symlink(e);
+    if (archive_entry_hardlink(e)) {
+        digest_drop(u);
+    } else if (symlink || archive_entry_filetype(e) == AE_IFLNK) {
+        char hex[PROTO_HASH_HEX], *name = NULL;
+        proto_sha256_hex(symlink ? symlink : "", symlink ? strlen(symlink) : 0, hex);
+        if (asprintf(&name, "%s -> (link)", u->rel) < 0 ||
+            proto_code_digest_add(u->digest, name, hex))
+            digest_drop(u);
+        free(name);
+    } else if (archive_entry_filetype(e) == AE_IFREG) {
+        u->file_hashed = true;
+        u->file_off = 0;
+        sha256_init(&u->file_sha);
+    }
+}
+
+/* Hashes one data block of the current file; a hole (a sparse tar entry) gives up. */
+static void digest_block(unpacker *u, const void *buf, size_t size, uint64_t off)
+{
+    if (!u->file_hashed)
+        return;
+    if (off != u->file_off) {
+        digest_drop(u);
+        return;
+    }
+    sha256_update(&u->file_sha, size, buf);
+    u->file_off += size;
+}
+
+/* Adds the finished file; one shorter than its declared size (which the writer pads with
+ * zeros) gives up. */
+static void digest_entry_end(unpacker *u)
+{
+    if (!u->file_hashed)
+        return;
+    u->file_hashed = false;
+    if (u->declared >= 0 && u->file_off != (uint64_t)u->declared) {
+        digest_drop(u);
+        return;
+    }
+    unsigned char md[SHA256_DIGEST_SIZE];
+    char hex[PROTO_HASH_HEX];
+    sha256_digest(&u->file_sha, sizeof md, md);
+    proto_hex(md, sizeof md, hex);
+    if (proto_code_digest_add(u->digest, u->rel, hex))
+        digest_drop(u);
+}
+
 /* Streams the current entry's data from reader to writer, charging every block (never the
  * header's claimed size alone) against the limits. Memory: one libarchive block at a time. */
 static int copy_data(unpacker *u)
@@ -516,6 +594,7 @@ static int copy_data(unpacker *u)
          * write, which would leave the file zero-filled by the finishing truncate. */
         if (archive_write_data_block(u->aw, buf, size, off) != ARCHIVE_OK)
             return write_failed(u, "write");
+        digest_block(u, buf, size, (uint64_t)off);
     }
 }
 
@@ -586,11 +665,15 @@ static int extract_entry(unpacker *u, struct archive_entry *e)
     if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0 &&
         (rc = charge_to(u, (uint64_t)archive_entry_size(e))))
         return rc;
+    digest_entry_begin(u, e);
     if ((rc = write_step(u, archive_write_header(u->aw, e), "extract")))
         return rc;
     if ((rc = copy_data(u)))
         return rc;
-    return write_step(u, archive_write_finish_entry(u->aw), "finish");
+    if ((rc = write_step(u, archive_write_finish_entry(u->aw), "finish")))
+        return rc;
+    digest_entry_end(u);
+    return 0;
 }
 
 /* Little-endian field readers for the zip pre-scan. */
@@ -602,13 +685,15 @@ static uint64_t le(const unsigned char *p, int n)
     return v;
 }
 
+static ssize_t src_pread(unpacker *u, int fd, void *buf, size_t n, uint64_t off);
+
 /* Offset of the first zip central-directory signature at or after `from` (libarchive searches
  * forward the same way, to allow for data prepended to the archive), or UINT64_MAX. */
-static uint64_t zip_find_cd(int fd, uint64_t from, uint64_t end)
+static uint64_t zip_find_cd(unpacker *u, int fd, uint64_t from, uint64_t end)
 {
     unsigned char buf[4096];
     while (from + 4 <= end) {
-        ssize_t n = pread(fd, buf, sizeof buf, (off_t)from);
+        ssize_t n = src_pread(u, fd, buf, sizeof buf, from);
         if (n < 4)
             return UINT64_MAX;
         for (ssize_t i = 0; i + 4 <= n; i++)
@@ -623,11 +708,15 @@ static uint64_t zip_find_cd(int fd, uint64_t from, uint64_t end)
 
 /* libarchive's seekable zip reader loads the whole central directory into memory before the
  * first entry comes out, so the entry limit would act too late: count the records here first,
- * in constant memory. Only for files that look like zip (not tar, not gzip). */
-static int zip_prescan(int fd, uint64_t size, uint64_t max_entries, char *err)
+ * in constant memory. Only for files that look like zip (not tar, not gzip). A growing archive
+ * is read through src_pread, which waits for each range to be final. */
+static int zip_prescan(unpacker *u, int fd)
 {
     unsigned char head[262], *tail;
-    if (size < 22 || pread(fd, head, sizeof head, 0) < 2 || (head[0] == 0x1f && head[1] == 0x8b))
+    uint64_t size = u->archive_size, max_entries = u->lim->max_entries;
+    char *err = u->err;
+    if (size < 22 || src_pread(u, fd, head, sizeof head, 0) < 2 ||
+        (head[0] == 0x1f && head[1] == 0x8b))
         return 0;
     if (size >= sizeof head && !memcmp(head + 257, "ustar", 5))
         return 0;
@@ -637,7 +726,7 @@ static int zip_prescan(int fd, uint64_t size, uint64_t max_entries, char *err)
         return -ENOMEM;
     }
     uint64_t base = size - n, cd = UINT64_MAX, total = 0;
-    if (pread(fd, tail, n, (off_t)base) == (ssize_t)n) {
+    if (src_pread(u, fd, tail, n, base) == (ssize_t)n) {
         for (size_t i = n - 22 + 1; i-- > 0;) {
             if (memcmp(tail + i, "PK\5\6", 4))
                 continue;
@@ -645,7 +734,7 @@ static int zip_prescan(int fd, uint64_t size, uint64_t max_entries, char *err)
             cd = le(tail + i + 16, 4);
             unsigned char z[56];
             if (i >= 20 && !memcmp(tail + i - 20, "PK\6\7", 4) &&
-                pread(fd, z, sizeof z, (off_t)le(tail + i - 12, 8)) == sizeof z &&
+                src_pread(u, fd, z, sizeof z, le(tail + i - 12, 8)) == sizeof z &&
                 !memcmp(z, "PK\6\6", 4)) {
                 total = le(z + 32, 8);
                 cd = le(z + 48, 8);
@@ -656,11 +745,11 @@ static int zip_prescan(int fd, uint64_t size, uint64_t max_entries, char *err)
     free(tail);
     if (cd == UINT64_MAX)
         return 0;
-    uint64_t count = total, pos = zip_find_cd(fd, cd, size);
+    uint64_t count = total, pos = zip_find_cd(u, fd, cd, size);
     unsigned char rec[46];
     /* Walk the records exactly as libarchive will: until a signature that is not PK\1\2. */
     for (uint64_t walked = 0; count <= max_entries && pos != UINT64_MAX; walked++) {
-        if (pread(fd, rec, sizeof rec, (off_t)pos) != sizeof rec || memcmp(rec, "PK\1\2", 4))
+        if (src_pread(u, fd, rec, sizeof rec, pos) != sizeof rec || memcmp(rec, "PK\1\2", 4))
             break;
         count = walked + 1 > count ? walked + 1 : count;
         pos += 46 + le(rec + 28, 2) + le(rec + 30, 2) + le(rec + 32, 2);
@@ -708,16 +797,32 @@ static int make_root(unpacker *u, const char *dest_dir)
 
 /* ---- growing archives ----------------------------------------------------------------------- */
 
-/* Waits until more than `off` bytes are final, the file is whole, it failed, or *cancel: 0 with
- * *avail set, or -errno. Wakes every 100 ms to look at *cancel (an atomic, not signalled). */
-static int source_wait(unpacker *u, uint64_t need, uint64_t *avail, uint64_t *size)
+/* End of the run of final bytes that starts at `off` (off itself when that byte is not final
+ * yet): the prefix, the tail, or both once they meet. Under src->mu. */
+static uint64_t final_end(const unpack_source *s, uint64_t off)
+{
+    uint64_t end = s->avail;
+    bool whole = s->done || (s->size && s->avail >= s->size);
+    bool in_tail = s->tail_from && (off >= s->tail_from || s->avail >= s->tail_from);
+    if ((whole || in_tail) && s->size > end)
+        end = s->size;
+    return end > off ? end : off;
+}
+
+/* Waits until the bytes [off, off + n) are final (n cut at the end of a file of known size),
+ * the file is whole, it failed, or *cancel: 0 with *end = final_end(off), or -errno. Wakes
+ * every 100 ms to look at *cancel (an atomic, not signalled). */
+static int source_wait_range(unpacker *u, uint64_t off, uint64_t n, uint64_t *end)
 {
     unpack_source *src = u->src;
-    int rc = 0;
     pthread_mutex_lock(&src->mu);
     for (;;) {
+        uint64_t want = n > UINT64_MAX - off ? UINT64_MAX : off + n;
+        if (src->size && want > src->size)
+            want = src->size > off ? src->size : off;
         bool whole = src->done || (src->size && src->avail >= src->size);
-        if (src->failed || (u->cancel && atomic_load(u->cancel)) || whole || src->avail >= need)
+        if (src->failed || (u->cancel && atomic_load(u->cancel)) || whole ||
+            final_end(src, off) >= want)
             break;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -726,27 +831,57 @@ static int source_wait(unpacker *u, uint64_t need, uint64_t *avail, uint64_t *si
             ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         pthread_cond_timedwait(&src->cv, &src->mu, &ts);
     }
-    rc = src->failed ? src->failed : (u->cancel && atomic_load(u->cancel)) ? -ECANCELED : 0;
-    *avail = src->avail;
-    *size = src->size;
+    int rc = src->failed ? src->failed : (u->cancel && atomic_load(u->cancel)) ? -ECANCELED : 0;
+    *end = final_end(src, off);
     pthread_mutex_unlock(&src->mu);
     return rc;
 }
 
-/* libarchive's read callback on a growing archive: the next final bytes, 0 at its end. */
+/* Waits until the first `need` bytes are final (the prefix, or the prefix and the tail once
+ * they meet), the file is whole, it failed, or *cancel: 0 with *avail (the final bytes from
+ * the start) and *size set, or -errno. */
+static int source_wait(unpacker *u, uint64_t need, uint64_t *avail, uint64_t *size)
+{
+    int rc = source_wait_range(u, 0, need, avail);
+    pthread_mutex_lock(&u->src->mu);
+    *size = u->src->size;
+    pthread_mutex_unlock(&u->src->mu);
+    return rc;
+}
+
+/* pread of [off, off + n) of the archive; on a growing one once those bytes are final. The
+ * byte count (short only at the end of the file), or -1 (errno set; u->src_rc when the
+ * download failed or the unpack was cancelled). */
+static ssize_t src_pread(unpacker *u, int fd, void *buf, size_t n, uint64_t off)
+{
+    uint64_t end;
+    int rc = u->src ? source_wait_range(u, off, n, &end) : 0;
+    if (rc) {
+        u->src_rc = rc;
+        errno = -rc;
+        return -1;
+    }
+    ssize_t r;
+    while ((r = pread(fd, buf, n, (off_t)off)) < 0 && errno == EINTR)
+        ;
+    return r;
+}
+
+/* libarchive's read callback on a growing archive: the final bytes at the read position (at
+ * most one block), waiting for at least one; 0 at its end. */
 static la_ssize_t source_read(struct archive *a, void *ud, const void **buf)
 {
     unpacker *u = ud;
-    uint64_t avail, size;
-    int rc = source_wait(u, u->src_off + 1, &avail, &size);
+    uint64_t end;
+    int rc = source_wait_range(u, u->src_off, 1, &end);
     if (rc) {
         u->src_rc = rc;
         archive_set_error(a, -rc, "%s", strerror(-rc));
         return -1;
     }
-    if (avail <= u->src_off)
+    if (end <= u->src_off)
         return 0;
-    size_t want = avail - u->src_off < READ_BLOCK ? (size_t)(avail - u->src_off) : READ_BLOCK;
+    size_t want = end - u->src_off < READ_BLOCK ? (size_t)(end - u->src_off) : READ_BLOCK;
     ssize_t n;
     while ((n = pread(u->src_fd, u->src_buf, want, (off_t)u->src_off)) < 0 && errno == EINTR)
         ;
@@ -758,6 +893,24 @@ static la_ssize_t source_read(struct archive *a, void *ud, const void **buf)
     u->src_off += (uint64_t)n;
     *buf = u->src_buf;
     return n;
+}
+
+/* libarchive's seek callback on a growing zip of known size: only moves the read position
+ * (source_read waits there for the bytes), so the reader can go to the central directory
+ * before the bytes in between have arrived. */
+static la_int64_t source_seek(struct archive *a, void *ud, la_int64_t off, int whence)
+{
+    unpacker *u = ud;
+    int64_t base = whence == SEEK_SET   ? 0
+                   : whence == SEEK_CUR ? (int64_t)u->src_off
+                   : whence == SEEK_END ? (int64_t)u->archive_size
+                                        : -1;
+    if (base < 0 || (off < 0 && -off > base) || (off > 0 && off > INT64_MAX - base)) {
+        archive_set_error(a, EINVAL, "seek outside the archive");
+        return ARCHIVE_FATAL;
+    }
+    u->src_off = (uint64_t)(base + off);
+    return (la_int64_t)u->src_off;
 }
 
 /* Opens the reader (zip, tar with gzip or nothing) and the disk writer. */
@@ -773,13 +926,18 @@ static int open_archives(unpacker *u, int fd)
     archive_read_support_format_tar(u->ar);
     archive_read_support_filter_gzip(u->ar);
     archive_read_support_filter_none(u->ar);
-    /* Format and filter bidding happens here already. A growing archive is read without a
-     * seek callback: libarchive reads a zip from its local headers then, which is why a zip
-     * is extracted only once whole (unpack_archive_growing). */
+    /* Format and filter bidding happens here already. A growing tar is read without a seek
+     * callback, in order; a growing zip with one, so that libarchive uses its seekable zip
+     * reader (central directory first, then the entries by their local-header offsets), as
+     * it does for a whole file. */
     int r = ARCHIVE_FATAL;
     if (u->src && (u->src_buf = malloc(READ_BLOCK))) {
         u->src_fd = fd;
-        r = archive_read_open2(u->ar, u, NULL, source_read, NULL, NULL);
+        archive_read_set_read_callback(u->ar, source_read);
+        if (u->src_seekable)
+            archive_read_set_seek_callback(u->ar, source_seek);
+        archive_read_set_callback_data(u->ar, u);
+        r = archive_read_open1(u->ar);
     } else if (!u->src) {
         r = archive_read_open_fd(u->ar, fd, READ_BLOCK);
     }
@@ -823,8 +981,8 @@ int unpack_archive(const char *archive_path, const char *dest_dir, const unpack_
 
 /* The extraction, from a whole file (src NULL) or a growing one being streamed. */
 static int unpack_from(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
-                       const atomic_bool *cancel, unpack_source *src, unpack_stats *stats,
-                       char *err)
+                       const atomic_bool *cancel, unpack_source *src, bool seekable,
+                       unpack_stats *stats, char *err)
 {
     struct stat st;
     int rc, fd;
@@ -839,6 +997,8 @@ static int unpack_from(const char *archive_path, const char *dest_dir, const unp
     u->err = err;
     u->root_fd = -1;
     u->src = src;
+    u->src_seekable = seekable;
+    u->digest = stats ? proto_code_digest_new() : NULL;
     if ((fd = open(archive_path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st)) {
         rc = -errno;
         set_err(err, "cannot open archive: %s", strerror(-rc));
@@ -851,8 +1011,15 @@ static int unpack_from(const char *archive_path, const char *dest_dir, const unp
         goto out;
     }
     u->archive_size = src ? src->size : (uint64_t)st.st_size;
-    if ((!src && (rc = zip_prescan(fd, u->archive_size, lim->max_entries, err))) ||
-        (rc = make_root(u, dest_dir)))
+    if ((!src || seekable) && (rc = zip_prescan(u, fd)))
+        goto out;
+    if (u->src_rc) { /* the download stopped while the pre-scan waited for its bytes */
+        rc = u->src_rc;
+        set_err(err, rc == -ECANCELED ? "unpacking cancelled" : "the download stopped: %s",
+                strerror(-rc));
+        goto out;
+    }
+    if ((rc = make_root(u, dest_dir)))
         goto out;
     rc = open_archives(u, fd);
     if (!rc)
@@ -863,7 +1030,7 @@ static int unpack_from(const char *archive_path, const char *dest_dir, const unp
             set_err(err, "unpacking cancelled");
         else
             set_err(err, "the download stopped: %s", strerror(-rc));
-    } else if (!rc && src && u->format[0] && !strcmp(u->format, "zip")) {
+    } else if (!rc && src && !seekable && u->format[0] && !strcmp(u->format, "zip")) {
         rc = -EINVAL; /* only reachable through a zip without its signature at the start */
         set_err(err, "a zip archive must start with its first entry");
     }
@@ -887,7 +1054,12 @@ out:
         stats->entries = u->entries;
         stats->bytes = u->bytes;
         snprintf(stats->format, sizeof stats->format, "%s", u->format);
+        stats->code_digest[0] = '\0';
     }
+    if (stats && !rc && u->digest)
+        proto_code_digest_finish(u->digest, stats->code_digest);
+    else
+        digest_drop(u);
     if (u->ar)
         archive_read_free(u->ar);
     if (u->aw)
@@ -905,7 +1077,7 @@ int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
                                const unpack_limits *lim, const atomic_bool *cancel,
                                unpack_stats *stats, char *err)
 {
-    return unpack_from(archive_path, dest_dir, lim, cancel, NULL, stats, err);
+    return unpack_from(archive_path, dest_dir, lim, cancel, NULL, false, stats, err);
 }
 
 int unpack_archive_growing(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
@@ -915,19 +1087,21 @@ int unpack_archive_growing(const char *archive_path, const char *dest_dir, const
     unpacker w = {.cancel = cancel, .src = src};
     uint64_t avail, size;
     unsigned char magic[4] = {0};
-    /* The first bytes say zip or not; a zip (or a file of unknown length) waits to be whole. */
+    /* The first bytes say zip or not; a file of unknown length waits to be whole. */
     int rc = source_wait(&w, sizeof magic, &avail, &size);
     int fd = rc ? -1 : open(archive_path, O_RDONLY | O_CLOEXEC);
-    bool zip = fd < 0 || pread(fd, magic, sizeof magic, 0) < (ssize_t)sizeof magic ||
-               !memcmp(magic, "PK", 2) || !size;
+    bool read = fd >= 0 && pread(fd, magic, sizeof magic, 0) == (ssize_t)sizeof magic;
+    bool zip = read && !memcmp(magic, "PK", 2);
     if (fd >= 0)
         close(fd);
-    if (!rc && zip)
+    if (!rc && (!read || !size))
         rc = source_wait(&w, UINT64_MAX, &avail, &size); /* returns once whole (or failed) */
     if (rc) {
         set_err(err, rc == -ECANCELED ? "unpacking cancelled" : "the download stopped: %s",
                 strerror(-rc));
         return rc;
     }
-    return unpack_from(archive_path, dest_dir, lim, cancel, zip ? NULL : src, stats, err);
+    if (!read || !size)
+        return unpack_from(archive_path, dest_dir, lim, cancel, NULL, false, stats, err);
+    return unpack_from(archive_path, dest_dir, lim, cancel, src, zip, stats, err);
 }

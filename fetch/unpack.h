@@ -29,6 +29,11 @@ typedef struct {
     uint64_t entries;
     uint64_t bytes;  /* uncompressed bytes written */
     char format[32]; /* "zip", "tar", "tar.gz" (the detected format) */
+    /* The code digest (proto/taskhash.h, proto_code_digest_*) of the extracted tree, from the
+     * bytes as they were written: the same as walking the tree afterwards would give. ""
+     * when it is not known: on failure, or when the archive has a hardlink, a sparse entry or
+     * a file shorter than it declares (the tree must then be walked). */
+    char code_digest[65];
 } unpack_stats;
 
 /* Defaults, overridden by the environment variables above. Bad values in the environment are
@@ -60,14 +65,17 @@ int unpack_archive_cancellable(const char *archive_path, const char *dest_dir,
                                const unpack_limits *lim, const atomic_bool *cancel,
                                unpack_stats *stats, char *err);
 
-/* An archive file that another thread is still writing in order of offset (a download):
- * bytes [0, avail) are final. The writer raises avail (and sets size, the final length, as soon
- * as it is known) under mu and broadcasts cv; it sets done once the whole file is there and
- * verified, or failed (a -errno) when it never will be. Initialise with unpack_source_init. */
+/* An archive file that another thread is still writing (a download): bytes [0, avail) are
+ * final, and so are [tail_from, size) once tail_from is set (a downloader that fetched the end
+ * of a zip early, for its central directory). The writer raises avail (and sets size, the final
+ * length, as soon as it is known) under mu and broadcasts cv; it sets done once the whole file
+ * is there and verified, or failed (a -errno) when it never will be. Initialise with
+ * unpack_source_init. */
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t avail, size; /* size 0: not known yet */
+    uint64_t tail_from;   /* 0: no tail; else [tail_from, size) is final (size is known) */
     bool done;
     int failed;
 } unpack_source;
@@ -77,14 +85,20 @@ void unpack_source_destroy(unpack_source *src);
 /* The writer's side: records progress (avail, size), the end (done) or a failure. */
 void unpack_source_update(unpack_source *src, uint64_t avail, uint64_t size, bool done,
                           int failed);
+/* The writer's side: bytes [from, size) are final (size > from > 0, the file's final length). */
+void unpack_source_tail(unpack_source *src, uint64_t from, uint64_t size);
 
-/* unpack_archive_cancellable on an archive that is still arriving through `src`: a tar or tar.gz
- * is extracted while it downloads, each read waiting for the bytes it needs (the reader stops
- * with src->failed as soon as that is set: dest_dir removed, that -errno returned); a zip, whose
- * central directory is at its end, is extracted once every byte is there. The file counts as
- * whole once avail reaches a known size, without waiting for `done`: the caller decides whether
- * the result may be used (it extracts into a staging directory it renames only once the
- * download is verified). */
+/* unpack_archive_cancellable on an archive that is still arriving through `src`, each read
+ * waiting for the bytes it needs (the reader stops with src->failed as soon as that is set:
+ * dest_dir removed, that -errno returned). A tar or tar.gz is extracted in order while it
+ * downloads. A zip (of known size) is read the way libarchive reads a whole one: its end and
+ * central directory first (waiting for the tail, or for the prefix to reach them), then its
+ * entries in the order of their offsets, each as soon as its bytes are in the prefix; with the
+ * tail early, the entries come out while the rest downloads. A file of unknown length is
+ * extracted once whole. The file counts as whole once the final bytes (the prefix, with the
+ * tail once they meet) reach a known size, without waiting for `done`: the caller decides
+ * whether the result may be used (it extracts into a staging directory it renames only once
+ * the download is verified). */
 int unpack_archive_growing(const char *archive_path, const char *dest_dir,
                            const unpack_limits *lim, const atomic_bool *cancel, unpack_source *src,
                            unpack_stats *stats, char *err);

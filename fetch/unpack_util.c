@@ -197,3 +197,14 @@ void unpack_source_update(unpack_source *src, uint64_t avail, uint64_t size, boo
     pthread_cond_broadcast(&src->cv);
     pthread_mutex_unlock(&src->mu);
 }
+
+void unpack_source_tail(unpack_source *src, uint64_t from, uint64_t size)
+{
+    pthread_mutex_lock(&src->mu);
+    if (from > 0 && from < size && (!src->size || src->size == size)) {
+        src->size = size;
+        src->tail_from = from;
+    }
+    pthread_cond_broadcast(&src->cv);
+    pthread_mutex_unlock(&src->mu);
+}

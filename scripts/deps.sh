@@ -4,7 +4,7 @@
 set -eu
 
 BUILD_PKGS="build-essential cmake ninja-build pkg-config libuv1-dev libcurl4-openssl-dev
-libcjson-dev libarchive-dev zlib1g-dev libssl-dev libcmocka-dev python3 ca-certificates"
+libcjson-dev libarchive-dev nettle-dev zlib1g-dev libssl-dev libcmocka-dev python3 ca-certificates"
 TEST_PKGS="libarchive-tools shellcheck util-linux binutils valgrind procps"
 # tests/integration/test_deploy_*: the AWS CLI deploys deploy/dagy.yaml into moto (Debian's
 # awscli is v2 with its own botocore, so it leaves pip's boto3 alone); PyYAML reads the template.

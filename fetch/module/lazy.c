@@ -149,9 +149,9 @@ int fetch_s3_get_file(fetch_aws *a, const char *uri, const char *path, fetch_pro
 
 int fetch_s3_get_file_streaming(fetch_aws *a, const char *uri, const char *path,
                                 fetch_progress_cb progress, fetch_progress_cb prefix,
-                                fetch_aws_cb cb, void *ud)
+                                fetch_progress_cb tail, fetch_aws_cb cb, void *ud)
 {
-    return aws()->s3_get_file_streaming(a, uri, path, progress, prefix, cb, ud);
+    return aws()->s3_get_file_streaming(a, uri, path, progress, prefix, tail, cb, ud);
 }
 
 int fetch_s3_put(fetch_aws *a, const char *bucket, const char *key, const void *data, size_t len,

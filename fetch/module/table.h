@@ -18,10 +18,10 @@
 
 #define DAGY_FETCH_MODULE_NAME    "dagy-agent-aws.so"
 #define DAGY_FETCH_TABLE_SYMBOL   "dagy_fetch_table"
-#define DAGY_FETCH_TABLE_VERSION  3 /* raise on any change to the struct below */
+#define DAGY_FETCH_TABLE_VERSION  4 /* raise on any change to the struct below */
 #define DAGY_UNPACK_MODULE_NAME   "dagy-agent-unpack.so"
 #define DAGY_UNPACK_TABLE_SYMBOL  "dagy_unpack_table"
-#define DAGY_UNPACK_TABLE_VERSION 1 /* raise on any change to the struct below */
+#define DAGY_UNPACK_TABLE_VERSION 2 /* raise on any change to the struct below */
 
 /* The first member of each table: what the core checks before using the rest. */
 typedef struct {
@@ -40,7 +40,7 @@ typedef struct {
                        fetch_aws_cb cb, void *ud);
     int (*s3_get_file_streaming)(fetch_aws *a, const char *uri, const char *path,
                                  fetch_progress_cb progress, fetch_progress_cb prefix,
-                                 fetch_aws_cb cb, void *ud);
+                                 fetch_progress_cb tail, fetch_aws_cb cb, void *ud);
     int (*s3_put)(fetch_aws *a, const char *bucket, const char *key, const void *data, size_t len,
                   const char *content_type, fetch_aws_cb cb, void *ud);
     int (*s3_put_fd)(fetch_aws *a, const char *bucket, const char *key, int fd, uint64_t len,

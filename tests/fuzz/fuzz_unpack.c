@@ -1,10 +1,13 @@
 /* fuzz_unpack.c - libFuzzer harness for unpack_archive: each input is written to a file and
- * unpacked into scratch/a/b/out. Findings: a crash or sanitizer report, a refusal without a
- * message or that leaves anything behind, and anything that lands outside `out` (the levels
- * a/ and b/ catch `..` escapes that land beside it), a device, FIFO,
- * socket or set-id file inside it, or a symlink whose target leaves it. */
+ * unpacked into scratch/a/b/out, then again through unpack_archive_growing (as a download whose
+ * early tail, the second half, has met its prefix). Findings: a crash or sanitizer report, a
+ * refusal without a message or that leaves anything behind, and anything that lands outside
+ * `out` (the levels a/ and b/ catch `..` escapes that land beside it), a device, FIFO,
+ * socket or set-id file inside it, a symlink whose target leaves it, and a zip ("PK" first)
+ * for which the two paths disagree (result or code digest). */
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,20 +132,28 @@ static void check_tree(const char *dir)
     closedir(d);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Unpacks through one of the two paths and checks what it left; returns its rc. */
+static int unpack_once(const char *archive, size_t size, bool growing, unpack_stats *st)
 {
-    char archive[128], a[128], b[128], err[UNPACK_ERR_MAX];
-    ensure_scratch();
-    snprintf(archive, sizeof archive, "%s/input", scratch);
+    char a[128], b[128], err[UNPACK_ERR_MAX];
     snprintf(a, sizeof a, "%s/a", scratch);
     snprintf(b, sizeof b, "%s/a/b", scratch);
-    FILE *fp = fopen(archive, "wb");
-    if (!fp || fwrite(data, 1, size, fp) != size || fclose(fp))
-        abort();
     unpack_limits lim = {.max_total_bytes = 64u << 20, .max_entries = 1000, .max_ratio = 200};
-    unpack_stats st;
     err[0] = '\0';
-    int rc = unpack_archive(archive, dest, &lim, &st, err);
+    int rc;
+    if (growing) {
+        unpack_source src;
+        if (unpack_source_init(&src))
+            abort();
+        unpack_source_update(&src, size / 2, size, false, 0);
+        unpack_source_tail(&src, size / 2, size);
+        if (size < 2) /* no tail: a file too short for one */
+            unpack_source_update(&src, size, size, true, 0);
+        rc = unpack_archive_growing(archive, dest, &lim, NULL, &src, st, err);
+        unpack_source_destroy(&src);
+    } else {
+        rc = unpack_archive(archive, dest, &lim, st, err);
+    }
     /* A refusal must say why and leave nothing. */
     if (rc && (!err[0] || access(dest, F_OK) == 0))
         abort();
@@ -154,6 +165,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (unpack_rmtree(dest))
             abort();
     }
+    return rc;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char archive[128];
+    ensure_scratch();
+    snprintf(archive, sizeof archive, "%s/input", scratch);
+    FILE *fp = fopen(archive, "wb");
+    if (!fp || fwrite(data, 1, size, fp) != size || fclose(fp))
+        abort();
+    unpack_stats whole, grown;
+    int rc = unpack_once(archive, size, false, &whole);
+    int rc2 = unpack_once(archive, size, true, &grown);
+    bool zip = size >= 2 && data[0] == 'P' && data[1] == 'K';
+    if (zip && (rc != rc2 || strcmp(whole.code_digest, grown.code_digest)))
+        abort();
     if (unlink(archive))
         abort();
     return 0;

@@ -646,28 +646,43 @@ class AgentAwsTest(unittest.TestCase):
                 t.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
-    def _stalled_stream_run(self, run_id, key, good_sha):
-        """Runs a flow whose 20 MiB tar.gz downloads in parts, every part after the first held
-        back 4 s by a proxy. Asserts that meanwhile the first entry is unpacked into the staging
-        directory while nothing is at RUN_DIR/flow; returns the Result."""
+    @staticmethod
+    def _stored_zip_bytes(files):
+        """A zip (no compression) of {name: bytes} in the given order."""
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+            for name, data in files.items():
+                z.writestr(name, data)
+        return buf.getvalue()
+
+    def _stalled_stream_run(self, run_id, key, good_sha, fmt="tar.gz"):
+        """Runs a flow whose 20 MiB tar.gz (or zip) downloads in parts, every part after the
+        first held back 6 s by a proxy (for a zip, not its last 1 MiB either: the agent fetches
+        that early, for the central directory). Asserts that meanwhile (well before the held
+        parts are let through) the first entry is unpacked into the staging directory while
+        nothing is at RUN_DIR/flow; returns the Result."""
         files = {"early.txt": b"first entry\n", "blob.bin": os.urandom(20 << 20)}
         files.update({k: v.encode() for k, v in
                       flow_files([{"name": "t", "command": ["touch", "ran"]}]).items()})
-        data = self._targz_bytes(files)
+        data = self._stored_zip_bytes(files) if fmt == "zip" else self._targz_bytes(files)
         uri = self.upload(key, data, sha=False)
         sha = hashlib.sha256(data if good_sha else data + b"x").hexdigest()
+        unheld = ("bytes=0-", "bytes=%d-" % (len(data) - (1 << 20)) if fmt == "zip" else "bytes=0-")
         later = lambda method, path, headers: (method == "GET" and key in path and not (
-            headers.get("Range") or "").startswith("bytes=0-"))
+            headers.get("Range") or "").startswith(unheld))
         run_dir = os.path.join(self.work, run_id)
-        with faultproxy.FaultProxy(self.moto.endpoint, seed=1, rates={"delay": 1.0}, delay_s=4,
+        with faultproxy.FaultProxy(self.moto.endpoint, seed=1, rates={"delay": 1.0}, delay_s=6,
                                    match=later) as sp:
             env = self.container_env(run_id, uri + "#sha256=" + sha, AWS_ENDPOINT_URL_S3=sp.url)
+            t0 = time.monotonic()
             p, lines = self.start_agent(env)
             early = os.path.join(run_dir, "flow.staging", "early.txt")
             deadline = time.monotonic() + 60
             while not os.path.exists(early) and p.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             self.assertTrue(os.path.exists(early), "".join(lines))
+            # out before any held part was let through (6 s after it was asked for)
+            self.assertLess(time.monotonic() - t0, 5.0, "".join(lines))
             self.assertFalse(os.path.exists(os.path.join(run_dir, "flow")))
             # the rest is held back: the download has not ended
             self.assertFalse([ln for ln in list(lines) if '"download_end"' in ln], lines)
@@ -689,6 +704,23 @@ class AgentAwsTest(unittest.TestCase):
         run_id = "aws-stream-badsha"
         self.queue(run_id)
         res = self._stalled_stream_run(run_id, "flows/streambad/artifact.tar.gz", False)
+        self.assertEqual(res.code, 2, res)
+        self.assertIn("sha256", res.events("run_end")[0]["error"])
+        self.assert_nothing_unpacked(run_id, res)
+
+    def test_zip_unpacks_while_downloading_visible_only_once_verified(self):
+        run_id = "aws-zipstream-ok"
+        self.queue(run_id)
+        res = self._stalled_stream_run(run_id, "flows/zipstreamok/artifact.zip", True, "zip")
+        self.assertEqual(res.code, 0, res)
+        self.assertEqual(len(res.events("unpack_end")), 1, res)
+        self.assertEqual(res.events("unpack_end")[0]["format"], "zip")
+        self.assertTrue(os.path.exists(os.path.join(self.work, run_id, "flow", "ran")))
+
+    def test_zip_checksum_mismatch_mid_stream_removes_the_staging_directory(self):
+        run_id = "aws-zipstream-badsha"
+        self.queue(run_id)
+        res = self._stalled_stream_run(run_id, "flows/zipstreambad/artifact.zip", False, "zip")
         self.assertEqual(res.code, 2, res)
         self.assertIn("sha256", res.events("run_end")[0]["error"])
         self.assert_nothing_unpacked(run_id, res)

@@ -445,6 +445,59 @@ class AgentLocal(unittest.TestCase):
         self.assertEqual(r.code, 0, r)
         self.assertEqual(r.output("a"), ["payload"])
 
+    def test_task_hash_is_the_same_from_a_directory_a_zip_a_tar_and_a_hardlinked_tar_gz(self):
+        """The unpack computes the code digest from the bytes it writes (no walk of the tree
+        after it; a hardlink falls back to the walk): every form of the same tree gives the
+        same task_hash, and a changed file another."""
+        import io
+        import tarfile
+        import zipfile
+        f = self.flow(spec([task("a", "true")]),
+                      files={"lib/mod.py": "X = 1\n", "data.txt": "payload\n",
+                             "copy.txt": "payload\n", "lib/__pycache__/m.pyc": "junk"})
+        os.symlink("lib/mod.py", os.path.join(f.dir, "ln"))
+        names = ["flow_spec.json", "lib/mod.py", "data.txt", "copy.txt", "lib/__pycache__/m.pyc"]
+
+        def add_tar(t, name, hardlink=None):
+            full = os.path.join(f.dir, name)
+            info = tarfile.TarInfo(name)
+            if hardlink:
+                info.type, info.linkname = tarfile.LNKTYPE, hardlink
+                return t.addfile(info)
+            info.size = os.path.getsize(full)
+            with open(full, "rb") as src:
+                t.addfile(info, src)
+
+        def tarball(path, mode, hardlink):
+            with tarfile.open(path, mode) as t:
+                for n in names:
+                    add_tar(t, n, "data.txt" if hardlink and n == "copy.txt" else None)
+                info = tarfile.TarInfo("ln")
+                info.type, info.linkname = tarfile.SYMTYPE, "lib/mod.py"
+                t.addfile(info)
+            return path
+
+        zpath = os.path.join(f.tmp, "artifact.zip")
+        with zipfile.ZipFile(zpath, "w") as z:
+            for n in names:
+                z.write(os.path.join(f.dir, n), n)
+            link = zipfile.ZipInfo("ln")
+            link.external_attr = 0o120777 << 16
+            z.writestr(link, "lib/mod.py")
+        forms = {"dir": f.dir, "zip": zpath,
+                 "tar": tarball(os.path.join(f.tmp, "a.tar"), "w", False),
+                 "tar.gz+hardlink": tarball(os.path.join(f.tmp, "a.tgz"), "w:gz", True)}
+        hashes = {}
+        for form, path in forms.items():
+            r = f.run(flow=path)
+            self.assertEqual(r.code, 0, (form, r))
+            hashes[form] = r.task_item("a")["task_hash"]
+        self.assertEqual(len(set(hashes.values())), 1, hashes)
+        with open(os.path.join(f.dir, "data.txt"), "a") as fp:
+            fp.write("changed\n")
+        r = f.run(flow=tarball(os.path.join(f.tmp, "b.tar"), "w", False))
+        self.assertNotEqual(r.task_item("a")["task_hash"], hashes["dir"])
+
     def test_hostile_archive_is_refused_with_exit_2(self):
         import zipfile
         f = self.flow(spec([task("a", "true")]))

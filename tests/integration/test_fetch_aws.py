@@ -548,6 +548,79 @@ class RetryTest(ProbeMixin, unittest.TestCase):
         self.assertFalse(os.path.exists(out))
         self.assertLessEqual(len(s.calls), 3)
 
+    def get_stream(self, data, fail, sha=True):
+        """get-stream of `data` from s3_object_server(data, fail): (probe, result, ranges)."""
+        s, _ = self.s3_object_server(data, fail=fail)
+        out = os.path.join(self.tmp(), "o")
+        uri = "s3://bkt/obj" + ("#sha256=" + hashlib.sha256(data).hexdigest() if sha else "")
+        r, res = self.probe(["get-stream", uri, out], self.env(s.url))
+        if r.returncode == 0:
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(), data)
+        else:
+            self.assertFalse(os.path.exists(out))
+        self.assertTrue(all(c[2].get("if-match") == '"v1"' for c in s.calls[1:]))
+        return r, res[0], [c[2].get("range") for c in s.calls]
+
+    def test_streamed_zip_fetches_its_tail_first_and_tells_it_early(self):
+        """A streamed object that starts with PK: its last 1 MiB is the second request, pinned
+        with If-Match, and told to the reader before the prefix reaches it (the other parts are
+        slowed down here); no other part asks for its bytes; the sha256 is right."""
+        data = b"PK\3\4" + os.urandom(30 * MiB)
+        tail = len(data) - MiB
+        slow = lambda start, state: time.sleep(0.3) if start not in (0, tail) else None
+        r, res, ranges = self.get_stream(data, slow)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual((res["tail_from"], res["prefix"]), (tail, len(data)))
+        self.assertLess(res["prefix_at_tail"], tail)
+        self.assertEqual(ranges[:2], ["bytes=0-8388607", "bytes=%d-%d" % (tail, len(data) - 1)])
+        self.assertIn("bytes=%d-%d" % (24 * MiB, tail - 1), ranges)  # the last part stops short
+        self.assertTrue(all(int(x[6:].split("-")[1]) < tail for x in ranges[2:]), ranges)
+
+    def test_streamed_zip_tail_is_retried_and_resumed_like_any_part(self):
+        data = b"PK\3\4" + os.urandom(30 * MiB)
+        tail = len(data) - MiB
+        seen = {}
+
+        def fail(start, state):
+            seen[start] = seen.get(start, 0) + 1
+            if start == tail:
+                return "slowdown" if seen[start] == 1 else "cut" if seen[start] == 2 else None
+            return None
+
+        r, res, ranges = self.get_stream(data, fail)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(res["tail_from"], tail)
+        self.assertEqual(ranges.count("bytes=%d-%d" % (tail, len(data) - 1)), 2)
+        resumed = [x for x in ranges if x.startswith("bytes=%d-" % (tail + MiB // 2))]
+        self.assertEqual(len(resumed), 1, ranges)  # the cut one resumed after its first half
+
+    def test_streamed_zip_changed_before_its_tail_resumes_is_412(self):
+        data = b"PK\3\4" + os.urandom(20 * MiB)
+        tail = len(data) - MiB
+
+        def fail(start, state):
+            if start == tail:
+                state["etag"] = '"v2"'  # replaced while the tail downloads: it is cut
+                return "cut"
+            return None
+
+        r, res, ranges = self.get_stream(data, fail, sha=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(res["http_status"], 412)
+        self.assertIn("the object changed during the download", res["message"])
+        self.assertNotIn("tail_from", res)
+
+    def test_streamed_tar_has_no_early_tail(self):
+        data = os.urandom(12 * MiB)
+        s, _ = self.s3_object_server(data)
+        out = os.path.join(self.tmp(), "o")
+        r, res = self.probe(["get-stream", "s3://bkt/obj", out], self.env(s.url))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("tail_from", res[0])
+        self.assertEqual([c[2].get("range") for c in s.calls],
+                         ["bytes=0-8388607", "bytes=8388608-%d" % (len(data) - 1)])
+
     def test_server_ignoring_range_still_downloads(self):
         data = b"x" * 1000
 

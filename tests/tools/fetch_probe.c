@@ -3,6 +3,8 @@
  *
  *   fetch_probe [--repeat N] [--interval-ms MS] [--cancel-after-ms MS] COMMAND ARGS...
  *     get URI PATH                 fetch_s3_get_file
+ *     get-stream URI PATH          fetch_s3_get_file_streaming with prefix and tail callbacks
+ *                                  (the result adds prefix, tail_from and prefix_at_tail)
  *     put BUCKET KEY DATA [TYPE]   fetch_s3_put (DATA is the literal body)
  *     put-file BUCKET KEY PATH     fetch_s3_put_file
  *     json SERVICE TARGET BODY     fetch_aws_json
@@ -32,6 +34,8 @@ typedef struct {
     uv_timer_t again, cancel;
     int failed;
     uint64_t last_total;
+    uint64_t prefix, tail_from, prefix_at_tail; /* get-stream's reports */
+    bool tail_told;
 } probe;
 
 static const char *errno_name(int e)
@@ -92,6 +96,13 @@ static void print_result(probe *p, const fetch_aws_result *r)
     else if (r->body && r->body_len)
         cJSON_AddStringToObject(o, "body", r->body);
     cJSON_AddNumberToObject(o, "total", (double)p->last_total);
+    if (!strcmp(p->args[0], "get-stream")) {
+        cJSON_AddNumberToObject(o, "prefix", (double)p->prefix);
+        if (p->tail_told) {
+            cJSON_AddNumberToObject(o, "tail_from", (double)p->tail_from);
+            cJSON_AddNumberToObject(o, "prefix_at_tail", (double)p->prefix_at_tail);
+        }
+    }
     cJSON_AddNumberToObject(o, "max_rss_kib", (double)peak_rss_kib());
     cJSON_AddNumberToObject(o, "seconds", (double)(uv_now(p->loop) - p->started_ms) / 1000.0);
     char *s = cJSON_PrintUnformatted(o);
@@ -140,6 +151,30 @@ static void on_progress(void *ud, uint64_t done, uint64_t total)
     p->last_total = total;
 }
 
+/* get-stream: the written prefix only grows, within the object. */
+static void on_prefix(void *ud, uint64_t written, uint64_t total)
+{
+    probe *p = ud;
+    if (written <= p->prefix || written > total) {
+        fprintf(stderr, "fetch_probe: prefix went from %llu to %llu of %llu\n",
+                (unsigned long long)p->prefix, (unsigned long long)written,
+                (unsigned long long)total);
+        abort();
+    }
+    p->prefix = written;
+}
+
+/* get-stream: the tail is told once, with the object's size. */
+static void on_tail(void *ud, uint64_t from, uint64_t total)
+{
+    probe *p = ud;
+    if (p->tail_told || from == 0 || from >= total)
+        abort();
+    p->tail_told = true;
+    p->tail_from = from;
+    p->prefix_at_tail = p->prefix;
+}
+
 static void on_cancel(uv_timer_t *t)
 {
     probe *p = t->data;
@@ -156,6 +191,9 @@ static int start_op(probe *p)
     int n = p->nargs;
     if (strcmp(cmd, "get") == 0 && n == 3)
         return fetch_s3_get_file(p->aws, p->args[1], p->args[2], on_progress, on_result, p);
+    if (strcmp(cmd, "get-stream") == 0 && n == 3)
+        return fetch_s3_get_file_streaming(p->aws, p->args[1], p->args[2], on_progress, on_prefix,
+                                           on_tail, on_result, p);
     if (strcmp(cmd, "put") == 0 && (n == 4 || n == 5))
         return fetch_s3_put(p->aws, p->args[1], p->args[2], p->args[3], strlen(p->args[3]),
                             n == 5 ? p->args[4] : NULL, on_result, p);
@@ -185,7 +223,7 @@ int main(int argc, char **argv)
     }
     if (i >= argc) {
         fprintf(stderr, "usage: fetch_probe [--repeat N] [--interval-ms MS] "
-                        "[--cancel-after-ms MS] get|put|put-file|json|http-get|new ARGS...\n");
+                        "[--cancel-after-ms MS] get|get-stream|put|put-file|json|http-get|new ARGS...\n");
         return 2;
     }
     p.args = argv + i;

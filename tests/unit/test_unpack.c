@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,14 @@
 #include <zlib.h>
 
 #include "fetch/unpack.h"
+#include "proto/sha256.h"
+#include "proto/taskhash.h"
+
+/* The extraction the corpus runs through: test_unpack_grow.c runs it through
+ * unpack_archive_growing instead (tail first, then the prefix). */
+#ifndef UNPACK_UNDER_TEST
+#define UNPACK_UNDER_TEST unpack_archive
+#endif
 
 /* One test's scratch directory: the archive, the destination and any sentinels live here. */
 typedef struct {
@@ -270,7 +279,7 @@ static void assert_dir_holds(const fx *f, ...)
 static void expect_refused(fx *f, const char *frag1, const char *frag2)
 {
     f->err[0] = '\0';
-    int rc = unpack_archive(f->archive, f->out, &f->lim, &f->st, f->err);
+    int rc = UNPACK_UNDER_TEST(f->archive, f->out, &f->lim, &f->st, f->err);
     if (rc != -EINVAL)
         fail_msg("rc %d, err \"%s\"", rc, f->err);
     print_message("refused: %s\n", f->err);
@@ -284,7 +293,7 @@ static void expect_refused(fx *f, const char *frag1, const char *frag2)
 static void expect_ok(fx *f)
 {
     f->err[0] = '\0';
-    int rc = unpack_archive(f->archive, f->out, &f->lim, &f->st, f->err);
+    int rc = UNPACK_UNDER_TEST(f->archive, f->out, &f->lim, &f->st, f->err);
     if (rc)
         fail_msg("rc %d, err \"%s\"", rc, f->err);
 }
@@ -460,6 +469,97 @@ static void test_symlinks_inside_are_allowed(void **state)
     assert_string_equal(slurp(f, "l"), "target");
     assert_string_equal(slurp(f, "d/e/l2"), "target");
     assert_true(S_ISLNK(mode_of(f, "d/dangling")));
+}
+
+/* The oracle for the code digest: the tree walked afterwards, as agent/resume.c does. */
+static proto_code_digest *walk_d;
+static size_t walk_len;
+
+static int walk_visit(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)ftw;
+    const char *rel = path + walk_len + (path[walk_len] == '/');
+    char hex[PROTO_HASH_HEX], buf[4096];
+    if (!*rel || proto_code_digest_skip(rel))
+        return 0;
+    if (type == FTW_F && S_ISREG(st->st_mode)) {
+        FILE *fp = fopen(path, "rb");
+        assert_non_null(fp);
+        proto_sha256 h;
+        unsigned char md[PROTO_SHA256_LEN];
+        proto_sha256_init(&h);
+        for (size_t n; (n = fread(buf, 1, sizeof buf, fp)) > 0;)
+            proto_sha256_update(&h, buf, n);
+        fclose(fp);
+        proto_sha256_final(&h, md);
+        proto_hex(md, sizeof md, hex);
+        proto_code_digest_add(walk_d, rel, hex);
+    } else if (type == FTW_SL) {
+        ssize_t n = readlink(path, buf, sizeof buf);
+        assert_true(n >= 0);
+        proto_sha256_hex(buf, (size_t)n, hex);
+        char name[PATH_MAX + 16];
+        snprintf(name, sizeof name, "%s -> (link)", rel);
+        proto_code_digest_add(walk_d, name, hex);
+    }
+    return 0;
+}
+
+static void walked_digest(const fx *f, char out[PROTO_HASH_HEX])
+{
+    walk_d = proto_code_digest_new();
+    walk_len = strlen(f->out);
+    assert_int_equal(nftw(f->out, walk_visit, 16, FTW_PHYS), 0);
+    proto_code_digest_finish(walk_d, out);
+}
+
+/* The code digest computed while unpacking equals the walk of the tree afterwards: files in
+ * directories, a symlink, an empty file, and the names the digest leaves out. */
+static void check_code_digest(fx *f, const char *fmt)
+{
+    static char big[300000];
+    for (size_t i = 0; i < sizeof big - 1; i++)
+        big[i] = (char)('a' + i % 23);
+    const ent e[] = {{.name = "flow_spec.json", .data = "{}"},
+                     {.name = "metadata.json", .data = "{\"a\":1}"},
+                     {.name = "lib/", .type = AE_IFDIR},
+                     {.name = "lib/mod.py", .data = "X = 1\n"},
+                     {.name = "lib/__pycache__/mod.cpython-311.pyc", .data = "junk"},
+                     {.name = ".git/HEAD", .data = "ref"},
+                     {.name = "empty"},
+                     {.name = "big.txt", .data = big},
+                     {.name = "ln", .type = AE_IFLNK, .link = "lib/mod.py"}};
+    write_la(f->archive, fmt, e, N(e));
+    expect_ok(f);
+    char want[PROTO_HASH_HEX];
+    walked_digest(f, want);
+    assert_string_equal(f->st.code_digest, want);
+}
+
+static void test_code_digest_zip(void **state)
+{
+    check_code_digest(*state, "zip");
+}
+
+static void test_code_digest_tar_gz(void **state)
+{
+    check_code_digest(*state, "tar.gz");
+}
+
+/* A hardlink would be counted once by the unpack and twice by the walk: no digest, so the
+ * agent walks the tree; a refused archive has none either. */
+static void test_code_digest_unknown_with_a_hardlink_or_on_failure(void **state)
+{
+    fx *f = *state;
+    const ent e[] = {{.name = "f", .data = "same"}, {.name = "hl", .hardlink = "f"}};
+    write_la(f->archive, "tar", e, N(e));
+    expect_ok(f);
+    assert_string_equal(f->st.code_digest, "");
+    assert_int_equal(unpack_rmtree(f->out), 0);
+    const ent bad[] = {{.name = "ok", .data = "x"}, {.name = "../evil", .data = "x"}};
+    write_la(f->archive, "zip", bad, N(bad));
+    expect_refused(f, "\"..\"", NULL);
+    assert_string_equal(f->st.code_digest, "");
 }
 
 static void test_hardlink_escape(void **state)
@@ -864,6 +964,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_normal_zip),
+        T(test_code_digest_zip),
+        T(test_code_digest_tar_gz),
+        T(test_code_digest_unknown_with_a_hardlink_or_on_failure),
         T(test_normal_tar),
         T(test_normal_tar_gz_detected_by_content),
         T(test_stats_may_be_null_and_dot_slash_root_is_skipped),

@@ -1,7 +1,8 @@
 /* test_unpack_stream.c - unpack_archive_growing: a tar.gz extracted while another thread is
- * still writing it (the download), a failure of the writer mid-stream (the destination
- * removed, the writer's error returned), cancellation while waiting for bytes, and a zip that
- * waits until it is whole. */
+ * still writing it (the download), a zip extracted from its tail (written first, as the S3
+ * download fetches it) while its prefix arrives, a failure of the writer mid-stream (the
+ * destination removed, the writer's error returned), cancellation while waiting for bytes, and
+ * a zip without an early tail that waits for its prefix to reach the central directory. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,8 @@ typedef struct {
     size_t stop_at; /* the writer stops (and fails, when fail) after this many bytes */
     int fail;
     bool saw_partial; /* the destination had entries before the writer was done */
+    size_t tail;      /* the writer writes the last `tail` bytes first (unpack_source_tail) */
+    size_t first_at;  /* bytes of the prefix written when first.txt was first seen */
 } fx;
 
 static int setup(void **state)
@@ -110,7 +113,22 @@ static void *writer(void *arg)
     fstat(in, &st);
     static char buf[65536];
     size_t off = 0, size = (size_t)st.st_size, stop = f->stop_at ? f->stop_at : size;
+    char first[PATH_MAX * 2];
+    snprintf(first, sizeof first, "%s/first.txt", f->out);
+    f->first_at = SIZE_MAX;
+    if (f->tail) { /* the end first, then the prefix up to it */
+        size_t from = size - f->tail;
+        for (size_t o = from; o < size;) {
+            ssize_t n = pread(in, buf, sizeof buf, (off_t)o);
+            assert_true(n > 0 && pwrite(out, buf, (size_t)n, (off_t)o) == n);
+            o += (size_t)n;
+        }
+        unpack_source_tail(&f->src, from, size);
+        stop = stop < from ? stop : from;
+    }
     while (off < stop) {
+        if (f->first_at == SIZE_MAX && access(first, F_OK) == 0)
+            f->first_at = off;
         size_t want = stop - off < sizeof buf ? stop - off : sizeof buf;
         ssize_t n = pread(in, buf, want, (off_t)off);
         assert_true(n > 0 && pwrite(out, buf, (size_t)n, (off_t)off) == n);
@@ -118,8 +136,10 @@ static void *writer(void *arg)
         unpack_source_update(&f->src, off, size, false, 0);
         nap_ms(2);
     }
-    char first[PATH_MAX * 2];
-    snprintf(first, sizeof first, "%s/first.txt", f->out);
+    if (f->tail && off == size - f->tail) { /* the prefix meets the tail: all there */
+        off = size;
+        unpack_source_update(&f->src, off, size, false, 0);
+    }
     for (int i = 0; i < 200 && access(first, F_OK); i++)
         nap_ms(5);
     f->saw_partial = access(first, F_OK) == 0;
@@ -205,17 +225,55 @@ static void cancel_while_waiting_for_bytes(void **state)
     assert_true(t1.tv_sec - t0.tv_sec < 3);
 }
 
-/* A zip is extracted only once whole (its central directory is at the end). */
-static void zip_waits_until_whole(void **state)
+/* A zip written in order, without an early tail: its central directory is at the end, so the
+ * entries come out only once the prefix reaches it. */
+static void zip_without_a_tail_waits_for_its_central_directory(void **state)
 {
     fx *f = *state;
     write_whole(f, "zip");
     int rc = run(f);
     if (rc)
         fail_msg("rc %d: %s", rc, f->err);
+    assert_int_equal(f->first_at, SIZE_MAX); /* not out while the prefix was growing */
     char first[PATH_MAX * 2];
     snprintf(first, sizeof first, "%s/first.txt", f->out);
     assert_int_equal(access(first, F_OK), 0);
+}
+
+/* A zip whose tail (end record and central directory) is written first: the first entry is on
+ * disk while most of the prefix is still unwritten, and the whole archive comes out right. */
+static void zip_is_unpacked_from_its_tail_while_the_prefix_arrives(void **state)
+{
+    fx *f = *state;
+    size_t size = write_whole(f, "zip");
+    f->tail = 128 << 10;
+    int rc = run(f);
+    if (rc)
+        fail_msg("rc %d: %s", rc, f->err);
+    print_message("first.txt out with %zu of %zu bytes of the prefix written\n", f->first_at,
+                  size - f->tail);
+    assert_true(f->first_at < (size - f->tail) / 2);
+    struct stat st;
+    char blob[PATH_MAX * 2];
+    snprintf(blob, sizeof blob, "%s/blob.bin", f->out);
+    assert_int_equal(stat(blob, &st), 0);
+    assert_int_equal(st.st_size, 3 << 20);
+}
+
+/* The download of a zip fails after its tail and half its prefix: what was extracted is
+ * removed and the writer's error returned. */
+static void zip_failure_mid_stream_removes_the_destination(void **state)
+{
+    fx *f = *state;
+    size_t size = write_whole(f, "zip");
+    f->tail = 128 << 10;
+    f->stop_at = size / 2;
+    f->fail = -EIO;
+    int rc = run(f);
+    assert_int_equal(rc, -EIO);
+    assert_true(f->first_at < size / 2 || f->saw_partial); /* something had been extracted */
+    assert_int_equal(access(f->out, F_OK), -1);            /* ... and is gone */
+    assert_non_null(strstr(f->err, "download"));
 }
 
 int main(void)
@@ -225,7 +283,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(failure_mid_stream_removes_the_destination, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(cancel_while_waiting_for_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(zip_waits_until_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(zip_without_a_tail_waits_for_its_central_directory, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(zip_is_unpacked_from_its_tail_while_the_prefix_arrives,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(zip_failure_mid_stream_removes_the_destination, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
