@@ -66,12 +66,12 @@ struct run_state {
     cJSON *run_item;
     run_phase phase;
 
-    char *run_dir;    /* WORK_DIR/RUN_ID: downloads, unpacked flow and packages, results */
-    int run_dir_lock; /* shared flock on run_dir while the run lives (prune.c), or -1 */
-    char *flow_dir;   /* the unpacked flow (or the user's directory) */
+    char *run_dir;             /* WORK_DIR/RUN_ID: downloads, unpacked flow and packages, results */
+    int run_dir_lock;          /* shared flock on run_dir while the run lives (prune.c), or -1 */
+    char *flow_dir;            /* the unpacked flow (or the user's directory) */
     char flow_code_digest[65]; /* computed while unpacking it (unpack_stats), or "": walk it */
-    char **dep_dirs;  /* unpacked dependency packages, NULL-terminated */
-    cJSON *metadata;  /* metadata.json, or NULL */
+    char **dep_dirs;           /* unpacked dependency packages, NULL-terminated */
+    cJSON *metadata;           /* metadata.json, or NULL */
     char *external_id;
     flowspec *spec;
     sched_plan *plan;

@@ -21,7 +21,7 @@
 #include "proto/sigv4.h"
 #include "proto/util.h"
 
-#define PART_SIZE      (8ull << 20)
+#define PART_SIZE (8ull << 20)
 /* A streamed zip's last bytes, fetched right after the probe: its end-of-central-directory
  * record and (for up to ~10000 entries) its central directory, so the reader can start on the
  * entries while the rest downloads. */

@@ -67,7 +67,7 @@ typedef struct {
     unpack_source *src; /* a growing archive (unpack_archive_growing), or NULL */
     int src_fd;
     uint64_t src_off;
-    int src_rc; /* why reading the growing archive stopped (-errno), 0 if it did not */
+    int src_rc;        /* why reading the growing archive stopped (-errno), 0 if it did not */
     bool src_seekable; /* a zip read through source_seek too, not in order from its start */
     unsigned char *src_buf;
     /* The code digest of the tree, from the bytes as they are written (unpack_stats). */

@@ -222,8 +222,9 @@ int main(int argc, char **argv)
             break;
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: fetch_probe [--repeat N] [--interval-ms MS] "
-                        "[--cancel-after-ms MS] get|get-stream|put|put-file|json|http-get|new ARGS...\n");
+        fprintf(stderr,
+                "usage: fetch_probe [--repeat N] [--interval-ms MS] "
+                "[--cancel-after-ms MS] get|get-stream|put|put-file|json|http-get|new ARGS...\n");
         return 2;
     }
     p.args = argv + i;
