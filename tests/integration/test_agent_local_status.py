@@ -90,14 +90,16 @@ class AgentLocalStatus(unittest.TestCase):
         self.assertEqual(len(res.events("status_takeover")), 1, res)
 
     def test_rerun_while_the_run_is_live_is_refused(self):
-        f = self.flow(spec([task("a", "sleep 3")]))
+        f = self.flow(spec([task("a", "touch started; sleep 3")]))
         p = f.start("--run-id", "live")
         try:
             item = os.path.join(f.state, "runs", "live.json")
-            for _ in range(100):  # RUNNING stored and the work directory held
-                if os.path.exists(item) and os.path.isdir(os.path.join(f.work, "live", "deps")):
+            started = os.path.join(f.dir, "started")
+            for _ in range(200):  # RUNNING stored, the work directory held, the task running
+                if os.path.exists(item) and os.path.exists(started):
                     break
                 time.sleep(0.05)
+            self.assertTrue(os.path.exists(started), "the first run's task never started")
             res = f.run("--run-id", "live")
             self.assertEqual(res.code, 2, res)
             self.assertIn("another agent", res.lines[-1]["message"])
@@ -124,10 +126,12 @@ class AgentLocalStatus(unittest.TestCase):
                 self.assertEqual(os.lstat(p).st_mode & 0o077, 0, p)
         run_dir = os.path.join(f.work, "private")
         exec_dir = os.path.dirname(res.events("run_start")[0]["results_dir"])
-        for p in [f.work, f.state, run_dir, os.path.join(run_dir, "deps"), exec_dir,
+        for p in [f.work, f.state, run_dir, exec_dir,
                   os.path.join(exec_dir, "results"), os.path.join(exec_dir, "in"),
                   os.path.join(exec_dir, "out")]:
             self.assertEqual(os.stat(p).st_mode & 0o777, 0o700, p)
+        # deps/ exists only for a run with packages (tests of --deps check its contents).
+        self.assertFalse(os.path.exists(os.path.join(run_dir, "deps")))
         for sub in ("in", "results"):  # the agent's files; out/ files are the task's
             for n in os.listdir(os.path.join(exec_dir, sub)):
                 p = os.path.join(exec_dir, sub, n)
