@@ -31,7 +31,8 @@ def make_spec(items, marks, boom=False, **mapopts):
                                     "' > \"$DAGY_TASK_OUTPUT\""]},
         {"name": "m", "command": child_cmd(), "upstream": ["src"], "env": {"MARKS": marks},
          "map": dict({"over": "src", "max_parallel": 2}, **mapopts)},
-        {"name": "join", "command": ["sh", "-c", "cat \"$DAGY_TASK_INPUTS\""],
+        # {{ run_id }}: never reused, so every run shows what the map fed it
+        {"name": "join", "command": ["sh", "-c", "cat \"$DAGY_TASK_INPUTS\"; : {{ run_id }}"],
          "upstream": ["m"]},
     ]
     if boom:
