@@ -121,6 +121,12 @@ class MapResumeTest(unittest.TestCase):
                          self.item("full", "m")["result_sha256"])
         self.assertEqual(res.output("join"), full.output("join"))
         self.assertEqual(json.loads(res.output("join")[0]), {"m": [3 * k for k in range(N)]})
+        # a resume of the resume reuses the map whole, from the run that built its result
+        again = self.f.run("--run-id", "rc", "--resume-from", "rb")
+        self.assertEqual(again.code, 0, again)
+        self.assertEqual([e["task_name"] for e in again.events("task_reused")], ["src", "m"])
+        self.assertEqual(self.item("rc", "m")["reused_from"], "rb")
+        self.assertEqual(again.output("join"), full.output("join"))
 
     def test_a_map_that_succeeded_is_reused_whole_and_a_changed_over_reruns_its_children(self):
         self.write_spec(boom=True)
