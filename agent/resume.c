@@ -272,6 +272,25 @@ static long kid_of(const run_state *r, const char *name, size_t *k)
     return m;
 }
 
+/* The attributes of a child item that its reuse reads: a map of 10^6 children keeps that
+ * much, not whole items, until it expands. */
+static cJSON *kid_copy(const cJSON *it)
+{
+    static const char *const keep[] = {"task_name",   "task_hash",     "result_sha256",
+                                       "result_path", "result_s3_uri", "result_bytes"};
+    cJSON *o = cJSON_CreateObject();
+    for (size_t j = 0; o && j < sizeof keep / sizeof *keep; j++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(it, keep[j]);
+        cJSON *d = v ? cJSON_Duplicate(v, false) : NULL;
+        if (v && (!d || !cJSON_AddItemToObject(o, keep[j], d))) {
+            cJSON_Delete(d);
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
 /* Keeps a SUCCEEDED child item of map m (a copy) for its expansion; out of memory: that child
  * simply runs again. */
 static void add_kid(resume_ctx *c, size_t m, size_t k, const cJSON *it, const char *src_run)
@@ -286,7 +305,7 @@ static void add_kid(resume_ctx *c, size_t m, size_t k, const cJSON *it, const ch
         t->cap_kids = cap;
     }
     durable_kid *kd = &t->kids[t->n_kids];
-    *kd = (durable_kid){cJSON_Duplicate(it, true), strdup(src_run), k, c->depth, false};
+    *kd = (durable_kid){kid_copy(it), strdup(src_run), k, c->depth, false};
     if (!kd->item || !kd->src_run) {
         cJSON_Delete(kd->item);
         free(kd->src_run);
