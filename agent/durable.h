@@ -73,6 +73,19 @@ void agent__durable_apply(run_state *r);
  * item has the same task_hash and a verified result reused (its result placed in results/),
  * when the map's upstream tasks are all reused. */
 void agent__durable_map_reuse(run_state *r, size_t i, size_t first, size_t n);
+/* Shared by resume.c and resume_map.c. The staging file of task (or map child) `name`; moving it
+ * to task i's results/ file (false, logged, if it cannot be); removing the staging directory. */
+char *agent__resume_stage_path(run_state *r, const char *name);
+bool agent__resume_place_staged(run_state *r, const char *name, size_t i);
+void agent__resume_unstage(agent_durable *d);
+/* resume_map.c: the map task index of a child name "MAP[k]" (k in *k), else -1; keeping a
+ * source child item (`depth`: its run's place in the chain); keeping the nearest per index;
+ * freeing a map's kept children (with unstage: their staged results too). */
+long agent__resume_kid_of(const run_state *r, const char *name, size_t *k);
+void agent__resume_kid_add(run_state *r, int depth, size_t m, size_t k, const cJSON *it,
+                           const char *src_run);
+void agent__resume_kids_dedupe(run_state *r);
+void agent__resume_kids_free(run_state *r, durable_task *t, bool unstage);
 /* Sets task_hash on a task's item when it is created. */
 void agent__durable_item(run_state *r, size_t i, cJSON *item);
 /* The PENDING -> SUCCEEDED transition of a reused task: fills its item (reused_from, result

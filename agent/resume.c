@@ -10,9 +10,8 @@
  *      does everything downstream of it;
  *   4. the reused tasks are marked SUCCEEDED in the plan (attempt 0, reused_from), unrun.
  * A map task is reused whole like any task. One that is not, but whose upstream tasks all are,
- * gets its children "MAP[k]" that SUCCEEDED in the chain fetched and verified too (step 3,
- * after the tasks); its expansion (agent__durable_map_reuse) reuses those whose task_hash
- * matches the child it renders, and the others run.
+ * gets its children "MAP[k]" that SUCCEEDED in the chain (resume_map.c) fetched and verified
+ * too (step 3, after the tasks); its expansion reuses those whose task_hash matches.
  * A source still QUEUED/RUNNING is refused (exit 2), an unknown one too. */
 #include "agent/durable.h"
 
@@ -65,7 +64,6 @@ static void begin_hashes(run_state *r, const char *digest);
 static void resume_next(resume_ctx *c, const char *run_id);
 static void chain_done(resume_ctx *c);
 static void fetch_more(resume_ctx *c);
-static void remove_stage(agent_durable *d);
 
 /* ---- helpers ---- */
 
@@ -252,68 +250,6 @@ static void ctx_free(resume_ctx *c)
     free(c);
 }
 
-/* "MAP[k]" naming a child of a map task of the spec (k in decimal, no leading zero, below
- * DAGY_MAX_MAP_ITEMS): the map's index, k in *k; else -1. */
-static long kid_of(const run_state *r, const char *name, size_t *k)
-{
-    const char *br = strchr(name, '[');
-    size_t n = br ? (size_t)(br - name) : 0, len = strlen(name), digits = len - n - 2;
-    char base[160];
-    if (!br || !n || n >= sizeof base || len < n + 3 || name[len - 1] != ']' ||
-        strspn(br + 1, "0123456789") != digits || digits > 7 || (br[1] == '0' && digits > 1))
-        return -1;
-    memcpy(base, name, n);
-    base[n] = '\0';
-    long m = flowspec_find(r->spec, base);
-    unsigned long v = strtoul(br + 1, NULL, 10);
-    if (m < 0 || !r->spec->tasks[m].map || v >= (unsigned long)r->cfg->max_map_items)
-        return -1;
-    *k = (size_t)v;
-    return m;
-}
-
-/* The attributes of a child item that its reuse reads: a map of 10^6 children keeps that
- * much, not whole items, until it expands. */
-static cJSON *kid_copy(const cJSON *it)
-{
-    static const char *const keep[] = {"task_name",   "task_hash",     "result_sha256",
-                                       "result_path", "result_s3_uri", "result_bytes"};
-    cJSON *o = cJSON_CreateObject();
-    for (size_t j = 0; o && j < sizeof keep / sizeof *keep; j++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(it, keep[j]);
-        cJSON *d = v ? cJSON_Duplicate(v, false) : NULL;
-        if (v && (!d || !cJSON_AddItemToObject(o, keep[j], d))) {
-            cJSON_Delete(d);
-            cJSON_Delete(o);
-            return NULL;
-        }
-    }
-    return o;
-}
-
-/* Keeps a SUCCEEDED child item of map m (a copy) for its expansion; out of memory: that child
- * simply runs again. */
-static void add_kid(resume_ctx *c, size_t m, size_t k, const cJSON *it, const char *src_run)
-{
-    durable_task *t = &c->r->durable->tasks[m];
-    if (t->n_kids == t->cap_kids) {
-        size_t cap = t->cap_kids ? t->cap_kids * 2 : 16;
-        durable_kid *nk = realloc(t->kids, cap * sizeof *nk);
-        if (!nk)
-            return;
-        t->kids = nk;
-        t->cap_kids = cap;
-    }
-    durable_kid *kd = &t->kids[t->n_kids];
-    *kd = (durable_kid){kid_copy(it), strdup(src_run), k, c->depth, false};
-    if (!kd->item || !kd->src_run) {
-        cJSON_Delete(kd->item);
-        free(kd->src_run);
-        return;
-    }
-    t->n_kids++;
-}
-
 /* Takes, from one source run's items, every SUCCEEDED task with our task_hash that no run
  * nearer in the chain provided, and every SUCCEEDED map child (its hash is known only once
  * its map expands). */
@@ -331,46 +267,14 @@ static void take_matches(resume_ctx *c, const char *run_id, const cJSON *items)
         const char *from =
             origin && proto_name_check(PROTO_NAME_RUN_ID, origin, NULL, 0) ? origin : run_id;
         size_t k = 0;
-        long m = i < 0 && name ? kid_of(r, name, &k) : -1;
+        long m = i < 0 && name ? agent__resume_kid_of(r, name, &k) : -1;
         if (m >= 0)
-            add_kid(c, (size_t)m, k, it, from);
+            agent__resume_kid_add(r, c->depth, (size_t)m, k, it, from);
         durable_task *t = i >= 0 ? &r->durable->tasks[i] : NULL;
         if (!t || t->src_item || strcmp(hash, r->durable->hashes[i]))
             continue;
         t->src_item = cJSON_Duplicate(it, true);
         t->src_run = strdup(from);
-    }
-}
-
-/* Frees map t's kept children (and, with unstage, their staged results). */
-static void free_kids(run_state *r, durable_task *t, bool unstage);
-
-/* Orders kids by index, the nearest run first. */
-static int cmp_kid(const void *a, const void *b)
-{
-    const durable_kid *x = a, *y = b;
-    if (x->index != y->index)
-        return x->index < y->index ? -1 : 1;
-    return (x->depth > y->depth) - (x->depth < y->depth);
-}
-
-/* Keeps, per map and index, the child of the nearest run of the chain. */
-static void dedupe_kids(run_state *r)
-{
-    for (size_t i = 0; i < r->spec->n_tasks; i++) {
-        durable_task *t = &r->durable->tasks[i];
-        size_t out = 0;
-        if (t->n_kids > 1)
-            qsort(t->kids, t->n_kids, sizeof *t->kids, cmp_kid);
-        for (size_t j = 0; j < t->n_kids; j++) {
-            if (out && t->kids[out - 1].index == t->kids[j].index) {
-                cJSON_Delete(t->kids[j].item);
-                free(t->kids[j].src_run);
-                continue;
-            }
-            t->kids[out++] = t->kids[j];
-        }
-        t->n_kids = out;
     }
 }
 
@@ -441,7 +345,7 @@ static void on_source(void *ud, int rc, const char *err, const cJSON *run, const
 /* The chain is read: the candidates, the children kept, then the fetches. */
 static void chain_done(resume_ctx *c)
 {
-    dedupe_kids(c->r);
+    agent__resume_kids_dedupe(c->r);
     close_reuse(c, true);
     fetch_more(c);
 }
@@ -564,7 +468,7 @@ static void on_downloaded(void *ud, const fetch_aws_result *res)
 
 /* Where the result of task (or map child) `name` waits, verified, until the exec tree exists
  * (or the map expands): STAGE/NAME.json. */
-static char *stage_path(run_state *r, const char *name)
+char *agent__resume_stage_path(run_state *r, const char *name)
 {
     char enc[PROTO_NAME_ENCODED_MAX], *p = NULL;
     proto_name_encode(name, enc, sizeof enc);
@@ -575,7 +479,7 @@ static char *stage_path(run_state *r, const char *name)
 
 static char *stage_file(run_state *r, size_t i)
 {
-    return stage_path(r, r->spec->tasks[i].name);
+    return agent__resume_stage_path(r, r->spec->tasks[i].name);
 }
 
 /* Starts fetching candidate i's result (kid < 0) or its map child kids[kid]'s into the
@@ -588,7 +492,8 @@ static bool start_fetch(resume_ctx *c, size_t i, long kid, char *why, size_t why
     const char *sha = str_attr(src, "result_sha256");
     const char *uri = str_attr(src, "result_s3_uri");
     const char *path = str_attr(src, "result_path");
-    char *dst = kid < 0 ? stage_file(r, i) : stage_path(r, str_attr(src, "task_name"));
+    char *dst =
+        kid < 0 ? stage_file(r, i) : agent__resume_stage_path(r, str_attr(src, "task_name"));
     bool hex_ok = sha && strlen(sha) == 64 && strspn(sha, "0123456789abcdef") == 64;
     if (uri && !proto_utf8_valid(uri, strlen(uri)))
         uri = NULL; /* every string we store is valid UTF-8: such an item describes nothing */
@@ -732,7 +637,7 @@ static void settle_tasks(resume_ctx *c)
         for (size_t u = 0; ups && u < ft->n_upstream; u++)
             ups = d->tasks[ft->upstream[u]].reuse;
         if (!ups)
-            free_kids(r, t, false);
+            agent__resume_kids_free(r, t, false);
         d->kid_maps += t->n_kids > 0;
     }
 }
@@ -797,9 +702,9 @@ bool agent__durable_begin(run_state *r)
 
 /* Moves the verified result of task i (`name`) from the staging directory to where inputs
  * are built from. */
-static bool place_staged(run_state *r, const char *name, size_t i)
+bool agent__resume_place_staged(run_state *r, const char *name, size_t i)
 {
-    char *from = stage_path(r, name), *to = agent__result_file(r, i);
+    char *from = agent__resume_stage_path(r, name), *to = agent__result_file(r, i);
     bool ok = from && to && rename(from, to) == 0;
     if (!ok) {
         log_line *l =
@@ -818,14 +723,14 @@ static bool place_staged(run_state *r, const char *name, size_t i)
 
 static bool place_result(run_state *r, size_t i)
 {
-    return place_staged(r, r->spec->tasks[i].name, i);
+    return agent__resume_place_staged(r, r->spec->tasks[i].name, i);
 }
 
 void agent__durable_apply(run_state *r)
 {
     agent_durable *d = r->durable;
     if (d && (!d->tasks || !d->n_reused) && !d->kid_maps)
-        remove_stage(d);
+        agent__resume_unstage(d);
     if (!d || !d->tasks || !d->n_reused)
         return;
     size_t *order = malloc(r->spec->n_tasks * sizeof *order);
@@ -854,71 +759,7 @@ void agent__durable_apply(run_state *r)
     status_set_num(r->run_item, "tasks_reused", (double)d->n_reused);
     status_touch(r->status, r->run_item);
     if (!d->kid_maps)
-        remove_stage(d);
-}
-
-static void free_kids(run_state *r, durable_task *t, bool unstage)
-{
-    for (size_t j = 0; j < t->n_kids; j++) {
-        durable_kid *kd = &t->kids[j];
-        char *f = unstage && kd->item && r->durable->stage_dir
-                      ? stage_path(r, str_attr(kd->item, "task_name"))
-                      : NULL;
-        if (f)
-            unlink(f);
-        free(f);
-        cJSON_Delete(kd->item);
-        free(kd->src_run);
-    }
-    free(t->kids);
-    t->kids = NULL;
-    t->n_kids = t->cap_kids = 0;
-}
-
-/* Reuses child c (kept source child kd) if its task_hash is the one the expansion computed and
- * its result is in place; the child takes kd's item. */
-static bool reuse_kid(run_state *r, size_t c, durable_kid *kd)
-{
-    agent_durable *d = r->durable;
-    durable_task *ct = &d->tasks[c];
-    const char *hash = str_attr(kd->item, "task_hash");
-    if (!kd->ok || !d->hashes[c][0] || !hash || strcmp(hash, d->hashes[c]))
-        return false;
-    ct->has_result = str_attr(kd->item, "result_sha256") != NULL;
-    if (ct->has_result && !place_staged(r, str_attr(kd->item, "task_name"), c))
-        return false;
-    ct->src_item = kd->item;
-    ct->src_run = kd->src_run;
-    kd->item = NULL;
-    kd->src_run = NULL;
-    ct->reuse = true;
-    r->tasks[c].has_result = ct->has_result;
-    sched_mark_reused(r->plan, c); /* on_transition: agent__durable_reused, task_reused */
-    return true;
-}
-
-void agent__durable_map_reuse(run_state *r, size_t i, size_t first, size_t n)
-{
-    agent_durable *d = r->durable;
-    if (!d || !d->tasks || i >= r->spec->n_tasks || !d->tasks[i].kids || r->cfg->only_task)
-        return; /* an ECS child runs its one task: its siblings are the parent's */
-    durable_task *t = &d->tasks[i];
-    const flowspec_task *ft = &r->spec->tasks[i];
-    bool ups = true; /* an upstream fell out in agent__durable_apply: its inputs changed */
-    for (size_t u = 0; ups && u < ft->n_upstream; u++)
-        ups = d->tasks[ft->upstream[u]].reuse;
-    size_t reused = 0;
-    for (size_t j = 0; ups && j < t->n_kids; j++)
-        if (t->kids[j].index < n && reuse_kid(r, first + t->kids[j].index, &t->kids[j]))
-            reused++;
-    free_kids(r, t, true);
-    if (reused) {
-        d->n_reused += reused;
-        status_set_num(r->run_item, "tasks_reused", (double)d->n_reused);
-        status_touch(r->status, r->run_item);
-    }
-    if (d->kid_maps && --d->kid_maps == 0)
-        remove_stage(d);
+        agent__resume_unstage(d);
 }
 
 void agent__durable_item(run_state *r, size_t i, cJSON *item)
@@ -959,7 +800,7 @@ log_line *agent__durable_reused(run_state *r, size_t i, cJSON *item)
 }
 
 /* Removes the staging directory and whatever is left in it. */
-static void remove_stage(agent_durable *d)
+void agent__resume_unstage(agent_durable *d)
 {
     if (!d->stage_dir)
         return;
@@ -980,12 +821,12 @@ void agent__durable_free(run_state *r)
         return;
     if (d->cancel_timer) /* the cancel check never answered: close it before teardown's walk */
         uv_close((uv_handle_t *)d->cancel_timer, timer_freed);
-    remove_stage(d);
+    agent__resume_unstage(d);
     size_t n = r->plan ? sched_count(r->plan) : r->spec ? r->spec->n_tasks : 0;
     for (size_t i = 0; d->tasks && i < n; i++) { /* map children past the spec's tasks too */
         cJSON_Delete(d->tasks[i].src_item);
         free(d->tasks[i].src_run);
-        free_kids(r, &d->tasks[i], false);
+        agent__resume_kids_free(r, &d->tasks[i], false);
     }
     free(d->tasks);
     free(d->hashes);
