@@ -22,6 +22,16 @@
 
 typedef struct result_job result_job;
 
+/* A map child "MAP[k]" that SUCCEEDED in the source chain (resume.c): its result is fetched
+ * and verified before the DAG starts; the map's expansion reuses it if its task_hash matches. */
+typedef struct {
+    cJSON *item;   /* the source item (owned until a child takes it) */
+    char *src_run; /* the run that ran it and holds its result */
+    size_t index;  /* k */
+    int depth;     /* position of its run in the chain: the nearest wins */
+    bool ok;       /* its result verified and staged (or it stored none) */
+} durable_kid;
+
 /* One task's reuse decision and what it came from. */
 typedef struct {
     cJSON *src_item;   /* the SUCCEEDED item found in the source chain (owned), or NULL */
@@ -29,6 +39,8 @@ typedef struct {
     bool reuse;        /* decided: not run, recorded SUCCEEDED with reused_from */
     bool has_result;   /* the source stored a result (it was fetched into results/) */
     result_job *store; /* durable_results.c: the store in flight for the running attempt */
+    durable_kid *kids; /* a map not reused whole: its children found in the chain */
+    size_t n_kids, cap_kids;
 } durable_task;
 
 struct agent_durable {
@@ -39,6 +51,7 @@ struct agent_durable {
     size_t n_reused;
     int fetching;    /* reused results still being fetched */
     char *stage_dir; /* RUN_DIR/reuse.UUID: fetched results until the exec tree exists */
+    size_t kid_maps; /* maps whose staged children wait for the expansion (keep stage_dir) */
     /* cancel.c */
     int cancel_state;  /* 0 not checked, 1 reading, 2 answered */
     char *cancel_text; /* "UserInitiated: REASON" once a requested cancel is known */
@@ -56,6 +69,23 @@ struct agent_durable {
 bool agent__durable_begin(run_state *r);
 /* Marks the reused tasks in the plan (after run_start). */
 void agent__durable_apply(run_state *r);
+/* Map i was expanded into children first..first+n-1 (hashed): marks every child whose source
+ * item has the same task_hash and a verified result reused (its result placed in results/),
+ * when the map's upstream tasks are all reused. */
+void agent__durable_map_reuse(run_state *r, size_t i, size_t first, size_t n);
+/* Shared by resume.c and resume_map.c. The staging file of task (or map child) `name`; moving it
+ * to task i's results/ file (false, logged, if it cannot be); removing the staging directory. */
+char *agent__resume_stage_path(run_state *r, const char *name);
+bool agent__resume_place_staged(run_state *r, const char *name, size_t i);
+void agent__resume_unstage(agent_durable *d);
+/* resume_map.c: the map task index of a child name "MAP[k]" (k in *k), else -1; keeping a
+ * source child item (`depth`: its run's place in the chain); keeping the nearest per index;
+ * freeing a map's kept children (with unstage: their staged results too). */
+long agent__resume_kid_of(const run_state *r, const char *name, size_t *k);
+void agent__resume_kid_add(run_state *r, int depth, size_t m, size_t k, const cJSON *it,
+                           const char *src_run);
+void agent__resume_kids_dedupe(run_state *r);
+void agent__resume_kids_free(run_state *r, durable_task *t, bool unstage);
 /* Sets task_hash on a task's item when it is created. */
 void agent__durable_item(run_state *r, size_t i, cJSON *item);
 /* The PENDING -> SUCCEEDED transition of a reused task: fills its item (reused_from, result

@@ -308,6 +308,9 @@ void agent__map_expand(run_state *r, size_t i)
     agent_log_int(l, "map_children", (int64_t)n);
     agent_log_str(l, "map_over", ft->map->over);
     agent_log_end(l);
+    size_t first = 0;
+    if (sched_map_children(r->plan, i, &first, &n)) /* resume: the children that succeeded */
+        agent__durable_map_reuse(r, i, first, n);
 }
 
 /* The map's result: [child 0's result, child 1's, ...], null for a child without one. Bounded

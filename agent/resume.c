@@ -9,6 +9,9 @@
  *      result that is missing or does not match is not reused: the task runs again, and so
  *      does everything downstream of it;
  *   4. the reused tasks are marked SUCCEEDED in the plan (attempt 0, reused_from), unrun.
+ * A map task is reused whole like any task. One that is not, but whose upstream tasks all are,
+ * gets its children "MAP[k]" that SUCCEEDED in the chain (resume_map.c) fetched and verified
+ * too (step 3, after the tasks); its expansion reuses those whose task_hash matches.
  * A source still QUEUED/RUNNING is refused (exit 2), an unknown one too. */
 #include "agent/durable.h"
 
@@ -41,13 +44,17 @@ typedef struct {
     run_state *r;
     char *visited[CHAIN_MAX];
     int depth;
-    size_t next_fetch; /* index into order[] of the next candidate to fetch */
-    size_t *order;     /* topological order of the tasks */
+    size_t next_fetch;        /* index into order[] of the next candidate to fetch */
+    size_t *order;            /* topological order of the tasks */
+    bool kids_phase;          /* the tasks are settled: fetching map children now */
+    size_t kid_map, kid_next; /* the next map child to fetch: task index, kids[] index */
+    size_t kids_staged;       /* children verified (or without a result) */
 } resume_ctx;
 
 typedef struct {
     resume_ctx *c;
     size_t i;
+    long kid; /* -1: task i itself; else its kids[] index */
     uv_work_t work;
     char *src, *dst, *want;
     int err; /* -EBADMSG: checksum mismatch */
@@ -55,8 +62,8 @@ typedef struct {
 
 static void begin_hashes(run_state *r, const char *digest);
 static void resume_next(resume_ctx *c, const char *run_id);
+static void chain_done(resume_ctx *c);
 static void fetch_more(resume_ctx *c);
-static void remove_stage(agent_durable *d);
 
 /* ---- helpers ---- */
 
@@ -244,7 +251,8 @@ static void ctx_free(resume_ctx *c)
 }
 
 /* Takes, from one source run's items, every SUCCEEDED task with our task_hash that no run
- * nearer in the chain provided. */
+ * nearer in the chain provided, and every SUCCEEDED map child (its hash is known only once
+ * its map expands). */
 static void take_matches(resume_ctx *c, const char *run_id, const cJSON *items)
 {
     run_state *r = c->r;
@@ -252,19 +260,21 @@ static void take_matches(resume_ctx *c, const char *run_id, const cJSON *items)
     cJSON_ArrayForEach(it, items)
     {
         const char *name = str_attr(it, "task_name"), *st = str_attr(it, "status");
-        const char *hash = str_attr(it, "task_hash");
+        const char *hash = str_attr(it, "task_hash"), *origin = str_attr(it, "reused_from");
         long i = name ? flowspec_find(r->spec, name) : -1;
-        /* A map is never reused (its children are not yet either: the map runs again whole,
-         * docs/agent.md "Resume"), nor, therefore, anything downstream of it. */
-        if (i < 0 || !st || strcmp(st, "SUCCEEDED") || !hash || r->spec->tasks[i].map)
+        if (!st || strcmp(st, "SUCCEEDED") || !hash)
             continue;
-        durable_task *t = &r->durable->tasks[i];
-        if (t->src_item || strcmp(hash, r->durable->hashes[i]))
+        const char *from =
+            origin && proto_name_check(PROTO_NAME_RUN_ID, origin, NULL, 0) ? origin : run_id;
+        size_t k = 0;
+        long m = i < 0 && name ? agent__resume_kid_of(r, name, &k) : -1;
+        if (m >= 0)
+            agent__resume_kid_add(r, c->depth, (size_t)m, k, it, from);
+        durable_task *t = i >= 0 ? &r->durable->tasks[i] : NULL;
+        if (!t || t->src_item || strcmp(hash, r->durable->hashes[i]))
             continue;
-        const char *origin = str_attr(it, "reused_from");
         t->src_item = cJSON_Duplicate(it, true);
-        t->src_run = strdup(
-            origin && proto_name_check(PROTO_NAME_RUN_ID, origin, NULL, 0) ? origin : run_id);
+        t->src_run = strdup(from);
     }
 }
 
@@ -329,6 +339,13 @@ static void on_source(void *ud, int rc, const char *err, const cJSON *run, const
             return;
         }
     }
+    chain_done(c);
+}
+
+/* The chain is read: the candidates, the children kept, then the fetches. */
+static void chain_done(resume_ctx *c)
+{
+    agent__resume_kids_dedupe(c->r);
     close_reuse(c, true);
     fetch_more(c);
 }
@@ -338,13 +355,11 @@ static void resume_next(resume_ctx *c, const char *run_id)
 {
     for (int k = 0; k < c->depth; k++)
         if (!strcmp(c->visited[k], run_id)) {
-            close_reuse(c, true);
-            fetch_more(c);
+            chain_done(c);
             return;
         }
     if (c->depth == CHAIN_MAX || !strcmp(run_id, c->r->cfg->run_id)) {
-        close_reuse(c, true);
-        fetch_more(c);
+        chain_done(c);
         return;
     }
     c->visited[c->depth++] = strdup(run_id);
@@ -353,22 +368,28 @@ static void resume_next(resume_ctx *c, const char *run_id)
 
 /* ---- 3. fetching and verifying the results to reuse ---- */
 
-static void fetched(resume_ctx *c, size_t i, bool ok, const char *why)
+/* The fetch of task i's result (kid < 0) or of its map child kids[kid]'s has answered. */
+static void fetched(resume_ctx *c, size_t i, long kid, bool ok, const char *why)
 {
     run_state *r = c->r;
     if (!r->durable)
         return; /* teardown already freed the run's state (a copy outlived the finish wait) */
     durable_task *t = &r->durable->tasks[i];
+    durable_kid *kd = kid >= 0 ? &t->kids[kid] : NULL;
+    const char *name = kd ? str_attr(kd->item, "task_name") : r->spec->tasks[i].name;
     r->durable->fetching--;
     if (!ok) {
         log_line *l = agent_log_begin(LOG_WARNING, "result_not_reused",
-                                      "task \"%s\" runs again: its stored result %s",
-                                      r->spec->tasks[i].name, why);
-        agent_log_str(l, "task_name", r->spec->tasks[i].name);
-        agent_log_str(l, "reused_from", t->src_run);
+                                      "task \"%s\" runs again: its stored result %s", name, why);
+        agent_log_str(l, "task_name", name);
+        agent_log_str(l, "reused_from", kd ? kd->src_run : t->src_run);
         agent_log_str(l, "error", why);
         agent_log_end(l);
-        t->reuse = false;
+        if (!kd)
+            t->reuse = false;
+    } else if (kd) {
+        kd->ok = true;
+        c->kids_staged++;
     }
     if (r->phase != RUN_PREPARING) {
         if (r->durable->fetching == 0)
@@ -415,16 +436,18 @@ static void copy_done(uv_work_t *w, int status)
     bool ok = status == 0 && !j->err;
     resume_ctx *c = j->c;
     size_t i = j->i;
+    long kid = j->kid;
     free(j->src);
     free(j->dst);
     free(j->want);
     free(j);
-    fetched(c, i, ok, why);
+    fetched(c, i, kid, ok, why);
 }
 
 typedef struct {
     resume_ctx *c;
     size_t i;
+    long kid;
 } dl_job;
 
 static void on_downloaded(void *ud, const fetch_aws_result *res)
@@ -432,6 +455,7 @@ static void on_downloaded(void *ud, const fetch_aws_result *res)
     dl_job *dj = ud;
     resume_ctx *c = dj->c;
     size_t i = dj->i;
+    long kid = dj->kid;
     free(dj);
     c->r->pending--;
     char why[1200];
@@ -439,29 +463,37 @@ static void on_downloaded(void *ud, const fetch_aws_result *res)
     snprintf(why, sizeof why, "%s%s",
              res->err == -EBADMSG ? "does not match its result_sha256: " : "cannot be fetched: ",
              res->message ? res->message : "cancelled");
-    fetched(c, i, ok, why);
+    fetched(c, i, kid, ok, why);
 }
 
-/* Where candidate i's result waits (verified) until the exec tree exists: STAGE/TASK.json. */
-static char *stage_file(run_state *r, size_t i)
+/* Where the result of task (or map child) `name` waits, verified, until the exec tree exists
+ * (or the map expands): STAGE/NAME.json. */
+char *agent__resume_stage_path(run_state *r, const char *name)
 {
     char enc[PROTO_NAME_ENCODED_MAX], *p = NULL;
-    proto_name_encode(r->spec->tasks[i].name, enc, sizeof enc);
+    proto_name_encode(name, enc, sizeof enc);
     if (asprintf(&p, "%s/%s.json", r->durable->stage_dir, enc) < 0)
         return NULL;
     return p;
 }
 
-/* Starts fetching candidate i's result into the staging directory; false if it cannot even
- * start (then the task is not reused). */
-static bool start_fetch(resume_ctx *c, size_t i, char *why, size_t whylen)
+static char *stage_file(run_state *r, size_t i)
+{
+    return agent__resume_stage_path(r, r->spec->tasks[i].name);
+}
+
+/* Starts fetching candidate i's result (kid < 0) or its map child kids[kid]'s into the
+ * staging directory; false if it cannot even start (then it is not reused). */
+static bool start_fetch(resume_ctx *c, size_t i, long kid, char *why, size_t whylen)
 {
     run_state *r = c->r;
     durable_task *t = &r->durable->tasks[i];
-    const char *sha = str_attr(t->src_item, "result_sha256");
-    const char *uri = str_attr(t->src_item, "result_s3_uri");
-    const char *path = str_attr(t->src_item, "result_path");
-    char *dst = stage_file(r, i);
+    const cJSON *src = kid < 0 ? t->src_item : t->kids[kid].item;
+    const char *sha = str_attr(src, "result_sha256");
+    const char *uri = str_attr(src, "result_s3_uri");
+    const char *path = str_attr(src, "result_path");
+    char *dst =
+        kid < 0 ? stage_file(r, i) : agent__resume_stage_path(r, str_attr(src, "task_name"));
     bool hex_ok = sha && strlen(sha) == 64 && strspn(sha, "0123456789abcdef") == 64;
     if (uri && !proto_utf8_valid(uri, strlen(uri)))
         uri = NULL; /* every string we store is valid UTF-8: such an item describes nothing */
@@ -487,7 +519,7 @@ static bool start_fetch(resume_ctx *c, size_t i, char *why, size_t whylen)
                      rc == -ENOTSUP ? "this run has no AWS access" : strerror(-rc));
             return false;
         }
-        *dj = (dl_job){c, i};
+        *dj = (dl_job){c, i, kid};
         r->pending++;
         return true;
     }
@@ -502,6 +534,7 @@ static bool start_fetch(resume_ctx *c, size_t i, char *why, size_t whylen)
     }
     j->c = c;
     j->i = i;
+    j->kid = kid;
     j->dst = dst;
     j->work.data = j;
     if (uv_queue_work(&r->loop, &j->work, copy_work, copy_done)) {
@@ -517,9 +550,11 @@ static bool start_fetch(resume_ctx *c, size_t i, char *why, size_t whylen)
 }
 
 static void finish_resume(resume_ctx *c);
+static void settle_tasks(resume_ctx *c);
+static bool fetch_kids(resume_ctx *c);
 
 /* Keeps up to FETCH_MAX fetches in flight, in topological order; when all have answered,
- * settles the reuse set. */
+ * settles the reuse set, then fetches the map children that may be reused the same way. */
 static void fetch_more(resume_ctx *c)
 {
     run_state *r = c->r;
@@ -534,38 +569,91 @@ static void fetch_more(resume_ctx *c)
         if (!t->has_result)
             continue; /* it stored no result: nothing to fetch, downstream saw null */
         d->fetching++;
-        if (!start_fetch(c, i, why, sizeof why)) {
-            fetched(c, i, false, why); /* re-enters fetch_more: stop this loop */
+        if (!start_fetch(c, i, -1, why, sizeof why)) {
+            fetched(c, i, -1, false, why); /* re-enters fetch_more: stop this loop */
             return;
         }
     }
-    if (d->fetching == 0 && c->next_fetch >= r->spec->n_tasks)
+    if (d->fetching || c->next_fetch < r->spec->n_tasks)
+        return;
+    if (!c->kids_phase) {
+        c->kids_phase = true;
+        settle_tasks(c);
+    }
+    if (!fetch_kids(c))
+        return; /* fetched() re-entered fetch_more */
+    if (d->fetching == 0 && c->kid_map >= r->spec->n_tasks)
         finish_resume(c);
 }
 
-/* Every fetch answered: a task whose result was refused runs again, and so does everything
- * downstream of it; results fetched for tasks that now run are removed (an attempt's result
- * must be its own). */
-static void finish_resume(resume_ctx *c)
+/* Keeps up to FETCH_MAX map children's fetches in flight; false if fetched() re-entered
+ * fetch_more (then the caller stops). */
+static bool fetch_kids(resume_ctx *c)
+{
+    run_state *r = c->r;
+    agent_durable *d = r->durable;
+    char why[600];
+    while (d->fetching < FETCH_MAX && c->kid_map < r->spec->n_tasks) {
+        durable_task *t = &d->tasks[c->kid_map];
+        if (c->kid_next >= t->n_kids) {
+            c->kid_map++;
+            c->kid_next = 0;
+            continue;
+        }
+        size_t j = c->kid_next++;
+        if (!str_attr(t->kids[j].item, "result_sha256")) {
+            t->kids[j].ok = true; /* it stored no result: its slot is null */
+            c->kids_staged++;
+            continue;
+        }
+        d->fetching++;
+        if (!start_fetch(c, c->kid_map, (long)j, why, sizeof why)) {
+            fetched(c, c->kid_map, (long)j, false, why);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Every task's fetch answered: a task whose result was refused runs again, and so does
+ * everything downstream of it; results fetched for tasks that now run are removed (an
+ * attempt's result must be its own). The children of a map that runs are kept only if every
+ * upstream task of the map is reused: their inputs are those tasks' results. */
+static void settle_tasks(resume_ctx *c)
 {
     run_state *r = c->r;
     agent_durable *d = r->durable;
     d->n_reused = close_reuse(c, false);
     for (size_t i = 0; i < r->spec->n_tasks; i++) {
         durable_task *t = &d->tasks[i];
+        const flowspec_task *ft = &r->spec->tasks[i];
         if (!t->reuse && t->has_result) {
             char *f = stage_file(r, i);
             if (f)
                 unlink(f);
             free(f);
         }
+        bool ups = !t->reuse;
+        for (size_t u = 0; ups && u < ft->n_upstream; u++)
+            ups = d->tasks[ft->upstream[u]].reuse;
+        if (!ups)
+            agent__resume_kids_free(r, t, false);
+        d->kid_maps += t->n_kids > 0;
     }
+}
+
+/* Every fetch answered: the plan is known. */
+static void finish_resume(resume_ctx *c)
+{
+    run_state *r = c->r;
+    agent_durable *d = r->durable;
     log_line *l = agent_log_begin(
         LOG_INFO, "resume_plan", "resuming from run %s: %zu of %zu tasks reused, %zu to run",
         r->cfg->resume_from, d->n_reused, r->spec->n_tasks, r->spec->n_tasks - d->n_reused);
     agent_log_str(l, "resume_from", r->cfg->resume_from);
     agent_log_int(l, "tasks_reused", (int64_t)d->n_reused);
     agent_log_int(l, "tasks_total", (int64_t)r->spec->n_tasks);
+    agent_log_int(l, "map_children_reusable", (int64_t)c->kids_staged);
     agent_log_end(l);
     ctx_free(c);
     ready(r);
@@ -612,17 +700,18 @@ bool agent__durable_begin(run_state *r)
     return true;
 }
 
-/* Moves a verified result from the staging directory to where inputs are built from. */
-static bool place_result(run_state *r, size_t i)
+/* Moves the verified result of task i (`name`) from the staging directory to where inputs
+ * are built from. */
+bool agent__resume_place_staged(run_state *r, const char *name, size_t i)
 {
-    char *from = stage_file(r, i), *to = agent__result_file(r, i);
+    char *from = agent__resume_stage_path(r, name), *to = agent__result_file(r, i);
     bool ok = from && to && rename(from, to) == 0;
     if (!ok) {
         log_line *l =
             agent_log_begin(LOG_WARNING, "result_not_reused",
-                            "task \"%s\" runs again: its result cannot be moved to %s: %s",
-                            r->spec->tasks[i].name, to ? to : "", strerror(errno));
-        agent_log_str(l, "task_name", r->spec->tasks[i].name);
+                            "task \"%s\" runs again: its result cannot be moved to %s: %s", name,
+                            to ? to : "", strerror(errno));
+        agent_log_str(l, "task_name", name);
         agent_log_end(l);
         if (from)
             unlink(from);
@@ -632,11 +721,16 @@ static bool place_result(run_state *r, size_t i)
     return ok;
 }
 
+static bool place_result(run_state *r, size_t i)
+{
+    return agent__resume_place_staged(r, r->spec->tasks[i].name, i);
+}
+
 void agent__durable_apply(run_state *r)
 {
     agent_durable *d = r->durable;
-    if (d && (!d->tasks || !d->n_reused))
-        remove_stage(d);
+    if (d && (!d->tasks || !d->n_reused) && !d->kid_maps)
+        agent__resume_unstage(d);
     if (!d || !d->tasks || !d->n_reused)
         return;
     size_t *order = malloc(r->spec->n_tasks * sizeof *order);
@@ -664,7 +758,8 @@ void agent__durable_apply(run_state *r)
     free(order);
     status_set_num(r->run_item, "tasks_reused", (double)d->n_reused);
     status_touch(r->status, r->run_item);
-    remove_stage(d);
+    if (!d->kid_maps)
+        agent__resume_unstage(d);
 }
 
 void agent__durable_item(run_state *r, size_t i, cJSON *item)
@@ -687,10 +782,15 @@ log_line *agent__durable_reused(run_state *r, size_t i, cJSON *item)
     const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(src, "result_bytes");
     if (cJSON_IsNumber(bytes))
         status_set_num(item, "result_bytes", bytes->valuedouble);
+    const cJSON *kids = cJSON_GetObjectItemCaseSensitive(src, "map_children");
+    if (r->spec && i < r->spec->n_tasks && r->spec->tasks[i].map && cJSON_IsNumber(kids)) {
+        status_set_str(item, "map_over", r->spec->tasks[i].map->over); /* a map reused whole */
+        status_set_num(item, "map_children", kids->valuedouble);
+    }
     free(copy);
     log_line *l = agent_log_begin(LOG_INFO, "task_reused", "task \"%s\" reused from run %s",
-                                  r->spec->tasks[i].name, t->src_run);
-    agent_log_str(l, "task_name", r->spec->tasks[i].name);
+                                  r->tasks[i].ft->name, t->src_run);
+    agent_log_str(l, "task_name", r->tasks[i].ft->name);
     agent_log_str(l, "task_run_id", r->tasks[i].task_run_id);
     agent_log_int(l, "attempt", 0);
     agent_log_str(l, "status", "SUCCEEDED");
@@ -700,7 +800,7 @@ log_line *agent__durable_reused(run_state *r, size_t i, cJSON *item)
 }
 
 /* Removes the staging directory and whatever is left in it. */
-static void remove_stage(agent_durable *d)
+void agent__resume_unstage(agent_durable *d)
 {
     if (!d->stage_dir)
         return;
@@ -721,10 +821,12 @@ void agent__durable_free(run_state *r)
         return;
     if (d->cancel_timer) /* the cancel check never answered: close it before teardown's walk */
         uv_close((uv_handle_t *)d->cancel_timer, timer_freed);
-    remove_stage(d);
-    for (size_t i = 0; d->tasks && r->spec && i < r->spec->n_tasks; i++) {
+    agent__resume_unstage(d);
+    size_t n = r->plan ? sched_count(r->plan) : r->spec ? r->spec->n_tasks : 0;
+    for (size_t i = 0; d->tasks && i < n; i++) { /* map children past the spec's tasks too */
         cJSON_Delete(d->tasks[i].src_item);
         free(d->tasks[i].src_run);
+        agent__resume_kids_free(r, &d->tasks[i], false);
     }
     free(d->tasks);
     free(d->hashes);

@@ -239,6 +239,12 @@ int proto_task_hash(const flowspec_task *t, const char *const *up_names,
     for (size_t i = 0; i < n_deps; i++)
         sb_field_str(&b, "d", ctx->dep_uris[i]);
     sb_upstream(&b, t->n_upstream, up_names, up_hashes);
+    if (t->map) { /* a map's result also depends on what it maps over and what it tolerates */
+        char n[24];
+        snprintf(n, sizeof n, "%d", t->map->allow_failures);
+        sb_field_str(&b, "map", t->map->over);
+        sb_field_str(&b, "allow_failures", n);
+    }
     if (b.oom) {
         free(b.s);
         return -ENOMEM;

@@ -62,6 +62,27 @@ static char (*hashes_of(const char *spec_sq, const char *params_json, const char
     "{'name': 'd', 'command': ['echo', 'd'], 'upstream': ['c']},"                                  \
     "{'name': 'e', 'command': ['echo', 'e']}]}"
 
+#define MAPF(opts)                                                                                 \
+    "{'spec_version': 1, 'name': 'flow', 'tasks': [{'name': 's', 'command': ['echo', '[1]']},"     \
+    "{'name': 'm', 'command': ['echo', '{{ item }}'], 'upstream': ['s'], 'map': {'over': 's'" opts \
+    "}}, {'name': 'j', 'command': ['true'], 'upstream': ['m']}]}"
+
+/* A map's result depends on allow_failures (FAILED or null slots), not on max_parallel. */
+static void test_map_hash_covers_allow_failures_not_max_parallel(void **state)
+{
+    char(*h1)[PROTO_HASH_HEX] = hashes_of(MAPF(""), NULL, CODE, NULL, NULL);
+    char(*h2)[PROTO_HASH_HEX] = hashes_of(MAPF(", 'max_parallel': 3"), NULL, CODE, NULL, NULL);
+    char(*h3)[PROTO_HASH_HEX] = hashes_of(MAPF(", 'allow_failures': 2"), NULL, CODE, NULL, NULL);
+    assert_string_equal(h1[0], h3[0]);
+    assert_string_equal(h1[1], h2[1]);
+    assert_string_not_equal(h1[1], h3[1]);
+    assert_string_not_equal(h1[2], h3[2]); /* downstream of the map too */
+    free(h1);
+    free(h2);
+    free(h3);
+    (void)state;
+}
+
 static void test_same_definition_same_hash(void **state)
 {
     char(*h1)[PROTO_HASH_HEX] = hashes_of(CHAIN("['echo', 'c']"), NULL, CODE, NULL, NULL);
@@ -266,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_code_digest_order_independent_and_skips),
         cmocka_unit_test(test_empty_code_digest),
         cmocka_unit_test(test_cyclic_spec_is_refused),
+        cmocka_unit_test(test_map_hash_covers_allow_failures_not_max_parallel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
