@@ -83,8 +83,7 @@ typedef struct {
 int unpack_source_init(unpack_source *src);
 void unpack_source_destroy(unpack_source *src);
 /* The writer's side: records progress (avail, size), the end (done) or a failure. */
-void unpack_source_update(unpack_source *src, uint64_t avail, uint64_t size, bool done,
-                          int failed);
+void unpack_source_update(unpack_source *src, uint64_t avail, uint64_t size, bool done, int failed);
 /* The writer's side: bytes [from, size) are final (size > from > 0, the file's final length). */
 void unpack_source_tail(unpack_source *src, uint64_t from, uint64_t size);
 
@@ -99,9 +98,9 @@ void unpack_source_tail(unpack_source *src, uint64_t from, uint64_t size);
  * tail once they meet) reach a known size, without waiting for `done`: the caller decides
  * whether the result may be used (it extracts into a staging directory it renames only once
  * the download is verified). */
-int unpack_archive_growing(const char *archive_path, const char *dest_dir,
-                           const unpack_limits *lim, const atomic_bool *cancel, unpack_source *src,
-                           unpack_stats *stats, char *err);
+int unpack_archive_growing(const char *archive_path, const char *dest_dir, const unpack_limits *lim,
+                           const atomic_bool *cancel, unpack_source *src, unpack_stats *stats,
+                           char *err);
 
 /* Writes "; 12.0 KiB free on that file system" (or "...free but no inode left...") for the file
  * system holding `path` into out ("" if it cannot be found out): the tail of every message

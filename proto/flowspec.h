@@ -44,9 +44,9 @@ typedef struct {
                            the fields above */
     char *description;  /* or NULL */
     flowspec_executor *executor; /* or NULL: run in the agent's container */
-    flowspec_map *map;  /* a map task, or NULL. Its templates stay unexpanded after
-                           flowspec_render (checked there): flowspec_render_child expands them
-                           once per element, with {{ item }} */
+    flowspec_map *map;           /* a map task, or NULL. Its templates stay unexpanded after
+                                    flowspec_render (checked there): flowspec_render_child expands them
+                                    once per element, with {{ item }} */
 } flowspec_task;
 
 typedef struct {

@@ -18,8 +18,8 @@
 #include <stdbool.h>
 #include <uv.h>
 
-#define SBX_TRACE_MAX (64 * 1024) /* tail of stderr kept per attempt */
-#define SBX_LINE_MAX  (16 * 1024) /* longer lines are split into pieces of this size */
+#define SBX_TRACE_MAX      (64 * 1024)   /* tail of stderr kept per attempt */
+#define SBX_LINE_MAX       (16 * 1024)   /* longer lines are split into pieces of this size */
 #define SBX_LINE_MAX_LIMIT (1024 * 1024) /* the most sbx_set_line_max accepts */
 /* After the leader exits, how long its output may stay open (held by a process that escaped
  * the attempt and could not be found) before the pipes are cut and the attempt is reported. */

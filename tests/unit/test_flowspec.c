@@ -168,11 +168,11 @@ static void test_unknown_fields_are_rejected_everywhere(void **state)
                  "'a', " CMD "}]}",
                  "defaults: unknown field 'retry' (allowed: retries, retry_delay_seconds, "
                  "retry_backoff, retry_max_delay_seconds, retry_jitter, timeout_seconds)");
-    expect_error(
-        SPEC("{'name': 'x', " CMD ", 'upstreams': []}"),
-        "task 'x': unknown field 'upstreams' (allowed: name, description, command, "
-        "callable, kwargs, env, upstream, trigger_rule, executor, map, retries, retry_delay_seconds, "
-        "retry_backoff, retry_max_delay_seconds, retry_jitter, timeout_seconds)");
+    expect_error(SPEC("{'name': 'x', " CMD ", 'upstreams': []}"),
+                 "task 'x': unknown field 'upstreams' (allowed: name, description, command, "
+                 "callable, kwargs, env, upstream, trigger_rule, executor, map, retries, "
+                 "retry_delay_seconds, "
+                 "retry_backoff, retry_max_delay_seconds, retry_jitter, timeout_seconds)");
 }
 
 static void test_repeated_json_keys_are_rejected(void **state)
@@ -655,9 +655,10 @@ static void test_dot_diamond(void **state)
 static void test_dot_shows_the_ecs_executor(void **state)
 {
     (void)state;
-    flowspec *s = parse_ok(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'profile': "
-                                "'xlarge', 'capacity_provider': 'FARGATE_SPOT'}}, {'name': 'y', " CMD
-                                ", 'executor': {'type': 'ecs'}}"));
+    flowspec *s =
+        parse_ok(SPEC("{'name': 'x', " CMD ", 'executor': {'type': 'ecs', 'profile': "
+                      "'xlarge', 'capacity_provider': 'FARGATE_SPOT'}}, {'name': 'y', " CMD
+                      ", 'executor': {'type': 'ecs'}}"));
     char *dot = dot_of(s);
     assert_non_null(strstr(dot, "\"x\" [label=\"x\\n$ true\\necs 4096/8192 FARGATE_SPOT\"];"));
     assert_non_null(strstr(dot, "\"y\" [label=\"y\\n$ true\\necs\"];"));
