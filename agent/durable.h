@@ -73,6 +73,8 @@ void agent__durable_apply(run_state *r);
  * item has the same task_hash and a verified result reused (its result placed in results/),
  * when the map's upstream tasks are all reused. */
 void agent__durable_map_reuse(run_state *r, size_t i, size_t first, size_t n);
+/* Shared by resume.c and resume_map.c. The non-empty string member k of item o, or NULL. */
+const char *agent__resume_str(const cJSON *o, const char *k);
 /* Shared by resume.c and resume_map.c. The staging file of task (or map child) `name`; moving it
  * to task i's results/ file (false, logged, if it cannot be); removing the staging directory. */
 char *agent__resume_stage_path(run_state *r, const char *name);

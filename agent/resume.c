@@ -74,7 +74,7 @@ static agent_durable *durable_state(run_state *r)
     return r->durable;
 }
 
-static const char *str_attr(const cJSON *o, const char *k)
+const char *agent__resume_str(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
@@ -259,8 +259,10 @@ static void take_matches(resume_ctx *c, const char *run_id, const cJSON *items)
     const cJSON *it;
     cJSON_ArrayForEach(it, items)
     {
-        const char *name = str_attr(it, "task_name"), *st = str_attr(it, "status");
-        const char *hash = str_attr(it, "task_hash"), *origin = str_attr(it, "reused_from");
+        const char *name = agent__resume_str(it, "task_name"),
+                   *st = agent__resume_str(it, "status");
+        const char *hash = agent__resume_str(it, "task_hash"),
+                   *origin = agent__resume_str(it, "reused_from");
         long i = name ? flowspec_find(r->spec, name) : -1;
         if (!st || strcmp(st, "SUCCEEDED") || !hash)
             continue;
@@ -307,7 +309,7 @@ static void on_source(void *ud, int rc, const char *err, const cJSON *run, const
         ctx_free(c);
         return;
     }
-    const char *st = run ? str_attr(run, "status") : NULL;
+    const char *st = run ? agent__resume_str(run, "status") : NULL;
     if (c->depth == 1 && (rc || !run || !st || !proto_status_terminal(st))) {
         int code = rc ? AGENT_EXIT_INFRA : AGENT_EXIT_INVALID;
         if (rc)
@@ -331,9 +333,9 @@ static void on_source(void *ud, int rc, const char *err, const cJSON *run, const
                   rc ? err : "no such run");
     } else {
         take_matches(c, id, items);
-        const char *next = str_attr(run, "resume_from");
+        const char *next = agent__resume_str(run, "resume_from");
         if (!next)
-            next = str_attr(run, "retry_of");
+            next = agent__resume_str(run, "retry_of");
         if (next && proto_name_check(PROTO_NAME_RUN_ID, next, NULL, 0)) {
             resume_next(c, next);
             return;
@@ -376,7 +378,7 @@ static void fetched(resume_ctx *c, size_t i, long kid, bool ok, const char *why)
         return; /* teardown already freed the run's state (a copy outlived the finish wait) */
     durable_task *t = &r->durable->tasks[i];
     durable_kid *kd = kid >= 0 ? &t->kids[kid] : NULL;
-    const char *name = kd ? str_attr(kd->item, "task_name") : r->spec->tasks[i].name;
+    const char *name = kd ? agent__resume_str(kd->item, "task_name") : r->spec->tasks[i].name;
     r->durable->fetching--;
     if (!ok) {
         log_line *l = agent_log_begin(LOG_WARNING, "result_not_reused",
@@ -489,11 +491,11 @@ static bool start_fetch(resume_ctx *c, size_t i, long kid, char *why, size_t why
     run_state *r = c->r;
     durable_task *t = &r->durable->tasks[i];
     const cJSON *src = kid < 0 ? t->src_item : t->kids[kid].item;
-    const char *sha = str_attr(src, "result_sha256");
-    const char *uri = str_attr(src, "result_s3_uri");
-    const char *path = str_attr(src, "result_path");
-    char *dst =
-        kid < 0 ? stage_file(r, i) : agent__resume_stage_path(r, str_attr(src, "task_name"));
+    const char *sha = agent__resume_str(src, "result_sha256");
+    const char *uri = agent__resume_str(src, "result_s3_uri");
+    const char *path = agent__resume_str(src, "result_path");
+    char *dst = kid < 0 ? stage_file(r, i)
+                        : agent__resume_stage_path(r, agent__resume_str(src, "task_name"));
     bool hex_ok = sha && strlen(sha) == 64 && strspn(sha, "0123456789abcdef") == 64;
     if (uri && !proto_utf8_valid(uri, strlen(uri)))
         uri = NULL; /* every string we store is valid UTF-8: such an item describes nothing */
@@ -565,7 +567,7 @@ static void fetch_more(resume_ctx *c)
         durable_task *t = &d->tasks[i];
         if (!t->reuse)
             continue;
-        t->has_result = str_attr(t->src_item, "result_sha256") != NULL;
+        t->has_result = agent__resume_str(t->src_item, "result_sha256") != NULL;
         if (!t->has_result)
             continue; /* it stored no result: nothing to fetch, downstream saw null */
         d->fetching++;
@@ -601,7 +603,7 @@ static bool fetch_kids(resume_ctx *c)
             continue;
         }
         size_t j = c->kid_next++;
-        if (!str_attr(t->kids[j].item, "result_sha256")) {
+        if (!agent__resume_str(t->kids[j].item, "result_sha256")) {
             t->kids[j].ok = true; /* it stored no result: its slot is null */
             c->kids_staged++;
             continue;
@@ -772,13 +774,14 @@ log_line *agent__durable_reused(run_state *r, size_t i, cJSON *item)
 {
     durable_task *t = &r->durable->tasks[i];
     const cJSON *src = t->src_item;
-    char ts[32],
-        *copy = t->has_result && !str_attr(src, "result_s3_uri") ? agent__result_file(r, i) : NULL;
+    char ts[32], *copy = t->has_result && !agent__resume_str(src, "result_s3_uri")
+                             ? agent__result_file(r, i)
+                             : NULL;
     status_set_str(item, "reused_from", t->src_run);
     status_set_str(item, "ended_at", proto_iso_time(proto_now(), ts));
-    status_set_str(item, "result_s3_uri", str_attr(src, "result_s3_uri"));
+    status_set_str(item, "result_s3_uri", agent__resume_str(src, "result_s3_uri"));
     status_set_str(item, "result_path", copy);
-    status_set_str(item, "result_sha256", str_attr(src, "result_sha256"));
+    status_set_str(item, "result_sha256", agent__resume_str(src, "result_sha256"));
     const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(src, "result_bytes");
     if (cJSON_IsNumber(bytes))
         status_set_num(item, "result_bytes", bytes->valuedouble);

@@ -10,12 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *str_attr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
-}
-
 /* "MAP[k]" naming a child of a map task of the spec (k in decimal, no leading zero, below
  * DAGY_MAX_MAP_ITEMS): the map's index, k in *k; else -1. */
 long agent__resume_kid_of(const run_state *r, const char *name, size_t *k)
@@ -113,7 +107,7 @@ void agent__resume_kids_free(run_state *r, durable_task *t, bool unstage)
     for (size_t j = 0; j < t->n_kids; j++) {
         durable_kid *kd = &t->kids[j];
         char *f = unstage && kd->item && r->durable->stage_dir
-                      ? agent__resume_stage_path(r, str_attr(kd->item, "task_name"))
+                      ? agent__resume_stage_path(r, agent__resume_str(kd->item, "task_name"))
                       : NULL;
         if (f)
             unlink(f);
@@ -132,11 +126,12 @@ static bool reuse_kid(run_state *r, size_t c, durable_kid *kd)
 {
     agent_durable *d = r->durable;
     durable_task *ct = &d->tasks[c];
-    const char *hash = str_attr(kd->item, "task_hash");
+    const char *hash = agent__resume_str(kd->item, "task_hash");
     if (!kd->ok || !d->hashes[c][0] || !hash || strcmp(hash, d->hashes[c]))
         return false;
-    ct->has_result = str_attr(kd->item, "result_sha256") != NULL;
-    if (ct->has_result && !agent__resume_place_staged(r, str_attr(kd->item, "task_name"), c))
+    ct->has_result = agent__resume_str(kd->item, "result_sha256") != NULL;
+    if (ct->has_result &&
+        !agent__resume_place_staged(r, agent__resume_str(kd->item, "task_name"), c))
         return false;
     ct->src_item = kd->item;
     ct->src_run = kd->src_run;
