@@ -387,6 +387,15 @@ void agent_log_bool(log_line *l, const char *key, bool val)
     pretty_field(l, key, val ? "true" : "false", val ? 4 : 5);
 }
 
+void agent_log_json_text(log_line *l, const char *key, const char *json, size_t len)
+{
+    if (!l || !json)
+        return;
+    add_key(l, key);
+    buf_add(&l->json, json, len);
+    pretty_field(l, key, json, len);
+}
+
 void agent_log_json(log_line *l, const char *key, const cJSON *val)
 {
     if (!l || !val)
@@ -394,9 +403,7 @@ void agent_log_json(log_line *l, const char *key, const cJSON *val)
     char *s = cJSON_PrintUnformatted(val);
     if (!s)
         return;
-    add_key(l, key);
-    buf_adds(&l->json, s);
-    pretty_field(l, key, s, strlen(s));
+    agent_log_json_text(l, key, s, strlen(s));
     cJSON_free(s);
 }
 

@@ -42,6 +42,8 @@ void agent_log_int(log_line *l, const char *key, int64_t val);
 void agent_log_num(log_line *l, const char *key, double val);
 void agent_log_bool(log_line *l, const char *key, bool val);
 void agent_log_json(log_line *l, const char *key, const cJSON *val); /* embedded as JSON */
+/* `json` (len bytes) must be one JSON value already; it is embedded as is, unchecked. */
+void agent_log_json_text(log_line *l, const char *key, const char *json, size_t len);
 void agent_log_end(log_line *l);
 
 /* A second destination for every line (the CloudWatch Logs shipper, agent/cwlogs.c): called

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -50,50 +51,105 @@ static size_t finite_values(const agent_metric *m)
     return k;
 }
 
-cJSON *agent_metrics_emf_metadata(const char *ns, const char *dimension, const agent_metric *m,
-                                  size_t n, int64_t ts_ms)
+/* Names, units, the namespace and the dimension are the agent's own constants: letters, digits
+ * and "_/.:-" only, so they are written without escapes. Anything else is not declared. */
+static bool plain_name(const char *s)
 {
-    cJSON *defs = cJSON_CreateArray();
-    for (size_t i = 0; i < n && cJSON_GetArraySize(defs) < 100; i++) {
-        if (!finite_values(&m[i]))
+    if (!s || !*s || strlen(s) > 255)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr("_/.:-", *s)))
+            return false;
+    return true;
+}
+
+/* Whether m is declared: a plain name and unit, and at least one finite value. */
+static bool declared(const agent_metric *m)
+{
+    return plain_name(m->name) && plain_name(m->unit) && finite_values(m) > 0;
+}
+
+/* A bounded text buffer: an append that does not fit marks it full (the text is then unused). */
+typedef struct {
+    char *p;
+    size_t cap, len;
+    bool full;
+} text_buf;
+
+static void tb_add(text_buf *t, const char *s, size_t n)
+{
+    if (t->full || n >= t->cap - t->len) {
+        t->full = true;
+        return;
+    }
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = '\0';
+}
+
+static void tb_adds(text_buf *t, const char *s)
+{
+    tb_add(t, s, strlen(s));
+}
+
+/* A number as cJSON prints one (15 significant digits, 17 when 15 do not read back the same). */
+static void tb_num(text_buf *t, double v)
+{
+    char num[32];
+    int n = snprintf(num, sizeof num, "%1.15g", v);
+    if (n > 0 && strtod(num, NULL) != v)
+        n = snprintf(num, sizeof num, "%1.17g", v);
+    if (n > 0 && (size_t)n < sizeof num)
+        tb_add(t, num, (size_t)n);
+    else
+        t->full = true;
+}
+
+size_t agent_metrics_emf_metadata(char *buf, size_t cap, const char *ns, const char *dimension,
+                                  const agent_metric *m, size_t n, int64_t ts_ms)
+{
+    text_buf t = {buf, cap, 0, cap == 0};
+    size_t defs = 0;
+    if (!plain_name(ns) || !plain_name(dimension))
+        return 0;
+    char ts[32];
+    snprintf(ts, sizeof ts, "%lld", (long long)ts_ms);
+    tb_adds(&t, "{\"Timestamp\":");
+    tb_adds(&t, ts);
+    tb_adds(&t, ",\"CloudWatchMetrics\":[{\"Namespace\":\"");
+    tb_adds(&t, ns);
+    tb_adds(&t, "\",\"Dimensions\":[[\"");
+    tb_adds(&t, dimension);
+    tb_adds(&t, "\"]],\"Metrics\":[");
+    for (size_t i = 0; i < n && defs < 100; i++) {
+        if (!declared(&m[i]))
             continue;
-        cJSON *d = cJSON_CreateObject();
-        cJSON_AddStringToObject(d, "Name", m[i].name);
-        cJSON_AddStringToObject(d, "Unit", m[i].unit);
-        cJSON_AddItemToArray(defs, d);
+        tb_adds(&t, defs++ ? ",{\"Name\":\"" : "{\"Name\":\"");
+        tb_adds(&t, m[i].name);
+        tb_adds(&t, "\",\"Unit\":\"");
+        tb_adds(&t, m[i].unit);
+        tb_adds(&t, "\"}");
     }
-    if (!cJSON_GetArraySize(defs)) {
-        cJSON_Delete(defs);
-        return NULL;
-    }
-    cJSON *aws = cJSON_CreateObject();
-    cJSON_AddNumberToObject(aws, "Timestamp", (double)ts_ms);
-    cJSON *dirs = cJSON_AddArrayToObject(aws, "CloudWatchMetrics");
-    cJSON *dir = cJSON_CreateObject();
-    cJSON_AddStringToObject(dir, "Namespace", ns);
-    cJSON *dims = cJSON_AddArrayToObject(dir, "Dimensions");
-    cJSON *set = cJSON_CreateArray();
-    cJSON_AddItemToArray(set, cJSON_CreateString(dimension));
-    cJSON_AddItemToArray(dims, set);
-    cJSON_AddItemToObject(dir, "Metrics", defs);
-    cJSON_AddItemToArray(dirs, dir);
-    return aws;
+    tb_adds(&t, "]}]}");
+    return defs && !t.full ? t.len : 0;
 }
 
 /* A metric's member: one number, or an array of the finite values. */
-static cJSON *metric_value(const agent_metric *m)
+static void metric_value(text_buf *t, const agent_metric *m)
 {
-    size_t k = finite_values(m);
-    if (k == 1) {
-        for (size_t i = 0;; i++)
-            if (isfinite(m->values[i]))
-                return cJSON_CreateNumber(m->values[i]);
+    size_t k = finite_values(m), written = 0;
+    if (k != 1)
+        tb_add(t, "[", 1);
+    for (size_t i = 0; i < m->n && i < AGENT_METRICS_MAX_VALUES; i++) {
+        if (!isfinite(m->values[i]))
+            continue;
+        if (written++)
+            tb_add(t, ",", 1);
+        tb_num(t, m->values[i]);
     }
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; i < m->n && i < AGENT_METRICS_MAX_VALUES; i++)
-        if (isfinite(m->values[i]))
-            cJSON_AddItemToArray(a, cJSON_CreateNumber(m->values[i]));
-    return a;
+    if (k != 1)
+        tb_add(t, "]", 1);
 }
 
 log_line *agent_metrics_begin(const char *message)
@@ -101,24 +157,28 @@ log_line *agent_metrics_begin(const char *message)
     return enabled ? agent_log_begin_metrics(message) : NULL;
 }
 
+/* Text, not cJSON trees: a metrics line is printed for every task attempt, and building, printing
+ * and freeing the `_aws` tree took 4 % of the agent's CPU on a DAG of short tasks. */
 void agent_metrics_end(log_line *l, const agent_metric *m, size_t n)
 {
     if (!l)
         return;
-    cJSON *aws = agent_metrics_emf_metadata(AGENT_METRICS_NAMESPACE, AGENT_METRICS_DIMENSION, m, n,
-                                            (int64_t)(proto_now() * 1000.0));
-    if (aws) {
-        size_t declared = 0;
-        for (size_t i = 0; i < n && declared < 100; i++) {
-            if (!finite_values(&m[i]))
+    char aws[4096], val[4096];
+    size_t aws_len =
+        agent_metrics_emf_metadata(aws, sizeof aws, AGENT_METRICS_NAMESPACE,
+                                   AGENT_METRICS_DIMENSION, m, n, (int64_t)(proto_now() * 1000.0));
+    if (aws_len) {
+        size_t count = 0;
+        for (size_t i = 0; i < n && count < 100; i++) {
+            if (!declared(&m[i]))
                 continue;
-            cJSON *v = metric_value(&m[i]);
-            agent_log_json(l, m[i].name, v);
-            cJSON_Delete(v);
-            declared++;
+            text_buf t = {val, sizeof val, 0, false};
+            metric_value(&t, &m[i]);
+            if (!t.full)
+                agent_log_json_text(l, m[i].name, val, t.len);
+            count++;
         }
-        agent_log_json(l, "_aws", aws);
-        cJSON_Delete(aws);
+        agent_log_json_text(l, "_aws", aws, aws_len);
     }
     agent_log_end(l);
 }

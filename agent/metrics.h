@@ -15,7 +15,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cjson/cJSON.h>
 
 #include "agent/log.h"
 
@@ -40,9 +39,11 @@ bool agent_metrics_enabled(void);
 
 /* The EMF metadata object {"Timestamp": ts_ms, "CloudWatchMetrics": [{"Namespace": ns,
  * "Dimensions": [[dimension]], "Metrics": [{"Name", "Unit"}...]}]} for metrics m[0..n) (those
- * with at least one finite value), or NULL if none is left. Caller frees. Pure. */
-cJSON *agent_metrics_emf_metadata(const char *ns, const char *dimension, const agent_metric *m,
-                                  size_t n, int64_t ts_ms);
+ * with at least one finite value, and a name and unit of letters, digits and "_/.:-" only, at most
+ * 100), as JSON text in buf (NUL-terminated). Returns its length, or 0 when no metric is left or
+ * the text does not fit in cap bytes. Pure. */
+size_t agent_metrics_emf_metadata(char *buf, size_t cap, const char *ns, const char *dimension,
+                                  const agent_metric *m, size_t n, int64_t ts_ms);
 
 /* Begins a metrics line (NULL when metrics are off or cannot be printed: every call accepts
  * NULL); callers may add non-metric fields (task_name, ...) with the log adders, then end it

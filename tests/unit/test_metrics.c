@@ -358,6 +358,49 @@ static void no_line_when_off_pretty_or_without_flow_name(void **state)
     assert_true(agent_metrics_enabled());
 }
 
+/* The metadata is written as text: values keep their precision (as cJSON prints them), a name
+ * or unit that would need escaping is not declared rather than written raw, and a buffer too
+ * small gives no text at all, never a cut one. */
+static void metadata_text_is_exact_and_never_cut(void **state)
+{
+    (void)state;
+    char buf[512];
+    double third = 1.0 / 3, big = 1e300, one = 1;
+    agent_metric m[] = {{"Third", "Seconds", &third, 1},
+                        {"Bad\"Name", "Count", &one, 1},
+                        {"Big", "No\\ne", &big, 1},
+                        {"Big", "None", &big, 1}};
+    size_t len =
+        agent_metrics_emf_metadata(buf, sizeof buf, "Dagy", "flow_name", m, 4, 1700000000123);
+    assert_int_equal(len, strlen(buf));
+    cJSON *doc = cJSON_Parse(buf);
+    assert_non_null(doc);
+    assert_int_equal((int64_t)cJSON_GetObjectItem(doc, "Timestamp")->valuedouble, 1700000000123);
+    const cJSON *defs = cJSON_GetObjectItem(
+        cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "CloudWatchMetrics"), 0), "Metrics");
+    assert_int_equal(cJSON_GetArraySize(defs), 2);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(defs, 0), "Name")->valuestring,
+                        "Third");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(defs, 1), "Unit")->valuestring,
+                        "None");
+    cJSON_Delete(doc);
+    for (size_t cap = 0; cap <= len; cap++) /* cap == len: no room for the NUL */
+        assert_int_equal(
+            agent_metrics_emf_metadata(buf, cap, "Dagy", "flow_name", m, 4, 1700000000123), 0);
+    assert_int_equal(agent_metrics_emf_metadata(buf, sizeof buf, "Da gy", "flow_name", m, 4, 1), 0);
+    assert_int_equal(agent_metrics_emf_metadata(buf, sizeof buf, "Dagy", "flow_name", m + 1, 1, 1),
+                     0);
+
+    /* the printed values read back exactly */
+    agent_metrics_task_attempt("t", 1, third);
+    size_t n;
+    cJSON **l = lines(&n);
+    assert_int_equal(n, 1);
+    assert_emf(l[0]);
+    assert_true(cJSON_GetObjectItem(l[0], "TaskDuration")->valuedouble == third);
+    free_lines(l, n);
+}
+
 /* ---- the validator refuses what the specification forbids ---- */
 
 static bool valid_text(const char *json)
@@ -443,6 +486,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(non_finite_values_are_left_out, setup, teardown),
         cmocka_unit_test_setup_teardown(no_line_when_off_pretty_or_without_flow_name, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(metadata_text_is_exact_and_never_cut, setup, teardown),
         cmocka_unit_test(validator_refuses_each_broken_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
