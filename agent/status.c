@@ -220,10 +220,15 @@ static const char *item_task(const st_item *it)
  * store a thousand of them may wait (bench/ddb_dag.sh, peak RSS). Layout: run_id NUL task_name
  * NUL json NUL, then the exact doubles of the number members in member order (cJSON prints a
  * number only to within an ulp). Every member comes back as it was, JSON null included (the
- * backends REMOVE it). An item with a non-finite number, or no memory: stays a tree. */
-static void park(st_item *it)
+ * backends REMOVE it). An item with a non-finite number, or no memory: stays a tree.
+ * While at most STATUS_PARK_ABOVE items wait, none is parked: parking prints the tree and its
+ * write parses it back, which cost ~5 % of the agent's CPU on a DAG of short tasks with local
+ * status, where an item waits only the 100 ms coalescing window; 256 trees are about 0.5 MiB. */
+#define STATUS_PARK_ABOVE 256
+static void park(status_store *s, st_item *it)
 {
-    if (!it->obj || !it->released || it->state == IT_INFLIGHT || it->state == IT_CLEAN)
+    if (!it->obj || !it->released || it->state == IT_INFLIGHT || it->state == IT_CLEAN ||
+        s->n_pending <= STATUS_PARK_ABOVE)
         return;
     size_t nn = 0;
     for (const cJSON *m = it->obj->child; m; m = m->next) {
@@ -480,7 +485,7 @@ void status_release(status_store *s, cJSON *item)
     if (it->state == IT_CLEAN)
         item_remove(s, it);
     else
-        park(it);
+        park(s, it);
 }
 
 /* A cJSON-allocated copy of val that is valid UTF-8 (proto_utf8_clean's repair), or NULL. */
@@ -650,7 +655,7 @@ static void write_settled(status_store *s, st_item *it)
     if (it->released && it->state == IT_CLEAN)
         item_remove(s, it); /* `it` is gone from here on */
     else
-        park(it);
+        park(s, it);
     kick(s); /* a slot is free for what waits; the kick callback also completes a flush */
 }
 
