@@ -42,6 +42,7 @@ typedef struct {
     char *dir;
     unsigned long tmp_counter;     /* unique temporary names within this process */
     char *spare_dir[LOCAL_SPARES]; /* directories in which a spare of this process exists */
+    char *spare[LOCAL_SPARES];     /* its path: DIR/.spare.PID */
     bool spare_present[LOCAL_SPARES];
     bool no_exchange; /* the file system refused RENAME_EXCHANGE once */
 } local_backend;
@@ -67,6 +68,7 @@ typedef struct {
     char *dir, *path, *text;
     double seq;
     bool has_seq;
+    bool absent;  /* the condition check found no stored item */
     char *status; /* the new item's status, NULL if it has none */
     unsigned long id;
     int rc;
@@ -151,6 +153,7 @@ static int check_stored(local_job *j)
     cJSON *stored = NULL;
     int rc = read_stored(j->path, &stored);
     bool allowed = rc == 0 && condition_allows(stored, j);
+    j->absent = rc == 0 && !stored;
     cJSON_Delete(stored);
     if (rc)
         snprintf(j->err, sizeof j->err, "cannot read %s: %s", j->path, strerror(-rc));
@@ -163,9 +166,20 @@ static int spare_slot(local_backend *b, const char *dir)
     for (int i = 0; i < LOCAL_SPARES; i++)
         if (b->spare_dir[i] && !strcmp(b->spare_dir[i], dir))
             return i;
-    for (int i = 0; i < LOCAL_SPARES; i++)
-        if (!b->spare_dir[i])
-            return (b->spare_dir[i] = strdup(dir)) ? i : -1;
+    for (int i = 0; i < LOCAL_SPARES; i++) {
+        if (b->spare_dir[i])
+            continue;
+        if (asprintf(&b->spare[i], "%s/.spare.%ld", dir, (long)getpid()) < 0) {
+            b->spare[i] = NULL;
+            return -1;
+        }
+        if (!(b->spare_dir[i] = strdup(dir))) {
+            free(b->spare[i]);
+            b->spare[i] = NULL;
+            return -1;
+        }
+        return i;
+    }
     return -1;
 }
 
@@ -221,12 +235,16 @@ static int replace_by_spare(local_job *j)
     int slot = b->no_exchange ? -1 : spare_slot(b, j->dir);
     if (slot < 0)
         return 1;
-    char spare[4200];
-    snprintf(spare, sizeof spare, "%s/.spare.%ld", j->dir, (long)getpid());
+    const char *spare = b->spare[slot];
     int fd = open_spare(spare, b->spare_present[slot]);
     b->spare_present[slot] = fd >= 0;
     int rc = fd < 0 ? fd : write_close(fd, j->text);
-    if (!rc && renameat2(AT_FDCWD, spare, AT_FDCWD, j->path, RENAME_EXCHANGE)) {
+    /* No stored item at the check: nothing to exchange with, the spare becomes the target (an
+     * item stored since then is replaced, as an exchange would replace it). */
+    if (!rc && j->absent) {
+        rc = rename(spare, j->path) ? -errno : 0;
+        b->spare_present[slot] = false;
+    } else if (!rc && renameat2(AT_FDCWD, spare, AT_FDCWD, j->path, RENAME_EXCHANGE)) {
         rc = -errno;
         if (rc == -EINVAL || rc == -ENOSYS || rc == -EOPNOTSUPP)
             b->no_exchange = true;
@@ -273,12 +291,10 @@ static void job_free(local_job *j)
 static void local_free(local_backend *b)
 {
     for (int i = 0; i < LOCAL_SPARES; i++) {
-        char spare[4200];
-        if (b->spare_dir[i] && b->spare_present[i]) {
-            snprintf(spare, sizeof spare, "%s/.spare.%ld", b->spare_dir[i], (long)getpid());
-            unlink(spare);
-        }
+        if (b->spare_dir[i] && b->spare_present[i])
+            unlink(b->spare[i]);
         free(b->spare_dir[i]);
+        free(b->spare[i]);
     }
     free(b->dir);
     free(b);
