@@ -221,14 +221,13 @@ static const char *item_task(const st_item *it)
  * NUL json NUL, then the exact doubles of the number members in member order (cJSON prints a
  * number only to within an ulp). Every member comes back as it was, JSON null included (the
  * backends REMOVE it). An item with a non-finite number, or no memory: stays a tree.
- * While at most STATUS_PARK_ABOVE items wait, none is parked: parking prints the tree and its
+ * While at most backend.park_above items wait, none is parked: parking prints the tree and its
  * write parses it back, which cost ~5 % of the agent's CPU on a DAG of short tasks with local
- * status, where an item waits only the 100 ms coalescing window; 256 trees are about 0.5 MiB. */
-#define STATUS_PARK_ABOVE 256
+ * status, where an item waits only the 100 ms coalescing window (256 trees: about 0.5 MiB). */
 static void park(status_store *s, st_item *it)
 {
     if (!it->obj || !it->released || it->state == IT_INFLIGHT || it->state == IT_CLEAN ||
-        s->n_pending <= STATUS_PARK_ABOVE)
+        s->n_pending <= s->be->park_above)
         return;
     size_t nn = 0;
     for (const cJSON *m = it->obj->child; m; m = m->next) {

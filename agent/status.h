@@ -39,7 +39,9 @@ typedef void (*status_read_cb)(void *ctx, int rc, const cJSON *stored, const cha
  * call done exactly once, possibly before returning; it must not keep `item` after returning
  * (serialize it). `close` frees the backend once nothing is in flight. `coalesce_ms`: how long
  * the store gathers changes before writing them (0: on the next loop turn); a flush writes at
- * once (a knob for backends whose writes are expensive; both backends here use 0). */
+ * once (the local backend uses 100 ms: its writes create files). `park_above`: a released
+ * item that waits is kept as text instead of a tree once more than this many items wait (0:
+ * always; the DynamoDB backend, behind which thousands may wait; the local backend 256). */
 struct status_backend {
     const char *name; /* "local", "dynamodb" */
     int (*write)(status_backend *b, status_kind kind, const cJSON *item, status_write_cb done,
@@ -54,6 +56,7 @@ struct status_backend {
     /* At most this many task-item writes in flight at once (0: no bound); the rest wait in
      * the store as ready items, with no request built, and are sent as writes complete. */
     uint32_t max_inflight;
+    uint32_t park_above;
 };
 
 /* The local state directory backend: DIR/runs/RUN_ID.json and DIR/runs/RUN_ID/tasks/TASK.json,

@@ -31,6 +31,9 @@
  * what a person watching the state directory notices. A flush writes at once. */
 #define LOCAL_COALESCE_MS 100
 
+/* Items wait here only the coalescing window: kept as trees unless many wait (status.h). */
+#define LOCAL_PARK_ABOVE 256
+
 /* A stored item larger than this is unreadable (items are a few KiB; DynamoDB allows 400 KB). */
 #define LOCAL_ITEM_MAX (16u << 20)
 
@@ -417,6 +420,7 @@ int status_local_new(const char *state_dir, status_backend **out)
     b->base.read = local_read;
     b->base.close = local_close;
     b->base.coalesce_ms = LOCAL_COALESCE_MS;
+    b->base.park_above = LOCAL_PARK_ABOVE;
     *out = &b->base;
     return 0;
 }
