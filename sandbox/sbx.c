@@ -75,9 +75,10 @@ struct sbx_ctx {
     uv_signal_t sigchld;
     int devnull;
     pthread_t thread; /* the loop's thread: the only one that may spawn (PR_SET_PDEATHSIG) */
-    pid_t tid;
-    void *stack;                 /* the spawned child's, reused by every spawn */
-    char id[40];                 /* "<pid>-<nonce>": this context's prefix of SBX_ID_ENV values */
+    pid_t pid, tid;
+    int children_fd[2]; /* /proc/self/task/{pid,tid}/children, kept open (sbx__list_children) */
+    void *stack;        /* the spawned child's, reused by every spawn */
+    char id[40];        /* "<pid>-<nonce>": this context's prefix of SBX_ID_ENV values */
     char marker[SBX_ID_ENV_MAX]; /* "SBX_ID_ENV=<id>-" */
     uint64_t seq;
     sbx__wd wd; /* the watchdog and its table of the running attempts' groups */
@@ -128,6 +129,9 @@ static void free_resources(sbx_ctx *ctx)
         munmap(ctx->stack, CHILD_STACK);
     ctx->stack = NULL;
     close(ctx->devnull);
+    for (int i = 0; i < 2; i++)
+        if (ctx->children_fd[i] >= 0)
+            close(ctx->children_fd[i]);
 }
 
 int sbx_init(uv_loop_t *loop, sbx_ctx **out)
@@ -138,8 +142,10 @@ int sbx_init(uv_loop_t *loop, sbx_ctx **out)
     ctx->loop = loop;
     ctx->wd.fd = -1;
     ctx->thread = pthread_self();
+    ctx->pid = getpid();
     ctx->tid = gettid();
-    snprintf(ctx->id, sizeof ctx->id, "%d-%" PRIx64, (int)getpid(), uv_hrtime());
+    ctx->children_fd[0] = ctx->children_fd[1] = -1;
+    snprintf(ctx->id, sizeof ctx->id, "%d-%" PRIx64, (int)ctx->pid, uv_hrtime());
     int rc = open_devnull(&ctx->devnull);
     if (rc)
         goto fail;
@@ -413,6 +419,7 @@ static int exec_child(sbx_proc *p, const char *path, char *const *argv, char *co
                     .envp = envp,
                     .cwd = cwd,
                     .fd = {p->ctx->devnull, wr[0], wr[1]},
+                    .parent = p->ctx->pid,
                     .stack = p->ctx->stack,
                     .stack_size = CHILD_STACK};
     return sbx__spawn_child(&c, &p->pid);
@@ -615,7 +622,7 @@ static void sweep_one(void *ud, pid_t pid)
 static size_t sweep(sbx_ctx *ctx, bool all)
 {
     sweep_state w = {ctx, all, 0, 0};
-    sbx__list_children(ctx->tid, sweep_one, &w);
+    sbx__list_children(ctx->pid, ctx->tid, ctx->children_fd, sweep_one, &w);
     return w.live + w.zombies;
 }
 

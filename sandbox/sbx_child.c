@@ -214,12 +214,14 @@ static void reset_signals(void)
     }
 }
 
-/* Reports why the child cannot run the program (on the O_CLOEXEC error pipe, which exec
- * closes: the parent reads EOF on success) and ends it. */
+/* Reports why the child cannot run the program (in the memory it shares with the parent, and
+ * on the O_CLOEXEC error pipe if there is one, which exec closes: the parent reads EOF on
+ * success) and ends it. */
 static _Noreturn void child_fail(sbx__child *c, int err)
 {
     int e = err ? err : EINVAL;
-    while (write(c->errfd, &e, sizeof e) < 0 && errno == EINTR)
+    c->err = e;
+    while (c->errfd >= 0 && write(c->errfd, &e, sizeof e) < 0 && errno == EINTR)
         ;
     _exit(127);
 }
@@ -227,6 +229,7 @@ static _Noreturn void child_fail(sbx__child *c, int err)
 static int child_main(void *arg)
 {
     sbx__child *c = arg;
+    c->ran = 1;
     reset_signals();
     if (setsid() < 0)
         child_fail(c, errno);
@@ -263,17 +266,23 @@ static int read_report(int fd)
     return n == (ssize_t)sizeof e ? e : 0;
 }
 
+/* Whether the clone shares our memory: 0 not known yet, 1 yes, -1 no (valgrind runs a
+ * CLONE_VM|CLONE_VFORK clone as a plain fork). Only the loop thread spawns. */
+static int shared_vm;
+
 int sbx__spawn_child(sbx__child *c, pid_t *pid)
 {
     if (!c->stack || c->stack_size < 16384)
         return -EINVAL;
-    /* The child's errors come back on a pipe rather than in shared memory: valgrind runs a
-     * CLONE_VM|CLONE_VFORK clone as a plain fork, and the report must arrive just the same. */
-    int ep[2];
-    if (pipe2(ep, O_CLOEXEC))
+    /* Until a child was seen to share our memory, its errors also come back on a pipe, so that
+     * they arrive under valgrind just the same; after that, the memory is enough (a pipe is 4
+     * system calls and 2 files per spawn). */
+    int ep[2] = {-1, -1};
+    if (shared_vm <= 0 && pipe2(ep, O_CLOEXEC))
         return -errno;
     c->errfd = ep[1];
-    c->parent = getpid();
+    c->err = 0;
+    c->ran = 0;
     /* All signals blocked across clone(): a handler must not run in the child before
      * reset_signals() (glibc's own internal signals cannot be blocked, and are never sent). */
     sigset_t all, old;
@@ -284,11 +293,18 @@ int sbx__spawn_child(sbx__child *c, pid_t *pid)
     pid_t p = clone(child_main, top, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    close(ep[1]);
-    int err = p < 0 ? 0 : read_report(ep[0]);
-    close(ep[0]);
+    int err = 0;
+    if (ep[0] >= 0) {
+        close(ep[1]);
+        err = p < 0 ? 0 : read_report(ep[0]);
+        close(ep[0]);
+    } else {
+        err = c->err;
+    }
     if (p < 0)
         return -clone_errno;
+    if (!shared_vm)
+        shared_vm = c->ran ? 1 : -1;
     if (err) {
         /* The child never ran the program: reap it here, before the SIGCHLD handler sees it. */
         while (waitpid(p, NULL, 0) < 0 && errno == EINTR)

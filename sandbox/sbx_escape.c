@@ -127,21 +127,28 @@ int sbx__environ_find(pid_t pid, const char *prefix, char *out, size_t out_len)
 }
 
 /* Calls fn for every pid in a /proc/.../children file; -errno if it cannot be read. */
-static int children_file(pid_t tid, void (*fn)(void *, pid_t), void *ud)
+/* The file is kept open in *fd (opened if -1) and read from offset 0 each time: it is a
+ * seq_file, generated afresh by every read from its start, and opening it anew (a path through
+ * /proc) cost more than reading it, once per ended attempt. */
+static int children_file(pid_t tid, int *fd, void (*fn)(void *, pid_t), void *ud)
 {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    char buf[4096];
+    if (*fd < 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)tid);
+        if ((*fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            return -errno;
+    }
     long cur = -1; /* a pid may be split across two reads */
     ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) != 0) {
+    off_t off = 0;
+    while ((n = pread(*fd, buf, sizeof buf, off)) != 0) {
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
+        off += n;
         for (ssize_t i = 0; i < n; i++) {
             if (buf[i] >= '0' && buf[i] <= '9') {
                 cur = (cur < 0 ? 0 : cur * 10) + (buf[i] - '0');
@@ -153,7 +160,6 @@ static int children_file(pid_t tid, void (*fn)(void *, pid_t), void *ud)
     }
     if (cur >= 0)
         fn(ud, (pid_t)cur);
-    close(fd);
     return 0;
 }
 
@@ -201,13 +207,13 @@ static void if_our_child(void *ud, pid_t pid)
         f->fn(f->ud, pid);
 }
 
-int sbx__list_children(pid_t loop_tid, void (*fn)(void *ud, pid_t pid), void *ud)
+int sbx__list_children(pid_t self, pid_t loop_tid, int fds[2], void (*fn)(void *ud, pid_t pid),
+                       void *ud)
 {
-    pid_t self = getpid();
-    int rc = children_file(self, fn, ud);
+    int rc = children_file(self, &fds[0], fn, ud);
     if (rc == 0) {
         if (loop_tid != self)
-            children_file(loop_tid, fn, ud);
+            children_file(loop_tid, &fds[1], fn, ud);
         return 0;
     }
     /* No CONFIG_PROC_CHILDREN: every process whose parent is us. */

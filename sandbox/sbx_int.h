@@ -61,7 +61,10 @@ int sbx__environ_find(pid_t pid, const char *prefix, char *out, size_t out_len);
  * the main thread and of `loop_tid` (orphans go to the main thread, our own children belong
  * to the thread that created them), or, without CONFIG_PROC_CHILDREN, a scan of /proc for
  * processes whose parent we are. Returns 0 or -errno. */
-int sbx__list_children(pid_t loop_tid, void (*fn)(void *ud, pid_t pid), void *ud);
+/* `self` is getpid(); fds[0] and fds[1] (-1 at first) keep the two files open between calls,
+ * closed by the caller when done: each call reads them again from their start. */
+int sbx__list_children(pid_t self, pid_t loop_tid, int fds[2], void (*fn)(void *ud, pid_t pid),
+                       void *ud);
 
 /* The watchdog. Which process groups it must kill is not sent to it task by task: the agent
  * writes them into a table in memory shared with the watchdog (MAP_SHARED, made before the
@@ -91,7 +94,7 @@ void sbx__watchdog_stop(sbx__wd *wd);
 
 /* ---- sbx_child.c: the child between clone() and execve() ---- */
 
-/* One spawn. Filled by the caller except `parent` and `errfd`. Lives on the caller's stack,
+/* One spawn. Filled by the caller except `errfd`, `err` and `ran`. Lives on the caller's stack,
  * which the child shares until it execs. */
 typedef struct {
     const char *path; /* what to execve() */
@@ -101,7 +104,9 @@ typedef struct {
     void *stack;     /* the child's stack (>= 16 KiB), not used by anything else */
     size_t stack_size;
     pid_t parent; /* getpid() of the agent, for the child's PDEATHSIG race check */
-    int errfd;    /* the child reports its errno here (set by sbx__spawn_child) */
+    int errfd;    /* the child reports its errno on this pipe, if not -1 (sbx__spawn_child) */
+    int err;      /* and here, in the memory it shares with us (0: it exec'd) */
+    int ran;      /* set by the child first thing: whether it shares our memory */
 } sbx__child;
 
 /* Starts the child (a new session, PR_SET_PDEATHSIG(SIGKILL), only fds 0-2, default signal

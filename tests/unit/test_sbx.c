@@ -371,6 +371,24 @@ static void test_spawn_errors_reported_async(void **state)
     capture_free(&c);
 }
 
+/* The child's exec errors come back on a pipe until a child has been seen to share the agent's
+ * memory, and in that memory from then on: the first spawn of the process (this test runs first)
+ * and every later one report a failure in the child (chdir) alike. */
+static void test_child_errors_reported_on_first_and_later_spawns(void **state)
+{
+    env *e = *state;
+    char *ok[] = {"true", NULL};
+    for (int i = 0; i < 3; i++) {
+        capture c = {0};
+        start(e, &c, ok, NULL, i == 1 ? NULL : "/nonexistent-cwd");
+        uv_run(&e->loop, UV_RUN_DEFAULT);
+        assert_int_equal(c.exits, 1);
+        assert_int_equal(c.res.spawn_error, i == 1 ? 0 : -ENOENT);
+        assert_int_equal(c.res.exit_code, i == 1 ? 0 : 127);
+        capture_free(&c);
+    }
+}
+
 static void test_killed_by_signal(void **state)
 {
     env *e = *state;
@@ -923,6 +941,7 @@ static void test_tasks_die_with_the_agent_kill_9(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        T(test_child_errors_reported_on_first_and_later_spawns), /* first: the first spawn */
         T(test_exit_codes),
         T(test_lines_in_order_per_stream),
         T(test_last_line_without_newline),
