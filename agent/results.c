@@ -311,8 +311,8 @@ static int inputs_text(run_state *r, size_t i, char **out, size_t *out_len, char
 /* Opens `path` for writing: the recycled inode of an ended attempt's inputs file (kept
  * whole: truncating first would free its block, and with `discard` every freed block is a
  * synchronous discard), else a new file. A recycled file with another link (an attempt could
- * have linked it elsewhere) is dropped for a new one. fd or -errno. */
-static int inputs_open(run_state *r, const char *path)
+ * have linked it elsewhere) is dropped for a new one. fd or -errno; *size is the file's size. */
+static int inputs_open(run_state *r, const char *path, off_t *size)
 {
     bool recycled = inputs_file_recycle(r, path);
     for (;;) {
@@ -330,6 +330,7 @@ static int inputs_open(run_state *r, const char *path)
             close(fd);
             return -EINVAL;
         }
+        *size = st.st_size;
         if (!recycled || st.st_nlink == 1)
             return fd;
         close(fd);
@@ -345,7 +346,8 @@ static int inputs_open(run_state *r, const char *path)
  * any attempt will read. 0 or -errno. */
 static int inputs_write(run_state *r, const char *path, const char *data, size_t len)
 {
-    int fd = inputs_open(r, path);
+    off_t size = 0;
+    int fd = inputs_open(r, path, &size);
     if (fd < 0)
         return fd;
     int rc = 0;
@@ -358,7 +360,7 @@ static int inputs_write(run_state *r, const char *path, const char *data, size_t
         else
             off += (size_t)w;
     }
-    if (!rc && ftruncate(fd, (off_t)len))
+    if (!rc && size > (off_t)len && ftruncate(fd, (off_t)len)) /* an old tail to cut */
         rc = -errno;
     if (close(fd) && !rc)
         rc = -errno;

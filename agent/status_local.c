@@ -191,14 +191,17 @@ static int spare_slot(local_backend *b, const char *dir)
  * existing one when it is still a regular file
  * of ours with a single link (after an exchange it is the target's former inode, which an outside
  * hand may have linked elsewhere: then it is left alone and replaced), else a new one. */
-static int open_spare(const char *spare, bool present)
+static int open_spare(const char *spare, bool present, off_t *size)
 {
+    *size = 0;
     if (present) {
         int fd = open(spare, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         struct stat st;
         if (fd >= 0 && !fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
-            st.st_uid == geteuid())
+            st.st_uid == geteuid()) {
+            *size = st.st_size;
             return fd;
+        }
         if (fd >= 0)
             close(fd);
     }
@@ -211,8 +214,9 @@ static int open_spare(const char *spare, bool present)
     return -EEXIST;
 }
 
-/* Writes the job's text to fd from its start, cuts the file there and closes it: 0 or -errno. */
-static int write_close(int fd, const char *text)
+/* Writes the job's text to fd from its start, cuts the file there if it was longer (`size`)
+ * and closes it: 0 or -errno. */
+static int write_close(int fd, const char *text, off_t size)
 {
     size_t len = strlen(text), off = 0;
     int rc = 0;
@@ -223,7 +227,7 @@ static int write_close(int fd, const char *text)
         else if (w == 0 || errno != EINTR)
             rc = w < 0 ? -errno : -ENOSPC;
     }
-    if (!rc && ftruncate(fd, (off_t)len))
+    if (!rc && size > (off_t)len && ftruncate(fd, (off_t)len))
         rc = -errno;
     if (close(fd) && !rc)
         rc = -errno;
@@ -239,9 +243,10 @@ static int replace_by_spare(local_job *j)
     if (slot < 0)
         return 1;
     const char *spare = b->spare[slot];
-    int fd = open_spare(spare, b->spare_present[slot]);
+    off_t size;
+    int fd = open_spare(spare, b->spare_present[slot], &size);
     b->spare_present[slot] = fd >= 0;
-    int rc = fd < 0 ? fd : write_close(fd, j->text);
+    int rc = fd < 0 ? fd : write_close(fd, j->text, size);
     /* No stored item at the check: nothing to exchange with, the spare becomes the target (an
      * item stored since then is replaced, as an exchange would replace it). */
     if (!rc && j->absent) {

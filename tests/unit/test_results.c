@@ -220,6 +220,10 @@ static void inputs_built_from_stored_values_keep_every_digit(void **state)
     assert_string_equal(t, "{\"a\":{\"id\": 9007199254740993, \"huge\": 1e400},\"_none\":null,"
                            "\".x\":null}");
     free(t);
+    /* a shorter inputs file written into the longest one's inode is cut to its own length */
+    t = inputs_of(f, 0, 2);
+    assert_string_equal(t, "{}");
+    free(t);
     /* ".x" is stored as %2Ex: never a hidden file, never a temporary's ".~" name */
     char *p = agent__task_file(&f->r, AGENT_DIR_IN, 2, 1);
     assert_non_null(strstr(p, "/in/%2Ex.1.json"));

@@ -90,7 +90,7 @@ static cJSON *stored(fixture *fx, const char *rel)
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
-    cJSON *j = cJSON_Parse(buf);
+    cJSON *j = cJSON_ParseWithOpts(buf, NULL, true); /* the whole file is one item, no tail */
     assert_non_null(j);
     return j;
 }
@@ -403,6 +403,30 @@ static void hard_linked_item_is_never_written_through(void **state)
     cJSON_Delete(j);
 }
 
+/* The spare is written over, not emptied first: a shorter item written into the inode of a
+ * longer one is cut to its own length (no tail of the old item), and an item as long or longer
+ * needs no cut. */
+static void shorter_rewrite_leaves_no_old_tail(void **state)
+{
+    fixture *fx = *state;
+    char json[4096], pad[2048];
+    memset(pad, 'p', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    for (int seq = 1; seq <= 4; seq++) {
+        snprintf(json, sizeof json,
+                 "{\"run_id\":\"r\",\"task_name\":\"x\",\"status\":\"RUNNING\","
+                 "\"status_seq\":%d,\"pad\":\"%s\"}",
+                 seq, seq <= 2 ? pad : "");
+        assert_int_equal(put(fx, STATUS_TASK, json), 0);
+        cJSON *j = stored(fx, "runs/r/tasks/x.json"); /* parses: nothing after the object */
+        assert_non_null(j);
+        assert_int_equal(num(j, "status_seq"), seq);
+        assert_int_equal(strlen(cJSON_GetObjectItem(j, "pad")->valuestring),
+                         seq <= 2 ? sizeof pad - 1 : 0);
+        cJSON_Delete(j);
+    }
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -418,6 +442,7 @@ int main(void)
         T(bad_state_dir_fails_at_creation),
         T(store_and_local_backend_end_to_end),
         T(rewrites_free_no_inode),
+        T(shorter_rewrite_leaves_no_old_tail),
         T(hard_linked_item_is_never_written_through),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
