@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,6 +175,33 @@ static void on_drain_expired(uv_timer_t *t)
     run_state *r = t->data;
     r->drain_expired = true;
     agent__tasks_kill(r);
+}
+
+static void pool_noop(uv_work_t *w)
+{
+    (void)w;
+}
+
+static void pool_started(uv_work_t *w, int status)
+{
+    (void)w;
+    (void)status;
+}
+
+/* Starts libuv's thread pool (every run uses it: the code digest, unpacking, hashing) with
+ * every signal blocked, which its threads inherit. Otherwise the kernel may hand a task's
+ * SIGCHLD to an idle worker thread, whose run of the handler then wakes the loop thread through
+ * libuv's signal pipe: two threads woken per ended task instead of one (bench/dag_bench.sh
+ * showed the pool's threads scheduled ~900 times during a 2000-task run). */
+static void start_thread_pool(run_state *r)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    /* The first work item creates every thread of the pool before uv_queue_work returns. */
+    if (uv_queue_work(&r->loop, &r->pool_start, pool_noop, pool_started) != 0)
+        agent_log(LOG_DEBUG, "thread_pool", "cannot start the thread pool early");
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -428,6 +456,7 @@ static int setup(run_state *r, char *err)
         return AGENT_EXIT_INFRA;
     }
     r->started_ms = uv_now(&r->loop);
+    start_thread_pool(r);
     char why[256];
     agent_cost_rates rates;
     if (agent_metrics_configure(getenv("DAGY_METRICS"), why, sizeof why) ||

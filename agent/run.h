@@ -58,6 +58,7 @@ struct run_state {
     agent_config *cfg;
     uv_loop_t loop;
     uv_signal_t sigterm, sigint;
+    uv_work_t pool_start; /* starts the thread pool with every signal blocked (run.c) */
     uv_timer_t sched_timer, drain_timer, heartbeat_timer;
     sbx_ctx *sbx;
     fetch_aws *aws; /* NULL when the run needs no AWS at all */
