@@ -12,6 +12,7 @@
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "proto/ddb.h"
+#include "proto/sha256.h"
 #include "proto/util.h"
 
 #include <errno.h>
@@ -65,9 +66,15 @@ void agent_uuid(char *buf)
     }
     b[6] = (b[6] & 0x0F) | 0x40;
     b[8] = (b[8] & 0x3F) | 0x80;
-    snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-             b[14], b[15]);
+    /* 8-4-4-4-12 hex digits (proto_hex, not snprintf: one per attempt, and 16 conversions) */
+    static const unsigned char groups[] = {4, 2, 2, 2, 6};
+    size_t in = 0;
+    for (size_t g = 0; g < sizeof groups; g++) {
+        proto_hex(b + in, groups[g], buf);
+        buf += 2 * groups[g];
+        in += groups[g];
+        *buf++ = g + 1 < sizeof groups ? '-' : '\0';
+    }
 }
 
 void agent__run_set(run_state *r, const char *key, const char *val)

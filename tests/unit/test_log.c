@@ -94,8 +94,8 @@ static void every_line_is_valid_utf8_json_whatever_the_bytes(void **state)
     agent_log_end(l);
     size_t len;
     char *text = written(&len);
-    assert_non_null(strstr(text, "\"message\":\"\\u0000\\u0001"));     /* from the first byte on */
-    assert_non_null(strstr(text, "\xe2\x82\xac\\u009b\\u001b[2J\""));  /* valid ones kept */
+    assert_non_null(strstr(text, "\"message\":\"\\u0000\\u0001"));    /* from the first byte on */
+    assert_non_null(strstr(text, "\xe2\x82\xac\\u009b\\u001b[2J\"")); /* valid ones kept */
     /* No raw control byte at all (C0, DEL, C1): `cat` of the log cannot drive a terminal. */
     for (size_t i = 0; i + 1 < len; i++) {
         unsigned char c = (unsigned char)text[i];
@@ -109,6 +109,26 @@ static void every_line_is_valid_utf8_json_whatever_the_bytes(void **state)
 }
 
 /* A message longer than the line buffer is cut on a character boundary, never inside one. */
+/* Integers are written digit for digit at both ends of their range (no snprintf). */
+static void integers_keep_every_digit_at_the_extremes(void **state)
+{
+    (void)state;
+    agent_log_init(LOG_FORMAT_JSON, LOG_INFO, out_fd);
+    log_line *l = agent_log_begin_text(LOG_INFO, "t", "m", 1);
+    agent_log_int(l, "min", INT64_MIN);
+    agent_log_int(l, "max", INT64_MAX);
+    agent_log_int(l, "zero", 0);
+    agent_log_int(l, "neg", -7);
+    agent_log_int(l, "ten", 10);
+    agent_log_end(l);
+    size_t len;
+    char *text = written(&len);
+    assert_non_null(strstr(text, "\"min\":-9223372036854775808,\"max\":9223372036854775807,"
+                                 "\"zero\":0,\"neg\":-7,\"ten\":10"));
+    free(text);
+    cJSON_Delete(one_line());
+}
+
 static void long_message_is_cut_on_a_character(void **state)
 {
     (void)state;
@@ -170,6 +190,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(every_line_is_valid_utf8_json_whatever_the_bytes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(long_message_is_cut_on_a_character, setup, teardown),
+        cmocka_unit_test_setup_teardown(integers_keep_every_digit_at_the_extremes, setup, teardown),
         cmocka_unit_test_setup_teardown(pretty_view_shows_control_characters_visibly, setup,
                                         teardown),
     };
