@@ -19,6 +19,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,25 +96,73 @@ static bool condition_allows(const cJSON *stored, const local_job *j)
     return true;
 }
 
-/* The file's content: the item without its JSON-null ("removed") members, pretty-printed. */
+/* A number as cJSON prints one: an integer as such, else 15 significant digits, or 17 when 15
+ * do not read back the same; non-finite numbers (never stored) as null. */
+static void put_number(proto_sbuf *b, double v)
+{
+    char num[32];
+    int n;
+    if (!isfinite(v)) {
+        proto_sbuf_puts(b, "null");
+        return;
+    }
+    if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+        char *e = num + sizeof num, *p = e;
+        uint64_t u = (uint64_t)fabs(v);
+        do
+            *--p = (char)('0' + u % 10);
+        while (u /= 10);
+        if (v < 0)
+            *--p = '-';
+        proto_sbuf_put(b, p, (size_t)(e - p));
+        return;
+    }
+    n = snprintf(num, sizeof num, "%1.15g", v);
+    if (strtod(num, NULL) != v)
+        n = snprintf(num, sizeof num, "%1.17g", v);
+    proto_sbuf_put(b, num, (size_t)n);
+}
+
+/* The file's content: the item without its JSON-null ("removed") members, one member per line
+ * (as cJSON_Print lays them out), written directly: copying the item to drop its nulls and
+ * printing the copy with cJSON took ~5 % of the agent's CPU on a DAG of short tasks. Members
+ * that are objects or arrays (rare) are printed by cJSON. */
 static char *render(const cJSON *item)
 {
-    cJSON *copy = cJSON_CreateObject();
+    proto_sbuf b = {0};
+    bool first = true;
     const cJSON *m;
+    proto_sbuf_put(&b, "{", 1);
     cJSON_ArrayForEach(m, item)
     {
-        if (cJSON_IsNull(m))
+        if (cJSON_IsNull(m) || !m->string)
             continue;
-        cJSON *d = cJSON_Duplicate(m, true);
-        if (!copy || !d || !cJSON_AddItemToObject(copy, m->string, d)) {
-            cJSON_Delete(d);
-            cJSON_Delete(copy);
-            return NULL;
+        proto_sbuf_puts(&b, first ? "\n\t" : ",\n\t");
+        first = false;
+        proto_sbuf_json_str(&b, m->string);
+        proto_sbuf_put(&b, ":\t", 2);
+        if (cJSON_IsString(m)) {
+            proto_sbuf_json_str(&b, m->valuestring ? m->valuestring : "");
+        } else if (cJSON_IsNumber(m)) {
+            put_number(&b, m->valuedouble);
+        } else if (cJSON_IsBool(m)) {
+            proto_sbuf_puts(&b, cJSON_IsTrue(m) ? "true" : "false");
+        } else {
+            char *t = cJSON_PrintUnformatted(m);
+            if (!t) {
+                free(b.s);
+                return NULL;
+            }
+            proto_sbuf_puts(&b, t);
+            cJSON_free(t);
         }
     }
-    char *text = cJSON_Print(copy);
-    cJSON_Delete(copy);
-    return text;
+    proto_sbuf_puts(&b, first ? "}" : "\n}");
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
 }
 
 /* Writes the job's text to a new temporary file in its directory (name in tmp) or -errno.

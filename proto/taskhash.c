@@ -21,20 +21,7 @@ typedef proto_sbuf sbuf;
 /* A JSON string with the minimal escapes: " \ and control characters. */
 static void sb_json_string(sbuf *b, const char *s)
 {
-    proto_sbuf_put(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        char esc[8];
-        if (*p == '"' || *p == '\\') {
-            esc[0] = '\\', esc[1] = (char)*p;
-            proto_sbuf_put(b, esc, 2);
-        } else if (*p < 0x20) {
-            snprintf(esc, sizeof esc, "\\u%04x", *p);
-            proto_sbuf_put(b, esc, 6);
-        } else {
-            proto_sbuf_put(b, (const char *)p, 1);
-        }
-    }
-    proto_sbuf_put(b, "\"", 1);
+    proto_sbuf_json_str(b, s);
 }
 
 /* Shortest text that reads back as the same double; integers below 2^53 without exponent. */

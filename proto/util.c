@@ -453,3 +453,27 @@ void proto_sbuf_puts(proto_sbuf *b, const char *s)
 {
     proto_sbuf_put(b, s, strlen(s));
 }
+
+void proto_sbuf_json_str(proto_sbuf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    proto_sbuf_put(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run)
+            proto_sbuf_put(b, run, (size_t)(p - run));
+        if (!*p)
+            break;
+        char esc[6] = {'\\', (char)*p};
+        if (*p < 0x20) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[*p >> 4];
+            esc[5] = hex[*p & 15];
+        }
+        proto_sbuf_put(b, esc, *p < 0x20 ? 6 : 2);
+        p++;
+    }
+    proto_sbuf_put(b, "\"", 1);
+}

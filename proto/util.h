@@ -55,6 +55,10 @@ typedef struct {
 void proto_sbuf_put(proto_sbuf *b, const void *data, size_t n);
 /* Appends a NUL-terminated string. */
 void proto_sbuf_puts(proto_sbuf *b, const char *s);
+/* Appends s as a JSON string with the minimal escapes: \" \\ and \u00XX (lowercase) for every
+ * control character below 0x20; every other byte as it is (s is expected to be valid UTF-8).
+ * The canonical JSON of task fingerprints depends on this exact form. */
+void proto_sbuf_json_str(proto_sbuf *b, const char *s);
 
 /* ---- lists and statuses ---- */
 

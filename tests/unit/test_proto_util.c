@@ -518,6 +518,27 @@ static void sbuf_grows_and_keeps_every_byte(void **state)
     free(b.s);
 }
 
+/* A JSON string with the minimal escapes: every control character as \u00xx (lowercase), the
+ * quote and the backslash escaped, every other byte (UTF-8 included) as it is. */
+static void sbuf_json_str_escapes_only_what_json_requires(void **state)
+{
+    (void)state;
+    char in[64];
+    for (int c = 1; c < 0x20; c++)
+        in[c - 1] = (char)c;
+    strcpy(in + 31, "\"\\/\x7f\xc3\xa9z");
+    proto_sbuf b = {0};
+    proto_sbuf_json_str(&b, in);
+    proto_sbuf_json_str(&b, "");
+    assert_false(b.oom);
+    const char *want = "\"\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007\\u0008\\u0009"
+                       "\\u000a\\u000b\\u000c\\u000d\\u000e\\u000f\\u0010\\u0011\\u0012"
+                       "\\u0013\\u0014\\u0015\\u0016\\u0017\\u0018\\u0019\\u001a\\u001b"
+                       "\\u001c\\u001d\\u001e\\u001f\\\"\\\\/\x7f\xc3\xa9z\"\"\"";
+    assert_string_equal(b.s, want);
+    free(b.s);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
 
 int main(void)
@@ -534,6 +555,7 @@ int main(void)
         cmocka_unit_test(split_list_trims_and_drops_empty_items),
         cmocka_unit_test(terminal_statuses_are_the_contracts_four),
         cmocka_unit_test(sbuf_grows_and_keeps_every_byte),
+        cmocka_unit_test(sbuf_json_str_escapes_only_what_json_requires),
         T(mkdirs_creates_parents_and_refuses_files),
         T(read_file_reads_regular_files_whole),
         T(read_file_refuses_too_large_missing_and_directories),

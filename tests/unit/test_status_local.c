@@ -427,6 +427,45 @@ static void shorter_rewrite_leaves_no_old_tail(void **state)
     }
 }
 
+/* The file is written member by member, not by cJSON: every member comes back exactly (escapes,
+ * UTF-8, fractions, the largest exact integers, negatives, booleans, arrays and objects), in
+ * order, and JSON-null members ("removed") are left out. */
+static void stored_file_keeps_every_member_exactly(void **state)
+{
+    fixture *fx = *state;
+    cJSON *it = cJSON_CreateObject();
+    cJSON_AddStringToObject(it, "run_id", "r");
+    cJSON_AddStringToObject(it, "task_name", "x");
+    cJSON_AddStringToObject(it, "status", "FAILED");
+    cJSON_AddNumberToObject(it, "status_seq", 9007199254740991.0);
+    cJSON_AddNumberToObject(it, "duration_seconds", 0.1 + 0.2);
+    cJSON_AddNumberToObject(it, "exit_code", -1);
+    cJSON_AddNumberToObject(it, "tiny", 5e-324);
+    cJSON_AddStringToObject(it, "error_message", "l1\nl\"2\" \\ \t\x01 \xe2\x82\xac");
+    cJSON_AddNullToObject(it, "trace_s3_uri");
+    cJSON_AddTrueToObject(it, "t");
+    cJSON_AddFalseToObject(it, "f");
+    cJSON *a = cJSON_AddArrayToObject(it, "truncated_attributes");
+    cJSON_AddItemToArray(a, cJSON_CreateString("big"));
+    cJSON_AddItemToObject(it, "o", cJSON_Parse("{\"k\":[1,{\"z\":null}]}"));
+    int before = fx->calls;
+    assert_int_equal(fx->be->write(fx->be, STATUS_TASK, it, on_done, fx), 0);
+    assert_int_equal(fx->calls, before + 1);
+    assert_int_equal(fx->rc, 0);
+    cJSON *j = stored(fx, "runs/r/tasks/x.json");
+    cJSON_DeleteItemFromObject(it, "trace_s3_uri");
+    assert_true(cJSON_Compare(j, it, true));
+    assert_true(cJSON_GetObjectItem(j, "duration_seconds")->valuedouble == 0.1 + 0.2);
+    assert_true(cJSON_GetObjectItem(j, "tiny")->valuedouble == 5e-324);
+    const cJSON *m = j->child, *w = it->child;
+    for (; m && w; m = m->next, w = w->next)
+        assert_string_equal(m->string, w->string); /* the same order */
+    assert_null(m);
+    assert_null(w);
+    cJSON_Delete(j);
+    cJSON_Delete(it);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -443,6 +482,7 @@ int main(void)
         T(store_and_local_backend_end_to_end),
         T(rewrites_free_no_inode),
         T(shorter_rewrite_leaves_no_old_tail),
+        T(stored_file_keeps_every_member_exactly),
         T(hard_linked_item_is_never_written_through),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
