@@ -97,6 +97,7 @@ struct sbx_ctx {
 };
 
 static void on_sigchld(uv_signal_t *h, int signum);
+static void reap_exited(sbx_ctx *ctx);
 
 static void free_ctx(uv_handle_t *h)
 {
@@ -341,8 +342,16 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         return;
     /* EOF, or a read error, which ends the stream just the same. */
     end_stream(s);
-    if (p->state == PROC_DRAINING && !p->out.open && !p->err.open)
+    if (p->out.open || p->err.open)
+        return;
+    if (p->state == PROC_DRAINING)
         finish(p);
+    else if (p->state == PROC_RUNNING)
+        /* Both pipes end when the leader's files are closed, just before it becomes a zombie
+         * and SIGCHLD is sent: reaping now, if it is one already, saves the loop turn that
+         * libuv's signal pipe takes to deliver SIGCHLD, between a task's end and the next
+         * spawn. Not a zombie yet: SIGCHLD reaps it as always. */
+        reap_exited(p->ctx);
 }
 
 /* ---- spawning --------------------------------------------------------------------------- */
@@ -678,9 +687,8 @@ static sbx_proc *reap(sbx_ctx *ctx, pid_t pid, int *status)
  * escaped the attempts that ended, or came to us with an orphan that died: one sweep per
  * batch, not per child, so a task that leaves a thousand orphans costs a few sweeps. The
  * leaders reaped are finished last (on a local list: on_exit may spawn and reap anew). */
-static void on_sigchld(uv_signal_t *h, int signum)
+static void reap_exited(sbx_ctx *ctx)
 {
-    sbx_ctx *ctx = h->data;
     sbx_proc *ended = NULL;
     bool reaped = false;
     for (;;) {
@@ -709,6 +717,12 @@ static void on_sigchld(uv_signal_t *h, int signum)
         ended = p->hnext;
         leader_exited(p, p->wstatus);
     }
+}
+
+static void on_sigchld(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    reap_exited(h->data);
 }
 
 static void on_grace_over(uv_timer_t *h)
