@@ -320,13 +320,20 @@ int sbx__spawn_child(sbx__child *c, pid_t *pid)
 size_t sbx_exec_limit(void)
 {
     /* Linux (fs/exec.c): the strings and their pointers may take a quarter of the stack limit,
-     * at most 3/4 of _STK_LIM (6 MiB), at least ARG_MAX (128 KiB). */
-    const size_t cap = 6u << 20, floor = 128u << 10;
-    struct rlimit rl;
-    size_t limit = cap;
-    if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 4 < cap)
-        limit = (size_t)(rl.rlim_cur / 4);
-    return limit < floor ? floor : limit;
+     * at most 3/4 of _STK_LIM (6 MiB), at least ARG_MAX (128 KiB). The limit is read once: every
+     * spawn checks its size, and nothing in the agent changes its RLIMIT_STACK (were it changed
+     * from outside, execve() itself still refuses with E2BIG, reported as the spawn's error). */
+    static size_t limit;
+    if (!limit) {
+        const size_t cap = 6u << 20, floor = 128u << 10;
+        struct rlimit rl;
+        size_t l = cap;
+        if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+            rl.rlim_cur / 4 < cap)
+            l = (size_t)(rl.rlim_cur / 4);
+        limit = l < floor ? floor : l;
+    }
+    return limit;
 }
 
 /* The bytes execve() counts for a NULL-terminated string array; the longest string's index and
