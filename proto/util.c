@@ -250,6 +250,40 @@ bool proto_status_terminal(const char *st)
     return false;
 }
 
+/* mkdir -p on p (a writable copy): the deepest directory first, its parents only when it
+ * answers ENOENT, so an existing tree costs one call instead of one per component. */
+static int mkdirs_at(char *p, mode_t mode)
+{
+    if (mkdir(p, mode) == 0)
+        return 0;
+    if (errno == EEXIST) { /* also "a file of that name": only a directory will do */
+        struct stat st;
+        if (stat(p, &st))
+            return -errno;
+        return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+    }
+    if (errno != ENOENT)
+        return -errno;
+    char *slash = strrchr(p, '/');
+    while (slash && slash > p && slash[-1] == '/')
+        slash--; /* "a//b": the parent is "a" */
+    if (!slash || slash == p)
+        return -ENOENT; /* no parent to make ("x" relative, or "/x" with no root) */
+    *slash = '\0';
+    int rc = mkdirs_at(p, mode);
+    *slash = '/';
+    if (rc)
+        return rc;
+    if (mkdir(p, mode) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return -errno;
+    struct stat st; /* made meanwhile by someone else */
+    if (stat(p, &st))
+        return -errno;
+    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
 int proto_mkdirs(const char *path, mode_t mode)
 {
     char p[4096];
@@ -257,22 +291,10 @@ int proto_mkdirs(const char *path, mode_t mode)
         return -EINVAL;
     if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p)
         return -ENAMETOOLONG;
-    for (char *c = p + 1;; c++) {
-        if (*c != '/' && *c != '\0')
-            continue;
-        char save = *c;
-        *c = '\0';
-        if (mkdir(p, mode) && errno != EEXIST)
-            return -errno;
-        *c = save;
-        if (!save)
-            break;
-    }
-    /* EEXIST also means "a file of that name": only a directory will do. */
-    struct stat st;
-    if (stat(p, &st))
-        return -errno;
-    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/')
+        p[--n] = '\0'; /* "a/b/" is "a/b" */
+    return mkdirs_at(p, mode);
 }
 
 /* Reads fd to its end, at most max bytes (more is EFBIG); `hint` is the expected size. Returns
