@@ -79,8 +79,10 @@ struct run_state {
     agent_task *tasks;
     char **base_env; /* the environment every task starts from, NULL-terminated */
     size_t n_base_env;
-    char *runner;        /* path of dagy_runner.py */
-    char *exec_dir;      /* RUN_DIR/exec/INSTANCE: this agent's task files (results.c) */
+    char *runner;   /* path of dagy_runner.py */
+    char *exec_dir; /* RUN_DIR/exec/INSTANCE: this agent's task files (results.c) */
+    int exec_fd[3]; /* its out/, in/, results/ (O_PATH), when exec_fds; else paths are used */
+    bool exec_fds;
     bool infra_failed;   /* a task failed for good because of an infrastructure error */
     char **spare_inputs; /* inputs files of ended attempts, for reuse (results.c) */
     size_t n_spare_inputs, cap_spare_inputs;
@@ -223,9 +225,12 @@ typedef enum {
     AGENT_DIR_IN,      /* DAGY_TASK_INPUTS files, one per attempt */
     AGENT_DIR_RESULTS, /* validated results of SUCCEEDED tasks */
 } agent_dir;
-/* Creates this agent instance's RUN_DIR/exec/UUID/{out,in,results}; sets r->exec_dir.
- * Returns 0 or -errno with err (AGENT_ERR_MAX) set. */
+/* Creates this agent instance's RUN_DIR/exec/UUID/{out,in,results}; sets r->exec_dir and
+ * opens the three directories (r->exec_fd: the per-task file operations are made relative to
+ * them, not through the whole path). Returns 0 or -errno with err (AGENT_ERR_MAX) set. */
 int agent__results_init(run_state *r, char *err);
+/* Closes what agent__results_init opened. */
+void agent__results_close(run_state *r);
 /* The path of task i's file in `dir` for `attempt` (0: no attempt number, as in results/).
  * Caller frees; NULL on ENOMEM. */
 char *agent__task_file(const run_state *r, agent_dir dir, size_t i, int attempt);

@@ -47,19 +47,20 @@ typedef struct {
     char *dir;
     unsigned long tmp_counter;     /* unique temporary names within this process */
     char *spare_dir[LOCAL_SPARES]; /* directories in which a spare of this process exists */
-    char *spare[LOCAL_SPARES];     /* its path: DIR/.spare.PID */
+    int dir_fd[LOCAL_SPARES];      /* each one opened (O_PATH), or -1 until it exists */
     bool spare_present[LOCAL_SPARES];
-    bool no_exchange; /* the file system refused RENAME_EXCHANGE once */
+    char spare_name[32]; /* .spare.PID, the same in every directory */
+    bool no_exchange;    /* the file system refused RENAME_EXCHANGE once */
 } local_backend;
 
 /* Reads the stored item at `path`: 0 with *stored set (NULL when absent), or -errno. A file
  * that does not parse is treated as absent: atomic replacement means only an outside hand
  * could have broken it, and the new state is the better content. */
-static int read_stored(const char *path, cJSON **stored)
+static int read_stored(int dirfd, const char *path, cJSON **stored)
 {
     size_t len = 0;
     *stored = NULL;
-    char *buf = proto_read_file(path, LOCAL_ITEM_MAX, &len);
+    char *buf = proto_read_file_at(dirfd, path, LOCAL_ITEM_MAX, &len);
     if (!buf)
         return errno == ENOENT ? 0 : -errno;
     *stored = cJSON_ParseWithLength(buf, len);
@@ -71,6 +72,7 @@ static int read_stored(const char *path, cJSON **stored)
 typedef struct {
     local_backend *b;
     char *dir, *path, *text;
+    const char *name; /* the last component of path */
     double seq;
     bool has_seq;
     bool absent;  /* the condition check found no stored item */
@@ -201,10 +203,17 @@ static int write_temp(const local_job *j, char *tmp, size_t n)
 
 /* The condition check against the stored file. Returns 1 to write, 0 when refused (an
  * answer), or -errno with j->err. */
+static int slot_fd(local_backend *b, int slot);
+static int spare_slot(local_backend *b, const char *dir);
+
 static int check_stored(local_job *j)
 {
     cJSON *stored = NULL;
-    int rc = read_stored(j->path, &stored);
+    local_backend *b = j->b;
+    int slot = b->no_exchange ? -1 : spare_slot(b, j->dir);
+    int dfd = slot < 0 ? -1 : slot_fd(b, slot);
+    int rc =
+        dfd >= 0 ? read_stored(dfd, j->name, &stored) : read_stored(AT_FDCWD, j->path, &stored);
     bool allowed = rc == 0 && condition_allows(stored, j);
     j->absent = rc == 0 && !stored;
     cJSON_Delete(stored);
@@ -222,18 +231,39 @@ static int spare_slot(local_backend *b, const char *dir)
     for (int i = 0; i < LOCAL_SPARES; i++) {
         if (b->spare_dir[i])
             continue;
-        if (asprintf(&b->spare[i], "%s/.spare.%ld", dir, (long)getpid()) < 0) {
-            b->spare[i] = NULL;
+        if (!(b->spare_dir[i] = strdup(dir)))
             return -1;
-        }
-        if (!(b->spare_dir[i] = strdup(dir))) {
-            free(b->spare[i]);
-            b->spare[i] = NULL;
-            return -1;
-        }
+        b->dir_fd[i] = -1;
+        b->spare_present[i] = false;
         return i;
     }
     return -1;
+}
+
+/* The slot's directory, opened the first time it is needed (every file operation of a write is
+ * relative to it: one name to walk instead of the whole path, ~2.4 us less per rename on
+ * tmpfs). -errno when it cannot be opened (-ENOENT: it does not exist yet). */
+static int slot_fd(local_backend *b, int slot)
+{
+    if (b->dir_fd[slot] < 0 &&
+        (b->dir_fd[slot] = open(b->spare_dir[slot], O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return -errno;
+    return b->dir_fd[slot];
+}
+
+/* Forgets a slot whose directory may have gone (a write in it answered ENOENT): the next write
+ * opens the directory again by its path, once the caller has made it again. */
+static void slot_drop(local_backend *b, int slot)
+{
+    if (b->dir_fd[slot] >= 0) {
+        if (b->spare_present[slot])
+            unlinkat(b->dir_fd[slot], b->spare_name, 0);
+        close(b->dir_fd[slot]);
+    }
+    free(b->spare_dir[slot]);
+    b->spare_dir[slot] = NULL;
+    b->dir_fd[slot] = -1;
+    b->spare_present[slot] = false;
 }
 
 /* Opens the spare at `spare` for writing (cut to length after the write, not before: freeing
@@ -241,11 +271,11 @@ static int spare_slot(local_backend *b, const char *dir)
  * existing one when it is still a regular file
  * of ours with a single link (after an exchange it is the target's former inode, which an outside
  * hand may have linked elsewhere: then it is left alone and replaced), else a new one. */
-static int open_spare(const char *spare, bool present, off_t *size)
+static int open_spare(int dfd, const char *spare, bool present, off_t *size)
 {
     *size = 0;
     if (present) {
-        int fd = open(spare, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        int fd = openat(dfd, spare, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         struct stat st;
         if (fd >= 0 && !fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
             st.st_uid == geteuid()) {
@@ -256,10 +286,10 @@ static int open_spare(const char *spare, bool present, off_t *size)
             close(fd);
     }
     for (int tries = 0; tries < 2; tries++) {
-        int fd = open(spare, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        int fd = openat(dfd, spare, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd >= 0 || errno != EEXIST)
             return fd >= 0 ? fd : -errno;
-        unlink(spare); /* a stale one (ours, or of an earlier process with our pid) */
+        unlinkat(dfd, spare, 0); /* a stale one (ours, or of an earlier process with our pid) */
     }
     return -EEXIST;
 }
@@ -285,33 +315,39 @@ static int write_close(int fd, const char *text, off_t size)
 }
 
 /* The replacement through the directory's spare. 0, -errno, or 1 when no spare could be used
- * (every slot taken, or exchange unsupported): then the caller uses a fresh temporary. */
+ * (every slot taken, exchange unsupported, the directory not openable): then the caller uses a
+ * fresh temporary. -ENOENT: the directory is missing (the caller makes it and tries again). */
 static int replace_by_spare(local_job *j)
 {
     local_backend *b = j->b;
     int slot = b->no_exchange ? -1 : spare_slot(b, j->dir);
     if (slot < 0)
         return 1;
-    const char *spare = b->spare[slot];
+    int dfd = slot_fd(b, slot);
+    if (dfd < 0)
+        return dfd == -ENOENT ? -ENOENT : 1;
+    const char *spare = b->spare_name;
     off_t size;
-    int fd = open_spare(spare, b->spare_present[slot], &size);
+    int fd = open_spare(dfd, spare, b->spare_present[slot], &size);
     b->spare_present[slot] = fd >= 0;
     int rc = fd < 0 ? fd : write_close(fd, j->text, size);
     /* No stored item at the check: nothing to exchange with, the spare becomes the target (an
      * item stored since then is replaced, as an exchange would replace it). */
     if (!rc && j->absent) {
-        rc = rename(spare, j->path) ? -errno : 0;
+        rc = renameat(dfd, spare, dfd, j->name) ? -errno : 0;
         b->spare_present[slot] = false;
-    } else if (!rc && renameat2(AT_FDCWD, spare, AT_FDCWD, j->path, RENAME_EXCHANGE)) {
+    } else if (!rc && renameat2(dfd, spare, dfd, j->name, RENAME_EXCHANGE)) {
         rc = -errno;
         if (rc == -EINVAL || rc == -ENOSYS || rc == -EOPNOTSUPP)
             b->no_exchange = true;
         if (rc == -ENOENT || b->no_exchange) /* no target yet: the spare becomes it */
-            rc = rename(spare, j->path) ? -errno : 0;
+            rc = renameat(dfd, spare, dfd, j->name) ? -errno : 0;
         b->spare_present[slot] = false;
     }
     if (rc && fd >= 0)
-        unlink(spare);
+        unlinkat(dfd, spare, 0);
+    if (rc == -ENOENT) /* the directory went away: opened again once made again */
+        slot_drop(b, slot);
     return rc;
 }
 
@@ -320,8 +356,14 @@ static void replace_file(local_job *j)
 {
     char tmp[4200];
     int rc = replace_by_spare(j);
-    if (rc == -ENOENT && (rc = proto_mkdirs(j->dir, 0700)) == 0) /* else mkdir's (EROFS...) */
+    if (rc == -ENOENT && (rc = proto_mkdirs(j->dir, 0700)) == 0) { /* else mkdir's (EROFS...) */
+        /* A directory made again may hold items the check did not see: check again. */
+        if ((rc = check_stored(j)) <= 0) {
+            j->rc = rc ? rc : STATUS_REFUSED;
+            return;
+        }
         rc = replace_by_spare(j);
+    }
     if (rc == 1) {
         rc = write_temp(j, tmp, sizeof tmp);
         if (rc == -ENOENT && (rc = proto_mkdirs(j->dir, 0700)) == 0)
@@ -348,12 +390,9 @@ static void job_free(local_job *j)
 /* Frees the backend and removes its spares (each holds an old copy of some item). */
 static void local_free(local_backend *b)
 {
-    for (int i = 0; i < LOCAL_SPARES; i++) {
-        if (b->spare_dir[i] && b->spare_present[i])
-            unlink(b->spare[i]);
-        free(b->spare_dir[i]);
-        free(b->spare[i]);
-    }
+    for (int i = 0; i < LOCAL_SPARES; i++)
+        if (b->spare_dir[i])
+            slot_drop(b, i);
     free(b->dir);
     free(b);
 }
@@ -383,6 +422,7 @@ static int item_paths(local_backend *b, status_kind kind, const cJSON *item, loc
             asprintf(&j->path, "%s/%s.json", j->dir, te) < 0)
             return -ENOMEM;
     }
+    j->name = strrchr(j->path, '/') + 1;
     return strlen(j->path) >= 4096 ? -ENAMETOOLONG : 0;
 }
 
@@ -419,7 +459,7 @@ static int local_write(status_backend *be, status_kind kind, const cJSON *item,
         return rc;
     }
     replace_file(j);
-    done(ctx, j->rc, j->rc ? j->err : NULL);
+    done(ctx, j->rc, j->rc && j->rc != STATUS_REFUSED ? j->err : NULL);
     job_free(j);
     return 0;
 }
@@ -437,7 +477,7 @@ static int local_read(status_backend *be, status_kind kind, const char *run_id,
     int rc = key ? item_paths(b, kind, key, &j) : -ENOMEM;
     cJSON_Delete(key);
     cJSON *stored = NULL;
-    if (!rc && (rc = read_stored(j.path, &stored)) < 0)
+    if (!rc && (rc = read_stored(AT_FDCWD, j.path, &stored)) < 0)
         snprintf(j.err, sizeof j.err, "cannot read %s: %s", j.path, strerror(-rc));
     free(j.dir);
     free(j.path);
@@ -476,6 +516,9 @@ int status_local_new(const char *state_dir, status_backend **out)
     b->base.close = local_close;
     b->base.coalesce_ms = LOCAL_COALESCE_MS;
     b->base.park_above = LOCAL_PARK_ABOVE;
+    snprintf(b->spare_name, sizeof b->spare_name, ".spare.%ld", (long)getpid());
+    for (int i = 0; i < LOCAL_SPARES; i++)
+        b->dir_fd[i] = -1;
     *out = &b->base;
     return 0;
 }

@@ -905,6 +905,7 @@ void agent__tasks_free(run_state *r)
     agent__durable_free(r);
     free(r->exec_dir);
     r->exec_dir = NULL;
+    agent__results_close(r);
     agent__inputs_free(r);
     for (size_t i = 0; r->tasks && r->plan && i < sched_count(r->plan); i++) {
         free(r->tasks[i].inputs);

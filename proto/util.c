@@ -343,9 +343,10 @@ static char *read_fd(int fd, size_t hint, size_t max, size_t *len)
 
 /* Opens path with `flags` and reads it whole if fstat agrees: a regular file of at most max
  * bytes, or (if `streams`) also a pipe, socket or character device. */
-static char *read_path(const char *path, int flags, bool streams, size_t max, size_t *len)
+static char *read_path(int dirfd, const char *path, int flags, bool streams, size_t max,
+                       size_t *len)
 {
-    int fd = open(path, flags | O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    int fd = openat(dirfd, path, flags | O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return NULL;
     struct stat st;
@@ -369,12 +370,17 @@ static char *read_path(const char *path, int flags, bool streams, size_t max, si
 
 char *proto_read_file(const char *path, size_t max, size_t *len)
 {
-    return read_path(path, O_NOFOLLOW | O_NONBLOCK, false, max, len);
+    return read_path(AT_FDCWD, path, O_NOFOLLOW | O_NONBLOCK, false, max, len);
+}
+
+char *proto_read_file_at(int dirfd, const char *path, size_t max, size_t *len)
+{
+    return read_path(dirfd, path, O_NOFOLLOW | O_NONBLOCK, false, max, len);
 }
 
 char *proto_read_user_file(const char *path, size_t max, size_t *len)
 {
-    return read_path(path, 0, true, max, len);
+    return read_path(AT_FDCWD, path, 0, true, max, len);
 }
 
 /* Creates the temporary beside `path` (name in tmp); a stale one of a dead process with our pid

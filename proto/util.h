@@ -88,6 +88,8 @@ int proto_mkdirs(const char *path, mode_t mode);
  * EISDIR, EFBIG (larger than max, also if it grew past max while read), or the read error.
  * For every path a task, an archive or another process could have planted. */
 char *proto_read_file(const char *path, size_t max, size_t *len);
+/* The same for `path` relative to the directory `dirfd` (AT_FDCWD: proto_read_file). */
+char *proto_read_file_at(int dirfd, const char *path, size_t max, size_t *len);
 
 /* The same for a path the operator named (--params-json @FILE, --file, --spec): follows
  * symbolic links and also reads a pipe or character device to its end ("@/dev/stdin",

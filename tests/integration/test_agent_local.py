@@ -355,7 +355,8 @@ class AgentLocal(unittest.TestCase):
     def test_failed_internal_write_fails_the_attempt_as_infrastructure_with_path_and_errno(self):
         # issue 9, defect 7: internal writes were not checked (a 0-byte inputs file)
         # (the tests run as root, so permissions cannot make a write fail: the inputs
-        # directory is replaced by a file instead, and the write fails with ENOTDIR)
+        # directory is replaced by a file instead; the agent writes relative to the directory
+        # it made, which is gone, so the write fails with ENOENT)
         f = self.flow(spec([
             task("lock", 'd=$(dirname "$DAGY_TASK_INPUTS"); rm -rf "$d"; touch "$d"'),
             task("next", 'cat "$DAGY_TASK_INPUTS"', upstream=["lock"], retries=1,
@@ -366,7 +367,7 @@ class AgentLocal(unittest.TestCase):
         item = r.task_item("next")
         self.assertEqual(item["status"], "FAILED")
         self.assertIn("cannot write DAGY_TASK_INPUTS", item["error_message"])
-        self.assertIn("Not a directory", item["error_message"])
+        self.assertIn("No such file or directory", item["error_message"])
         self.assertEqual(item["attempt"], 2)  # retried like any failure
         self.assertIn(f.work, item["error_message"])
         self.assertFalse(r.output("next"))  # never started

@@ -67,6 +67,7 @@ static void fx_free(fx *f)
     snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
     assert_int_equal(system(cmd), 0);
     agent__inputs_free(&f->r);
+    agent__results_close(&f->r);
     sched_free(f->r.plan);
     free(f->r.exec_dir);
     free(f);
@@ -255,6 +256,9 @@ static void planted_result_of_an_upstream_without_result_is_ignored(void **state
     fx_free(f);
 }
 
+/* The inputs file is written relative to the in/ directory the agent made: once that directory
+ * is removed (a file now stands at its path), the write fails with ENOENT, named with its path,
+ * and nothing is written through the new file. */
 static void failed_inputs_write_names_path_and_errno(void **state)
 {
     static const char *const names[] = {"a"};
@@ -265,10 +269,13 @@ static void failed_inputs_write_names_path_and_errno(void **state)
     int fd = open(in, O_CREAT | O_WRONLY, 0600); /* a file where the directory was */
     assert_true(fd >= 0);
     close(fd);
-    assert_int_equal(agent__inputs_build(&f->r, 0, 1, &path, err, sizeof err), -ENOTDIR);
+    assert_int_equal(agent__inputs_build(&f->r, 0, 1, &path, err, sizeof err), -ENOENT);
     assert_null(path);
     assert_non_null(strstr(err, "cannot write DAGY_TASK_INPUTS file "));
-    assert_non_null(strstr(err, "/in/a.1.json: Not a directory"));
+    assert_non_null(strstr(err, "/in/a.1.json: No such file or directory"));
+    struct stat st;
+    assert_int_equal(stat(in, &st), 0);
+    assert_int_equal(st.st_size, 0); /* the file at the old path is untouched */
     fx_free(f);
 }
 

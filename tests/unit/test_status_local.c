@@ -466,6 +466,37 @@ static void stored_file_keeps_every_member_exactly(void **state)
     cJSON_Delete(it);
 }
 
+/* Writes go through the directory the backend opened: when an outside hand removes it, the next
+ * write makes it again; when it is replaced by another directory holding an ended item, the write
+ * checks the new directory again and is refused (no write lands in the removed directory, and no
+ * condition is skipped). */
+static void removed_or_replaced_directory_is_made_and_checked_again(void **state)
+{
+    fixture *fx = *state;
+    char cmd[4096], dir[512];
+    snprintf(dir, sizeof dir, "%s/state/runs/r/tasks", fx->dir);
+    put_task_seq(fx, 1);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    put_task_seq(fx, 2);
+    cJSON *j = stored(fx, "runs/r/tasks/x.json");
+    assert_int_equal(num(j, "status_seq"), 2);
+    cJSON_Delete(j);
+    snprintf(cmd, sizeof cmd,
+             "rm -rf '%s' && mkdir '%s' && printf '%%s' '{\"run_id\":\"r\",\"task_name\":\"x\","
+             "\"status\":\"SUCCEEDED\",\"status_seq\":9}' > '%s/x.json'",
+             dir, dir, dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(put(fx, STATUS_TASK,
+                         "{\"run_id\":\"r\",\"task_name\":\"x\",\"status\":\"RUNNING\","
+                         "\"status_seq\":3}"),
+                     STATUS_REFUSED);
+    j = stored(fx, "runs/r/tasks/x.json");
+    assert_int_equal(num(j, "status_seq"), 9);
+    assert_string_equal(cJSON_GetObjectItem(j, "status")->valuestring, "SUCCEEDED");
+    cJSON_Delete(j);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -483,6 +514,7 @@ int main(void)
         T(rewrites_free_no_inode),
         T(shorter_rewrite_leaves_no_old_tail),
         T(stored_file_keeps_every_member_exactly),
+        T(removed_or_replaced_directory_is_made_and_checked_again),
         T(hard_linked_item_is_never_written_through),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
