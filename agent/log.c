@@ -47,6 +47,9 @@ static struct {
     bool hold_run_end; /* keep run_end's stdout bytes until agent_log_release */
     bool capture;      /* writing the run_end line itself now: its bytes go to `held` */
     struct buf held;   /* those bytes */
+    int batching;      /* agent_log_batch_begin depth: stdout bytes wait in `batch` */
+    struct buf batch;
+    bool flush_at_exit; /* atexit(flush_batch) registered */
     struct log_line line;
 } L = {.fmt = LOG_FORMAT_JSON, .min = LOG_INFO, .fd = 1};
 
@@ -412,14 +415,35 @@ void agent_log_json(log_line *l, const char *key, const cJSON *val)
     cJSON_free(s);
 }
 
+static void write_out(const char *p, size_t n);
+
+/* Writes the lines a batch gathered, in one write(2). */
+static void flush_batch(void)
+{
+    if (!L.batch.len)
+        return;
+    size_t n = L.batch.len;
+    L.batch.len = 0;
+    write_out(L.batch.p, n);
+}
+
 /* Writes all of p (retrying on EINTR and short writes). A failed stdout is ignored: logging must
- * never stop the run. A held run_end line collects the bytes instead. */
+ * never stop the run. A held run_end line collects the bytes instead, and a batch gathers them. */
 static void write_all(const char *p, size_t n)
 {
     if (L.capture) {
         buf_add(&L.held, p, n);
         return;
     }
+    if (L.batching) {
+        buf_add(&L.batch, p, n);
+        return;
+    }
+    write_out(p, n);
+}
+
+static void write_out(const char *p, size_t n)
+{
     while (n > 0) {
         ssize_t w = write(L.fd, p, n);
         if (w < 0 && errno == EINTR)
@@ -478,6 +502,25 @@ void agent_log_end(log_line *l)
     }
     L.capture = false;
     l->in_use = false;
+    /* An error or the run's end is never left waiting in a batch: whatever follows may be the
+     * process's end. */
+    if (L.batching && (l->level >= LOG_ERROR || !strcmp(l->event, "run_end")))
+        flush_batch();
+}
+
+void agent_log_batch_begin(void)
+{
+    if (!L.flush_at_exit) {
+        L.flush_at_exit = true;
+        atexit(flush_batch);
+    }
+    L.batching++;
+}
+
+void agent_log_batch_end(void)
+{
+    if (L.batching > 0 && --L.batching == 0)
+        flush_batch();
 }
 
 void agent_log(log_level level, const char *event_type, const char *fmt, ...)
@@ -506,8 +549,9 @@ void agent_log_hold_run_end(bool hold)
 void agent_log_release(void)
 {
     L.hold_run_end = false;
+    flush_batch(); /* older than the held line */
     if (L.held.len)
-        write_all(L.held.p, L.held.len);
+        write_out(L.held.p, L.held.len);
     free(L.held.p);
     L.held = (struct buf){0};
 }

@@ -58,6 +58,12 @@ void agent_log_set_sink(agent_log_sink sink, void *ud);
  * still come before it on stdout: run_end stays the last line. */
 void agent_log_hold_run_end(bool hold);
 void agent_log_release(void);
+/* Between begin and end (nested: the outermost end), stdout lines are gathered and written in
+ * one write(2) at the end, in order: a task's end handled by the loop prints its task_end,
+ * metrics and the next task's task_start lines after that task has been spawned, in one write
+ * instead of three. An ERROR line or run_end writes the batch at once; so does exit(). */
+void agent_log_batch_begin(void);
+void agent_log_batch_end(void);
 
 /* Pretty view only (no-ops in JSON mode): whether it is on, the live progress line kept under
  * the log, and raw text (the end-of-run table). */

@@ -784,7 +784,18 @@ static sched_exit attempt_result(run_state *r, size_t i, char *err, size_t errle
     return rc ? SCHED_EXIT_FAILED : SCHED_EXIT_OK;
 }
 
+static void task_exited(void *ud, sbx_proc *p, const sbx_result *res);
+
+/* The lines of an ended attempt (task_end, metrics) and of what it starts (task_start) are
+ * written in one write(2), after the next spawn (agent/log.h). */
 static void on_task_exit(void *ud, sbx_proc *p, const sbx_result *res)
+{
+    agent_log_batch_begin();
+    task_exited(ud, p, res);
+    agent_log_batch_end();
+}
+
+static void task_exited(void *ud, sbx_proc *p, const sbx_result *res)
 {
     attempt_ref *ref = ud;
     run_state *r = ref->r;

@@ -129,6 +129,41 @@ static void integers_keep_every_digit_at_the_extremes(void **state)
     cJSON_Delete(one_line());
 }
 
+/* Lines logged in a batch (nested too) reach stdout only at its outermost end, all of them and in
+ * order; an ERROR line and run_end write the batch at once, since the process may end next. */
+static void batched_lines_wait_for_the_end_and_keep_their_order(void **state)
+{
+    (void)state;
+    agent_log_init(LOG_FORMAT_JSON, LOG_INFO, out_fd);
+    agent_log_batch_begin();
+    agent_log(LOG_INFO, "e1", "one");
+    agent_log_batch_begin();
+    agent_log(LOG_INFO, "e2", "two");
+    agent_log_batch_end();
+    assert_int_equal(lseek(out_fd, 0, SEEK_END), 0);
+    agent_log_batch_end();
+    size_t len;
+    char *text = written(&len);
+    char *one = strstr(text, "\"message\":\"one\""), *two = strstr(text, "\"message\":\"two\"");
+    assert_non_null(one);
+    assert_non_null(two);
+    assert_true(one < two);
+    free(text);
+    off_t before = lseek(out_fd, 0, SEEK_END);
+    agent_log_batch_begin();
+    agent_log(LOG_INFO, "e3", "three");
+    agent_log(LOG_ERROR, "e4", "four");
+    text = written(&len);
+    assert_true((off_t)len > before);
+    assert_non_null(strstr(text, "\"message\":\"three\""));
+    assert_non_null(strstr(text, "\"message\":\"four\""));
+    free(text);
+    before = lseek(out_fd, 0, SEEK_END);
+    agent_log(LOG_INFO, "run_end", "the end");
+    assert_true(lseek(out_fd, 0, SEEK_END) > before);
+    agent_log_batch_end();
+}
+
 static void long_message_is_cut_on_a_character(void **state)
 {
     (void)state;
@@ -191,6 +226,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(long_message_is_cut_on_a_character, setup, teardown),
         cmocka_unit_test_setup_teardown(integers_keep_every_digit_at_the_extremes, setup, teardown),
+        cmocka_unit_test_setup_teardown(batched_lines_wait_for_the_end_and_keep_their_order, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(pretty_view_shows_control_characters_visibly, setup,
                                         teardown),
     };
