@@ -116,10 +116,12 @@ static void complete(fixture *fx, int i, int rc)
     fx->f->done[i](fx->f->ctx[i], rc, rc ? "fake failure" : NULL);
 }
 
-/* Loop time is in whole milliseconds and timers fire late, never early. */
+/* Loop time is in whole milliseconds and timers fire late, never early: how late depends on
+ * the machine, and under valgrind beside other tests a turn of the loop took over 150 ms once. */
 static void assert_lag(double got, double want)
 {
-    if (got < want - 1 || got > want + 150)
+    double late = getenv("DAGY_UNDER_VALGRIND") ? 1000 : 150;
+    if (got < want - 1 || got > want + late)
         fail_msg("lag %.0f ms, expected about %.0f ms", got, want);
 }
 
