@@ -363,16 +363,11 @@ void agent_log_int(log_line *l, const char *key, int64_t val)
 {
     if (!l)
         return;
-    char num[24], *e = num + sizeof num, *p = e; /* digits from the end, without snprintf */
-    uint64_t u = val < 0 ? 0 - (uint64_t)val : (uint64_t)val;
-    do
-        *--p = (char)('0' + u % 10);
-    while (u /= 10);
-    if (val < 0)
-        *--p = '-';
+    char num[PROTO_NUM_MAX];
+    size_t n = proto_fmt_int(num, val);
     add_key(l, key);
-    buf_add(&l->json, p, (size_t)(e - p));
-    pretty_field(l, key, p, (size_t)(e - p));
+    buf_add(&l->json, num, n);
+    pretty_field(l, key, num, n);
 }
 
 void agent_log_num(log_line *l, const char *key, double val)

@@ -93,17 +93,11 @@ static void tb_adds(text_buf *t, const char *s)
     tb_add(t, s, strlen(s));
 }
 
-/* A number as cJSON prints one (15 significant digits, 17 when 15 do not read back the same). */
+/* A number as cJSON prints one (proto_fmt_json_num). */
 static void tb_num(text_buf *t, double v)
 {
-    char num[32];
-    int n = snprintf(num, sizeof num, "%1.15g", v);
-    if (n > 0 && strtod(num, NULL) != v)
-        n = snprintf(num, sizeof num, "%1.17g", v);
-    if (n > 0 && (size_t)n < sizeof num)
-        tb_add(t, num, (size_t)n);
-    else
-        t->full = true;
+    char num[PROTO_NUM_MAX];
+    tb_add(t, num, proto_fmt_json_num(num, v));
 }
 
 size_t agent_metrics_emf_metadata(char *buf, size_t cap, const char *ns, const char *dimension,
@@ -113,10 +107,9 @@ size_t agent_metrics_emf_metadata(char *buf, size_t cap, const char *ns, const c
     size_t defs = 0;
     if (!plain_name(ns) || !plain_name(dimension))
         return 0;
-    char ts[32];
-    snprintf(ts, sizeof ts, "%lld", (long long)ts_ms);
+    char ts[PROTO_NUM_MAX];
     tb_adds(&t, "{\"Timestamp\":");
-    tb_adds(&t, ts);
+    tb_add(&t, ts, proto_fmt_int(ts, ts_ms));
     tb_adds(&t, ",\"CloudWatchMetrics\":[{\"Namespace\":\"");
     tb_adds(&t, ns);
     tb_adds(&t, "\",\"Dimensions\":[[\"");

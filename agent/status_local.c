@@ -19,8 +19,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,33 +96,6 @@ static bool condition_allows(const cJSON *stored, const local_job *j)
     return true;
 }
 
-/* A number as cJSON prints one: an integer as such, else 15 significant digits, or 17 when 15
- * do not read back the same; non-finite numbers (never stored) as null. */
-static void put_number(proto_sbuf *b, double v)
-{
-    char num[32];
-    int n;
-    if (!isfinite(v)) {
-        proto_sbuf_puts(b, "null");
-        return;
-    }
-    if (v == floor(v) && fabs(v) < 9007199254740992.0) {
-        char *e = num + sizeof num, *p = e;
-        uint64_t u = (uint64_t)fabs(v);
-        do
-            *--p = (char)('0' + u % 10);
-        while (u /= 10);
-        if (v < 0)
-            *--p = '-';
-        proto_sbuf_put(b, p, (size_t)(e - p));
-        return;
-    }
-    n = snprintf(num, sizeof num, "%1.15g", v);
-    if (strtod(num, NULL) != v)
-        n = snprintf(num, sizeof num, "%1.17g", v);
-    proto_sbuf_put(b, num, (size_t)n);
-}
-
 /* The file's content: the item without its JSON-null ("removed") members, one member per line
  * (as cJSON_Print lays them out), written directly: copying the item to drop its nulls and
  * printing the copy with cJSON took ~5 % of the agent's CPU on a DAG of short tasks. Members
@@ -146,7 +117,8 @@ static char *render(const cJSON *item)
         if (cJSON_IsString(m)) {
             proto_sbuf_json_str(&b, m->valuestring ? m->valuestring : "");
         } else if (cJSON_IsNumber(m)) {
-            put_number(&b, m->valuedouble);
+            char num[PROTO_NUM_MAX];
+            proto_sbuf_put(&b, num, proto_fmt_json_num(num, m->valuedouble));
         } else if (cJSON_IsBool(m)) {
             proto_sbuf_puts(&b, cJSON_IsTrue(m) ? "true" : "false");
         } else {

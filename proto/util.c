@@ -482,6 +482,33 @@ void proto_sbuf_puts(proto_sbuf *b, const char *s)
     proto_sbuf_put(b, s, strlen(s));
 }
 
+size_t proto_fmt_int(char *buf, int64_t v)
+{
+    char tmp[24], *e = tmp + sizeof tmp, *p = e; /* digits from the end */
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--p = '-';
+    memcpy(buf, p, (size_t)(e - p));
+    return (size_t)(e - p);
+}
+
+size_t proto_fmt_json_num(char *buf, double v)
+{
+    if (!isfinite(v)) {
+        memcpy(buf, "null", 4);
+        return 4;
+    }
+    if (v == floor(v) && fabs(v) < 9007199254740992.0)
+        return proto_fmt_int(buf, (int64_t)v);
+    int n = snprintf(buf, PROTO_NUM_MAX, "%1.15g", v);
+    if (strtod(buf, NULL) != v)
+        n = snprintf(buf, PROTO_NUM_MAX, "%1.17g", v);
+    return n > 0 ? (size_t)n : 0;
+}
+
 void proto_sbuf_json_str(proto_sbuf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";

@@ -60,6 +60,14 @@ void proto_sbuf_puts(proto_sbuf *b, const char *s);
  * The canonical JSON of task fingerprints depends on this exact form. */
 void proto_sbuf_json_str(proto_sbuf *b, const char *s);
 
+/* Number text without a terminating NUL; both return its length. An integer in decimal (buf of
+ * PROTO_NUM_MAX bytes is enough). A JSON number as cJSON prints it: an integer below 2^53 in
+ * decimal, else 15 significant digits, or 17 when 15 do not read back the same; "null" for a
+ * non-finite value. Per log line and status item, hence no snprintf for the integers. */
+#define PROTO_NUM_MAX 32
+size_t proto_fmt_int(char *buf, int64_t v);
+size_t proto_fmt_json_num(char *buf, double v);
+
 /* ---- lists and statuses ---- */
 
 /* Splits "a,b , c" at `sep` into a NULL-terminated array of trimmed, non-empty strings (an

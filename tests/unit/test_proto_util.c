@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -539,6 +540,36 @@ static void sbuf_json_str_escapes_only_what_json_requires(void **state)
     free(b.s);
 }
 
+/* Integers digit for digit at both ends; JSON numbers as cJSON prints them, reading back
+ * exactly, integers below 2^53 in plain decimal, non-finite values as null. */
+static void numbers_are_formatted_exactly(void **state)
+{
+    (void)state;
+    char b[PROTO_NUM_MAX + 1];
+    b[proto_fmt_int(b, INT64_MIN)] = '\0';
+    assert_string_equal(b, "-9223372036854775808");
+    b[proto_fmt_int(b, INT64_MAX)] = '\0';
+    assert_string_equal(b, "9223372036854775807");
+    b[proto_fmt_int(b, 0)] = '\0';
+    assert_string_equal(b, "0");
+    b[proto_fmt_json_num(b, 9007199254740991.0)] = '\0';
+    assert_string_equal(b, "9007199254740991");
+    b[proto_fmt_json_num(b, -3)] = '\0';
+    assert_string_equal(b, "-3");
+    b[proto_fmt_json_num(b, NAN)] = '\0';
+    assert_string_equal(b, "null");
+    b[proto_fmt_json_num(b, INFINITY)] = '\0';
+    assert_string_equal(b, "null");
+    const double v[] = {0.1 + 0.2,          0.001, 5e-324, -1.7976931348623157e308,
+                        9007199254740992.0, 1e21};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        size_t n = proto_fmt_json_num(b, v[i]);
+        assert_true(n > 0 && n < PROTO_NUM_MAX);
+        b[n] = '\0';
+        assert_true(strtod(b, NULL) == v[i]);
+    }
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
 
 int main(void)
@@ -556,6 +587,7 @@ int main(void)
         cmocka_unit_test(terminal_statuses_are_the_contracts_four),
         cmocka_unit_test(sbuf_grows_and_keeps_every_byte),
         cmocka_unit_test(sbuf_json_str_escapes_only_what_json_requires),
+        cmocka_unit_test(numbers_are_formatted_exactly),
         T(mkdirs_creates_parents_and_refuses_files),
         T(read_file_reads_regular_files_whole),
         T(read_file_refuses_too_large_missing_and_directories),
