@@ -173,11 +173,11 @@ static int write_temp(const local_job *j, char *tmp, size_t n)
     return 0;
 }
 
-/* The condition check against the stored file. Returns 1 to write, 0 when refused (an
- * answer), or -errno with j->err. */
 static int slot_fd(local_backend *b, int slot);
 static int spare_slot(local_backend *b, const char *dir);
 
+/* The condition check against the stored file (read through its directory's slot when there is
+ * one). Returns 1 to write, 0 when refused (an answer), or -errno with j->err. */
 static int check_stored(local_job *j)
 {
     cJSON *stored = NULL;
