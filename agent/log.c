@@ -410,6 +410,8 @@ void agent_log_json(log_line *l, const char *key, const cJSON *val)
     cJSON_free(s);
 }
 
+#define LOG_BATCH_MAX (64 * 1024) /* a batch is written once it holds this much */
+
 static void write_out(const char *p, size_t n);
 
 /* Writes the lines a batch gathered, in one write(2). */
@@ -432,6 +434,8 @@ static void write_all(const char *p, size_t n)
     }
     if (L.batching) {
         buf_add(&L.batch, p, n);
+        if (L.batch.len >= LOG_BATCH_MAX) /* a map's thousand task_start lines: bounded memory */
+            flush_batch();
         return;
     }
     write_out(p, n);

@@ -61,7 +61,8 @@ void agent_log_release(void);
 /* Between begin and end (nested: the outermost end), stdout lines are gathered and written in
  * one write(2) at the end, in order: a task's end handled by the loop prints its task_end,
  * metrics and the next task's task_start lines after that task has been spawned, in one write
- * instead of three. An ERROR line or run_end writes the batch at once; so does exit(). */
+ * instead of three. An ERROR line or run_end writes the batch at once; so does exit(), and a
+ * batch that reached 64 KiB (a map expanding into thousands of tasks). */
 void agent_log_batch_begin(void);
 void agent_log_batch_end(void);
 

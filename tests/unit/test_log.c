@@ -161,7 +161,17 @@ static void batched_lines_wait_for_the_end_and_keep_their_order(void **state)
     before = lseek(out_fd, 0, SEEK_END);
     agent_log(LOG_INFO, "run_end", "the end");
     assert_true(lseek(out_fd, 0, SEEK_END) > before);
+    /* a batch holds at most 64 KiB: thousands of lines are written on the way, whole lines */
+    before = lseek(out_fd, 0, SEEK_END);
+    for (int i = 0; i < 1000; i++)
+        agent_log(LOG_INFO, "e5", "line %d", i);
+    off_t mid = lseek(out_fd, 0, SEEK_END);
+    assert_true(mid > before);
+    text = written(&len);
+    assert_int_equal(text[len - 1], '\n');
+    free(text);
     agent_log_batch_end();
+    assert_true(lseek(out_fd, 0, SEEK_END) > mid);
 }
 
 static void long_message_is_cut_on_a_character(void **state)
