@@ -76,7 +76,7 @@ static double num_attr(const cJSON *o, const char *k)
 /* Why the stored item makes this child stale (NULL: go on). */
 static const char *stale_reason(const agent_config *c, const cJSON *stored, char *buf, size_t n)
 {
-    const char *st = agent__ecs_str(stored, "status");
+    const char *st = proto_json_str(stored, "status");
     int attempt = (int)num_attr(stored, "attempt");
     if (st && proto_status_terminal(st))
         snprintf(buf, n, "task \"%s\" of run \"%s\" already ended %s", c->only_task, c->run_id, st);
@@ -318,9 +318,9 @@ static void on_upstream_item(void *ctx, int rc, const cJSON *stored, const char 
     child_prep *p = j->p;
     run_state *r = p->r;
     const char *name = r->spec->tasks[j->u].name;
-    const char *st = agent__ecs_str(stored, "status"),
-               *uri = agent__ecs_str(stored, "result_s3_uri");
-    const char *sha = agent__ecs_str(stored, "result_sha256");
+    const char *st = proto_json_str(stored, "status"),
+               *uri = proto_json_str(stored, "result_s3_uri");
+    const char *sha = proto_json_str(stored, "result_sha256");
     bool ended = st && proto_status_terminal(st);
     if (rc == 0 && !ended && ++j->tries < UPSTREAM_TRIES && r->phase == RUN_PREPARING) {
         j->waiting = true; /* the child launches nothing: its poll timer is free */

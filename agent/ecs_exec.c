@@ -40,12 +40,6 @@ static agent_ecs *ecs_state(run_state *r)
     return r->ecs;
 }
 
-const char *agent__ecs_str(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 const char *agent__ecs_getenv(const char *name)
 {
     const char *v = getenv(name);

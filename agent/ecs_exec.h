@@ -64,8 +64,7 @@ struct agent_ecs {
 };
 
 /* ---- ecs_exec.c ---- */
-const char *agent__ecs_getenv(const char *name);           /* getenv, an empty value as unset */
-const char *agent__ecs_str(const cJSON *o, const char *k); /* string member k, or NULL */
+const char *agent__ecs_getenv(const char *name); /* getenv, an empty value as unset */
 /* The spec task of plan task i, and the name its item and logs carry (a map instance's plan
  * task has its own name, NAME[7]: the seam to change when plan and spec indices differ). */
 const flowspec_task *agent__ecs_spec_task(const run_state *r, size_t i);

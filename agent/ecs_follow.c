@@ -45,11 +45,11 @@ static void on_result_fetched(void *ud, const fetch_aws_result *res)
 static void end_succeeded(ecs_child *ch, const cJSON *stored, cJSON *it)
 {
     run_state *r = ch->r;
-    const char *uri = agent__ecs_str(stored, "result_s3_uri"),
-               *sha = agent__ecs_str(stored, "result_sha256");
+    const char *uri = proto_json_str(stored, "result_s3_uri"),
+               *sha = proto_json_str(stored, "result_sha256");
     static const char *const keep[] = {"result_s3_uri", "result_sha256", "task_hash"};
     for (size_t k = 0; k < sizeof keep / sizeof keep[0]; k++)
-        status_set_str(it, keep[k], agent__ecs_str(stored, keep[k]));
+        status_set_str(it, keep[k], proto_json_str(stored, keep[k]));
     const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(stored, "result_bytes");
     if (cJSON_IsNumber(bytes))
         status_set_num(it, "result_bytes", bytes->valuedouble);
@@ -79,11 +79,11 @@ static void end_from_item(ecs_child *ch, const cJSON *stored, const char *st)
     run_state *r = ch->r;
     agent_task *t = &r->tasks[ch->i];
     const cJSON *ec = cJSON_GetObjectItemCaseSensitive(stored, "exit_code");
-    const char *msg = agent__ecs_str(stored, "error_message");
+    const char *msg = proto_json_str(stored, "error_message");
     t->exit_code = cJSON_IsNumber(ec) ? ec->valueint : -1;
     status_seq_floor(r->status, t->item, (uint64_t)item_seq(stored));
-    if (agent__ecs_str(stored, "trace_s3_uri"))
-        status_set_str(t->item, "trace_s3_uri", agent__ecs_str(stored, "trace_s3_uri"));
+    if (proto_json_str(stored, "trace_s3_uri"))
+        status_set_str(t->item, "trace_s3_uri", proto_json_str(stored, "trace_s3_uri"));
     if (!strcmp(st, "SUCCEEDED")) {
         t->adopted = true; /* terminal: the child's write stands */
         end_succeeded(ch, stored, t->item);
@@ -135,7 +135,7 @@ static void on_item(void *ctx, int rc, const cJSON *stored, const char *err)
             tick_done(r->ecs);
         return;
     }
-    const char *st = agent__ecs_str(stored, "status");
+    const char *st = proto_json_str(stored, "status");
     const cJSON *att = cJSON_GetObjectItemCaseSensitive(stored, "attempt");
     bool mine = rc == 0 && st && cJSON_IsNumber(att) && att->valueint == ch->attempt &&
                 item_seq(stored) > (double)ch->seq0 + 0.5 * ECS_CHILD_SEQ_GAP;
@@ -191,8 +191,8 @@ static void mark_stopped(ecs_child *ch, const cJSON *task)
         if (ours && cJSON_IsNumber(ec))
             ch->ecs_exit = ec->valueint;
     }
-    const char *code = agent__ecs_str(task, "stopCode"),
-               *why = agent__ecs_str(task, "stoppedReason");
+    const char *code = proto_json_str(task, "stopCode"),
+               *why = proto_json_str(task, "stoppedReason");
     char buf[600];
     snprintf(buf, sizeof buf, "%s%s%s", code ? code : (task ? "" : "MISSING"),
              code && why ? ": " : "", why ? why : "");
@@ -245,15 +245,15 @@ static void on_describe(void *ud, const fetch_aws_result *res)
         const cJSON *fails = ok ? cJSON_GetObjectItemCaseSensitive(res->json, "failures") : NULL;
         cJSON_ArrayForEach(t, tasks)
         {
-            ecs_child *ch = by_arn(e, agent__ecs_str(t, "taskArn"));
-            const char *last = agent__ecs_str(t, "lastStatus");
+            ecs_child *ch = by_arn(e, proto_json_str(t, "taskArn"));
+            const char *last = proto_json_str(t, "lastStatus");
             if (ch && last && !strcmp(last, "STOPPED"))
                 mark_stopped(ch, t);
         }
         cJSON_ArrayForEach(f, fails)
         {
-            ecs_child *ch = by_arn(e, agent__ecs_str(f, "arn"));
-            const char *why = agent__ecs_str(f, "reason");
+            ecs_child *ch = by_arn(e, proto_json_str(f, "arn"));
+            const char *why = proto_json_str(f, "reason");
             if (ch && why && !strcmp(why, "MISSING"))
                 mark_stopped(ch, NULL);
         }

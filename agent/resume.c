@@ -76,8 +76,8 @@ static agent_durable *durable_state(run_state *r)
 
 const char *agent__resume_str(const cJSON *o, const char *k)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
+    const char *s = proto_json_str(o, k);
+    return s && *s ? s : NULL; /* an empty attribute of a source item is no value */
 }
 
 /* SHA-256 of everything read from fd (and a copy to out_fd if >= 0); hex into hex. */

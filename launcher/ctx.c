@@ -1,6 +1,7 @@
 /* ctx.c - what every dagy-launch command shares: the configuration, one libuv loop with one AWS
  * client, JSON 1.0 calls with a cJSON body, and JSON output. */
 #include "launcher/launch.h"
+#include "proto/util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -152,8 +153,7 @@ cJSON *launch__key(const char *name, const char *value, const char *name2, const
 
 const char *launch__str(const cJSON *obj, const char *name)
 {
-    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
-    return cJSON_IsString(v) ? v->valuestring : NULL;
+    return proto_json_str(obj, name);
 }
 
 typedef struct {

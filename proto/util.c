@@ -482,6 +482,12 @@ void proto_sbuf_puts(proto_sbuf *b, const char *s)
     proto_sbuf_put(b, s, strlen(s));
 }
 
+const char *proto_json_str(const cJSON *obj, const char *key)
+{
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
 size_t proto_fmt_int(char *buf, int64_t v)
 {
     char tmp[24], *e = tmp + sizeof tmp, *p = e; /* digits from the end */

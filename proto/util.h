@@ -6,7 +6,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+#include <cjson/cJSON.h>
 
 /* ---- UTF-8 ---- */
 
@@ -65,6 +67,10 @@ void proto_sbuf_json_str(proto_sbuf *b, const char *s);
  * decimal, else 15 significant digits, or 17 when 15 do not read back the same; "null" for a
  * non-finite value. Per log line and status item, hence no snprintf for the integers. */
 #define PROTO_NUM_MAX 32
+
+/* The string member `key` of JSON object `obj` (NULL obj allowed), or NULL if absent or not a
+ * string. The one such getter of the agent and the launcher. */
+const char *proto_json_str(const cJSON *obj, const char *key);
 size_t proto_fmt_int(char *buf, int64_t v);
 size_t proto_fmt_json_num(char *buf, double v);
 
